@@ -1,0 +1,30 @@
+# One entry point. Every target installs what it needs into .venv first.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export OPENBLAS_NUM_THREADS := 1
+export OMP_NUM_THREADS := 1
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock requirements-models.txt scripts/setup.sh
+	bash scripts/setup.sh
+	touch $(STAMP)
+
+demo: setup            ## the main job: a local testnet embedding real text end to end
+	$(VENV)/bin/moenode testnet demo --nodes 5 --submissions 20 --json demo.json
+
+test: setup            ## the whole suite, slow end-to-end tests included
+	$(PY) -m pytest -q -ra
+
+test-fast: setup       ## skip the slow end-to-end tests
+	$(PY) -m pytest -q -m "not slow"
+
+bench: setup
+	for b in bench/*.py; do $(PY) $$b --json || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info

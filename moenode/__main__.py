@@ -1,0 +1,3 @@
+from moenode.cli import main
+
+main()
