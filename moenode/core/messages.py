@@ -1,0 +1,548 @@
+"""Message schemas and the signed envelope: one schema, one validation and one size cap per message type.
+
+Theory of operation: every message is a frozen dataclass whose fields carry their own checks (`spec(...)`). On the
+wire a message travels as a signed envelope, `{"body": {...fields, "type": T, "net": network_id}, "signer": pk,
+"sig": sig}`, in canonical msgpack; the signature covers `H("msg", canonical(body))`. `open_signed` is the single
+door for untrusted bytes: size cap of the type, canonical decoding, known type, right network, schema, signature,
+then the type's own `validate()`. It raises only `ProtocolError` subclasses. Nested values (a Submission inside a
+Reveal, a Report inside a Certificate) are checked by the same field specs.
+
+Other modules register further types (ledger orders) with `@register`, so the registry stays the one place to look.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
+
+from moenode.core.codec import canonical, decode
+from moenode.core.crypto import DIGEST_SIZE, PUBKEY_SIZE, SIG_SIZE, H, Signer, Verifier
+from moenode.core.errors import DecodeError, ProtocolError, SchemaError, SignatureError, TooLarge, WrongNetwork
+
+KiB, MiB = 1 << 10, 1 << 20
+MAX_ITEMS = 256
+MAX_ITEM_BYTES = 16 * KiB
+MAX_DIM = 4096
+
+Check = Callable[[Any, str], Any]  # (value, where) -> value, possibly converted; raises SchemaError
+
+
+# field checks ---------------------------------------------------------------------------------------------------
+def _fail(where: str, what: str) -> SchemaError:
+    return SchemaError(f"{where}: {what}")
+
+
+def uint(high: int = (1 << 63) - 1) -> Check:
+    def check(v: Any, where: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= high:
+            raise _fail(where, f"expected an integer in [0, {high}], got {v!r:.40}")
+        return v
+    return check
+
+
+def sint(low: int, high: int) -> Check:
+    def check(v: Any, where: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise _fail(where, f"expected an integer in [{low}, {high}], got {v!r:.40}")
+        return v
+    return check
+
+
+def blob(exact: int | None = None, max_len: int = MiB) -> Check:
+    def check(v: Any, where: str) -> bytes:
+        if not isinstance(v, bytes):
+            raise _fail(where, f"expected bytes, got {type(v).__name__}")
+        if exact is not None and len(v) != exact:
+            raise _fail(where, f"expected {exact} bytes, got {len(v)}")
+        if len(v) > max_len:
+            raise _fail(where, f"{len(v)} bytes exceeds {max_len}")
+        return v
+    return check
+
+
+def text(max_len: int = 256) -> Check:
+    def check(v: Any, where: str) -> str:
+        if not isinstance(v, str) or len(v.encode("utf-8")) > max_len:
+            raise _fail(where, f"expected a string of at most {max_len} bytes")
+        return v
+    return check
+
+
+def boolean() -> Check:
+    def check(v: Any, where: str) -> bool:
+        if not isinstance(v, bool):
+            raise _fail(where, "expected a bool")
+        return v
+    return check
+
+
+def mapping() -> Check:
+    """A map checked later by its consumer (an envelope nested inside another message)."""
+    def check(v: Any, where: str) -> dict:
+        if not isinstance(v, dict):
+            raise _fail(where, "expected a map")
+        return v
+    return check
+
+
+def optional(inner: Check) -> Check:
+    def check(v: Any, where: str) -> Any:
+        return None if v is None else inner(v, where)
+    return check
+
+
+def seq(inner: Check, max_len: int, min_len: int = 0) -> Check:
+    def check(v: Any, where: str) -> tuple:
+        if not isinstance(v, list) or not min_len <= len(v) <= max_len:
+            raise _fail(where, f"expected a list of {min_len}..{max_len} entries")
+        return tuple(inner(x, f"{where}[{i}]") for i, x in enumerate(v))
+    return check
+
+
+def pair(a: Check, b: Check) -> Check:
+    def check(v: Any, where: str) -> tuple:
+        if not isinstance(v, list) or len(v) != 2:
+            raise _fail(where, "expected a pair")
+        return a(v[0], where + "[0]"), b(v[1], where + "[1]")
+    return check
+
+
+def nested(cls: "type[Message]") -> Check:
+    def check(v: Any, where: str) -> "Message":
+        if not isinstance(v, dict):
+            raise _fail(where, f"expected a {cls.TYPE} map")
+        return cls.from_body(v, where)
+    return check
+
+
+B32 = blob(DIGEST_SIZE)
+PK = blob(PUBKEY_SIZE)
+SIG = blob(SIG_SIZE)
+
+
+def spec(check: Check) -> Any:
+    """A dataclass field whose value is checked by `check` when decoded."""
+    return field(metadata={"check": check})
+
+
+# the message base -------------------------------------------------------------------------------------------------
+M = TypeVar("M", bound="Message")
+REGISTRY: dict[str, "type[Message]"] = {}
+
+
+def register(cls: type[M]) -> type[M]:
+    if cls.TYPE in REGISTRY:
+        raise RuntimeError(f"message type {cls.TYPE} registered twice")
+    REGISTRY[cls.TYPE] = cls
+    return cls
+
+
+@dataclass(frozen=True)
+class Message:
+    TYPE: ClassVar[str] = ""
+    MAX_BYTES: ClassVar[int] = 4 * KiB
+
+    def to_body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = _plain(v)
+        return out
+
+    @classmethod
+    def from_body(cls: type[M], body: dict[str, Any], where: str | None = None) -> M:
+        where = where or cls.TYPE
+        names = {f.name for f in fields(cls)}
+        present = set(body) - {"type", "net"}
+        if present != names:
+            missing, extra = sorted(names - present), sorted(present - names)
+            raise SchemaError(f"{where}: missing {missing} / unexpected {extra}")
+        values = {f.name: f.metadata["check"](body[f.name], f"{where}.{f.name}") for f in fields(cls)}
+        msg = cls(**values)
+        msg.validate()
+        return msg
+
+    def validate(self) -> None:
+        """Cross-field rules; field types and bounds are already checked by their specs."""
+
+    def digest(self) -> bytes:
+        """Content identity of an unsigned value (used for Submission and Report bodies)."""
+        return H(self.TYPE.lower(), canonical(self.to_body()))
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Message):
+        return v.to_body()
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A message with its network id, signer and signature. `id` is what the signature covers."""
+
+    msg: Message
+    net: bytes
+    signer: bytes
+    sig: bytes
+
+    def body(self) -> dict[str, Any]:
+        return body_of(self.msg, self.net)
+
+    @property
+    def id(self) -> bytes:
+        return H("msg", canonical(self.body()))
+
+    def encode(self) -> bytes:
+        return canonical({"body": self.body(), "signer": self.signer, "sig": self.sig})
+
+    def as_wire(self) -> dict[str, Any]:
+        return {"body": self.body(), "signer": self.signer, "sig": self.sig}
+
+
+def body_of(msg: Message, net: bytes) -> dict[str, Any]:
+    body = msg.to_body()
+    body["type"] = msg.TYPE
+    body["net"] = net
+    return body
+
+
+def seal(msg: Message, signer: Signer, net: bytes) -> Signed:
+    msg.validate()
+    digest = H("msg", canonical(body_of(msg, net)))
+    return Signed(msg=msg, net=net, signer=signer.public_key, sig=signer.sign(digest))
+
+
+MAX_ENVELOPE = 16 * MiB
+
+
+def open_wire(wire: Any, net: bytes, verify: Verifier, expect: tuple[type[Message], ...] = ()) -> Signed:
+    """Check an already-decoded envelope map (for envelopes nested in other messages)."""
+    if not isinstance(wire, dict) or set(wire) != {"body", "signer", "sig"}:
+        raise SchemaError("envelope: expected {body, signer, sig}")
+    body, signer, sig = wire["body"], wire["signer"], wire["sig"]
+    if not isinstance(body, dict):
+        raise SchemaError("envelope: body must be a map")
+    PK(signer, "envelope.signer")
+    SIG(sig, "envelope.sig")
+    mtype = body.get("type")
+    cls = REGISTRY.get(mtype) if isinstance(mtype, str) else None
+    if cls is None:
+        raise SchemaError(f"envelope: unknown message type {mtype!r:.40}")
+    if expect and cls not in expect:
+        raise SchemaError(f"envelope: got {cls.TYPE}, expected {'/'.join(c.TYPE for c in expect)}")
+    if body.get("net") != net:
+        raise WrongNetwork(f"{cls.TYPE}: signed for another network")
+    msg = cls.from_body(body)
+    if not verify(signer, H("msg", canonical(body)), sig):
+        raise SignatureError(f"{cls.TYPE}: signature does not verify for {signer.hex()[:16]}")
+    return Signed(msg=msg, net=net, signer=signer, sig=sig)
+
+
+def open_signed(data: bytes, net: bytes, verify: Verifier, expect: tuple[type[Message], ...] = ()) -> Signed:
+    """Decode and check untrusted envelope bytes. Raises only ProtocolError subclasses."""
+    cap = max((c.MAX_BYTES for c in expect), default=MAX_ENVELOPE)
+    try:
+        wire = decode(data, max_bytes=cap)
+        signed = open_wire(wire, net, verify, expect)
+    except ProtocolError:
+        raise
+    except RecursionError:
+        raise DecodeError("nesting too deep") from None
+    if len(data) > type(signed.msg).MAX_BYTES:
+        raise TooLarge(f"{signed.msg.TYPE}: {len(data)} bytes exceeds its cap of {type(signed.msg).MAX_BYTES}")
+    return signed
+
+
+# round messages ---------------------------------------------------------------------------------------------------
+ITEM = text(MAX_ITEM_BYTES)
+LOSS = uint(1_000_000)
+BPS = uint(10_000)
+
+
+@register
+@dataclass(frozen=True)
+class Input(Message):
+    """Submitter -> each shard member: the batch and its paid escrow."""
+
+    TYPE: ClassVar[str] = "Input"
+    MAX_BYTES: ClassVar[int] = MAX_ITEMS * MAX_ITEM_BYTES + 64 * KiB
+    shard_id: bytes = spec(B32)
+    epoch: int = spec(uint())
+    submitter: bytes = spec(PK)
+    pay_id: bytes = spec(B32)
+    pay_cert: bytes = spec(blob(max_len=48 * KiB))
+    fee: int = spec(uint())
+    data_hash: bytes = spec(B32)
+    nonce: bytes = spec(B32)
+    modality: str = spec(text(16))
+    deadline_ms: int = spec(uint())
+    items: tuple[str, ...] = spec(seq(ITEM, MAX_ITEMS, 1))
+
+    def validate(self) -> None:
+        from moenode.core.selection import data_hash
+
+        if self.modality != "text":
+            raise SchemaError(f"Input: modality {self.modality!r} is not supported")
+        if data_hash([s.encode("utf-8") for s in self.items]) != self.data_hash:
+            raise SchemaError("Input: data_hash does not match the items")
+        if self.shard_id != shard_id(self.epoch, self.data_hash, self.nonce, self.submitter):
+            raise SchemaError("Input: shard_id is not derived from (epoch, data_hash, nonce, submitter)")
+
+
+def shard_id(epoch: int, data_hash_: bytes, nonce: bytes, submitter: bytes) -> bytes:
+    """Known before payment, so the fee can go to escrow(shard_id)."""
+    return H("shard_id", canonical([epoch, data_hash_, nonce, submitter]))
+
+
+@register
+@dataclass(frozen=True)
+class OptOut(Message):
+    TYPE: ClassVar[str] = "OptOut"
+    MAX_BYTES: ClassVar[int] = 2 * KiB
+    shard_id: bytes = spec(B32)
+    reason: str = spec(text(200))
+
+
+@register
+@dataclass(frozen=True)
+class Commit(Message):
+    TYPE: ClassVar[str] = "Commit"
+    MAX_BYTES: ClassVar[int] = 1 * KiB
+    shard_id: bytes = spec(B32)
+    digest: bytes = spec(B32)
+
+
+@register
+@dataclass(frozen=True)
+class CommitVotes(Message):
+    """The voter's view of the commits it accepted in time: (member, digest) pairs, members unique."""
+
+    TYPE: ClassVar[str] = "CommitVotes"
+    MAX_BYTES: ClassVar[int] = 8 * KiB
+    shard_id: bytes = spec(B32)
+    votes: tuple[tuple[bytes, bytes], ...] = spec(seq(pair(PK, B32), 128))
+
+    def validate(self) -> None:
+        members = [m for m, _ in self.votes]
+        if members != sorted(set(members)):
+            raise SchemaError("CommitVotes: members must be unique and sorted")
+
+
+@register
+@dataclass(frozen=True)
+class Payload(Message):
+    """What a producer computed: the embeddings, the split-half views and the losses it claims.
+
+    `views` is opaque to the core; its layout is fixed by the scorer (SPEC section 5).
+    """
+
+    TYPE: ClassVar[str] = "Payload"
+    MAX_BYTES: ClassVar[int] = 12 * MiB
+    model_id: bytes = spec(B32)
+    dim: int = spec(uint(MAX_DIM))
+    embeddings: bytes = spec(blob(max_len=MAX_ITEMS * MAX_DIM * 4))
+    views: bytes = spec(blob(max_len=8 * MiB))
+    routing: bytes = spec(blob(max_len=MAX_ITEMS * 1024 * 2))
+    item_losses: tuple[int, ...] = spec(seq(LOSS, MAX_ITEMS, 1))
+    batch_loss: int = spec(LOSS)
+
+    def validate(self) -> None:
+        if self.dim < 1 or len(self.embeddings) != len(self.item_losses) * self.dim * 4:
+            raise SchemaError("Payload: embeddings must be items x dim float32")
+        if len(self.routing) % (2 * len(self.item_losses)):
+            raise SchemaError("Payload: routing must be items x d float16")
+        if self.batch_loss != batch_loss(self.item_losses):
+            raise SchemaError("Payload: batch_loss is not the rounded mean of item_losses")
+
+
+def batch_loss(item_losses: tuple[int, ...] | list[int]) -> int:
+    """Round-half-up integer mean of per-item micro-losses."""
+    n = len(item_losses)
+    return (2 * sum(item_losses) + n) // (2 * n)
+
+
+@register
+@dataclass(frozen=True)
+class ProxyRequest(Message):
+    TYPE: ClassVar[str] = "ProxyRequest"
+    MAX_BYTES: ClassVar[int] = Input.MAX_BYTES + 64 * KiB
+    shard_id: bytes = spec(B32)
+    sponsor: bytes = spec(PK)
+    price_bps: int = spec(BPS)
+    deadline_ms: int = spec(uint())
+    input: dict = spec(mapping())
+
+
+@register
+@dataclass(frozen=True)
+class ProxySubmission(Message):
+    """Signed by the producer: it computed `payload_digest` for `sponsor` in this shard, for this share."""
+
+    TYPE: ClassVar[str] = "ProxySubmission"
+    MAX_BYTES: ClassVar[int] = 1 * KiB
+    shard_id: bytes = spec(B32)
+    producer: bytes = spec(PK)
+    sponsor: bytes = spec(PK)
+    payload_digest: bytes = spec(B32)
+    producer_share_bps: int = spec(BPS)
+
+    def validate(self) -> None:
+        if self.producer == self.sponsor:
+            raise SchemaError("ProxySubmission: producer and sponsor must differ")
+
+
+@register
+@dataclass(frozen=True)
+class Submission(Message):
+    """A member's candidate: its own payload, or a producer's with the producer's signed ProxySubmission."""
+
+    TYPE: ClassVar[str] = "Submission"
+    MAX_BYTES: ClassVar[int] = Payload.MAX_BYTES + 4 * KiB
+    shard_id: bytes = spec(B32)
+    member: bytes = spec(PK)
+    producer: bytes = spec(PK)
+    payload: Payload = spec(nested(Payload))
+    proxy: dict | None = spec(optional(mapping()))
+
+    def validate(self) -> None:
+        if (self.proxy is None) != (self.producer == self.member):
+            raise SchemaError("Submission: a proxy envelope is present iff producer != member")
+
+    def check_proxy(self, net: bytes, verify: Verifier) -> int:
+        """Verify the producer's ProxySubmission; return its producer_share_bps (0 when self-produced)."""
+        if self.proxy is None:
+            return 0
+        env = open_wire(self.proxy, net, verify, (ProxySubmission,))
+        ps: ProxySubmission = env.msg  # type: ignore[assignment]
+        if env.signer != self.producer or ps.producer != self.producer or ps.sponsor != self.member:
+            raise SignatureError("Submission: proxy envelope is not the producer's for this sponsor")
+        if ps.shard_id != self.shard_id or ps.payload_digest != self.payload.digest():
+            raise SchemaError("Submission: proxy envelope is for another shard or payload")
+        return ps.producer_share_bps
+
+
+@register
+@dataclass(frozen=True)
+class Reveal(Message):
+    TYPE: ClassVar[str] = "Reveal"
+    MAX_BYTES: ClassVar[int] = Submission.MAX_BYTES + 4 * KiB
+    shard_id: bytes = spec(B32)
+    submission: Submission = spec(nested(Submission))
+
+    def validate(self) -> None:
+        if self.submission.shard_id != self.shard_id:
+            raise SchemaError("Reveal: submission is for another shard")
+
+
+@register
+@dataclass(frozen=True)
+class Report(Message):
+    """What q members sign identically to certify a round. It carries what anyone needs to recompute the shard."""
+
+    TYPE: ClassVar[str] = "Report"
+    MAX_BYTES: ClassVar[int] = 768 * KiB
+    shard_id: bytes = spec(B32)
+    epoch: int = spec(uint())
+    submitter: bytes = spec(PK)
+    data_hash: bytes = spec(B32)
+    nonce: bytes = spec(B32)
+    pay_id: bytes = spec(B32)
+    fee: int = spec(uint())
+    winner: bytes = spec(PK)
+    producer: bytes = spec(PK)
+    producer_share_bps: int = spec(BPS)
+    model_id: bytes = spec(B32)
+    winner_digest: bytes = spec(B32)
+    loss_micro: int = spec(LOSS)
+    item_losses: tuple[int, ...] = spec(seq(LOSS, MAX_ITEMS, 1))
+    routing: bytes = spec(blob(max_len=MAX_ITEMS * 1024 * 2))
+    strikes: tuple[bytes, ...] = spec(seq(PK, 128))
+    faulty: tuple[bytes, ...] = spec(seq(PK, 128))
+
+    def validate(self) -> None:
+        for name in ("strikes", "faulty"):
+            v = getattr(self, name)
+            if list(v) != sorted(set(v)):
+                raise SchemaError(f"Report: {name} must be unique and sorted")
+        if self.winner in self.strikes or self.winner in self.faulty:
+            raise SchemaError("Report: the winner cannot be struck or faulty")
+
+
+@register
+@dataclass(frozen=True)
+class Certificate(Message):
+    """q members' signatures on one Report body. Not itself signed: each signature is checked on its own."""
+
+    TYPE: ClassVar[str] = "Certificate"
+    MAX_BYTES: ClassVar[int] = Report.MAX_BYTES + 16 * KiB
+    report: Report = spec(nested(Report))
+    signatures: tuple[tuple[bytes, bytes], ...] = spec(seq(pair(PK, SIG), 128, 1))
+
+    def validate(self) -> None:
+        signers = [s for s, _ in self.signatures]
+        if signers != sorted(set(signers)):
+            raise SchemaError("Certificate: signers must be unique and sorted")
+
+    @property
+    def id(self) -> bytes:
+        """The certified report's identity: two certificates of one report are the same certificate."""
+        return self.report.digest()
+
+    def encode(self) -> bytes:
+        return canonical(self.to_body())
+
+    def check(self, net: bytes, verify: Verifier, members: list[bytes], q: int) -> None:
+        """Raise unless >= q distinct shard members signed this exact Report for network `net`."""
+        digest = H("msg", canonical(body_of(self.report, net)))
+        good = 0
+        member_set = set(members)
+        for signer, sig in self.signatures:
+            if signer not in member_set:
+                raise SchemaError(f"Certificate: {signer.hex()[:16]} is not a shard member")
+            if not verify(signer, digest, sig):
+                raise SignatureError(f"Certificate: bad signature from {signer.hex()[:16]}")
+            good += 1
+        if good < q:
+            raise SchemaError(f"Certificate: {good} signatures, quorum is {q}")
+
+
+def decode_certificate(data: bytes) -> Certificate:
+    wire = decode(data, max_bytes=Certificate.MAX_BYTES)
+    if not isinstance(wire, dict):
+        raise SchemaError("Certificate: expected a map")
+    return Certificate.from_body(wire)
+
+
+@register
+@dataclass(frozen=True)
+class Advert(Message):
+    """A node's offer on gossip: which model it serves, at what price, where to reach it."""
+
+    TYPE: ClassVar[str] = "Advert"
+    MAX_BYTES: ClassVar[int] = 4 * KiB
+    model_id: bytes = spec(B32)
+    model_name: str = spec(text(64))
+    price: int = spec(uint())
+    addrs: tuple[str, ...] = spec(seq(text(256), 8))
+    time_ms: int = spec(uint())
+
+
+@register
+@dataclass(frozen=True)
+class Evidence(Message):
+    """Self-proving misbehaviour: two signed envelopes (wire maps) by one signer that cannot both be honest."""
+
+    TYPE: ClassVar[str] = "Evidence"
+    MAX_BYTES: ClassVar[int] = 2 * Reveal.MAX_BYTES
+    kind: str = spec(text(32))
+    offender: bytes = spec(PK)
+    shard_id: bytes = spec(B32)
+    first: dict = spec(mapping())
+    second: dict = spec(mapping())
+
+    KINDS: ClassVar[tuple[str, ...]] = ("equivocation", "commit_after_optout", "double_proxy", "reveal_mismatch")
+
+    def validate(self) -> None:
+        if self.kind not in self.KINDS:
+            raise SchemaError(f"Evidence: unknown kind {self.kind!r}")
