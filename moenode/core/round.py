@@ -1,0 +1,720 @@
+"""One shard round, as two sans-IO state machines: the member's and the submitter's.
+
+Theory of operation
+-------------------
+A round embeds one batch. The submitter's certified payment and the batch reach each of the n shard members in an
+`Input`. From then on every member runs one `MemberRound` and the submitter runs one `SubmitterRound`. Neither ever
+touches a socket, a clock or a random source: every entry point takes `now` (integer ms) and returns a list of
+effects, and `deadline` says when to call `on_timer` next. The driver (the trio node, the simulator, a test) only
+delivers what comes in and carries out what comes out.
+
+A member moves through these phases (the table `TRANSITIONS` below is the whole state graph):
+
+    WORKING     the driver embeds, routes and scores (effect `Work`); commits of faster members are already kept
+    COMMITTING  own `Commit` sent to every member; vote once all n committed, or q committed plus the adaptive grace
+                `max(grace_min, t_q - t_first)` (capped), or at the commit deadline
+    VOTING      `CommitVotes` sent; a member's digest is accepted with >= q votes for it, rejected once q is out of
+                reach (missing votes count as rejects at the vote deadline)
+    REVEALING   accepted members send `Reveal`; a reveal must match its accepted digest (else: evidence, faulty)
+    EVALUATING  lazy: the lowest claimed loss first, through the driver's verifier (effect `Verify`); the first to
+                pass wins, a failure marks that member faulty and the next candidate is tried
+    REPORTING   own `Report` sent to the submitter and every member; q identical reports form the certificate
+    DONE        the outcome is handed up (certified, reported, failed, or opted out)
+
+Messages that arrive early are kept, not refused: a fast member's commit, votes or reveal may arrive while we are
+still working. Messages from outside the shard, for another shard, or contradicting an earlier message are
+refused with a `ProtocolError`; messages after our outcome are dropped quietly. Contradictions by one signer (two
+commits, a commit after an opt-out, two proxy submissions) also yield `Evidence`, which proves itself with the two
+signed envelopes.
+
+Rules for this file: everything that changes a round's state lives here; the file does not know how messages
+travel or how embeddings are computed.
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Callable
+
+from moenode.core.crypto import Signer, Verifier
+from moenode.core.errors import NotInShard, ProtocolError, SchemaError, StateError
+from moenode.core.genesis import Params
+from moenode.core.messages import (
+    Certificate,
+    Commit,
+    CommitVotes,
+    Evidence,
+    Input,
+    Message,
+    OptOut,
+    Report,
+    Reveal,
+    Signed,
+    Submission,
+    open_wire,
+    seal,
+)
+from moenode.core.selection import quorum, sample_shard, shard_seed, shard_size
+
+MiB = 1 << 20
+
+
+class Phase(Enum):
+    WORKING = "working"
+    COMMITTING = "committing"
+    VOTING = "voting"
+    REVEALING = "revealing"
+    EVALUATING = "evaluating"
+    REPORTING = "reporting"
+    DONE = "done"
+
+
+# event -> {phase it may happen in: phase it leads to}; a miss is a local bug (LocalRoundError)
+TRANSITIONS: dict[str, dict[Phase, Phase]] = {
+    "work_done": {Phase.WORKING: Phase.COMMITTING},
+    "vote": {Phase.WORKING: Phase.VOTING, Phase.COMMITTING: Phase.VOTING},
+    "decided": {Phase.VOTING: Phase.REVEALING},
+    "revealed": {Phase.REVEALING: Phase.EVALUATING},
+    "verified": {Phase.EVALUATING: Phase.REPORTING},
+    "finish": {p: Phase.DONE for p in Phase if p is not Phase.DONE},
+}
+
+# which remote message types a member keeps, in which phases (others are refused as StateError)
+ACCEPTS: dict[type[Message], frozenset[Phase]] = {
+    Commit: frozenset({Phase.WORKING, Phase.COMMITTING, Phase.VOTING, Phase.REVEALING, Phase.EVALUATING}),
+    OptOut: frozenset(set(Phase) - {Phase.DONE}),
+    CommitVotes: frozenset(set(Phase) - {Phase.DONE}),
+    Reveal: frozenset({Phase.WORKING, Phase.COMMITTING, Phase.VOTING, Phase.REVEALING, Phase.EVALUATING}),
+    Report: frozenset(set(Phase) - {Phase.DONE}),
+}
+
+
+class LocalRoundError(RuntimeError):
+    """The driver called the round in a way its state does not allow: a bug on our side."""
+
+
+# effects -----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Send:
+    """Deliver a signed envelope to one peer (a shard member or the submitter) over a direct stream."""
+
+    to: bytes
+    env: Signed
+
+
+@dataclass(frozen=True)
+class Work:
+    """Embed, route and score the batch; answer with `MemberRound.on_work_done(submission, now)`."""
+
+    shard_id: bytes
+    items: tuple[str, ...]
+    shard_seed: bytes
+
+
+@dataclass(frozen=True)
+class Verify:
+    """Lazily verify one revealed candidate; answer with `MemberRound.on_verified(member, ok, now)`."""
+
+    shard_id: bytes
+    member: bytes
+    submission: Submission
+
+
+@dataclass(frozen=True)
+class EvidenceFound:
+    """Self-proving misbehaviour to gossip and to hand to the ledger's checkpoint."""
+
+    evidence: Evidence
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The end of a round, once. status: certified | reported | failed | opted_out."""
+
+    shard_id: bytes
+    status: str
+    reason: str = ""
+    certificate: Certificate | None = None
+    report: Report | None = None
+    winner_reveal: Signed | None = None
+    accepted: tuple[bytes, ...] = ()
+    strikes: tuple[bytes, ...] = ()
+    faulty: tuple[bytes, ...] = ()
+
+
+Effect = Send | Work | Verify | EvidenceFound | Outcome
+
+
+# the shard a round runs in -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ShardContext:
+    """Everything public about one shard: derived, never negotiated."""
+
+    net: bytes
+    params: Params
+    input: Input
+    shard_seed: bytes
+    members: tuple[bytes, ...]
+    q: int
+
+    @classmethod
+    def derive(cls, net: bytes, params: Params, inp: Input, power: dict[bytes, int], epoch_seed: bytes
+               ) -> "ShardContext":
+        """Recompute the shard from the epoch's voting power and seed (SPEC section 3)."""
+        staked = sum(1 for vp in power.values() if vp > 0)
+        if staked == 0:
+            raise LocalRoundError("no staked members in this epoch")
+        n, _ = shard_size(staked)
+        seed = shard_seed(epoch_seed, inp.data_hash, inp.nonce, inp.pay_id)
+        members = tuple(sample_shard(power, seed, n))
+        return cls(net=net, params=params, input=inp, shard_seed=seed, members=members, q=quorum(len(members)))
+
+    @property
+    def shard_id(self) -> bytes:
+        return self.input.shard_id
+
+    @property
+    def n(self) -> int:
+        return len(self.members)
+
+    def commit_deadline(self, start: int) -> int:
+        size = sum(len(s.encode("utf-8")) for s in self.input.items)
+        return start + self.params.commit_timeout_ms + self.params.commit_ms_per_mib * -(-size // MiB)
+
+
+def submission_digest(sub: Submission) -> bytes:
+    return sub.digest()
+
+
+# the member ------------------------------------------------------------------------------------------------------------
+@dataclass
+class _Seen:
+    """What one other member has told us in this round."""
+
+    commit: Signed | None = None
+    optout: Signed | None = None
+    votes: Signed | None = None
+    reveal: Signed | None = None
+    report: Signed | None = None
+
+
+@dataclass
+class MemberRound:
+    """One member's view of one shard round. Build it with `MemberRound.open`."""
+
+    ctx: ShardContext
+    signer: Signer
+    verify: Verifier
+    started: int
+    phase: Phase = Phase.WORKING
+    seen: dict[bytes, _Seen] = field(default_factory=dict)
+    commit_times: list[int] = field(default_factory=list)
+    own_submission: Submission | None = None
+    vote_at: int | None = None
+    vote_deadline: int | None = None
+    reveal_deadline: int | None = None
+    report_deadline: int | None = None
+    accepted: dict[bytes, bytes] = field(default_factory=dict)  # member -> accepted digest
+    rejected: set[bytes] = field(default_factory=set)
+    faulty: set[bytes] = field(default_factory=set)
+    verified_bad: set[bytes] = field(default_factory=set)
+    candidate: bytes | None = None
+    report: Report | None = None
+    evidence: list[Evidence] = field(default_factory=list)
+    outcome: Outcome | None = None
+
+    # construction -------------------------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        ctx: ShardContext,
+        input_env: Signed,
+        signer: Signer,
+        verify: Verifier,
+        now: int,
+        check_payment: Callable[[Input], None] | None = None,
+    ) -> tuple["MemberRound", list[Effect]]:
+        """Accept an Input: raises ProtocolError if it is not ours to answer; opts out if it is ours but bad."""
+        inp = input_env.msg
+        if not isinstance(inp, Input) or inp != ctx.input:
+            raise LocalRoundError("the context was derived from another input")
+        if input_env.signer != inp.submitter:
+            raise SchemaError("Input: not signed by its submitter")
+        if signer.public_key not in ctx.members:
+            raise NotInShard(f"{signer.public_key.hex()[:16]} is not in shard {inp.shard_id.hex()[:16]}")
+        rnd = cls(ctx=ctx, signer=signer, verify=verify, started=now)
+        reason = rnd._input_problem(check_payment, now)
+        if reason:
+            return rnd, rnd._opt_out(reason, now)
+        return rnd, [Work(inp.shard_id, inp.items, ctx.shard_seed)]
+
+    def _input_problem(self, check_payment: Callable[[Input], None] | None, now: int) -> str:
+        inp, p = self.ctx.input, self.ctx.params
+        if len(inp.items) > p.max_batch_items:
+            return f"batch of {len(inp.items)} items exceeds {p.max_batch_items}"
+        if any(len(s.encode("utf-8")) > p.max_item_bytes for s in inp.items):
+            return f"an item exceeds {p.max_item_bytes} bytes"
+        if inp.fee < p.min_fee:
+            return f"fee {inp.fee} below the minimum {p.min_fee}"
+        if now >= inp.deadline_ms:
+            return "the round's deadline has passed"
+        if check_payment is not None:
+            try:
+                check_payment(inp)
+            except ProtocolError as e:
+                return f"payment: {e}"
+        return ""
+
+    def _opt_out(self, reason: str, now: int) -> list[Effect]:
+        env = seal(OptOut(self.ctx.shard_id, reason[:200]), self.signer, self.ctx.net)
+        self._seen(self.me).optout = env
+        out: list[Effect] = self._broadcast(env)
+        out.append(self._finish("opted_out", reason))
+        return out
+
+    # helpers -------------------------------------------------------------------------------------------------------
+    @property
+    def me(self) -> bytes:
+        return self.signer.public_key
+
+    @property
+    def shard_id(self) -> bytes:
+        return self.ctx.shard_id
+
+    def _seen(self, member: bytes) -> _Seen:
+        return self.seen.setdefault(member, _Seen())
+
+    def _to(self, event: str) -> None:
+        moves = TRANSITIONS[event]
+        if self.phase not in moves:
+            raise LocalRoundError(f"event {event!r} is illegal in phase {self.phase.value}")
+        self.phase = moves[self.phase]
+
+    def _broadcast(self, env: Signed) -> list[Effect]:
+        return [Send(m, env) for m in self.ctx.members if m != self.me]
+
+    def _opted_out(self) -> set[bytes]:
+        return {m for m, s in self.seen.items() if s.optout is not None}
+
+    def _committed(self) -> dict[bytes, bytes]:
+        return {m: s.commit.msg.digest for m, s in self.seen.items()  # type: ignore[union-attr]
+                if s.commit is not None and m not in self.faulty}
+
+    @property
+    def deadline(self) -> int | None:
+        """When the driver must call `on_timer` next (None when nothing is pending)."""
+        if self.phase is Phase.DONE:
+            return None
+        candidates = [self.ctx.input.deadline_ms]
+        if self.phase in (Phase.WORKING, Phase.COMMITTING):
+            candidates.append(self.ctx.commit_deadline(self.started))
+            if self.vote_at is not None:
+                candidates.append(self.vote_at)
+        for t in (self.vote_deadline, self.reveal_deadline, self.report_deadline):
+            if t is not None:
+                candidates.append(t)
+        return min(candidates)
+
+    def _finish(self, status: str, reason: str = "", certificate: Certificate | None = None) -> Outcome:
+        self._to("finish")
+        strikes, faulty = self._strikes_and_faulty() if self.accepted else ((), tuple(sorted(self.faulty)))
+        winner_reveal = None
+        if self.report is not None:
+            winner_reveal = self._seen(self.report.winner).reveal
+        self.outcome = Outcome(self.shard_id, status, reason, certificate, self.report, winner_reveal,
+                               tuple(sorted(self.accepted)), strikes, faulty)
+        return self.outcome
+
+    # local events -------------------------------------------------------------------------------------------------
+    def on_work_done(self, submission: Submission, now: int) -> list[Effect]:
+        """Our candidate is ready (own work or a producer's via proxy): commit to it."""
+        if self.phase is not Phase.WORKING:
+            return []  # we already voted without it: a straggler's work is dropped, not an error
+        if submission.member != self.me or submission.shard_id != self.shard_id:
+            raise LocalRoundError("the submission is not ours for this shard")
+        self._to("work_done")
+        self.own_submission = submission
+        env = seal(Commit(self.shard_id, submission.digest()), self.signer, self.ctx.net)
+        self._record_commit(self.me, env, now)
+        reveal = seal(Reveal(self.shard_id, submission), self.signer, self.ctx.net)
+        self._seen(self.me).reveal = reveal
+        return self._broadcast(env) + self._maybe_vote(now)
+
+    def on_verified(self, member: bytes, ok: bool, now: int, reason: str = "") -> list[Effect]:
+        if self.phase is not Phase.EVALUATING or member != self.candidate:
+            raise LocalRoundError(f"no verification of {member.hex()[:16]} is pending")
+        self.candidate = None
+        if not ok:
+            self.verified_bad.add(member)
+            self.faulty.add(member)
+            return self._evaluate(now)
+        self._to("verified")
+        return self._report(member, now)
+
+    def on_timer(self, now: int) -> list[Effect]:
+        if self.phase is Phase.DONE:
+            return []
+        if now >= self.ctx.input.deadline_ms:
+            return [self._finish("failed", "round aborted at its deadline")]
+        if self.phase in (Phase.WORKING, Phase.COMMITTING):
+            return self._maybe_vote(now)
+        if self.phase is Phase.VOTING and self.vote_deadline is not None and now >= self.vote_deadline:
+            return self._decide(now, final=True)
+        if self.phase is Phase.REVEALING and self.reveal_deadline is not None and now >= self.reveal_deadline:
+            return self._close_reveals(now)
+        if self.phase is Phase.REPORTING and self.report_deadline is not None and now >= self.report_deadline:
+            return [self._finish("reported", "no quorum of identical reports seen before the report deadline")]
+        return []
+
+    # remote messages ----------------------------------------------------------------------------------------------
+    def handle(self, env: Signed, now: int) -> list[Effect]:
+        """A checked envelope (already through `open_signed`) from a peer."""
+        msg = env.msg
+        phases = ACCEPTS.get(type(msg))
+        if phases is None:
+            raise StateError(f"{msg.TYPE} is not a shard-member message")
+        if getattr(msg, "shard_id", None) != self.shard_id:
+            raise StateError(f"{msg.TYPE} is for another shard")
+        if env.signer not in self.ctx.members:
+            raise NotInShard(f"{msg.TYPE} from {env.signer.hex()[:16]}, who is not in this shard")
+        if env.signer == self.me:
+            raise StateError(f"{msg.TYPE} claims to be from ourselves")
+        if self.phase is Phase.DONE:
+            return []  # stragglers' votes and reports after the outcome are normal, not misbehaviour
+        if self.phase not in phases:
+            raise StateError(f"{msg.TYPE} arrived in phase {self.phase.value}")
+        handler = {Commit: self._on_commit, OptOut: self._on_optout, CommitVotes: self._on_votes,
+                   Reveal: self._on_reveal, Report: self._on_report}[type(msg)]
+        return handler(env, now)
+
+    def _evidence(self, kind: str, offender: bytes, first: Signed, second: Signed) -> list[Effect]:
+        ev = Evidence(kind, offender, self.shard_id, first.as_wire(), second.as_wire())
+        self.evidence.append(ev)
+        self.faulty.add(offender)
+        return [EvidenceFound(ev)]
+
+    def _record_commit(self, member: bytes, env: Signed, now: int) -> None:
+        self._seen(member).commit = env
+        self.commit_times.append(now)
+
+    def _on_commit(self, env: Signed, now: int) -> list[Effect]:
+        s = self._seen(env.signer)
+        if s.commit is not None:
+            if s.commit.msg == env.msg:
+                return []  # a duplicate delivery
+            return self._evidence("equivocation", env.signer, s.commit, env)
+        if s.optout is not None:
+            return self._evidence("commit_after_optout", env.signer, s.optout, env)
+        if self.phase not in (Phase.WORKING, Phase.COMMITTING):
+            raise StateError("Commit arrived after we voted")
+        self._record_commit(env.signer, env, now)
+        return self._maybe_vote(now)
+
+    def _on_optout(self, env: Signed, now: int) -> list[Effect]:
+        s = self._seen(env.signer)
+        if s.optout is not None:
+            return []
+        if s.commit is not None:
+            return self._evidence("commit_after_optout", env.signer, env, s.commit)
+        s.optout = env
+        if self.ctx.n - len(self._opted_out()) < self.ctx.q:
+            return [self._finish("failed", "too many members opted out")]
+        if self.phase in (Phase.WORKING, Phase.COMMITTING):
+            return self._maybe_vote(now)
+        if self.phase is Phase.VOTING:
+            return self._decide(now, final=False)
+        return []
+
+    def _on_votes(self, env: Signed, now: int) -> list[Effect]:
+        s = self._seen(env.signer)
+        if s.votes is not None:
+            if s.votes.msg == env.msg:
+                return []
+            raise StateError("a second, different CommitVotes from one member")
+        for member, _ in env.msg.votes:  # type: ignore[attr-defined]
+            if member not in self.ctx.members:
+                raise NotInShard("CommitVotes lists a non-member")
+        s.votes = env
+        if self.phase is Phase.VOTING:
+            return self._decide(now, final=False)
+        return []
+
+    def _on_reveal(self, env: Signed, now: int) -> list[Effect]:
+        s = self._seen(env.signer)
+        if s.reveal is not None:
+            if s.reveal.msg == env.msg:
+                return []
+            return self._evidence("reveal_mismatch", env.signer, s.reveal, env)
+        sub: Submission = env.msg.submission  # type: ignore[attr-defined]
+        if sub.member != env.signer:
+            raise SchemaError("Reveal: submission names another member")
+        s.reveal = env
+        if self.phase is Phase.REVEALING:
+            return self._check_reveal(env.signer) + self._maybe_close_reveals(now)
+        return []
+
+    def _on_report(self, env: Signed, now: int) -> list[Effect]:
+        s = self._seen(env.signer)
+        if s.report is not None:
+            return []
+        s.report = env
+        if self.phase is Phase.REPORTING:
+            return self._maybe_certify(now)
+        return []
+
+    # commit and vote ----------------------------------------------------------------------------------------------
+    def _maybe_vote(self, now: int) -> list[Effect]:
+        committed = self._committed()
+        live = self.ctx.n - len(self._opted_out())
+        if len(committed) >= live:
+            return self._vote(now)  # everyone who can commit has
+        if len(committed) >= self.ctx.q and self.vote_at is None:
+            times = sorted(self.commit_times)
+            t_first, t_q = times[0], times[self.ctx.q - 1]
+            p = self.ctx.params
+            self.vote_at = t_q + min(max(p.grace_min_ms, t_q - t_first), p.grace_cap_ms)
+        due = self.ctx.commit_deadline(self.started)
+        if self.vote_at is not None:
+            due = min(due, self.vote_at)
+        return self._vote(now) if now >= due else []
+
+    def _vote(self, now: int) -> list[Effect]:
+        self._to("vote")
+        votes = tuple(sorted(self._committed().items()))
+        env = seal(CommitVotes(self.shard_id, votes), self.signer, self.ctx.net)
+        self._seen(self.me).votes = env
+        self.vote_deadline = now + self.ctx.params.vote_timeout_ms
+        return self._broadcast(env) + self._decide(now, final=False)
+
+    def _decide(self, now: int, final: bool) -> list[Effect]:
+        """Per member: accepted with >= q votes for one digest; rejected once that is out of reach."""
+        voters = {m: s.votes.msg for m, s in self.seen.items() if s.votes is not None}  # type: ignore[union-attr]
+        outstanding = 0 if final else len(set(self.ctx.members) - set(voters) - self._opted_out())
+        q = self.ctx.q
+        accepted: dict[bytes, bytes] = {}
+        undecided = False
+        for m in self.ctx.members:
+            tally: dict[bytes, int] = {}
+            for v in voters.values():
+                d = dict(v.votes).get(m)  # type: ignore[attr-defined]
+                if d is not None:
+                    tally[d] = tally.get(d, 0) + 1
+            best = max(tally.items(), key=lambda kv: (kv[1], kv[0]), default=(b"", 0))
+            if best[1] >= q:
+                accepted[m] = best[0]
+            elif best[1] + outstanding >= q:
+                undecided = True
+        if undecided:
+            return []
+        self.accepted = accepted
+        self.rejected = set(self.ctx.members) - set(accepted)
+        self._to("decided")
+        self.vote_deadline = None
+        if len(accepted) < q:
+            return [self._finish("failed", f"only {len(accepted)} commits accepted, quorum is {q}")]
+        self.reveal_deadline = now + self.ctx.params.reveal_timeout_ms
+        out: list[Effect] = []
+        own = self._seen(self.me).reveal
+        if self.me in accepted and own is not None:
+            out += self._broadcast(own)
+        for m in accepted:
+            out += self._check_reveal(m)
+        return out + self._maybe_close_reveals(now)
+
+    # reveal and evaluate ------------------------------------------------------------------------------------------
+    def _check_reveal(self, member: bytes) -> list[Effect]:
+        s = self._seen(member)
+        if member not in self.accepted or s.reveal is None or member in self.faulty:
+            return []
+        sub: Submission = s.reveal.msg.submission  # type: ignore[attr-defined]
+        if sub.digest() != self.accepted[member]:
+            assert s.commit is not None or member == self.me
+            return self._evidence("reveal_mismatch", member, s.commit or s.reveal, s.reveal)
+        try:
+            sub.check_proxy(self.ctx.net, self.verify)
+        except ProtocolError:
+            self.faulty.add(member)
+            return []
+        return self._check_double_proxy(member, sub)
+
+    def _check_double_proxy(self, member: bytes, sub: Submission) -> list[Effect]:
+        if sub.proxy is None:
+            return []
+        for other, s in self.seen.items():
+            if other == member or s.reveal is None or other not in self.accepted:
+                continue
+            o: Submission = s.reveal.msg.submission  # type: ignore[attr-defined]
+            if o.proxy is not None and o.producer == sub.producer and o.proxy != sub.proxy:
+                first = open_wire(o.proxy, self.ctx.net, self.verify)
+                second = open_wire(sub.proxy, self.ctx.net, self.verify)
+                out = self._evidence("double_proxy", sub.producer, first, second)
+                self.faulty.update({member, other})
+                return out
+        return []
+
+    def _valid_reveals(self) -> dict[bytes, Submission]:
+        out = {}
+        for m in self.accepted:
+            s = self._seen(m)
+            if s.reveal is not None and m not in self.faulty:
+                out[m] = s.reveal.msg.submission  # type: ignore[attr-defined]
+        return out
+
+    def _maybe_close_reveals(self, now: int) -> list[Effect]:
+        pending = [m for m in self.accepted if m not in self.faulty and self._seen(m).reveal is None]
+        return self._close_reveals(now) if not pending else []
+
+    def _close_reveals(self, now: int) -> list[Effect]:
+        self._to("revealed")
+        self.reveal_deadline = None
+        return self._evaluate(now)
+
+    def _evaluate(self, now: int) -> list[Effect]:
+        candidates = sorted(
+            ((sub.payload.batch_loss, m) for m, sub in self._valid_reveals().items() if m not in self.verified_bad),
+        )
+        if not candidates:
+            return [self._finish("failed", "no candidate passed verification")]
+        _, member = candidates[0]
+        self.candidate = member
+        return [Verify(self.shard_id, member, self._valid_reveals()[member])]
+
+    # report and certify -------------------------------------------------------------------------------------------
+    def _strikes_and_faulty(self) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        """Strikes: members neither accepted nor opted out, and accepted members that never revealed."""
+        revealed = {m for m in self.accepted if self._seen(m).reveal is not None}
+        late = (set(self.ctx.members) - set(self.accepted) - self._opted_out()) | (set(self.accepted) - revealed)
+        return tuple(sorted(late - self.faulty)), tuple(sorted(self.faulty))
+
+    def _report(self, winner: bytes, now: int) -> list[Effect]:
+        sub = self._valid_reveals()[winner]
+        share = sub.check_proxy(self.ctx.net, self.verify)
+        strikes, faulty = self._strikes_and_faulty()
+        inp = self.ctx.input
+        self.report = Report(
+            shard_id=self.shard_id, epoch=inp.epoch, submitter=inp.submitter, data_hash=inp.data_hash,
+            nonce=inp.nonce, pay_id=inp.pay_id, fee=inp.fee, winner=winner, producer=sub.producer,
+            producer_share_bps=share, model_id=sub.payload.model_id, winner_digest=sub.digest(),
+            loss_micro=sub.payload.batch_loss, item_losses=sub.payload.item_losses, routing=sub.payload.routing,
+            strikes=strikes, faulty=faulty,
+        )
+        env = seal(self.report, self.signer, self.ctx.net)
+        self._seen(self.me).report = env
+        self.report_deadline = now + self.ctx.params.report_timeout_ms
+        out: list[Effect] = self._broadcast(env) + [Send(inp.submitter, env)]
+        if self.me in self._reveal_couriers(winner):
+            reveal = self._seen(winner).reveal
+            assert reveal is not None
+            out.append(Send(inp.submitter, reveal))
+        return out + self._maybe_certify(now)
+
+    def _reveal_couriers(self, winner: bytes) -> set[bytes]:
+        """The winner and one backup (the lowest other accepted member) carry the winning reveal to the submitter."""
+        backup = next((m for m in sorted(self.accepted) if m != winner and m not in self.faulty), None)
+        return {winner} | ({backup} if backup else set())
+
+    def _maybe_certify(self, now: int) -> list[Effect]:
+        assert self.report is not None
+        cert = assemble_certificate(self.report, self._reports(), self.ctx.q)
+        if cert is None:
+            return []
+        return [self._finish("certified", certificate=cert)]
+
+    def _reports(self) -> list[Signed]:
+        return [s.report for s in self.seen.values() if s.report is not None]
+
+
+def assemble_certificate(report: Report, reports: list[Signed], q: int) -> Certificate | None:
+    """A certificate from every signed report identical to `report`, once there are at least q of them."""
+    sigs = sorted((env.signer, env.sig) for env in reports if env.msg == report)
+    if len(sigs) < q:
+        return None
+    return Certificate(report=report, signatures=tuple(sigs))
+
+
+# the submitter ---------------------------------------------------------------------------------------------------------
+@dataclass
+class SubmitterRound:
+    """The submitter's side: send the Input, gather q identical reports and the winning reveal."""
+
+    ctx: ShardContext
+    input_env: Signed
+    reports: dict[bytes, Signed] = field(default_factory=dict)
+    optouts: set[bytes] = field(default_factory=set)
+    reveals: dict[bytes, Signed] = field(default_factory=dict)  # submission digest -> the member's Reveal
+    certificate: Certificate | None = None
+    winner_reveal: Signed | None = None
+    outcome: Outcome | None = None
+
+    def start(self, now: int) -> list[Effect]:
+        return [Send(m, self.input_env) for m in self.ctx.members]
+
+    @property
+    def deadline(self) -> int | None:
+        return None if self.outcome else self.ctx.input.deadline_ms
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not None
+
+    def handle(self, env: Signed, now: int) -> list[Effect]:
+        if self.outcome is not None:
+            return []  # late reports and reveals after the outcome are normal
+        msg = env.msg
+        if getattr(msg, "shard_id", None) != self.ctx.shard_id:
+            raise StateError(f"{msg.TYPE} is for another shard")
+        if env.signer not in self.ctx.members:
+            raise NotInShard(f"{msg.TYPE} from a non-member")
+        if isinstance(msg, Report):
+            return self._on_report(env, msg)
+        if isinstance(msg, Reveal):
+            return self._on_reveal(env, msg)
+        if isinstance(msg, OptOut):
+            self.optouts.add(env.signer)
+            if self.ctx.n - len(self.optouts) < self.ctx.q:
+                return self._finish("failed", "too many members opted out")
+            return []
+        raise StateError(f"{msg.TYPE} is not for the submitter")
+
+    def _on_report(self, env: Signed, report: Report) -> list[Effect]:
+        inp = self.ctx.input
+        binding = (report.epoch, report.submitter, report.data_hash, report.nonce, report.pay_id, report.fee)
+        if binding != (inp.epoch, inp.submitter, inp.data_hash, inp.nonce, inp.pay_id, inp.fee):
+            raise SchemaError("Report does not match our Input")
+        self.reports.setdefault(env.signer, env)
+        if self.certificate is None:
+            groups: dict[bytes, Report] = {}
+            for e in self.reports.values():
+                groups.setdefault(e.msg.digest(), e.msg)  # type: ignore[arg-type]
+            for r in groups.values():
+                cert = assemble_certificate(r, list(self.reports.values()), self.ctx.q)  # type: ignore[arg-type]
+                if cert is not None:
+                    self.certificate = cert
+                    break
+        return self._maybe_done()
+
+    def _on_reveal(self, env: Signed, reveal: Reveal) -> list[Effect]:
+        if env.signer != reveal.submission.member:
+            return []  # couriers forward the winner's own envelope, never one they signed themselves
+        self.reveals.setdefault(reveal.submission.digest(), env)
+        return self._maybe_done()
+
+    def _maybe_done(self) -> list[Effect]:
+        if self.certificate is None:
+            return []
+        reveal = self.reveals.get(self.certificate.report.winner_digest)
+        if reveal is None:
+            return []
+        self.winner_reveal = reveal
+        return self._finish("certified")
+
+    def on_timer(self, now: int) -> list[Effect]:
+        if self.outcome is not None or now < self.ctx.input.deadline_ms:
+            return []
+        if self.certificate is not None:
+            return self._finish("certified", "the winning reveal never arrived")
+        return self._finish("failed", "no certificate before the deadline")
+
+    def _finish(self, status: str, reason: str = "") -> list[Effect]:
+        self.outcome = Outcome(self.ctx.shard_id, status, reason, self.certificate,
+                               self.certificate.report if self.certificate else None, self.winner_reveal)
+        return [self.outcome]
