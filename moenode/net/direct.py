@@ -1,0 +1,352 @@
+"""Direct stream protocols: one-way envelope delivery, request/response, and paged fetches.
+
+Theory of operation. Every protocol id carries the network id, so two networks never talk:
+`/moenode/<net hex16>/shard/1.0.0` for envelopes and `/moenode/<net hex16>/rpc/<name>/1.0.0` for each RPC.
+All payloads travel as chunked messages (`framing.py`): a header with length and hash, then 1 MiB chunks.
+
+* **Envelopes** (`send`): one long-lived outbound stream per peer, opened on first use and reused (a new stream
+  costs about 4x a write on an open one). Sends to one peer are serialised by a lock. A broken cached stream is
+  dropped and the send is retried once on a fresh stream. The receiver reads messages in a loop and awaits the
+  node's `on_message(peer_account_id, data)` for each, in order: a slow handler slows that peer only. Delivery is
+  best effort (no acknowledgement); the round protocol tolerates loss.
+* **Requests** (`request`): a small pool of idle streams per (peer, rpc). The response is one status byte
+  (0 ok, 1 error) and the body; an error comes back as `RemoteError`. A handler that raises `ProtocolError`
+  tells the caller the reason; any other exception is logged here and reported as "internal".
+* **Pages** (`iter_pages`): a request/response convention for catch-up sync. The request is
+  `canonical({"query", "cursor", "limit"})`, the answer `canonical({"items": [bytes], "next": cursor})`, where an
+  empty `next` ends the walk. What a query and a cursor mean is the node's business.
+
+Everything inbound is capped (per protocol), rate-limited per peer (`limits.py`) and, when rejected, counted and
+logged with the peer id. A malformed message ends its stream (the framing is lost) but never the node.
+"""
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.exceptions import BaseLibp2pError
+
+from moenode.core.codec import canonical, decode
+from moenode.core.errors import DecodeError, ProtocolError, SchemaError
+from moenode.net.framing import KiB, MiB, read_message, write_message
+from moenode.net.identity import account_id_of, peer_id_of
+from moenode.net.limits import Counters, RateLimiter, short
+
+log = logging.getLogger("moenode.net")
+
+MessageHandler = Callable[[bytes, bytes], Awaitable[None]]  # (peer account id, envelope bytes)
+RequestHandler = Callable[[bytes, bytes], Awaitable[bytes]]  # (peer account id, request) -> response
+PageHandler = Callable[[bytes, bytes, bytes, int], Awaitable[tuple[list[bytes], bytes]]]
+# (peer, query, cursor, limit) -> (items, next cursor; b"" when done)
+
+OK, ERR = 0, 1
+POOL_PER_PEER = 4
+PAGE_HEADER = 4 * KiB
+# Transport failures: libp2p's own errors, trio's broken/closed resources, and OS-level socket errors.
+TRANSPORT_ERRORS = (BaseLibp2pError, trio.BrokenResourceError, trio.ClosedResourceError, OSError, EOFError)
+
+
+class NetError(Exception):
+    """A transport-level failure seen locally (no route, stream broken, timed out). Not a peer's misbehaviour."""
+
+
+class PeerUnreachable(NetError):
+    pass
+
+
+class RequestTimeout(NetError):
+    pass
+
+
+class RemoteError(NetError):
+    """The peer answered a request with an error (it rejected our request, or failed itself)."""
+
+
+def proto_prefix(net_id: bytes) -> str:
+    return f"/moenode/{net_id.hex()[:16]}"
+
+
+def envelope_protocol(net_id: bytes) -> TProtocol:
+    return TProtocol(f"{proto_prefix(net_id)}/shard/1.0.0")
+
+
+def rpc_protocol(net_id: bytes, name: str) -> TProtocol:
+    if not name or "/" in name:
+        raise ValueError(f"bad rpc name {name!r}")
+    return TProtocol(f"{proto_prefix(net_id)}/rpc/{name}/1.0.0")
+
+
+@dataclass(frozen=True)
+class DirectConfig:
+    envelope_cap: int = 16 * MiB  # messages.MAX_ENVELOPE: the largest signed envelope (a Payload batch)
+    request_cap: int = 1 * MiB
+    response_cap: int = 16 * MiB
+    request_timeout: float = 30.0
+    dial_timeout: float = 5.0
+
+
+async def _reset(stream: INetStream) -> None:
+    try:
+        with trio.move_on_after(1):
+            await stream.reset()
+    except Exception:  # already gone; nothing more to release
+        pass
+
+
+class Direct:
+    """Envelope, request and page protocols over one libp2p host."""
+
+    def __init__(
+        self,
+        host: IHost,
+        net_id: bytes,
+        counters: Counters,
+        limiter: RateLimiter,
+        config: DirectConfig,
+        on_message: MessageHandler | None,
+    ):
+        self.host, self.net_id, self.counters, self.limiter, self.config = host, net_id, counters, limiter, config
+        self.on_message = on_message
+        self.envelope_proto = envelope_protocol(net_id)
+        self._out: dict[bytes, INetStream] = {}
+        self._locks: dict[bytes, trio.Lock] = {}
+        self._pool: dict[tuple[bytes, str], list[INetStream]] = {}
+        self._caps: dict[str, tuple[int, int]] = {}
+        host.set_stream_handler(self.envelope_proto, self._serve_envelopes)
+
+    # helpers ------------------------------------------------------------------------------------------------------
+    def _peer_of(self, stream: INetStream) -> bytes | None:
+        try:
+            return account_id_of(stream.muxed_conn.peer_id)
+        except ProtocolError as e:
+            self.counters.reject(e.reason, None, str(e))
+            return None
+
+    async def _open(self, peer: bytes, proto: TProtocol) -> INetStream:
+        pid = peer_id_of(peer)  # a malformed account id is our own bug: let ValueError through
+        try:
+            with trio.fail_after(self.config.dial_timeout):
+                return await self.host.new_stream(pid, [proto])
+        except (trio.TooSlowError, *TRANSPORT_ERRORS, Exception) as e:  # new_stream raises many unrelated types
+            raise PeerUnreachable(f"cannot open {proto} to {short(peer)}: {e!r:.200}") from e
+
+    def forget(self, peer: bytes) -> None:
+        """Drop cached streams to a peer (it disconnected)."""
+        self._out.pop(peer, None)
+        for key in [k for k in self._pool if k[0] == peer]:
+            del self._pool[key]
+
+    # envelopes ----------------------------------------------------------------------------------------------------
+    async def send(self, peer: bytes, data: bytes) -> None:
+        """Deliver one envelope to `peer`'s `on_message`. Raises PeerUnreachable if no stream can carry it."""
+        if len(data) > self.config.envelope_cap:
+            raise ValueError(f"envelope of {len(data)} bytes exceeds the cap of {self.config.envelope_cap}")
+        lock = self._locks.setdefault(peer, trio.Lock())
+        async with lock:
+            for attempt in range(2):
+                stream = self._out.get(peer)
+                fresh = stream is None
+                if stream is None:
+                    stream = self._out[peer] = await self._open(peer, self.envelope_proto)
+                try:
+                    await write_message(stream, data)
+                except TRANSPORT_ERRORS as e:
+                    self._out.pop(peer, None)
+                    await _reset(stream)
+                    if fresh or attempt:
+                        raise PeerUnreachable(f"envelope to {short(peer)} failed: {e!r:.200}") from e
+                    log.debug("cached stream to %s broke, reopening", short(peer), extra={"peer": peer.hex()})
+                    continue
+                except BaseException:  # cancelled mid-write: the stream's framing is unknown
+                    self._out.pop(peer, None)
+                    await _reset(stream)
+                    raise
+                self.counters.incr("sent.envelope")
+                return
+
+    async def _serve_envelopes(self, stream: INetStream) -> None:
+        peer = self._peer_of(stream)
+        if peer is None:
+            await _reset(stream)
+            return
+        where = "envelope"
+        try:
+            while True:
+                try:
+                    data = await read_message(stream, self.config.envelope_cap)
+                except ProtocolError as e:
+                    self.counters.reject(e.reason, peer, str(e), where=where)
+                    await _reset(stream)
+                    return
+                if data is None:
+                    break
+                if not self.limiter.allow(peer, "envelope", trio.current_time()):
+                    self.counters.reject("rate_limited", peer, f"{len(data)} bytes dropped", where=where)
+                    continue
+                self.counters.incr("received.envelope")
+                if self.on_message is None:
+                    continue
+                try:
+                    await self.on_message(peer, data)
+                except ProtocolError as e:
+                    self.counters.reject(e.reason, peer, str(e), where=where)
+                except Exception:
+                    self.counters.incr("handler_error")
+                    log.exception("envelope handler failed for %s", short(peer), extra={"peer": peer.hex()})
+        except TRANSPORT_ERRORS as e:
+            log.debug("envelope stream from %s ended: %r", short(peer), e, extra={"peer": peer.hex()})
+        finally:
+            try:
+                await stream.close()
+            except Exception:
+                pass
+
+    # requests -----------------------------------------------------------------------------------------------------
+    def set_handler(
+        self, name: str, handler: RequestHandler, *, max_request: int | None = None, max_response: int | None = None
+    ) -> None:
+        """Serve RPC `name`. Caps default to the config's; `max_response` also applies to our own requests."""
+        proto = rpc_protocol(self.net_id, name)
+        caps = (max_request or self.config.request_cap, max_response or self.config.response_cap)
+        self._caps[name] = caps
+
+        async def serve(stream: INetStream) -> None:
+            await self._serve_requests(stream, name, handler, caps[0])
+
+        self.host.set_stream_handler(proto, serve)
+
+    async def _serve_requests(self, stream: INetStream, name: str, handler: RequestHandler, cap: int) -> None:
+        peer = self._peer_of(stream)
+        if peer is None:
+            await _reset(stream)
+            return
+        where = f"rpc/{name}"
+        try:
+            while True:
+                try:
+                    req = await read_message(stream, cap)
+                except ProtocolError as e:
+                    self.counters.reject(e.reason, peer, str(e), where=where)
+                    await _reset(stream)
+                    return
+                if req is None:
+                    break
+                if not self.limiter.allow(peer, "request", trio.current_time()):
+                    self.counters.reject("rate_limited", peer, "request refused", where=where)
+                    await write_message(stream, bytes([ERR]) + b"rate_limited")
+                    continue
+                self.counters.incr("received.request")
+                try:
+                    out = bytes([OK]) + await handler(peer, req)
+                except ProtocolError as e:
+                    self.counters.reject(e.reason, peer, str(e), where=where)
+                    out = bytes([ERR]) + f"{e.reason}: {e}".encode()[:1024]
+                except Exception:
+                    self.counters.incr("handler_error")
+                    log.exception("%s handler failed for %s", where, short(peer), extra={"peer": peer.hex()})
+                    out = bytes([ERR]) + b"internal"
+                await write_message(stream, out)
+        except TRANSPORT_ERRORS as e:
+            log.debug("%s stream from %s ended: %r", where, short(peer), e, extra={"peer": peer.hex()})
+        finally:
+            try:
+                await stream.close()
+            except Exception:
+                pass
+
+    async def request(self, peer: bytes, name: str, data: bytes, *, timeout: float | None = None) -> bytes:
+        """Send one request and return the response body. Raises RemoteError, RequestTimeout, PeerUnreachable,
+        or a ProtocolError if the response itself is malformed or oversized."""
+        proto = rpc_protocol(self.net_id, name)
+        cap = self._caps.get(name, (self.config.request_cap, self.config.response_cap))[1] + 1
+        key = (peer, name)
+        try:
+            with trio.fail_after(timeout if timeout is not None else self.config.request_timeout):
+                for attempt in range(2):
+                    pool = self._pool.get(key)
+                    pooled = bool(pool)
+                    stream = pool.pop() if pool else await self._open(peer, proto)
+                    try:
+                        await write_message(stream, data)
+                        resp = await read_message(stream, cap)
+                        if resp is None:
+                            raise EOFError("stream closed before the response")
+                    except TRANSPORT_ERRORS as e:
+                        await _reset(stream)
+                        if pooled and not attempt:  # a stale pooled stream: the request never reached a handler
+                            continue
+                        raise PeerUnreachable(f"{name} to {short(peer)} failed: {e!r:.200}") from e
+                    except ProtocolError as e:
+                        await _reset(stream)
+                        self.counters.reject(e.reason, peer, str(e), where=f"rpc/{name} response")
+                        raise
+                    except BaseException:
+                        await _reset(stream)
+                        raise
+                    self._pool.setdefault(key, [])
+                    if len(self._pool[key]) < POOL_PER_PEER:
+                        self._pool[key].append(stream)
+                    else:
+                        await _reset(stream)
+                    self.counters.incr("sent.request")
+                    if not resp or resp[0] not in (OK, ERR):
+                        raise DecodeError(f"rpc/{name}: response without a status byte")
+                    if resp[0] == ERR:
+                        raise RemoteError(resp[1:].decode("utf-8", "replace"))
+                    return resp[1:]
+        except trio.TooSlowError:
+            raise RequestTimeout(f"{name} to {short(peer)} timed out") from None
+        raise AssertionError("unreachable")
+
+    # pages ----------------------------------------------------------------------------------------------------------
+    def set_page_handler(self, name: str, handler: PageHandler, *, max_limit: int = 256, max_response: int = 16 * MiB):
+        """Serve paged RPC `name`: `handler(peer, query, cursor, limit) -> (items, next_cursor or b"")`."""
+
+        async def serve(peer: bytes, req: bytes) -> bytes:
+            q = decode(req, max_bytes=PAGE_HEADER)
+            if not (
+                isinstance(q, dict)
+                and set(q) == {"query", "cursor", "limit"}
+                and isinstance(q["query"], bytes)
+                and isinstance(q["cursor"], bytes)
+                and isinstance(q["limit"], int)
+                and not isinstance(q["limit"], bool)
+                and 1 <= q["limit"] <= max_limit
+            ):
+                raise SchemaError(f"page request: expected {{query, cursor, limit<={max_limit}}}")
+            items, nxt = await handler(peer, q["query"], q["cursor"], q["limit"])
+            return canonical({"items": list(items)[: q["limit"]], "next": nxt})
+
+        self.set_handler(name, serve, max_request=PAGE_HEADER, max_response=max_response)
+
+    async def iter_pages(
+        self, peer: bytes, name: str, query: bytes, *, cursor: bytes = b"", limit: int = 256, max_pages: int = 10_000
+    ) -> AsyncIterator[tuple[list[bytes], bytes]]:
+        """Yield `(items, next_cursor)` pages until the peer returns an empty cursor. A cursor that does not move
+        is a ProtocolError (a peer could otherwise keep us looping)."""
+        cap = self._caps.get(name, (0, self.config.response_cap))[1]
+        for _ in range(max_pages):
+            raw = await self.request(peer, name, canonical({"query": query, "cursor": cursor, "limit": limit}))
+            page = decode(raw, max_bytes=cap)
+            if not (
+                isinstance(page, dict)
+                and set(page) == {"items", "next"}
+                and isinstance(page["items"], list)
+                and len(page["items"]) <= limit
+                and all(isinstance(i, bytes) for i in page["items"])
+                and isinstance(page["next"], bytes)
+            ):
+                err = SchemaError(f"page from {short(peer)}: expected {{items: [bytes] <= {limit}, next: bytes}}")
+                self.counters.reject(err.reason, peer, str(err), where=f"rpc/{name} page")
+                raise err
+            yield page["items"], page["next"]
+            if not page["next"]:
+                return
+            if page["next"] == cursor:
+                err = SchemaError(f"page from {short(peer)}: cursor did not advance")
+                self.counters.reject(err.reason, peer, str(err), where=f"rpc/{name} page")
+                raise err
+            cursor = page["next"]

@@ -1,0 +1,147 @@
+"""Frames and chunked messages on a byte stream, with hard caps.
+
+Theory of operation: two layers, both pure functions over a `Reader` (`async read(n) -> bytes`) and a `Writer`
+(`async write(data)`), so they run on libp2p streams and on in-memory buffers alike.
+
+* A **frame** is `uvarint(len) || bytes`. `read_frame(r, cap)` reads the varint one byte at a time and rejects a
+  length above `cap` *before* reading the body, so a peer cannot make us allocate what it claims. A clean end of
+  stream exactly at a frame boundary returns `None`; anything else that ends early is a truncation.
+* A **message** is one header frame, `canonical({"len": n, "hash": H("transfer", data)})`, followed by
+  ceil(n / CHUNK) data frames of at most CHUNK (1 MiB) each. The reader checks the declared length against the
+  message cap before reading any data, bounds every chunk, and compares the BLAKE2b hash of the reassembled bytes.
+  Small messages are written with a single `write` call (header and data together).
+
+Everything a peer can get wrong raises a `ProtocolError`: `TooLarge` (reason "oversized") for caps,
+`DecodeError` for a malformed varint or header ("malformed"), a truncated stream ("truncated") or a hash mismatch
+("hash_mismatch"). Transport failures (reset, connection lost) pass through as the transport's own exceptions.
+"""
+
+from typing import Protocol
+
+from moenode.core.codec import canonical, decode
+from moenode.core.crypto import DIGEST_SIZE, H
+from moenode.core.errors import DecodeError, TooLarge
+
+KiB, MiB = 1 << 10, 1 << 20
+CHUNK = 1 * MiB
+HEADER_CAP = 128  # canonical {"hash": 32 B, "len": u64} is about 50 bytes
+MAX_VARINT_BYTES = 10  # a uvarint of up to 64 bits
+
+
+class Reader(Protocol):
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class Writer(Protocol):
+    async def write(self, data: bytes) -> None: ...
+
+
+def encode_uvarint(n: int) -> bytes:
+    if n < 0:
+        raise ValueError("uvarint must be non-negative")
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode_frame(data: bytes) -> bytes:
+    return encode_uvarint(len(data)) + data
+
+
+async def _read_some(r: Reader, n: int) -> bytes:
+    """One read of at most n bytes; b"" means end of stream (EOF exceptions are folded into that)."""
+    try:
+        return await r.read(n)
+    except EOFError:  # libp2p's StreamEOF / MuxedStreamEOF derive from EOFError
+        return b""
+
+
+async def _read_exactly(r: Reader, n: int, what: str) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        part = await _read_some(r, n - len(buf))
+        if not part:
+            raise DecodeError(f"{what}: stream ended after {len(buf)} of {n} bytes", reason="truncated")
+        buf += part
+    return bytes(buf)
+
+
+async def read_frame(r: Reader, cap: int) -> bytes | None:
+    """Read one frame of at most `cap` bytes; None on a clean end of stream before the frame starts."""
+    value = shift = 0
+    for i in range(MAX_VARINT_BYTES):
+        b = await _read_some(r, 1)
+        if not b:
+            if i == 0:
+                return None
+            raise DecodeError("frame length: stream ended inside the varint", reason="truncated")
+        value |= (b[0] & 0x7F) << shift
+        shift += 7
+        if not b[0] & 0x80:
+            if i > 0 and b[0] == 0:
+                raise DecodeError("frame length: varint is not minimally encoded")
+            break
+    else:
+        raise DecodeError(f"frame length: varint longer than {MAX_VARINT_BYTES} bytes")
+    if value > cap:
+        raise TooLarge(f"frame of {value} bytes exceeds the cap of {cap}")
+    return await _read_exactly(r, value, "frame body")
+
+
+async def write_frame(w: Writer, data: bytes) -> None:
+    await w.write(encode_frame(data))
+
+
+def _header(data: bytes) -> bytes:
+    return encode_frame(canonical({"len": len(data), "hash": H("transfer", data)}))
+
+
+async def write_message(w: Writer, data: bytes, *, chunk: int = CHUNK) -> None:
+    """Write `data` as a header frame plus chunks of at most `chunk` bytes."""
+    head = _header(data)
+    if len(data) <= chunk:
+        await w.write(head + (encode_frame(data) if data else b""))
+        return
+    await w.write(head)
+    view = memoryview(data)
+    for off in range(0, len(data), chunk):
+        await w.write(encode_frame(bytes(view[off : off + chunk])))
+
+
+async def read_message(r: Reader, cap: int, *, chunk: int = CHUNK) -> bytes | None:
+    """Read one chunked message of at most `cap` bytes; None on a clean end of stream before it starts."""
+    raw = await read_frame(r, HEADER_CAP)
+    if raw is None:
+        return None
+    head = decode(raw, max_bytes=HEADER_CAP)
+    if (
+        not isinstance(head, dict)
+        or set(head) != {"len", "hash"}
+        or not isinstance(head["len"], int)
+        or isinstance(head["len"], bool)
+        or head["len"] < 0
+        or not isinstance(head["hash"], bytes)
+        or len(head["hash"]) != DIGEST_SIZE
+    ):
+        raise DecodeError("message header: expected {len: uint, hash: 32 bytes}")
+    total: int = head["len"]
+    if total > cap:
+        raise TooLarge(f"message of {total} bytes exceeds the cap of {cap}")
+    buf = bytearray()
+    while len(buf) < total:
+        part = await read_frame(r, min(chunk, total - len(buf)))
+        if part is None:
+            raise DecodeError(f"message: stream ended after {len(buf)} of {total} bytes", reason="truncated")
+        if not part:
+            raise DecodeError("message: empty chunk")
+        buf += part
+    data = bytes(buf)
+    if H("transfer", data) != head["hash"]:
+        raise DecodeError("message: reassembled bytes do not match the declared hash", reason="hash_mismatch")
+    return data
