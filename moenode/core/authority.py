@@ -1,0 +1,186 @@
+"""The authority: signs an order iff it is valid in its view and it signed no conflicting one (SPEC section 6.2).
+
+Theory of operation: an authority is a `Ledger` plus a signing key plus a *lock table*: (account, sequence) ->
+the id of the one order it signed there. `handle_order` applies any credit certificates attached to the request,
+checks the order against the ledger view (`Ledger.check_order`), then consults the lock:
+- no lock: write the lock through the injected `LedgerStore` (which must make it durable before returning), then
+  sign. The signature never leaves before the lock is on disk, so a crash between the two cannot lead to a
+  conflicting signature after restart;
+- a lock on the same order (or, for an escrow, a Settle of the same shard report): sign again (idempotent);
+- a lock on another order: refuse with `Conflict`.
+Checkpoint votes use the same lock table, keyed by epoch. Every certificate, checkpoint and piece of evidence the
+authority accepts is appended to the store's log, from which a restart rebuilds the ledger (see moenode/store).
+
+The object is sans-IO: no clock (callers pass `now_ms`), no disk (the store is injected), no network (the node's
+net layer carries requests and replies).
+"""
+
+from typing import Protocol
+
+from moenode.core.checkpoint import Checkpoint, CheckpointCert
+from moenode.core.crypto import Signer, Verifier
+from moenode.core.errors import StateError
+from moenode.core.ledger import Ledger, VerifyCache
+from moenode.core.messages import Evidence
+from moenode.core.orders import CertifiedOrder, Settle, open_order, vote_digest
+
+
+class Conflict(StateError):
+    """This authority already signed a different order for this (account, sequence), or checkpoint epoch."""
+
+    reason = "conflict"
+
+
+class LedgerStore(Protocol):
+    """What an authority needs from persistence. `put_lock` must be durable when it returns."""
+
+    def locks(self) -> dict[bytes, tuple[bytes, bytes]]: ...
+
+    def put_lock(self, key: bytes, order_id: bytes, settle_key: bytes, data: bytes) -> None: ...
+
+    def append(self, kind: str, ident: bytes, data: bytes) -> None: ...
+
+
+class MemoryStore:
+    """A store that forgets on exit: for the simulator and unit tests. The daemon uses moenode.store.LedgerDB."""
+
+    def __init__(self) -> None:
+        self._locks: dict[bytes, tuple[bytes, bytes]] = {}
+        self.log: list[tuple[str, bytes, bytes]] = []
+
+    def locks(self) -> dict[bytes, tuple[bytes, bytes]]:
+        return dict(self._locks)
+
+    def put_lock(self, key: bytes, order_id: bytes, settle_key: bytes, data: bytes) -> None:
+        self._locks[key] = (order_id, settle_key)
+
+    def append(self, kind: str, ident: bytes, data: bytes) -> None:
+        self.log.append((kind, ident, data))
+
+
+def order_lock_key(account: bytes, sequence: int) -> bytes:
+    return b"o" + account + sequence.to_bytes(8, "big")
+
+
+def checkpoint_lock_key(epoch: int) -> bytes:
+    return b"c" + epoch.to_bytes(8, "big")
+
+
+class Authority:
+    def __init__(self, ledger: Ledger, signer: Signer, store: LedgerStore):
+        self.ledger, self.signer, self.store = ledger, signer, store
+        self.me = signer.public_key
+        self.verify = VerifyCache(ledger.verify)
+        self._locks = store.locks()
+
+    # orders -------------------------------------------------------------------------------------------------------
+    def handle_order(self, data: bytes, now_ms: int, attachments: tuple[bytes, ...] | list[bytes] = ()) -> bytes:
+        """Vote for the order in `data` or raise a ProtocolError that says why not.
+
+        `attachments` are certified orders the sender adds when this authority lacked a credit or an earlier order
+        (the InsufficientFunds, SequenceGap and UnknownEscrow errors say which account to bring up to date).
+        """
+        for cert in attachments:
+            self.accept_certificate(cert)
+        led = self.ledger
+        signed = open_order(data, led.net, self.verify)
+        order = signed.msg
+        led.check_order(signed, now_ms)
+        if led.power_at(order.epoch).get(self.me, 0) <= 0:
+            raise StateError(f"not an authority in epoch {order.epoch}", reason="not_authority")
+        key = order_lock_key(order.account, order.sequence)
+        settle_key = order.report_id if isinstance(order, Settle) else b""
+        held = self._locks.get(key)
+        if held is None:
+            self.store.put_lock(key, signed.id, settle_key, data)  # durable before the signature exists
+            self._locks[key] = (signed.id, settle_key)
+        elif held[0] != signed.id and not (settle_key and held[1] == settle_key):
+            raise Conflict(f"{order.TYPE}: already signed order {held[0].hex()[:16]} for sequence {order.sequence}"
+                           f" of {order.account.hex()[:16]}")
+        digest = vote_digest(signed.id, order.epoch)
+        sig = self.signer.sign(digest)
+        self.verify.remember(self.me, digest, sig)
+        return sig
+
+    def accept_certificate(self, data: bytes) -> str:
+        """Check and apply a certified order; log it if it changed anything. Returns the ledger's status."""
+        cert = CertifiedOrder.decode(data, self.ledger.net, self.verify)
+        status = self.ledger.accept_certificate(cert, self.verify)
+        if status != "duplicate":
+            self.store.append("order", cert.id, data)
+        return status
+
+    def locked(self, account: bytes, sequence: int) -> bytes | None:
+        held = self._locks.get(order_lock_key(account, sequence))
+        return held[0] if held else None
+
+    # checkpoints and evidence -------------------------------------------------------------------------------------
+    def sign_checkpoint(self, cp: Checkpoint, now_ms: int) -> bytes:
+        """Vote for checkpoint `cp` iff it is due now (epoch E+1), is exactly this view's proposal, and no other."""
+        led = self.ledger
+        if led.genesis.epoch(now_ms) != cp.epoch + 1:
+            raise StateError(f"checkpoint {cp.epoch} is signed during epoch {cp.epoch + 1} only", reason="window")
+        mine = led.propose_checkpoint(cp.epoch)
+        digest = cp.digest_for(led.net)
+        if digest != mine.digest_for(led.net):
+            raise StateError(f"checkpoint {cp.epoch}: its items differ from this view", reason="view_differs")
+        if led.power_at(cp.epoch + 1).get(self.me, 0) <= 0:
+            raise StateError(f"not an authority in epoch {cp.epoch + 1}", reason="not_authority")
+        key = checkpoint_lock_key(cp.epoch)
+        held = self._locks.get(key)
+        if held is None:
+            self.store.put_lock(key, digest, b"", cp_bytes(cp, led.net))
+            self._locks[key] = (digest, b"")
+        elif held[0] != digest:
+            raise Conflict(f"checkpoint {cp.epoch}: already signed another digest")
+        sig = self.signer.sign(digest)
+        self.verify.remember(self.me, digest, sig)
+        return sig
+
+    def accept_checkpoint(self, data: bytes) -> str:
+        cc = CheckpointCert.decode(data)
+        status = self.ledger.accept_checkpoint(cc, self.verify)
+        if status == "applied":
+            self.store.append("checkpoint", cc.checkpoint.digest_for(self.ledger.net), data)
+        return status
+
+    def skip_checkpoint(self, epoch: int) -> None:
+        self.ledger.skip_checkpoint(epoch)
+        self.store.append("skip", epoch.to_bytes(8, "big"), b"")
+
+    def add_evidence(self, ev: Evidence, now_ms: int) -> bool:
+        fresh = self.ledger.add_evidence(ev, now_ms)
+        if fresh:
+            self.store.append("evidence", now_ms.to_bytes(8, "big"), ev_bytes(ev))
+        return fresh
+
+
+def cp_bytes(cp: Checkpoint, net: bytes) -> bytes:
+    from moenode.core.codec import canonical
+    from moenode.core.messages import body_of
+
+    return canonical(body_of(cp, net))
+
+
+def ev_bytes(ev: Evidence) -> bytes:
+    from moenode.core.codec import canonical
+
+    return canonical(ev.to_body())
+
+
+def replay(ledger: Ledger, log: list[tuple[str, bytes, bytes]], verify: Verifier | None = None) -> None:
+    """Rebuild `ledger` from a store's log, re-checking every certificate. Raises ProtocolError on a bad entry."""
+    from moenode.core.codec import decode
+
+    v = verify or ledger.verify
+    for kind, ident, data in log:
+        if kind == "order":
+            ledger.accept_certificate(CertifiedOrder.decode(data, ledger.net, v), v)
+        elif kind == "checkpoint":
+            ledger.accept_checkpoint(CheckpointCert.decode(data), v)
+        elif kind == "skip":
+            ledger.skip_checkpoint(int.from_bytes(ident, "big"))
+        elif kind == "evidence":
+            ledger.add_evidence(Evidence.from_body(decode(data, Evidence.MAX_BYTES)), int.from_bytes(ident, "big"))
+        else:
+            raise ValueError(f"unknown log entry kind {kind!r}")

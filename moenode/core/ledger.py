@@ -1,0 +1,434 @@
+"""The ledger: balances, stakes, escrows and sequence numbers, moved only by certified orders (SPEC section 6).
+
+Theory of operation (FastPay without a chain). Every node holds this whole state. It changes in exactly two ways:
+1. `apply_certified`: a certified order (>= 6,667 voting power of its epoch) is applied once per (account,
+   sequence). Applying is pure arithmetic on the amounts the order itself names: debit the account, credit the
+   recipients. Credits only add and every debit is unique per (account, sequence), so the result is the same
+   whatever order certificates arrive in. A node that lags may see a balance or an escrow dip below zero until the
+   missing credit arrives: a quorum already checked the debit against a complete view, so this is a transient of
+   delivery, never an overdraft. A second *different* certificate for a used (account, sequence) means more than a
+   third of the voting power signed two conflicting orders; it raises `ConflictingCertificates` loudly.
+2. `apply_checkpoint`: a certified checkpoint of epoch E fixes the stake table of E+2 (see checkpoint.py).
+
+`check_order` is the authority's question: is this order valid in *my* view? It checks the signature rule, the
+epoch, the sequence number (exactly the account's next one), funds, escrow state, deadlines, and for a Settle
+the shard certificate against the recomputed shard. The lock (one order per (account, sequence)) lives in
+authority.py, because only an authority signs.
+
+Stake bookkeeping. `table` is the latest fixed stake table; `tables[e]` is the table of epoch e for every epoch
+known so far (`known_through`). A Stake order moves its amount from balance to `bonding` (still supply, not yet
+voting); the checkpoint that includes it moves it into the table. An Unstake moves nothing until its checkpoint
+pays `min(amount, stake left after slashing)` to the balance. Supply = balances + bonding + table + escrows and
+never changes; every node asserts it after every step.
+
+Certified orders of an epoch whose stake table is not yet known wait in `pending` and are retried when a checkpoint
+(or `skip_checkpoint`) fixes it. Nothing here reads a clock: callers pass `now_ms`.
+"""
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from moenode.core.checkpoint import (
+    ZERO,
+    Checkpoint,
+    CheckpointCert,
+    Item,
+    MAX_CP_ITEMS,
+    check_evidence,
+    evidence_key,
+    next_table,
+)
+from moenode.core.codec import canonical
+from moenode.core.crypto import H, Verifier
+from moenode.core.errors import ProtocolError, Replay, SchemaError, SignatureError, StateError
+from moenode.core.genesis import Genesis, next_epoch_seed
+from moenode.core.messages import Certificate, Evidence, Report, Signed, shard_id as derive_shard_id
+from moenode.core.orders import (
+    CertifiedOrder,
+    Order,
+    PayEscrow,
+    Refund,
+    Settle,
+    Stake,
+    Transfer,
+    Unstake,
+    escrow_account,
+)
+from moenode.core.selection import sample_shard, shard_seed, shard_size, voting_power
+
+
+class InsufficientFunds(StateError):
+    """The account's balance in this authority's view is short; credit certificates may fix it."""
+
+    reason = "insufficient_funds"
+
+    def __init__(self, message: str, *, account: bytes, shortfall: int):
+        super().__init__(message)
+        self.account, self.shortfall = account, shortfall
+
+
+class SequenceGap(StateError):
+    """The order's sequence is ahead of this authority's view; the sender's earlier certificates fill the gap."""
+
+    reason = "sequence_gap"
+
+    def __init__(self, message: str, *, account: bytes, have: int, want: int):
+        super().__init__(message)
+        self.account, self.have, self.want = account, have, want
+
+
+class UnknownEscrow(StateError):
+    """The escrow's PayEscrow is not applied in this authority's view; attach its certificate."""
+
+    reason = "unknown_escrow"
+
+    def __init__(self, message: str, *, account: bytes):
+        super().__init__(message)
+        self.account = account
+
+
+class ConflictingCertificates(RuntimeError):
+    """Two certified orders for one (account, sequence): the byzantine bound was broken. Never silently ignored."""
+
+
+@dataclass(frozen=True)
+class EscrowInfo:
+    payer: bytes
+    fee: int
+    deadline_ms: int
+    pay_id: bytes
+    shard_id: bytes
+
+
+def settle_split(report: Report, signers: list[bytes] | tuple[bytes, ...], winner_bps: int) -> dict[bytes, int]:
+    """Who gets what from a settled fee. Integer only; the amounts always sum to `report.fee`.
+
+    winner_bps (90 %) to the winning member, of which its proxy producer takes `producer_share_bps`; the rest split
+    evenly among the signers other than the winner; every remainder goes to the winner.
+    """
+    fee = report.fee
+    win = fee * winner_bps // 10_000
+    others = sorted(s for s in set(signers) if s != report.winner)
+    rest = fee - win
+    each = rest // len(others) if others else 0
+    out: dict[bytes, int] = {}
+
+    def credit(pk: bytes, amount: int) -> None:
+        if amount:
+            out[pk] = out.get(pk, 0) + amount
+
+    take = win * report.producer_share_bps // 10_000 if report.producer != report.winner else 0
+    credit(report.winner, win - take + rest - each * len(others))
+    credit(report.producer, take)
+    for o in others:
+        credit(o, each)
+    return out
+
+
+class VerifyCache:
+    """A verifier that remembers signatures it has already found valid (bounded LRU).
+
+    An authority checks an order's signature when it votes and again inside the certificate; the second check, and
+    the check of its own vote, are then free.
+    """
+
+    def __init__(self, verify: Verifier, size: int = 1 << 16):
+        self.verify, self.size = verify, size
+        self._ok: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
+
+    def remember(self, pk: bytes, digest: bytes, sig: bytes) -> None:
+        self._ok[(pk, digest, sig)] = None
+        if len(self._ok) > self.size:
+            self._ok.popitem(last=False)
+
+    def __call__(self, pk: bytes, digest: bytes, sig: bytes) -> bool:
+        key = (pk, digest, sig)
+        if key in self._ok:
+            return True
+        if self.verify(pk, digest, sig):
+            self.remember(pk, digest, sig)
+            return True
+        return False
+
+
+class Ledger:
+    def __init__(self, genesis: Genesis, verify: Verifier):
+        self.genesis, self.params, self.net, self.verify = genesis, genesis.params, genesis.network_id, verify
+        self.balances: dict[bytes, int] = {a.pubkey: a.balance for a in genesis.accounts if a.balance}
+        self.bonding: dict[bytes, int] = {}
+        self.table: dict[bytes, int] = genesis.initial_stakes()
+        self.tables: dict[int, dict[bytes, int]] = {0: dict(self.table), 1: dict(self.table)}
+        self.known_through = 1  # stake tables are fixed for every epoch <= known_through
+        self.cp_digests: dict[int, bytes] = {}
+        self.last_cp = ZERO
+        self.escrow_bal: dict[bytes, int] = {}
+        self.escrows: dict[bytes, EscrowInfo] = {}
+        self.applied: dict[tuple[bytes, int], bytes] = {}  # (account, sequence) -> order id
+        self.settled_report: dict[bytes, bytes] = {}  # escrow account -> report id of its applied Settle
+        self.next_seq: dict[bytes, int] = {}
+        self.items: dict[tuple[str, bytes, bytes], Item] = {}  # stake-changing items not yet checkpointed
+        self.checkpointed: set[tuple[str, bytes, bytes]] = set()
+        self.unstaking: dict[bytes, int] = {}  # uncheckpointed Unstake amounts, per account
+        self.pending: dict[bytes, CertifiedOrder] = {}  # certified orders waiting for their epoch's stake table
+        self.supply = genesis.supply()
+        self._seeds: dict[int, bytes] = {0: genesis.seed0()}
+        self._powers: dict[int, dict[bytes, int]] = {}
+
+    # views --------------------------------------------------------------------------------------------------------
+    def balance(self, account: bytes) -> int:
+        return self.balances.get(account, 0)
+
+    def stake(self, account: bytes) -> int:
+        return self.table.get(account, 0)
+
+    def sequence(self, account: bytes) -> int:
+        return self.next_seq.get(account, 0)
+
+    def total(self) -> int:
+        return (sum(self.balances.values()) + sum(self.bonding.values()) + sum(self.table.values())
+                + sum(self.escrow_bal.values()))
+
+    def assert_supply(self) -> None:
+        if self.total() != self.supply:
+            raise AssertionError(f"supply invariant broken: {self.total()} != {self.supply}")
+
+    def stakes_at(self, epoch: int) -> dict[bytes, int]:
+        """The stake table of `epoch`. KeyError if it is not fixed yet (its checkpoint is outstanding)."""
+        if epoch > self.known_through:
+            raise KeyError(f"the stake table of epoch {epoch} is not fixed yet (known through {self.known_through})")
+        return self.tables[max(e for e in self.tables if e <= epoch)]
+
+    def power_at(self, epoch: int) -> dict[bytes, int]:
+        if epoch not in self._powers:
+            self._powers[epoch] = voting_power(self.stakes_at(epoch))
+        return self._powers[epoch]
+
+    def epoch_seed(self, epoch: int) -> bytes:
+        """seed[E] = next_epoch_seed(E, seed[E-1], checkpoint digest of E-1 or b"" when none formed)."""
+        if epoch > self.known_through:
+            raise KeyError(f"the seed of epoch {epoch} is not fixed yet")
+        for e in range(max(self._seeds) + 1, epoch + 1):
+            self._seeds[e] = next_epoch_seed(e, self._seeds[e - 1], self.cp_digests.get(e - 1, b""))
+        return self._seeds[epoch]
+
+    def state_digest(self) -> bytes:
+        """Identity of the whole state: equal on two nodes iff they hold the same ledger."""
+        state = {
+            "balances": sorted(self.balances.items()), "bonding": sorted(self.bonding.items()),
+            "table": sorted(self.table.items()), "escrow": sorted(self.escrow_bal.items()),
+            "applied": sorted([a, s, i] for (a, s), i in self.applied.items()),
+            "items": sorted(i.to_wire() for i in self.items.values()),
+            "cp": [self.known_through, self.last_cp],
+        }
+        return H("ledger-state", canonical(state))
+
+    # the authority's view -----------------------------------------------------------------------------------------
+    def check_order(self, signed: Signed, now_ms: int) -> None:
+        """Raise a ProtocolError unless the order is valid in this view (the lock is the authority's business)."""
+        o: Order = signed.msg  # type: ignore[assignment]
+        cur = self.genesis.epoch(now_ms)
+        if o.epoch not in (cur - 1, cur) or o.epoch > self.known_through:
+            raise StateError(f"{o.TYPE}: epoch {o.epoch} is not current (now {cur})", reason="stale_epoch")
+        have = self.sequence(o.account)
+        done = self.applied.get((o.account, o.sequence))
+        if done is not None or o.sequence < have:
+            raise Replay(f"{o.TYPE}: sequence {o.sequence} of {o.account.hex()[:16]} is already used")
+        if o.sequence > have:
+            raise SequenceGap(f"{o.TYPE}: sequence {o.sequence} but the account is at {have}",
+                              account=o.account, have=have, want=o.sequence)
+        if isinstance(o, (Transfer, PayEscrow, Stake)):
+            need = o.fee if isinstance(o, PayEscrow) else o.amount
+            bal = self.balance(o.account)
+            if bal < need:
+                raise InsufficientFunds(f"{o.TYPE}: balance {bal} < {need}", account=o.account,
+                                        shortfall=need - bal)
+        if isinstance(o, PayEscrow):
+            esc = escrow_account(o.shard_id)
+            if esc in self.escrows or self.sequence(esc) > 0:
+                raise StateError("PayEscrow: this shard is already paid", reason="escrow_exists")
+            if o.deadline_ms <= now_ms:
+                raise StateError("PayEscrow: the deadline has passed", reason="deadline")
+        elif isinstance(o, Unstake):
+            free = self.stake(o.account) - self.unstaking.get(o.account, 0)
+            if o.amount > free:
+                raise StateError(f"Unstake: {o.amount} exceeds the free stake {free}", reason="insufficient_stake")
+        elif isinstance(o, Settle):
+            self._check_settle(o)
+        elif isinstance(o, Refund):
+            esc = self._escrow(o.account)
+            if signed.signer != esc.payer:
+                raise SignatureError("Refund: only the payer may sign a refund")
+            if o.pay_id != esc.pay_id or o.amount != esc.fee:
+                raise SchemaError("Refund: pay_id or amount does not match the escrow")
+            if now_ms < esc.deadline_ms:
+                raise StateError(f"Refund: the escrow's deadline is {esc.deadline_ms}, now is {now_ms}",
+                                 reason="too_early")
+
+    def _escrow(self, account: bytes) -> EscrowInfo:
+        esc = self.escrows.get(account)
+        if esc is None:
+            raise UnknownEscrow("no PayEscrow into this escrow is applied here", account=account)
+        return esc
+
+    def _check_settle(self, o: Settle) -> None:
+        r = o.certificate.report
+        esc = self._escrow(o.account)
+        if (r.pay_id, r.fee, r.submitter, r.shard_id) != (esc.pay_id, esc.fee, esc.payer, esc.shard_id):
+            raise SchemaError("Settle: the report's payment, fee or submitter does not match the escrow")
+        if r.producer_share_bps > self.params.max_producer_share_bps:
+            raise SchemaError("Settle: producer_share_bps is above the network maximum")
+        self.check_shard_certificate(o.certificate)
+
+    def check_shard_certificate(self, cert: Certificate) -> list[bytes]:
+        """Recompute the shard of the certified report and check q member signatures; return the members."""
+        r = cert.report
+        if r.shard_id != derive_shard_id(r.epoch, r.data_hash, r.nonce, r.submitter):
+            raise SchemaError("shard certificate: shard_id is not derived from the report")
+        try:
+            power = self.power_at(r.epoch)
+            seed = self.epoch_seed(r.epoch)
+        except KeyError as e:
+            raise StateError(f"shard certificate: {e}") from None
+        n, q = shard_size(sum(1 for vp in power.values() if vp > 0))
+        members = sample_shard(power, shard_seed(seed, r.data_hash, r.nonce, r.pay_id), n)
+        cert.check(self.net, self.verify, members, q)
+        return members
+
+    # applying certificates ----------------------------------------------------------------------------------------
+    def accept_certificate(self, cert: CertifiedOrder, verify: Verifier | None = None) -> str:
+        """Check the quorum and apply. Returns "applied", "duplicate" or "pending" (its epoch is not fixed yet)."""
+        o = cert.msg
+        if self.applied.get((o.account, o.sequence)) == cert.id:
+            return "duplicate"
+        if o.epoch > self.known_through:
+            self.pending[cert.id] = cert
+            return "pending"
+        cert.check(self.power_at(o.epoch), verify or self.verify)
+        return self.apply_certified(cert)
+
+    def apply_certified(self, cert: CertifiedOrder) -> str:
+        """Apply a certificate whose quorum was checked. Idempotent."""
+        o, oid = cert.msg, cert.id
+        key = (o.account, o.sequence)
+        prev = self.applied.get(key)
+        if prev is not None:
+            if prev == oid or (isinstance(o, Settle) and self.settled_report.get(o.account) == o.report_id):
+                return "duplicate"
+            raise ConflictingCertificates(f"two certified orders for {o.account.hex()[:16]}/{o.sequence}")
+        self.applied[key] = oid
+        seq = self.next_seq.get(o.account, 0)
+        while (o.account, seq) in self.applied:
+            seq += 1
+        self.next_seq[o.account] = seq
+        signer = cert.order.signer
+        if isinstance(o, Transfer):
+            self._move(self.balances, o.account, -o.amount)
+            self._move(self.balances, o.recipient, o.amount)
+        elif isinstance(o, PayEscrow):
+            esc = escrow_account(o.shard_id)
+            self._move(self.balances, o.account, -o.fee)
+            self._move(self.escrow_bal, esc, o.fee)
+            self.escrows[esc] = EscrowInfo(o.account, o.fee, o.deadline_ms, oid, o.shard_id)
+        elif isinstance(o, Settle):
+            r = o.certificate.report
+            self.settled_report[o.account] = o.report_id
+            self._move(self.escrow_bal, o.account, -r.fee)
+            signers = [pk for pk, _ in o.certificate.signatures]
+            for pk, amount in settle_split(r, signers, self.params.winner_bps).items():
+                self._move(self.balances, pk, amount)
+            for m in r.strikes:
+                self._add_item(Item(r.epoch, "strike", m, o.report_id, 1))
+            for m in r.faulty:
+                self._add_item(Item(r.epoch, "faulty", m, o.report_id, 1))
+        elif isinstance(o, Refund):
+            self._move(self.escrow_bal, o.account, -o.amount)
+            self._move(self.balances, signer, o.amount)
+        elif isinstance(o, Stake):
+            self._move(self.balances, o.account, -o.amount)
+            self._move(self.bonding, o.account, o.amount)
+            self._add_item(Item(o.epoch, "stake", o.account, oid, o.amount))
+        elif isinstance(o, Unstake):
+            if self._add_item(Item(o.epoch, "unstake", o.account, oid, o.amount)):
+                self._move(self.unstaking, o.account, o.amount)
+        self.pending.pop(oid, None)
+        return "applied"
+
+    @staticmethod
+    def _move(book: dict[bytes, int], account: bytes, delta: int) -> None:
+        v = book.get(account, 0) + delta
+        if v:
+            book[account] = v
+        else:
+            book.pop(account, None)
+
+    def _add_item(self, item: Item) -> bool:
+        if item.key in self.checkpointed or item.key in self.items:
+            return False
+        self.items[item.key] = item
+        return True
+
+    # evidence and checkpoints -------------------------------------------------------------------------------------
+    def add_evidence(self, ev: Evidence, now_ms: int) -> bool:
+        """Prove `ev` and record it as an item tagged with the current epoch. False if already known."""
+        offender = check_evidence(ev, self.net, self.verify)
+        epoch = max(0, self.genesis.epoch(now_ms))
+        return self._add_item(Item(epoch, ev.kind, offender, evidence_key(ev), 1))
+
+    def next_checkpoint_epoch(self) -> int:
+        """The checkpoint that can be applied next fixes table(known_through + 1), so it is of that epoch - 2."""
+        return self.known_through - 1
+
+    def propose_checkpoint(self, epoch: int) -> Checkpoint:
+        """This view's checkpoint of `epoch`: every uncheckpointed item tagged <= epoch, sorted, capped."""
+        if epoch != self.next_checkpoint_epoch():
+            raise StateError(f"checkpoint {epoch}: the next one here is {self.next_checkpoint_epoch()}")
+        items = sorted(i for i in self.items.values() if i.epoch <= epoch)[:MAX_CP_ITEMS]
+        return Checkpoint(epoch=epoch, prev=self.last_cp, items=tuple(items))
+
+    def accept_checkpoint(self, cc: CheckpointCert, verify: Verifier | None = None) -> str:
+        cp = cc.checkpoint
+        if cp.epoch < self.next_checkpoint_epoch():
+            if self.cp_digests.get(cp.epoch) == cp.digest_for(self.net):
+                return "duplicate"
+            raise StateError(f"checkpoint {cp.epoch}: that epoch's table is already fixed here", reason="late")
+        if cp.epoch > self.next_checkpoint_epoch():
+            raise StateError(f"checkpoint {cp.epoch}: waiting for epoch {self.next_checkpoint_epoch()} first",
+                             reason="early")
+        if cp.prev != self.last_cp:
+            raise StateError(f"checkpoint {cp.epoch}: builds on another checkpoint history", reason="fork")
+        cc.check(self.net, self.power_at(cp.epoch + 1), verify or self.verify)
+        self.apply_checkpoint(cp)
+        return "applied"
+
+    def apply_checkpoint(self, cp: Checkpoint) -> None:
+        table, payouts = next_table(self.table, cp.items, self.params)
+        for it in cp.items:
+            self.checkpointed.add(it.key)
+            mine = self.items.pop(it.key, None)
+            if it.kind == "stake":
+                self._move(self.bonding, it.account, -it.value)
+            elif it.kind == "unstake" and mine is not None:
+                self._move(self.unstaking, it.account, -it.value)
+        for acct, amount in payouts.items():
+            self._move(self.balances, acct, amount)
+        self.table = table
+        self.cp_digests[cp.epoch] = cp.digest_for(self.net)
+        self.last_cp = self.cp_digests[cp.epoch]
+        self._fix_next(dict(table))
+
+    def skip_checkpoint(self, epoch: int) -> None:
+        """No checkpoint of `epoch` formed in time: its table carries over and its items wait for the next one."""
+        if epoch != self.next_checkpoint_epoch():
+            raise ValueError(f"can only skip checkpoint {self.next_checkpoint_epoch()}, not {epoch}")
+        self._fix_next(dict(self.table))
+
+    def _fix_next(self, table: dict[bytes, int]) -> None:
+        self.known_through += 1
+        self.tables[self.known_through] = table
+        for cert in sorted(self.pending.values(), key=lambda c: c.id):
+            if cert.msg.epoch <= self.known_through:
+                del self.pending[cert.id]
+                try:
+                    self.accept_certificate(cert)
+                except ProtocolError:
+                    pass  # under-quorum for the now-fixed table: it was never a certificate

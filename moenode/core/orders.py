@@ -1,0 +1,282 @@
+"""Ledger orders, authority votes and certified orders (SPEC section 6).
+
+Theory of operation: every value move is an *order* from one account that consumes that account's next sequence
+number. An order is a message schema like any other, sealed in the signed envelope, so its body carries its type
+and the network id; the order id is the envelope's `Signed.id` (what the order's own signature covers).
+
+An authority that accepts an order answers with a *vote*: an Ed25519 signature over
+`vote_digest(order_id, epoch) = H("order-vote", order_id || epoch as 8 bytes big-endian)`. Votes are bare
+signatures, never envelopes, because the order id already binds the network, the account, the sequence and the
+content. A *certified order* is the order envelope plus votes from authorities holding >= 6,667 of the 10,000
+voting power of the order's epoch; its canonical encoding is `{"order": <envelope map>, "votes": [[pk, sig]...]}`
+with votes sorted by public key. Anyone can check it given that epoch's voting power, and anyone can apply it.
+
+Escrows: a payment for shard S goes into the account `escrow_account(S) = H("escrow", S)`. No one holds that
+account's key, so its one and only order (sequence 0) is a Settle, which any party may sign and submit because the
+shard certificate it carries is the authority, or a Refund, which the payer signs once the escrow's deadline passed.
+"""
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from moenode.core.codec import canonical, decode
+from moenode.core.crypto import H, Verifier
+from moenode.core.errors import SchemaError, SignatureError
+from moenode.core.messages import (
+    B32,
+    KiB,
+    PK,
+    SIG,
+    Certificate,
+    Message,
+    Signed,
+    nested,
+    open_signed,
+    open_wire,
+    pair,
+    register,
+    seq,
+    spec,
+    uint,
+)
+from moenode.core.selection import CERT_THRESHOLD
+
+MAX_AMOUNT = (1 << 62) - 1
+AMOUNT = uint(MAX_AMOUNT)
+MAX_VOTES = 1024  # authorities per epoch that can sign one order
+
+
+def escrow_account(shard_id: bytes) -> bytes:
+    """The account holding the fee of shard `shard_id` until it is settled or refunded."""
+    return H("escrow", shard_id)
+
+
+def vote_digest(order_id: bytes, epoch: int) -> bytes:
+    """What an authority signs to vote for an order."""
+    return H("order-vote", order_id + epoch.to_bytes(8, "big"))
+
+
+# the orders -------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Order(Message):
+    """Common fields: the account whose sequence number the order consumes, that number, and the order's epoch."""
+
+    SIGNED_BY_ACCOUNT: ClassVar[bool] = True  # False: the envelope signer is checked by the ledger instead
+    account: bytes = spec(B32)
+    sequence: int = spec(uint())
+    epoch: int = spec(uint())
+
+
+@register
+@dataclass(frozen=True)
+class Transfer(Order):
+    TYPE: ClassVar[str] = "Transfer"
+    MAX_BYTES: ClassVar[int] = 1 * KiB
+    recipient: bytes = spec(B32)
+    amount: int = spec(AMOUNT)
+
+    def validate(self) -> None:
+        if self.amount < 1:
+            raise SchemaError("Transfer: amount must be positive")
+        if self.recipient == self.account:
+            raise SchemaError("Transfer: recipient is the sender")
+
+
+@register
+@dataclass(frozen=True)
+class PayEscrow(Order):
+    """The submitter moves a shard's fee into escrow(shard_id); Refund is possible from `deadline_ms` on."""
+
+    TYPE: ClassVar[str] = "PayEscrow"
+    MAX_BYTES: ClassVar[int] = 1 * KiB
+    shard_id: bytes = spec(B32)
+    fee: int = spec(AMOUNT)
+    deadline_ms: int = spec(uint())
+
+    def validate(self) -> None:
+        if self.fee < 1:
+            raise SchemaError("PayEscrow: fee must be positive")
+
+
+@register
+@dataclass(frozen=True)
+class Settle(Order):
+    """Release an escrow by its shard certificate. Any party may sign it: the certificate is the authority."""
+
+    TYPE: ClassVar[str] = "Settle"
+    MAX_BYTES: ClassVar[int] = Certificate.MAX_BYTES + 4 * KiB
+    SIGNED_BY_ACCOUNT: ClassVar[bool] = False
+    certificate: Certificate = spec(nested(Certificate))
+
+    def validate(self) -> None:
+        if self.sequence != 0:
+            raise SchemaError("Settle: an escrow has exactly one order, at sequence 0")
+        if self.account != escrow_account(self.certificate.report.shard_id):
+            raise SchemaError("Settle: account is not the escrow of the certified shard")
+
+    @property
+    def report_id(self) -> bytes:
+        return self.certificate.id
+
+
+@register
+@dataclass(frozen=True)
+class Refund(Order):
+    """Return an escrow to its payer after the deadline; signed by the payer, who receives `amount`."""
+
+    TYPE: ClassVar[str] = "Refund"
+    MAX_BYTES: ClassVar[int] = 1 * KiB
+    SIGNED_BY_ACCOUNT: ClassVar[bool] = False
+    shard_id: bytes = spec(B32)
+    pay_id: bytes = spec(B32)
+    amount: int = spec(AMOUNT)
+
+    def validate(self) -> None:
+        if self.sequence != 0:
+            raise SchemaError("Refund: an escrow has exactly one order, at sequence 0")
+        if self.account != escrow_account(self.shard_id):
+            raise SchemaError("Refund: account is not escrow(shard_id)")
+
+
+@register
+@dataclass(frozen=True)
+class Stake(Order):
+    """Bond `amount` of balance; it joins the stake table two epochs after the order's epoch (by checkpoint)."""
+
+    TYPE: ClassVar[str] = "Stake"
+    MAX_BYTES: ClassVar[int] = 1 * KiB
+    amount: int = spec(AMOUNT)
+
+    def validate(self) -> None:
+        if self.amount < 1:
+            raise SchemaError("Stake: amount must be positive")
+
+
+@register
+@dataclass(frozen=True)
+class Unstake(Order):
+    """Ask for `amount` of stake back; paid to the balance by the checkpoint that includes it, after slashing."""
+
+    TYPE: ClassVar[str] = "Unstake"
+    MAX_BYTES: ClassVar[int] = 1 * KiB
+    amount: int = spec(AMOUNT)
+
+    def validate(self) -> None:
+        if self.amount < 1:
+            raise SchemaError("Unstake: amount must be positive")
+
+
+ORDER_TYPES: tuple[type[Order], ...] = (Transfer, PayEscrow, Settle, Refund, Stake, Unstake)
+MAX_ORDER_BYTES = max(c.MAX_BYTES for c in ORDER_TYPES)
+
+
+def open_order(data: bytes, net: bytes, verify: Verifier) -> Signed:
+    """Decode and check an order envelope (size cap, network, schema, signature, account-signs rule)."""
+    signed = open_signed(data, net, verify, ORDER_TYPES)
+    check_signer(signed)
+    return signed
+
+
+def check_signer(signed: Signed) -> None:
+    order: Order = signed.msg  # type: ignore[assignment]
+    if order.SIGNED_BY_ACCOUNT and signed.signer != order.account:
+        raise SignatureError(f"{order.TYPE}: signed by {signed.signer.hex()[:16]}, not by its account")
+
+
+# certified orders -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CertifiedOrder:
+    """An order envelope plus authority votes. `check` proves the quorum; construction alone proves nothing."""
+
+    order: Signed
+    votes: tuple[tuple[bytes, bytes], ...]
+
+    MAX_BYTES: ClassVar[int] = MAX_ORDER_BYTES + MAX_VOTES * 112 + 1 * KiB
+    VOTES: ClassVar[Any] = seq(pair(PK, SIG), MAX_VOTES, 1)
+
+    @property
+    def id(self) -> bytes:
+        return self.order.id
+
+    @property
+    def msg(self) -> Order:
+        return self.order.msg  # type: ignore[return-value]
+
+    def encode(self) -> bytes:
+        return canonical({"order": self.order.as_wire(), "votes": [list(v) for v in self.votes]})
+
+    @classmethod
+    def decode(cls, data: bytes, net: bytes, verify: Verifier) -> "CertifiedOrder":
+        """Decode untrusted bytes and check the order envelope (not yet the votes: see `check`)."""
+        wire = decode(data, max_bytes=cls.MAX_BYTES)
+        if not isinstance(wire, dict) or set(wire) != {"order", "votes"}:
+            raise SchemaError("CertifiedOrder: expected {order, votes}")
+        votes = cls.VOTES(wire["votes"], "CertifiedOrder.votes")
+        signers = [pk for pk, _ in votes]
+        if signers != sorted(set(signers)):
+            raise SchemaError("CertifiedOrder: voters must be unique and sorted")
+        order = open_wire(wire["order"], net, verify, ORDER_TYPES)
+        check_signer(order)
+        if len(order.encode()) > type(order.msg).MAX_BYTES:
+            raise SchemaError(f"CertifiedOrder: the {order.msg.TYPE} exceeds its size cap")
+        return cls(order=order, votes=votes)
+
+    def check(self, power: dict[bytes, int], verify: Verifier, skip: frozenset[bytes] = frozenset()) -> int:
+        """Raise unless the votes carry >= CERT_THRESHOLD of `power`; return the power counted.
+
+        `skip` names voters whose signature the caller has already verified (its own vote, say).
+        """
+        digest = vote_digest(self.id, self.msg.epoch)
+        total = 0
+        for pk, sig in self.votes:
+            vp = power.get(pk, 0)
+            if vp <= 0:
+                raise SignatureError(f"CertifiedOrder: {pk.hex()[:16]} has no voting power in epoch {self.msg.epoch}")
+            if pk not in skip and not verify(pk, digest, sig):
+                raise SignatureError(f"CertifiedOrder: bad vote from {pk.hex()[:16]}")
+            total += vp
+        if total < CERT_THRESHOLD:
+            raise UnderQuorum(f"CertifiedOrder: votes carry {total} of 10000 voting power, need {CERT_THRESHOLD}")
+        return total
+
+
+class UnderQuorum(SignatureError):
+    reason = "under_quorum"
+
+
+def certify(order: Signed, votes: dict[bytes, bytes]) -> CertifiedOrder:
+    return CertifiedOrder(order=order, votes=tuple(sorted(votes.items())))
+
+
+# the round's payment check ----------------------------------------------------------------------------------------
+def verify_pay_cert(
+    pay_cert: bytes,
+    *,
+    shard_id: bytes,
+    fee: int,
+    submitter: bytes,
+    net: bytes,
+    verify: Verifier,
+    stake_table_for_epoch: Any,
+) -> bytes:
+    """Check that `pay_cert` is a certified PayEscrow of `fee` by `submitter` into escrow(shard_id); return pay_id.
+
+    `stake_table_for_epoch(epoch) -> {pubkey: stake}` supplies the stake table the votes are counted against.
+    Raises ProtocolError.
+    """
+    from moenode.core.selection import voting_power
+
+    cert = CertifiedOrder.decode(pay_cert, net, verify)
+    order = cert.msg
+    if not isinstance(order, PayEscrow):
+        raise SchemaError(f"pay_cert: a {order.TYPE}, not a PayEscrow")
+    if order.shard_id != shard_id or order.fee != fee or order.account != submitter:
+        raise SchemaError("pay_cert: pays another shard, fee or submitter")
+    try:
+        stakes = stake_table_for_epoch(order.epoch)
+    except KeyError:
+        raise SchemaError(f"pay_cert: no stake table for epoch {order.epoch}") from None
+    cert.check(voting_power(stakes), verify)
+    return cert.id
+
+

@@ -1,0 +1,135 @@
+"""Ledger basics with real Ed25519: orders, certificates, application, splits, escrows and the supply invariant."""
+
+import pytest
+
+from ledgerkit import EPOCH_MS, T0, Net
+from moenode.core.errors import Replay, SchemaError, SignatureError, StateError
+from moenode.core.ledger import InsufficientFunds, SequenceGap, settle_split
+from moenode.core.orders import CertifiedOrder, Refund, Stake, Transfer, Unstake, escrow_account
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    return lambda **kw: Net(**kw)
+
+
+def test_transfer_certifies_and_applies_everywhere(fresh):
+    net = fresh()
+    alice, bob = net.user_keys[:2]
+    cert = net.run(Transfer(alice.public_key, 0, 0, bob.public_key, 250), alice)
+    for a in net.authorities:
+        assert a.ledger.balance(alice.public_key) == 1_000_000 - 250
+        assert a.ledger.balance(bob.public_key) == 1_000_000 + 250
+        assert a.ledger.sequence(alice.public_key) == 1
+        a.ledger.assert_supply()
+    # applying it again is a no-op
+    for a in net.authorities:
+        assert a.accept_certificate(cert.encode()) == "duplicate"
+    assert len(net.digests()) == 1
+
+
+def test_certified_order_round_trips_and_checks(fresh):
+    net = fresh()
+    alice, bob = net.user_keys[:2]
+    signed = net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 1), alice)
+    cert = net.certify(signed)
+    again = CertifiedOrder.decode(cert.encode(), net.net, net.verify)
+    assert again == cert and again.id == signed.id
+    assert again.check(net.ledger.power_at(0), net.verify) == 10_000
+
+
+def test_order_validation_errors(fresh):
+    net = fresh()
+    alice, bob = net.user_keys[:2]
+    auth = net.authorities[0]
+    too_much = net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 10**7), alice)
+    with pytest.raises(InsufficientFunds) as e:
+        auth.handle_order(too_much.encode(), T0)
+    assert e.value.shortfall == 10**7 - 1_000_000
+    with pytest.raises(SequenceGap):
+        auth.handle_order(net.seal(Transfer(alice.public_key, 3, 0, bob.public_key, 1), alice).encode(), T0)
+    with pytest.raises(SignatureError, match="not by its account"):
+        auth.handle_order(net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 1), bob).encode(), T0)
+    with pytest.raises(StateError, match="not current"):
+        auth.handle_order(net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 1), alice).encode(),
+                          5 * EPOCH_MS)
+    with pytest.raises(SchemaError, match="recipient is the sender"):
+        net.seal(Transfer(alice.public_key, 0, 0, alice.public_key, 1), alice)
+    net.run(Transfer(alice.public_key, 0, 0, bob.public_key, 1), alice)
+    with pytest.raises(Replay):
+        auth.handle_order(net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 2), alice).encode(), T0)
+
+
+def test_settle_pays_winner_producer_and_signers(fresh):
+    net = fresh(n=7)
+    payer = net.user_keys[0]
+    _, ctx = net.pay(payer, fee=10_001)
+    members, q = net.members(ctx)
+    winner, producer = members[0], net.user_keys[1].public_key
+    report = net.report(ctx, winner=winner, producer=producer, share_bps=3_000)
+    sc = net.shard_cert(report)
+    before = {pk: net.ledger.balance(pk) for pk in members + [producer]}
+    net.settle(ctx, sc, net.user_keys[2])
+    signers = [pk for pk, _ in sc.signatures]
+    split = settle_split(report, signers, 9_000)
+    assert sum(split.values()) == 10_001
+    win = 10_001 * 9_000 // 10_000
+    others = [s for s in signers if s != winner]
+    each = (10_001 - win) // len(others)
+    assert split[producer] == win * 3_000 // 10_000
+    assert split[winner] == win - split[producer] + (10_001 - win - each * len(others))
+    for o in others:
+        assert split[o] == each
+    for pk, v in split.items():
+        assert net.ledger.balance(pk) == before[pk] + v
+    assert net.ledger.escrow_bal.get(escrow_account(ctx["shard_id"]), 0) == 0
+    assert len(net.digests()) == 1
+
+
+def test_refund_after_deadline_only(fresh):
+    net = fresh()
+    payer = net.user_keys[0]
+    _, ctx = net.pay(payer, fee=500, deadline_ms=50_000)
+    esc = escrow_account(ctx["shard_id"])
+    refund = net.seal(Refund(esc, 0, 0, ctx["shard_id"], ctx["pay_id"], 500), payer)
+    with pytest.raises(StateError, match="deadline"):
+        net.authorities[0].handle_order(refund.encode(), 49_999)
+    other = net.seal(Refund(esc, 0, 0, ctx["shard_id"], ctx["pay_id"], 500), net.user_keys[1])
+    with pytest.raises(SignatureError, match="payer"):
+        net.authorities[0].handle_order(other.encode(), 60_000)
+    net.broadcast(net.certify(refund, now=60_000))
+    assert net.ledger.balance(payer.public_key) == 1_000_000
+    assert net.ledger.escrow_bal.get(esc, 0) == 0
+
+
+def test_stake_unstake_through_checkpoint(fresh):
+    net = fresh(n=4)
+    a = net.auth_keys[0]
+    net.run(Stake(a.public_key, 0, 0, 5_000), a)
+    net.run(Unstake(a.public_key, 1, 0, 2_000), a)
+    led = net.ledger
+    assert led.balance(a.public_key) == 1_000_000 - 5_000
+    assert led.stake(a.public_key) == 10_000
+    cp = led.propose_checkpoint(0)
+    assert [i.kind for i in cp.items] == ["stake", "unstake"]
+    from moenode.core.checkpoint import CheckpointCert
+    sigs = tuple(sorted((x.me, x.sign_checkpoint(cp, EPOCH_MS + 1)) for x in net.authorities))
+    data = CheckpointCert(cp, sigs).encode()
+    for x in net.authorities:
+        assert x.accept_checkpoint(data) == "applied"
+        x.ledger.assert_supply()
+    assert led.stakes_at(2)[a.public_key] == 10_000 - 2_000 + 5_000
+    assert led.stakes_at(1)[a.public_key] == 10_000
+    assert led.balance(a.public_key) == 1_000_000 - 5_000 + 2_000
+    assert led.epoch_seed(2) != net.genesis.seed0()
+    assert len(net.digests()) == 1
+
+
+def test_split_vectors_sum_and_remainder():
+    from moenode.core.messages import Report
+    r = Report(shard_id=b"\0" * 32, epoch=0, submitter=b"\1" * 32, data_hash=b"\0" * 32, nonce=b"\0" * 32,
+               pay_id=b"\0" * 32, fee=7, winner=b"\2" * 32, producer=b"\2" * 32, producer_share_bps=0,
+               model_id=b"\0" * 32, winner_digest=b"\0" * 32, loss_micro=0, item_losses=(0,), routing=b"",
+               strikes=(), faulty=())
+    s = settle_split(r, [b"\2" * 32, b"\3" * 32, b"\4" * 32], 9_000)
+    assert s == {b"\2" * 32: 7}  # 90 % = 6, the 10 % (1) cannot split over 2 signers: remainder to the winner
