@@ -1,0 +1,132 @@
+"""The expert's desk: accept proxy requests and sign what was produced for them (SPEC section 5), sans-IO.
+
+Theory of operation
+-------------------
+A shard member that expects to lose sends an expert a signed `ProxyRequest{shard_id, sponsor, price_bps,
+deadline_ms, input}` carrying the submitter's signed `Input`. The desk answers in two steps:
+
+1. `accept(env, members, now)`: check the request (signed by its sponsor, a genuine Input for the same shard,
+   the sponsor is in the shard, the deadline is ahead, the offered share covers our advertised price and stays under
+   the protocol's cap) and then the two rules that keep proxying honest:
+   - an expert never serves a shard it is a member of (it would compete against its own candidate), and
+   - an expert serves at most one sponsor per shard (two signed ProxySubmissions for one shard are self-proving
+     evidence, `double_proxy`, and cost the expert half its stake).
+   A malformed or forged request raises a `ProtocolError`; a well-formed request the desk declines returns a
+   `Refusal` with a stable reason. Nothing else changes state on a refusal.
+2. `sign(shard_id, sponsor, payload)`: once the driver has embedded and scored the batch, build the sponsor's
+   `Submission` with the producer's signed `ProxySubmission` inside. The desk signs at most one payload per shard;
+   asking again for the same payload returns the same submission (idempotent), asking for a different one raises.
+
+`prune(now)` forgets shards whose deadline has passed, so memory stays bounded. The desk does not know how requests
+travel or how the embedding is computed: the driver (daemon or simulator) calls it and carries out the result.
+"""
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from moenode.core.crypto import Signer, Verifier
+from moenode.core.errors import NotInShard, SchemaError, SignatureError
+from moenode.core.genesis import Params
+from moenode.core.messages import Input, Payload, ProxyRequest, ProxySubmission, Signed, Submission, open_wire, seal
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A valid request the desk declines. reason: member | busy | price | expired."""
+
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The request to work on: embed `input.items` and call `ProxyDesk.sign` with the payload."""
+
+    request: ProxyRequest
+    input_env: Signed
+
+    @property
+    def input(self) -> Input:
+        return self.input_env.msg  # type: ignore[return-value]
+
+
+@dataclass
+class _Job:
+    sponsor: bytes
+    deadline_ms: int
+    price_bps: int
+    submission: Submission | None = None
+
+
+@dataclass
+class ProxyDesk:
+    """One expert's book of proxy jobs. `price_bps` is its advertised share of the winner's reward."""
+
+    signer: Signer
+    net: bytes
+    verify: Verifier
+    params: Params
+    price_bps: int
+    jobs: dict[bytes, _Job] = field(default_factory=dict)  # shard_id -> the one sponsor served
+
+    @property
+    def me(self) -> bytes:
+        return self.signer.public_key
+
+    def accept(self, env: Signed, members: Sequence[bytes], now: int) -> Accepted | Refusal:
+        """Check a ProxyRequest envelope (already through open_signed). `members` = the shard, derived locally."""
+        req = env.msg
+        if not isinstance(req, ProxyRequest):
+            raise SchemaError(f"{req.TYPE} is not a ProxyRequest")
+        if env.signer != req.sponsor:
+            raise SignatureError("ProxyRequest: not signed by its sponsor")
+        input_env = open_wire(req.input, self.net, self.verify, (Input,))
+        inp: Input = input_env.msg  # type: ignore[assignment]
+        if input_env.signer != inp.submitter:
+            raise SignatureError("ProxyRequest: the Input is not signed by its submitter")
+        if inp.shard_id != req.shard_id:
+            raise SchemaError("ProxyRequest: the Input is for another shard")
+        if req.sponsor not in members:
+            raise NotInShard("ProxyRequest: the sponsor is not a member of the shard")
+        if self.me in members:
+            return Refusal("member", "an expert never serves a shard it is a member of")
+        if now >= min(req.deadline_ms, inp.deadline_ms):
+            return Refusal("expired", "the request's deadline has passed")
+        if req.price_bps < self.price_bps or req.price_bps > self.params.max_producer_share_bps:
+            return Refusal("price", f"offered {req.price_bps} bps, asking {self.price_bps}, "
+                                    f"cap {self.params.max_producer_share_bps}")
+        job = self.jobs.get(req.shard_id)
+        if job is not None and job.sponsor != req.sponsor:
+            return Refusal("busy", "this shard already has a sponsor here")
+        if job is None:
+            self.jobs[req.shard_id] = _Job(req.sponsor, min(req.deadline_ms, inp.deadline_ms), req.price_bps)
+        return Accepted(req, input_env)
+
+    def sign(self, shard_id: bytes, sponsor: bytes, payload: Payload) -> Submission:
+        """The sponsor's Submission for our payload, with our signed ProxySubmission inside."""
+        job = self.jobs.get(shard_id)
+        if job is None or job.sponsor != sponsor:
+            raise RuntimeError("sign: no accepted request from this sponsor for this shard")
+        if job.submission is not None:
+            if job.submission.payload != payload:
+                raise RuntimeError("sign: a different payload was already signed for this shard")
+            return job.submission
+        ps = seal(ProxySubmission(shard_id, self.me, sponsor, payload.digest(), job.price_bps), self.signer, self.net)
+        job.submission = Submission(shard_id=shard_id, member=sponsor, producer=self.me, payload=payload,
+                                    proxy=ps.as_wire())
+        return job.submission
+
+    def prune(self, now: int) -> int:
+        """Forget jobs whose deadline has passed; returns how many were dropped."""
+        old = [sid for sid, job in self.jobs.items() if job.deadline_ms <= now]
+        for sid in old:
+            del self.jobs[sid]
+        return len(old)
+
+
+def proxy_request(sponsor: Signer, net: bytes, input_env: Signed, price_bps: int, deadline_ms: int) -> Signed:
+    """The sponsor's side: a signed ProxyRequest carrying the submitter's Input envelope."""
+    inp: Input = input_env.msg  # type: ignore[assignment]
+    req = ProxyRequest(shard_id=inp.shard_id, sponsor=sponsor.public_key, price_bps=price_bps,
+                       deadline_ms=deadline_ms, input=input_env.as_wire())
+    return seal(req, sponsor, net)
