@@ -9,7 +9,8 @@ All payloads travel as chunked messages (`framing.py`): a header with length and
   dropped and the send is retried once on a fresh stream. The receiver reads messages in a loop and awaits the
   node's `on_message(peer_account_id, data)` for each, in order: a slow handler slows that peer only. Delivery is
   best effort (no acknowledgement); the round protocol tolerates loss.
-* **Requests** (`request`): a small pool of idle streams per (peer, rpc). The response is one status byte
+* **Requests** (`request`): a small pool of idle streams per (peer, rpc), each checked to be on a live connection
+  before reuse; a failed request is not retried (at most once: the caller decides). The response is one status byte
   (0 ok, 1 error) and the body; an error comes back as `RemoteError`. A handler that raises `ProtocolError`
   tells the caller the reason; any other exception is logged here and reported as "internal".
 * **Pages** (`iter_pages`): a request/response convention for catch-up sync. The request is
@@ -133,6 +134,14 @@ class Direct:
         except (trio.TooSlowError, *TRANSPORT_ERRORS, Exception) as e:  # new_stream raises many unrelated types
             raise PeerUnreachable(f"cannot open {proto} to {short(peer)}: {e!r:.200}") from e
 
+    def _live(self, stream: INetStream) -> bool:
+        """Is a cached stream still on a live connection? (A restarted peer leaves dead streams behind.)"""
+        muxed = stream.muxed_conn
+        if getattr(muxed, "is_closed", False):
+            return False
+        conns = self.host.get_network().connections.get(muxed.peer_id, [])
+        return any(getattr(c, "muxed_conn", None) is muxed for c in conns)
+
     def forget(self, peer: bytes) -> None:
         """Drop cached streams to a peer (it disconnected)."""
         self._out.pop(peer, None)
@@ -148,6 +157,10 @@ class Direct:
         async with lock:
             for attempt in range(2):
                 stream = self._out.get(peer)
+                if stream is not None and not self._live(stream):
+                    self._out.pop(peer, None)
+                    await _reset(stream)
+                    stream = None
                 fresh = stream is None
                 if stream is None:
                     stream = self._out[peer] = await self._open(peer, self.envelope_proto)
@@ -265,41 +278,39 @@ class Direct:
         key = (peer, name)
         try:
             with trio.fail_after(timeout if timeout is not None else self.config.request_timeout):
-                for attempt in range(2):
-                    pool = self._pool.get(key)
-                    pooled = bool(pool)
-                    stream = pool.pop() if pool else await self._open(peer, proto)
-                    try:
-                        await write_message(stream, data)
-                        resp = await read_message(stream, cap)
-                        if resp is None:
-                            raise EOFError("stream closed before the response")
-                    except TRANSPORT_ERRORS as e:
-                        await _reset(stream)
-                        if pooled and not attempt:  # a stale pooled stream: the request never reached a handler
-                            continue
-                        raise PeerUnreachable(f"{name} to {short(peer)} failed: {e!r:.200}") from e
-                    except ProtocolError as e:
-                        await _reset(stream)
-                        self.counters.reject(e.reason, peer, str(e), where=f"rpc/{name} response")
-                        raise
-                    except BaseException:
-                        await _reset(stream)
-                        raise
-                    self._pool.setdefault(key, [])
-                    if len(self._pool[key]) < POOL_PER_PEER:
-                        self._pool[key].append(stream)
-                    else:
-                        await _reset(stream)
-                    self.counters.incr("sent.request")
-                    if not resp or resp[0] not in (OK, ERR):
-                        raise DecodeError(f"rpc/{name}: response without a status byte")
-                    if resp[0] == ERR:
-                        raise RemoteError(resp[1:].decode("utf-8", "replace"))
-                    return resp[1:]
+                pool = self._pool.get(key, [])
+                while pool and not self._live(pool[-1]):
+                    await _reset(pool.pop())
+                stream = pool.pop() if pool else await self._open(peer, proto)
+                try:
+                    await write_message(stream, data)
+                    resp = await read_message(stream, cap)
+                    if resp is None:
+                        raise EOFError("stream closed before the response")
+                except TRANSPORT_ERRORS as e:
+                    # No retry: the request may have reached the handler (at most once; the caller decides).
+                    await _reset(stream)
+                    raise PeerUnreachable(f"{name} to {short(peer)} failed: {e!r:.200}") from e
+                except ProtocolError as e:
+                    await _reset(stream)
+                    self.counters.reject(e.reason, peer, str(e), where=f"rpc/{name} response")
+                    raise
+                except BaseException:  # cancelled mid-exchange: the stream's framing is unknown
+                    await _reset(stream)
+                    raise
+                pool = self._pool.setdefault(key, [])
+                if len(pool) < POOL_PER_PEER:
+                    pool.append(stream)
+                else:
+                    await _reset(stream)
+                self.counters.incr("sent.request")
+                if not resp or resp[0] not in (OK, ERR):
+                    raise DecodeError(f"rpc/{name}: response without a status byte")
+                if resp[0] == ERR:
+                    raise RemoteError(resp[1:].decode("utf-8", "replace"))
+                return resp[1:]
         except trio.TooSlowError:
             raise RequestTimeout(f"{name} to {short(peer)} timed out") from None
-        raise AssertionError("unreachable")
 
     # pages ----------------------------------------------------------------------------------------------------------
     def set_page_handler(self, name: str, handler: PageHandler, *, max_limit: int = 256, max_response: int = 16 * MiB):

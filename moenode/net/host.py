@@ -193,20 +193,38 @@ async def open_host(config: NetConfig, on_message: MessageHandler | None = None)
     """Run a host with Pubsub/GossipSub and bootstrap; on exit disconnect, wait, then stop in order."""
     host = make_libp2p_host(config.seed, config.listen)
     net = NetHost(config, host, on_message)
-    async with host.run(listen_addrs=[multiaddr.Multiaddr(a) for a in config.listen]):
-        async with background_trio_service(net.gossip.pubsub), background_trio_service(net.gossip.router):
-            await net.gossip.pubsub.wait_until_ready()
-            try:
-                async with trio.open_nursery() as nursery:
-                    net.gossip._nursery = nursery
-                    if net._bootstrap_peers:
-                        nursery.start_soon(net._bootstrap_loop)
-                    try:
-                        yield net
-                    finally:
-                        nursery.cancel_scope.cancel()
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    await net._disconnect_all()
-                    await trio.sleep(SHUTDOWN_GRACE)
-                log.debug("host %s stopped", short(net.account_id))
+    body_error: BaseException | None = None
+    try:
+        async with host.run(listen_addrs=[multiaddr.Multiaddr(a) for a in config.listen]):
+            async with background_trio_service(net.gossip.pubsub), background_trio_service(net.gossip.router):
+                await net.gossip.pubsub.wait_until_ready()
+                try:
+                    async with trio.open_nursery() as nursery:
+                        net.gossip._nursery = nursery
+                        if net._bootstrap_peers:
+                            nursery.start_soon(net._bootstrap_loop)
+                        try:
+                            yield net
+                        except BaseException as e:
+                            body_error = e
+                            raise
+                        finally:
+                            nursery.cancel_scope.cancel()
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(5):
+                        await net._disconnect_all()
+                        await trio.sleep(SHUTDOWN_GRACE)
+                    log.debug("host %s stopped", short(net.account_id))
+    except BaseExceptionGroup as group:
+        # libp2p's nested nurseries wrap the caller's own exception in groups: hand it back unwrapped.
+        leaves = _leaves(group)
+        if body_error is not None and all(leaf is body_error for leaf in leaves):
+            raise body_error from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out

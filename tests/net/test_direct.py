@@ -1,0 +1,204 @@
+"""Envelopes, requests and pages between real hosts; caps and rate limits against a raw libp2p attacker."""
+
+import pytest
+import trio
+from libp2p.peer.peerinfo import info_from_p2p_addr
+import multiaddr
+
+from moenode.core.codec import canonical
+from moenode.core.crypto import H
+from moenode.core.errors import SchemaError
+from moenode.net import PeerUnreachable, Rate, RemoteError, RequestTimeout
+from moenode.net.direct import DirectConfig, envelope_protocol, rpc_protocol
+from moenode.net.framing import CHUNK, encode_frame, encode_uvarint, write_message
+from moenode.net.host import default_limits
+from netkit import NET, Inbox, connect_all, hosts, run_vanilla, vanilla_host, wait_until
+
+MiB = 1 << 20
+
+
+async def test_envelopes_between_three_hosts():
+    inboxes: dict[str, Inbox] = {}
+    with trio.fail_after(20):
+        async with hosts("a", "b", "c", inboxes=inboxes) as nets:
+            await connect_all(nets)
+            for src in nets:
+                for dst in nets:
+                    if src is not dst:
+                        for i in range(3):
+                            await src.send(dst.account_id, b"%s->%s #%d" % (src.account_id[:2], dst.account_id[:2], i))
+            for name, net in zip("abc", nets):
+                await inboxes[name].wait_for(6)
+                got = inboxes[name].items
+                for src in nets:
+                    if src is not net:  # in order, attributed to the right sender
+                        mine = [d for p, d in got if p == src.account_id]
+                        assert mine == [b"%s->%s #%d" % (src.account_id[:2], net.account_id[:2], i) for i in range(3)]
+            # one outbound stream per peer, reused
+            a = nets[0]
+            stream = a.direct._out[nets[1].account_id]
+            await a.send(nets[1].account_id, b"again")
+            assert a.direct._out[nets[1].account_id] is stream
+            assert a.metrics()["sent.envelope"] == 7
+
+
+async def test_large_envelope_is_chunked_and_reassembled():
+    inboxes: dict[str, Inbox] = {}
+    data = H("x", b"seed") * (5 * MiB // 32) + b"tail"
+    with trio.fail_after(20):
+        async with hosts("big1", "big2", inboxes=inboxes) as (a, b):
+            await a.connect(b.addrs()[0])
+            await a.send(b.account_id, data)
+            await inboxes["big2"].wait_for(1)
+            assert inboxes["big2"].items == [(a.account_id, data)]
+            with pytest.raises(ValueError):  # over the envelope cap is our own bug
+                await a.send(b.account_id, b"\0" * (a.config.direct.envelope_cap + 1))
+
+
+async def test_send_dials_on_demand_and_unknown_peer_is_unreachable():
+    inboxes: dict[str, Inbox] = {}
+    with trio.fail_after(20):
+        async with hosts("d1", "d2", inboxes=inboxes) as (a, b):
+            a.add_address(b.account_id, b.addrs()[0].split("/p2p/")[0])
+            await a.send(b.account_id, b"hi")  # no explicit connect
+            await inboxes["d2"].wait_for(1)
+            with pytest.raises(PeerUnreachable):
+                await a.send(H("key", b"nobody")[:32], b"x")
+
+
+async def test_request_response_errors_and_pages():
+    with trio.fail_after(20):
+        async with hosts("r1", "r2") as (a, b):
+            calls = []
+
+            async def echo(peer: bytes, data: bytes) -> bytes:
+                calls.append(peer)
+                if data == b"bad":
+                    raise SchemaError("not a valid query")
+                if data == b"bug":
+                    raise RuntimeError("handler bug")
+                return data[::-1]
+
+            b.set_request_handler("echo", echo, max_request=1024)
+            await a.connect(b.addrs()[0])
+            for i in range(5):
+                assert await a.request(b.account_id, "echo", b"abc%d" % i) == b"%dcba" % i
+            assert calls == [a.account_id] * 5
+            assert len(a.direct._pool[(b.account_id, "echo")]) == 1  # one stream, reused
+            with pytest.raises(RemoteError, match="schema"):
+                await a.request(b.account_id, "echo", b"bad")
+            with pytest.raises(RemoteError, match="internal"):
+                await a.request(b.account_id, "echo", b"bug")
+            assert b.counters.rejected("schema") == 1 and b.counters.get("handler_error") == 1
+            # the stream survives an error answer
+            assert await a.request(b.account_id, "echo", b"ok") == b"ko"
+            # an oversized request is cut off by the server and counted
+            with pytest.raises(PeerUnreachable):
+                await a.request(b.account_id, "echo", b"x" * 2000)
+            assert b.counters.rejected("oversized") == 1
+            with pytest.raises(PeerUnreachable):  # no such protocol
+                await a.request(b.account_id, "nothing", b"")
+
+            async def slow(peer: bytes, data: bytes) -> bytes:
+                await trio.sleep(5)
+                return b""
+
+            b.set_request_handler("slow", slow)
+            with pytest.raises(RequestTimeout):
+                await a.request(b.account_id, "slow", b"", timeout=0.2)
+
+            # pages: items 0..9 by cursor, 4 per page
+            items = [b"item%d" % i for i in range(10)]
+
+            async def page(peer: bytes, query: bytes, cursor: bytes, limit: int):
+                assert query == b"certs"
+                start = int(cursor or b"0")
+                end = min(len(items), start + limit)
+                return items[start:end], (b"%d" % end if end < len(items) else b"")
+
+            b.set_page_handler("sync", page)
+            pages = [p async for p in a.iter_pages(b.account_id, "sync", b"certs", limit=4)]
+            assert [len(p[0]) for p in pages] == [4, 4, 2]
+            assert [i for p, _ in pages for i in p] == items
+            assert pages[-1][1] == b""
+            resumed = [p async for p in a.iter_pages(b.account_id, "sync", b"certs", cursor=b"8", limit=4)]
+            assert resumed == [(items[8:], b"")]
+
+            async def stuck(peer, query, cursor, limit):
+                return [b"same"], b"c"  # never advances
+
+            b.set_page_handler("stuck", stuck)
+            with pytest.raises(SchemaError, match="did not advance"):
+                async for _ in a.iter_pages(b.account_id, "stuck", b"", cursor=b"c"):
+                    pass
+            with pytest.raises(RemoteError, match="schema"):  # over the server's limit
+                async for _ in a.iter_pages(b.account_id, "sync", b"certs", limit=10_000):
+                    pass
+
+
+async def test_raw_attacker_is_rejected_counted_and_harmless():
+    """A peer writing raw bytes on the envelope protocol: oversized, malformed, truncated, corrupted."""
+    inboxes: dict[str, Inbox] = {}
+    with trio.fail_after(30):
+        async with hosts("victim", "friend", inboxes=inboxes) as (victim, friend):
+            evil = vanilla_host()
+            async with run_vanilla(evil):
+                info = info_from_p2p_addr(multiaddr.Multiaddr(victim.addrs()[0]))
+                await evil.connect(info)
+                proto = envelope_protocol(NET)
+
+                async def attack(raw: bytes, reason: str) -> None:
+                    before = victim.counters.rejected(reason)
+                    s = await evil.new_stream(info.peer_id, [proto])
+                    try:
+                        await s.write(raw)
+                        await s.close()
+                    except Exception:
+                        pass  # the victim may reset first
+                    await wait_until(lambda: victim.counters.rejected(reason) == before + 1)
+
+                cap = victim.config.direct.envelope_cap
+                await attack(encode_uvarint(1 << 40), "oversized")  # header frame claiming a terabyte
+                huge = encode_frame(canonical({"len": cap + 1, "hash": b"\0" * 32}))
+                await attack(huge, "oversized")  # a well-formed header over the envelope cap
+                await attack(b"\xff" * 12, "malformed")  # varint too long
+                good_head = encode_frame(canonical({"len": 100, "hash": H("transfer", b"a" * 100)}))
+                await attack(good_head + encode_frame(b"a" * 40), "truncated")
+                data = b"b" * (CHUNK + 10)
+                head = encode_frame(canonical({"len": len(data), "hash": H("transfer", data)}))
+                await attack(head + encode_frame(b"c" + data[1:CHUNK]) + encode_frame(data[CHUNK:]), "hash_mismatch")
+                assert inboxes["victim"].items == []
+                # the victim still serves honest peers
+                await friend.connect(victim.addrs()[0])
+                await friend.send(victim.account_id, b"still alive")
+                await inboxes["victim"].wait_for(1)
+                assert inboxes["victim"].items == [(friend.account_id, b"still alive")]
+                r = victim.counters.rejections()
+                assert r["oversized"] == 2 and r["malformed"] == 1 and r["truncated"] == 1
+                assert r["hash_mismatch"] == 1
+
+
+async def test_envelope_and_request_floods_are_rate_limited():
+    limits = default_limits() | {"envelope": Rate(1.0, 5.0), "request": Rate(1.0, 3.0)}
+    inboxes: dict[str, Inbox] = {}
+    with trio.fail_after(20):
+        async with hosts("flood1", "flood2", inboxes=inboxes, limits=limits) as (a, b):
+            async def echo(peer: bytes, data: bytes) -> bytes:
+                return data
+
+            b.set_request_handler("echo", echo)
+            await a.connect(b.addrs()[0])
+            for i in range(30):
+                await a.send(b.account_id, b"%d" % i)
+            await wait_until(lambda: len(inboxes["flood2"].items) + b.counters.rejected("rate_limited") == 30)
+            assert 5 <= len(inboxes["flood2"].items) < 30
+            assert b.counters.rejected("rate_limited") >= 1
+            refused = 0
+            for i in range(20):
+                try:
+                    await a.request(b.account_id, "echo", b"q")
+                except RemoteError as e:
+                    assert "rate_limited" in str(e)
+                    refused += 1
+            assert refused >= 1
+            assert b.counters.rejected("rate_limited") >= 1 + refused
