@@ -18,33 +18,44 @@ DEFAULT_MAX_BYTES = 1 << 20
 INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
 
 
+_SCALARS = (str, bytes, bool, type(None))
+
+
 def _normalise(obj: Any, depth: int) -> Any:
-    if depth > MAX_DEPTH:
-        raise DecodeError(f"nesting deeper than {MAX_DEPTH}")
-    if obj is None or isinstance(obj, (bool, str, bytes)):
+    t = type(obj)
+    if t in _SCALARS:
         return obj
-    if isinstance(obj, int):
+    if t is int:
         if not INT_MIN <= obj <= INT_MAX:
             raise DecodeError(f"integer {obj} outside the msgpack range")
         return obj
+    if depth >= MAX_DEPTH:
+        raise DecodeError(f"nesting deeper than {MAX_DEPTH}")
+    if t is dict or isinstance(obj, Mapping):
+        for k in obj:
+            if type(k) is not str:
+                raise DecodeError(f"map key {k!r} is not a str")
+        # sorting str by code point is sorting by UTF-8 bytes: UTF-8 preserves code point order
+        return {k: _normalise(obj[k], depth + 1) for k in sorted(obj)}
+    if t is list or t is tuple:
+        return [_normalise(v, depth + 1) for v in obj]
     if isinstance(obj, float):
         raise DecodeError("floats are not allowed in canonical encoding (use integer micro-units)")
     if isinstance(obj, (bytearray, memoryview)):
         return bytes(obj)
+    if isinstance(obj, int):  # int subclasses other than bool (IntEnum): encode the plain value
+        return _normalise(int(obj), depth)
     if isinstance(obj, (list, tuple)):
         return [_normalise(v, depth + 1) for v in obj]
-    if isinstance(obj, Mapping):
-        for k in obj:
-            if not isinstance(k, str):
-                raise DecodeError(f"map key {k!r} is not a str")
-        keys = sorted(obj, key=lambda k: k.encode("utf-8"))
-        return {k: _normalise(obj[k], depth + 1) for k in keys}
-    raise DecodeError(f"type {type(obj).__name__} is not encodable")
+    raise DecodeError(f"type {t.__name__} is not encodable")
 
 
 def canonical(obj: Any) -> bytes:
     """The canonical msgpack bytes of `obj`. Raises DecodeError for values outside the allowed types."""
-    return msgpack.packb(_normalise(obj, 0), use_bin_type=True)
+    try:
+        return msgpack.packb(_normalise(obj, 0), use_bin_type=True)
+    except UnicodeEncodeError:
+        raise DecodeError("a string is not valid UTF-8 (lone surrogate)") from None
 
 
 def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:

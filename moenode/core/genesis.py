@@ -8,6 +8,7 @@ protocol id, so two testnets never mix. Epochs and epoch seeds derive from it; t
 
 import tomllib
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any
 
 from moenode.core.codec import canonical
@@ -118,7 +119,7 @@ class Genesis:
     def encoded(self) -> bytes:
         return canonical(self.as_dict())
 
-    @property
+    @cached_property
     def network_id(self) -> bytes:
         return H("network", self.encoded())
 

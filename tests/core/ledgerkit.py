@@ -118,9 +118,11 @@ class Net:
         sigs = tuple(sorted((pk, self.keys[pk].sign(digest)) for pk in chosen))
         return Certificate(report=report, signatures=sigs)
 
+    def settle_order(self, ctx: dict, cert: Certificate) -> Settle:
+        return Settle(escrow_account(ctx["shard_id"]), 0, ctx["epoch"], cert)
+
     def settle(self, ctx: dict, cert: Certificate, submitter, now: int = T0) -> CertifiedOrder:
-        order = Settle(escrow_account(ctx["shard_id"]), 0, ctx["epoch"], cert)
-        return self.run(order, submitter, now)
+        return self.run(self.settle_order(ctx, cert), submitter, now)
 
     def digests(self) -> set[bytes]:
         return {a.ledger.state_digest() for a in self.authorities}

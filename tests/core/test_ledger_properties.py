@@ -1,0 +1,126 @@
+"""Property: whatever order certificates reach a node in (interleaved, duplicated, dropped then resent), every node
+ends with the same state, and total supply never changes at any step.
+
+A reference network certifies a random history (transfers, escrow payments, settles with strikes, refunds, stakes,
+unstakes, a checkpoint, and orders of the epoch that checkpoint fixes). Then 4-10 fresh nodes receive those
+certificates in independent random schedules. Signatures use the simulator's cheap signer so hypothesis can try
+many histories; test_ledger_attacks.py runs the same code paths with Ed25519.
+"""
+
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledgerkit import EPOCH_MS, T0, Net
+from moenode.core.authority import Authority, MemoryStore
+from moenode.core.checkpoint import CheckpointCert
+from moenode.core.errors import ProtocolError
+from moenode.core.ledger import Ledger
+from moenode.core.orders import PayEscrow, Refund, Stake, Transfer, Unstake, escrow_account
+from moenode.core.messages import shard_id as derive_shard_id
+from moenode.core.selection import data_hash
+
+OP = st.tuples(st.sampled_from(["transfer", "transfer", "pay", "stake", "unstake"]),
+               st.integers(0, 20), st.integers(0, 20), st.integers(1, 400_000))
+
+
+def build_history(n: int, ops: list, rng: random.Random) -> tuple[Net, list[tuple[str, bytes]]]:
+    net = Net(n=n, users=3, cheap=True, balance=500_000)
+    keys = net.user_keys + net.auth_keys
+    msgs: list[tuple[str, bytes]] = []
+    escrows = []
+
+    def run(order, signer, now):
+        try:
+            cert = net.certify(net.seal(order, signer), now)
+        except ProtocolError:
+            return None  # refused by the reference authorities (funds, stake): not part of the history
+        net.broadcast(cert)
+        msgs.append(("order", cert.encode()))
+        return cert
+
+    for i, (kind, a, b, amount) in enumerate(ops):
+        src, dst = keys[a % len(keys)], keys[b % len(keys)]
+        seq = net.ledger.sequence(src.public_key)
+        if kind == "transfer" and src is not dst:
+            run(Transfer(src.public_key, seq, 0, dst.public_key, amount), src, T0)
+        elif kind == "pay":
+            items = [i.to_bytes(4, "big")]
+            sid = derive_shard_id(0, data_hash(items), b"\x05" * 32, src.public_key)
+            cert = run(PayEscrow(src.public_key, seq, 0, sid, amount, 100_000), src, T0)
+            if cert:
+                escrows.append((cert, src, items))
+        elif kind == "stake":
+            run(Stake(src.public_key, seq, 0, amount), src, T0)
+        elif kind == "unstake":
+            run(Unstake(src.public_key, seq, 0, 1 + amount % 5_000), src, T0)
+    for j, (cert, payer, items) in enumerate(escrows):
+        o = cert.msg
+        ctx = {"shard_id": o.shard_id, "data_hash": data_hash(items), "nonce": b"\x05" * 32, "epoch": 0,
+               "fee": o.fee, "submitter": payer.public_key, "pay_id": cert.id}
+        if j % 2:  # refund after the deadline
+            run(Refund(escrow_account(o.shard_id), 0, 0, o.shard_id, cert.id, o.fee), payer, 200_000)
+        else:
+            members, _ = net.members(ctx)
+            struck = tuple(m for m in members[1:] if rng.random() < 0.5)
+            winner = members[0]
+            producer = rng.choice([winner, net.user_keys[0].public_key])
+            report = net.report(ctx, winner=winner, producer=producer, share_bps=rng.randrange(0, 9_001),
+                                strikes=struck)
+            run(net.settle_order(ctx, net.shard_cert(report)), net.user_keys[1], T0)
+    # the checkpoint of epoch 0, signed during epoch 1, then orders of epoch 2 that need its stake table
+    cp = net.ledger.propose_checkpoint(0)
+    sigs = tuple(sorted((a.me, a.sign_checkpoint(cp, EPOCH_MS + 1)) for a in net.authorities))
+    data = CheckpointCert(cp, sigs).encode()
+    for a in net.authorities:
+        a.accept_checkpoint(data)
+    msgs.append(("checkpoint", data))
+    for u, v in zip(net.user_keys, net.user_keys[1:]):
+        run(Transfer(u.public_key, net.ledger.sequence(u.public_key), 2, v.public_key, 1), u, 2 * EPOCH_MS + 1)
+    return net, msgs
+
+
+def deliver(node: Authority, kind: str, data: bytes) -> None:
+    if kind == "order":
+        node.accept_certificate(data)
+    else:
+        node.accept_checkpoint(data)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(4, 10), ops=st.lists(OP, min_size=1, max_size=25), seed=st.integers(0, 2**32 - 1))
+def test_any_delivery_order_reaches_the_same_state(n, ops, seed):
+    rng = random.Random(seed)
+    net, msgs = build_history(n, ops, rng)
+    want = net.ledger.state_digest()
+    assert net.ledger.pending == {}
+    for _ in range(n):
+        node = Authority(Ledger(net.genesis, net.verify), net.auth_keys[0], MemoryStore())
+        schedule = [m for m in msgs for _ in range(rng.randint(1, 3))]  # duplicates
+        rng.shuffle(schedule)
+        dropped = [m for m in schedule if rng.random() < 0.2]
+        first = [m for m in schedule if not any(m is d for d in dropped)]
+        for kind, data in first + dropped:  # what a drop loses, a resend or a sync brings later
+            deliver(node, kind, data)
+            node.ledger.assert_supply()
+        assert node.ledger.pending == {}
+        assert node.ledger.state_digest() == want
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_dropped_checkpoint_leaves_later_orders_pending_not_wrong(seed):
+    """Until the checkpoint arrives, orders of the epoch it fixes wait; the supply holds throughout."""
+    rng = random.Random(seed)
+    net, msgs = build_history(4, [("stake", 0, 0, 1_000), ("transfer", 1, 2, 5)], rng)
+    node = Authority(Ledger(net.genesis, net.verify), net.auth_keys[0], MemoryStore())
+    orders = [m for m in msgs if m[0] == "order"]
+    rng.shuffle(orders)
+    for kind, data in orders:
+        deliver(node, kind, data)
+        node.ledger.assert_supply()
+    assert len(node.ledger.pending) == 2  # the two epoch-2 transfers
+    deliver(node, *[m for m in msgs if m[0] == "checkpoint"][0])
+    assert node.ledger.pending == {}
+    assert node.ledger.state_digest() == net.ledger.state_digest()
