@@ -1,0 +1,112 @@
+"""Regenerate the golden vectors in protocol/vectors/ (core: encoding, hashes, signatures, selection, rounds).
+
+Run only when the protocol changes on purpose: tests/core/test_vectors.py checks the code against these files.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests" / "core"), str(ROOT / "protocol" / "vectors")]
+
+from roundkit import Scenario, make_signers  # noqa: E402
+from tagged import to_json  # noqa: E402
+
+from moenode.core.codec import canonical  # noqa: E402
+from moenode.core.crypto import Ed25519Signer, H, body_digest  # noqa: E402
+from moenode.core.genesis import genesis_to_toml  # noqa: E402
+from moenode.core.selection import sample_shard, shard_size, voting_power  # noqa: E402
+
+OUT = ROOT / "protocol" / "vectors"
+
+
+def write(name: str, obj) -> None:
+    (OUT / name).write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def encoding() -> None:
+    values = [0, 1, -1, 127, 128, 255, 256, 65535, 65536, -32, -33, (1 << 32), (1 << 64) - 1, -(1 << 63), True,
+              False, None, "", "moenode", "é€😀", b"", b"\x00\xff", [1, [2, [3]]], (4, 5),
+              {"b": 1, "a": 2, "é": 3, "z": 4, "": 5}, {"nested": {"y": [b"\x01"], "x": None}}, "x" * 40,
+              b"\xab" * 300, list(range(20))]
+    write("encoding.json", [{"value": to_json(v), "canonical": canonical(v).hex()} for v in values])
+
+
+def hashes() -> None:
+    cases = [("data", b""), ("data", b"abc"), ("shard", b"\x00" * 32), ("draw", b"\x01" * 36),
+             ("mask", b"moenode"), ("msg", canonical({"type": "Commit"})), ("epoch", b"genesis"),
+             ("network", canonical({"name": "x"})), ("item", "héllo".encode())]
+    write("hashes.json", [{"tag": t, "data": d.hex(), "hash": H(t, d).hex()} for t, d in cases])
+
+
+def signatures() -> None:
+    out = []
+    for i, body in enumerate([{"type": "Commit", "net": b"\x00" * 32, "shard_id": b"\x01" * 32,
+                               "digest": b"\x02" * 32},
+                              {"type": "OptOut", "net": b"\x09" * 32, "shard_id": b"\x03" * 32, "reason": "late"}]):
+        seed = H("vector-key", bytes([i]))
+        s = Ed25519Signer(seed)
+        d = body_digest(body)
+        out.append({"seed": seed.hex(), "pubkey": s.public_key.hex(), "body": to_json(body),
+                    "canonical_body": canonical(body).hex(), "digest": d.hex(), "sig": s.sign(d).hex()})
+    write("signatures.json", out)
+
+
+def selection() -> None:
+    write("shard_size.json", [[N, *shard_size(N)] for N in range(1, 2001)])
+    tables = []
+    for k, stakes in enumerate([
+        [5], [1, 1, 1], [10, 20, 30, 40], [1000] + [1] * 9, [7] * 13, list(range(0, 25)),
+        [10**12, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3], [i * i + 1 for i in range(60)],
+    ]):
+        table = {H("vp", bytes([k, i])): s for i, s in enumerate(stakes)}
+        power = voting_power(table)
+        staked = sum(1 for v in power.values() if v > 0)
+        n = shard_size(staked)[0] if staked else 0
+        seed = H("shard", bytes([k]))
+        tables.append({"stakes": [[pk.hex(), s] for pk, s in sorted(table.items())],
+                       "power": [[pk.hex(), p] for pk, p in sorted(power.items())],
+                       "shard_seed": seed.hex(), "n": n,
+                       "shard": [pk.hex() for pk in sample_shard(power, seed, n)]})
+    write("selection.json", tables)
+
+
+def rounds() -> None:
+    """Three recorded rounds through the in-process driver with real Ed25519 keys and synthetic payloads."""
+    out = []
+    submitter = Ed25519Signer.from_entropy(b"vector-submitter")
+    items = ["The quick brown fox jumps over the lazy dog.", "Shards embed, the best loss wins.",
+             "def f(x): return x + 1"]
+    for name in ("happy_path", "straggler_struck", "fake_score_caught"):
+        sc = Scenario(make_signers(10, b"vector"))
+        nonce = H("vector-nonce", name.encode())
+        first = sc.shard().run(submitter, items, nonce)
+        members = sorted(first.members)
+        if name == "straggler_struck":
+            sc.took[members[0]] = 4_000
+        if name == "fake_score_caught":
+            sc.cheaters.add(members[1])
+        trace: list[str] = []
+        shard = sc.shard(link=lambda src, dst, env: (trace.append(H("trace", env.encode()).hex()), [1])[1])
+        res = shard.run(submitter, items, nonce)
+        cert = res.submitter.certificate
+        out.append({"name": name, "genesis_toml": genesis_to_toml(sc.genesis), "submitter_entropy": "vector-submitter",
+                    "member_entropy_tag": "vector", "items": items, "nonce": nonce.hex(),
+                    "behaviour": {"slow": [m.hex() for m in members[:1]] if name == "straggler_struck" else [],
+                                  "cheaters": [members[1].hex()] if name == "fake_score_caught" else []},
+                    "members": [m.hex() for m in members], "messages": len(trace),
+                    "trace_digest": H("trace", "".join(trace).encode()).hex(),
+                    "certificate": cert.encode().hex(), "winner": cert.report.winner.hex(),
+                    "strikes": [m.hex() for m in cert.report.strikes],
+                    "faulty": [m.hex() for m in cert.report.faulty]})
+    write("rounds.json", out)
+
+
+if __name__ == "__main__":
+    encoding()
+    hashes()
+    signatures()
+    selection()
+    rounds()
+    print("vectors written to", OUT)
