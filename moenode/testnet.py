@@ -1,0 +1,797 @@
+"""A local testnet: N daemon processes on loopback, each with its own home, key, log and control API.
+
+Theory of operation
+-------------------
+`create` makes one home per node (key and config, through the same code as `moenode init`), then writes one
+genesis naming every node's account with a distinct model (general models first, then the domain specialists
+the zoo ships), a balance to pay fees with, stake, and a faucet balance on node 0. The genesis uses short timers
+(`testnet_params`) so rounds, refunds and epochs happen in seconds. `start` spawns `python -m moenode run` per home,
+each in its own process group with stdout/stderr in `HOME/console.log` (the daemon writes `HOME/node.log`).
+Node i bootstraps from the addresses of nodes 0..i-1, read from their `run.json`, so the mesh is complete without
+waiting for discovery. The testnet is ready when every node's `/status` reports all the others as peers.
+`D/testnet.json` records what other tools need: per node its peer id, addresses, home, control/status URL, pid and
+model.
+
+Stopping is SIGTERM, a wait, then SIGKILL of the whole process group. `Testnet` is a context manager whose exit
+always stops every process it started, so a failing test or an interrupted demo leaves nothing behind; `down`
+stops a testnet started by another process, from the pids in `testnet.json` (checked against /proc so a reused
+pid is never signalled).
+
+The control client (`Control`) speaks the daemon's HTTP/JSON API on 127.0.0.1: GET /status, GET /metrics,
+POST /submit, /transfer, /stake.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from moenode.core.genesis import Account, Genesis, Params, genesis_to_toml
+
+log = logging.getLogger("moenode.testnet")
+
+TESTNET_FILE = "testnet.json"
+GENESIS_FILE = "genesis.toml"
+RUN_FILE = "run.json"
+GENERAL_MODELS = ("minilm-l6", "minilm-l3")
+NODE_BALANCE = 1_000_000  # each node's spending money for fees
+NODE_STAKE = 1_000
+FAUCET_BALANCE = 100_000_000  # node 0 also holds the faucet: `moenode transfer --home <node0>` funds newcomers
+DEFAULT_FEE = 100
+ADVERT_INTERVAL_S = 5  # testnet nodes re-advertise often so a late joiner learns the experts quickly
+
+
+class TestnetError(RuntimeError):
+    """The testnet could not be brought up or reached; the message says which node and where its log is."""
+
+
+# --- genesis ---------------------------------------------------------------------------------------------------
+def testnet_params(**overrides: Any) -> Params:
+    """Protocol parameters with timers short enough for a laptop testnet (rounds in seconds, refunds in a minute).
+
+    Commit timeouts stay generous: every node shares the same few cores, so one member's embedding can wait behind
+    the others'.
+    """
+    short = dict(
+        commit_timeout_ms=30_000,
+        commit_ms_per_mib=1_000,
+        grace_min_ms=200,
+        grace_cap_ms=5_000,
+        vote_timeout_ms=10_000,
+        reveal_timeout_ms=10_000,
+        verify_timeout_ms=30_000,
+        report_timeout_ms=10_000,
+        round_abort_ms=90_000,
+    )
+    short.update(overrides)
+    return replace(Params(), **short)
+
+
+def zoo_names() -> list[str]:
+    """Real zoo models (general ones and specialists), without the adversaries."""
+    try:
+        from moenode.encoders import zoo
+    except ImportError:  # encoders not installed: general names only
+        return list(GENERAL_MODELS)
+    return [n for n in zoo.names() if not zoo.is_adversary(n)]
+
+
+def default_models(n: int, available: Sequence[str] | None = None) -> list[str]:
+    """n distinct models where possible: the general models, then the specialists, then repeats from the top.
+
+    Specialists are what give the market something to route: with only general models one of them wins everywhere.
+    """
+    names = list(available if available is not None else zoo_names())
+    general = [m for m in GENERAL_MODELS if m in names] or names[:1]
+    specs = [m for m in names if m.startswith("spec-")]
+    order = general + specs + [m for m in names if m not in general and m not in specs]
+    if not order:
+        raise TestnetError("no models available to assign")
+    return [order[i % len(order)] for i in range(n)]
+
+
+def make_genesis(name: str, accounts: Sequence[tuple[bytes, str]], *, epoch_ms: int, now_ms: int | None = None,
+                 params: Params | None = None, balance: int = NODE_BALANCE, stake: int = NODE_STAKE,
+                 faucet: int = FAUCET_BALANCE) -> Genesis:
+    """A genesis for (account, model) pairs; the first account also holds the faucet balance."""
+    accs = [Account(pubkey=pk, balance=balance + (faucet if i == 0 else 0), stake=stake, model_id=model, price=0)
+            for i, (pk, model) in enumerate(accounts)]
+    gtime = int(time.time() * 1000) if now_ms is None else now_ms
+    g = Genesis(name=name, genesis_time_ms=gtime, epoch_ms=epoch_ms, params=params or testnet_params())
+    g = g.with_accounts(sorted(accs, key=lambda a: a.pubkey))
+    return g
+
+
+# --- homes -----------------------------------------------------------------------------------------------------
+def init_home(home: Path, model: str | None = None, *, force: bool = False, listen: Sequence[str] = (),
+              **config: Any) -> dict[str, str]:
+    """Create a node home: a new key (0600) and a default config.toml. `moenode init` and `Testnet.create` use it.
+
+    An existing key is kept (an identity is never destroyed); `force` rewrites config.toml only.
+    Returns {"home", "account" (hex), "peer_id", "config", "key", "created"}.
+    """
+    from moenode.config import write_default_config
+    from moenode.core.crypto import Ed25519Signer
+    from moenode.store.keys import load_or_create_key
+
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    seed, created = load_or_create_key(home / "key")
+    cfg_path = home / "config.toml"
+    if force:
+        cfg_path.unlink(missing_ok=True)
+    overrides = dict(config)
+    if model:
+        overrides["model"] = model
+    if listen:
+        overrides["listen"] = list(listen)
+    if not cfg_path.exists():
+        write_default_config(home, **overrides)
+    account = Ed25519Signer(seed).public_key
+    return {"home": str(home), "account": account.hex(), "peer_id": peer_id_hex(account),
+            "config": str(cfg_path), "key": str(home / "key"), "created": "yes" if created else "no"}
+
+
+def peer_id_hex(account: bytes) -> str:
+    """The libp2p peer id (12D3KooW...) of an account; imports libp2p, so only where that is acceptable."""
+    from moenode.net.identity import peer_id_of
+
+    return peer_id_of(account).to_base58()
+
+
+def read_run(home: Path) -> dict[str, Any] | None:
+    """The daemon's run.json, or None while it is not up (or is mid-write)."""
+    try:
+        return json.loads((home / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- control client --------------------------------------------------------------------------------------------
+class ControlError(RuntimeError):
+    """The daemon answered with an error, or could not be reached."""
+
+
+@dataclass
+class Control:
+    """Client of one daemon's control API (127.0.0.1 only)."""
+
+    url: str
+    timeout: float = 10.0
+
+    @classmethod
+    def for_home(cls, home: Path, timeout: float = 10.0) -> "Control":
+        run = read_run(home)
+        if run is None:
+            raise ControlError(f"no node is running in {home} (no {home / RUN_FILE}); start one with "
+                               f"`moenode run --home {home}`")
+        pid = run.get("pid")
+        if isinstance(pid, int) and not pid_alive(pid):
+            raise ControlError(f"the node of {home} (pid {pid}) is gone; its run.json is stale. "
+                               f"See {home / 'node.log'}")
+        return cls(run["control_url"], timeout)
+
+    def _call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as r:
+                raw = r.read()
+                ctype = r.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")
+            try:
+                detail = json.loads(detail).get("error", detail)
+            except (ValueError, AttributeError):
+                pass
+            raise ControlError(f"{method} {path}: HTTP {e.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as e:
+            raise ControlError(f"{method} {path}: cannot reach {self.url}: {getattr(e, 'reason', e)}") from None
+        if "json" not in ctype and path == "/metrics":
+            return raw.decode()
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode()
+
+    def status(self) -> dict[str, Any]:
+        return self._call("GET", "/status")
+
+    def metrics(self) -> str:
+        return self._call("GET", "/metrics")
+
+    def submit(self, texts: Sequence[str], fee: int | None = None, timeout: float = 300.0) -> dict[str, Any]:
+        body: dict[str, Any] = {"texts": list(texts)}
+        if fee is not None:
+            body["fee"] = fee
+        return self._call("POST", "/submit", body, timeout=timeout)
+
+    def transfer(self, to: str, amount: int, timeout: float = 60.0) -> dict[str, Any]:
+        return self._call("POST", "/transfer", {"to": to, "amount": amount}, timeout=timeout)
+
+    def stake(self, amount: int, model: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        body: dict[str, Any] = {"amount": amount}
+        if model:
+            body["model"] = model
+        return self._call("POST", "/stake", body, timeout=timeout)
+
+
+def decode_embeddings(result: dict[str, Any]):
+    """The float32 (items, dim) array of a /submit answer."""
+    import numpy as np
+
+    dim = int(result["dim"])
+    arr = np.frombuffer(base64.b64decode(result["embeddings"]), dtype="<f4")
+    return arr.reshape(-1, dim) if dim else arr.reshape(0, 0)
+
+
+def peer_count(status: dict[str, Any]) -> int:
+    peers = status.get("peers", 0)
+    return len(peers) if isinstance(peers, (list, dict)) else int(peers or 0)
+
+
+# --- processes -------------------------------------------------------------------------------------------------
+def node_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def spawn_node(home: Path, genesis: Path | None, bootstrap: Sequence[str], extra: Sequence[str] = ()
+               ) -> subprocess.Popen:
+    """Start `moenode run` for one home in its own process group (so it and its children stop together)."""
+    cmd = [sys.executable, "-m", "moenode", "run", "--home", str(home)]
+    if genesis is not None:
+        cmd += ["--genesis", str(genesis)]
+    for addr in bootstrap:
+        cmd += ["--bootstrap", addr]
+    cmd += list(extra)
+    console = open(home / "console.log", "ab")
+    try:
+        return subprocess.Popen(cmd, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=node_env(), start_new_session=True)
+    finally:
+        console.close()
+
+
+def _is_our_node(pid: int, home: Path) -> bool:
+    """True if pid is a `moenode run` of this home (guards against signalling a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"run" in cmdline and str(home).encode() in cmdline
+
+
+def stop_pid(pid: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> str:
+    """SIGTERM, wait up to `timeout`, then SIGKILL the process group. Returns "stopped", "killed" or "gone"."""
+    def alive() -> bool:
+        if proc is not None:
+            return proc.poll() is None
+        return pid_alive(pid) and not _zombie(pid)
+
+    if not alive():
+        return "gone"
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return "gone"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            _reap_group(pid)
+            return "stopped"
+        time.sleep(0.1)
+    _reap_group(pid, force=True)
+    if proc is not None:
+        proc.wait(timeout=10)
+    return "killed"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def _reap_group(pgid: int, force: bool = False) -> None:
+    """Kill whatever is left in the node's process group (its worker children, if any)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL if force else signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# --- the testnet -----------------------------------------------------------------------------------------------
+@dataclass
+class Node:
+    index: int
+    home: Path
+    model: str
+    account: str = ""
+    peer_id: str = ""
+    addrs: list[str] = field(default_factory=list)
+    control_url: str = ""
+    pid: int | None = None
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.home.name
+
+    def control(self, timeout: float = 10.0) -> Control:
+        return Control(self.control_url, timeout) if self.control_url else Control.for_home(self.home, timeout)
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.pid is not None and pid_alive(self.pid) and not _zombie(self.pid)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "index": self.index, "peer_id": self.peer_id, "account": self.account,
+                "addrs": self.addrs, "home": str(self.home), "model": self.model, "control_url": self.control_url,
+                "status_url": self.control_url + "/status" if self.control_url else "",
+                "metrics_url": self.control_url + "/metrics" if self.control_url else "", "pid": self.pid}
+
+
+class Testnet:
+    """N local daemons. Use as a context manager (`with Testnet.create(...) as tn: tn.start()`): exit stops all."""
+
+    def __init__(self, root: Path, nodes: list[Node], genesis_path: Path):
+        self.root = root
+        self.nodes = nodes
+        self.genesis_path = genesis_path
+        self.extra_args: list[str] = []
+
+    # creation ----------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: Path, n: int, *, models: Sequence[str] | None = None, epoch_ms: int = 30_000,
+               name: str = "", params: Params | None = None, start_in_ms: int = 0) -> "Testnet":
+        """Homes root/node0..node{n-1} with keys and configs, and one genesis copied into every home."""
+        if n < 1:
+            raise TestnetError("a testnet needs at least one node")
+        root = root.resolve()
+        if (root / TESTNET_FILE).exists():
+            prev = load_testnet_json(root)
+            if any(nd.get("pid") and pid_alive(nd["pid"]) and _is_our_node(nd["pid"], Path(nd["home"]))
+                   for nd in prev.get("nodes", [])):
+                raise TestnetError(f"a testnet is already running in {root}; `moenode testnet down --dir {root}`")
+        root.mkdir(parents=True, exist_ok=True)
+        models = list(models) if models else default_models(n)
+        if len(models) < n:
+            models = [models[i % len(models)] for i in range(n)]
+        nodes: list[Node] = []
+        for i in range(n):
+            home = root / f"node{i}"
+            info = init_home(home, models[i], force=True, advert_interval_s=ADVERT_INTERVAL_S)
+            nodes.append(Node(i, home, models[i], account=info["account"], peer_id=info.get("peer_id", "")))
+        g = make_genesis(name or f"testnet-{root.name}"[:64], [(bytes.fromhex(nd.account), nd.model) for nd in nodes],
+                         epoch_ms=epoch_ms, params=params, now_ms=int(time.time() * 1000) + start_in_ms)
+        text = genesis_to_toml(g)
+        gpath = root / GENESIS_FILE
+        gpath.write_text(text)
+        for nd in nodes:
+            (nd.home / GENESIS_FILE).write_text(text)
+        tn = cls(root, nodes, gpath)
+        tn.write_json()
+        log.info("testnet created dir=%s nodes=%d models=%s", root, n, ",".join(models))
+        return tn
+
+    @classmethod
+    def load(cls, root: Path) -> "Testnet":
+        root = root.resolve()
+        doc = load_testnet_json(root)
+        nodes = [Node(d.get("index", i), Path(d["home"]), d.get("model", ""), account=d.get("account", ""),
+                      peer_id=d.get("peer_id", ""), addrs=list(d.get("addrs", [])),
+                      control_url=d.get("control_url", ""), pid=d.get("pid"))
+                 for i, d in enumerate(doc["nodes"])]
+        return cls(root, nodes, Path(doc.get("genesis", root / GENESIS_FILE)))
+
+    def write_json(self) -> None:
+        doc = {"dir": str(self.root), "genesis": str(self.genesis_path),
+               "faucet": {"home": str(self.nodes[0].home), "account": self.nodes[0].account},
+               "nodes": [nd.as_json() for nd in self.nodes]}
+        tmp = self.root / (TESTNET_FILE + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        os.replace(tmp, self.root / TESTNET_FILE)
+
+    # running -----------------------------------------------------------------------------------------------
+    def start(self, timeout: float = 180.0, progress=None) -> None:
+        """Start every node in order (each bootstraps from those already up) and wait until all are connected."""
+        for nd in self.nodes:
+            self.start_node(nd, timeout=timeout)
+            if progress:
+                progress(nd)
+        self.wait_connected(timeout=timeout)
+        self.write_json()
+
+    def bootstrap_for(self, nd: Node) -> list[str]:
+        addrs: list[str] = []
+        for other in self.nodes:
+            if other is not nd and other.addrs and other.alive():
+                addrs += other.addrs[:1]
+        return addrs
+
+    def start_node(self, nd: Node, timeout: float = 180.0, wait: bool = True) -> None:
+        if nd.alive():
+            raise TestnetError(f"{nd.name} is already running (pid {nd.pid})")
+        (nd.home / RUN_FILE).unlink(missing_ok=True)
+        nd.proc = spawn_node(nd.home, self.genesis_path, self.bootstrap_for(nd), self.extra_args)
+        nd.pid = nd.proc.pid
+        nd.control_url = ""
+        log.info("node started name=%s pid=%d model=%s", nd.name, nd.pid, nd.model)
+        if wait:
+            self.wait_up(nd, timeout)
+
+    def wait_up(self, nd: Node, timeout: float = 180.0) -> None:
+        """Until run.json names this process and /status answers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not nd.alive():
+                raise TestnetError(f"{nd.name} exited during start-up (code {nd.proc.poll() if nd.proc else '?'});"
+                                   f" see {nd.home / 'console.log'} and {nd.home / 'node.log'}")
+            run = read_run(nd.home)
+            if run and run.get("pid") == nd.pid and run.get("control_url"):
+                try:
+                    Control(run["control_url"], 5).status()
+                except ControlError:
+                    pass
+                else:
+                    nd.peer_id, nd.addrs = run.get("peer_id", nd.peer_id), list(run.get("addrs", []))
+                    nd.account = run.get("account", nd.account)
+                    nd.control_url = run["control_url"]
+                    self.write_json()
+                    return
+            if time.monotonic() > deadline:
+                raise TestnetError(f"{nd.name} did not come up within {timeout:.0f}s; see {nd.home / 'node.log'}")
+            time.sleep(0.2)
+
+    def wait_connected(self, timeout: float = 120.0, nodes: Sequence[Node] | None = None) -> None:
+        """Until each live node reports every other live node as a peer."""
+        deadline = time.monotonic() + timeout
+        live = [nd for nd in (nodes or self.nodes) if nd.alive()]
+        want = len([nd for nd in self.nodes if nd.alive()]) - 1
+        while True:
+            counts = {}
+            for nd in live:
+                try:
+                    counts[nd.name] = peer_count(nd.control(5).status())
+                except ControlError:
+                    counts[nd.name] = -1
+            if all(c >= want for c in counts.values()):
+                return
+            if time.monotonic() > deadline:
+                raise TestnetError(f"nodes not connected after {timeout:.0f}s (peers seen: {counts}, want {want})")
+            time.sleep(0.3)
+
+    def statuses(self, timeout: float = 10.0) -> list[dict[str, Any] | None]:
+        out: list[dict[str, Any] | None] = []
+        for nd in self.nodes:
+            try:
+                out.append(nd.control(timeout).status() if nd.alive() else None)
+            except ControlError:
+                out.append(None)
+        return out
+
+    def kill(self, nd: Node) -> None:
+        """kill -9, as a crash would: no clean shutdown, run.json left behind."""
+        if nd.pid is not None and nd.alive():
+            _reap_group(nd.pid, force=True)
+            if nd.proc is not None:
+                nd.proc.wait(timeout=10)
+        log.info("node killed name=%s pid=%s", nd.name, nd.pid)
+
+    def stop_node(self, nd: Node, timeout: float = 20.0) -> str:
+        if nd.pid is None:
+            return "gone"
+        if nd.proc is None and not _is_our_node(nd.pid, nd.home):
+            return "gone"
+        how = stop_pid(nd.pid, timeout, nd.proc)
+        log.info("node stopped name=%s pid=%s how=%s", nd.name, nd.pid, how)
+        return how
+
+    def stop(self, timeout: float = 20.0) -> dict[str, str]:
+        """Stop every node: SIGTERM to all at once, then wait, then SIGKILL the stragglers."""
+        live = [nd for nd in self.nodes if nd.pid is not None and nd.alive()
+                and (nd.proc is not None or _is_our_node(nd.pid, nd.home))]
+        for nd in live:
+            try:
+                os.kill(nd.pid, signal.SIGTERM)  # type: ignore[arg-type]
+            except ProcessLookupError:
+                pass
+        return {nd.name: self.stop_node(nd, timeout) for nd in live}
+
+    def __enter__(self) -> "Testnet":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def load_testnet_json(root: Path) -> dict[str, Any]:
+    path = root / TESTNET_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TestnetError(f"no testnet in {root} (no {TESTNET_FILE}); start one with "
+                           f"`moenode testnet up --dir {root}`") from None
+    except ValueError as e:
+        raise TestnetError(f"{path} is not valid JSON: {e}") from None
+
+
+# --- the demo: real text through the market ----------------------------------------------------------------------
+@dataclass
+class DemoConfig:
+    nodes: int = 5
+    submissions: int = 20
+    batch: int = 16  # items per submission, all from one corpus domain
+    concurrency: int = 1  # submissions in flight at once
+    epoch_ms: int = 30_000
+    keep: bool = False  # leave the testnet running
+    fee: int | None = None  # None: each node's config (submit_fee)
+    models: list[str] | None = None
+    seed: int = 0
+    baseline_model: str = "minilm-l6"  # the single node of embed_ms_single
+    submit_timeout_s: float = 600.0
+    settle_timeout_s: float = 60.0
+
+
+class NullUI:
+    def phase(self, name: str, total: int) -> None:
+        log.info("phase %s total=%d", name, total)
+
+    def advance(self, info: str = "") -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def workload(submissions: int, batch: int, seed: int = 0) -> list[tuple[str, list[str]]]:
+    """`submissions` batches of real text, each from one domain of the shipped corpus (domains in turn).
+
+    Items come from each domain's eval split in a seed-determined order, so runs are reproducible and batches of one
+    run do not repeat items until a domain is exhausted.
+    """
+    from moenode import corpus
+    from moenode.core.crypto import H
+
+    domains = corpus.domains()
+    pools = {}
+    for d in domains:
+        items = corpus.split(d, "eval")
+        pools[d] = [it.text for it in sorted(items, key=lambda it: H("demo-order", f"{seed}/{it.id}".encode()))]
+    out, cursor = [], dict.fromkeys(domains, 0)
+    for i in range(submissions):
+        d = domains[i % len(domains)]
+        pool = pools[d]
+        texts = [pool[(cursor[d] + k) % len(pool)] for k in range(batch)]
+        cursor[d] += batch
+        out.append((d, texts))
+    return out
+
+
+def measure_single(batches: Sequence[list[str]], model: str, params: Params | None = None) -> list[float]:
+    """ms for ONE node to embed and score each batch alone: the same work a shard member does (its Payload)."""
+    return list(measure_single_iter(batches, model, params))
+
+
+def percentile(xs: Sequence[float], q: float) -> float:
+    if not xs:
+        return 0.0
+    import numpy as np
+
+    return float(np.percentile(np.asarray(xs, dtype=float), q))
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def ledger_view(status: dict[str, Any] | None) -> tuple[Any, Any]:
+    """(supply, ledger digest) as a node reports them."""
+    if not status:
+        return None, None
+    ledger = status.get("ledger") if isinstance(status.get("ledger"), dict) else {}
+    supply = status.get("supply", ledger.get("supply"))
+    digest = status.get("ledger_digest", ledger.get("digest"))
+    return supply, digest
+
+
+def wait_ledgers_equal(tn: Testnet, timeout: float = 60.0, nodes: Sequence[Node] | None = None
+                       ) -> list[dict[str, Any] | None]:
+    """Until every live node reports the same ledger digest (certificates travel by gossip). Returns statuses."""
+    deadline = time.monotonic() + timeout
+    pick = list(nodes or tn.nodes)
+    while True:
+        sts = [st for nd, st in zip(tn.nodes, tn.statuses(10)) if nd in pick and nd.alive()]
+        digests = {ledger_view(st)[1] for st in sts if st}
+        if len(digests) == 1 and None not in digests and len(sts) == len([nd for nd in pick if nd.alive()]):
+            return sts
+        if time.monotonic() > deadline:
+            return sts
+        time.sleep(0.5)
+
+
+@dataclass
+class Submitted:
+    index: int
+    domain: str
+    node: str
+    start: float
+    end: float
+    ok: bool
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def latency_ms(self) -> float:
+        return (self.end - self.start) * 1000
+
+
+def submit_all(tn: Testnet, batches: Sequence[tuple[str, list[str]]], *, concurrency: int = 1,
+               fee: int | None = None, timeout: float = 600.0, ui: Any = None,
+               on_done: Any = None) -> list[Submitted]:
+    """Send each batch through a live node (nodes in turn), `concurrency` at a time. Never raises for a round."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ui = ui or NullUI()
+
+    def one(i: int, domain: str, texts: list[str]) -> Submitted:
+        live = [nd for nd in tn.nodes if nd.alive()] or tn.nodes
+        nd = live[i % len(live)]
+        t0 = time.monotonic()
+        try:
+            res = nd.control(timeout).submit(texts, fee, timeout=timeout)
+            ok = bool(res.get("certificate"))
+            sub = Submitted(i, domain, nd.name, t0, time.monotonic(), ok, res, "" if ok else "no certificate")
+        except ControlError as e:
+            sub = Submitted(i, domain, nd.name, t0, time.monotonic(), False, {}, str(e))
+        return sub
+
+    results: list[Submitted] = []
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = [pool.submit(one, i, d, t) for i, (d, t) in enumerate(batches)]
+        for f in futures:
+            sub = f.result()
+            results.append(sub)
+            ui.advance(f"{sub.domain}: {'certified' if sub.ok else 'FAILED'} in {sub.latency_ms / 1000:.1f}s")
+            if on_done is not None:
+                on_done(sub)
+    return results
+
+
+def summarize(tn: Testnet, cfg: DemoConfig, subs: Sequence[Submitted], single_ms: Sequence[float],
+              supply_before: Any, supply_after: Any) -> dict[str, Any]:
+    from moenode.core.selection import shard_size
+
+    model_of = {nd.account: nd.model for nd in tn.nodes}
+    ok = [s for s in subs if s.ok]
+    lat = [s.latency_ms for s in ok]
+    winners: dict[str, dict[str, int]] = {}
+    proxied = retried = 0
+    for s in ok:
+        w, p = s.result.get("winner", ""), s.result.get("producer", "") or s.result.get("winner", "")
+        proxied += bool(p and w and p != w)
+        retried += max(0, len(s.result.get("attempts") or [1]) - 1)
+        label = model_of.get(p, short_hex(p))
+        winners.setdefault(s.domain, {})
+        winners[s.domain][label] = winners[s.domain].get(label, 0) + 1
+    wall = (max(s.end for s in subs) - min(s.start for s in subs)) if subs else 0.0
+    staked = len(tn.nodes)
+    n_shard = shard_size(staked)[0]
+    cores = min(usable_cores(), staked)
+    single_p50 = percentile(single_ms, 50)
+    single_mean = sum(single_ms) / len(single_ms) if single_ms else 0.0
+    ceiling = cores / (n_shard * single_mean / 1000) if single_mean else 0.0
+    throughput = len(ok) / wall if wall else 0.0
+    p50, p99 = percentile(lat, 50), percentile(lat, 99)
+    return {
+        "nodes": len(tn.nodes),
+        "node_models": [{"name": nd.name, "model": nd.model, "account": nd.account} for nd in tn.nodes],
+        "submissions": len(subs),
+        "batch": cfg.batch,
+        "concurrency": cfg.concurrency,
+        "certified": len(ok),
+        "failed": len(subs) - len(ok),
+        "errors": [{"index": s.index, "node": s.node, "error": s.error} for s in subs if not s.ok],
+        "retried": retried,
+        "latency_ms": {"p50": p50, "p99": p99, "mean": sum(lat) / len(lat) if lat else 0.0},
+        "embed_ms_single": {"p50": single_p50, "p99": percentile(single_ms, 99), "mean": single_mean,
+                            "model": cfg.baseline_model},
+        "latency_ratio_p50": p50 / single_p50 if single_p50 else 0.0,
+        "latency_ratio_p99": p99 / percentile(single_ms, 99) if single_ms else 0.0,
+        "throughput_per_s": throughput,
+        "compute_ceiling_per_s": ceiling,
+        "throughput_ratio": throughput / ceiling if ceiling else 0.0,
+        "cores": cores,
+        "shard_size": n_shard,
+        "wall_s": wall,
+        "proxied": proxied,
+        "winners_by_domain": winners,
+        "supply_before": supply_before,
+        "supply_after": supply_after,
+        "rounds": [{"index": s.index, "domain": s.domain, "node": s.node, "ok": s.ok,
+                    "latency_ms": round(s.latency_ms, 1), "winner": s.result.get("winner"),
+                    "producer": s.result.get("producer"), "loss": s.result.get("loss"),
+                    "attempts": len(s.result.get("attempts") or []), "error": s.error} for s in subs],
+    }
+
+
+def short_hex(h: str) -> str:
+    return h[:12] if h else "?"
+
+
+def run_workload(tn: Testnet, cfg: DemoConfig, ui: Any = None, on_done: Any = None) -> dict[str, Any]:
+    """Submit the demo workload through a running testnet and summarise it (the testnet keeps running)."""
+    ui = ui or NullUI()
+    batches = workload(cfg.submissions, cfg.batch, cfg.seed)
+    supply_before = ledger_view(next((s for s in tn.statuses() if s), None))[0]
+    ui.phase("single-node baseline", len(batches))
+    single = []
+    for ms in measure_single_iter([t for _, t in batches], cfg.baseline_model):
+        single.append(ms)
+        ui.advance(f"{ms:.0f} ms")
+    ui.phase("submissions", len(batches))
+    subs = submit_all(tn, batches, concurrency=cfg.concurrency, fee=cfg.fee, timeout=cfg.submit_timeout_s, ui=ui,
+                      on_done=on_done)
+    ui.close()
+    sts = wait_ledgers_equal(tn, cfg.settle_timeout_s)
+    supply_after = ledger_view(next((s for s in sts if s), None))[0]
+    return summarize(tn, cfg, subs, single, supply_before, supply_after)
+
+
+def measure_single_iter(batches: Sequence[list[str]], model: str, params: Params | None = None):
+    """Like measure_single, one batch at a time (so a progress bar can follow)."""
+    from moenode.core.crypto import H
+    from moenode.node.compute import Compute
+
+    params = params or testnet_params()
+    comp = Compute(model, params.router_model, params)
+    comp.payload(list(batches[0]), H("demo-warmup", b""))
+    for i, texts in enumerate(batches):
+        t0 = time.perf_counter()
+        comp.payload(list(texts), H("demo-single", i.to_bytes(4, "big")))
+        yield (time.perf_counter() - t0) * 1000
+
+
+def run_demo(root: Path, cfg: DemoConfig, ui: Any = None) -> dict[str, Any]:
+    """Start a testnet in `root`, run the workload, stop the testnet (unless cfg.keep) and return the summary."""
+    ui = ui or NullUI()
+    tn = Testnet.create(root, cfg.nodes, models=cfg.models, epoch_ms=cfg.epoch_ms)
+    try:
+        ui.phase("starting nodes", cfg.nodes)
+        tn.start(progress=lambda nd: ui.advance(f"{nd.name} ({nd.model})"))
+        ui.close()
+        return run_workload(tn, cfg, ui)
+    finally:
+        ui.close()
+        if not cfg.keep:
+            tn.stop()
