@@ -1,0 +1,142 @@
+"""The sqlite ledger store: state survives reopening and kill -9; a corrupt or foreign store refuses to start."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from moenode.core.authority import order_lock_key
+from moenode.core.crypto import Ed25519Signer, ed25519_verify
+from moenode.core.genesis import Account, Genesis, genesis_to_toml
+from moenode.core.orders import CertifiedOrder, Transfer, certify, vote_digest
+from moenode.core.messages import seal
+from moenode.store.ledger_db import LedgerDB, StoreError, open_authority
+
+PROC = Path(__file__).with_name("ledger_proc.py")
+N = 4
+
+
+def keys(tag: bytes, n: int) -> list[Ed25519Signer]:
+    return [Ed25519Signer.from_entropy(tag + i.to_bytes(4, "big")) for i in range(n)]
+
+
+AUTH, USERS = keys(b"auth", N), keys(b"user", 3)
+
+
+def genesis(name: str = "storetest") -> Genesis:
+    accts = [Account(k.public_key, balance=1_000, stake=100) for k in AUTH]
+    accts += [Account(u.public_key, balance=1_000) for u in USERS]
+    return Genesis(name=name, genesis_time_ms=0, epoch_ms=1_000_000,
+                   accounts=tuple(sorted(accts, key=lambda a: a.pubkey)))
+
+
+def cluster(tmp_path: Path, g: Genesis):
+    return [open_authority(tmp_path / f"a{i}.db", g, k, ed25519_verify) for i, k in enumerate(AUTH)]
+
+
+def run(auths, g: Genesis, order, signer) -> CertifiedOrder:
+    signed = seal(order, signer, g.network_id)
+    cert = certify(signed, {a.me: a.handle_order(signed.encode(), 10) for a in auths})
+    for a in auths:
+        a.accept_certificate(cert.encode())
+    return cert
+
+
+def test_state_and_locks_survive_reopen(tmp_path):
+    g = genesis()
+    auths = cluster(tmp_path, g)
+    alice, bob = USERS[:2]
+    run(auths, g, Transfer(alice.public_key, 0, 0, bob.public_key, 300), alice)
+    pending = seal(Transfer(alice.public_key, 1, 0, bob.public_key, 5), alice, g.network_id)
+    auths[0].handle_order(pending.encode(), 10)  # locked, never certified
+    digest = auths[0].ledger.state_digest()
+    for a in auths:
+        a.store.close()
+    again = open_authority(tmp_path / "a0.db", g, AUTH[0], ed25519_verify)
+    assert again.ledger.state_digest() == digest
+    assert again.ledger.balance(bob.public_key) == 1_300
+    assert again.locked(alice.public_key, 1) == pending.id
+    conflicting = seal(Transfer(alice.public_key, 1, 0, bob.public_key, 6), alice, g.network_id)
+    with pytest.raises(Exception, match="already signed"):
+        again.handle_order(conflicting.encode(), 10)
+
+
+def test_foreign_and_corrupt_stores_refuse_to_start(tmp_path):
+    g = genesis()
+    auths = cluster(tmp_path, g)
+    run(auths, g, Transfer(USERS[0].public_key, 0, 0, USERS[1].public_key, 10), USERS[0])
+    for a in auths:
+        a.store.close()
+    with pytest.raises(StoreError, match="belongs to network"):
+        open_authority(tmp_path / "a0.db", genesis("othernet"), AUTH[0], ed25519_verify)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(os.urandom(4096))
+    with pytest.raises(StoreError, match="not an sqlite file"):
+        open_authority(junk, g, AUTH[0], ed25519_verify)
+    # a log entry whose votes were altered on disk no longer replays
+    db = LedgerDB(tmp_path / "a1.db", g.network_id)
+    (data,) = db.db.execute("SELECT data FROM log WHERE kind='order'").fetchone()
+    bad = data.replace(data[-64:], bytes(64))
+    db.db.execute("UPDATE log SET data=? WHERE kind='order'", (bad,))
+    db.close()
+    with pytest.raises(StoreError, match="log entry 1 of 1 .* does not replay"):
+        open_authority(tmp_path / "a1.db", g, AUTH[1], ed25519_verify)
+    # a truncated database file
+    p = tmp_path / "a2.db"
+    p.write_bytes(p.read_bytes()[:200])
+    with pytest.raises(StoreError):
+        open_authority(p, g, AUTH[2], ed25519_verify)
+
+
+def _start(db: Path, gpath: Path, pause: bool) -> subprocess.Popen:
+    args = [sys.executable, str(PROC), str(db), str(gpath), "0"] + (["--pause-after-lock"] if pause else [])
+    p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def _ask(p: subprocess.Popen, line: str) -> str:
+    p.stdin.write(line + "\n")
+    p.stdin.flush()
+    return p.stdout.readline().strip()
+
+
+def test_kill_9_between_lock_and_reply(tmp_path):
+    g = genesis()
+    gpath = tmp_path / "genesis.toml"
+    gpath.write_text(genesis_to_toml(g))
+    db = tmp_path / "auth0.db"
+    alice, bob, carol = USERS
+    # a certificate the process applies before it is killed
+    others = cluster(tmp_path, g)
+    signed0 = seal(Transfer(alice.public_key, 0, 0, carol.public_key, 100), alice, g.network_id)
+    cert0 = certify(signed0, {a.me: a.handle_order(signed0.encode(), 10) for a in others})
+    a = seal(Transfer(alice.public_key, 1, 0, bob.public_key, 50), alice, g.network_id)
+    b = seal(Transfer(alice.public_key, 1, 0, carol.public_key, 60), alice, g.network_id)
+
+    p = _start(db, gpath, pause=True)
+    try:
+        assert _ask(p, "cert " + cert0.encode().hex()) == "ok applied"
+        assert _ask(p, f"order 10 {a.encode().hex()}") == "locked"  # lock durable, signature not yet made
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+    finally:
+        p.kill()
+    assert p.returncode == -signal.SIGKILL
+
+    p = _start(db, gpath, pause=False)
+    try:
+        assert _ask(p, "balance " + carol.public_key.hex()) == "balance 1100"  # the applied cert survived
+        reply = _ask(p, f"order 10 {b.encode().hex()}")
+        assert reply.startswith("error conflict"), reply
+        kind, sig = _ask(p, f"order 10 {a.encode().hex()}").split()
+        assert kind == "vote" and ed25519_verify(AUTH[0].public_key, vote_digest(a.id, 0), bytes.fromhex(sig))
+    finally:
+        p.stdin.close()
+        p.wait(timeout=10)
+    store = LedgerDB(db, g.network_id)
+    assert store.locks()[order_lock_key(alice.public_key, 1)][0] == a.id
+    store.close()
