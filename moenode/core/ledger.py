@@ -204,11 +204,15 @@ class Ledger:
         return self._powers[epoch]
 
     def epoch_seed(self, epoch: int) -> bytes:
-        """seed[E] = next_epoch_seed(E, seed[E-1], checkpoint digest of E-1 or b"" when none formed)."""
+        """seed[E] = next_epoch_seed(E, seed[E-1], digest of the checkpoint formed during E-1, or b"" if none).
+
+        The checkpoint formed during E-1 is the one *of* epoch E-2 (it also fixes table(E)), so seed and table of
+        an epoch are both known when it starts.
+        """
         if epoch > self.known_through:
             raise KeyError(f"the seed of epoch {epoch} is not fixed yet")
         for e in range(max(self._seeds) + 1, epoch + 1):
-            self._seeds[e] = next_epoch_seed(e, self._seeds[e - 1], self.cp_digests.get(e - 1, b""))
+            self._seeds[e] = next_epoch_seed(e, self._seeds[e - 1], self.cp_digests.get(e - 2, b""))
         return self._seeds[epoch]
 
     def state_digest(self) -> bytes:

@@ -1,0 +1,115 @@
+"""Checkpoints and the stake table: slashing arithmetic, redistribution, carry-over, seeds, and refusals."""
+
+import pytest
+
+from ledgerkit import EPOCH_MS, T0, Net
+from moenode.core.checkpoint import ZERO, Checkpoint, CheckpointCert, Item, next_table, slash_bps
+from moenode.core.errors import SchemaError, SignatureError, StateError
+from moenode.core.genesis import Params, next_epoch_seed
+from moenode.core.orders import Transfer
+
+P = Params()
+A, B, C = b"\x0a" * 32, b"\x0b" * 32, b"\x0c" * 32
+
+
+def strike(acct: bytes, epoch: int, n: int) -> list[Item]:
+    return [Item(epoch, "strike", acct, bytes([i]) * 32, 1) for i in range(n)]
+
+
+def test_latency_slash_is_10_bps_per_strike_capped_at_100_per_epoch():
+    assert slash_bps(strike(A, 0, 3), P) == {A: 30}
+    assert slash_bps(strike(A, 0, 25), P) == {A: 100}
+    assert slash_bps(strike(A, 0, 25) + strike(A, 1, 2), P) == {A: 120}  # carried-over epochs cap separately
+    ev = [Item(0, "equivocation", A, b"\x01" * 32, 1), Item(0, "double_proxy", A, b"\x02" * 32, 1)]
+    assert slash_bps(ev, P) == {A: 5_000}  # equivocation-class evidence counts once per checkpoint
+    assert slash_bps(ev + [Item(0, "faulty", A, b"\x03" * 32, 1)], P) == {A: 5_500}
+
+
+def test_slashed_stake_is_shared_pro_rata_among_the_unslashed():
+    table = {A: 10_000, B: 30_000, C: 10_000}
+    new, pay = next_table(table, strike(A, 0, 5), P)  # 50 bps of 10,000 = 50
+    assert new == {A: 9_950, B: 30_038, C: 10_012}  # 37.5 / 12.5: equal remainders, the +1 goes to the lower key
+    assert sum(new.values()) == sum(table.values()) and pay == {}
+    new, _ = next_table(table, [Item(0, "equivocation", B, ZERO, 1)], P)
+    assert new == {A: 17_500, B: 15_000, C: 17_500}
+    everyone = [Item(0, "equivocation", k, ZERO, 1) for k in table]
+    assert next_table(table, everyone, P)[0] == table  # nowhere to send it: no one is slashed
+
+
+def test_unstake_pays_what_is_left_after_slashing_and_stake_adds():
+    table = {A: 1_000, B: 1_000}
+    items = [Item(0, "equivocation", A, ZERO, 1), Item(0, "unstake", A, b"\x01" * 32, 900),
+             Item(0, "stake", C, b"\x02" * 32, 70)]
+    new, pay = next_table(table, sorted(items), P)
+    assert pay == {A: 500} and new == {B: 1_500, C: 70}
+
+
+def _cert(net: Net, cp: Checkpoint, now: int, voters=None) -> bytes:
+    auths = net.authorities if voters is None else [net.authorities[i] for i in voters]
+    return CheckpointCert(cp, tuple(sorted((a.me, a.sign_checkpoint(cp, now)) for a in auths))).encode()
+
+
+def test_no_checkpoint_carries_the_table_over_and_items_wait():
+    net = Net(n=4)
+    cheat = net.auth_keys[0].public_key
+    _, ctx = net.pay(net.user_keys[0], fee=100)
+    members, _ = net.members(ctx)
+    struck = members[-1]
+    net.settle(ctx, net.shard_cert(net.report(ctx, strikes=(struck,))), net.user_keys[1])
+    led = net.ledger
+    seed1 = led.epoch_seed(1)
+    for a in net.authorities:
+        a.skip_checkpoint(0)
+    assert led.stakes_at(2) == led.stakes_at(1) and led.known_through == 2
+    assert led.epoch_seed(2) == next_epoch_seed(2, seed1, b"")
+    cp = led.propose_checkpoint(1)
+    assert [(i.kind, i.account, i.epoch) for i in cp.items] == [("strike", struck, 0)]
+    with pytest.raises(StateError, match="during epoch 2"):
+        net.authorities[0].sign_checkpoint(cp, EPOCH_MS + 1)
+    data = _cert(net, cp, 2 * EPOCH_MS + 1)
+    for a in net.authorities:
+        assert a.accept_checkpoint(data) == "applied"
+        assert a.accept_checkpoint(data) == "duplicate"
+        a.ledger.assert_supply()
+    assert led.stakes_at(3)[struck] == 10_000 - 10
+    assert led.epoch_seed(2) == next_epoch_seed(2, seed1, b"")
+    assert led.epoch_seed(3) == next_epoch_seed(3, led.epoch_seed(2), cp.digest_for(net.net))
+    assert cheat in led.stakes_at(3)
+    assert len(net.digests()) == 1
+
+
+def test_checkpoint_refusals():
+    net = Net(n=4)
+    a0 = net.authorities[0]
+    cp = a0.ledger.propose_checkpoint(0)
+    with pytest.raises(SignatureError, match="need 6667"):
+        a0.accept_checkpoint(_cert(net, cp, EPOCH_MS + 1, voters=[0, 1]))
+    forked = Checkpoint(epoch=0, prev=b"\x09" * 32, items=())
+    with pytest.raises(StateError, match="another checkpoint history"):
+        a0.ledger.accept_checkpoint(CheckpointCert(forked, ((a0.me, bytes(64)),)))
+    with pytest.raises(StateError, match="waiting for epoch 0"):
+        a0.ledger.accept_checkpoint(CheckpointCert(Checkpoint(epoch=1, prev=ZERO, items=()), ((a0.me, bytes(64)),)))
+    with pytest.raises(SchemaError, match="unique and sorted"):
+        Checkpoint.from_body({"epoch": 0, "prev": ZERO, "items": [[0, "strike", A, ZERO, 1]] * 2})
+    with pytest.raises(SchemaError, match="unknown item kind"):
+        Checkpoint.from_body({"epoch": 0, "prev": ZERO, "items": [[0, "gift", A, ZERO, 1]]})
+    with pytest.raises(SchemaError, match="tagged after"):
+        Checkpoint.from_body({"epoch": 0, "prev": ZERO, "items": [[1, "strike", A, ZERO, 1]]})
+    with pytest.raises(StateError, match="differ from this view"):
+        a0.sign_checkpoint(Checkpoint(epoch=0, prev=ZERO, items=(Item(0, "strike", A, ZERO, 1),)), EPOCH_MS + 1)
+
+
+def test_orders_of_an_unfixed_epoch_wait_for_the_checkpoint():
+    net = Net(n=4)
+    alice, bob = net.user_keys[:2]
+    late = Net(n=4)  # a node that has not seen checkpoint 0 yet
+    cp_data = _cert(net, net.ledger.propose_checkpoint(0), EPOCH_MS + 1)
+    for a in net.authorities:
+        a.accept_checkpoint(cp_data)
+    cert = net.run(Transfer(alice.public_key, 0, 2, bob.public_key, 9), alice, now=2 * EPOCH_MS + 1)
+    node = late.authorities[0]
+    assert node.accept_certificate(cert.encode()) == "pending"
+    assert node.ledger.balance(bob.public_key) == 1_000_000
+    assert node.accept_checkpoint(cp_data) == "applied"
+    assert node.ledger.balance(bob.public_key) == 1_000_009 and not node.ledger.pending
+    assert T0 < EPOCH_MS
