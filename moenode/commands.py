@@ -205,8 +205,7 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
     ) -> None:
         """Run the node in the foreground until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly.
 
-        The node syncs the ledger from its peers, then follows gossip, serves rounds and writes HOME/run.json with
-        its peer id, addresses and control URL (127.0.0.1: /status, /metrics).
+        The node syncs the ledger from its peers, then follows gossip, serves rounds and writes HOME/run.json with its peer id, addresses and control URL (127.0.0.1: /status, /metrics).
 
         Examples:
 
@@ -243,8 +242,7 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
     ) -> None:
         """Embed one batch of text through the network: pay, send to a shard, wait for the certificate.
 
-        Prints the embedding summary, the winning member and producer (when it proxied), the loss and the
-        certificate. If a shard cannot certify, the fee is refunded and the node retries on a fresh shard.
+        Prints the embedding summary, the winning member and producer (when it proxied), the loss and the certificate. If a shard cannot certify, the fee is refunded and the node retries on a fresh shard.
 
         Examples:
 
@@ -285,8 +283,7 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
     ) -> None:
         """Show a running node: peers, epoch, stake, balance, rounds, wins, proxies, strikes, sync state.
 
-        For a joining node, `sync` shows catch-up progress and the stake fields show from which epoch it becomes
-        a shard member (stake takes effect at epoch E+2).
+        For a joining node, `sync` shows catch-up progress and the stake fields show from which epoch it becomes a shard member (stake takes effect at epoch E+2).
 
         Examples:
 
@@ -437,8 +434,7 @@ def register_testnet_commands(app: typer.Typer) -> None:
     ) -> None:
         """Start N daemons with their own homes and logs, bootstrapped to each other, then return.
 
-        Writes DIR/genesis.toml (distinct experts, a faucet on node0, short timers) and DIR/testnet.json (peer ids,
-        addrs, homes, status URLs). The daemons keep running until `moenode testnet down`.
+        Writes DIR/genesis.toml (distinct experts, a faucet on node0, short timers) and DIR/testnet.json (peer ids, addrs, homes, status URLs). The daemons keep running until `moenode testnet down`.
 
         Examples:
 
@@ -531,9 +527,7 @@ def register_testnet_commands(app: typer.Typer) -> None:
     ) -> None:
         """The whole flow: start a testnet, submit real text batches, check every certificate, print a summary.
 
-        Each submission is a batch from one domain of the shipped corpus, sent through the nodes in turn; the
-        nodes include domain specialists, so members proxy to experts. Also measures one node embedding and
-        scoring the same batches alone (embed_ms_single), for the latency ratio and the compute ceiling.
+        Each submission is a batch from one domain of the shipped corpus, sent through the nodes in turn; the nodes include domain specialists, so members proxy to experts. Also measures one node embedding and scoring the same batches alone (embed_ms_single), for the latency ratio and the compute ceiling.
 
         Example:
 

@@ -56,6 +56,8 @@ ADVERT_INTERVAL_S = 5  # testnet nodes re-advertise often so a late joiner learn
 class TestnetError(RuntimeError):
     """The testnet could not be brought up or reached; the message says which node and where its log is."""
 
+    __test__ = False
+
 
 # --- genesis ---------------------------------------------------------------------------------------------------
 def testnet_params(**overrides: Any) -> Params:
@@ -360,6 +362,8 @@ class Node:
 
 class Testnet:
     """N local daemons. Use as a context manager (`with Testnet.create(...) as tn: tn.start()`): exit stops all."""
+
+    __test__ = False  # not a pytest test class
 
     def __init__(self, root: Path, nodes: list[Node], genesis_path: Path):
         self.root = root

@@ -1,0 +1,280 @@
+"""The CLI's own logic: arguments, files, output formats, errors, and the testnet's homes, genesis and processes.
+
+The daemon's control API is replaced here by a small HTTP server that records what it receives (a fake at the
+boundary); tests/e2e/ runs the same commands against real daemons.
+"""
+
+import base64
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from moenode.cli import app
+from moenode.core.genesis import genesis_to_toml, parse_genesis
+from moenode.testnet import (
+    Testnet,
+    default_models,
+    make_genesis,
+    stop_pid,
+    workload,
+)
+
+runner = CliRunner()
+
+
+class FakeDaemon:
+    """Serves /status, /metrics, /submit, /transfer, /stake like the daemon's control API, and records requests."""
+
+    def __init__(self, home: Path, status: dict | None = None, dim: int = 4):
+        self.requests: list[tuple[str, str, dict | None]] = []
+        self.status = status or {"peer_id": "12D3KooWfake", "peers": ["a", "b"], "epoch": 3, "stake": 1000,
+                                 "balance": 5000, "rounds": 7, "wins": 2, "proxies": 1, "strikes": 0}
+        self.dim = dim
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):  # keep test output clean
+                pass
+
+            def _send(self, code: int, obj) -> None:
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                fake.requests.append(("GET", self.path, None))
+                if self.path == "/status":
+                    return self._send(200, fake.status)
+                self._send(404, {"error": "not found"})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.requests.append(("POST", self.path, body))
+                if self.path == "/submit":
+                    n = len(body["texts"])
+                    emb = np.arange(n * fake.dim, dtype="<f4").reshape(n, fake.dim)
+                    return self._send(200, {"embeddings": base64.b64encode(emb.tobytes()).decode(), "dim": fake.dim,
+                                            "winner": "aa" * 32, "producer": "bb" * 32, "loss": 123456,
+                                            "certificate": "cd" * 40, "attempts": [{"ok": True}]})
+                if self.path == "/transfer" and body["amount"] > 10**9:
+                    return self._send(400, {"error": "insufficient balance"})
+                self._send(200, {"ok": True})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "run.json").write_text(json.dumps({
+            "peer_id": "12D3KooWfake", "addrs": [], "account": "ff" * 32, "pid": os.getpid(),
+            "control_url": f"http://127.0.0.1:{self.server.server_port}"}))
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = FakeDaemon(tmp_path / "home")
+    yield d
+    d.close()
+
+
+COMMANDS = [["init"], ["run"], ["submit"], ["status"], ["transfer"], ["stake"], ["testnet", "up"],
+            ["testnet", "down"], ["testnet", "status"], ["testnet", "demo"]]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
+def test_every_command_has_help_with_an_example(cmd):
+    r = runner.invoke(app, cmd + ["--help"])
+    assert r.exit_code == 0, r.output
+    assert "Example" in r.output and "moenode " in r.output
+
+
+def test_init_creates_a_private_key_and_config_and_never_replaces_the_key(tmp_path):
+    home = tmp_path / "n"
+    r = runner.invoke(app, ["init", "--home", str(home), "--model", "minilm-l3", "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert stat.S_IMODE((home / "key").stat().st_mode) == 0o600
+    assert 'model = "minilm-l3"' in (home / "config.toml").read_text()
+    assert info["peer_id"].startswith("12D3KooW") and len(info["account"]) == 64
+    key = (home / "key").read_bytes()
+
+    again = runner.invoke(app, ["init", "--home", str(home)])
+    assert again.exit_code == 1 and "already a node home" in again.output
+    forced = runner.invoke(app, ["init", "--home", str(home), "--force", "--json"])
+    assert forced.exit_code == 0
+    assert (home / "key").read_bytes() == key and json.loads(forced.output)["account"] == info["account"]
+
+
+def test_run_refuses_a_home_without_key_or_genesis(tmp_path):
+    r = runner.invoke(app, ["run", "--home", str(tmp_path / "none")])
+    assert r.exit_code == 1 and "moenode init" in r.output
+    runner.invoke(app, ["init", "--home", str(tmp_path / "n")])
+    r = runner.invoke(app, ["run", "--home", str(tmp_path / "n")])
+    assert r.exit_code == 1 and "--genesis" in r.output
+
+
+def test_status_json_and_table(daemon, tmp_path):
+    home = tmp_path / "home"
+    r = runner.invoke(app, ["status", "--home", str(home), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == daemon.status
+    r = runner.invoke(app, ["status", "--home", str(home)])
+    assert r.exit_code == 0
+    for field in ("peers", "epoch", "stake", "balance", "rounds", "wins", "proxies", "strikes"):
+        assert field in r.output
+    assert "2 connected" in r.output
+
+
+def test_commands_without_a_running_node_explain_what_to_do(tmp_path):
+    r = runner.invoke(app, ["status", "--home", str(tmp_path)])
+    assert r.exit_code == 1 and "moenode run" in r.output
+    (tmp_path / "run.json").write_text(json.dumps({"control_url": "http://127.0.0.1:9", "pid": 2**22 + 1}))
+    r = runner.invoke(app, ["submit", "--home", str(tmp_path), "x"])
+    assert r.exit_code == 1 and "stale" in r.output
+
+
+def test_submit_texts_writes_npy_and_prints_summary(daemon, tmp_path):
+    out = tmp_path / "v.npy"
+    r = runner.invoke(app, ["submit", "--home", str(tmp_path / "home"), "--fee", "7", "--out", str(out),
+                            "one", "two", "three"])
+    assert r.exit_code == 0, r.output
+    assert daemon.requests[-1] == ("POST", "/submit", {"texts": ["one", "two", "three"], "fee": 7})
+    v = np.load(out)
+    assert v.shape == (3, 4) and v.dtype == np.float32 and v[1, 0] == 4.0
+    for word in ("winner", "producer", "proxied", "loss", "0.123456", "certificate"):
+        assert word in r.output
+
+
+def test_submit_file_jsonl_and_json_output(daemon, tmp_path):
+    f = tmp_path / "b.jsonl"
+    f.write_text('{"text": "alpha"}\n"beta"\n\n{"text": "gamma", "id": 3}\n')
+    r = runner.invoke(app, ["submit", "--home", str(tmp_path / "home"), "--file", str(f), "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert res["shape"] == [3, 4] and res["loss"] == 123456 and res["items"] == 3
+    assert daemon.requests[-1][2] == {"texts": ["alpha", "beta", "gamma"]}
+
+
+@pytest.mark.parametrize("content,msg", [('{"txt": 1}\n', "text"), ("not json\n", "not JSON")])
+def test_submit_bad_file_is_refused_before_anything_is_sent(daemon, tmp_path, content, msg):
+    f = tmp_path / "b.jsonl"
+    f.write_text(content)
+    r = runner.invoke(app, ["submit", "--home", str(tmp_path / "home"), "--file", str(f)])
+    assert r.exit_code == 1 and msg in r.output and "b.jsonl:1" in r.output
+    assert not any(p == "/submit" for _, p, _ in daemon.requests)
+
+
+def test_submit_usage_errors(daemon, tmp_path):
+    home = str(tmp_path / "home")
+    assert runner.invoke(app, ["submit", "--home", home]).exit_code == 2
+    assert runner.invoke(app, ["submit", "--home", home] + ["x"] * 257).exit_code == 2
+    assert runner.invoke(app, ["submit", "--home", home, "--fee", "0", "x"]).exit_code == 2
+    assert not daemon.requests
+
+
+def test_transfer_to_a_home_and_stake(daemon, tmp_path):
+    other = tmp_path / "other"
+    info = json.loads(runner.invoke(app, ["init", "--home", str(other), "--json"]).output)
+    r = runner.invoke(app, ["transfer", "--home", str(tmp_path / "home"), str(other), "500"])
+    assert r.exit_code == 0, r.output
+    assert daemon.requests[-1] == ("POST", "/transfer", {"to": info["account"], "amount": 500})
+    r = runner.invoke(app, ["transfer", "--home", str(tmp_path / "home"), info["peer_id"], "5"])
+    assert r.exit_code == 0 and daemon.requests[-1][2]["to"] == info["account"]
+    r = runner.invoke(app, ["stake", "--home", str(tmp_path / "home"), "1000", "--model", "minilm-l3"])
+    assert r.exit_code == 0 and daemon.requests[-1] == ("POST", "/stake", {"amount": 1000, "model": "minilm-l3"})
+
+
+def test_transfer_errors_are_reported(daemon, tmp_path):
+    home = str(tmp_path / "home")
+    r = runner.invoke(app, ["transfer", "--home", home, "nobody", "5"])
+    assert r.exit_code == 2 and "not an account" in r.output
+    r = runner.invoke(app, ["transfer", "--home", home, "ab" * 32, str(10**10)])
+    assert r.exit_code == 1 and "insufficient balance" in r.output
+
+
+# --- testnet pieces --------------------------------------------------------------------------------------------
+def test_default_models_are_distinct_general_models_then_specialists():
+    names = ["minilm-l6", "minilm-l3", "spec-code_py", "spec-legal", "spec-manpages"]
+    assert default_models(5, names) == names
+    assert default_models(3, names) == names[:3]
+    assert default_models(7, names)[5:] == ["minilm-l6", "minilm-l3"]
+
+
+def test_testnet_genesis_round_trips_and_funds_the_faucet(tmp_path):
+    tn = Testnet.create(tmp_path / "tn", 3, models=["minilm-l6", "minilm-l3", "minilm-l6"], epoch_ms=5_000)
+    g = parse_genesis((tmp_path / "tn" / "genesis.toml").read_text())
+    assert genesis_to_toml(g) == (tn.nodes[1].home / "genesis.toml").read_text()
+    by_pk = {a.pubkey.hex(): a for a in g.accounts}
+    assert [by_pk[nd.account].model_id for nd in tn.nodes] == ["minilm-l6", "minilm-l3", "minilm-l6"]
+    assert by_pk[tn.nodes[0].account].balance > by_pk[tn.nodes[1].account].balance > 0
+    assert all(a.stake > 0 for a in g.accounts) and g.epoch_ms == 5_000
+    assert g.params.round_abort_ms < 3_600_000  # testnet timers are short
+    doc = json.loads((tmp_path / "tn" / "testnet.json").read_text())
+    assert [n["home"] for n in doc["nodes"]] == [str(nd.home) for nd in tn.nodes]
+    assert all({"peer_id", "addrs", "home", "status_url"} <= set(n) for n in doc["nodes"])
+
+
+def test_make_genesis_is_deterministic():
+    accs = [(bytes([i]) * 32, "minilm-l6") for i in (3, 1, 2)]
+    a = make_genesis("t", accs, epoch_ms=1000, now_ms=5)
+    assert a == make_genesis("t", accs, epoch_ms=1000, now_ms=5)
+    assert [x.pubkey[0] for x in a.accounts] == [1, 2, 3] and a.supply() > 0
+
+
+def test_workload_batches_are_real_text_from_one_domain_each():
+    from moenode import corpus
+
+    w = workload(10, 4, seed=1)
+    assert len(w) == 10 and all(len(t) == 4 for _, t in w)
+    assert {d for d, _ in w} == set(corpus.domains())
+    texts = {d: {it.text for it in corpus.load(d)} for d in corpus.domains()}
+    assert all(set(t) <= texts[d] for d, t in w)
+    assert w == workload(10, 4, seed=1) and w != workload(10, 4, seed=2)
+
+
+def test_stop_pid_terminates_the_whole_process_group():
+    code = ("import signal, subprocess, sys, time\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "print(child.pid, flush=True)\n"
+            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+            "time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True, text=True)
+    child = int(p.stdout.readline())
+    assert stop_pid(p.pid, timeout=10, proc=p) == "stopped"
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the child of the stopped process survived")
+
+
+def test_stop_pid_kills_what_ignores_sigterm():
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True, text=True)
+    p.stdout.readline()
+    assert stop_pid(p.pid, timeout=0.5, proc=p) == "killed"
+    assert p.poll() is not None
+
+
+def test_testnet_down_without_a_testnet_is_a_clear_error(tmp_path):
+    r = runner.invoke(app, ["testnet", "down", "--dir", str(tmp_path)])
+    assert r.exit_code == 1 and "no testnet" in r.output
