@@ -12,6 +12,7 @@ Other modules register further types (ledger orders) with `@register`, so the re
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any, ClassVar, TypeVar
 
 from moenode.core.codec import canonical, decode
@@ -189,15 +190,28 @@ class Signed:
     def body(self) -> dict[str, Any]:
         return body_of(self.msg, self.net)
 
-    @property
+    @cached_property
+    def body_bytes(self) -> bytes:
+        return canonical(self.body())
+
+    @cached_property
     def id(self) -> bytes:
-        return H("msg", canonical(self.body()))
+        return H("msg", self.body_bytes)
 
     def encode(self) -> bytes:
-        return canonical({"body": self.body(), "signer": self.signer, "sig": self.sig})
+        """canonical({"body", "sig", "signer"}), assembled from the cached body encoding (keys in sorted order)."""
+        return self._encoded
+
+    @cached_property
+    def _encoded(self) -> bytes:
+        return (b"\x83" + _BODY_KEY + self.body_bytes + _SIG_KEY + canonical(self.sig)
+                + _SIGNER_KEY + canonical(self.signer))
 
     def as_wire(self) -> dict[str, Any]:
         return {"body": self.body(), "signer": self.signer, "sig": self.sig}
+
+
+_BODY_KEY, _SIG_KEY, _SIGNER_KEY = canonical("body"), canonical("sig"), canonical("signer")
 
 
 def body_of(msg: Message, net: bytes) -> dict[str, Any]:

@@ -215,6 +215,8 @@ class MemberRound:
     report_deadline: int | None = None
     accepted: dict[bytes, bytes] = field(default_factory=dict)  # member -> accepted digest
     rejected: set[bytes] = field(default_factory=set)
+    voters: set[bytes] = field(default_factory=set)
+    tally: dict[bytes, dict[bytes, int]] = field(default_factory=dict)  # member -> digest -> votes
     faulty: set[bytes] = field(default_factory=set)
     verified_bad: set[bytes] = field(default_factory=set)
     candidate: bytes | None = None
@@ -434,6 +436,7 @@ class MemberRound:
             if member not in self.ctx.members:
                 raise NotInShard("CommitVotes lists a non-member")
         s.votes = env
+        self._tally_votes(env.signer, env.msg)  # type: ignore[arg-type]
         if self.phase is Phase.VOTING:
             return self._decide(now, final=False)
         return []
@@ -482,26 +485,28 @@ class MemberRound:
         votes = tuple(sorted(self._committed().items()))
         env = seal(CommitVotes(self.shard_id, votes), self.signer, self.ctx.net)
         self._seen(self.me).votes = env
+        self._tally_votes(self.me, env.msg)  # type: ignore[arg-type]
         self.vote_deadline = now + self.ctx.params.vote_timeout_ms
         return self._broadcast(env) + self._decide(now, final=False)
 
+    def _tally_votes(self, voter: bytes, votes: CommitVotes) -> None:
+        """Count a voter's ballot once, when it arrives: deciding is then linear in n."""
+        self.voters.add(voter)
+        for member, digest in votes.votes:
+            per = self.tally.setdefault(member, {})
+            per[digest] = per.get(digest, 0) + 1
+
     def _decide(self, now: int, final: bool) -> list[Effect]:
         """Per member: accepted with >= q votes for one digest; rejected once that is out of reach."""
-        voters = {m: s.votes.msg for m, s in self.seen.items() if s.votes is not None}  # type: ignore[union-attr]
-        outstanding = 0 if final else len(set(self.ctx.members) - set(voters) - self._opted_out())
+        outstanding = 0 if final else len(set(self.ctx.members) - self.voters - self._opted_out())
         q = self.ctx.q
         accepted: dict[bytes, bytes] = {}
         undecided = False
         for m in self.ctx.members:
-            tally: dict[bytes, int] = {}
-            for v in voters.values():
-                d = dict(v.votes).get(m)  # type: ignore[attr-defined]
-                if d is not None:
-                    tally[d] = tally.get(d, 0) + 1
-            best = max(tally.items(), key=lambda kv: (kv[1], kv[0]), default=(b"", 0))
-            if best[1] >= q:
-                accepted[m] = best[0]
-            elif best[1] + outstanding >= q:
+            count, digest = max(((c, d) for d, c in self.tally.get(m, {}).items()), default=(0, b""))
+            if count >= q:
+                accepted[m] = digest
+            elif count + outstanding >= q:
                 undecided = True
         if undecided:
             return []

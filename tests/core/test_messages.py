@@ -128,3 +128,10 @@ def test_mutated_envelopes_raise_only_protocol_errors(data):
         open_signed(mutated, NET, ed25519_verify)
     except ProtocolError:
         pass
+
+
+@pytest.mark.parametrize("msg", samples(), ids=lambda m: m.TYPE)
+def test_fast_encoding_equals_canonical(msg):
+    env = seal(msg, S, NET)
+    assert env.encode() == canonical(env.as_wire())
+    assert env.id == H("msg", canonical(env.body()))
