@@ -1,0 +1,142 @@
+"""The client side of settlement: get one order certified (SPEC section 6.6). Sans-IO.
+
+Theory of operation: an `OrderSubmitter` holds one signed order and the voting power of its epoch. `start()`
+returns one `SendOrder` per authority; the node's net layer sends them in parallel and feeds each answer back:
+`on_vote(authority, sig)` or `on_refusal(authority, reason, account)`. A vote is checked before it counts. Once
+the votes carry >= 6,667 of 10,000 power the submitter emits `Certified(cert)` and ignores the rest.
+
+A refusal that names a missing credit or a gap (`insufficient_funds`, `sequence_gap`, `unknown_escrow`) is
+answered by sending the order again to that authority with the certificates from the client's `CertPool` that
+touch the named account and that this authority has not been sent yet (a bounded number of retries). Any other
+refusal is final for that authority. When the power still able to vote cannot reach the threshold, the submitter
+emits `Failed(reason)` naming every authority's refusal.
+
+States: collecting -> certified | failed (data, below); no clock: deadlines are the net layer's.
+"""
+
+from dataclasses import dataclass, field
+
+from moenode.core.crypto import Verifier
+from moenode.core.errors import ProtocolError
+from moenode.core.messages import Signed
+from moenode.core.orders import CertifiedOrder, PayEscrow, Refund, Settle, Transfer, certify, escrow_account, vote_digest
+from moenode.core.selection import CERT_THRESHOLD
+
+RETRYABLE = ("insufficient_funds", "sequence_gap", "unknown_escrow")
+TRANSITIONS = {"collecting": ("certified", "failed"), "certified": (), "failed": ()}
+
+
+@dataclass(frozen=True)
+class SendOrder:
+    authority: bytes
+    order: bytes
+    attachments: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class Certified:
+    cert: CertifiedOrder
+
+
+@dataclass(frozen=True)
+class Failed:
+    reason: str
+
+
+Effect = SendOrder | Certified | Failed
+
+
+class CertPool:
+    """Certified orders this client holds, indexed by every account they debit or credit."""
+
+    def __init__(self) -> None:
+        self._by_account: dict[bytes, dict[bytes, bytes]] = {}
+
+    def add(self, cert: CertifiedOrder) -> None:
+        o = cert.msg
+        touched = {o.account}
+        if isinstance(o, Transfer):
+            touched.add(o.recipient)
+        elif isinstance(o, PayEscrow):
+            touched.add(escrow_account(o.shard_id))
+        elif isinstance(o, Refund):
+            touched.add(cert.order.signer)
+        elif isinstance(o, Settle):
+            r = o.certificate.report
+            touched |= {r.winner, r.producer} | {pk for pk, _ in o.certificate.signatures}
+        data = cert.encode()
+        for acct in touched:
+            self._by_account.setdefault(acct, {})[cert.id] = data
+
+    def for_account(self, account: bytes) -> dict[bytes, bytes]:
+        return dict(self._by_account.get(account, {}))
+
+
+def refusal_of(err: ProtocolError) -> tuple[str, bytes | None]:
+    """(reason, account) of an authority's refusal, as the net layer carries it."""
+    return err.reason, getattr(err, "account", None)
+
+
+@dataclass
+class OrderSubmitter:
+    order: Signed
+    power: dict[bytes, int]
+    verify: Verifier
+    pool: CertPool = field(default_factory=CertPool)
+    max_retries: int = 3
+    state: str = "collecting"
+    votes: dict[bytes, bytes] = field(default_factory=dict)
+    refused: dict[bytes, str] = field(default_factory=dict)
+    _sent: dict[bytes, set[bytes]] = field(default_factory=dict)
+    _retries: dict[bytes, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._digest = vote_digest(self.order.id, self.order.msg.epoch)  # type: ignore[attr-defined]
+        self._data = self.order.encode()
+
+    def _to(self, state: str) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"submitter: {self.state} -> {state} is not a transition")
+        self.state = state
+
+    def start(self) -> list[Effect]:
+        return [SendOrder(pk, self._data) for pk in sorted(self.power) if self.power[pk] > 0]
+
+    def power_of(self, pks) -> int:
+        return sum(self.power.get(pk, 0) for pk in pks)
+
+    def on_vote(self, authority: bytes, sig: bytes) -> list[Effect]:
+        if self.state != "collecting" or authority in self.votes or self.power.get(authority, 0) <= 0:
+            return []
+        if not self.verify(authority, self._digest, sig):
+            return self._refuse(authority, "bad_vote")
+        self.votes[authority] = sig
+        self.refused.pop(authority, None)
+        if self.power_of(self.votes) >= CERT_THRESHOLD:
+            self._to("certified")
+            return [Certified(self.certificate())]
+        return []
+
+    def on_refusal(self, authority: bytes, reason: str, account: bytes | None = None) -> list[Effect]:
+        if self.state != "collecting" or authority in self.votes:
+            return []
+        if reason in RETRYABLE and account is not None and self._retries.get(authority, 0) < self.max_retries:
+            sent = self._sent.setdefault(authority, set())
+            fresh = {i: d for i, d in self.pool.for_account(account).items() if i not in sent}
+            if fresh:
+                self._retries[authority] = self._retries.get(authority, 0) + 1
+                sent.update(fresh)
+                return [SendOrder(authority, self._data, tuple(fresh[i] for i in sorted(fresh)))]
+        return self._refuse(authority, reason)
+
+    def _refuse(self, authority: bytes, reason: str) -> list[Effect]:
+        self.refused[authority] = reason
+        still = self.power_of(pk for pk in self.power if pk not in self.refused)
+        if still < CERT_THRESHOLD:
+            self._to("failed")
+            why = ", ".join(f"{pk.hex()[:8]}: {r}" for pk, r in sorted(self.refused.items()))
+            return [Failed(f"cannot reach {CERT_THRESHOLD} voting power; refusals: {why}")]
+        return []
+
+    def certificate(self) -> CertifiedOrder:
+        return certify(self.order, self.votes)
