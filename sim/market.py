@@ -1,0 +1,335 @@
+"""The market level: one step per round, with the protocol's real decisions, fast enough for a million rounds.
+
+Theory of operation
+-------------------
+Submissions are processed in chunks. For every submission the shard is the protocol's own draw: the real
+`shard_seed` of its (epoch seed, data hash, nonce, pay id) and `ShardSampler`, which is bit-for-bit `sample_shard`
+on the epoch's `voting_power` (cached per epoch). Every shard member's routing goes through
+`moenode.core.routing.rank` once per submission (all honest members hold the same winner index) and the rule's
+`decide` per member (vectorised in `decide_many`, tested equal to `decide`). An expert serves one sponsor per shard
+(the first by public key, as the message level does with equal latencies) and never a shard it is in.
+
+The round itself is abstracted into its outcome, following `moenode.core.round`:
+- commit times are compute times (a proxied member waits for its expert plus two hops); the vote closes when all
+  live members committed, or at `t_q + min(max(grace_min, t_q - t_first), grace_cap)`, or at the commit deadline;
+  later commits are rejected (strikes). Fewer than q accepted commits: the round fails and the escrow is refunded.
+- equivocators are caught by their two commits (evidence, never accepted); withholders commit but never reveal
+  (strikes); fake-score members claim a loss their vectors do not support and fail verification (faulty) when they
+  are the lowest claim; evaluation takes candidates by (claimed batch loss, member) exactly as the core does.
+- the certificate is signed by every accepted member that revealed and is not faulty; `settle_split` pays;
+  strikes, faulty marks and evidence slash at the epoch transition (`checkpoint.next_table`).
+The winner index learns each chunk's certificates after the chunk (a gossip delay of one chunk).
+
+On the same item stream and the same realised losses it also evaluates the other policies: `random` (the shard as
+drawn, no proxies), `oracle` (the expert with the lowest expected loss on the batch, from a per-domain shortlist of
+the most skilled experts) and `cbtm` (k-means over past routing vectors, each cluster routed to the producer with the
+lowest mean winning loss in it; cold clusters fall back to the shard).
+"""
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from moenode.core.checkpoint import Item
+from moenode.core.crypto import H
+from moenode.core.genesis import Params
+from moenode.core.routing import Candidate, decide, rank
+from moenode.core.selection import voting_power
+from moenode.core.genesis import next_epoch_seed
+from moenode.core.selection import quorum, shard_size
+from sim.book import Book, escrow_id
+from sim.config import Scenario
+from sim.draw import ShardSampler
+from sim.index import WinnerIndex
+from sim.metrics import Recorder
+from sim.population import Population, item_text, nonce_of, round_ids
+from sim.world import micro
+
+BIG = np.int64(1 << 40)
+
+
+def decide_many(own: np.ndarray, ranked: list[Candidate], params: Params) -> np.ndarray:
+    """`[decide(o, ranked, params).proxy for o in own]`, vectorised (members are never in `ranked`)."""
+    if not ranked:
+        return np.zeros(len(own), dtype=bool)
+    return own.astype(np.int64) * 10_000 > params.routing_margin_bps * ranked[0].loss_micro
+
+
+def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 12) -> np.ndarray:
+    """Spherical k-means (cosine), deterministic for the generator; returns unit centroids (k', D)."""
+    k = min(k, len(x))
+    cen = x[rng.choice(len(x), size=k, replace=False)].copy()
+    for _ in range(iters):
+        lab = (x @ cen.T).argmax(axis=1)
+        for j in range(k):
+            pts = x[lab == j]
+            if len(pts):
+                c = pts.sum(axis=0)
+                cen[j] = c / max(np.linalg.norm(c), 1e-12)
+    return cen
+
+
+class MarketSim:
+    def __init__(self, sc: Scenario, pop: Population | None = None):
+        self.sc, self.p = sc, sc.params
+        self.pop = pop or Population.build(sc)
+        s = sc.sim
+        self.rng = np.random.default_rng(s.seed)
+        self.world = self.pop.world
+        keys = self.pop.keys
+        self.book = Book(self.p, {c: s.client_balance for c in self.pop.clients}, {k: s.stake for k in keys})
+        self.index = WinnerIndex(sc.world.dim, s.index_cap)
+        self.classes = [self.pop.node_class(i) for i in range(s.nodes)]
+        self.rec = Recorder(s.nodes, sc.world.domains, self.classes)
+        self.prices = {k: int(self.world.price_bps[i]) for i, k in enumerate(keys)}
+        self.online = np.ones(s.nodes, dtype=bool)
+        self.epoch = 0
+        self.epoch_seed = self.pop.genesis.seed0()
+        self.tables: dict[int, dict[bytes, int]] = {0: dict(self.book.stakes), 1: dict(self.book.stakes)}
+        self._set_epoch_tables()
+        self.strike_count: dict[bytes, int] = {}
+        self.evidence: set[bytes] = set()
+        self.faulty_marks: set[bytes] = set()
+        self.domain_reward = np.zeros(sc.world.domains)
+        self.cbtm_centres: np.ndarray | None = None
+        self.cbtm_expert: np.ndarray | None = None
+        self.oracle_short = self.world.top_experts(s.oracle_shortlist)
+        self.trace: list[dict] = []
+        self.done = 0
+        self.events = 0
+
+    # epochs ------------------------------------------------------------------------------------------------------
+    def _set_epoch_tables(self) -> None:
+        table = self.tables[self.epoch]
+        power = voting_power(table)
+        self.sampler = ShardSampler(power)
+        self.pool_node = np.array([self.pop.index_of[k] for k in self.sampler.keys], dtype=np.int64)
+        self.n, self.q = shard_size(sum(1 for v in power.values() if v > 0))
+
+    def _end_epoch(self) -> None:
+        e = self.epoch
+        items = [Item(e, "strike", pk, H("strikes", pk + e.to_bytes(8, "big")), c)
+                 for pk, c in self.strike_count.items()]
+        items += [Item(e, "equivocation", pk, H("ev", pk + e.to_bytes(8, "big")), 1) for pk in self.evidence]
+        items += [Item(e, "faulty", pk, H("faulty", pk + e.to_bytes(8, "big")), 1) for pk in self.faulty_marks]
+        self.strike_count, self.evidence, self.faulty_marks = {}, set(), set()
+        self.book.items.extend(items)
+        lost = self.book.end_epoch(e)
+        for pk, amount in lost.items():
+            self.rec.slashed[self.pop.index_of[pk]] += amount
+        self.tables[e + 2] = dict(self.book.stakes)  # effective two epochs on, as the checkpoint rule says
+        # operators invest, the oracle's shortlist and cbtm's clusters follow the new skills and history
+        self.world.invest(self.domain_reward, self.sc.sim.invest_rate)
+        self.domain_reward[:] = 0
+        self.rec.specialization.append((e, self.world.specialization()))
+        self.rec.supply.append((e, self.book.supply()))
+        self.oracle_short = self.world.top_experts(self.sc.sim.oracle_shortlist)
+        self._refit_cbtm()
+        if self.sc.net.churn > 0:  # nodes leave and (re)join between epochs
+            self.online = self.rng.random(self.sc.sim.nodes) >= self.sc.net.churn
+        self.epoch = e + 1
+        self.epoch_seed = next_epoch_seed(self.epoch, self.epoch_seed)
+        self._set_epoch_tables()
+
+    def _refit_cbtm(self) -> None:
+        size = len(self.index)
+        if size < 4 * self.sc.sim.cbtm_clusters:
+            return
+        x, prod, loss = self.index.vec[:size], self.index.producer[:size], self.index.loss[:size]
+        cen = kmeans(x, self.sc.sim.cbtm_clusters, np.random.default_rng(self.sc.sim.seed + self.epoch))
+        lab = (x @ cen.T).argmax(axis=1)
+        best = np.full(len(cen), -1, dtype=np.int64)
+        for j in range(len(cen)):
+            m = lab == j
+            if not m.any():
+                continue
+            p, l_ = prod[m], loss[m]
+            uniq, inv = np.unique(p, return_inverse=True)
+            cnt = np.bincount(inv)
+            mean = np.bincount(inv, weights=l_) / cnt
+            mean[cnt < self.p.routing_min_hits] = np.inf
+            if np.isfinite(mean).any():
+                best[j] = uniq[int(mean.argmin())]
+        self.cbtm_centres, self.cbtm_expert = cen, best
+
+    # the run -----------------------------------------------------------------------------------------------------
+    def run(self, progress: Callable[[int, int], None] | None = None) -> dict:
+        s = self.sc.sim
+        t0 = time.perf_counter()
+        while self.done < s.submissions:
+            b = min(s.chunk, s.submissions - self.done, s.epoch_submissions - self.done % s.epoch_submissions)
+            self._chunk(b)
+            self.done += b
+            if self.done % s.epoch_submissions == 0:
+                self._end_epoch()
+            if progress:
+                progress(self.done, s.submissions)
+        for esc in list(self.book.escrows):
+            self.book.refund(esc)
+        self.book.check()
+        wall = time.perf_counter() - t0
+        return {"wall_s": wall, "events": self.events}
+
+    def _chunk(self, B: int) -> None:
+        s, p, w_ = self.sc.sim, self.p, self.world
+        b = s.per_batch
+        keys = self.pop.keys
+        dom, x = w_.draw_items(self.rng, B, b)
+        first = self.done * b
+        ids = (first + np.arange(B * b)).reshape(B, b)
+        w = w_.region(x)  # (B, b, K)
+        n, q = self.n, self.q
+        # shards: the protocol's draw for every submission
+        M = np.empty((B, n), dtype=np.int64)
+        sids: list[bytes] = []
+        clients = self.pop.clients
+        for i in range(B):
+            k = self.done + i
+            items = [item_text(int(t)) for t in ids[i]]
+            client = clients[k % len(clients)]
+            sid, _, _, seed = round_ids(self.epoch, self.epoch_seed, items, nonce_of(k), client)
+            sids.append(sid)
+            pos = self.sampler.indices(seed, n)
+            M[i] = np.sort(self.pool_node[pos])  # pubkey order == pool order
+        # realised and expected losses of every member on every item
+        real = micro(w_.realised_loss(M[:, :, None], ids[:, None, :], w[:, None, :, :]))  # (B, n, b)
+        own = (2 * real.sum(axis=2) + b) // (2 * b)  # batch_loss rounding, as the Payload schema requires
+        est = micro(w_.expected_loss(M[:, :, None], w[:, None, :, :]).mean(axis=2))
+        behaviour = self.pop.behaviour
+        beh = behaviour[M]
+        online = self.online[M]
+        # routing: the winner index's neighbours, rank once per shard, decide per member
+        prod, nloss, ncos = self.index.search(x.reshape(B * b, -1), p.routing_k)
+        lists = WinnerIndex.lists(prod, nloss, ncos, keys)
+        expert = np.full(B, -1, dtype=np.int64)
+        sponsor = np.full(B, -1, dtype=np.int64)
+        score = np.zeros(B)
+        for i in range(B):
+            if not s.proxy:
+                break
+            ranked = rank(lists[i * b:(i + 1) * b], self.prices, p, exclude=[keys[m] for m in M[i]])
+            if not ranked:
+                continue
+            want = decide_many(est[i], ranked, p) & online[i] & (beh[i] != "collapsed")
+            score[i] = est[i].max() / max(ranked[0].loss_micro, 1)
+            if want.any():
+                e = self.pop.index_of[ranked[0].producer]
+                if self.online[e] and behaviour[e] == "honest":
+                    expert[i] = e
+                    sponsor[i] = int(np.argmax(want))  # the first sponsor by public key is served
+        has = expert >= 0
+        ex_real = np.zeros((B, b), dtype=np.int64)
+        if has.any():
+            ex_real[has] = micro(w_.realised_loss(expert[has][:, None], ids[has], w[has]))
+        ex_batch = (2 * ex_real.sum(axis=1) + b) // (2 * b)
+        # candidates as claimed, commit times, the vote, acceptance
+        rows = np.arange(B)
+        claimed = own.copy()
+        claimed[has, sponsor[has]] = ex_batch[has]
+        truthful = claimed.copy()
+        fake = beh == "fake"
+        claimed[fake] = claimed[fake] * 3 // 10
+        t_commit = (w_.ms_per_item[M] * b).astype(np.float64)
+        t_commit[has, sponsor[has]] = w_.ms_per_item[expert[has]] * b + 2 * s.link_ms
+        t_commit[~online] = np.inf
+        t_arr = np.where(np.isfinite(t_commit), t_commit + s.link_ms, np.inf)  # as the others see it
+        deadline = float(p.commit_timeout_ms)
+        ts = np.sort(t_arr, axis=1)
+        n_commit = np.isfinite(ts).sum(axis=1)
+        t_first, t_q = ts[:, 0], ts[:, q - 1]
+        grace = np.minimum(np.maximum(p.grace_min_ms, t_q - t_first), p.grace_cap_ms)
+        last = np.where(n_commit > 0, ts[rows, np.maximum(n_commit - 1, 0)], np.inf)
+        vote_at = np.where(n_commit >= n, last, np.where(n_commit >= q, np.minimum(t_q + grace, deadline), deadline))
+        accepted = (t_arr <= vote_at[:, None]) & (beh != "equivocate")
+        revealed = accepted & (beh != "withhold")
+        enough = accepted.sum(axis=1) >= q
+        valid = revealed & ~fake
+        cv = np.where(valid, claimed, BIG)
+        win = cv.argmin(axis=1)
+        ok = enough & (cv[rows, win] < BIG)
+        win_claim = cv[rows, win]
+        pos = np.arange(n)[None, :]
+        tried_before = (claimed < win_claim[:, None]) | ((claimed == win_claim[:, None]) & (pos < win[:, None]))
+        faulty = revealed & fake & tried_before & ok[:, None]
+        equiv = (beh == "equivocate") & online
+        struck = ((~accepted) | (accepted & ~revealed)) & ~faulty & ~equiv
+        # settle, strike, learn
+        winner = M[rows, win]
+        producer = np.where(has & (sponsor == win), expert, winner)
+        win_loss = truthful[rows, win]
+        book, rec = self.book, self.rec
+        add_vec, add_prod, add_loss = [], [], []
+        for i in range(B):
+            sid = sids[i]
+            esc = escrow_id(sid)
+            if not book.pay(clients[(self.done + i) % len(clients)], esc, s.fee):
+                continue
+            for j in np.flatnonzero(equiv[i]):
+                self.evidence.add(keys[M[i, j]])
+            if not ok[i]:
+                book.refund(esc)
+                continue
+            wk, pk_ = keys[winner[i]], keys[producer[i]]
+            share = int(self.world.price_bps[producer[i]]) if producer[i] != winner[i] else 0
+            signers = [keys[m] for m in M[i][revealed[i] & ~faulty[i]]]
+            split = book.settle(esc, wk, pk_, share, signers)
+            for pk, amount in split.items():
+                rec.earned[self.pop.index_of[pk]] += amount
+            for m in M[i][struck[i]]:
+                k_ = keys[m]
+                self.strike_count[k_] = self.strike_count.get(k_, 0) + 1
+            for m in M[i][faulty[i]]:
+                self.faulty_marks.add(keys[m])
+            rec.wins[producer[i], dom[i]] += 1
+            self.domain_reward[dom[i]] += s.fee
+            add_vec.append(x[i])
+            add_prod.append(np.full(b, producer[i]))
+            add_loss.append(ex_real[i] if producer[i] != winner[i] else real[i, win[i]])
+            if s.trace:
+                self.trace.append({"shard_id": sid.hex(), "members": [keys[m].hex() for m in M[i]],
+                                   "winner": wk.hex(), "producer": pk_.hex(), "loss": int(win_loss[i]),
+                                   "strikes": sorted(keys[m].hex() for m in M[i][struck[i]])})
+        rec.strikes += np.bincount(M[struck], minlength=s.nodes)
+        rec.faulty += np.bincount(M[faulty], minlength=s.nodes)
+        if add_vec:
+            self.index.add(np.concatenate(add_vec), np.concatenate(add_prod), np.concatenate(add_loss))
+        # the policies, on the same realised losses
+        kind = self.world.kind
+        honest_ok = online & (beh == "honest")
+        rand = np.where(honest_ok, own, BIG).min(axis=1)
+        rand_pos = np.where(honest_ok, own, BIG).argmin(axis=1)
+        rand_f = np.where(rand < BIG, rand / 1e6, np.nan)
+        rec.add_policy("random", rand_f, np.zeros(B, bool), kind[M[rows, rand_pos]] == "specialist")
+        mk = np.where(ok, win_loss / 1e6, np.nan)
+        rec.add_policy("market", mk, ok & (producer != winner), kind[producer] == "specialist")
+        rec.certified.append(ok)
+        lat = vote_at + 3 * s.link_ms + s.verify_ms
+        rec.latency.append(np.where(ok, lat, np.nan)[ok])
+        # oracle: the expert with the lowest expected batch loss, from the domain's shortlist
+        top = self.oracle_short[w.mean(axis=1).argmax(axis=1)]  # (B, m)
+        exp_top = w_.expected_loss(top[:, :, None], w[:, None, :, :]).mean(axis=2)
+        exp_top = np.where(self.online[top], exp_top, np.inf)
+        best = top[rows, exp_top.argmin(axis=1)]
+        o_real = micro(w_.realised_loss(best[:, None], ids, w))
+        o_batch = (2 * o_real.sum(axis=1) + b) // (2 * b)
+        rec.add_policy("oracle", o_batch / 1e6, np.ones(B, bool), kind[best] == "specialist")
+        # cbtm: cluster of the batch's mean routing vector -> that cluster's best producer
+        if self.cbtm_centres is not None:
+            mv = x.mean(axis=1)
+            mv /= np.linalg.norm(mv, axis=1, keepdims=True)
+            ce = self.cbtm_expert[(mv @ self.cbtm_centres.T).argmax(axis=1)]
+            use = (ce >= 0) & self.online[np.maximum(ce, 0)]
+            c_real = micro(w_.realised_loss(np.maximum(ce, 0)[:, None], ids, w))
+            c_batch = (2 * c_real.sum(axis=1) + b) // (2 * b)
+            cb = np.where(use, c_batch / 1e6, rand_f)
+            rec.add_policy("cbtm", cb, use, np.where(use, kind[np.maximum(ce, 0)] == "specialist",
+                                                     kind[M[rows, rand_pos]] == "specialist"))
+        else:
+            rec.add_policy("cbtm", rand_f, np.zeros(B, bool), kind[M[rows, rand_pos]] == "specialist")
+        # the routing curve: what proxying each submission to its ranked expert would have scored
+        prox = np.where(has, np.minimum(ex_batch, rand), rand)
+        rec.curve_score.append(np.where(has, score, 0.0))
+        rec.curve_proxied_loss.append(np.where(rand < BIG, prox / 1e6, np.nan))
+        # protocol events this chunk stands for: per round n inputs + 4 broadcasts of n(n-1) + n reports to the client
+        self.events += B * (2 * n + 4 * n * (n - 1))

@@ -1,0 +1,23 @@
+"""The fast shard sampler is bit-for-bit the protocol's sample_shard."""
+
+import random
+
+from moenode.core.crypto import H
+from moenode.core.selection import sample_shard, voting_power
+from sim.draw import ShardSampler
+
+
+def test_fast_sampler_equals_sample_shard():
+    rng = random.Random(3)
+    for trial in range(40):
+        n_nodes = rng.choice([3, 7, 20, 60, 300])
+        stakes = {H("pk", bytes([trial, i % 256, i // 256])): rng.choice([0, 1, 5, 100, 1_000, 50_000])
+                  for i in range(n_nodes)}
+        power = voting_power(stakes) if any(stakes.values()) else {}
+        if not power:
+            continue
+        sampler = ShardSampler(power)
+        for s in range(10):
+            seed = H("seed", bytes([trial, s]))
+            n = rng.randrange(1, 40)
+            assert sampler.sample(seed, n) == sample_shard(power, seed, n)
