@@ -133,3 +133,24 @@ def test_split_vectors_sum_and_remainder():
                strikes=(), faulty=())
     s = settle_split(r, [b"\2" * 32, b"\3" * 32, b"\4" * 32], 9_000)
     assert s == {b"\2" * 32: 7}  # 90 % = 6, the 10 % (1) cannot split over 2 signers: remainder to the winner
+
+
+def test_verify_pay_cert_for_the_round(fresh):
+    from moenode.core.orders import verify_pay_cert
+
+    net = fresh()
+    payer = net.user_keys[0]
+    cert, ctx = net.pay(payer, fee=4_000)
+    kw = dict(shard_id=ctx["shard_id"], fee=4_000, submitter=payer.public_key, net=net.net, verify=net.verify,
+              stake_table_for_epoch=net.ledger.stakes_at)
+    assert verify_pay_cert(cert.encode(), **kw) == cert.id == ctx["pay_id"]
+    with pytest.raises(SchemaError, match="another shard, fee or submitter"):
+        verify_pay_cert(cert.encode(), **{**kw, "fee": 3_999})
+    with pytest.raises(SchemaError, match="no stake table"):
+        verify_pay_cert(cert.encode(), **{**kw, "stake_table_for_epoch": lambda e: {}[e]})
+    transfer = net.run(Transfer(payer.public_key, 1, 0, net.user_keys[1].public_key, 1), payer)
+    with pytest.raises(SchemaError, match="not a PayEscrow"):
+        verify_pay_cert(transfer.encode(), **kw)
+    under = CertifiedOrder(cert.order, cert.votes[:2])
+    with pytest.raises(SignatureError, match="voting power"):
+        verify_pay_cert(under.encode(), **kw)
