@@ -16,8 +16,8 @@ exponential backoff (0.25 s doubling to 10 s) and redialled whenever it is not c
 peer is found again without the node doing anything.
 
 Shutdown order matters in py-libp2p (leaving the service contexts with live connections raises from inside its
-nurseries): on exit we stop our own tasks, disconnect every peer, sleep briefly, and only then leave the Pubsub,
-GossipSub and host contexts.
+nurseries): on exit we stop our own tasks, close the listeners (so nobody redials us meanwhile), disconnect every
+peer, sleep briefly, and only then leave the Pubsub, GossipSub and host contexts.
 
 Logging goes to the `moenode.net` logger with a `peer` field on each record; the `libp2p` logger is set to
 propagate so that the node's logging configuration captures it as well.
@@ -103,6 +103,9 @@ class NetHost:
         """Dial a `/.../p2p/<id>` multiaddr; return the peer's account id. Raises PeerUnreachable."""
         info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
         peer = account_id_of(info.peer_id)
+        # libp2p refuses to redial a peer for 60 s after all its addresses failed; an explicit connect (and the
+        # bootstrap loop, which keeps its own backoff) should try now.
+        self.host.get_network().unblock_peer(info.peer_id)
         try:
             with trio.fail_after(timeout):
                 await self.host.connect(info)
@@ -181,6 +184,11 @@ class NetHost:
             await trio.sleep(cfg.bootstrap_tick)
 
     async def _disconnect_all(self) -> None:
+        # Stop accepting first: a peer redialling us during the grace period would race the teardown.
+        network = self.host.get_network()
+        for listener in list(getattr(network, "listeners", {}).values()):
+            with contextlib.suppress(Exception):  # closing twice is fine; libp2p closes them again later
+                await listener.close()
         for pid in list(self.host.get_connected_peers()):
             with contextlib.suppress(Exception):  # a peer that is already going away
                 await self.host.disconnect(pid)

@@ -11,8 +11,12 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as Noise
+from libp2p.tools.anyio_service import background_trio_service
 
-from moenode.core.crypto import H
+from moenode.core.codec import canonical
+from moenode.core.crypto import H, ed25519_verify
+from moenode.core.errors import ProtocolError
+from moenode.core.messages import Certificate, Report, body_of, decode_certificate
 from moenode.net import NetConfig, NetHost, open_host
 
 NET = H("network", b"tests/net")
@@ -75,18 +79,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def vanilla_host(sec_opt=None):
-    """A standard py-libp2p host built without moenode's helpers: Noise + Yamux (or the given security)."""
+def vanilla_host(security=None):
+    """A standard py-libp2p host built without moenode's helpers: Noise + Yamux, or `security(key_pair)`."""
     kp = create_new_key_pair()
-    if sec_opt is None:
+    if security is None:
         sec_opt = {NOISE_ID: Noise(kp, noise_privkey=x25519_key_pair().private_key)}
+    else:
+        sec_opt = security(kp)
     return new_host(key_pair=kp, sec_opt=sec_opt, muxer_preference="YAMUX",
                     listen_addrs=[multiaddr.Multiaddr(LOOPBACK)])
 
 
 @contextlib.asynccontextmanager
-async def run_vanilla(host) -> AsyncIterator[None]:
-    async with host.run(listen_addrs=[multiaddr.Multiaddr(LOOPBACK)]):
+async def run_vanilla(host, *services) -> AsyncIterator[None]:
+    """Run a vanilla host (and libp2p services such as Pubsub/GossipSub); disconnect before leaving them."""
+    async with host.run(listen_addrs=[multiaddr.Multiaddr(LOOPBACK)]), contextlib.AsyncExitStack() as stack:
+        for service in services:
+            await stack.enter_async_context(background_trio_service(service))
         try:
             yield
         finally:
@@ -95,3 +104,31 @@ async def run_vanilla(host) -> AsyncIterator[None]:
                     with contextlib.suppress(Exception):
                         await host.disconnect(p)
                 await trio.sleep(0.2)
+
+
+def make_certificate(net_id: bytes, signers: list, tag: bytes = b"r") -> bytes:
+    """A real Certificate (one Report signed by every signer), encoded as it travels on the certs topic."""
+    pk = signers[0].public_key
+    report = Report(
+        shard_id=H("shard", tag), epoch=1, submitter=pk, data_hash=H("data", tag), nonce=H("nonce", tag),
+        pay_id=H("pay", tag), fee=1000, winner=pk, producer=pk, producer_share_bps=500, model_id=H("model", tag),
+        winner_digest=H("digest", tag), loss_micro=1234, item_losses=(1, 2, 3), routing=b"", strikes=(), faulty=(),
+    )
+    digest = H("msg", canonical(body_of(report, net_id)))
+    sigs = tuple(sorted((s.public_key, s.sign(digest)) for s in signers))
+    cert = Certificate(report=report, signatures=sigs)
+    cert.validate()
+    return cert.encode()
+
+
+def certificate_ok(net_id: bytes, members: list[bytes]) -> Callable[[bytes], bool]:
+    """The schema check a node would pass for the certs topic: decode and verify the quorum."""
+
+    def check(data: bytes) -> bool:
+        try:
+            decode_certificate(data).check(net_id, ed25519_verify, members, 1)
+            return True
+        except ProtocolError:
+            return False
+
+    return check

@@ -1,0 +1,102 @@
+"""Gossip between real hosts: delivery, validators (schema, size), per-peer rate limits, network isolation."""
+
+import multiaddr
+import trio
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+
+from moenode.core.crypto import Ed25519Signer, H
+from moenode.net import Rate, topic_name
+from moenode.net.host import default_limits
+from netkit import NET, Inbox, certificate_ok, hosts, make_certificate, run_vanilla, seed, vanilla_host, wait_until
+
+
+def vanilla_pubsub(host):
+    gs = GossipSub(protocols=[PROTOCOL_ID_V11, PROTOCOL_ID], degree=6, degree_low=4, degree_high=12,
+                   heartbeat_interval=1, spam_protection_enabled=False)
+    return Pubsub(host, gs), gs
+
+
+async def test_certs_flow_and_validators_reject_bad_and_oversized():
+    names = ["g0", "g1", "g2", "g3"]
+    members = [Ed25519Signer(seed(n)) for n in names]
+    check = certificate_ok(NET, [m.public_key for m in members])
+    got = {n: Inbox() for n in names}
+    with trio.fail_after(40):
+        async with hosts(*names) as nets:
+            for i in range(len(nets) - 1):  # a line: g0 - g1 - g2 - g3, so messages must be relayed
+                await nets[i].connect(nets[i + 1].addrs()[0])
+            for n, net in zip(names, nets):
+                await net.gossip.subscribe("certs", got[n], check=check)
+            await wait_until(lambda: all(len(net.gossip.mesh_peers("certs")) >= 1 for net in nets))
+
+            cert = make_certificate(NET, [members[3]], tag=b"first")
+            await nets[3].gossip.publish("certs", cert)
+            for n in names[:3]:
+                await got[n].wait_for(1)
+                assert got[n].items == [(nets[3].account_id, cert)]
+            assert got["g3"].items == []  # our own publish is not handed back
+
+            # a standard peer attached to g0 publishes garbage, an oversized blob, a forged quorum, then a good cert
+            evil = vanilla_host()
+            ps, gs = vanilla_pubsub(evil)
+            async with run_vanilla(evil, ps, gs):
+                await ps.wait_until_ready()
+                topic = topic_name(NET, "certs")
+                await ps.subscribe(topic)
+                await evil.connect(info_from_p2p_addr(multiaddr.Multiaddr(nets[0].addrs()[0])))
+                await wait_until(lambda: nets[0].peer_id in gs.mesh.get(topic, set()))
+                outsider = Ed25519Signer(seed("outsider"))
+                await ps.publish(topic, b"\x93not a certificate")
+                await ps.publish(topic, b"\0" * (nets[0].config.gossip.topic_caps["certs"] + 1))
+                await ps.publish(topic, make_certificate(NET, [outsider], tag=b"forged"))
+                await wait_until(lambda: nets[0].counters.rejected("malformed") == 2)
+                await wait_until(lambda: nets[0].counters.rejected("oversized") == 1)
+                good = make_certificate(NET, [members[0]], tag=b"second")
+                await ps.publish(topic, good)
+                for n in names:
+                    await got[n].wait_for(2 if n != "g3" else 1)
+                # only the good ones arrived, everywhere; the bad ones were not relayed past g0
+                for n in names:
+                    datas = [d for _, d in got[n].items]
+                    assert good in datas and all(check(d) for d in datas)
+                for net in nets[1:]:
+                    assert net.counters.rejections() == {}
+
+
+async def test_gossip_rate_limit_per_forwarder():
+    limits = default_limits() | {"gossip": Rate(1.0, 3.0)}
+    inbox = Inbox()
+    with trio.fail_after(30):
+        async with hosts("gl", limits=limits) as (net,):
+            await net.gossip.subscribe("adverts", inbox)
+            flooder = vanilla_host()
+            ps, gs = vanilla_pubsub(flooder)
+            async with run_vanilla(flooder, ps, gs):
+                await ps.wait_until_ready()
+                topic = topic_name(NET, "adverts")
+                await ps.subscribe(topic)
+                await flooder.connect(info_from_p2p_addr(multiaddr.Multiaddr(net.addrs()[0])))
+                await wait_until(lambda: net.peer_id in gs.mesh.get(topic, set()))
+                for i in range(20):
+                    await ps.publish(topic, b"advert %d" % i)
+                await wait_until(lambda: len(inbox.items) + net.counters.rejected("rate_limited") == 20)
+                assert 3 <= len(inbox.items) < 20
+                assert net.counters.rejected("rate_limited") >= 1
+
+
+async def test_topics_are_namespaced_by_network():
+    other = H("network", b"another testnet")
+    assert topic_name(NET, "certs") != topic_name(other, "certs")
+    assert topic_name(NET, "certs").startswith(f"moenode/{NET.hex()[:16]}/")
+    a_in, b_in = Inbox(), Inbox()
+    with trio.fail_after(20):
+        async with hosts("n1") as (a,), hosts("n2", net_id=other) as (b,):
+            await a.gossip.subscribe("orders", a_in)
+            await b.gossip.subscribe("orders", b_in)
+            await a.connect(b.addrs()[0])
+            await trio.sleep(1.5)  # give a mesh the chance to form, were the topics the same
+            await a.gossip.publish("orders", b"order")
+            await trio.sleep(0.5)
+            assert b_in.items == [] and a.gossip.topic_peers("orders") == []
