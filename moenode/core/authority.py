@@ -4,7 +4,7 @@ Theory of operation: an authority is a `Ledger` plus a signing key plus a *lock 
 the id of the one order it signed there. `handle_order` applies any credit certificates attached to the request,
 checks the order against the ledger view (`Ledger.check_order`), then consults the lock:
 - no lock: write the lock through the injected `LedgerStore` (which must make it durable before returning), then
-  sign. The signature never leaves before the lock is on disk, so a crash between the two cannot lead to a
+  sign. The signature never leaves before the lock is on disk, so a crash between the two can never end in a
   conflicting signature after restart;
 - a lock on the same order (or, for an escrow, a Settle of the same shard report): sign again (idempotent);
 - a lock on another order: refuse with `Conflict`.
@@ -18,10 +18,11 @@ net layer carries requests and replies).
 from typing import Protocol
 
 from moenode.core.checkpoint import Checkpoint, CheckpointCert
+from moenode.core.codec import canonical, decode
 from moenode.core.crypto import Signer, Verifier
 from moenode.core.errors import StateError
 from moenode.core.ledger import Ledger, VerifyCache
-from moenode.core.messages import Evidence
+from moenode.core.messages import Evidence, body_of
 from moenode.core.orders import CertifiedOrder, Settle, open_order, vote_digest
 
 
@@ -156,22 +157,15 @@ class Authority:
 
 
 def cp_bytes(cp: Checkpoint, net: bytes) -> bytes:
-    from moenode.core.codec import canonical
-    from moenode.core.messages import body_of
-
     return canonical(body_of(cp, net))
 
 
 def ev_bytes(ev: Evidence) -> bytes:
-    from moenode.core.codec import canonical
-
     return canonical(ev.to_body())
 
 
 def replay(ledger: Ledger, log: list[tuple[str, bytes, bytes]], verify: Verifier | None = None) -> None:
     """Rebuild `ledger` from a store's log, re-checking every certificate. Raises ProtocolError on a bad entry."""
-    from moenode.core.codec import decode
-
     v = verify or ledger.verify
     for kind, ident, data in log:
         if kind == "order":
