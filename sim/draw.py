@@ -3,17 +3,19 @@
 Theory of operation: `sample_shard` walks the pool (sorted by pubkey) accumulating voting power and takes the first
 entry whose running sum exceeds `r = draw_index(seed, i, total)`, then removes it. With the prefix sums `C` of the
 full pool and the removed set R, the running sum over the remaining pool at position j is `C[j] - W(j)`, where W(j)
-is the power of removed entries at positions <= j. The entry taken is the smallest j with `C[j] - W(j) > r`; it is
-found by the fixed-point iteration `j <- bisect(C, r + W(j))`, which only moves forward and stops at that j (a
-removed position never satisfies the inequality first, because the sum does not grow across it). The draws
-themselves call the real `draw_index`, so the result is bit-for-bit `sample_shard` (tests/sim/test_draw.py checks
-it against the original on random stake tables).
+is the power of removed entries at positions <= j. The entry taken is the smallest j with `C[j] - W(j) > r`.
+Walking the removed positions k in ascending order, every k whose preceding sum `C[k-1]` is <= the running target
+lies at or before the answer, so its power joins the target; the first k beyond it ends the walk, and
+`bisect(C, target)` is the answer (never a removed position: the target includes every removed entry up to it).
+The draws hash exactly the bytes of `draw_index`, so the result is bit-for-bit `sample_shard`
+(tests/sim/test_draw.py checks it against the original on random stake tables).
 """
 
+import hashlib
 from bisect import bisect_right, insort
 from itertools import accumulate
 
-from moenode.core.selection import draw_index
+DRAW_PREFIX = b"moenode/draw\x00"  # H("draw", .) inlined: the same bytes, without two calls per draw
 
 
 class ShardSampler:
@@ -24,27 +26,23 @@ class ShardSampler:
         self.keys = [pk for pk, _ in pool]
         self.vp = [vp for _, vp in pool]
         self.cum = list(accumulate(self.vp))
+        self.before = [0, *self.cum[:-1]]  # power of the entries before each position
         self.total = self.cum[-1] if self.cum else 0
 
     def indices(self, shard_seed: bytes, n: int) -> list[int]:
         """Pool positions of the drawn members, in draw order."""
-        cum, vp = self.cum, self.vp
-        removed: list[int] = []
+        cum, before, vp = self.cum, self.before, self.vp
+        removed: list[int] = []  # sorted positions
         taken: list[int] = []
         total = self.total
+        blake, prefix = hashlib.blake2b, DRAW_PREFIX + shard_seed
         for i in range(min(n, len(cum))):
-            r = draw_index(shard_seed, i, total)
-            j = bisect_right(cum, r)
-            while True:
-                w = 0
-                for k in removed:
-                    if k > j:
-                        break
-                    w += vp[k]
-                j2 = bisect_right(cum, r + w)
-                if j2 == j:
+            t = int.from_bytes(blake(prefix + i.to_bytes(4, "big"), digest_size=32).digest(), "big") % total
+            for k in removed:  # a removed entry at or before the answer shifts the target by its power
+                if before[k] > t:
                     break
-                j = j2
+                t += vp[k]
+            j = bisect_right(cum, t)
             insort(removed, j)
             taken.append(j)
             total -= vp[j]

@@ -21,9 +21,7 @@ The round itself is abstracted into its outcome, following `moenode.core.round`:
 The winner index learns each chunk's certificates after the chunk (a gossip delay of one chunk).
 
 On the same item stream and the same realised losses it also evaluates the other policies: `random` (the shard as
-drawn, no proxies), `oracle` (the expert with the lowest expected loss on the batch, from a per-domain shortlist of
-the most skilled experts) and `cbtm` (k-means over past routing vectors, each cluster routed to the producer with the
-lowest mean winning loss in it; cold clusters fall back to the shard).
+drawn, no proxies), `oracle` and `cbtm` (see `sim.policies`).
 """
 
 import time
@@ -44,9 +42,9 @@ from sim.draw import ShardSampler
 from sim.index import WinnerIndex
 from sim.metrics import Recorder
 from sim.population import Population, item_text, nonce_of, round_ids
+from sim.policies import BIG, Cbtm, expert_batch_loss, oracle_expert
 from sim.world import micro
 
-BIG = np.int64(1 << 40)
 
 
 def decide_many(own: np.ndarray, ranked: list[Candidate], params: Params) -> np.ndarray:
@@ -54,20 +52,6 @@ def decide_many(own: np.ndarray, ranked: list[Candidate], params: Params) -> np.
     if not ranked:
         return np.zeros(len(own), dtype=bool)
     return own.astype(np.int64) * 10_000 > params.routing_margin_bps * ranked[0].loss_micro
-
-
-def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 12) -> np.ndarray:
-    """Spherical k-means (cosine), deterministic for the generator; returns unit centroids (k', D)."""
-    k = min(k, len(x))
-    cen = x[rng.choice(len(x), size=k, replace=False)].copy()
-    for _ in range(iters):
-        lab = (x @ cen.T).argmax(axis=1)
-        for j in range(k):
-            pts = x[lab == j]
-            if len(pts):
-                c = pts.sum(axis=0)
-                cen[j] = c / max(np.linalg.norm(c), 1e-12)
-    return cen
 
 
 class MarketSim:
@@ -92,8 +76,7 @@ class MarketSim:
         self.evidence: set[bytes] = set()
         self.faulty_marks: set[bytes] = set()
         self.domain_reward = np.zeros(sc.world.domains)
-        self.cbtm_centres: np.ndarray | None = None
-        self.cbtm_expert: np.ndarray | None = None
+        self.cbtm = Cbtm(s.cbtm_clusters, self.p.routing_min_hits, s.seed)
         self.oracle_short = self.world.top_experts(s.oracle_shortlist)
         self.trace: list[dict] = []
         self.done = 0
@@ -133,25 +116,7 @@ class MarketSim:
         self._set_epoch_tables()
 
     def _refit_cbtm(self) -> None:
-        size = len(self.index)
-        if size < 4 * self.sc.sim.cbtm_clusters:
-            return
-        x, prod, loss = self.index.vec[:size], self.index.producer[:size], self.index.loss[:size]
-        cen = kmeans(x, self.sc.sim.cbtm_clusters, np.random.default_rng(self.sc.sim.seed + self.epoch))
-        lab = (x @ cen.T).argmax(axis=1)
-        best = np.full(len(cen), -1, dtype=np.int64)
-        for j in range(len(cen)):
-            m = lab == j
-            if not m.any():
-                continue
-            p, l_ = prod[m], loss[m]
-            uniq, inv = np.unique(p, return_inverse=True)
-            cnt = np.bincount(inv)
-            mean = np.bincount(inv, weights=l_) / cnt
-            mean[cnt < self.p.routing_min_hits] = np.inf
-            if np.isfinite(mean).any():
-                best[j] = uniq[int(mean.argmin())]
-        self.cbtm_centres, self.cbtm_expert = cen, best
+        self.cbtm.fit(self.index, self.epoch)
 
     # the run -----------------------------------------------------------------------------------------------------
     def run(self, progress: Callable[[int, int], None] | None = None) -> dict:
@@ -306,27 +271,14 @@ class MarketSim:
         rec.certified.append(ok)
         lat = vote_at + 3 * s.link_ms + s.verify_ms
         rec.latency.append(np.where(ok, lat, np.nan)[ok])
-        # oracle: the expert with the lowest expected batch loss, from the domain's shortlist
-        top = self.oracle_short[w.mean(axis=1).argmax(axis=1)]  # (B, m)
-        exp_top = w_.expected_loss(top[:, :, None], w[:, None, :, :]).mean(axis=2)
-        exp_top = np.where(self.online[top], exp_top, np.inf)
-        best = top[rows, exp_top.argmin(axis=1)]
-        o_real = micro(w_.realised_loss(best[:, None], ids, w))
-        o_batch = (2 * o_real.sum(axis=1) + b) // (2 * b)
-        rec.add_policy("oracle", o_batch / 1e6, np.ones(B, bool), kind[best] == "specialist")
-        # cbtm: cluster of the batch's mean routing vector -> that cluster's best producer
-        if self.cbtm_centres is not None:
-            mv = x.mean(axis=1)
-            mv /= np.linalg.norm(mv, axis=1, keepdims=True)
-            ce = self.cbtm_expert[(mv @ self.cbtm_centres.T).argmax(axis=1)]
-            use = (ce >= 0) & self.online[np.maximum(ce, 0)]
-            c_real = micro(w_.realised_loss(np.maximum(ce, 0)[:, None], ids, w))
-            c_batch = (2 * c_real.sum(axis=1) + b) // (2 * b)
-            cb = np.where(use, c_batch / 1e6, rand_f)
-            rec.add_policy("cbtm", cb, use, np.where(use, kind[np.maximum(ce, 0)] == "specialist",
-                                                     kind[M[rows, rand_pos]] == "specialist"))
-        else:
-            rec.add_policy("cbtm", rand_f, np.zeros(B, bool), kind[M[rows, rand_pos]] == "specialist")
+        # oracle and cbtm
+        best = oracle_expert(w_, self.oracle_short, w, self.online)
+        rec.add_policy("oracle", expert_batch_loss(w_, best, ids, w) / 1e6, np.ones(B, bool),
+                       kind[best] == "specialist")
+        ce = self.cbtm.route(x, self.online)
+        use = ce >= 0
+        cb = np.where(use, expert_batch_loss(w_, ce, ids, w) / 1e6, rand_f)
+        rec.add_policy("cbtm", cb, use, np.where(use, kind[np.maximum(ce, 0)], kind[M[rows, rand_pos]]) == "specialist")
         # the routing curve: what proxying each submission to its ranked expert would have scored
         prox = np.where(has, np.minimum(ex_batch, rand), rand)
         rec.curve_score.append(np.where(has, score, 0.0))
