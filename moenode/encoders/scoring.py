@@ -366,3 +366,13 @@ def additive_losses(encoder: Encoder, items: Sequence[str], shard_seed: bytes, p
         den = np.mean([np.sum((f - a[j] - b[k]) ** 2) for j in range(mm) for k in range(mm) if j != k])
         out[i] = float(num / (den + 1e-9))
     return out
+
+
+def reference_texts() -> list[str]:
+    """The network's reference corpus, in its fixed order: every domain's reference split, domains sorted.
+
+    Nodes prove they hold the same one by comparing `moenode.corpus.reference_digest()`.
+    """
+    from moenode import corpus
+
+    return [item.text for d in corpus.domains() for item in corpus.split(d, "reference")]

@@ -36,6 +36,7 @@ from moenode.encoders.runtime import Encoder, ModelError, dist_file
 L6, L3 = "minilm-l6", "minilm-l3"
 ADVERSARIES = ("adv-bag-of-tokens", "adv-random-init", "adv-constant", "adv-zero", "adv-noise")
 DIM = 384
+SPECIALIST_DOMAINS = {"spec-code": "code_py", "spec-legal": "legal", "spec-man": "manpages"}  # shipped adapters
 
 
 def adapter_dir() -> Path:
