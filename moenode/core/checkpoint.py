@@ -142,6 +142,24 @@ class CheckpointCert:
                                  reason="under_quorum")
 
 
+class CheckpointCollector:
+    """Sans-IO: gathers authorities' votes on one checkpoint until they carry the quorum of `power` (of E+1)."""
+
+    def __init__(self, checkpoint: Checkpoint, net: bytes, power: dict[bytes, int], verify: Verifier):
+        self.checkpoint, self.power, self.verify = checkpoint, power, verify
+        self.digest = checkpoint.digest_for(net)
+        self.votes: dict[bytes, bytes] = {}
+
+    def add(self, authority: bytes, sig: bytes) -> CheckpointCert | None:
+        """Count a vote (ignored if powerless, repeated or invalid); return the certificate once the quorum holds."""
+        if self.power.get(authority, 0) > 0 and authority not in self.votes \
+                and self.verify(authority, self.digest, sig):
+            self.votes[authority] = sig
+        if sum(self.power[pk] for pk in self.votes) >= CERT_THRESHOLD:
+            return CheckpointCert(self.checkpoint, tuple(sorted(self.votes.items())))
+        return None
+
+
 # the table transition ---------------------------------------------------------------------------------------------
 def slash_bps(items: tuple[Item, ...] | list[Item], params: Params) -> dict[bytes, int]:
     strikes: dict[tuple[bytes, int], int] = {}

@@ -56,6 +56,8 @@ from moenode.core.orders import (
 )
 from moenode.core.selection import sample_shard, shard_seed, shard_size, voting_power
 
+MAX_PENDING = 1 << 16
+
 
 class InsufficientFunds(StateError):
     """The account's balance in this authority's view is short; credit certificates may fix it."""
@@ -305,6 +307,10 @@ class Ledger:
         if self.applied.get((o.account, o.sequence)) == cert.id:
             return "duplicate"
         if o.epoch > self.known_through:
+            # its stake table is not fixed yet; a bounded wait, so made-up future epochs cannot fill memory
+            if o.epoch > self.known_through + 2 or len(self.pending) >= MAX_PENDING:
+                raise StateError(f"{o.TYPE}: epoch {o.epoch} is too far ahead (tables known through "
+                                 f"{self.known_through})", reason="future_epoch")
             self.pending[cert.id] = cert
             return "pending"
         cert.check(self.power_at(o.epoch), verify or self.verify)

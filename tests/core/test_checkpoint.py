@@ -113,3 +113,32 @@ def test_orders_of_an_unfixed_epoch_wait_for_the_checkpoint():
     assert node.accept_checkpoint(cp_data) == "applied"
     assert node.ledger.balance(bob.public_key) == 1_000_009 and not node.ledger.pending
     assert T0 < EPOCH_MS
+
+
+def test_collector_forms_the_certificate_at_quorum_only():
+    from moenode.core.checkpoint import CheckpointCollector
+
+    net = Net(n=4)
+    cp = net.ledger.propose_checkpoint(0)
+    col = CheckpointCollector(cp, net.net, net.ledger.power_at(1), net.verify)
+    a = net.authorities
+    assert col.add(a[0].me, a[0].sign_checkpoint(cp, EPOCH_MS)) is None
+    assert col.add(a[1].me, bytes(64)) is None and a[1].me not in col.votes  # a bad vote is not counted
+    assert col.add(net.user_keys[0].public_key, bytes(64)) is None  # no power
+    assert col.add(a[1].me, a[1].sign_checkpoint(cp, EPOCH_MS)) is None
+    cc = col.add(a[2].me, a[2].sign_checkpoint(cp, EPOCH_MS))
+    assert cc is not None and len(cc.votes) == 3
+    for x in a:
+        assert x.accept_checkpoint(cc.encode()) == "applied"
+
+
+def test_far_future_certificates_are_refused_not_hoarded():
+    net = Net(n=4)
+    alice, bob = net.user_keys[:2]
+    far = net.seal(Transfer(alice.public_key, 0, 9, bob.public_key, 1), alice)
+    from moenode.core.orders import CertifiedOrder
+
+    fake = CertifiedOrder(far, ((net.authorities[0].me, bytes(64)),))
+    with pytest.raises(StateError, match="too far ahead"):
+        net.authorities[0].accept_certificate(fake.encode())
+    assert not net.ledger.pending

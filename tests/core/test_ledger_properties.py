@@ -88,7 +88,7 @@ def deliver(node: Authority, kind: str, data: bytes) -> None:
         node.accept_checkpoint(data)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(4, 10), ops=st.lists(OP, min_size=1, max_size=25), seed=st.integers(0, 2**32 - 1))
 def test_any_delivery_order_reaches_the_same_state(n, ops, seed):
     rng = random.Random(seed)
@@ -108,7 +108,7 @@ def test_any_delivery_order_reaches_the_same_state(n, ops, seed):
         assert node.ledger.state_digest() == want
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_dropped_checkpoint_leaves_later_orders_pending_not_wrong(seed):
     """Until the checkpoint arrives, orders of the epoch it fixes wait; the supply holds throughout."""
