@@ -198,7 +198,7 @@ class Ledger:
         """The stake table of `epoch`. KeyError if it is not fixed yet (its checkpoint is outstanding)."""
         if epoch > self.known_through:
             raise KeyError(f"the stake table of epoch {epoch} is not fixed yet (known through {self.known_through})")
-        return self.tables[max(e for e in self.tables if e <= epoch)]
+        return self.tables[epoch]  # one entry per epoch 0..known_through (a carried-over table is a copy)
 
     def power_at(self, epoch: int) -> dict[bytes, int]:
         if epoch not in self._powers:
