@@ -26,6 +26,7 @@ Certified orders of an epoch whose stake table is not yet known wait in `pending
 """
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from moenode.core.checkpoint import (
@@ -42,7 +43,7 @@ from moenode.core.codec import canonical
 from moenode.core.crypto import H, Verifier
 from moenode.core.errors import ProtocolError, Replay, SchemaError, SignatureError, StateError
 from moenode.core.genesis import Genesis, next_epoch_seed
-from moenode.core.messages import Certificate, Evidence, Report, Signed, shard_id as derive_shard_id
+from moenode.core.messages import Certificate, Evidence, Input, Report, Signed, shard_id as derive_shard_id
 from moenode.core.orders import (
     CertifiedOrder,
     Order,
@@ -53,6 +54,7 @@ from moenode.core.orders import (
     Transfer,
     Unstake,
     escrow_account,
+    verify_pay_cert,
 )
 from moenode.core.selection import sample_shard, shard_seed, shard_size, voting_power
 
@@ -227,6 +229,15 @@ class Ledger:
             "cp": [self.known_through, self.last_cp],
         }
         return H("ledger-state", canonical(state))
+
+    def payment_check(self) -> Callable[[Input], None]:
+        """The round's injected payment check: `pay_cert` is a certified PayEscrow matching the Input."""
+        def check(inp: Input) -> None:
+            pay_id = verify_pay_cert(inp.pay_cert, shard_id=inp.shard_id, fee=inp.fee, submitter=inp.submitter,
+                                     net=self.net, verify=self.verify, stake_table_for_epoch=self.stakes_at)
+            if pay_id != inp.pay_id:
+                raise SchemaError("Input: pay_id is not the id of the certified payment")
+        return check
 
     # the authority's view -----------------------------------------------------------------------------------------
     def check_order(self, signed: Signed, now_ms: int) -> None:

@@ -154,3 +154,22 @@ def test_verify_pay_cert_for_the_round(fresh):
     under = CertifiedOrder(cert.order, cert.votes[:2])
     with pytest.raises(SignatureError, match="voting power"):
         verify_pay_cert(under.encode(), **kw)
+
+
+def test_payment_check_for_the_round_input(fresh):
+    from moenode.core.messages import Input
+
+    net = fresh()
+    payer = net.user_keys[0]
+    items = (b"hello",)
+    cert, ctx = net.pay(payer, fee=900, items=items)
+    inp = Input(shard_id=ctx["shard_id"], epoch=0, submitter=payer.public_key, pay_id=cert.id,
+                pay_cert=cert.encode(), fee=900, data_hash=ctx["data_hash"], nonce=ctx["nonce"], modality="text",
+                deadline_ms=500_000, items=("hello",))
+    check = net.ledger.payment_check()
+    check(inp)
+    from dataclasses import replace
+    with pytest.raises(SchemaError, match="pay_id is not"):
+        check(replace(inp, pay_id=b"\x09" * 32))
+    with pytest.raises(SchemaError, match="fee or submitter"):
+        check(replace(inp, fee=901))
