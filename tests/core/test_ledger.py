@@ -173,3 +173,39 @@ def test_payment_check_for_the_round_input(fresh):
         check(replace(inp, pay_id=b"\x09" * 32))
     with pytest.raises(SchemaError, match="fee or submitter"):
         check(replace(inp, fee=901))
+
+
+def test_the_lock_is_stored_before_any_signature_exists(fresh):
+    from moenode.core.authority import Authority, MemoryStore
+
+    net = fresh()
+    alice, bob = net.user_keys[:2]
+    signed = net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 5), alice)
+    events = []
+
+    class Store(MemoryStore):
+        def put_lock(self, *args):
+            events.append("lock")
+            raise OSError("disk full")
+
+    class Key:
+        public_key = net.auth_keys[0].public_key
+
+        def sign(self, digest):
+            events.append("sign")
+            return net.auth_keys[0].sign(digest)
+
+    auth = Authority(net.authorities[0].ledger, Key(), Store())
+    with pytest.raises(OSError):
+        auth.handle_order(signed.encode(), T0)
+    assert events == ["lock"]  # the failed lock write means no vote was ever made
+
+
+def test_only_authorities_of_the_epoch_vote(fresh):
+    from moenode.core.authority import Authority, MemoryStore
+
+    net = fresh()
+    alice, bob = net.user_keys[:2]
+    outsider = Authority(net.ledger, net.user_keys[2], MemoryStore())
+    with pytest.raises(StateError, match="not an authority"):
+        outsider.handle_order(net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 5), alice).encode(), T0)
