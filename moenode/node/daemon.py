@@ -1,0 +1,375 @@
+"""The daemon: one `Node` wires identity, genesis, ledger, network, encoders, winner index and shard rounds.
+
+Theory of operation: `Node(home)` reads the home directory (config.toml, key, genesis.toml; see moenode.config)
+and opens the archive and the ledger replayed from it. `Node.run()` then, in order: loads the encoder and the
+router model on a worker thread, opens the winner index snapshot, starts the libp2p host (`moenode.net`) with the
+round driver as its envelope handler, registers the RPCs (`order` for the authority, `proxy` for the expert,
+`sync` for late joiners) and the gossip topics (`certs`, `orders`, `adverts`, `checkpoints`), starts the control
+API on 127.0.0.1, the advert and housekeeping loops and the catch-up sync, writes `run.json`, and serves until
+`stop()`. Leaving `run()` cancels the node's tasks, saves the winner index, removes run.json and closes the
+archive; the net layer disconnects every peer before the libp2p services stop (py-libp2p needs that order).
+
+Everything that mutates protocol state runs on the trio thread; ONNX and FAISS calls go through
+`trio.to_thread.run_sync`. Certificates, ours or gossiped, go through one door, `on_certificate`: verified against
+the recomputed shard, archived, added to the winner index, gossiped once if ours, and settled if we won.
+
+Rejections of peers' messages are counted by reason in the net layer's counters and logged with the peer id.
+`run_node(home)` is what `moenode run` calls: logging to HOME/node.log, SIGINT/SIGTERM stop the node cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import trio
+
+from moenode.config import Config, atomic_write, load_config
+from moenode.core.crypto import Ed25519Signer, ed25519_verify
+from moenode.core.errors import ProtocolError, SignatureError
+from moenode.core.genesis import Genesis, parse_genesis
+from moenode.core.messages import Advert, Certificate, Evidence, ProxyRequest, decode_certificate, open_signed, seal
+from moenode.core.selection import voting_power
+from moenode.node.archive import Archive
+from moenode.node.payments import ORDER_REQUEST_CAP, ORDERS_TOPIC_CAP, Payments
+from moenode.node.rounds import PROXY_RESPONSE_CAP, Rounds
+from moenode.node.sync import Sync
+from moenode.store.keys import load_or_create_key
+
+log = logging.getLogger("moenode.node")
+
+HOUSEKEEPING_S = 2.0
+INDEX_SAVE_S = 30.0
+REASON_ALIASES = {"schema": "malformed"}  # the node reports schema violations as malformed messages
+
+
+class Metrics:
+    """The node's own event counters (the net layer keeps its own; /metrics exports both)."""
+
+    def __init__(self) -> None:
+        self.c: Counter[str] = Counter()
+
+    def inc(self, name: str, n: int = 1) -> None:
+        self.c[name] += n
+
+    def get(self, name: str) -> int:
+        return self.c[name]
+
+
+class Node:
+    def __init__(self, home: str | os.PathLike, *, config: Config | None = None, genesis: Genesis | None = None):
+        self.home = Path(home)
+        self.config = config or load_config(self.home)
+        if genesis is None:
+            gpath = self.config.path("genesis")
+            try:
+                genesis = parse_genesis(gpath.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{gpath}: no genesis; copy the network's genesis.toml there") from None
+        self.genesis = genesis
+        self.params = genesis.params
+        self.net_id = genesis.network_id
+        self.seed, _ = load_or_create_key(self.config.key_path)
+        self.signer = Ed25519Signer(self.seed)
+        self.metrics = Metrics()
+        self.archive = Archive(self.config.path("ledger"))
+        self.payments = Payments(self)
+        self.sync = Sync(self)
+        self.adverts: dict[bytes, Advert] = {}
+        self.certs_done: set[bytes] = set()
+        self.started_at = time.time()
+        self.control_url = ""
+        self.compute: Any = None
+        self.index: Any = None
+        self.net: Any = None
+        self.rounds: Rounds | None = None
+        self._nursery: trio.Nursery | None = None
+        self._stop: trio.Event | None = None
+        self._last_save = 0.0
+
+    @property
+    def account(self) -> bytes:
+        return self.signer.public_key
+
+    @staticmethod
+    def now_ms() -> int:
+        return int(time.time() * 1000)
+
+    def spawn(self, fn: Callable, *args: Any) -> None:
+        assert self._nursery is not None, "the node is not running"
+        self._nursery.start_soon(fn, *args)
+
+    def reject(self, peer: bytes | None, e: ProtocolError, where: str) -> None:
+        reason = REASON_ALIASES.get(e.reason, e.reason)
+        if self.net is not None:
+            self.net.counters.reject(reason, peer, str(e), where=where)
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    # lifecycle ---------------------------------------------------------------------------------------------------------
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        from moenode import control
+        from moenode.net import NetConfig, open_host
+        from moenode.net.gossip import DEFAULT_TOPIC_CAPS, GossipConfig
+        from moenode.node.compute import Compute
+        from moenode.winner_index import WinnerIndex
+
+        cfg, p = self.config, self.params
+        self._stop = trio.Event()
+        self.compute = await trio.to_thread.run_sync(Compute, cfg.model, p.router_model, p)
+        self.index = await trio.to_thread.run_sync(
+            lambda: WinnerIndex.open(cfg.path("index"), self.compute.routing_dim, epochs=p.index_epochs,
+                                     max_entries=p.index_max_entries))
+        self.certs_done = set()
+        self.rounds = Rounds(self)
+        caps = dict(DEFAULT_TOPIC_CAPS, orders=ORDERS_TOPIC_CAP)
+        netcfg = NetConfig(seed=self.seed, net_id=self.net_id, listen=cfg.listen, bootstrap=cfg.bootstrap,
+                           gossip=GossipConfig(topic_caps=caps))
+        try:
+            async with open_host(netcfg, on_message=self.rounds.on_envelope) as net:
+                self.net = net
+                net.set_request_handler("order", self.payments.serve_order, max_request=ORDER_REQUEST_CAP,
+                                        max_response=1024)
+                net.set_request_handler("proxy", self.rounds.serve_proxy, max_request=ProxyRequest.MAX_BYTES,
+                                        max_response=PROXY_RESPONSE_CAP)
+                net.set_page_handler("sync", self.sync.serve_page, max_limit=64)
+                await net.gossip.subscribe("certs", self._on_cert_gossip, check=_decodes_certificate)
+                await net.gossip.subscribe("orders", self.payments.on_gossip)
+                await net.gossip.subscribe("adverts", self._on_advert)
+                await net.gossip.subscribe("checkpoints", self._on_checkpoint)
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self.rounds.run_local_queue)
+                    self.control_url = await nursery.start(control.serve, self, cfg.control_port)
+                    nursery.start_soon(self._advert_loop)
+                    nursery.start_soon(self._housekeeping)
+                    nursery.start_soon(self.sync.run)
+                    self._write_run_json()
+                    log.info("node %s up: %s, control %s", self.account.hex()[:16], net.addrs(), self.control_url)
+                    task_status.started(self)
+                    await self._stop.wait()
+                    log.info("node %s stopping", self.account.hex()[:16])
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            self.config.run_path.unlink(missing_ok=True)
+            try:
+                if self.index is not None:
+                    self.index.save()
+            finally:
+                self.archive.close()
+
+    def _write_run_json(self) -> None:
+        info = {"peer_id": str(self.net.peer_id), "addrs": self.net.addrs(), "account": self.account.hex(),
+                "control_url": self.control_url, "pid": os.getpid(), "network": self.net_id.hex()}
+        atomic_write(self.config.run_path, json.dumps(info, indent=1).encode())
+
+    # certificates -------------------------------------------------------------------------------------------------------
+    async def on_certificate(self, cert: Certificate, origin: bytes | None, pay_cert: bytes = b"",
+                             publish: bool | None = None) -> bool:
+        """Verify, archive, index, gossip once (ours) and settle (if we won). False if seen or invalid."""
+        cid = cert.id
+        if cid in self.certs_done:
+            return False
+        try:
+            self.payments.ledger.check_shard_certificate(cert)
+        except ProtocolError as e:
+            self.reject(origin, e, "certificate")
+            return False
+        self.certs_done.add(cid)
+        data = cert.encode()
+        self.archive.append("cert", cid, data)
+        r = cert.report
+        self.metrics.inc("certificates")
+        try:
+            vecs = self.rounds.routing_vectors_of(r)  # type: ignore[union-attr]
+            if vecs.shape[1] == self.index.dim:
+                await trio.to_thread.run_sync(self.index.add, cid, vecs, r.producer, r.item_losses, r.epoch)
+        except ValueError as e:
+            log.warning("certificate %s: routing vectors not indexable: %s", cid.hex()[:16], e)
+        if r.winner == self.account:
+            self.metrics.inc("wins")
+        if r.producer == self.account and r.winner != self.account:
+            self.metrics.inc("proxy_wins")
+        if publish if publish is not None else origin is None:
+            try:
+                await self.net.gossip.publish("certs", data)
+            except Exception as e:  # best effort: members and sync carry it too
+                log.warning("could not gossip certificate %s: %r", cid.hex()[:16], e)
+        if r.winner == self.account and pay_cert:
+            try:
+                await self.payments.settle(cert, pay_cert)
+                self.metrics.inc("settled")
+            except Exception as e:
+                self.metrics.inc("settle_failed")
+                log.warning("settle of shard %s failed: %s", r.shard_id.hex()[:16], e)
+        return True
+
+    async def _on_cert_gossip(self, origin: bytes, data: bytes) -> None:
+        await self.on_certificate(decode_certificate(data), origin)
+
+    def on_evidence(self, ev: Evidence) -> None:
+        self.metrics.inc("evidence")
+        log.warning("evidence %s against %s in shard %s", ev.kind, ev.offender.hex()[:16], ev.shard_id.hex()[:16])
+        try:
+            self.payments.authority.add_evidence(ev, self.now_ms())
+        except ProtocolError as e:
+            log.warning("evidence not accepted by the ledger: %s", e)
+
+    async def _on_checkpoint(self, origin: bytes, data: bytes) -> None:
+        status = self.payments.authority.accept_checkpoint(data)
+        self.metrics.inc(f"checkpoints_{status}")
+
+    # adverts ------------------------------------------------------------------------------------------------------------
+    async def _on_advert(self, origin: bytes, data: bytes) -> None:
+        env = open_signed(data, self.net_id, ed25519_verify, (Advert,))
+        if env.signer != origin:
+            raise SignatureError("Advert: signed by another account than its gossip origin")
+        adv: Advert = env.msg  # type: ignore[assignment]
+        old = self.adverts.get(env.signer)
+        if old is not None and old.time_ms >= adv.time_ms:
+            return
+        self.adverts[env.signer] = adv
+        for addr in adv.addrs:
+            try:
+                self.net.add_address(env.signer, addr)
+            except Exception:  # an unparsable address in a valid advert: ignore that address
+                continue
+
+    def prices(self) -> dict[bytes, int]:
+        return {pk: a.price for pk, a in self.adverts.items() if a.price <= 10_000}
+
+    async def _advert_loop(self) -> None:
+        delays = [0.5, 1.0, 2.0]
+        while True:
+            await trio.sleep(delays.pop(0) if delays else self.config.advert_interval_s)
+            adv = Advert(model_id=self.compute.model_id, model_name=self.compute.encoder.name[:64],
+                         price=self.config.price_bps, addrs=tuple(self.net.addrs()[:8]), time_ms=self.now_ms())
+            try:
+                await self.net.gossip.publish("adverts", seal(adv, self.signer, self.net_id).encode())
+            except Exception as e:
+                log.debug("advert not published: %r", e)
+
+    # housekeeping ---------------------------------------------------------------------------------------------------------
+    async def _housekeeping(self) -> None:
+        while True:
+            await trio.sleep(HOUSEKEEPING_S)
+            assert self.rounds is not None
+            self.rounds.prune()
+            self._carry_epochs()
+            if self.index.dirty and time.monotonic() - self._last_save > INDEX_SAVE_S:
+                self._last_save = time.monotonic()
+                epoch = max(0, self.genesis.epoch(self.now_ms()))
+                await trio.to_thread.run_sync(self.index.trim, epoch)
+                await trio.to_thread.run_sync(self.index.save)
+
+    def _carry_epochs(self) -> None:
+        """No checkpoint fixed the current epoch's stake table in time: carry the last one over (SPEC 6)."""
+        led = self.payments.ledger
+        cur = self.genesis.epoch(self.now_ms())
+        while led.known_through < cur:
+            epoch = led.next_checkpoint_epoch()
+            log.info("no checkpoint for epoch %d: its stake table carries over", epoch)
+            self.payments.authority.skip_checkpoint(epoch)
+
+    # status -------------------------------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        led, me, m = self.payments.ledger, self.account, self.metrics
+        epoch = self.genesis.epoch(self.now_ms())
+        lat = sorted(self.rounds.latencies) if self.rounds else []
+        try:
+            power = led.power_at(max(0, epoch)).get(me, 0)
+        except KeyError:
+            power = 0
+        return {
+            "peer_id": str(self.net.peer_id) if self.net else "",
+            "account": me.hex(),
+            "network": self.net_id.hex(),
+            "addrs": self.net.addrs() if self.net else [],
+            "peers": len(self.net.connected()) if self.net else 0,
+            "peer_accounts": sorted(p.hex() for p in self.net.connected()) if self.net else [],
+            "epoch": epoch,
+            "model": self.compute.encoder.name if self.compute else self.config.model,
+            "model_id": self.compute.model_id.hex() if self.compute else "",
+            "stake": led.stake(me),
+            "voting_power": power,
+            "balance": led.balance(me),
+            "sequence": led.sequence(me),
+            "rounds": {k.removeprefix("rounds_"): v for k, v in sorted(m.c.items()) if k.startswith("rounds_")}
+            | (self.rounds.counts() if self.rounds else {}),
+            "submissions": m.get("submissions"),
+            "wins": m.get("wins"),
+            "certificates": m.get("certificates"),
+            "proxies": {"sent": m.get("proxies_sent"), "served": m.get("proxies_served"),
+                        "refused": m.get("proxies_refused"), "fallbacks": m.get("proxy_fallbacks"),
+                        "wins": m.get("proxy_wins")},
+            "strikes": self.payments.strikes(me),
+            "rejections": self.net.counters.rejections() if self.net else {},
+            "sync": dict(self.sync.state),
+            "index": {"entries": len(self.index) if self.index is not None else 0,
+                      "producers": len(self.index.producers()) if self.index is not None else 0},
+            "latency_ms": {"rounds": len(lat), "p50": lat[len(lat) // 2] if lat else None,
+                           "max": lat[-1] if lat else None},
+            "adverts": len(self.adverts),
+            "uptime_s": int(time.time() - self.started_at),
+        }
+
+    def counters(self) -> dict[str, int]:
+        out = {f"node_{k}": v for k, v in self.metrics.c.items()}
+        if self.net is not None:
+            out |= {f"net_{k.replace('.', '_')}": v for k, v in self.net.metrics().items()}
+        return out
+
+
+def _decodes_certificate(data: bytes) -> bool:
+    try:
+        decode_certificate(data)
+        return True
+    except ProtocolError:
+        return False
+
+
+def staked_accounts(genesis: Genesis) -> list[bytes]:
+    return sorted(voting_power(genesis.initial_stakes()))
+
+
+# the command's entry point ----------------------------------------------------------------------------------------------
+def setup_logging(config: Config) -> None:
+    root = logging.getLogger()
+    path = config.path("log")
+    if not any(getattr(h, "baseFilename", None) == str(path) for h in root.handlers):
+        h = logging.FileHandler(path, encoding="utf-8")
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(h)
+    root.setLevel(config.log_level.upper())
+
+
+async def run_node(home: str | os.PathLike, *, config: Config | None = None, log_to_file: bool = True,
+                   task_status: Any = trio.TASK_STATUS_IGNORED, **overrides: Any) -> None:
+    """Run the node of `home` until SIGINT/SIGTERM (or cancellation); shut down cleanly."""
+    cfg = config or load_config(home)
+    if overrides:
+        cfg = replace(cfg, **overrides)
+    if log_to_file:
+        setup_logging(cfg)
+    node = Node(home, config=cfg)
+    async with trio.open_nursery() as n:
+        async def on_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for sig in signals:
+                    log.info("signal %s: stopping", signal.Signals(sig).name)
+                    node.stop()
+                    return
+
+        n.start_soon(on_signals)
+        await node.run(task_status=task_status)  # returns once stopped, after a clean shutdown
+        n.cancel_scope.cancel()

@@ -1,0 +1,210 @@
+"""The node's ledger side: its full copy of the ledger, its authority, and the client that gets orders certified.
+
+Theory of operation: every node keeps the whole ledger (`moenode.core.ledger.Ledger`) behind an `Authority`
+(`moenode.core.authority`), whose store is the node's archive, so every certificate it accepts is on disk and a
+restart replays them. The ledger changes only through certified orders, which arrive three ways: our own (we
+collected the votes), gossip (topic `orders`), and sync.
+
+An order is certified by asking every authority of the order's epoch over the `order` RPC in parallel and
+stopping once the votes carry >= 6,667 of the 10,000 voting power; our own vote, if we are an authority, is
+taken locally. A request carries certificates the authority may lack (`attach`): the PayEscrow of the shard for
+a Settle or a Refund, so an authority that missed the payment's gossip can still check the escrow. The result
+is applied locally first and then gossiped once.
+
+Who sends which order: the submitter pays (PayEscrow) before its Input and refunds (Refund) after a failed
+round's deadline; the round's winner settles (Settle, carrying the shard certificate); anyone may transfer or
+stake from the control API.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from moenode.core.authority import Authority, replay
+from moenode.core.codec import canonical, decode
+from moenode.core.crypto import ed25519_verify
+from moenode.core.errors import ProtocolError, SchemaError
+from moenode.core.ledger import ConflictingCertificates, Ledger
+from moenode.core.messages import KiB, Certificate, Signed, seal
+from moenode.core.orders import (
+    CertifiedOrder,
+    Order,
+    PayEscrow,
+    Refund,
+    Settle,
+    Stake,
+    Transfer,
+    certify,
+    escrow_account,
+    vote_digest,
+)
+from moenode.core.selection import CERT_THRESHOLD
+from moenode.node.archive import LEDGER_KINDS
+
+if TYPE_CHECKING:
+    from moenode.node.daemon import Node
+
+log = logging.getLogger("moenode.node")
+
+MAX_ATTACH = 8
+ORDER_REQUEST_CAP = 2 * CertifiedOrder.MAX_BYTES * (MAX_ATTACH + 1)
+VOTE_TIMEOUT = 10.0
+
+
+class PaymentError(RuntimeError):
+    """An order could not be certified (too few authorities answered, or they refused it)."""
+
+
+class Payments:
+    def __init__(self, node: Node):
+        self.node = node
+        self.ledger = Ledger(node.genesis, ed25519_verify)
+        bad = 0
+        for entry in node.archive.entries(LEDGER_KINDS):
+            try:
+                replay(self.ledger, [entry])
+            except (ProtocolError, ValueError) as e:  # a stored entry we can no longer accept: keep going
+                bad += 1
+                log.warning("ledger replay skipped a %s entry: %s", entry[0], e)
+        if bad:
+            log.warning("ledger replay skipped %d entries", bad)
+        self.authority = Authority(self.ledger, node.signer, node.archive)
+        self.published: set[bytes] = set()
+
+    @property
+    def me(self) -> bytes:
+        return self.node.signer.public_key
+
+    # the authority's RPC -------------------------------------------------------------------------------------------
+    async def serve_order(self, peer: bytes, req: bytes) -> bytes:
+        q = decode(req, max_bytes=ORDER_REQUEST_CAP)
+        if not (isinstance(q, dict) and set(q) == {"order", "attach"} and isinstance(q["order"], bytes)
+                and isinstance(q["attach"], list) and len(q["attach"]) <= MAX_ATTACH
+                and all(isinstance(a, bytes) for a in q["attach"])):
+            raise SchemaError("order request: expected {order: bytes, attach: [bytes] <= 8}")
+        self.node.metrics.inc("orders_served")
+        return self.authority.handle_order(q["order"], self.node.now_ms(), tuple(q["attach"]))
+
+    # applying ------------------------------------------------------------------------------------------------------
+    def accept(self, data: bytes) -> str:
+        """Check and apply a certified order (bytes). Raises ProtocolError; a conflict is logged loudly."""
+        try:
+            return self.authority.accept_certificate(data)
+        except ConflictingCertificates as e:
+            log.error("CONFLICTING CERTIFIED ORDERS (a third of the voting power equivocated): %s", e)
+            self.node.metrics.inc("conflicting_certificates")
+            return "conflict"
+
+    async def on_gossip(self, origin: bytes, data: bytes) -> None:
+        status = self.accept(data)
+        self.node.metrics.inc(f"orders_{status}")
+
+    async def publish(self, cert: CertifiedOrder) -> None:
+        if cert.id in self.published:
+            return
+        self.published.add(cert.id)
+        await self.node.net.gossip.publish("orders", cert.encode())
+
+    # the client ----------------------------------------------------------------------------------------------------
+    async def certify(self, env: Signed, attach: list[bytes] | tuple[bytes, ...] = ()) -> CertifiedOrder:
+        """Collect votes from the epoch's authorities until they carry the threshold; apply and gossip."""
+        order: Order = env.msg  # type: ignore[assignment]
+        try:
+            power = self.ledger.power_at(order.epoch)
+        except KeyError as e:
+            raise PaymentError(str(e)) from None
+        data = env.encode()
+        req = canonical({"order": data, "attach": list(attach)})
+        digest = vote_digest(env.id, order.epoch)
+        votes: dict[bytes, bytes] = {}
+        errors: dict[bytes, str] = {}
+        enough = trio.Event()
+
+        async def ask(pk: bytes) -> None:
+            try:
+                if pk == self.me:
+                    sig = self.authority.handle_order(data, self.node.now_ms(), tuple(attach))
+                else:
+                    sig = await self.node.net.request(pk, "order", req, timeout=VOTE_TIMEOUT)
+            except ProtocolError as e:
+                errors[pk] = f"{e.reason}: {e}"
+                return
+            except Exception as e:  # NetError and friends: that authority is unreachable now
+                errors[pk] = repr(e)[:200]
+                return
+            if not ed25519_verify(pk, digest, sig):
+                errors[pk] = "the vote does not verify"
+                return
+            votes[pk] = sig
+            if sum(power.get(p, 0) for p in votes) >= CERT_THRESHOLD:
+                enough.set()
+
+        async def ask_all() -> None:
+            async with trio.open_nursery() as inner:
+                for pk in sorted(power, key=lambda p: (p != self.me, p)):
+                    if power[pk] > 0:
+                        inner.start_soon(ask, pk)
+            enough.set()
+
+        async with trio.open_nursery() as n:
+            n.start_soon(ask_all)
+            await enough.wait()
+            n.cancel_scope.cancel()
+        got = sum(power.get(p, 0) for p in votes)
+        if got < CERT_THRESHOLD:
+            detail = "; ".join(f"{pk.hex()[:12]}: {why}" for pk, why in sorted(errors.items()))
+            raise PaymentError(f"{order.TYPE} got {got} of {CERT_THRESHOLD} needed voting power ({detail})")
+        cert = certify(env, votes)
+        self.accept(cert.encode())
+        with trio.CancelScope(shield=True):
+            try:
+                await self.publish(cert)
+            except Exception as e:  # gossip is best effort: sync and attachments cover a missed message
+                log.warning("could not gossip %s: %r", order.TYPE, e)
+        return cert
+
+    def _epoch(self) -> int:
+        return max(0, self.node.genesis.epoch(self.node.now_ms()))
+
+    async def pay_escrow(self, shard_id: bytes, fee: int, deadline_ms: int) -> CertifiedOrder:
+        bal = self.ledger.balance(self.me)
+        if bal < fee:
+            raise PaymentError(f"balance {bal} is below the fee {fee}")
+        order = PayEscrow(account=self.me, sequence=self.ledger.sequence(self.me), epoch=self._epoch(),
+                          shard_id=shard_id, fee=fee, deadline_ms=deadline_ms)
+        return await self.certify(seal(order, self.node.signer, self.node.net_id))
+
+    async def settle(self, cert: Certificate, pay_cert: bytes) -> CertifiedOrder | None:
+        esc = escrow_account(cert.report.shard_id)
+        if self.ledger.sequence(esc) > 0:
+            return None  # already settled (or refunded)
+        order = Settle(account=esc, sequence=0, epoch=self._epoch(), certificate=cert)
+        return await self.certify(seal(order, self.node.signer, self.node.net_id), [pay_cert] if pay_cert else [])
+
+    async def refund(self, pay: CertifiedOrder) -> CertifiedOrder | None:
+        p: PayEscrow = pay.msg  # type: ignore[assignment]
+        esc = escrow_account(p.shard_id)
+        if self.ledger.sequence(esc) > 0:
+            return None
+        order = Refund(account=esc, sequence=0, epoch=self._epoch(), shard_id=p.shard_id, pay_id=pay.id,
+                       amount=p.fee)
+        return await self.certify(seal(order, self.node.signer, self.node.net_id), [pay.encode()])
+
+    async def transfer(self, to: bytes, amount: int) -> CertifiedOrder:
+        order = Transfer(account=self.me, sequence=self.ledger.sequence(self.me), epoch=self._epoch(),
+                         recipient=to, amount=amount)
+        return await self.certify(seal(order, self.node.signer, self.node.net_id))
+
+    async def stake(self, amount: int) -> CertifiedOrder:
+        order = Stake(account=self.me, sequence=self.ledger.sequence(self.me), epoch=self._epoch(), amount=amount)
+        return await self.certify(seal(order, self.node.signer, self.node.net_id))
+
+    # views -----------------------------------------------------------------------------------------------------------
+    def strikes(self, account: bytes) -> int:
+        return sum(it.value for it in self.ledger.items.values() if it.kind == "strike" and it.account == account)
+
+
+ORDERS_TOPIC_CAP = CertifiedOrder.MAX_BYTES + 4 * KiB
