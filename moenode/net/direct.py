@@ -32,7 +32,7 @@ from libp2p.exceptions import BaseLibp2pError
 
 from moenode.core.codec import canonical, decode
 from moenode.core.errors import DecodeError, ProtocolError, SchemaError
-from moenode.net.framing import KiB, MiB, read_message, write_message
+from moenode.net.framing import BufferedReader, KiB, MiB, read_message, write_message
 from moenode.net.identity import account_id_of, peer_id_of
 from moenode.net.limits import Counters, RateLimiter, short
 
@@ -114,7 +114,7 @@ class Direct:
         self.envelope_proto = envelope_protocol(net_id)
         self._out: dict[bytes, INetStream] = {}
         self._locks: dict[bytes, trio.Lock] = {}
-        self._pool: dict[tuple[bytes, str], list[INetStream]] = {}
+        self._pool: dict[tuple[bytes, str], list[tuple[INetStream, BufferedReader]]] = {}
         self._caps: dict[str, tuple[int, int]] = {}
         host.set_stream_handler(self.envelope_proto, self._serve_envelopes)
 
@@ -186,10 +186,11 @@ class Direct:
             await _reset(stream)
             return
         where = "envelope"
+        reader = BufferedReader(stream)
         try:
             while True:
                 try:
-                    data = await read_message(stream, self.config.envelope_cap)
+                    data = await read_message(reader, self.config.envelope_cap)
                 except ProtocolError as e:
                     self.counters.reject(e.reason, peer, str(e), where=where)
                     await _reset(stream)
@@ -237,10 +238,11 @@ class Direct:
             await _reset(stream)
             return
         where = f"rpc/{name}"
+        reader = BufferedReader(stream)
         try:
             while True:
                 try:
-                    req = await read_message(stream, cap)
+                    req = await read_message(reader, cap)
                 except ProtocolError as e:
                     self.counters.reject(e.reason, peer, str(e), where=where)
                     await _reset(stream)
@@ -279,12 +281,16 @@ class Direct:
         try:
             with trio.fail_after(timeout if timeout is not None else self.config.request_timeout):
                 pool = self._pool.get(key, [])
-                while pool and not self._live(pool[-1]):
-                    await _reset(pool.pop())
-                stream = pool.pop() if pool else await self._open(peer, proto)
+                while pool and not self._live(pool[-1][0]):
+                    await _reset(pool.pop()[0])
+                if pool:
+                    stream, reader = pool.pop()
+                else:
+                    stream = await self._open(peer, proto)
+                    reader = BufferedReader(stream)
                 try:
                     await write_message(stream, data)
-                    resp = await read_message(stream, cap)
+                    resp = await read_message(reader, cap)
                     if resp is None:
                         raise EOFError("stream closed before the response")
                 except TRANSPORT_ERRORS as e:
@@ -300,7 +306,7 @@ class Direct:
                     raise
                 pool = self._pool.setdefault(key, [])
                 if len(pool) < POOL_PER_PEER:
-                    pool.append(stream)
+                    pool.append((stream, reader))
                 else:
                     await _reset(stream)
                 self.counters.incr("sent.request")

@@ -6,6 +6,7 @@ from moenode.core.codec import canonical
 from moenode.core.crypto import H
 from moenode.core.errors import DecodeError, TooLarge
 from moenode.net.framing import (
+    BufferedReader,
     CHUNK,
     encode_frame,
     encode_uvarint,
@@ -109,3 +110,23 @@ async def test_truncated_message_and_bad_header():
     for head in (canonical({"len": -1, "hash": b"\0" * 32}), canonical({"len": 3}), canonical([1, 2]), b"\xc1"):
         with pytest.raises(DecodeError):
             await read_message(Pipe(encode_frame(head) + encode_frame(b"abc")), 1024)
+
+
+async def test_buffered_reader_reads_many_messages_from_few_stream_reads():
+    p = Pipe()
+    msgs = [b"m%d" % i * (i + 1) for i in range(50)] + [b"L" * (CHUNK + 3)]
+    for m in msgs:
+        await write_message(p, m)
+    reads = 0
+    inner_read = p.read
+
+    async def counting_read(n: int = -1) -> bytes:
+        nonlocal reads
+        reads += 1
+        return await inner_read(n)
+
+    p.read = counting_read  # type: ignore[method-assign]
+    r = BufferedReader(p)
+    assert [await read_message(r, 4 * CHUNK) for _ in msgs] == msgs
+    assert await read_message(r, 4 * CHUNK) is None
+    assert reads < 20  # 50 small messages came out of one read-ahead

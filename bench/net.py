@@ -1,0 +1,225 @@
+"""Networking layer cost: moenode.net against raw py-libp2p streams on the same hosts, in one process, loopback.
+
+Measured in the same run:
+- connect: `NetHost.connect` to a fresh peer (TCP + Noise + Yamux, one connection per peer).
+- envelope RTT: A `send`s an envelope, B's `on_message` sends it back, A's handler wakes the waiter; baseline: the
+  same ping-pong over one raw libp2p stream with libp2p's own varint framing (`encode_varint_prefixed` /
+  `read_varint_prefixed_bytes`) and no caps, hashes or rate limits.
+- request RTT: `request` on a pooled stream; baseline: raw request/response on one reused stream.
+- chunked throughput: 8 MiB envelopes (1 MiB chunks, BLAKE2b check, capped reader) A -> B; baseline: the same bytes
+  as raw 1 MiB varint frames on one stream.
+- gossip latency: 5 hosts, each dialling up to 2 earlier ones, all subscribed to `certs`; 20 spaced 512-byte
+  publishes from rotating hosts; latency from publish to each delivery (no baseline: it is libp2p's GossipSub).
+Prints ratios (ours / raw) and writes JSON (`--json` prints it as the last line too).
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import trio
+from libp2p.custom_types import TProtocol
+
+from moenode.core.crypto import H
+from moenode.net import NetConfig, open_host
+from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes
+from moenode.net.framing import MiB
+
+ROOT = Path(__file__).resolve().parents[1]
+NET = H("network", b"bench/net")
+RAW = TProtocol("/bench/raw-echo/1.0.0")
+RAW_SINK = TProtocol("/bench/raw-sink/1.0.0")
+
+
+def cfg(name: str, **kw) -> NetConfig:
+    return NetConfig(seed=H("key", name.encode()), net_id=NET, **kw)
+
+
+def ms(xs: list[float]) -> dict:
+    xs = sorted(xs)
+    return {"p50_ms": 1e3 * statistics.median(xs), "p90_ms": 1e3 * xs[int(0.9 * (len(xs) - 1))],
+            "max_ms": 1e3 * xs[-1], "n": len(xs)}
+
+
+async def raw_echo(stream) -> None:
+    try:
+        while frame := await read_varint_prefixed_bytes(stream):
+            await stream.write(encode_varint_prefixed(frame))
+    except Exception:
+        pass
+
+
+async def raw_sink(stream) -> None:
+    try:
+        while frame := await read_varint_prefixed_bytes(stream):
+            if frame == b"end":
+                await stream.write(encode_varint_prefixed(b"ok"))
+    except Exception:
+        pass
+
+
+async def pair_bench(n_rtt: int, n_bulk: int) -> dict:
+    out: dict = {}
+    pong = trio.Event()
+    done = {"n": 0}
+    holder: dict = {}
+
+    async def on_a(peer: bytes, data: bytes) -> None:
+        nonlocal pong
+        pong.set()
+
+    async def on_b(peer: bytes, data: bytes) -> None:
+        if len(data) > 1024:
+            done["n"] += 1
+            if done["n"] == n_bulk:
+                holder["bulk_done"].set()
+            return
+        await holder["b"].send(peer, data)
+
+    unlimited = {"envelope": (1e9, 1e9), "request": (1e9, 1e9), "gossip": (1e9, 1e9)}
+    from moenode.net import Rate
+
+    limits = {k: Rate(*v) for k, v in unlimited.items()}
+    async with open_host(cfg("bench-a", limits=limits), on_a) as a, open_host(cfg("bench-b", limits=limits), on_b) as b:
+        holder["b"] = b
+        b.host.set_stream_handler(RAW, raw_echo)
+        b.host.set_stream_handler(RAW_SINK, raw_sink)
+
+        async def echo(peer: bytes, data: bytes) -> bytes:
+            return data
+
+        b.set_request_handler("echo", echo)
+        t0 = time.perf_counter()
+        await a.connect(b.addrs()[0])
+        out["connect_ms"] = 1e3 * (time.perf_counter() - t0)
+
+        payload = b"e" * 200
+        # warm up both paths (first stream open, identify)
+        await a.send(b.account_id, payload)
+        await pong.wait()
+        raw = await a.host.new_stream(b.peer_id, [RAW])
+        await raw.write(encode_varint_prefixed(payload))
+        await read_varint_prefixed_bytes(raw)
+
+        rtts: list[float] = []
+        raw_rtts: list[float] = []
+        req_rtts: list[float] = []
+        blocks = 4  # interleave the three paths so that load from other processes hits them alike
+        for _ in range(blocks):
+            for _ in range(n_rtt // blocks):
+                pong = trio.Event()
+                t = time.perf_counter()
+                await a.send(b.account_id, payload)
+                await pong.wait()
+                rtts.append(time.perf_counter() - t)
+            for _ in range(n_rtt // blocks):
+                t = time.perf_counter()
+                await raw.write(encode_varint_prefixed(payload))
+                await read_varint_prefixed_bytes(raw)
+                raw_rtts.append(time.perf_counter() - t)
+            for _ in range(n_rtt // blocks):
+                t = time.perf_counter()
+                await a.request(b.account_id, "echo", payload)
+                req_rtts.append(time.perf_counter() - t)
+        out["envelope_rtt"] = ms(rtts)
+        out["raw_stream_rtt"] = ms(raw_rtts)
+        out["request_rtt"] = ms(req_rtts)
+
+        blob = H("bulk", b"x") * (8 * MiB // 32)
+        holder["bulk_done"] = trio.Event()
+        t = time.perf_counter()
+        for _ in range(n_bulk):
+            await a.send(b.account_id, blob)
+        await holder["bulk_done"].wait()
+        ours = time.perf_counter() - t
+        sink = await a.host.new_stream(b.peer_id, [RAW_SINK])
+        t = time.perf_counter()
+        for _ in range(n_bulk):
+            for off in range(0, len(blob), MiB):
+                await sink.write(encode_varint_prefixed(blob[off : off + MiB]))
+        await sink.write(encode_varint_prefixed(b"end"))
+        await read_varint_prefixed_bytes(sink)
+        rawt = time.perf_counter() - t
+        total = n_bulk * len(blob) / MiB
+        out["chunked_MiB_s"] = total / ours
+        out["raw_MiB_s"] = total / rawt
+        await raw.close()
+        await sink.close()
+    return out
+
+
+async def gossip_bench(n_hosts: int, n_msgs: int) -> dict:
+    import contextlib
+
+    sent: dict[bytes, float] = {}
+    lat: list[float] = []
+
+    def make_handler():
+        async def handler(origin: bytes, data: bytes) -> None:
+            lat.append(time.perf_counter() - sent[data[:8]])
+        return handler
+
+    async with contextlib.AsyncExitStack() as stack:
+        nets = [await stack.enter_async_context(open_host(cfg(f"g{i}"))) for i in range(n_hosts)]
+        t0 = time.perf_counter()
+        for i, net in enumerate(nets[1:], 1):
+            for j in range(max(0, i - 2), i):
+                await net.connect(nets[j].addrs()[0])
+        connect_all = time.perf_counter() - t0
+        for net in nets:
+            await net.gossip.subscribe("certs", make_handler())
+        t0 = time.perf_counter()
+        with trio.fail_after(20):
+            while not all(net.gossip.mesh_peers("certs") for net in nets):
+                await trio.sleep(0.01)
+        mesh = time.perf_counter() - t0
+        for k in range(n_msgs):
+            tag = k.to_bytes(8, "big")
+            sent[tag] = time.perf_counter()
+            await nets[k % n_hosts].gossip.publish("certs", tag + b"c" * 504)
+            await trio.sleep(0.05)
+        with trio.move_on_after(5):
+            while len(lat) < n_msgs * (n_hosts - 1):
+                await trio.sleep(0.01)
+    return {"hosts": n_hosts, "connect_all_s": connect_all, "mesh_ready_s": mesh,
+            "delivered": len(lat), "expected": n_msgs * (n_hosts - 1), "latency": ms(lat)}
+
+
+async def run(args) -> dict:
+    pair = await pair_bench(args.rtt, args.bulk)
+    gossip = await gossip_bench(5, args.gossip)
+    return {"bench": "net", **pair, "gossip": gossip,
+            "ratios": {"envelope_rtt_vs_raw": pair["envelope_rtt"]["p50_ms"] / pair["raw_stream_rtt"]["p50_ms"],
+                       "request_rtt_vs_raw": pair["request_rtt"]["p50_ms"] / pair["raw_stream_rtt"]["p50_ms"],
+                       "throughput_vs_raw": pair["chunked_MiB_s"] / pair["raw_MiB_s"]}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", action="store_true", help="print the JSON result as the last line")
+    ap.add_argument("--rtt", type=int, default=200, help="round trips per RTT measurement")
+    ap.add_argument("--bulk", type=int, default=6, help="8 MiB envelopes for throughput")
+    ap.add_argument("--gossip", type=int, default=20, help="gossip messages among 5 hosts")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "net.json"))
+    args = ap.parse_args()
+    r = trio.run(run, args)
+    g, ra = r["gossip"], r["ratios"]
+    print(f"connect                 {r['connect_ms']:8.1f} ms")
+    print(f"envelope RTT p50        {r['envelope_rtt']['p50_ms']:8.2f} ms   raw stream {r['raw_stream_rtt']['p50_ms']:.2f} ms"
+          f"   ratio {ra['envelope_rtt_vs_raw']:.2f}")
+    print(f"request RTT p50         {r['request_rtt']['p50_ms']:8.2f} ms   ratio {ra['request_rtt_vs_raw']:.2f}")
+    print(f"chunked throughput      {r['chunked_MiB_s']:8.1f} MiB/s  raw {r['raw_MiB_s']:.1f} MiB/s"
+          f"   ratio {ra['throughput_vs_raw']:.2f}")
+    print(f"gossip 5 hosts          p50 {g['latency']['p50_ms']:.1f} / p90 {g['latency']['p90_ms']:.1f} / max "
+          f"{g['latency']['max_ms']:.1f} ms, delivered {g['delivered']}/{g['expected']}, mesh {g['mesh_ready_s']:.2f} s")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(r, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
