@@ -244,8 +244,11 @@ class Ledger:
         """Raise a ProtocolError unless the order is valid in this view (the lock is the authority's business)."""
         o: Order = signed.msg  # type: ignore[assignment]
         cur = self.genesis.epoch(now_ms)
-        if o.epoch not in (cur - 1, cur) or o.epoch > self.known_through:
+        if o.epoch not in (cur - 1, cur):
             raise StateError(f"{o.TYPE}: epoch {o.epoch} is not current (now {cur})", reason="stale_epoch")
+        if o.epoch > self.known_through:
+            raise StateError(f"{o.TYPE}: the stake table of epoch {o.epoch} is not fixed here yet",
+                             reason="unknown_epoch")
         have = self.sequence(o.account)
         done = self.applied.get((o.account, o.sequence))
         if done is not None or o.sequence < have:
