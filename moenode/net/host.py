@@ -129,6 +129,11 @@ class NetHost:
                 out.append(account_id_of(pid))
         return out
 
+    @property
+    def bootstrap_accounts(self) -> list[bytes]:
+        """Account ids of the configured bootstrap peers."""
+        return [peer for peer, _ in self._bootstrap_peers]
+
     def is_connected(self, account_id: bytes) -> bool:
         return peer_id_of(account_id) in self.host.get_connected_peers()
 

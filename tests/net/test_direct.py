@@ -202,3 +202,35 @@ async def test_envelope_and_request_floods_are_rate_limited():
                     refused += 1
             assert refused >= 1
             assert b.counters.rejected("rate_limited") >= 1 + refused
+
+
+async def test_node_rejections_from_open_signed_are_counted():
+    """The node decodes with open_signed inside on_message; its ProtocolErrors are counted by reason."""
+    from moenode.core.crypto import Ed25519Signer, ed25519_verify
+    from moenode.core.messages import Advert, open_signed, seal
+
+    accepted = []
+
+    async def on_message(peer: bytes, data: bytes) -> None:
+        accepted.append(open_signed(data, NET, ed25519_verify, expect=(Advert,)).msg)
+
+    signer = Ed25519Signer(H("key", b"sealer"))
+    advert = Advert(model_id=H("model", b"m"), model_name="m", price=5, addrs=(), time_ms=1)
+    good = seal(advert, signer, NET).encode()
+    foreign = seal(advert, signer, H("network", b"elsewhere")).encode()
+    forged = bytearray(good)
+    forged[-5] ^= 1  # inside the signature
+    from moenode.net import open_host
+    from netkit import config
+
+    with trio.fail_after(20):
+        async with open_host(config("node-a")) as a, open_host(config("node-b"), on_message) as b:
+            await a.connect(b.addrs()[0])
+            for data in (foreign, bytes(forged), b"\x01garbage", good):
+                await a.send(b.account_id, data)
+            await wait_until(lambda: len(accepted) == 1)
+            assert accepted == [advert]
+            r = b.counters.rejections()
+            assert r["wrong_network"] == 1 and r["bad_signature"] == 1 and r["malformed"] == 1
+            b.report(a.account_id, SchemaError("reported by the node"))
+            assert b.metrics()["rejected.schema"] == 1
