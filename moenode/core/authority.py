@@ -145,6 +145,23 @@ class Authority:
             self.store.append("checkpoint", cc.checkpoint.digest_for(self.ledger.net), data)
         return status
 
+    def tick(self, now_ms: int) -> Checkpoint | None:
+        """Call once in a while (say every few seconds). Fixes the stake tables the clock has made due, and returns
+        the checkpoint this authority should sign and send now, if one is in its window (else None).
+
+        A checkpoint of E that has not arrived by the start of E+2 did not form: table(E+2) carries over. During
+        E+1 the checkpoint of E is signed: `sign_checkpoint(tick(now), now)`, votes gathered with a
+        `CheckpointCollector`, the certificate applied with `accept_checkpoint` everywhere.
+        """
+        led = self.ledger
+        cur = led.genesis.epoch(now_ms)
+        while led.next_checkpoint_epoch() + 2 <= cur:
+            self.skip_checkpoint(led.next_checkpoint_epoch())
+        due = led.next_checkpoint_epoch()
+        if due + 1 == cur and led.power_at(cur).get(self.me, 0) > 0:
+            return led.propose_checkpoint(due)
+        return None
+
     def skip_checkpoint(self, epoch: int) -> None:
         self.ledger.skip_checkpoint(epoch)
         self.store.append("skip", epoch.to_bytes(8, "big"), b"")

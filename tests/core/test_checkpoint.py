@@ -142,3 +142,20 @@ def test_far_future_certificates_are_refused_not_hoarded():
     with pytest.raises(StateError, match="too far ahead"):
         net.authorities[0].accept_certificate(fake.encode())
     assert not net.ledger.pending
+
+
+def test_tick_skips_missed_checkpoints_and_offers_the_due_one():
+    net = Net(n=4)
+    a = net.authorities[0]
+    assert a.tick(T0) is None  # epoch 0: nothing is due
+    cp = a.tick(EPOCH_MS + 5)  # epoch 1: the checkpoint of epoch 0 is signed now
+    assert cp is not None and cp.epoch == 0 and a.ledger.known_through == 1
+    assert a.tick(4 * EPOCH_MS + 5).epoch == 3  # epochs 0..2 never formed: tables 2..4 carried over
+    assert a.ledger.known_through == 4 and a.ledger.stakes_at(4) == a.ledger.stakes_at(0)
+    assert [k for k, _, _ in a.store.log] == ["skip", "skip", "skip"]
+    sigs = tuple(sorted((x.me, x.sign_checkpoint(x.tick(4 * EPOCH_MS + 5), 4 * EPOCH_MS + 5))
+                        for x in net.authorities))
+    for x in net.authorities:
+        assert x.accept_checkpoint(CheckpointCert(cp.__class__(epoch=3, prev=ZERO, items=()), sigs).encode()) \
+            == "applied"
+    assert a.ledger.known_through == 5
