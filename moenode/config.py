@@ -6,6 +6,7 @@ Theory of operation: a home directory holds everything one node owns, at fixed n
     HOME/key             the Ed25519 seed (moenode.store.keys; 0600)
     HOME/genesis.toml    the network's genesis (its hash is the network id)
     HOME/ledger.sqlite   the ledger store (certified orders, locks, checkpoints)
+    HOME/certs.sqlite    the shard certificates this node verified (for restarts and sync)
     HOME/index/          winner index snapshots
     HOME/node.log        the node's log
     HOME/run.json        written atomically once the node is up, removed on clean exit
@@ -45,6 +46,7 @@ class Config:
     # [paths]
     genesis: str = "genesis.toml"
     ledger: str = "ledger.sqlite"
+    certs: str = "certs.sqlite"
     index: str = "index"
     log: str = "node.log"
     home: Path = field(default=Path("."), compare=False)
@@ -66,7 +68,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "node": ("listen", "bootstrap", "model", "price_bps", "control_port", "log_level", "serve_proxies",
              "advert_interval_s"),
     "submit": ("submit_fee", "submit_attempts"),
-    "paths": ("genesis", "ledger", "index", "log"),
+    "paths": ("genesis", "ledger", "certs", "index", "log"),
 }
 RANGES: dict[str, tuple[int, int]] = {
     "price_bps": (0, 10_000),

@@ -1,14 +1,10 @@
-"""The node's archive: the public history it has verified, in order, for restarts and for peers that catch up.
+"""The node's certificate archive: every shard certificate it verified, in order, for restarts and for peers.
 
-Theory of operation: one sqlite file with one append-only table, `log(seq, kind, ident, data)`, `ident` unique per
-kind. Kinds: `order` (a certified order), `checkpoint` (a checkpoint certificate), `skip`, `evidence` (the ledger's
-log, as `moenode.core.authority` writes it) and `cert` (a shard certificate). A restart replays the ledger kinds
-through `authority.replay` and the `cert` kind into the winner index; the sync protocol serves any kind by cursor
-(`seq`), so a late joiner fetches exactly what this node verified, in the order it verified it.
-
-It also satisfies the authority's `LedgerStore` protocol (`locks`, `put_lock`, `append`) for the daemon when no
-dedicated ledger database is installed: `put_lock` commits before it returns (WAL, synchronous=FULL), so a vote
-never leaves before its lock is durable.
+Theory of operation: one sqlite file (`HOME/certs.sqlite`, WAL) with one append-only table,
+`certs(seq, ident UNIQUE, data)`: `ident` is the certificate id (its report's digest), `data` its canonical
+encoding. A restart re-reads it to know which certificates it already indexed and settled; the sync protocol
+serves it by cursor (`seq`) so a late joiner rebuilds its winner index from public, re-verified history. The
+ledger's own history lives in the ledger store (`moenode.store.ledger_db`), not here.
 """
 
 import sqlite3
@@ -16,12 +12,9 @@ import threading
 from pathlib import Path
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, ident BLOB NOT NULL,
-                                data BLOB NOT NULL, UNIQUE (kind, ident));
-CREATE TABLE IF NOT EXISTS locks (key BLOB PRIMARY KEY, order_id BLOB NOT NULL, settle_key BLOB NOT NULL,
+CREATE TABLE IF NOT EXISTS certs (seq INTEGER PRIMARY KEY AUTOINCREMENT, ident BLOB NOT NULL UNIQUE,
                                   data BLOB NOT NULL);
 """
-LEDGER_KINDS = ("order", "checkpoint", "skip", "evidence")
 
 
 class Archive:
@@ -32,53 +25,29 @@ class Archive:
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    # LedgerStore ---------------------------------------------------------------------------------------------------
-    def locks(self) -> dict[bytes, tuple[bytes, bytes]]:
+    def append(self, ident: bytes, data: bytes) -> bool:
+        """Archive one certificate; False if it is already there."""
         with self._lock:
-            rows = self._db.execute("SELECT key, order_id, settle_key FROM locks").fetchall()
-        return {bytes(k): (bytes(o), bytes(s)) for k, o, s in rows}
-
-    def put_lock(self, key: bytes, order_id: bytes, settle_key: bytes, data: bytes) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?)", (key, order_id, settle_key, data))
-
-    def append(self, kind: str, ident: bytes, data: bytes) -> bool:
-        """Add one entry; False if (kind, ident) is already archived."""
-        with self._lock:
-            cur = self._db.execute("INSERT OR IGNORE INTO log (kind, ident, data) VALUES (?, ?, ?)",
-                                   (kind, ident, data))
+            cur = self._db.execute("INSERT OR IGNORE INTO certs (ident, data) VALUES (?, ?)", (ident, data))
             return cur.rowcount == 1
 
-    # reading -------------------------------------------------------------------------------------------------------
-    def entries(self, kinds: tuple[str, ...] = LEDGER_KINDS) -> list[tuple[str, bytes, bytes]]:
-        marks = ",".join("?" * len(kinds))
+    def page(self, after: int, limit: int) -> list[tuple[int, bytes, bytes]]:
+        """Up to `limit` (seq, ident, data) with seq > after, in order."""
         with self._lock:
-            rows = self._db.execute(f"SELECT kind, ident, data FROM log WHERE kind IN ({marks}) ORDER BY seq",
-                                    kinds).fetchall()
-        return [(k, bytes(i), bytes(d)) for k, i, d in rows]
+            rows = self._db.execute("SELECT seq, ident, data FROM certs WHERE seq > ? ORDER BY seq LIMIT ?",
+                                    (after, limit)).fetchall()
+        return [(s, bytes(i), bytes(d)) for s, i, d in rows]
 
-    def page(self, after: int, limit: int, kinds: tuple[str, ...]) -> tuple[list[tuple[int, str, bytes, bytes]], int]:
-        """Up to `limit` entries with seq > after, and the last seq returned (after, if none)."""
-        marks = ",".join("?" * len(kinds))
+    def idents(self) -> set[bytes]:
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT seq, kind, ident, data FROM log WHERE seq > ? AND kind IN ({marks}) ORDER BY seq LIMIT ?",
-                (after, *kinds, limit)).fetchall()
-        out = [(s, k, bytes(i), bytes(d)) for s, k, i, d in rows]
-        return out, (out[-1][0] if out else after)
+            return {bytes(r[0]) for r in self._db.execute("SELECT ident FROM certs")}
 
-    def count(self, kind: str) -> int:
+    def count(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM log WHERE kind = ?", (kind,)).fetchone()[0]
-
-    def has(self, kind: str, ident: bytes) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM log WHERE kind = ? AND ident = ?", (kind, ident)).fetchone() \
-                is not None
+            return self._db.execute("SELECT COUNT(*) FROM certs").fetchone()[0]

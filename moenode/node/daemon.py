@@ -1,13 +1,13 @@
 """The daemon: one `Node` wires identity, genesis, ledger, network, encoders, winner index and shard rounds.
 
 Theory of operation: `Node(home)` reads the home directory (config.toml, key, genesis.toml; see moenode.config)
-and opens the archive and the ledger replayed from it. `Node.run()` then, in order: loads the encoder and the
+and opens the ledger store (replayed and re-checked) and the certificate archive. `Node.run()` then, in order: loads the encoder and the
 router model on a worker thread, opens the winner index snapshot, starts the libp2p host (`moenode.net`) with the
 round driver as its envelope handler, registers the RPCs (`order` for the authority, `proxy` for the expert,
 `sync` for late joiners) and the gossip topics (`certs`, `orders`, `adverts`, `checkpoints`), starts the control
 API on 127.0.0.1, the advert and housekeeping loops and the catch-up sync, writes `run.json`, and serves until
 `stop()`. Leaving `run()` cancels the node's tasks, saves the winner index, removes run.json and closes the
-archive; the net layer disconnects every peer before the libp2p services stop (py-libp2p needs that order).
+stores; the net layer disconnects every peer before the libp2p services stop (py-libp2p needs that order).
 
 Everything that mutates protocol state runs on the trio thread; ONNX and FAISS calls go through
 `trio.to_thread.run_sync`. Certificates, ours or gossiped, go through one door, `on_certificate`: verified against
@@ -79,8 +79,12 @@ class Node:
         self.seed, _ = load_or_create_key(self.config.key_path)
         self.signer = Ed25519Signer(self.seed)
         self.metrics = Metrics()
-        self.archive = Archive(self.config.path("ledger"))
-        self.payments = Payments(self)
+        self.archive = Archive(self.config.path("certs"))
+        try:
+            self.payments = Payments(self)
+        except BaseException:
+            self.archive.close()
+            raise
         self.sync = Sync(self)
         self.adverts: dict[bytes, Advert] = {}
         self.certs_done: set[bytes] = set()
@@ -129,7 +133,7 @@ class Node:
         self.index = await trio.to_thread.run_sync(
             lambda: WinnerIndex.open(cfg.path("index"), self.compute.routing_dim, epochs=p.index_epochs,
                                      max_entries=p.index_max_entries))
-        self.certs_done = set()
+        self.certs_done = await trio.to_thread.run_sync(self.archive.idents)
         self.rounds = Rounds(self)
         caps = dict(DEFAULT_TOPIC_CAPS, orders=ORDERS_TOPIC_CAP)
         netcfg = NetConfig(seed=self.seed, net_id=self.net_id, listen=cfg.listen, bootstrap=cfg.bootstrap,
@@ -167,6 +171,7 @@ class Node:
                     self.index.save()
             finally:
                 self.archive.close()
+                self.payments.close()
 
     def _write_run_json(self) -> None:
         info = {"peer_id": str(self.net.peer_id), "addrs": self.net.addrs(), "account": self.account.hex(),
@@ -187,7 +192,7 @@ class Node:
             return False
         self.certs_done.add(cid)
         data = cert.encode()
-        self.archive.append("cert", cid, data)
+        self.archive.append(cid, data)
         r = cert.report
         self.metrics.inc("certificates")
         try:

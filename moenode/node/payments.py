@@ -1,8 +1,8 @@
 """The node's ledger side: its full copy of the ledger, its authority, and the client that gets orders certified.
 
 Theory of operation: every node keeps the whole ledger (`moenode.core.ledger.Ledger`) behind an `Authority`
-(`moenode.core.authority`), whose store is the node's archive, so every certificate it accepts is on disk and a
-restart replays them. The ledger changes only through certified orders, which arrive three ways: our own (we
+(`moenode.core.authority`) whose store is the ledger database (`moenode.store.ledger_db`, HOME/ledger.sqlite), so
+every certificate it accepts is on disk and a restart replays and re-checks them. The ledger changes only through certified orders, which arrive three ways: our own (we
 collected the votes), gossip (topic `orders`), and sync.
 
 An order is certified by asking every authority of the order's epoch over the `order` RPC in parallel and
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from moenode.core.authority import Authority, replay
+from moenode.core.authority import Authority
 from moenode.core.codec import canonical, decode
 from moenode.core.crypto import ed25519_verify
 from moenode.core.errors import ProtocolError, SchemaError
@@ -42,7 +42,7 @@ from moenode.core.orders import (
     vote_digest,
 )
 from moenode.core.selection import CERT_THRESHOLD
-from moenode.node.archive import LEDGER_KINDS
+from moenode.store.ledger_db import open_authority
 
 if TYPE_CHECKING:
     from moenode.node.daemon import Node
@@ -61,18 +61,14 @@ class PaymentError(RuntimeError):
 class Payments:
     def __init__(self, node: Node):
         self.node = node
-        self.ledger = Ledger(node.genesis, ed25519_verify)
-        bad = 0
-        for entry in node.archive.entries(LEDGER_KINDS):
-            try:
-                replay(self.ledger, [entry])
-            except (ProtocolError, ValueError) as e:  # a stored entry we can no longer accept: keep going
-                bad += 1
-                log.warning("ledger replay skipped a %s entry: %s", entry[0], e)
-        if bad:
-            log.warning("ledger replay skipped %d entries", bad)
-        self.authority = Authority(self.ledger, node.signer, node.archive)
+        # StoreError (corrupt, foreign network, log that does not replay) propagates: the node refuses to start
+        self.authority: Authority = open_authority(node.config.path("ledger"), node.genesis, node.signer,
+                                                   ed25519_verify)
+        self.ledger: Ledger = self.authority.ledger
         self.published: set[bytes] = set()
+
+    def close(self) -> None:
+        self.authority.store.close()  # type: ignore[attr-defined]
 
     @property
     def me(self) -> bytes:

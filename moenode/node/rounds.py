@@ -55,7 +55,6 @@ from moenode.core.messages import (
     seal,
     shard_id as derive_shard_id,
 )
-from moenode.core.orders import verify_pay_cert
 from moenode.core.proxy import ProxyDesk, Refusal, proxy_request
 from moenode.core.round import (
     EvidenceFound,
@@ -177,11 +176,7 @@ class Rounds:
             self.dispatch(self.me, env)
 
     def _check_payment(self, inp: Input) -> None:
-        pay_id = verify_pay_cert(inp.pay_cert, shard_id=inp.shard_id, fee=inp.fee, submitter=inp.submitter,
-                                 net=self.node.net_id, verify=ed25519_verify,
-                                 stake_table_for_epoch=self.node.payments.ledger.stakes_at)
-        if pay_id != inp.pay_id:
-            raise SchemaError("Input: pay_id is not the id of its payment certificate")
+        self.node.payments.ledger.payment_check()(inp)
         self.node.payments.accept(inp.pay_cert)  # the escrow, so that our Settle vote can check it later
 
     def _derive(self, inp: Input) -> ShardContext:

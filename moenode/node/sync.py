@@ -1,16 +1,17 @@
 """Catch-up sync: a late joiner fetches the public history a peer has verified, checks it, then follows gossip.
 
-Theory of operation: every node archives what it verified, in order (`archive.py`): certified orders, checkpoint
-certificates and evidence (the ledger's log) and shard certificates. The paged RPC `sync` serves that log by
-cursor: the cursor is the archive sequence number as 8 big-endian bytes, each item is
-`canonical([kind, ident, data])`, a page holds at most `PAGE_BYTES` of data, and an empty next-cursor ends the
-walk. Nothing is taken on trust: the fetching node runs every entry through the same checks as gossip
-(`Payments.accept`, `Authority.accept_checkpoint`, `Node.on_certificate`), so a lying peer can only withhold,
-never forge. Entries whose prerequisites are missing (a Settle before its PayEscrow, say) are retried once after
-the walk, because the ledger accepts credits in any order but a checkpoint only in sequence.
+Theory of operation: a node keeps two ordered histories: the ledger store's log (certified orders, checkpoint
+certificates, evidence; `moenode.store.ledger_db`) and the certificate archive (shard certificates;
+`archive.py`). The paged RPC `sync` serves either by cursor: query `ledger` or `certs`, the cursor is the position
+as 8 big-endian bytes, each item is `canonical([kind, data])`, a page holds at most `PAGE_BYTES` of data, and an
+empty next-cursor ends the walk. Nothing is taken on trust: the fetching node runs every entry through the same
+checks as gossip (`Payments.accept`, `Authority.accept_checkpoint`, `Node.on_certificate`), so a lying peer can
+only withhold history, never forge it. Skipped checkpoints are local decisions (a timeout) and are not served.
+Entries whose prerequisites are missing (a Settle before its epoch's table is known, say) are retried once after
+the walk.
 
-The walk starts once at least one peer is connected, asks the bootstrap peers first, and moves to the next peer
-on failure. `state` is what /status shows: idle, syncing, synced (with counts) or failed (with the reason).
+The walk starts once a peer is connected, asks the bootstrap peers first, and moves to the next peer on failure.
+`state` is what /status shows: idle, syncing, synced (with counts) or failed (with the reason).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ log = logging.getLogger("moenode.node")
 
 PAGE_LIMIT = 64
 PAGE_BYTES = 8 << 20
-SYNC_KINDS = ("order", "checkpoint", "evidence", "cert")
+LEDGER_KINDS = ("order", "checkpoint", "evidence")
 WAIT_FOR_PEERS = 10.0
 
 
@@ -41,22 +42,30 @@ class Sync:
         self.state: dict[str, Any] = {"state": "idle", "peer": None, "fetched": 0, "applied": 0, "rejected": 0}
 
     # serving ---------------------------------------------------------------------------------------------------------
+    def _rows(self, query: bytes, after: int, limit: int) -> list[tuple[int, str, bytes]]:
+        if query == b"certs":
+            return [(seq, "cert", data) for seq, _ident, data in self.node.archive.page(after, limit)]
+        if query == b"ledger":
+            entries = self.node.payments.authority.store.entries()  # type: ignore[attr-defined]
+            return [(i + 1, k, d) for i, (k, _ident, d) in enumerate(entries)
+                    if i + 1 > after and k in LEDGER_KINDS][:limit]
+        raise SchemaError(f"sync: unknown query {query!r:.20}")
+
     async def serve_page(self, peer: bytes, query: bytes, cursor: bytes, limit: int) -> tuple[list[bytes], bytes]:
-        if query != b"log":
-            raise SchemaError(f"sync: unknown query {query!r:.20}")
         if cursor and len(cursor) != 8:
             raise SchemaError("sync: the cursor is 8 bytes")
         after = int.from_bytes(cursor, "big") if cursor else 0
-        rows, last = self.node.archive.page(after, min(limit, PAGE_LIMIT), SYNC_KINDS)
-        items, size = [], 0
-        for seq, kind, ident, data in rows:
+        limit = min(limit, PAGE_LIMIT)
+        rows = self._rows(query, after, limit)
+        items, size, last = [], 0, after
+        for seq, kind, data in rows:
             if items and size + len(data) > PAGE_BYTES:
-                last = seq - 1
                 break
-            items.append(canonical([kind, ident, data]))
+            items.append(canonical([kind, data]))
             size += len(data)
-        more = len(rows) == min(limit, PAGE_LIMIT) or len(items) < len(rows)
-        return items, (last.to_bytes(8, "big") if more and items else b"")
+            last = seq
+        more = bool(items) and (len(rows) == limit or len(items) < len(rows))
+        return items, (last.to_bytes(8, "big") if more else b"")
 
     # fetching --------------------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -77,17 +86,17 @@ class Sync:
             except Exception as e:  # an unreachable or misbehaving peer: try the next one
                 log.warning("sync from %s failed: %r", peer.hex()[:16], e)
                 self.state.update(state="failed", reason=repr(e)[:200])
-        self.state.setdefault("reason", "every peer failed")
 
     async def walk(self, peer: bytes) -> None:
         self.state.update(state="syncing", peer=peer.hex())
         retry: list[tuple[str, bytes]] = []
-        async for items, _next in self.node.net.iter_pages(peer, "sync", b"log", limit=PAGE_LIMIT):
-            for raw in items:
-                self.state["fetched"] += 1
-                kind, data = self._entry(raw)
-                if not await self.apply(peer, kind, data, final=False):
-                    retry.append((kind, data))
+        for query in (b"ledger", b"certs"):
+            async for items, _next in self.node.net.iter_pages(peer, "sync", query, limit=PAGE_LIMIT):
+                for raw in items:
+                    self.state["fetched"] += 1
+                    kind, data = self._entry(raw)
+                    if not await self.apply(peer, kind, data, final=False):
+                        retry.append((kind, data))
         for kind, data in retry:
             await self.apply(peer, kind, data, final=True)
         self.state.update(state="synced")
@@ -96,9 +105,9 @@ class Sync:
     @staticmethod
     def _entry(raw: bytes) -> tuple[str, bytes]:
         e = decode(raw, max_bytes=PAGE_BYTES + 1024)
-        if not (isinstance(e, list) and len(e) == 3 and e[0] in SYNC_KINDS and isinstance(e[2], bytes)):
-            raise SchemaError("sync: expected [kind, ident, data]")
-        return e[0], e[2]
+        if not (isinstance(e, list) and len(e) == 2 and e[0] in LEDGER_KINDS + ("cert",) and isinstance(e[1], bytes)):
+            raise SchemaError("sync: expected [kind, data]")
+        return e[0], e[1]
 
     async def apply(self, peer: bytes, kind: str, data: bytes, final: bool) -> bool:
         """Apply one fetched entry; False if it should be retried later (a prerequisite may still come)."""
@@ -111,7 +120,7 @@ class Sync:
             elif kind == "evidence":
                 ev = Evidence.from_body(decode(data, Evidence.MAX_BYTES))
                 node.payments.authority.add_evidence(ev, node.now_ms())
-            elif kind == "cert":
+            else:
                 await node.on_certificate(decode_certificate(data), peer, b"", publish=False)
         except ProtocolError as e:
             if not final:
