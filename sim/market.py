@@ -59,7 +59,8 @@ class MarketSim:
         self.sc, self.p = sc, sc.params
         self.pop = pop or Population.build(sc)
         s = sc.sim
-        self.rng = np.random.default_rng(s.seed)
+        self.rng = np.random.default_rng(s.seed + 1)  # churn
+        self.items_rng = np.random.default_rng(s.seed)  # the item stream, shared with the message level
         self.world = self.pop.world
         keys = self.pop.keys
         self.book = Book(self.p, {c: s.client_balance for c in self.pop.clients}, {k: s.stake for k in keys})
@@ -140,7 +141,7 @@ class MarketSim:
         s, p, w_ = self.sc.sim, self.p, self.world
         b = s.per_batch
         keys = self.pop.keys
-        dom, x = w_.draw_items(self.rng, B, b)
+        dom, x = w_.draw_items(self.items_rng, B, b)
         first = self.done * b
         ids = (first + np.arange(B * b)).reshape(B, b)
         w = w_.region(x)  # (B, b, K)

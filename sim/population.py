@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moenode.core.crypto import H, CheapSigner
+from moenode.core.crypto import CheapSigner, Ed25519Signer, H, Signer, Verifier, cheap_verify, ed25519_verify
 from moenode.core.genesis import Account, Genesis
 from moenode.core.messages import shard_id as make_shard_id
 from moenode.core.selection import data_hash, shard_seed
@@ -29,10 +29,26 @@ class Population:
     clients: list[bytes]
     genesis: Genesis
 
+    signers: dict[bytes, Signer]
+    verify: Verifier
+
     @classmethod
     def build(cls, sc: Scenario) -> "Population":
         s = sc.sim
-        keys = [H("sim-node", s.seed.to_bytes(8, "big") + i.to_bytes(4, "big")) for i in range(s.nodes)]
+        if sc.net.ed25519:  # real keys (consistency runs); otherwise the cheap stand-in
+            eds = [Ed25519Signer.from_entropy(b"sim-node" + s.seed.to_bytes(8, "big") + i.to_bytes(4, "big"))
+                   for i in range(s.nodes)]
+            keys = [e.public_key for e in eds]
+            cl = [Ed25519Signer.from_entropy(b"sim-client" + s.seed.to_bytes(8, "big") + i.to_bytes(4, "big"))
+                  for i in range(4)]
+            signers: dict[bytes, Signer] = {e.public_key: e for e in eds + cl}
+            clients = [c.public_key for c in cl]
+            verify: Verifier = ed25519_verify
+        else:
+            keys = [H("sim-node", s.seed.to_bytes(8, "big") + i.to_bytes(4, "big")) for i in range(s.nodes)]
+            clients = [H("sim-client", s.seed.to_bytes(8, "big") + i.to_bytes(4, "big")) for i in range(4)]
+            signers = {k: CheapSigner(k) for k in keys + clients}
+            verify = cheap_verify
         world = World(sc.world, s.seed, s.nodes)
         rng = np.random.default_rng(s.seed + 7)
         behaviour = np.array(["honest"] * s.nodes, dtype=object)
@@ -47,17 +63,13 @@ class Population:
         world.collapsed[:] = behaviour == "collapsed"
         inv = rng.random(s.nodes) < s.invest
         world.investing[:] = inv & (behaviour == "honest")
-        clients = [H("sim-client", s.seed.to_bytes(8, "big") + i.to_bytes(4, "big")) for i in range(4)]
         accounts = [Account(k, balance=0, stake=s.stake, model_id="synthetic", price=int(world.price_bps[i]))
                     for i, k in enumerate(keys)]
         accounts += [Account(c, balance=s.client_balance) for c in clients]
         accounts.sort(key=lambda acc: acc.pubkey)
         genesis = Genesis(name=f"sim-{s.name}"[:64], genesis_time_ms=0, epoch_ms=3_600_000, params=sc.params,
                           accounts=tuple(accounts))
-        return cls(sc, keys, {k: i for i, k in enumerate(keys)}, behaviour, world, clients, genesis)
-
-    def signer(self, pk: bytes) -> CheapSigner:
-        return CheapSigner(pk)
+        return cls(sc, keys, {k: i for i, k in enumerate(keys)}, behaviour, world, clients, genesis, signers, verify)
 
     def node_class(self, i: int) -> str:
         b = self.behaviour[i]
@@ -81,3 +93,13 @@ def round_ids(epoch: int, epoch_seed: bytes, items: list[str], nonce: bytes, sub
     sid = make_shard_id(epoch, dh, nonce, submitter)
     pay_id = H("pay", sid)
     return sid, dh, pay_id, shard_seed(epoch_seed, dh, nonce, pay_id)
+
+
+def chunks(submissions: int, chunk: int, epoch_submissions: int) -> list[tuple[int, int]]:
+    """(start, size) of the item-stream chunks: never across an epoch boundary. Both levels draw items this way."""
+    out, done = [], 0
+    while done < submissions:
+        size = min(chunk, submissions - done, epoch_submissions - done % epoch_submissions)
+        out.append((done, size))
+        done += size
+    return out
