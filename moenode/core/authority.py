@@ -81,6 +81,7 @@ class Authority:
         `attachments` are certified orders the sender adds when this authority lacked a credit or an earlier order
         (the InsufficientFunds, SequenceGap and UnknownEscrow errors say which account to bring up to date).
         """
+        self.catch_up(now_ms)
         for cert in attachments:
             self.accept_certificate(cert)
         led = self.ledger
@@ -103,8 +104,13 @@ class Authority:
         self.verify.remember(self.me, digest, sig)
         return sig
 
-    def accept_certificate(self, data: bytes) -> str:
-        """Check and apply a certified order; log it if it changed anything. Returns the ledger's status."""
+    def accept_certificate(self, data: bytes, now_ms: int | None = None) -> str:
+        """Check and apply a certified order; log it if it changed anything. Returns the ledger's status.
+
+        With `now_ms`, stake tables the clock has made due are fixed first (see `catch_up`).
+        """
+        if now_ms is not None:
+            self.catch_up(now_ms)
         cert = CertifiedOrder.decode(data, self.ledger.net, self.verify)
         status = self.ledger.accept_certificate(cert, self.verify)
         if status != "duplicate":
@@ -154,13 +160,19 @@ class Authority:
         `CheckpointCollector`, the certificate applied with `accept_checkpoint` everywhere.
         """
         led = self.ledger
-        cur = led.genesis.epoch(now_ms)
-        while led.next_checkpoint_epoch() + 2 <= cur:
-            self.skip_checkpoint(led.next_checkpoint_epoch())
+        cur = self.catch_up(now_ms)
         due = led.next_checkpoint_epoch()
         if due + 1 == cur and led.power_at(cur).get(self.me, 0) > 0:
             return led.propose_checkpoint(due)
         return None
+
+    def catch_up(self, now_ms: int) -> int:
+        """Skip every checkpoint whose window has closed unformed (E+2 <= now's epoch); return now's epoch."""
+        led = self.ledger
+        cur = led.genesis.epoch(now_ms)
+        while led.next_checkpoint_epoch() + 2 <= cur:
+            self.skip_checkpoint(led.next_checkpoint_epoch())
+        return cur
 
     def skip_checkpoint(self, epoch: int) -> None:
         self.ledger.skip_checkpoint(epoch)

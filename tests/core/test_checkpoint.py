@@ -159,3 +159,14 @@ def test_tick_skips_missed_checkpoints_and_offers_the_due_one():
         assert x.accept_checkpoint(CheckpointCert(cp.__class__(epoch=3, prev=ZERO, items=()), sigs).encode()) \
             == "applied"
     assert a.ledger.known_through == 5
+
+
+def test_orders_keep_flowing_when_no_checkpoint_is_ever_signed():
+    net = Net(n=4)
+    alice, bob = net.user_keys[:2]
+    now = 7 * EPOCH_MS + 3
+    cert = net.run(Transfer(alice.public_key, 0, 7, bob.public_key, 3), alice, now=now)
+    assert net.ledger.known_through == 7 and net.ledger.balance(bob.public_key) == 1_000_003
+    idle = Net(n=4).authorities[0]  # a node that saw nothing for 7 epochs
+    assert idle.accept_certificate(cert.encode(), now) == "applied"
+    assert idle.ledger.state_digest() == net.ledger.state_digest()
