@@ -134,7 +134,7 @@ def mrr(vectors: np.ndarray, labels: Sequence[str]) -> float | None:
     return float(np.mean(rr)) if rr else None
 
 
-def fit(train: Views, held: Views, steps: int = 300, lr: float = 1e-3, patience: int = 60,
+def fit(train: Views, held: Views, steps: int = 300, lr: float = 1e-4, patience: int = 60,
         on_step: Callable[[int, float], None] | None = None) -> tuple[np.ndarray, int, list[tuple[int, float]]]:
     """Adam on delta; returns (best W, best step, held-out history)."""
     d = train.pooled.shape[1]
