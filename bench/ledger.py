@@ -94,20 +94,29 @@ def run(orders: int, cheap: bool, check_votes: bool = True) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--json", action="store_true", help="print the JSON result as the last line")
-    ap.add_argument("--orders", type=int, default=1_500)
+    ap.add_argument("--orders", type=int, default=1_000)
+    ap.add_argument("--reps", type=int, default=3, help="repetitions; the best of each variant is reported")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ledger.json"))
     args = ap.parse_args()
-    verify_us, sign_us = sig_costs(2_000)
-    real = run(args.orders, cheap=False)
-    trusting = run(args.orders, cheap=False, check_votes=False)
-    base = run(args.orders, cheap=True)
+    # the machine is shared: interleave the variants and keep each one's best repetition
+    best: dict[str, dict] = {}
+    costs = []
+    for _ in range(args.reps):
+        costs.append(sig_costs(2_000))
+        for name, kw in (("real", {"cheap": False}), ("trusting", {"cheap": False, "check_votes": False}),
+                         ("base", {"cheap": True})):
+            r = run(args.orders, **kw)
+            if name not in best or r["orders_per_s"] > best[name]["orders_per_s"]:
+                best[name] = r
+    real, trusting, base = best["real"], best["trusting"], best["base"]
+    verify_us, sign_us = min(c[0] for c in costs), min(c[1] for c in costs)
     # Ed25519 work per certified order in one process: the user's signature, then for each of the 4 authorities
     # the submitter reaches quorum with (the 5th is still in flight when the certificate forms): its check of the
     # order and its vote, and the submitter's check of that vote
     quorum_votes = 4
     floor_us = sign_us + quorum_votes * (2 * verify_us + sign_us)
     result = {
-        "bench": "ledger", "authorities": AUTHORITIES, "orders": args.orders,
+        "bench": "ledger", "authorities": AUTHORITIES, "orders": args.orders, "reps": args.reps,
         "orders_per_s": round(real["orders_per_s"], 1),
         "confirmed_orders_per_s": round(real["confirmed_per_s"], 1),
         "orders_per_s_submitter_trusts_votes": round(trusting["orders_per_s"], 1),
