@@ -1,18 +1,19 @@
 """Envelopes, requests and pages between real hosts; caps and rate limits against a raw libp2p attacker."""
 
+import multiaddr
 import pytest
 import trio
 from libp2p.peer.peerinfo import info_from_p2p_addr
-import multiaddr
 
 from moenode.core.codec import canonical
-from moenode.core.crypto import H
+from moenode.core.crypto import Ed25519Signer, H, ed25519_verify
+from moenode.core.messages import Advert, open_signed, seal
 from moenode.core.errors import SchemaError
-from moenode.net import PeerUnreachable, Rate, RemoteError, RequestTimeout
-from moenode.net.direct import DirectConfig, envelope_protocol, rpc_protocol
-from moenode.net.framing import CHUNK, encode_frame, encode_uvarint, write_message
+from moenode.net import PeerUnreachable, Rate, RemoteError, RequestTimeout, open_host
+from moenode.net.direct import envelope_protocol
+from moenode.net.framing import CHUNK, encode_frame, encode_uvarint
 from moenode.net.host import default_limits
-from netkit import NET, Inbox, connect_all, hosts, run_vanilla, vanilla_host, wait_until
+from netkit import NET, Inbox, config, connect_all, hosts, run_vanilla, vanilla_host, wait_until
 
 MiB = 1 << 20
 
@@ -206,9 +207,6 @@ async def test_envelope_and_request_floods_are_rate_limited():
 
 async def test_node_rejections_from_open_signed_are_counted():
     """The node decodes with open_signed inside on_message; its ProtocolErrors are counted by reason."""
-    from moenode.core.crypto import Ed25519Signer, ed25519_verify
-    from moenode.core.messages import Advert, open_signed, seal
-
     accepted = []
 
     async def on_message(peer: bytes, data: bytes) -> None:
@@ -220,9 +218,6 @@ async def test_node_rejections_from_open_signed_are_counted():
     foreign = seal(advert, signer, H("network", b"elsewhere")).encode()
     forged = bytearray(good)
     forged[-5] ^= 1  # inside the signature
-    from moenode.net import open_host
-    from netkit import config
-
     with trio.fail_after(20):
         async with open_host(config("node-a")) as a, open_host(config("node-b"), on_message) as b:
             await a.connect(b.addrs()[0])
