@@ -364,27 +364,49 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
 
 
 def run_daemon(home: Path, genesis: Path | None, bootstrap: list[str], log_level: str | None) -> int:
-    """Run the daemon under trio until it ends or a signal asks it to stop. Returns the exit code."""
-    import signal
+    """Run the daemon under trio until it stops (it handles SIGINT/SIGTERM itself). Returns the exit code."""
+    from dataclasses import replace
 
     import trio
 
+    from moenode.config import load_config
     from moenode.node import run_node
 
-    async def main() -> int:
-        async with trio.open_nursery() as nursery:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async def on_signal() -> None:
-                    async for _ in signals:
-                        nursery.cancel_scope.cancel()  # run_node cleans up as it unwinds
-                        return
+    cfg = load_config(home)
+    if genesis is not None:
+        install_genesis(genesis, cfg.path("genesis"))
+    overrides: dict[str, Any] = {}
+    if bootstrap:
+        overrides["bootstrap"] = tuple(dict.fromkeys(list(cfg.bootstrap) + list(bootstrap)))
+    if log_level:
+        overrides["log_level"] = log_level.lower()
+    cfg = replace(cfg, **overrides) if overrides else cfg
+    trio.run(lambda: run_node(home, config=cfg))
+    return 0
 
-                nursery.start_soon(on_signal)
-                await run_node(home, genesis=genesis, bootstrap=bootstrap, log_level=log_level)
-                nursery.cancel_scope.cancel()
-        return 0
 
-    return trio.run(main)
+def install_genesis(src: Path, dst: Path) -> None:
+    """Copy the network's genesis into the home; a home that already belongs to another network is refused."""
+    from moenode.core.errors import SchemaError
+    from moenode.core.genesis import parse_genesis
+
+    text = src.read_text(encoding="utf-8")
+    try:
+        g = parse_genesis(text)
+    except SchemaError as e:
+        fail(f"{src}: {e}")
+    if dst.exists():
+        try:
+            current = parse_genesis(dst.read_text(encoding="utf-8"))
+        except SchemaError:
+            current = None
+        if current is not None and current.network_id != g.network_id:
+            fail(f"{dst.parent} already belongs to network {current.name!r} ({current.network_id.hex()[:16]}); "
+                 f"{src} is another network ({g.name!r}). Use a fresh home for it.")
+        if current is not None:
+            return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(text, encoding="utf-8")
 
 
 def print_submit(res: dict[str, Any], emb, items: int, out: Path | None) -> None:
@@ -403,8 +425,10 @@ def print_submit(res: dict[str, Any], emb, items: int, out: Path | None) -> None
     winner, producer = res.get("winner", ""), res.get("producer", "")
     t.add_row("winner", str(winner))
     t.add_row("producer", f"{producer}" + (" (proxied)" if producer and producer != winner else ""))
-    loss = res.get("loss")
-    t.add_row("loss", f"{loss / 1e6:.6f} (micro {loss})" if isinstance(loss, int) else fmt(loss))
+    micro = res.get("loss_micro", res.get("loss") if isinstance(res.get("loss"), int) else None)
+    t.add_row("loss", f"{micro / 1e6:.6f} (split-half, lower is better)" if micro is not None else fmt(res.get("loss")))
+    if res.get("elapsed_ms") is not None:
+        t.add_row("elapsed", f"{res['elapsed_ms']} ms")
     cert = res.get("certificate", "")
     t.add_row("certificate", f"{short(cert, 48)} ({len(cert) // 2} bytes)")
     attempts = res.get("attempts") or []
@@ -564,25 +588,39 @@ def _start_with_progress(tn, timeout: float) -> None:
         tn.start(timeout=timeout, progress=lambda nd: p.advance(task))
 
 
+def _count(v: Any, key: str) -> str:
+    """A counter field that is either a number or a dict of counters (e.g. rounds={certified: 3, ...})."""
+    if isinstance(v, dict):
+        return str(v.get(key, 0))
+    return fmt(v)
+
+
 def _print_nodes(tn, sts) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"testnet {tn.root}", title_justify="left")
-    for col in ("node", "model", "pid", "alive", "peer id", "control"):
-        t.add_column(col)
-    stat_cols = ("peers", "epoch", "stake", "balance", "rounds", "wins", "proxies", "strikes")
-    if sts is not None:
-        for col in stat_cols:
-            t.add_column(col, justify="right")
-    for i, nd in enumerate(tn.nodes):
-        row = [nd.name, nd.model, str(nd.pid or "-"), "yes" if nd.alive() else "[red]no[/]", short(nd.peer_id, 14),
-               nd.control_url or "-"]
-        if sts is not None:
-            st = sts[i] or {}
-            from moenode.testnet import peer_count
+    from moenode.testnet import peer_count
 
-            row += [str(peer_count(st)) if st else "-"] + [fmt(st.get(k)) for k in stat_cols[1:]]
+    t = Table(title=f"testnet {tn.root}", title_justify="left")
+    cols = ["node", "model", "pid", "up"]
+    if sts is None:
+        cols += ["peer id", "control"]
+    else:
+        cols += ["peers", "epoch", "stake", "balance", "rounds", "wins", "proxied", "served", "strikes", "sync"]
+    for col in cols:
+        t.add_column(col, justify="right" if col in ("peers", "epoch", "stake", "balance", "rounds", "wins",
+                                                      "proxied", "served", "strikes") else "left")
+    for i, nd in enumerate(tn.nodes):
+        row = [nd.name, nd.model, str(nd.pid or "-"), "yes" if nd.alive() else "[red]no[/]"]
+        if sts is None:
+            row += [nd.peer_id, nd.control_url or "-"]
+        else:
+            st = sts[i] or {}
+            sync = st.get("sync")
+            row += [str(peer_count(st)) if st else "-", fmt(st.get("epoch")), fmt(st.get("stake")),
+                    fmt(st.get("balance")), _count(st.get("rounds"), "certified"), fmt(st.get("wins")),
+                    _count(st.get("proxies"), "sent"), _count(st.get("proxies"), "served"), fmt(st.get("strikes")),
+                    sync.get("state", "-") if isinstance(sync, dict) else fmt(sync)]
         t.add_row(*row)
     Console().print(t)
 

@@ -67,7 +67,7 @@ class FakeDaemon:
                     n = len(body["texts"])
                     emb = np.arange(n * fake.dim, dtype="<f4").reshape(n, fake.dim)
                     return self._send(200, {"embeddings": base64.b64encode(emb.tobytes()).decode(), "dim": fake.dim,
-                                            "winner": "aa" * 32, "producer": "bb" * 32, "loss": 123456,
+                                            "winner": "aa" * 32, "producer": "bb" * 32, "loss": 0.123456, "loss_micro": 123456,
                                             "certificate": "cd" * 40, "attempts": [{"ok": True}]})
                 if self.path == "/transfer" and body["amount"] > 10**9:
                     return self._send(400, {"error": "insufficient balance"})
@@ -167,7 +167,7 @@ def test_submit_file_jsonl_and_json_output(daemon, tmp_path):
     r = runner.invoke(app, ["submit", "--home", str(tmp_path / "home"), "--file", str(f), "--json"])
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
-    assert res["shape"] == [3, 4] and res["loss"] == 123456 and res["items"] == 3
+    assert res["shape"] == [3, 4] and res["loss_micro"] == 123456 and res["items"] == 3
     assert daemon.requests[-1][2] == {"texts": ["alpha", "beta", "gamma"]}
 
 
