@@ -16,7 +16,8 @@ The round itself is abstracted into its outcome, following `moenode.core.round`:
 - equivocators are caught by their two commits (evidence, never accepted); withholders commit but never reveal
   (strikes); fake-score members claim a loss their vectors do not support and fail verification (faulty) when they
   are the lowest claim; evaluation takes candidates by (claimed batch loss, member) exactly as the core does.
-- the certificate is signed by every accepted member that revealed and is not faulty; `settle_split` pays;
+- the certificate is signed by every live member except equivocators (a member struck for lateness still reaches
+  the same report, as the core does); `settle_split` pays;
   strikes, faulty marks and evidence slash at the epoch transition (`checkpoint.next_table`).
 The winner index learns each chunk's certificates after the chunk (a gossip delay of one chunk).
 
@@ -43,7 +44,7 @@ from sim.index import WinnerIndex
 from sim.metrics import Recorder
 from sim.population import Population, item_text, nonce_of, round_ids
 from sim.policies import BIG, Cbtm, expert_batch_loss, oracle_expert
-from sim.world import micro
+from sim.world import micro, routing_vectors
 
 
 
@@ -157,11 +158,11 @@ class MarketSim:
             sid, _, _, seed = round_ids(self.epoch, self.epoch_seed, items, nonce_of(k), client)
             sids.append(sid)
             pos = self.sampler.indices(seed, n)
-            M[i] = np.sort(self.pool_node[pos])  # pubkey order == pool order
+            M[i] = self.pool_node[np.sort(pos)]  # pool order is pubkey order
         # realised and expected losses of every member on every item
         real = micro(w_.realised_loss(M[:, :, None], ids[:, None, :], w[:, None, :, :]))  # (B, n, b)
         own = (2 * real.sum(axis=2) + b) // (2 * b)  # batch_loss rounding, as the Payload schema requires
-        est = micro(w_.expected_loss(M[:, :, None], w[:, None, :, :]).mean(axis=2))
+        est = w_.estimate_micro(M[:, :, None], w[:, None, :, :])
         behaviour = self.pop.behaviour
         beh = behaviour[M]
         online = self.online[M]
@@ -200,7 +201,9 @@ class MarketSim:
         t_commit[has, sponsor[has]] = w_.ms_per_item[expert[has]] * b + 2 * s.link_ms
         t_commit[~online] = np.inf
         t_arr = np.where(np.isfinite(t_commit), t_commit + s.link_ms, np.inf)  # as the others see it
-        deadline = float(p.commit_timeout_ms)
+        # the commit deadline, as ShardContext.commit_deadline computes it (every batch here is under one MiB)
+        deadline = float(p.commit_timeout_ms + p.commit_ms_per_mib)
+        t_arr = np.where(t_arr <= deadline, t_arr, np.inf)  # a commit after the deadline never counts
         ts = np.sort(t_arr, axis=1)
         n_commit = np.isfinite(ts).sum(axis=1)
         t_first, t_q = ts[:, 0], ts[:, q - 1]
@@ -235,10 +238,13 @@ class MarketSim:
                 self.evidence.add(keys[M[i, j]])
             if not ok[i]:
                 book.refund(esc)
+                if s.trace:
+                    self.trace.append({"shard_id": sid.hex(), "members": [keys[m].hex() for m in M[i]],
+                                       "winner": None, "producer": None, "loss": None, "strikes": []})
                 continue
             wk, pk_ = keys[winner[i]], keys[producer[i]]
             share = int(self.world.price_bps[producer[i]]) if producer[i] != winner[i] else 0
-            signers = [keys[m] for m in M[i][revealed[i] & ~faulty[i]]]
+            signers = [keys[m] for m in M[i][online[i] & ~equiv[i]]]  # late members still sign the report
             split = book.settle(esc, wk, pk_, share, signers)
             for pk, amount in split.items():
                 rec.earned[self.pop.index_of[pk]] += amount
@@ -249,7 +255,7 @@ class MarketSim:
                 self.faulty_marks.add(keys[m])
             rec.wins[producer[i], dom[i]] += 1
             self.domain_reward[dom[i]] += s.fee
-            add_vec.append(x[i])
+            add_vec.append(routing_vectors(x[i]))
             add_prod.append(np.full(b, producer[i]))
             add_loss.append(ex_real[i] if producer[i] != winner[i] else real[i, win[i]])
             if s.trace:
@@ -284,5 +290,4 @@ class MarketSim:
         prox = np.where(has, np.minimum(ex_batch, rand), rand)
         rec.curve_score.append(np.where(has, score, 0.0))
         rec.curve_proxied_loss.append(np.where(rand < BIG, prox / 1e6, np.nan))
-        # protocol events this chunk stands for: per round n inputs + 4 broadcasts of n(n-1) + n reports to the client
-        self.events += B * (2 * n + 4 * n * (n - 1))
+        self.events += B  # one step per round at this level

@@ -74,7 +74,7 @@ from sim.index import WinnerIndex
 from sim.metrics import Recorder
 from sim.policies import BIG, Cbtm, batch_of, expert_batch_loss, oracle_expert
 from sim.population import Population, chunks, item_text, nonce_of, round_ids
-from sim.world import micro
+from sim.world import micro, routing_vectors
 
 
 @dataclass
@@ -372,7 +372,7 @@ class MessageSim:
         m = self.meta[sid]
         me = self.keys[who]
         if self.sc.sim.proxy and self.pop.behaviour[who] != "collapsed":
-            own = int(micro(self.world.expected_loss(np.full(len(m.ids), who), m.w)).mean())
+            own = int(self.world.estimate_micro(np.full(len(m.ids), who), m.w))
             prod, loss, cos = self.index.search(m.x, self.p.routing_k)
             d = route(own, WinnerIndex.lists(prod, loss, cos, self.keys), self.prices, self.p, me=me,
                       exclude=m.ctx.members)
@@ -489,8 +489,7 @@ class MessageSim:
         winner = self.idx[cert.report.winner] if ok else 0
         if ok:
             rec.wins[producer, m.domain] += 1
-            vec = np.frombuffer(cert.report.routing, dtype="<f2").astype(np.float32).reshape(len(m.ids), -1)
-            vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+            vec = routing_vectors(np.frombuffer(cert.report.routing, dtype="<f2").reshape(len(m.ids), -1))
             self.index.add(vec, np.full(len(m.ids), producer), np.array(cert.report.item_losses))
             end = m.certified_at if m.certified_at is not None else self.now
             rec.latency.append(np.array([end - m.start], dtype=np.float64))

@@ -134,6 +134,10 @@ class World:
         out = c.lmin + (c.lmax - c.lmin) * np.exp(-s)
         return np.where(self.collapsed[experts], 1.0, out)
 
+    def estimate_micro(self, experts: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """A member's own estimate for a batch (its expected loss, averaged over the items), in micro-units."""
+        return micro(self.expected_loss(experts, w).mean(axis=-1))
+
     def realised_loss(self, experts: np.ndarray, items: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Realised per-item loss in [0, 1] for experts (S) on item ids (S) with region weights (S + (K,))."""
         g = gauss(self.seed, experts, items)
@@ -180,3 +184,9 @@ class World:
 def micro(x: np.ndarray) -> np.ndarray:
     """Float losses to integer micro-units, as signed in payloads."""
     return np.rint(np.asarray(x) * 1e6).astype(np.int64)
+
+
+def routing_vectors(x: np.ndarray) -> np.ndarray:
+    """What a certificate carries and every index stores: float16 routing vectors, read back and re-normalised."""
+    v = np.asarray(x, dtype="<f2").astype(np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
