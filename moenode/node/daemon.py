@@ -88,6 +88,7 @@ class Node:
         self.sync = Sync(self)
         self.adverts: dict[bytes, Advert] = {}
         self.certs_done: set[bytes] = set()
+        self.settling: set[bytes] = set()
         self.started_at = time.time()
         self.control_url = ""
         self.compute: Any = None
@@ -181,19 +182,31 @@ class Node:
     # certificates -------------------------------------------------------------------------------------------------------
     async def on_certificate(self, cert: Certificate, origin: bytes | None, pay_cert: bytes = b"",
                              publish: bool | None = None) -> bool:
-        """Verify, archive, index, gossip once (ours) and settle (if we won). False if seen or invalid."""
+        """Verify, archive, index, gossip once (ours) and settle (if we won). False if seen before or invalid."""
         cid = cert.id
-        if cid in self.certs_done:
-            return False
-        try:
-            self.payments.ledger.check_shard_certificate(cert)
-        except ProtocolError as e:
-            self.reject(origin, e, "certificate")
-            return False
-        self.certs_done.add(cid)
-        data = cert.encode()
-        self.archive.append(cid, data)
+        fresh = cid not in self.certs_done
+        if fresh:
+            try:
+                self.payments.ledger.check_shard_certificate(cert)
+            except ProtocolError as e:
+                self.reject(origin, e, "certificate")
+                return False
+            self.certs_done.add(cid)
+            await self._learn(cert, origin, publish if publish is not None else origin is None)
         r = cert.report
+        if r.winner == self.account and pay_cert and cid not in self.settling:
+            self.settling.add(cid)  # once per certificate, whichever path saw it first
+            try:
+                await self.payments.settle(cert, pay_cert)
+                self.metrics.inc("settled")
+            except Exception as e:
+                self.metrics.inc("settle_failed")
+                log.warning("settle of shard %s failed: %s", r.shard_id.hex()[:16], e)
+        return fresh
+
+    async def _learn(self, cert: Certificate, origin: bytes | None, publish: bool) -> None:
+        cid, data, r = cert.id, cert.encode(), cert.report
+        self.archive.append(cid, data)
         self.metrics.inc("certificates")
         try:
             vecs = self.rounds.routing_vectors_of(r)  # type: ignore[union-attr]
@@ -205,19 +218,11 @@ class Node:
             self.metrics.inc("wins")
         if r.producer == self.account and r.winner != self.account:
             self.metrics.inc("proxy_wins")
-        if publish if publish is not None else origin is None:
+        if publish:
             try:
                 await self.net.gossip.publish("certs", data)
             except Exception as e:  # best effort: members and sync carry it too
                 log.warning("could not gossip certificate %s: %r", cid.hex()[:16], e)
-        if r.winner == self.account and pay_cert:
-            try:
-                await self.payments.settle(cert, pay_cert)
-                self.metrics.inc("settled")
-            except Exception as e:
-                self.metrics.inc("settle_failed")
-                log.warning("settle of shard %s failed: %s", r.shard_id.hex()[:16], e)
-        return True
 
     async def _on_cert_gossip(self, origin: bytes, data: bytes) -> None:
         await self.on_certificate(decode_certificate(data), origin)

@@ -9,7 +9,7 @@ virtual clock, on the real one:
   stake table and checking the payment certificate); any other round message goes to the slot of its shard. A
   message whose Input has not arrived yet is buffered (bounded per shard and overall, expired after a while).
   An envelope (its id and signer: equal bodies from two members share an id) seen twice in one round is a replay, except when we hold both roles: members legitimately send
-  the submitter the same Report and Reveal they broadcast to the shard.
+  the submitter the same Report and Reveal they broadcast to the shard, and two couriers carry the winning Reveal.
 * **Effects.** `Send` goes to a per-peer outbox (one sender task per peer keeps each peer's messages in order
   without blocking the handler); a Send to ourselves is delivered through a local queue. `Work` and `Verify` run on
   worker threads and feed their result back (`on_work_done`, `on_verified`). `Outcome` is handed to the node
@@ -228,8 +228,9 @@ class Rounds:
             return
         key = _key(env)
         if key in slot.seen:
-            if slot.member is not None and slot.submitter is not None:
-                return
+            if (slot.member is not None and slot.submitter is not None) or \
+                    (slot.submitter is not None and isinstance(msg, Reveal)):
+                return  # by design: members send the submitter what they broadcast; two couriers carry one reveal
             raise Replay(f"{msg.TYPE} delivered twice")
         slot.seen.add(key)
         now = self.node.now_ms()

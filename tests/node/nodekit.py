@@ -1,0 +1,138 @@
+"""Helpers for the daemon tests: real nodes (real keys, ledger store, libp2p hosts, ONNX encoders) in one process."""
+
+import contextlib
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import trio
+
+from moenode.config import Config
+from moenode.core.crypto import Ed25519Signer, H
+from moenode.core.genesis import Account, Genesis, Params
+from moenode.node import Node
+from moenode.store.keys import create_key
+
+PARAMS = Params(commit_timeout_ms=30_000, grace_min_ms=200, grace_cap_ms=3_000, vote_timeout_ms=10_000,
+                reveal_timeout_ms=10_000, report_timeout_ms=10_000, round_abort_ms=60_000)
+TEXTS = [
+    "def parse_header(line):\n    key, _, value = line.partition(':')\n    return key.strip().lower(), value.strip()",
+    "The licensee may copy and distribute verbatim copies of the program's source code as received.",
+    "grep searches the named input files for lines containing a match to the given patterns.",
+    "Fixed a crash when the configuration file contains an empty section; thanks to the reporter.",
+    "Return the number of items in a container, raising TypeError when the object has no length.",
+    "rsync copies files efficiently between hosts, sending only the differences between the files.",
+    "This program is distributed in the hope that it will be useful, but WITHOUT ANY WARRANTY.",
+    "New upstream release with updated translations and a rewritten command line parser module.",
+]
+
+
+def seed(i: int, tag: str = "node") -> bytes:
+    return H("key", f"tests/node/{tag}/{i}".encode())
+
+
+def make_genesis(specs: list[tuple[bytes, int, str]], params: Params = PARAMS, balance: int = 100_000) -> Genesis:
+    """specs: (seed, stake, model) per account."""
+    accts = [Account(Ed25519Signer(s).public_key, balance=balance, stake=stake, model_id=model)
+             for s, stake, model in specs]
+    return Genesis("nodetest", int(time.time() * 1000) - 1_000, 3_600_000, params,
+                   tuple(sorted(accts, key=lambda a: a.pubkey)))
+
+
+@dataclass
+class Member:
+    home: Path
+    seed: bytes
+    model: str
+    node: Node | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def account(self) -> bytes:
+        return Ed25519Signer(self.seed).public_key
+
+
+class Cluster:
+    def __init__(self, root: Path, genesis: Genesis, nursery: trio.Nursery):
+        self.root, self.genesis, self.nursery = root, genesis, nursery
+        self.members: list[Member] = []
+
+    def add(self, seed_: bytes, model: str = "minilm-l3") -> Member:
+        home = self.root / f"n{len(self.members)}"
+        home.mkdir(parents=True, exist_ok=True)
+        create_key(home / "key", seed_)
+        m = Member(home, seed_, model)
+        self.members.append(m)
+        return m
+
+    async def start(self, m: Member, bootstrap_from: list[Member] | None = None, **cfg) -> Node:
+        peers = bootstrap_from if bootstrap_from is not None else [x for x in self.members if x.node and x is not m]
+        boot = tuple(x.node.net.addrs()[0] for x in peers if x.node is not None)
+        config = Config(home=m.home, model=m.model, bootstrap=boot, **cfg)
+        node = Node(m.home, config=config, genesis=self.genesis)
+        m.node, m.done = node, trio.Event()
+
+        async def run(task_status=trio.TASK_STATUS_IGNORED):
+            try:
+                await node.run(task_status=task_status)
+            finally:
+                m.done.set()
+
+        await self.nursery.start(run)
+        return node
+
+    async def stop(self, m: Member) -> None:
+        if m.node is not None:
+            m.node.stop()
+            await m.done.wait()
+            m.node = None
+
+    async def stop_all(self) -> None:
+        for m in reversed(self.members):
+            await self.stop(m)
+
+    @property
+    def nodes(self) -> list[Node]:
+        return [m.node for m in self.members if m.node is not None]
+
+    async def connected(self, timeout: float = 20.0) -> None:
+        """Until every running node sees every other and has their adverts (the gossip mesh works)."""
+        n = len(self.nodes)
+        await wait_for(lambda: all(len(x.net.connected()) >= n - 1 and len(x.adverts) >= n - 1
+                                   for x in self.nodes), timeout)
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 20.0, step: float = 0.1) -> None:
+    with trio.fail_after(timeout):
+        while not cond():
+            await trio.sleep(step)
+
+
+@contextlib.asynccontextmanager
+async def cluster(root: Path, genesis: Genesis) -> AsyncIterator[Cluster]:
+    async with trio.open_nursery() as nursery:
+        c = Cluster(root, genesis, nursery)
+        try:
+            yield c
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(30):
+                await c.stop_all()
+
+
+def http(url: str, method: str = "GET", body: dict | None = None, timeout: float = 120.0) -> tuple[int, object]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw, status, ctype = r.read(), r.status, r.headers.get("content-type", "")
+    except urllib.error.HTTPError as e:
+        raw, status, ctype = e.read(), e.code, e.headers.get("content-type", "")
+    return status, (json.loads(raw) if "json" in ctype else raw.decode())
+
+
+async def ahttp(url: str, method: str = "GET", body: dict | None = None) -> tuple[int, object]:
+    return await trio.to_thread.run_sync(lambda: http(url, method, body))

@@ -1,0 +1,132 @@
+"""The daemon end to end: real nodes (keys, ledger store, libp2p, ONNX encoders) in one process.
+
+One network carries several checks, because starting it is what costs: a batch certified over libp2p and paid
+through the ledger, the control API, counted rejections of bad frames / signatures / networks / shards / replays,
+a late joiner that syncs, and a restart that keeps key, ledger and winner index.
+"""
+
+import base64
+import dataclasses
+
+import numpy as np
+import pytest
+import trio
+from nodekit import PARAMS, TEXTS, ahttp, cluster, make_genesis, seed, wait_for
+
+from moenode.core.crypto import Ed25519Signer, H
+from moenode.core.messages import Commit, Input, Reveal, decode_certificate, seal, shard_id
+from moenode.core.orders import escrow_account
+from moenode.core.round import ShardContext
+from moenode.core.selection import data_hash
+from moenode.net import NetConfig, open_host
+
+pytestmark = pytest.mark.slow
+
+REASONS = ("malformed", "oversized", "bad_signature", "wrong_network", "out_of_shard", "replay")
+
+
+def _input(node, signer, items, nonce, fee=5):
+    epoch = node.genesis.epoch(node.now_ms())
+    dh = data_hash([t.encode() for t in items])
+    sid = shard_id(epoch, dh, nonce, signer.public_key)
+    inp = Input(shard_id=sid, epoch=epoch, submitter=signer.public_key, pay_id=H("pay", sid), pay_cert=b"\x01" * 8,
+                fee=fee, data_hash=dh, nonce=nonce, modality="text", deadline_ms=node.now_ms() + 60_000,
+                items=tuple(items))
+    ctx = ShardContext.derive(node.net_id, node.params, inp, node.payments.ledger.power_at(epoch),
+                              node.payments.ledger.epoch_seed(epoch))
+    return seal(inp, signer, node.net_id), ctx
+
+
+async def _attack(target, genesis) -> None:
+    """Bad frames and envelopes from a peer outside the genesis; each must be counted, none may hurt the node."""
+    atk = Ed25519Signer(seed(99, "attacker"))
+    net = genesis.network_id
+    async with open_host(NetConfig(seed=atk.seed, net_id=net)) as host:
+        await host.connect(target.net.addrs()[0])
+        me = target.account
+        await host.send(me, b"\xc1 not msgpack")
+        await host.send(me, b"\x00" * (Reveal.MAX_BYTES + 1024))  # above every round message's cap
+        good = seal(Commit(H("s", b"1"), H("d", b"1")), atk, net)
+        await host.send(me, dataclasses.replace(good, sig=bytes(64)).encode())
+        await host.send(me, seal(Commit(H("s", b"1"), H("d", b"1")), atk, H("network", b"another")).encode())
+        outside = inside = None
+        for i in range(64):
+            env, ctx = _input(target, atk, TEXTS[:2], H("nonce", bytes([i])))
+            if me in ctx.members and inside is None:
+                inside = env
+            if me not in ctx.members and outside is None:
+                outside = env
+        assert inside is not None and outside is not None
+        await host.send(me, outside.encode())
+        await host.send(me, inside.encode())  # unpaid: the member opts out, the round ends there
+        await host.send(me, inside.encode())  # the same envelope again: a replay
+        await wait_for(lambda: all(target.net.counters.rejected(r) >= 1 for r in REASONS), 20)
+
+
+async def test_network_certifies_pays_syncs_rejects_and_restarts(tmp_path):
+    seeds = [seed(i) for i in range(5)]
+    genesis = make_genesis([(s, 1_000, "minilm-l3") for s in seeds[:4]] + [(seeds[4], 0, "minilm-l3")])
+    async with cluster(tmp_path, genesis) as c:
+        ms = [c.add(s) for s in seeds]
+        for m in ms[:4]:
+            await c.start(m)
+        await c.connected()
+        n0 = ms[0].node
+        before = {m.account: n0.payments.ledger.balance(m.account) for m in ms}
+
+        # a batch certified end to end, through the control API
+        code, res = await ahttp(n0.control_url + "/submit", "POST", {"texts": TEXTS, "fee": 100})
+        assert code == 200, res
+        assert [a["status"] for a in res["attempts"]] == ["certified"]
+        emb = np.frombuffer(base64.b64decode(res["embeddings"]), "<f4").reshape(len(TEXTS), res["dim"])
+        from moenode.encoders import zoo
+        expect = zoo.load("minilm-l3").embed(TEXTS)
+        assert np.all((emb * expect).sum(1) > 0.999)  # the winner really ran minilm-l3 on our texts
+        cert = decode_certificate(bytes.fromhex(res["certificate"]))
+        members = n0.payments.ledger.check_shard_certificate(cert)  # q member signatures on one report
+        assert res["winner"] == cert.report.winner.hex() and cert.report.winner in members
+        sid = cert.report.shard_id
+
+        # every node: indexed the routing vectors, applied the Settle, holds the same ledger
+        def settled() -> bool:
+            return all(len(x.index) == len(TEXTS) and x.payments.ledger.sequence(escrow_account(sid)) == 1
+                       for x in c.nodes) and len({x.payments.ledger.state_digest() for x in c.nodes}) == 1
+
+        await wait_for(settled, 30)
+        led = n0.payments.ledger
+        led.assert_supply()
+        assert led.balance(ms[0].account) < before[ms[0].account]
+        assert led.balance(cert.report.winner) > before[cert.report.winner] or cert.report.winner == ms[0].account
+        assert sum(led.balance(m.account) for m in ms) == sum(before.values())  # the fee moved, nothing vanished
+
+        code, st = await ahttp(n0.control_url + "/status")
+        assert code == 200 and st["peers"] == 3 and st["certificates"] == 1 and st["index"]["entries"] == len(TEXTS)
+        assert st["account"] == ms[0].account.hex() and st["sync"]["state"] == "synced"
+        code, text = await ahttp(n0.control_url + "/metrics")
+        assert code == 200 and "moenode_balance" in text and "moenode_node_certificates" in text
+        code, err = await ahttp(n0.control_url + "/submit", "POST", {"texts": []})
+        assert code == 400 and "texts" in err["error"]
+
+        # bad input from a stranger is counted by reason, and the network keeps certifying
+        target = ms[1].node
+        await _attack(target, genesis)
+        code, st = await ahttp(target.control_url + "/status")
+        assert all(st["rejections"].get(r, 0) >= 1 for r in REASONS), st["rejections"]
+        final, attempts = await ms[2].node.rounds.submit(TEXTS[:4], 50, 1)
+        assert final.status == "certified"
+
+        # a late joiner replays the history from a peer, checks it, and ends with the same state
+        await c.start(ms[4], bootstrap_from=[ms[1]])
+        late = ms[4].node
+        await wait_for(lambda: late.sync.state["state"] == "synced" and len(late.index) == len(TEXTS) + 4, 30)
+        await wait_for(lambda: late.payments.ledger.state_digest() == n0.payments.ledger.state_digest(), 30)
+
+        # a restart keeps the key, the ledger and the winner index
+        m1 = ms[1]
+        digest, entries, account = m1.node.payments.ledger.state_digest(), len(m1.node.index), m1.node.account
+        await c.stop(m1)
+        assert not (m1.home / "run.json").exists()
+        node = await c.start(m1)
+        assert node.account == account and len(node.index) == entries
+        assert node.payments.ledger.state_digest() == digest
+        assert (m1.home / "run.json").exists() and (m1.home / "index" / "winners.npz").exists()
