@@ -7,7 +7,8 @@ passed in (`now`, seconds, from trio's clock in the caller), so the buckets are 
 The table of buckets is bounded: the least recently used peer is forgotten first.
 
 `Counters` is the one place where the networking layer counts what it did and what it refused. `snapshot()` is a
-plain `dict[str, int]` (`rejected.<reason>`, `<event>`) that the node exports as it likes.
+plain `dict[str, int]` (`rejected.<reason>`, `<event>`) that the node exports as it likes. Every rejection is
+counted; the first 20 of a reason are logged, then only the 32nd, 64th, 128th, ... so a flood cannot flood the log.
 """
 
 import logging
@@ -15,6 +16,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 log = logging.getLogger("moenode.net")
+LOG_FIRST = 20  # rejections of one reason logged in full before logging thins out
 
 
 @dataclass(frozen=True)
@@ -75,13 +77,18 @@ class Counters:
         self._c[name] += n
 
     def reject(self, reason: str, peer: bytes | None, detail: str, *, where: str = "") -> None:
-        self._c["rejected." + reason] += 1
+        key = "rejected." + reason
+        self._c[key] += 1
+        n = self._c[key]
+        if n > LOG_FIRST and n & (n - 1):  # a flood logs the first few, then only the 2^k-th: bounded log volume
+            return
         log.warning(
-            "rejected %s from %s%s: %s",
+            "rejected %s from %s%s: %s (#%d)",
             reason,
             short(peer),
             f" on {where}" if where else "",
             detail,
+            n,
             extra={"peer": peer.hex() if peer else None, "reason": reason, "where": where},
         )
 
