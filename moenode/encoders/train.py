@@ -128,8 +128,10 @@ def mrr(vectors: np.ndarray, labels: Sequence[str]) -> float | None:
         same[i] = False
         if not same.any():
             continue
-        order = np.argsort(-s[i], kind="stable")
-        rank = int(np.nonzero(same[order])[0][0]) + 1
+        other = ~same
+        other[i] = False
+        best = s[i][same].max()
+        rank = 1 + int((s[i][other] >= best).sum())  # ties count against the model (a constant encoder gets 1/n)
         rr.append(1.0 / rank)
     return float(np.mean(rr)) if rr else None
 
