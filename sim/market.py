@@ -16,8 +16,9 @@ The round itself is abstracted into its outcome, following `moenode.core.round`:
 - equivocators are caught by their two commits (evidence, never accepted); withholders commit but never reveal
   (strikes); fake-score members claim a loss their vectors do not support and fail verification (faulty) when they
   are the lowest claim; evaluation takes candidates by (claimed batch loss, member) exactly as the core does.
-- the certificate is signed by every live member except equivocators (a member struck for lateness still reaches
-  the same report, as the core does); `settle_split` pays;
+- the certificate is signed by every live member except equivocators and accepted withholders, whose own view of
+  the round differs (a member struck for lateness still reaches the same report, as the core does); fewer than q such
+  signers and no certificate forms; `settle_split` pays;
   strikes, faulty marks and evidence slash at the epoch transition (`checkpoint.next_table`).
 The winner index learns each chunk's certificates after the chunk (a gossip delay of one chunk).
 
@@ -132,6 +133,8 @@ class MarketSim:
                 self._end_epoch()
             if progress:
                 progress(self.done, s.submissions)
+        if self.done % s.epoch_submissions:
+            self._end_epoch()  # the last, partial epoch is checkpointed too
         for esc in list(self.book.escrows):
             self.book.refund(esc)
         self.book.check()
@@ -216,7 +219,9 @@ class MarketSim:
         valid = revealed & ~fake
         cv = np.where(valid, claimed, BIG)
         win = cv.argmin(axis=1)
-        ok = enough & (cv[rows, win] < BIG)
+        # q identical reports: withholders and equivocators sign a different report (they count their own reveal)
+        signing = online & (beh != "equivocate") & ~((beh == "withhold") & accepted)
+        ok = enough & (cv[rows, win] < BIG) & (signing.sum(axis=1) >= q)
         win_claim = cv[rows, win]
         pos = np.arange(n)[None, :]
         tried_before = (claimed < win_claim[:, None]) | ((claimed == win_claim[:, None]) & (pos < win[:, None]))
@@ -244,7 +249,7 @@ class MarketSim:
                 continue
             wk, pk_ = keys[winner[i]], keys[producer[i]]
             share = int(self.world.price_bps[producer[i]]) if producer[i] != winner[i] else 0
-            signers = [keys[m] for m in M[i][online[i] & ~equiv[i]]]  # late members still sign the report
+            signers = [keys[m] for m in M[i][signing[i]]]  # late members still sign the same report
             split = book.settle(esc, wk, pk_, share, signers)
             for pk, amount in split.items():
                 rec.earned[self.pop.index_of[pk]] += amount

@@ -192,7 +192,7 @@ class MessageSim:
     def run(self, progress: Callable[[int, int], None] | None = None) -> dict:
         s, nc = self.sc.sim, self.sc.net
         horizon = s.submissions * nc.interval_ms
-        for e in range(1, horizon // self.epoch_ms + 2):  # first: an epoch starts before that ms's submission
+        for e in range(1, -(-horizon // self.epoch_ms)):  # first: an epoch starts before that ms's submission
             self.push(e * self.epoch_ms, "epoch", -1, e)
         for k in range(s.submissions):
             self.push(k * nc.interval_ms, "submit", -1, k)
@@ -217,6 +217,7 @@ class MessageSim:
         for sid, m in self.meta.items():
             if not m.settled:
                 self._finish(m, None)
+        self._ev_epoch(-1, self.epoch + 1)  # the last, partial epoch is checkpointed too
         self.book.check()
         return {"wall_s": time.perf_counter() - t0, "events": self.events, "deliveries": self.deliveries}
 

@@ -2,6 +2,8 @@
 
 import pytest
 
+from sim.config import override
+
 from sim.market import MarketSim
 from sim.message import MessageSim
 from simkit import small
@@ -32,3 +34,16 @@ def test_levels_agree_on_winners_and_balances(extra):
     mk.book.check()
     if extra:
         assert any(t["strikes"] for t in mk.trace)  # and latency strikes
+
+
+def test_levels_agree_under_byzantine_and_slow_nodes():
+    sc = override(small(nodes=30, submissions=30), {
+        "adversary.equivocate": 0.05, "adversary.fake": 0.05, "adversary.withhold": 0.05,
+        "adversary.collapsed": 0.05, "world.slow": 0.1, "world.slow_factor": 200})
+    msg, mk = both(sc)
+    assert [key(t) for t in sorted(msg.trace, key=lambda t: t["k"])] == [key(t) for t in mk.trace]
+    assert any(t["winner"] is None for t in mk.trace) and any(t["winner"] for t in mk.trace)
+    assert msg.book.balances == mk.book.balances and msg.book.stakes == mk.book.stakes
+    cls = {msg.pop.keys[i]: msg.pop.node_class(i) for i in range(len(msg.pop.keys))}
+    stake0 = sc.sim.stake
+    assert all(mk.book.stakes.get(k, 0) <= stake0 // 2 for k, c in cls.items() if c == "equivocate")
