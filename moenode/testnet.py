@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from moenode.core.genesis import Account, Genesis, Params, genesis_to_toml
+from moenode.core.genesis import Account, Genesis, Params, genesis_to_toml, parse_genesis
 
 log = logging.getLogger("moenode.testnet")
 
@@ -581,6 +581,9 @@ class DemoConfig:
     baseline_model: str = "minilm-l6"  # the single node of embed_ms_single
     submit_timeout_s: float = 600.0
     settle_timeout_s: float = 60.0
+    measure_baseline: bool = True  # embed_ms_single (costs one node's work per batch, in this process)
+    gateways: list[str] | None = None  # node names to submit through (default: every live node in turn)
+    domains: list[str] | None = None  # corpus domains to draw batches from (default: all, in turn)
 
 
 class NullUI:
@@ -594,7 +597,8 @@ class NullUI:
         pass
 
 
-def workload(submissions: int, batch: int, seed: int = 0) -> list[tuple[str, list[str]]]:
+def workload(submissions: int, batch: int, seed: int = 0, domains: Sequence[str] | None = None
+             ) -> list[tuple[str, list[str]]]:
     """`submissions` batches of real text, each from one domain of the shipped corpus (domains in turn).
 
     Items come from each domain's eval split in a seed-determined order, so runs are reproducible and batches of one
@@ -603,7 +607,7 @@ def workload(submissions: int, batch: int, seed: int = 0) -> list[tuple[str, lis
     from moenode import corpus
     from moenode.core.crypto import H
 
-    domains = corpus.domains()
+    domains = list(domains or corpus.domains())
     pools = {}
     for d in domains:
         items = corpus.split(d, "eval")
@@ -733,14 +737,15 @@ class Submitted:
 
 def submit_all(tn: Testnet, batches: Sequence[tuple[str, list[str]]], *, concurrency: int = 1,
                fee: int | None = None, timeout: float = 600.0, ui: Any = None,
-               on_done: Any = None) -> list[Submitted]:
+               on_done: Any = None, gateways: Sequence[str] | None = None) -> list[Submitted]:
     """Send each batch through a live node (nodes in turn), `concurrency` at a time. Never raises for a round."""
     from concurrent.futures import ThreadPoolExecutor
 
     ui = ui or NullUI()
+    pool_nodes = [nd for nd in tn.nodes if gateways is None or nd.name in gateways]
 
     def one(i: int, domain: str, texts: list[str]) -> Submitted:
-        live = [nd for nd in tn.nodes if nd.alive()] or tn.nodes
+        live = [nd for nd in pool_nodes if nd.alive()] or pool_nodes
         nd = live[i % len(live)]
         t0 = time.monotonic()
         try:
@@ -827,16 +832,18 @@ def short_hex(h: str) -> str:
 def run_workload(tn: Testnet, cfg: DemoConfig, ui: Any = None, on_done: Any = None) -> dict[str, Any]:
     """Submit the demo workload through a running testnet and summarise it (the testnet keeps running)."""
     ui = ui or NullUI()
-    batches = workload(cfg.submissions, cfg.batch, cfg.seed)
+    batches = workload(cfg.submissions, cfg.batch, cfg.seed, cfg.domains)
     supply_before = next(iter(ledger_views(tn).values()), (None, None))[0]
-    ui.phase("single-node baseline", len(batches))
-    single = []
-    for ms in measure_single_iter([t for _, t in batches], cfg.baseline_model):
-        single.append(ms)
-        ui.advance(f"{ms:.0f} ms")
+    single: list[float] = []
+    if cfg.measure_baseline:
+        ui.phase("single-node baseline", len(batches))
+        params = parse_genesis(tn.genesis_path.read_text()).params
+        for ms in measure_single_iter([t for _, t in batches], cfg.baseline_model, params):
+            single.append(ms)
+            ui.advance(f"{ms:.0f} ms")
     ui.phase("submissions", len(batches))
     subs = submit_all(tn, batches, concurrency=cfg.concurrency, fee=cfg.fee, timeout=cfg.submit_timeout_s, ui=ui,
-                      on_done=on_done)
+                      on_done=on_done, gateways=cfg.gateways)
     ui.close()
     views = wait_ledgers_equal(tn, cfg.settle_timeout_s)
     supplies = {v[0] for v in views.values()}
