@@ -1,0 +1,60 @@
+"""Proxies and refunds over the real network.
+
+Three staked members serve a noise model (it re-executes, but its loss is poor); an unstaked expert serves
+minilm-l3 and advertises a price. The members' winner indexes hold the expert's history in this region (added the
+way certificates add it), so the routing rule sends the batch to the expert: one sponsor is served, the others
+are refused (one sponsor per shard) and fall back to their own work; the expert's payload wins, and the Settle
+pays the expert its share. Then a round the shard cannot certify (every member opts out) is refunded after its
+deadline and retried once on a fresh shard with a new payment.
+"""
+
+import pytest
+import trio
+from nodekit import PARAMS, TEXTS, cluster, make_genesis, seed, wait_for
+
+from moenode.core.crypto import H
+from moenode.core.orders import escrow_account
+from moenode.node.rounds import SubmitError
+
+pytestmark = pytest.mark.slow
+
+
+async def test_expert_proxy_wins_and_failed_rounds_are_refunded(tmp_path):
+    import dataclasses
+
+    # the noise members commit within a second; a long grace lets the proxied member's expert finish first
+    params = dataclasses.replace(PARAMS, round_abort_ms=15_000, min_fee=2, grace_min_ms=8_000, grace_cap_ms=8_000)
+    seeds = [seed(i, "proxy") for i in range(4)]
+    genesis = make_genesis([(s, 1_000, "adv-noise") for s in seeds[:3]] + [(seeds[3], 0, "minilm-l3")], params)
+    async with cluster(tmp_path, genesis) as c:
+        ms = [c.add(s, "adv-noise") for s in seeds[:3]] + [c.add(seeds[3], "minilm-l3")]
+        for m in ms:
+            await c.start(m)
+        await c.connected()
+        expert = ms[3].node
+        vecs = await trio.to_thread.run_sync(expert.compute.routing_vectors, TEXTS)
+        for m in ms[:3]:
+            for k in range(3):  # three past wins per item: enough hits for the routing rule
+                m.node.index.add(H("past", bytes([k])), vecs, expert.account, [100_000] * len(TEXTS), 0)
+
+        final, attempts = await ms[0].node.rounds.submit(TEXTS, 100, 1)
+        report = final.outcome.certificate.report
+        assert report.producer == expert.account and report.winner in [m.account for m in ms[:3]]
+        assert report.producer_share_bps == expert.config.price_bps
+        served = expert.metrics.get("proxies_served")
+        sent = sum(m.node.metrics.get("proxies_sent") for m in ms[:3])
+        refused = sum(m.node.metrics.get("proxies_refused") for m in ms[:3])
+        assert served == 1 and sent == 3 and refused == 2  # one sponsor per shard
+        led = expert.payments.ledger
+        await wait_for(lambda: led.sequence(escrow_account(report.shard_id)) == 1, 30)
+        assert led.balance(expert.account) > 100_000  # the producer's share of the fee
+        led.assert_supply()
+
+        # every member opts out (the fee is below the network minimum): refund after the deadline, then retry
+        spent = led.balance(ms[1].account)
+        with pytest.raises(SubmitError) as err:
+            await ms[1].node.rounds.submit(TEXTS[:2], 1, 2)
+        tries = err.value.attempts
+        assert [a.status for a in tries] == ["failed", "failed"] and all(a.refunded for a in tries)
+        assert len({a.shard_id for a in tries}) == 2
+        await wait_for(lambda: led.balance(ms[1].account) == spent, 10)  # both fees came back
