@@ -484,6 +484,7 @@ def register_testnet_commands(app: typer.Typer) -> None:
             if tn is not None:
                 tn.stop()
             raise
+        tn.detach()  # the daemons outlive this command
         if as_json:
             return out_json(json.loads((tn.root / "testnet.json").read_text()))
         _print_nodes(tn, None)

@@ -23,6 +23,7 @@ POST /submit, /transfer, /stake.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import logging
@@ -33,6 +34,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -450,6 +452,7 @@ class Testnet:
             raise TestnetError(f"{nd.name} is already running (pid {nd.pid})")
         (nd.home / RUN_FILE).unlink(missing_ok=True)
         nd.proc = spawn_node(nd.home, self.genesis_path, self.bootstrap_for(nd), self.extra_args)
+        _STARTED.add(self)
         nd.pid = nd.proc.pid
         nd.control_url = ""
         log.info("node started name=%s pid=%d model=%s", nd.name, nd.pid, nd.model)
@@ -548,11 +551,27 @@ class Testnet:
             log.info("node stopped name=%s pid=%s how=%s", nd.name, nd.pid, result[nd.name])
         return result
 
+    def detach(self) -> None:
+        """Leave the nodes running after this process exits (`moenode testnet up`); `down` stops them later."""
+        _STARTED.discard(self)
+        for nd in self.nodes:
+            nd.proc = None
+
     def __enter__(self) -> "Testnet":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_STARTED: "weakref.WeakSet[Testnet]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_started() -> None:
+    """Safety net: a process that started nodes stops them when it exits (testnet up hands them over instead)."""
+    for tn in list(_STARTED):
+        tn.stop(timeout=10)
 
 
 def load_testnet_json(root: Path) -> dict[str, Any]:

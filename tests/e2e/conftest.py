@@ -6,6 +6,7 @@ Tests that kill a node restart it before they finish, so the next test finds fiv
 """
 
 import os
+import signal
 
 import pytest
 
@@ -14,11 +15,12 @@ from e2ekit import E2E_EPOCH_MS, E2E_NODES, GENESIS_MODELS
 from moenode.testnet import Testnet
 
 
-
 @pytest.fixture(scope="session")
 def testnet(tmp_path_factory):
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # SIGTERM (a CI timeout) unwinds like Ctrl-C, so the finaliser below still stops every daemon
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     root = tmp_path_factory.mktemp("testnet")
     tn = Testnet.create(root, E2E_NODES, models=GENESIS_MODELS, epoch_ms=E2E_EPOCH_MS)
     with tn:  # stops every node on exit, also when start-up or a test fails

@@ -56,7 +56,7 @@ def test_late_joiner_catches_up_stakes_and_wins_in_its_specialty(testnet):
     staked_in = cli("status", "--home", str(home))["epoch"]
     cli("stake", str(STAKE), "--model", JOINER_MODEL, "--home", str(home))
     st = wait_for(lambda: (s := cli("status", "--home", str(home)))["voting_power"] > 0 and s,
-                  6 * 15 + 60, "the joiner's stake to take effect")
+                  6 * 20 + 60, "the joiner's stake to take effect")
     assert st["epoch"] >= staked_in + 2 and st["stake"] == STAKE
 
     # submissions in its specialty, through the genesis nodes: it wins (as a member or as a proxy expert)
