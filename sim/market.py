@@ -70,6 +70,7 @@ class MarketSim:
         self.classes = [self.pop.node_class(i) for i in range(s.nodes)]
         self.rec = Recorder(s.nodes, sc.world.domains, self.classes)
         self.prices = {k: int(self.world.price_bps[i]) for i, k in enumerate(keys)}
+        self.keys_arr = np.array(keys + [b""], dtype=object)[:-1]  # object array of the public keys
         self.online = np.ones(s.nodes, dtype=bool)
         self.epoch = 0
         self.epoch_seed = self.pop.genesis.seed0()
@@ -175,14 +176,17 @@ class MarketSim:
         expert = np.full(B, -1, dtype=np.int64)
         sponsor = np.full(B, -1, dtype=np.int64)
         score = np.zeros(B)
+        member_keys = self.keys_arr[M].tolist()  # (B, n) public keys
+        can_route = online & (beh != "collapsed")
+        est_min = est.min(axis=1).tolist()
         for i in range(B):
             if not s.proxy:
                 break
-            ranked = rank(lists[i * b:(i + 1) * b], self.prices, p, exclude=[keys[m] for m in M[i]])
+            ranked = rank(lists[i * b:(i + 1) * b], self.prices, p, exclude=member_keys[i])
             if not ranked:
                 continue
-            want = decide_many(est[i], ranked, p) & online[i] & (beh[i] != "collapsed")
-            score[i] = est[i].max() / max(ranked[0].loss_micro, 1)
+            want = decide_many(est[i], ranked, p) & can_route[i]
+            score[i] = est_min[i] - ranked[0].loss_micro  # expected gain over the shard's best own estimate
             if want.any():
                 e = self.pop.index_of[ranked[0].producer]
                 if self.online[e] and behaviour[e] == "honest":
@@ -234,13 +238,15 @@ class MarketSim:
         win_loss = truthful[rows, win]
         book, rec = self.book, self.rec
         add_vec, add_prod, add_loss = [], [], []
+        earned: dict[bytes, int] = {}
+        any_equiv, any_struck, any_faulty = equiv.any(axis=1), struck.any(axis=1), faulty.any(axis=1)
         for i in range(B):
             sid = sids[i]
             esc = escrow_id(sid)
             if not book.pay(clients[(self.done + i) % len(clients)], esc, s.fee):
                 continue
-            for j in np.flatnonzero(equiv[i]):
-                self.evidence.add(keys[M[i, j]])
+            if any_equiv[i]:
+                self.evidence.update(keys[m] for m in M[i][equiv[i]])
             if not ok[i]:
                 book.refund(esc)
                 if s.trace:
@@ -249,15 +255,14 @@ class MarketSim:
                 continue
             wk, pk_ = keys[winner[i]], keys[producer[i]]
             share = int(self.world.price_bps[producer[i]]) if producer[i] != winner[i] else 0
-            signers = [keys[m] for m in M[i][signing[i]]]  # late members still sign the same report
-            split = book.settle(esc, wk, pk_, share, signers)
-            for pk, amount in split.items():
-                rec.earned[self.pop.index_of[pk]] += amount
-            for m in M[i][struck[i]]:
-                k_ = keys[m]
-                self.strike_count[k_] = self.strike_count.get(k_, 0) + 1
-            for m in M[i][faulty[i]]:
-                self.faulty_marks.add(keys[m])
+            signers = [k_ for k_, sg in zip(member_keys[i], signing[i]) if sg]  # late members sign it too
+            for pk, amount in book.settle(esc, wk, pk_, share, signers).items():
+                earned[pk] = earned.get(pk, 0) + amount
+            if any_struck[i]:
+                for m in M[i][struck[i]]:
+                    self.strike_count[keys[m]] = self.strike_count.get(keys[m], 0) + 1
+            if any_faulty[i]:
+                self.faulty_marks.update(keys[m] for m in M[i][faulty[i]])
             rec.wins[producer[i], dom[i]] += 1
             self.domain_reward[dom[i]] += s.fee
             add_vec.append(routing_vectors(x[i]))
@@ -267,6 +272,8 @@ class MarketSim:
                 self.trace.append({"shard_id": sid.hex(), "members": [keys[m].hex() for m in M[i]],
                                    "winner": wk.hex(), "producer": pk_.hex(), "loss": int(win_loss[i]),
                                    "strikes": sorted(keys[m].hex() for m in M[i][struck[i]])})
+        for pk, amount in earned.items():
+            rec.earned[self.pop.index_of[pk]] += amount
         rec.strikes += np.bincount(M[struck], minlength=s.nodes)
         rec.faulty += np.bincount(M[faulty], minlength=s.nodes)
         if add_vec:

@@ -1,0 +1,73 @@
+"""The market level: deterministic for a seed, supply conserved, the routing rule's vectorised decision is decide()."""
+
+import numpy as np
+
+from moenode.core.genesis import Params
+from moenode.core.routing import Candidate, decide
+from sim.config import parse
+from sim.market import MarketSim, decide_many
+
+SMALL = """
+[sim]
+nodes = 150
+submissions = 3000
+epoch_submissions = 600
+chunk = 200
+cbtm_clusters = 16
+{extra}
+"""
+
+
+def run(extra: str = ""):
+    m = MarketSim(parse(SMALL.format(extra=extra)))
+    m.run()
+    return m, m.rec.summary(m.sc.sim.warmup, m.world.kind)
+
+
+def test_deterministic_and_conserving():
+    a, ra = run()
+    b, rb = run()
+    assert ra["policies"] == rb["policies"] and ra["apgr"] == rb["apgr"]
+    assert a.book.balances == b.book.balances and a.book.stakes == b.book.stakes
+    assert a.book.supply() == a.book.initial
+    c, rc = run("seed = 2")
+    assert rc["policies"] != ra["policies"]
+
+
+def test_market_routes_to_experts_and_beats_random():
+    _, r = run()
+    p = r["policies"]
+    assert p["oracle"]["mean_loss"] <= p["random"]["mean_loss"]
+    assert p["market"]["mean_loss"] < p["random"]["mean_loss"]
+    assert p["market"]["proxy_rate"] > 0.1 and p["random"]["proxy_rate"] == 0.0
+    assert 0 < r["routing_ratio"] and 0 < r["apgr"] <= 1.5
+    share, pgr = r["routing_curve"]["proxied_share"], r["routing_curve"]["pgr"]
+    assert share[0] == 0.0 and share[-1] == 1.0 and pgr[0] == 0.0
+
+
+def test_proxy_off_is_the_random_policy():
+    m, r = run("proxy = false")
+    assert r["policies"]["market"]["proxy_rate"] == 0.0
+    assert abs(r["policies"]["market"]["mean_loss"] - r["policies"]["random"]["mean_loss"]) < 1e-9
+
+
+def test_byzantine_are_punished_and_honest_balances_survive():
+    m, r = run("[adversary]\nequivocate = 0.03\nfake = 0.03\nwithhold = 0.03\ncollapsed = 0.03")
+    cls = r["classes"]
+    assert cls["equivocate"]["slashed_per_node"] > 0 and cls["equivocate"]["earned_per_node"] == 0
+    assert cls["fake"]["faulty_per_node"] > 0
+    assert cls["withhold"]["strikes_per_node"] > cls["honest"]["strikes_per_node"]
+    assert cls["honest"]["earned_per_node"] > max(cls[c]["earned_per_node"] for c in cls if c != "honest")
+    assert cls["honest"]["slashed_per_node"] == 0
+    assert m.book.supply() == m.book.initial
+
+
+def test_decide_many_is_decide():
+    rng = np.random.default_rng(0)
+    p = Params()
+    for _ in range(50):
+        ranked = [Candidate(bytes([i]) * 32, int(rng.integers(1, 10**6)), 100, 1, 3) for i in range(3)]
+        ranked.sort(key=lambda c: c.loss_micro)
+        own = rng.integers(0, 10**6, size=20)
+        assert decide_many(own, ranked, p).tolist() == [decide(int(o), ranked, p).proxy for o in own]
+    assert not decide_many(np.array([5, 10**6]), [], p).any()
