@@ -560,7 +560,8 @@ def register_testnet_commands(app: typer.Typer) -> None:
         """
         import tempfile
 
-        from moenode.testnet import DemoConfig, TestnetError, run_demo
+        from moenode.testnet import TestnetError
+        from moenode.testnet_demo import DemoConfig, run_demo
 
         _setup_logging("warning")
         root = dir or Path(tempfile.mkdtemp(prefix="moenode-demo-"))

@@ -21,13 +21,8 @@ from typer.testing import CliRunner
 
 from moenode.cli import app
 from moenode.core.genesis import genesis_to_toml, parse_genesis
-from moenode.testnet import (
-    Testnet,
-    default_models,
-    make_genesis,
-    stop_pid,
-    workload,
-)
+from moenode.testnet import Testnet, default_models, make_genesis, stop_pid
+from moenode.testnet_demo import workload
 
 runner = CliRunner()
 

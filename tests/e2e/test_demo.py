@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from moenode.testnet import DemoConfig, ledger_views, run_workload
+from moenode.testnet import ledger_views
+from moenode.testnet_demo import DemoConfig, run_workload
 
 from e2ekit import GENESIS_MODELS
 

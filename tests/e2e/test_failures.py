@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from moenode.testnet import DemoConfig, ledger_views, run_workload, wait_ledgers_equal
+from moenode.testnet import ledger_views, wait_ledgers_equal
+from moenode.testnet_demo import DemoConfig, run_workload
 
 
 @pytest.mark.slow

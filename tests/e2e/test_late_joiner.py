@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from moenode.testnet import DemoConfig, Node, node_env, run_workload, wait_ledgers_equal
+from moenode.testnet import Node, node_env, wait_ledgers_equal
+from moenode.testnet_demo import DemoConfig, run_workload
 
 from e2ekit import JOINER_MODEL, SPECIALTY
 
