@@ -3,8 +3,8 @@
 Theory of operation: `Node(home)` reads the home directory (config.toml, key, genesis.toml; see moenode.config)
 and opens the ledger store (replayed and re-checked) and the certificate archive. `Node.run()` then, in order: loads the encoder and the
 router model on a worker thread, opens the winner index snapshot, starts the libp2p host (`moenode.net`) with the
-round driver as its envelope handler, registers the RPCs (`order` for the authority, `proxy` for the expert,
-`sync` for late joiners) and the gossip topics (`certs`, `orders`, `adverts`, `checkpoints`), starts the control
+round driver as its envelope handler, registers the RPCs (`order` and `checkpoint` for the authority, `proxy` for the
+expert, `sync` for late joiners) and the gossip topics (`certs`, `orders`, `adverts`, `checkpoints`), starts the control
 API on 127.0.0.1, the advert and housekeeping loops and the catch-up sync, writes `run.json`, and serves until
 `stop()`. Leaving `run()` cancels the node's tasks, saves the winner index, removes run.json and closes the
 stores; the net layer disconnects every peer before the libp2p services stop (py-libp2p needs that order).
@@ -32,12 +32,14 @@ from typing import Any, Callable
 import trio
 
 from moenode.config import Config, atomic_write, load_config
+from moenode.core.checkpoint import Checkpoint, CheckpointCert
 from moenode.core.crypto import Ed25519Signer, ed25519_verify
 from moenode.core.errors import ProtocolError, SignatureError
 from moenode.core.genesis import Genesis, parse_genesis
 from moenode.core.messages import Advert, Certificate, Evidence, ProxyRequest, decode_certificate, open_signed, seal
 from moenode.core.selection import voting_power
 from moenode.node.archive import Archive
+from moenode.node.epochs import Epochs
 from moenode.node.payments import ORDER_REQUEST_CAP, ORDERS_TOPIC_CAP, Payments
 from moenode.node.rounds import PROXY_RESPONSE_CAP, Rounds
 from moenode.node.sync import Sync
@@ -45,7 +47,7 @@ from moenode.store.keys import load_or_create_key
 
 log = logging.getLogger("moenode.node")
 
-HOUSEKEEPING_S = 2.0
+HOUSEKEEPING_S = 1.0
 INDEX_SAVE_S = 30.0
 REASON_ALIASES = {"schema": "malformed"}  # the node reports schema violations as malformed messages
 
@@ -86,6 +88,7 @@ class Node:
             self.archive.close()
             raise
         self.sync = Sync(self)
+        self.epochs = Epochs(self)
         self.adverts: dict[bytes, Advert] = {}
         self.certs_done: set[bytes] = set()
         self.settling: set[bytes] = set()
@@ -136,7 +139,7 @@ class Node:
                                      max_entries=p.index_max_entries))
         self.certs_done = await trio.to_thread.run_sync(self.archive.idents)
         self.rounds = Rounds(self)
-        caps = dict(DEFAULT_TOPIC_CAPS, orders=ORDERS_TOPIC_CAP)
+        caps = dict(DEFAULT_TOPIC_CAPS, orders=ORDERS_TOPIC_CAP, checkpoints=CheckpointCert.MAX_BYTES + 1024)
         netcfg = NetConfig(seed=self.seed, net_id=self.net_id, listen=cfg.listen, bootstrap=cfg.bootstrap,
                            gossip=GossipConfig(topic_caps=caps))
         try:
@@ -146,11 +149,13 @@ class Node:
                                         max_response=1024)
                 net.set_request_handler("proxy", self.rounds.serve_proxy, max_request=ProxyRequest.MAX_BYTES,
                                         max_response=PROXY_RESPONSE_CAP)
+                net.set_request_handler("checkpoint", self.epochs.serve_checkpoint,
+                                        max_request=Checkpoint.MAX_BYTES + 1024, max_response=1024)
                 net.set_page_handler("sync", self.sync.serve_page, max_limit=64)
                 await net.gossip.subscribe("certs", self._on_cert_gossip, check=_decodes_certificate)
                 await net.gossip.subscribe("orders", self.payments.on_gossip)
                 await net.gossip.subscribe("adverts", self._on_advert)
-                await net.gossip.subscribe("checkpoints", self._on_checkpoint)
+                await net.gossip.subscribe("checkpoints", self.epochs.on_gossip)
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     nursery.start_soon(self.rounds.run_local_queue)
@@ -235,10 +240,6 @@ class Node:
         except ProtocolError as e:
             log.warning("evidence not accepted by the ledger: %s", e)
 
-    async def _on_checkpoint(self, origin: bytes, data: bytes) -> None:
-        status = self.payments.authority.accept_checkpoint(data)
-        self.metrics.inc(f"checkpoints_{status}")
-
     # adverts ------------------------------------------------------------------------------------------------------------
     async def _on_advert(self, origin: bytes, data: bytes) -> None:
         env = open_signed(data, self.net_id, ed25519_verify, (Advert,))
@@ -275,21 +276,13 @@ class Node:
             await trio.sleep(HOUSEKEEPING_S)
             assert self.rounds is not None
             self.rounds.prune()
-            self._carry_epochs()
+            self.epochs.carry_over()
+            self.spawn(self.epochs.tick)
             if self.index.dirty and time.monotonic() - self._last_save > INDEX_SAVE_S:
                 self._last_save = time.monotonic()
                 epoch = max(0, self.genesis.epoch(self.now_ms()))
                 await trio.to_thread.run_sync(self.index.trim, epoch)
                 await trio.to_thread.run_sync(self.index.save)
-
-    def _carry_epochs(self) -> None:
-        """No checkpoint fixed the current epoch's stake table in time: carry the last one over (SPEC 6)."""
-        led = self.payments.ledger
-        cur = self.genesis.epoch(self.now_ms())
-        while led.known_through < cur:
-            epoch = led.next_checkpoint_epoch()
-            log.info("no checkpoint for epoch %d: its stake table carries over", epoch)
-            self.payments.authority.skip_checkpoint(epoch)
 
     # status -------------------------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -1,0 +1,133 @@
+"""Epoch checkpoints on the network: collecting authority votes, and carrying a table over when none formed.
+
+Theory of operation (SPEC section 6; the rules are in `moenode.core.checkpoint` and `moenode.core.ledger`): the
+stake table of epoch E+2 is fixed by a certified checkpoint of epoch E, signed during epoch E+1. Each authority of
+E+1 runs `tick` once a second. A quarter into E+1 (so that the Settles and stake orders of E have spread), plus a
+stagger by its rank among the authorities (so that usually one collector does the work and the others find the
+checkpoint already applied), it proposes its view's checkpoint, votes for it itself and asks every other authority
+over the `checkpoint` RPC; the answers are counted by `CheckpointCollector`. A quorum makes a `CheckpointCert`,
+applied locally and gossiped on `checkpoints`. An authority signs at most one checkpoint per epoch (its lock) and
+only one identical to its own view, so two collectors with different views cannot both succeed.
+
+If epoch E+2 starts and its table is still open, the node waits a short grace (a certificate may be in flight) and
+then carries the last table over (`skip_checkpoint`); the items wait for the next checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from moenode.core.checkpoint import Checkpoint, CheckpointCollector
+from moenode.core.codec import canonical, decode
+from moenode.core.crypto import ed25519_verify
+from moenode.core.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from moenode.node.daemon import Node
+
+log = logging.getLogger("moenode.node")
+
+VOTE_TIMEOUT = 10.0
+SKIP_GRACE_MS = 5_000
+
+
+class Epochs:
+    def __init__(self, node: Node):
+        self.node = node
+        self.tried: set[int] = set()
+
+    @property
+    def authority(self):
+        return self.node.payments.authority
+
+    async def serve_checkpoint(self, peer: bytes, req: bytes) -> bytes:
+        cp = Checkpoint.from_body(decode(req, max_bytes=Checkpoint.MAX_BYTES + 1024))
+        return self.authority.sign_checkpoint(cp, self.node.now_ms())
+
+    async def on_gossip(self, origin: bytes, data: bytes) -> None:
+        status = self.authority.accept_checkpoint(data)
+        self.node.metrics.inc(f"checkpoints_{status}")
+
+    def carry_over(self) -> None:
+        """The current epoch's table is still open after the grace: carry the last one over."""
+        node, led = self.node, self.node.payments.ledger
+        now = node.now_ms()
+        cur = node.genesis.epoch(now)
+        grace = min(SKIP_GRACE_MS, node.genesis.epoch_ms // 10)
+        while led.known_through < cur and now - node.genesis.epoch_start(led.known_through + 1) >= grace:
+            epoch = led.next_checkpoint_epoch()
+            log.info("no checkpoint of epoch %d arrived: its stake table carries over", epoch)
+            self.authority.skip_checkpoint(epoch)
+            node.metrics.inc("checkpoints_skipped")
+
+    async def tick(self) -> None:
+        node, led = self.node, self.node.payments.ledger
+        now = node.now_ms()
+        epoch = led.next_checkpoint_epoch()
+        if epoch < 0 or epoch in self.tried or node.genesis.epoch(now) != epoch + 1:
+            return
+        try:
+            power = led.power_at(epoch + 1)
+        except KeyError:
+            return
+        authorities = sorted(pk for pk, vp in power.items() if vp > 0)
+        if node.account not in authorities:
+            return
+        rank = authorities.index(node.account)
+        start = node.genesis.epoch_start(epoch + 1) + node.genesis.epoch_ms // 4
+        if now < start + rank * node.genesis.epoch_ms // (4 * len(authorities)):
+            return
+        self.tried.add(epoch)
+        try:
+            await self.collect(epoch, power)
+        except ProtocolError as e:
+            log.warning("checkpoint %d: %s", epoch, e)
+
+    async def collect(self, epoch: int, power: dict[bytes, int]) -> bool:
+        node, led = self.node, self.node.payments.ledger
+        cp = led.propose_checkpoint(epoch)
+        collector = CheckpointCollector(cp, node.net_id, power, ed25519_verify)
+        req = canonical(cp.to_body())
+        done = trio.Event()
+        result: list = []
+
+        async def ask(pk: bytes) -> None:
+            try:
+                if pk == node.account:
+                    sig = self.authority.sign_checkpoint(cp, node.now_ms())
+                else:
+                    sig = await node.net.request(pk, "checkpoint", req, timeout=VOTE_TIMEOUT)
+            except Exception as e:  # a refusal (other view, already signed) or an unreachable authority
+                log.info("checkpoint %d: no vote from %s: %s", epoch, pk.hex()[:16], e)
+                return
+            cert = collector.add(pk, sig)
+            if cert is not None and not result:
+                result.append(cert)
+                done.set()
+
+        async def ask_all() -> None:
+            async with trio.open_nursery() as inner:
+                for pk in sorted(power, key=lambda p: (p != node.account, p)):
+                    if power[pk] > 0:
+                        inner.start_soon(ask, pk)
+            done.set()
+
+        async with trio.open_nursery() as n:
+            n.start_soon(ask_all)
+            await done.wait()
+            n.cancel_scope.cancel()
+        if not result:
+            log.info("checkpoint %d: no quorum (%d votes)", epoch, len(collector.votes))
+            return False
+        data = result[0].encode()
+        status = self.authority.accept_checkpoint(data)
+        node.metrics.inc(f"checkpoints_{status}")
+        log.info("checkpoint %d certified with %d items: %s", epoch, len(cp.items), status)
+        try:
+            await node.net.gossip.publish("checkpoints", data)
+        except Exception as e:
+            log.warning("could not gossip checkpoint %d: %r", epoch, e)
+        return True

@@ -1,0 +1,49 @@
+"""Value moves from the control API and epoch checkpoints over the network, on a genesis with 4-second epochs.
+
+A Transfer and a Stake are certified through /transfer and /stake; the stake order becomes a checkpoint item of
+its epoch E; the authorities certify checkpoint E during E+1 over the `checkpoint` RPC, and from epoch E+2 on every
+node's stake table holds the new stake. All nodes end with the same ledger.
+"""
+
+import dataclasses
+import time
+
+import pytest
+from nodekit import PARAMS, ahttp, cluster, make_genesis, seed, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+async def test_transfer_stake_and_checkpoint(tmp_path):
+    seeds = [seed(i, "epochs") for i in range(4)]
+    genesis = make_genesis([(s, 1_000, "minilm-l3") for s in seeds])
+    genesis = dataclasses.replace(genesis, genesis_time_ms=int(time.time() * 1000), epoch_ms=4_000, params=PARAMS)
+    async with cluster(tmp_path, genesis) as c:
+        ms = [c.add(s) for s in seeds]
+        for m in ms:
+            await c.start(m)
+        await c.connected()
+        n0, n3 = ms[0].node, ms[3].node
+        bal0, bal3 = n0.payments.ledger.balance(ms[0].account), n0.payments.ledger.balance(ms[3].account)
+
+        code, res = await ahttp(n0.control_url + "/transfer", "POST", {"to": ms[3].account.hex(), "amount": 123})
+        assert code == 200, res
+        code, res = await ahttp(n0.control_url + "/stake", "POST", {"amount": 500})
+        assert code == 200 and res["bonding"] == 500, res
+        code, err = await ahttp(n0.control_url + "/transfer", "POST", {"to": "00", "amount": 1})
+        assert code == 400 and "account" in err["error"]
+
+        def same_ledger() -> bool:
+            return len({x.payments.ledger.state_digest() for x in c.nodes}) == 1
+
+        await wait_for(lambda: same_ledger() and n3.payments.ledger.balance(ms[3].account) == bal3 + 123, 20)
+        assert n3.payments.ledger.balance(ms[0].account) == bal0 - 123 - 500
+        item = next(i for i in n0.payments.ledger.items.values() if i.kind == "stake")
+        target = item.epoch + 2
+        await wait_for(lambda: all(x.payments.ledger.known_through >= target for x in c.nodes), 30)
+        for x in c.nodes:
+            assert x.payments.ledger.stakes_at(target)[ms[0].account] == 1_500
+            assert x.payments.ledger.stakes_at(target - 1).get(ms[0].account) == 1_000
+            x.payments.ledger.assert_supply()
+        assert sum(x.metrics.get("checkpoints_applied") for x in c.nodes) >= len(c.nodes)
+        await wait_for(same_ledger, 10)
