@@ -66,6 +66,7 @@ class Payments:
                                                    ed25519_verify)
         self.ledger: Ledger = self.authority.ledger
         self.published: set[bytes] = set()
+        self._own = trio.Lock()  # one order of ours in flight at a time: each consumes our next sequence number
 
     def close(self) -> None:
         self.authority.store.close()  # type: ignore[attr-defined]
@@ -165,13 +166,18 @@ class Payments:
     def _epoch(self) -> int:
         return max(0, self.node.genesis.epoch(self.node.now_ms()))
 
+    async def _own_order(self, make) -> CertifiedOrder:
+        """Certify an order of our own account; `make(sequence, epoch)` builds it once our turn has come."""
+        async with self._own:
+            order = make(self.ledger.sequence(self.me), self._epoch())
+            return await self.certify(seal(order, self.node.signer, self.node.net_id))
+
     async def pay_escrow(self, shard_id: bytes, fee: int, deadline_ms: int) -> CertifiedOrder:
         bal = self.ledger.balance(self.me)
         if bal < fee:
             raise PaymentError(f"balance {bal} is below the fee {fee}")
-        order = PayEscrow(account=self.me, sequence=self.ledger.sequence(self.me), epoch=self._epoch(),
-                          shard_id=shard_id, fee=fee, deadline_ms=deadline_ms)
-        return await self.certify(seal(order, self.node.signer, self.node.net_id))
+        return await self._own_order(lambda seq, epoch: PayEscrow(
+            account=self.me, sequence=seq, epoch=epoch, shard_id=shard_id, fee=fee, deadline_ms=deadline_ms))
 
     async def settle(self, cert: Certificate, pay_cert: bytes) -> CertifiedOrder | None:
         esc = escrow_account(cert.report.shard_id)
@@ -190,13 +196,12 @@ class Payments:
         return await self.certify(seal(order, self.node.signer, self.node.net_id), [pay.encode()])
 
     async def transfer(self, to: bytes, amount: int) -> CertifiedOrder:
-        order = Transfer(account=self.me, sequence=self.ledger.sequence(self.me), epoch=self._epoch(),
-                         recipient=to, amount=amount)
-        return await self.certify(seal(order, self.node.signer, self.node.net_id))
+        return await self._own_order(lambda seq, epoch: Transfer(
+            account=self.me, sequence=seq, epoch=epoch, recipient=to, amount=amount))
 
     async def stake(self, amount: int) -> CertifiedOrder:
-        order = Stake(account=self.me, sequence=self.ledger.sequence(self.me), epoch=self._epoch(), amount=amount)
-        return await self.certify(seal(order, self.node.signer, self.node.net_id))
+        return await self._own_order(lambda seq, epoch: Stake(account=self.me, sequence=seq, epoch=epoch,
+                                                              amount=amount))
 
     # views -----------------------------------------------------------------------------------------------------------
     def strikes(self, account: bytes) -> int:

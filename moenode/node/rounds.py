@@ -83,6 +83,7 @@ EARLY_TTL = 300.0  # seconds a message may wait for its Input
 CLOSED_KEEP = 10_000
 LINGER = 30.0  # seconds a finished slot stays to absorb stragglers quietly
 OUTBOX = 1024
+MAX_SLOTS = 512  # rounds open at once (a bound on memory under a flood of Inputs)
 PROXY_MIN_MS = 1_000  # do not start a proxy request with less time than this before the commit deadline
 PROXY_RESPONSE_CAP = Submission.MAX_BYTES + 64 * KiB
 
@@ -200,6 +201,8 @@ class Rounds:
             raise StateError("a second, different Input for this shard")
         if sid in self.closed:
             raise Replay("Input for a round that is already over")
+        if slot is None and len(self.slots) >= MAX_SLOTS:
+            raise StateError(f"{len(self.slots)} rounds open: not taking more", reason="rate_limited")
         ctx = slot.ctx if slot is not None else self._derive(inp)
         if self.me not in ctx.members:
             raise NotInShard(f"we are not in shard {sid.hex()[:16]}")
