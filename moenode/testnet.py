@@ -587,7 +587,7 @@ def load_testnet_json(root: Path) -> dict[str, Any]:
 
 # --- ledgers -------------------------------------------------------------------------------------------------------
 def ledger_view(status: dict[str, Any] | None, home: Path | None = None) -> tuple[Any, Any]:
-    """(supply, ledger digest hex) of a node: from its /status if it reports them, else from its ledger on disk."""
+    """(supply, ledger digest hex) of a node: from its /status if it reports them, else from its store on disk."""
     if status:
         ledger = status.get("ledger") if isinstance(status.get("ledger"), dict) else {}
         supply = status.get("supply", ledger.get("supply"))
@@ -607,43 +607,74 @@ def ledger_from_home(home: Path) -> tuple[int, str] | None:
     Takes a consistent sqlite backup of HOME's ledger store (safe while the daemon writes, WAL mode) and replays it
     the way the daemon does on start-up, which re-checks every certificate. None if there is no ledger yet.
     """
-    import sqlite3
     import tempfile
 
-    from moenode.config import load_config
-    from moenode.core.crypto import ed25519_verify
-    from moenode.core.genesis import parse_genesis
-    from moenode.store.ledger_db import LedgerDB, rebuild
+    with tempfile.TemporaryDirectory(prefix="moenode-ledger-") as d:
+        copy = snapshot_ledger(home, Path(d))
+        return None if copy is None else replay_ledger(home, copy)
 
-    cfg = load_config(home)
-    src = cfg.path("ledger")
+
+def snapshot_ledger(home: Path, into: Path) -> Path | None:
+    """A consistent copy of HOME's ledger store in `into` (the sqlite backup API; milliseconds)."""
+    import sqlite3
+
+    from moenode.config import load_config
+
+    src = load_config(home).path("ledger")
     if not src.exists():
         return None
-    g = parse_genesis(cfg.path("genesis").read_text(encoding="utf-8"))
-    with tempfile.TemporaryDirectory(prefix="moenode-ledger-") as d:
-        dst = Path(d) / "ledger.sqlite"
-        source = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=10)
-        target = sqlite3.connect(dst)
-        try:
-            source.backup(target)
-        finally:
-            target.close()
-            source.close()
-        db = LedgerDB(dst, g.network_id)
-        try:
-            led = rebuild(g, db, ed25519_verify)
-        finally:
-            db.close()
+    dst = into / f"{home.name}.sqlite"
+    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=10)
+    target = sqlite3.connect(dst)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+    return dst
+
+
+def replay_ledger(home: Path, copy: Path) -> tuple[int, str]:
+    """Replay a snapshot into a Ledger (every certificate re-checked): (total supply, state digest hex)."""
+    from moenode.config import load_config
+    from moenode.core.crypto import ed25519_verify
+    from moenode.store.ledger_db import LedgerDB, rebuild
+
+    g = parse_genesis(load_config(home).path("genesis").read_text(encoding="utf-8"))
+    db = LedgerDB(copy, g.network_id)
+    try:
+        led = rebuild(g, db, ed25519_verify)
+    finally:
+        db.close()
     return led.total(), led.state_digest().hex()
 
 
 def ledger_views(tn: "Testnet", nodes: Sequence[Node] | None = None) -> dict[str, tuple[Any, Any]]:
-    """{node name: (supply, digest)} for the live nodes (all of them by default)."""
-    out = {}
-    pick = list(nodes or tn.nodes)
-    for nd, st in zip(tn.nodes, tn.statuses(10)):
-        if nd in pick and nd.alive():
-            out[nd.name] = ledger_view(st, nd.home)
+    """{node name: (supply, digest)} for the live nodes (all of them by default).
+
+    From /status when the daemon reports `supply` and `ledger_digest`; otherwise every node's store is snapshotted
+    first (one near-instant cut across the nodes) and the snapshots are replayed afterwards.
+    """
+    import tempfile
+
+    pick = [nd for nd in (nodes or tn.nodes) if nd.alive()]
+    out: dict[str, tuple[Any, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="moenode-ledgers-") as d:
+        copies: dict[str, Path | None] = {}
+        for nd in pick:
+            try:
+                st = nd.control(10).status()
+            except ControlError:
+                st = None
+            view = ledger_view(st)
+            if view[1] is not None:
+                out[nd.name] = view
+            else:
+                copies[nd.name] = snapshot_ledger(nd.home, Path(d))
+        for nd in pick:
+            if nd.name in copies:
+                copy = copies[nd.name]
+                out[nd.name] = replay_ledger(nd.home, copy) if copy is not None else (None, None)
     return out
 
 
