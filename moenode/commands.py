@@ -671,7 +671,8 @@ def print_demo_summary(s: dict[str, Any]) -> None:
         ("certified", s["certified"], ""),
         ("failed", s["failed"], ""),
         ("refunded attempts", s.get("retried", 0), "rounds that could not certify and were retried"),
-        ("proxied", s["proxied"], "rounds won through a proxy expert"),
+        ("proxied", s["proxied"], f"rounds where an expert produced a member's submission "
+                                   f"({s.get('proxied_wins', 0)} of them won)"),
         ("latency p50 / p99", f"{lat.get('p50', 0):.0f} / {lat.get('p99', 0):.0f} ms", "submit to certificate"),
         ("embed_ms_single p50", f"{single.get('p50', 0):.0f} ms", "one node embeds + scores the batch alone"),
         ("latency_ratio p50 / p99", f"{s['latency_ratio_p50']:.2f} / {s.get('latency_ratio_p99', 0):.2f}",

@@ -154,18 +154,38 @@ def submit_all(tn: Testnet, batches: Sequence[tuple[str, list[str]]], *, concurr
     return results
 
 
+def proxy_counters(tn: Testnet) -> dict[str, dict[str, int]]:
+    """{node: {"sent", "served", "fallbacks", ...}} from every live node's /status."""
+    out = {}
+    for nd, st in zip(tn.nodes, tn.statuses(10)):
+        if st and isinstance(st.get("proxies"), dict):
+            out[nd.name] = {k: int(v or 0) for k, v in st["proxies"].items()}
+    return out
+
+
+def proxy_delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], key: str) -> int:
+    """How much `key` grew over the run, summed over nodes (a restarted node counts from zero again)."""
+    total = 0
+    for name, now in after.items():
+        was = before.get(name, {}).get(key, 0)
+        got = now.get(key, 0)
+        total += got - was if got >= was else got
+    return total
+
+
 def summarize(tn: Testnet, cfg: DemoConfig, subs: Sequence[Submitted], single_ms: Sequence[float],
-              supply_before: Any, supply_after: Any) -> dict[str, Any]:
+              supply_before: Any, supply_after: Any, proxies: dict[str, int] | None = None) -> dict[str, Any]:
     from moenode.core.selection import shard_size
 
     model_of = {nd.account: nd.model for nd in tn.nodes}
     ok = [s for s in subs if s.ok]
     lat = [s.latency_ms for s in ok]
     winners: dict[str, dict[str, int]] = {}
-    proxied = retried = 0
+    proxied_wins = retried = 0
+    proxies = proxies or {}
     for s in ok:
         w, p = s.result.get("winner", ""), s.result.get("producer", "") or s.result.get("winner", "")
-        proxied += bool(p and w and p != w)
+        proxied_wins += bool(p and w and p != w)
         retried += max(0, len(s.result.get("attempts") or [1]) - 1)
         label = model_of.get(p, short_hex(p))
         winners.setdefault(s.domain, {})
@@ -200,7 +220,11 @@ def summarize(tn: Testnet, cfg: DemoConfig, subs: Sequence[Submitted], single_ms
         "cores": cores,
         "shard_size": n_shard,
         "wall_s": wall,
-        "proxied": proxied,
+        # a proxied round: a member had an expert produce its submission (served proxy requests over the run)
+        "proxied": max(proxies.get("served", 0), proxied_wins),
+        "proxy_requests": proxies.get("sent", 0),
+        "proxy_fallbacks": proxies.get("fallbacks", 0),
+        "proxied_wins": proxied_wins,
         "winners_by_domain": winners,
         "supply_before": supply_before,
         "supply_after": supply_after,
@@ -227,6 +251,7 @@ def run_workload(tn: Testnet, cfg: DemoConfig, ui: Any = None, on_done: Any = No
         for ms in measure_single_iter([t for _, t in batches], cfg.baseline_model, params):
             single.append(ms)
             ui.advance(f"{ms:.0f} ms")
+    counters_before = proxy_counters(tn)
     ui.phase("submissions", len(batches))
     subs = submit_all(tn, batches, concurrency=cfg.concurrency, fee=cfg.fee, timeout=cfg.submit_timeout_s, ui=ui,
                       on_done=on_done, gateways=cfg.gateways)
@@ -234,7 +259,9 @@ def run_workload(tn: Testnet, cfg: DemoConfig, ui: Any = None, on_done: Any = No
     views = wait_ledgers_equal(tn, cfg.settle_timeout_s)
     supplies = {v[0] for v in views.values()}
     supply_after = supplies.pop() if len(supplies) == 1 else sorted(supplies, key=str)
-    return summarize(tn, cfg, subs, single, supply_before, supply_after)
+    counters_after = proxy_counters(tn)
+    proxies = {k: proxy_delta(counters_before, counters_after, k) for k in ("sent", "served", "fallbacks")}
+    return summarize(tn, cfg, subs, single, supply_before, supply_after, proxies)
 
 
 def measure_single_iter(batches: Sequence[list[str]], model: str, params: Params | None = None):
