@@ -66,9 +66,9 @@ class MarketSim:
         self.world = self.pop.world
         keys = self.pop.keys
         self.book = Book(self.p, {c: s.client_balance for c in self.pop.clients}, {k: s.stake for k in keys})
-        self.index = WinnerIndex(sc.world.dim, s.index_cap)
+        self.index = WinnerIndex(self.world.dim, s.index_cap)
         self.classes = [self.pop.node_class(i) for i in range(s.nodes)]
-        self.rec = Recorder(s.nodes, sc.world.domains, self.classes)
+        self.rec = Recorder(s.nodes, self.world.domains, self.classes)
         self.prices = {k: int(self.world.price_bps[i]) for i, k in enumerate(keys)}
         self.keys_arr = np.array(keys + [b""], dtype=object)[:-1]  # object array of the public keys
         self.online = np.ones(s.nodes, dtype=bool)
@@ -79,7 +79,7 @@ class MarketSim:
         self.strike_count: dict[bytes, int] = {}
         self.evidence: set[bytes] = set()
         self.faulty_marks: set[bytes] = set()
-        self.domain_reward = np.zeros(sc.world.domains)
+        self.domain_reward = np.zeros(self.world.domains)
         self.cbtm = Cbtm(s.cbtm_clusters, self.p.routing_min_hits, s.seed)
         self.oracle_short = self.world.top_experts(s.oracle_shortlist)
         self.trace: list[dict] = []

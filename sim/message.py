@@ -148,9 +148,9 @@ class MessageSim:
         self.idx = {k: i for i, k in enumerate(self.keys)}
         self.network = Network(sc, len(self.keys), self.rng)
         self.book = Book(self.p, {c: s.client_balance for c in self.pop.clients}, {k: s.stake for k in self.pop.keys})
-        self.index = WinnerIndex(sc.world.dim, s.index_cap)
+        self.index = WinnerIndex(self.world.dim, s.index_cap)
         self.classes = [self.pop.node_class(i) for i in range(s.nodes)]
-        self.rec = Recorder(s.nodes, sc.world.domains, self.classes)
+        self.rec = Recorder(s.nodes, self.world.domains, self.classes)
         self.prices = {k: int(self.world.price_bps[i]) for i, k in enumerate(self.pop.keys)}
         self.cbtm = Cbtm(s.cbtm_clusters, self.p.routing_min_hits, s.seed)
         self.oracle_short = self.world.top_experts(s.oracle_shortlist)
@@ -506,8 +506,6 @@ class MessageSim:
         use = ce >= 0
         cb = np.where(use, expert_batch_loss(self.world, ce, ids, w) / 1e6, rand)
         rec.add_policy("cbtm", cb, use, np.where(use, kind[np.maximum(ce, 0)], kind[m.members[rand_pos]]) == "specialist")
-        rec.curve_score.append(np.array([0.0]))
-        rec.curve_proxied_loss.append(np.array([rand]))
         if s.trace:
             self.trace.append({"k": m.k, "shard_id": sid.hex(), "members": [self.keys[i].hex() for i in m.members],
                                "winner": cert.report.winner.hex() if ok else None,

@@ -14,7 +14,7 @@ from moenode.core.genesis import Account, Genesis
 from moenode.core.messages import shard_id as make_shard_id
 from moenode.core.selection import data_hash, shard_seed
 from sim.config import Scenario
-from sim.world import World
+from sim.world import World, make_world
 
 BEHAVIOURS = ("honest", "equivocate", "fake", "collapsed", "withhold")
 
@@ -49,7 +49,7 @@ class Population:
             clients = [H("sim-client", s.seed.to_bytes(8, "big") + i.to_bytes(4, "big")) for i in range(4)]
             signers = {k: CheapSigner(k) for k in keys + clients}
             verify = cheap_verify
-        world = World(sc.world, s.seed, s.nodes)
+        world = make_world(sc.world, s.seed, s.nodes)
         rng = np.random.default_rng(s.seed + 7)
         behaviour = np.array(["honest"] * s.nodes, dtype=object)
         order = rng.permutation(s.nodes)

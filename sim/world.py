@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 - **Domains** are K unit centres in a D-dimensional latent space (the routing space). An item of domain k is
-  `normalise(c_k + sigma * z)`; domains are drawn with Zipf popularity `p_k ~ 1 / (k+1)^zipf`.
+  `normalise(c_k + (sigma / 2) z)`; domains are drawn with Zipf popularity `p_k ~ 1 / (k+1)^zipf`.
 - **Experts** hold a skill vector over domains, `S[e] >= 0`, with `sum(S[e]) = capacity[e]` (specialists put it in
   one domain, generalists spread it, weak experts have little). An item's region is the softmax of its cosine to the
   centres (`w(x)`, sharpness `beta`), and expert e's skill there is `w(x) . S[e]`.
@@ -67,6 +67,12 @@ class WorldConfig:
     slow_factor: int = 200
     price_bps_low: int = 1_000
     price_bps_high: int = 5_000
+    # real-encoder mode (sim.real): measured zoo models on the packaged corpus instead of the synthetic world
+    mode: str = "synthetic"  # synthetic | real
+    real_models: list = field(default_factory=lambda: ["minilm-l6", "minilm-l3", "spec-code", "spec-legal",
+                                                       "spec-man", "adv-bag-of-tokens", "adv-noise"])
+    real_per_domain: int = 24
+    real_router: str = "minilm-l3"
 
 
 @dataclass
@@ -84,6 +90,7 @@ class World:
 
     def __post_init__(self) -> None:
         c, rng = self.cfg, np.random.default_rng(self.seed)
+        self.dim, self.domains = c.dim, c.domains
         cen = rng.normal(size=(c.domains, c.dim))
         self.centres = cen / np.linalg.norm(cen, axis=1, keepdims=True)
         p = 1.0 / np.arange(1, c.domains + 1) ** c.zipf
@@ -114,7 +121,7 @@ class World:
         """n batches of `per_batch` items, each batch from one domain: (domains (n,), vectors (n, per_batch, D))."""
         c = self.cfg
         dom = rng.choice(c.domains, size=n, p=self.popularity)
-        z = rng.normal(size=(n, per_batch, c.dim)) * (c.sigma / np.sqrt(c.dim) * np.sqrt(c.dim / 4))
+        z = rng.normal(size=(n, per_batch, c.dim)) * (c.sigma / 2)  # per-coordinate spread
         x = self.centres[dom][:, None, :] + z
         x /= np.linalg.norm(x, axis=2, keepdims=True)
         return dom, x.astype(np.float32)
@@ -179,6 +186,16 @@ class World:
             return 0.0
         s = self.skill[ok]
         return float((s.max(axis=1) / np.maximum(s.sum(axis=1), 1e-12)).mean())
+
+
+def make_world(cfg: WorldConfig, seed: int, n: int) -> World:
+    if cfg.mode == "real":
+        from sim.real import RealWorld
+
+        return RealWorld(cfg, seed, n)
+    if cfg.mode != "synthetic":
+        raise ValueError(f"world.mode must be 'synthetic' or 'real', not {cfg.mode!r}")
+    return World(cfg, seed, n)
 
 
 def micro(x: np.ndarray) -> np.ndarray:
