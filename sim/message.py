@@ -305,8 +305,8 @@ class MessageSim:
         msg = env.msg
         sid = getattr(msg, "shard_id", None)
         m = self.meta.get(sid)  # type: ignore[arg-type]
-        if m is None:
-            return
+        if m is None or m.settled:
+            return  # stragglers after settlement: every round of that shard is over
         if to >= self.sc.sim.nodes:
             self._effects(to, sid, m.sub.handle(env, self.now))  # type: ignore[arg-type]
             if isinstance(msg, Report):
@@ -459,6 +459,11 @@ class MessageSim:
 
     def _finish(self, m: RoundMeta, cert) -> None:
         m.settled = True
+        for i in m.members:  # the shard's state machines are done with: free them
+            self.rounds.pop((int(i), m.ctx.shard_id), None)
+            self.early.pop((int(i), m.ctx.shard_id), None)
+            self.pending_proxy.pop((int(i), m.ctx.shard_id), None)
+            self.timers.pop((int(i), m.ctx.shard_id), None)
         s, rec = self.sc.sim, self.rec
         esc = escrow_id(m.ctx.shard_id)
         sid = m.ctx.shard_id
@@ -525,6 +530,8 @@ class MessageSim:
         self.rec.specialization.append((done, self.world.specialization()))
         self.rec.supply.append((done, self.book.supply()))
         self.cbtm.fit(self.index, e)
+        for desk in self.desks.values():
+            desk.prune(self.now)
         self.epoch = e
         self.epoch_seed = next_epoch_seed(e, self.epoch_seed)
         self._tables_for_epoch()
