@@ -37,7 +37,7 @@ from moenode.core.crypto import Ed25519Signer, ed25519_verify
 from moenode.core.errors import ProtocolError, SignatureError
 from moenode.core.genesis import Genesis, parse_genesis
 from moenode.core.messages import Advert, Certificate, Evidence, ProxyRequest, decode_certificate, open_signed, seal
-from moenode.core.selection import voting_power
+from moenode.core.orders import CertifiedOrder
 from moenode.node.archive import Archive
 from moenode.node.epochs import Epochs
 from moenode.node.payments import ORDER_REQUEST_CAP, ORDERS_TOPIC_CAP, Payments
@@ -152,10 +152,13 @@ class Node:
                 net.set_request_handler("checkpoint", self.epochs.serve_checkpoint,
                                         max_request=Checkpoint.MAX_BYTES + 1024, max_response=1024)
                 net.set_page_handler("sync", self.sync.serve_page, max_limit=64)
-                await net.gossip.subscribe("certs", self._on_cert_gossip, check=_decodes_certificate)
-                await net.gossip.subscribe("orders", self.payments.on_gossip)
-                await net.gossip.subscribe("adverts", self._on_advert)
-                await net.gossip.subscribe("checkpoints", self.epochs.on_gossip)
+                # validators: shape and signatures before a message is delivered or relayed (raise = counted)
+                await net.gossip.subscribe("certs", self._on_cert_gossip, check=_shape(decode_certificate))
+                await net.gossip.subscribe("orders", self.payments.on_gossip, check=_shape(
+                    lambda d: CertifiedOrder.decode(d, self.net_id, ed25519_verify)))
+                await net.gossip.subscribe("adverts", self._on_advert, check=_shape(
+                    lambda d: open_signed(d, self.net_id, ed25519_verify, (Advert,))))
+                await net.gossip.subscribe("checkpoints", self.epochs.on_gossip, check=_shape(CheckpointCert.decode))
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     nursery.start_soon(self.rounds.run_local_queue)
@@ -333,16 +336,12 @@ class Node:
         return out
 
 
-def _decodes_certificate(data: bytes) -> bool:
-    try:
-        decode_certificate(data)
+def _shape(decoder: Callable[[bytes], Any]) -> Callable[[bytes], bool]:
+    """A gossip validator from a decoder: True if it decodes; its ProtocolError names the rejection's reason."""
+    def check(data: bytes) -> bool:
+        decoder(data)
         return True
-    except ProtocolError:
-        return False
-
-
-def staked_accounts(genesis: Genesis) -> list[bytes]:
-    return sorted(voting_power(genesis.initial_stakes()))
+    return check
 
 
 # the command's entry point ----------------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ collected the votes), gossip (topic `orders`), and sync.
 An order is certified by asking every authority of the order's epoch over the `order` RPC in parallel and
 stopping once the votes carry >= 6,667 of the 10,000 voting power; our own vote, if we are an authority, is
 taken locally. A request carries certificates the authority may lack (`attach`): the PayEscrow of the shard for
-a Settle or a Refund, so an authority that missed the payment's gossip can still check the escrow. The result
-is applied locally first and then gossiped once.
+a Settle or a Refund, and our own last few certified orders (an authority that missed their gossip would see a
+sequence gap). An authority that still refuses for lack of state (sequence gap, insufficient funds, unknown
+escrow) is asked once more with the recent certificates that credited us as well. The result is applied locally
+first and then gossiped once.
 
 Who sends which order: the submitter pays (PayEscrow) before its Input and refunds (Refund) after a failed
 round's deadline; the round's winner settles (Settle, carrying the shard certificate); anyone may transfer or
@@ -19,6 +21,7 @@ stake from the control API.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import TYPE_CHECKING
 
 import trio
@@ -52,6 +55,7 @@ log = logging.getLogger("moenode.node")
 MAX_ATTACH = 8
 ORDER_REQUEST_CAP = 2 * CertifiedOrder.MAX_BYTES * (MAX_ATTACH + 1)
 VOTE_TIMEOUT = 10.0
+LACKS_STATE = ("sequence_gap", "insufficient_funds", "unknown_escrow")  # refusals that attachments can fix
 
 
 class PaymentError(RuntimeError):
@@ -67,6 +71,8 @@ class Payments:
         self.ledger: Ledger = self.authority.ledger
         self.published: set[bytes] = set()
         self._own = trio.Lock()  # one order of ours in flight at a time: each consumes our next sequence number
+        self.own_recent: deque[bytes] = deque(maxlen=3)  # our last certified orders, to attach
+        self.credits_recent: deque[bytes] = deque(maxlen=MAX_ATTACH)  # certified orders that credited us
 
     def close(self) -> None:
         self.authority.store.close()  # type: ignore[attr-defined]
@@ -89,11 +95,25 @@ class Payments:
     def accept(self, data: bytes) -> str:
         """Check and apply a certified order (bytes). Raises ProtocolError; a conflict is logged loudly."""
         try:
-            return self.authority.accept_certificate(data)
+            status = self.authority.accept_certificate(data)
         except ConflictingCertificates as e:
             log.error("CONFLICTING CERTIFIED ORDERS (a third of the voting power equivocated): %s", e)
             self.node.metrics.inc("conflicting_certificates")
             return "conflict"
+        if status == "applied":
+            self._remember(data)
+        return status
+
+    def _remember(self, data: bytes) -> None:
+        """Keep our own orders and the ones that credited us: authorities that lack them get them attached."""
+        cert = CertifiedOrder.decode(data, self.node.net_id, self.authority.verify)  # verified: cached
+        o, me = cert.msg, self.me
+        if o.account == me:
+            self.own_recent.append(data)
+        elif (isinstance(o, Transfer) and o.recipient == me) or (isinstance(o, Refund) and cert.order.signer == me) \
+                or (isinstance(o, Settle) and (o.certificate.report.producer == me
+                                               or me in {pk for pk, _ in o.certificate.signatures})):
+            self.credits_recent.append(data)
 
     async def on_gossip(self, origin: bytes, data: bytes) -> None:
         status = self.accept(data)
@@ -108,13 +128,18 @@ class Payments:
     # the client ----------------------------------------------------------------------------------------------------
     async def certify(self, env: Signed, attach: list[bytes] | tuple[bytes, ...] = ()) -> CertifiedOrder:
         """Collect votes from the epoch's authorities until they carry the threshold; apply and gossip."""
+        from moenode.net import RemoteError
+
         order: Order = env.msg  # type: ignore[assignment]
         try:
             power = self.ledger.power_at(order.epoch)
         except KeyError as e:
             raise PaymentError(str(e)) from None
         data = env.encode()
-        req = canonical({"order": data, "attach": list(attach)})
+        first = list(attach) + (list(self.own_recent) if order.account == self.me else [])
+        more = first + [c for c in self.credits_recent if c not in first]
+        first, more = first[:MAX_ATTACH], more[:MAX_ATTACH]
+        req = canonical({"order": data, "attach": first})
         digest = vote_digest(env.id, order.epoch)
         votes: dict[bytes, bytes] = {}
         errors: dict[bytes, str] = {}
@@ -123,9 +148,15 @@ class Payments:
         async def ask(pk: bytes) -> None:
             try:
                 if pk == self.me:
-                    sig = self.authority.handle_order(data, self.node.now_ms(), tuple(attach))
+                    sig = self.authority.handle_order(data, self.node.now_ms(), tuple(more))
                 else:
-                    sig = await self.node.net.request(pk, "order", req, timeout=VOTE_TIMEOUT)
+                    try:
+                        sig = await self.node.net.request(pk, "order", req, timeout=VOTE_TIMEOUT)
+                    except RemoteError as e:
+                        if not str(e).startswith(LACKS_STATE) or more == first:
+                            raise
+                        again = canonical({"order": data, "attach": more})
+                        sig = await self.node.net.request(pk, "order", again, timeout=VOTE_TIMEOUT)
             except ProtocolError as e:
                 errors[pk] = f"{e.reason}: {e}"
                 return

@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 import trio
-from nodekit import PARAMS, TEXTS, ahttp, cluster, make_genesis, seed, wait_for
+from nodekit import TEXTS, ahttp, cluster, make_genesis, seed, wait_for
 
 from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.messages import Commit, Input, Reveal, decode_certificate, seal, shard_id
