@@ -158,7 +158,7 @@ class Node:
                     lambda d: CertifiedOrder.decode(d, self.net_id, ed25519_verify)))
                 await net.gossip.subscribe("adverts", self._on_advert, check=_shape(
                     lambda d: open_signed(d, self.net_id, ed25519_verify, (Advert,))))
-                await net.gossip.subscribe("checkpoints", self.epochs.on_gossip, check=_shape(CheckpointCert.decode))
+                await net.gossip.subscribe("checkpoints", self.epochs.on_gossip, check=_shape(self.epochs.decode))
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     nursery.start_soon(self.rounds.run_local_queue)
@@ -239,9 +239,12 @@ class Node:
         self.metrics.inc("evidence")
         log.warning("evidence %s against %s in shard %s", ev.kind, ev.offender.hex()[:16], ev.shard_id.hex()[:16])
         try:
-            self.payments.authority.add_evidence(ev, self.now_ms())
+            fresh = self.payments.authority.add_evidence(ev, self.now_ms())
         except ProtocolError as e:
             log.warning("evidence not accepted by the ledger: %s", e)
+            return
+        if fresh:
+            self.spawn(self.epochs.publish_evidence, ev)
 
     # adverts ------------------------------------------------------------------------------------------------------------
     async def _on_advert(self, origin: bytes, data: bytes) -> None:

@@ -9,6 +9,9 @@ over the `checkpoint` RPC; the answers are counted by `CheckpointCollector`. A q
 applied locally and gossiped on `checkpoints`. An authority signs at most one checkpoint per epoch (its lock) and
 only one identical to its own view, so two collectors with different views cannot both succeed.
 
+Evidence (two signed envelopes that cannot both be honest) found in a round travels on the same `checkpoints`
+topic as a sealed `Evidence` envelope, so that every authority's view, and so its checkpoint, includes it.
+
 If epoch E+2 starts and its table is still open, the node waits a short grace (a certificate may be in flight) and
 then carries the last table over (`skip_checkpoint`); the items wait for the next checkpoint.
 """
@@ -20,10 +23,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from moenode.core.checkpoint import Checkpoint, CheckpointCollector
+from moenode.core.checkpoint import Checkpoint, CheckpointCert, CheckpointCollector
 from moenode.core.codec import canonical, decode
 from moenode.core.crypto import ed25519_verify
 from moenode.core.errors import ProtocolError
+from moenode.core.messages import Evidence, Signed, open_signed, seal
 
 if TYPE_CHECKING:
     from moenode.node.daemon import Node
@@ -47,9 +51,31 @@ class Epochs:
         cp = Checkpoint.from_body(decode(req, max_bytes=Checkpoint.MAX_BYTES + 1024))
         return self.authority.sign_checkpoint(cp, self.node.now_ms())
 
+    def decode(self, data: bytes) -> CheckpointCert | Signed:
+        """A message of the `checkpoints` topic: a checkpoint certificate or a sealed Evidence envelope."""
+        wire = decode(data, max_bytes=CheckpointCert.MAX_BYTES)
+        if isinstance(wire, dict) and set(wire) == {"body", "signer", "sig"}:
+            return open_signed(data, self.node.net_id, ed25519_verify, (Evidence,))
+        return CheckpointCert.decode(data)
+
     async def on_gossip(self, origin: bytes, data: bytes) -> None:
+        msg = self.decode(data)
+        if isinstance(msg, Signed):
+            fresh = self.authority.add_evidence(msg.msg, self.node.now_ms())  # type: ignore[arg-type]
+            self.node.metrics.inc("evidence_received" if fresh else "evidence_duplicate")
+            return
         status = self.authority.accept_checkpoint(data)
         self.node.metrics.inc(f"checkpoints_{status}")
+
+    async def publish_evidence(self, ev: Evidence) -> None:
+        data = seal(ev, self.node.signer, self.node.net_id).encode()
+        if len(data) > CheckpointCert.MAX_BYTES:
+            log.warning("evidence %s is too large to gossip (%d bytes); it stays local", ev.kind, len(data))
+            return
+        try:
+            await self.node.net.gossip.publish("checkpoints", data)
+        except Exception as e:
+            log.warning("could not gossip evidence: %r", e)
 
     def carry_over(self) -> None:
         """The current epoch's table is still open after the grace: carry the last one over."""

@@ -2,7 +2,9 @@
 
 A Transfer and a Stake are certified through /transfer and /stake; the stake order becomes a checkpoint item of
 its epoch E; the authorities certify checkpoint E during E+1 over the `checkpoint` RPC, and from epoch E+2 on every
-node's stake table holds the new stake. All nodes end with the same ledger.
+node's stake table holds the new stake. Then one node finds evidence of an equivocation (two different Commits by
+one member for one shard): it spreads on gossip, enters every authority's next checkpoint, and the offender's
+stake is slashed by half for everyone. All nodes end with the same ledger.
 """
 
 import dataclasses
@@ -10,6 +12,9 @@ import time
 
 import pytest
 from nodekit import PARAMS, ahttp, cluster, make_genesis, seed, wait_for
+
+from moenode.core.crypto import Ed25519Signer, H
+from moenode.core.messages import Commit, Evidence, seal
 
 pytestmark = pytest.mark.slow
 
@@ -46,4 +51,22 @@ async def test_transfer_stake_and_checkpoint(tmp_path):
             assert x.payments.ledger.stakes_at(target - 1).get(ms[0].account) == 1_000
             x.payments.ledger.assert_supply()
         assert sum(x.metrics.get("checkpoints_applied") for x in c.nodes) >= len(c.nodes)
+        await wait_for(same_ledger, 10)
+
+        # evidence found by one node slashes the offender for everyone (equivocation: 50 %)
+        g = genesis
+        await wait_for(lambda: (time.time() * 1000 - g.genesis_time_ms) % g.epoch_ms < g.epoch_ms // 3, 10)
+        cheat = Ed25519Signer(ms[1].seed)
+        sid = H("shard", b"equivocated")
+        a, b = (seal(Commit(sid, H("d", bytes([i]))), cheat, g.network_id) for i in (1, 2))
+        ev = Evidence("equivocation", cheat.public_key, sid, a.as_wire(), b.as_wire())
+        n0.on_evidence(ev)
+        await wait_for(lambda: all(any(i.kind == "equivocation" for i in x.payments.ledger.items.values())
+                                   for x in c.nodes), 10)
+        tagged = next(i for i in n0.payments.ledger.items.values() if i.kind == "equivocation").epoch
+        await wait_for(lambda: all(x.payments.ledger.known_through >= tagged + 2 for x in c.nodes), 30)
+        for x in c.nodes:
+            table = x.payments.ledger.stakes_at(tagged + 2)
+            assert table[ms[1].account] == 500 and sum(table.values()) == 4_500
+            x.payments.ledger.assert_supply()
         await wait_for(same_ledger, 10)
