@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from moenode.testnet import ledger_views
+from moenode.testnet import wait_ledgers_equal
 from moenode.testnet_demo import DemoConfig, run_workload
 
 from e2ekit import GENESIS_MODELS, SPECIALTY
@@ -25,7 +25,7 @@ def test_twenty_submissions_all_certified_supply_unchanged_and_proxied(testnet, 
     assert s["certified"] == 20 and s["failed"] == 0, s["errors"]
     assert isinstance(s["supply_before"], int) and s["supply_before"] == s["supply_after"]
     # every node applied the same certificates and orders
-    views = ledger_views(testnet)
+    views = wait_ledgers_equal(testnet, 60)
     assert len(views) == len(testnet.nodes) and len({d for _, d in views.values()}) == 1, views
     # every round has a real winner, one of the staked accounts
     accounts = {nd.account for nd in testnet.nodes}
