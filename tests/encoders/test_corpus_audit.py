@@ -47,11 +47,11 @@ def check_specialist(name: str, n: int) -> None:
 
 @pytest.mark.parametrize("domain", FAST)
 def test_domain_fast(domain):
-    check_domain(domain, 40)
+    check_domain(domain, 32)
 
 
 def test_specialist_fast():
-    check_specialist("spec-legal", 40)
+    check_specialist("spec-legal", 32)
 
 
 @pytest.mark.slow
