@@ -7,7 +7,8 @@ virtual clock, on the real one:
 * **Ingress.** Every envelope from a peer goes through `messages.open_signed` first (size cap, canonical decoding,
   network, schema, signature). An `Input` opens the member round (after deriving the shard from our ledger's
   stake table and checking the payment certificate); any other round message goes to the slot of its shard. A
-  message whose Input has not arrived yet is buffered (bounded per shard and overall, expired after a while).
+  message whose Input has not arrived yet is buffered if its signer holds stake (only they can be members),
+  within bounds per shard, in shards and in bytes, and for a limited time.
   An envelope (its id and signer: equal bodies from two members share an id) seen twice in one round is a replay, except when we hold both roles: members legitimately send
   the submitter the same Report and Reveal they broadcast to the shard, and two couriers carry the winning Reveal.
 * **Effects.** `Send` goes to a per-peer outbox (one sender task per peer keeps each peer's messages in order
@@ -58,6 +59,7 @@ from moenode.core.messages import (
 from moenode.core.proxy import ProxyDesk, Refusal, proxy_request
 from moenode.core.round import (
     EvidenceFound,
+    LocalRoundError,
     MemberRound,
     Outcome,
     Send,
@@ -80,6 +82,7 @@ SUBMITTER_TYPES = (Report, Reveal, OptOut)
 EARLY_PER_SHARD = 64
 EARLY_SHARDS = 256
 EARLY_TTL = 300.0  # seconds a message may wait for its Input
+EARLY_BYTES = 64 << 20  # all buffered messages together
 CLOSED_KEEP = 10_000
 LINGER = 30.0  # seconds a finished slot stays to absorb stragglers quietly
 OUTBOX = 1024
@@ -132,6 +135,15 @@ def _key(env: Signed) -> bytes:
     return env.id + env.signer
 
 
+def _size(env: Signed) -> int:
+    """A cheap upper bound of an envelope's size: its payload blobs (a Reveal's vectors) dominate."""
+    msg = env.msg
+    if isinstance(msg, Reveal):
+        p = msg.submission.payload
+        return len(p.embeddings) + len(p.views) + len(p.routing) + 4096
+    return 4096
+
+
 class SubmitError(RuntimeError):
     def __init__(self, message: str, attempts: list[Attempt]):
         super().__init__(message)
@@ -143,6 +155,7 @@ class Rounds:
         self.node = node
         self.slots: dict[bytes, Slot] = {}
         self.early: OrderedDict[bytes, list[tuple[bytes, Signed, float]]] = OrderedDict()
+        self.early_bytes = 0
         self.closed: OrderedDict[bytes, None] = OrderedDict()
         self._outboxes: dict[bytes, trio.MemorySendChannel] = {}
         self._local_send, self._local_recv = trio.open_memory_channel[Signed](OUTBOX)
@@ -217,6 +230,7 @@ class Rounds:
         self.node.metrics.inc("rounds_opened")
         self._effects(slot, out, "member")
         for peer, early, _t in self.early.pop(sid, []):
+            self.early_bytes -= _size(early)
             self.dispatch(peer, early)
 
     def _on_round_message(self, peer: bytes, env: Signed) -> None:
@@ -261,16 +275,31 @@ class Rounds:
             raise errors[0]
 
     def _buffer(self, sid: bytes, peer: bytes, env: Signed) -> None:
+        """Keep a message for a shard whose Input we have not seen, if its signer could be a member at all."""
+        led = self.node.payments.ledger
+        epoch = max(0, self.node.genesis.epoch(self.node.now_ms()))
+        try:
+            staked = any(led.power_at(e).get(env.signer, 0) > 0 for e in {max(0, epoch - 1), epoch})
+        except KeyError:
+            staked = True  # our table is behind: give the benefit of the doubt, the budget still holds
+        if not staked:
+            raise NotInShard(f"{env.msg.TYPE} from {env.signer.hex()[:16]}, who holds no stake")
+        size = _size(env)
+        if self.early_bytes + size > EARLY_BYTES:
+            self.node.metrics.inc("early_dropped")
+            return
         box = self.early.get(sid)
         if box is None:
             if len(self.early) >= EARLY_SHARDS:
-                self.early.popitem(last=False)
+                _, dropped = self.early.popitem(last=False)
+                self.early_bytes -= sum(_size(b[1]) for b in dropped)
                 self.node.metrics.inc("early_dropped")
             box = self.early[sid] = []
         if len(box) >= EARLY_PER_SHARD:
             self.node.metrics.inc("early_dropped")
             return
         box.append((peer, env, trio.current_time()))
+        self.early_bytes += size
 
     # effects -----------------------------------------------------------------------------------------------------------
     def _effects(self, slot: Slot, out: list, role: str) -> None:
@@ -481,35 +510,46 @@ class Rounds:
         sid = derive_shard_id(epoch, dh, nonce, self.me)
         deadline = t0 + node.params.round_abort_ms
         pay = await node.payments.pay_escrow(sid, fee, deadline)
-        inp = Input(shard_id=sid, epoch=epoch, submitter=self.me, pay_id=pay.id, pay_cert=pay.encode(), fee=fee,
-                    data_hash=dh, nonce=nonce, modality="text", deadline_ms=deadline, items=tuple(texts))
-        env = seal(inp, node.signer, node.net_id)
-        ctx = self._derive(inp)
-        slot = Slot(ctx, env, submitter=SubmitterRound(ctx, env))
-        self.slots[sid] = slot
-        node.spawn(self._timer, slot)
-        node.metrics.inc("submissions")
-        assert slot.submitter is not None
-        self._effects(slot, slot.submitter.start(node.now_ms()), "submitter")
-        await slot.sub_done.wait()
-        out = slot.submitter.outcome
-        assert out is not None
-        a = Attempt(sid, out.status, out.reason, out, elapsed_ms=node.now_ms() - t0)
-        if out.status == "certified" and out.winner_reveal is not None:
-            assert out.certificate is not None
-            node.spawn(node.on_certificate, out.certificate, None, b"")
+        try:
+            a = await self._run_round(texts, fee, epoch, nonce, dh, sid, deadline, pay, t0)
+        except (ProtocolError, LocalRoundError) as e:  # e.g. the epoch's table closed between paying and sending
+            a = Attempt(sid, "failed", f"could not start the round: {e}", None, elapsed_ms=node.now_ms() - t0)
+        if a.status == "certified":
             return a
-        if out.status == "certified":
-            a.status, a.reason = "incomplete", out.reason or "the winning reveal never arrived"
         wait = (deadline - node.now_ms()) / 1000
         if wait > 0:
             await trio.sleep(wait + 0.05)
-        if out.certificate is None:
+        if a.outcome is None or a.outcome.certificate is None:
             try:
                 a.refunded = await node.payments.refund(pay) is not None
             except Exception as e:
                 a.reason += f"; refund failed: {e}"
                 log.warning("refund of shard %s failed: %s", sid.hex()[:16], e)
+        return a
+
+    async def _run_round(self, texts: list[str], fee: int, epoch: int, nonce: bytes, dh: bytes, sid: bytes,
+                         deadline: int, pay, t0: int) -> Attempt:
+        node = self.node
+        inp = Input(shard_id=sid, epoch=epoch, submitter=self.me, pay_id=pay.id, pay_cert=pay.encode(), fee=fee,
+                    data_hash=dh, nonce=nonce, modality="text", deadline_ms=deadline, items=tuple(texts))
+        env = seal(inp, node.signer, node.net_id)
+        ctx = self._derive(inp)
+        rnd = SubmitterRound(ctx, env)
+        slot = Slot(ctx, env, submitter=rnd)
+        self.slots[sid] = slot
+        node.spawn(self._timer, slot)
+        node.metrics.inc("submissions")
+        self._effects(slot, rnd.start(node.now_ms()), "submitter")
+        await slot.sub_done.wait()
+        out = rnd.outcome
+        if out is None:
+            return Attempt(sid, "failed", "the round was abandoned", None, elapsed_ms=node.now_ms() - t0)
+        a = Attempt(sid, out.status, out.reason, out, elapsed_ms=node.now_ms() - t0)
+        if out.status == "certified" and out.winner_reveal is not None:
+            assert out.certificate is not None
+            node.spawn(node.on_certificate, out.certificate, None, b"")
+        elif out.status == "certified":
+            a.status, a.reason = "incomplete", out.reason or "the winning reveal never arrived"
         return a
 
     # housekeeping -----------------------------------------------------------------------------------------------------------
@@ -525,7 +565,9 @@ class Rounds:
                 while len(self.closed) > CLOSED_KEEP:
                     self.closed.popitem(last=False)
         for sid, box in list(self.early.items()):
-            box[:] = [b for b in box if now_t - b[2] < EARLY_TTL]
+            keep = [b for b in box if now_t - b[2] < EARLY_TTL]
+            self.early_bytes -= sum(_size(b[1]) for b in box if b not in keep)
+            box[:] = keep
             if not box:
                 del self.early[sid]
         self.desk.prune(now_ms)
