@@ -68,7 +68,7 @@ from moenode.core.round import (
     Verify,
     Work,
 )
-from moenode.core.routing import decide, rank
+from moenode.core.routing import decide, median_low, rank
 from moenode.core.selection import data_hash
 
 if TYPE_CHECKING:
@@ -392,28 +392,30 @@ class Rounds:
     async def _produce(self, slot: Slot, w: Work) -> Submission:
         node, items = self.node, list(w.items)
         p = node.params
-        own = None
         if len(node.index):
             vecs = await trio.to_thread.run_sync(node.compute.routing_vectors, items)
             neigh = await trio.to_thread.run_sync(node.index.neighbours, vecs, p.routing_k, p.routing_min_cos_micro)
             ranked = rank(neigh, node.prices(), p, exclude=set(slot.ctx.members) | {self.me})
             if ranked:
-                if self.own_loss is None:
-                    own = await trio.to_thread.run_sync(node.compute.payload, items, w.shard_seed)
-                    self._learn(own.batch_loss)
-                assert self.own_loss is not None
-                d = decide(self.own_loss, ranked, p, self.me)
+                d = decide(self._estimate(neigh), ranked, p, self.me)
                 if d.proxy and d.producer is not None:
                     sub = await self._proxy(slot, d.producer, d.price_bps)
                     if sub is not None:
                         slot.route = f"proxy:{d.producer.hex()[:12]}"
                         return sub
                     node.metrics.inc("proxy_fallbacks")
-        if own is None:
-            own = await trio.to_thread.run_sync(node.compute.payload, items, w.shard_seed)
-            self._learn(own.batch_loss)
+        own = await trio.to_thread.run_sync(node.compute.payload, items, w.shard_seed)
+        self._learn(own.batch_loss)
         slot.route = slot.route or "self"
         return Submission(shard_id=w.shard_id, member=self.me, producer=self.me, payload=own, proxy=None)
+
+    def _estimate(self, neigh: list[list[tuple[bytes, int, int]]]) -> int:
+        """Our expected batch loss, without computing it (the choice must be fast): the moving average of our own
+        past batch losses; before we have any, the typical winning loss of this region (the median of the
+        neighbours' losses), so a first round proxies only to an expert clearly better than the region's norm."""
+        if self.own_loss is not None:
+            return self.own_loss
+        return median_low([loss for item in neigh for _, loss, _ in item] or [1_000_000])
 
     def _learn(self, loss: int) -> None:
         self.own_loss = loss if self.own_loss is None else (3 * self.own_loss + loss) // 4
