@@ -220,6 +220,10 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
             fail(f"{genesis}: no such genesis file")
         if genesis is None and not (h / "genesis.toml").exists():
             fail(f"{h} has no genesis.toml; pass --genesis with the network's genesis file")
+        for addr in bootstrap:
+            if not addr.startswith("/") or "/p2p/" not in addr:
+                fail(f"--bootstrap {addr!r}: expected a multiaddr ending in /p2p/<peer id>, such as "
+                     "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... (a running node's `addrs` in run.json)", 2)
         from moenode.config import ConfigError
 
         try:

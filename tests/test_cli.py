@@ -296,3 +296,17 @@ def test_testnet_down_stops_the_recorded_processes_and_spares_strangers(tmp_path
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_run_refuses_a_bad_bootstrap_and_a_genesis_of_another_network(tmp_path):
+    home = tmp_path / "n"
+    runner.invoke(app, ["init", "--home", str(home)])
+    mine = make_genesis("net-a", [(b"\x01" * 32, "minilm-l6")], epoch_ms=1000, now_ms=1)
+    other = make_genesis("net-b", [(b"\x01" * 32, "minilm-l6")], epoch_ms=1000, now_ms=1)
+    (home / "genesis.toml").write_text(genesis_to_toml(mine))
+    (tmp_path / "other.toml").write_text(genesis_to_toml(other))
+    r = runner.invoke(app, ["run", "--home", str(home), "--bootstrap", "/ip4/127.0.0.1/tcp/1"])
+    assert r.exit_code == 2 and "/p2p/" in r.output
+    r = runner.invoke(app, ["run", "--home", str(home), "--genesis", str(tmp_path / "other.toml")])
+    assert r.exit_code == 1 and "another network" in r.output
+    assert parse_genesis((home / "genesis.toml").read_text()).name == "net-a"  # left as it was
