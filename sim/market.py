@@ -33,11 +33,9 @@ import numpy as np
 
 from moenode.core.checkpoint import Item
 from moenode.core.crypto import H
-from moenode.core.genesis import Params
-from moenode.core.routing import Candidate, decide, rank
-from moenode.core.selection import voting_power
-from moenode.core.genesis import next_epoch_seed
-from moenode.core.selection import quorum, shard_size
+from moenode.core.genesis import Params, next_epoch_seed
+from moenode.core.routing import Candidate, rank
+from moenode.core.selection import shard_size, voting_power
 from sim.book import Book, escrow_id
 from sim.config import Scenario
 from sim.draw import ShardSampler
