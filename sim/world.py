@@ -115,6 +115,7 @@ class World:
         self.price_bps = rng.integers(c.price_bps_low, c.price_bps_high + 1, size=E)
         self.collapsed = np.zeros(E, dtype=bool)
         self.investing = np.zeros(E, dtype=bool)
+        self._invest_rng = np.random.default_rng(self.seed + 3)
 
     # items ---------------------------------------------------------------------------------------------------------
     def draw_items(self, rng: np.random.Generator, n: int, per_batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,23 +162,33 @@ class World:
         return idx
 
     # investment ----------------------------------------------------------------------------------------------------
-    def invest(self, reward_by_domain: np.ndarray, rate: float) -> None:
-        """Investing operators move `rate` of their capacity toward the domain with the best reward per competitor."""
+    def invest(self, reward_by_domain: np.ndarray, rate: float, share: float = 0.25) -> None:
+        """A random `share` of the investing operators moves `rate` of its capacity toward its best domain.
+
+        The value of domain k to an operator is the reward paid in k per competitor there (an expert with more than
+        half its capacity in k competes in k; the operator itself does not count), times `1 + 2 * own share of k`
+        (what it already knows is cheaper to deepen). Operators reconsider at random times, not all at once, so the
+        market is not a herd that moves together.
+        """
         if not self.investing.any() or reward_by_domain.sum() <= 0:
             return
+        K = self.domains
         home = self.skill.argmax(axis=1)
         strong = self.skill.max(axis=1) > 0.5 * self.skill.sum(axis=1)
-        competitors = np.bincount(home[strong], minlength=self.cfg.domains).astype(float)
-        inv = np.flatnonzero(self.investing)
+        competitors = np.bincount(home[strong], minlength=K).astype(float)
+        inv = np.flatnonzero(self.investing & (self._invest_rng.random(self.n_experts) < share))
+        if len(inv) == 0:
+            return
         cap = self.skill[inv].sum(axis=1, keepdims=True)
         own = self.skill[inv] / np.maximum(cap, 1e-9)
-        # value of domain k to operator e: reward per competitor there, excluding itself if it already competes
-        comp = competitors[None, :] - (strong[inv, None] & (home[inv, None] == np.arange(self.cfg.domains)))
-        value = reward_by_domain[None, :] / (1.0 + comp) * (1.0 + 0.25 * own)
+        comp = competitors[None, :] - (strong[inv, None] & (home[inv, None] == np.arange(K)))
+        value = reward_by_domain[None, :] / (1.0 + comp) * (1.0 + 2.0 * own)
         target = value.argmax(axis=1)
         moved = (1 - rate) * self.skill[inv]
         moved[np.arange(len(inv)), target] += rate * cap[:, 0]
         self.skill[inv] = moved
+        focused = moved.max(axis=1) > 0.5 * moved.sum(axis=1)  # the kind follows the skill it now has
+        self.kind[inv] = np.where(focused, "specialist", "generalist")
 
     def specialization(self) -> float:
         """Mean share of capacity in an expert's top domain over non-weak, non-collapsed experts (1/K .. 1)."""
