@@ -13,7 +13,7 @@ Contract (what `moenode submit/status/transfer/stake` and the testnet rely on):
                     200 {"embeddings": base64 of items x dim little-endian float32, "dim", "items", "winner": hex,
                          "producer": hex, "model_id": hex, "loss": float, "loss_micro": int, "shard_id": hex,
                          "certificate": hex (canonical Certificate), "elapsed_ms", "attempts": [{"shard_id",
-                         "status", "reason", "refunded", "elapsed_ms"}, ...]}
+                         "status", "reason", "refunded", "elapsed_ms", "pay_ms"}, ...]}
                     402 {"error"} payment could not be certified; 502 {"error", "attempts"} no certificate
     POST /transfer  {"to": hex account, "amount": int}  200 {"order_id": hex, "balance": int}
     POST /stake     {"amount": int, "model"?: str}      200 {"order_id": hex, "balance": int, "bonding": int}

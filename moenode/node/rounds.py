@@ -86,6 +86,7 @@ EARLY_BYTES = 64 << 20  # all buffered messages together
 CLOSED_KEEP = 10_000
 LINGER = 30.0  # seconds a finished slot stays to absorb stragglers quietly
 OUTBOX = 1024
+SEND_RETRIES = (0.2, 1.0, None)  # seconds before each retry of a failed send; None: give up
 MAX_SLOTS = 512  # rounds open at once (a bound on memory under a flood of Inputs)
 PROXY_MIN_MS = 1_000  # do not start a proxy request with less time than this before the commit deadline
 PROXY_RESPONSE_CAP = Submission.MAX_BYTES + 64 * KiB
@@ -125,10 +126,11 @@ class Attempt:
     outcome: Outcome | None = None
     refunded: bool = False
     elapsed_ms: int = 0
+    pay_ms: int = 0
 
     def summary(self) -> dict:
         return {"shard_id": self.shard_id.hex(), "status": self.status, "reason": self.reason,
-                "refunded": self.refunded, "elapsed_ms": self.elapsed_ms}
+                "refunded": self.refunded, "elapsed_ms": self.elapsed_ms, "pay_ms": self.pay_ms}
 
 
 def _key(env: Signed) -> bytes:
@@ -340,12 +342,18 @@ class Rounds:
 
     async def _sender(self, peer: bytes, recv: trio.MemoryReceiveChannel) -> None:
         async for data in recv:
-            try:
-                await self.node.net.send(peer, data)
-                self.node.metrics.inc("envelopes_sent")
-            except Exception as e:  # NetError or a transport failure: the round tolerates a lost message
-                self.node.metrics.inc("send_failed")
-                log.info("send to %s failed: %r", peer.hex()[:16], e, extra={"peer": peer.hex()})
+            for delay in SEND_RETRIES:
+                try:
+                    await self.node.net.send(peer, data)
+                    self.node.metrics.inc("envelopes_sent")
+                    break
+                except Exception as e:  # NetError or a transport failure (a connection being replaced, say)
+                    if delay is None:  # the round tolerates a lost message; we tried
+                        self.node.metrics.inc("send_failed")
+                        log.info("send to %s failed: %r", peer.hex()[:16], e, extra={"peer": peer.hex()})
+                        break
+                    self.node.metrics.inc("send_retried")
+                    await trio.sleep(delay)
 
     def _member_outcome(self, slot: Slot, out: Outcome) -> None:
         self.node.metrics.inc(f"rounds_{out.status}")
@@ -512,10 +520,12 @@ class Rounds:
         sid = derive_shard_id(epoch, dh, nonce, self.me)
         deadline = t0 + node.params.round_abort_ms
         pay = await node.payments.pay_escrow(sid, fee, deadline)
+        paid = node.now_ms()
         try:
             a = await self._run_round(texts, fee, epoch, nonce, dh, sid, deadline, pay, t0)
         except (ProtocolError, LocalRoundError) as e:  # e.g. the epoch's table closed between paying and sending
             a = Attempt(sid, "failed", f"could not start the round: {e}", None, elapsed_ms=node.now_ms() - t0)
+        a.pay_ms = paid - t0
         if a.status == "certified":
             return a
         wait = (deadline - node.now_ms()) / 1000
