@@ -71,3 +71,12 @@ def test_decide_many_is_decide():
         own = rng.integers(0, 10**6, size=20)
         assert decide_many(own, ranked, p).tolist() == [decide(int(o), ranked, p).proxy for o in own]
     assert not decide_many(np.array([5, 10**6]), [], p).any()
+
+
+def test_specialization_emerges_from_generalists_who_invest():
+    m, r = run("invest = 0.9\ninvest_rate = 0.3\n[world]\nspecialists = 0.0\nweak = 0.1")
+    spec = [v for _, v in r["specialization"]]
+    assert spec[-1] > spec[0] + 0.1  # capacity concentrates
+    assert (m.world.kind == "specialist").sum() > 0
+    _, flat = run("[world]\nspecialists = 0.0\nweak = 0.1")
+    assert r["policies"]["market"]["mean_loss"] < flat["policies"]["market"]["mean_loss"]
