@@ -76,3 +76,13 @@ def test_churn_loss_and_partition_keep_supply_and_honest_earnings():
     r = m.rec.summary(0.0, m.world.kind)
     assert 0 < m.book.settled < 30 or m.book.refunded > 0  # faults cost some rounds, not all
     assert r["classes"]["honest"]["earned_per_node"] > 0
+
+
+def test_latency_slashing_hits_slow_nodes_not_honest_ones():
+    sc = override(small(nodes=30, submissions=20), {"world.slow": 0.2, "world.slow_factor": 200})
+    m = MessageSim(sc)
+    m.run()
+    cls = m.rec.summary(0.0, m.world.kind)["classes"]
+    assert cls["slow"]["strikes_per_node"] > 0 and cls["slow"]["slashed_per_node"] > 0
+    assert cls["honest"]["strikes_per_node"] == 0 and cls["honest"]["slashed_per_node"] == 0
+    m.book.check()
