@@ -82,7 +82,7 @@ class Epochs:
         node, led = self.node, self.node.payments.ledger
         now = node.now_ms()
         cur = node.genesis.epoch(now)
-        grace = min(SKIP_GRACE_MS, node.genesis.epoch_ms // 10)
+        grace = min(SKIP_GRACE_MS, node.genesis.epoch_ms // 4)
         while led.known_through < cur and now - node.genesis.epoch_start(led.known_through + 1) >= grace:
             epoch = led.next_checkpoint_epoch()
             log.info("no checkpoint of epoch %d arrived: its stake table carries over", epoch)
