@@ -29,6 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import trio
 
 from moenode.config import Config, atomic_write, load_config
@@ -138,6 +139,7 @@ class Node:
             lambda: WinnerIndex.open(cfg.path("index"), self.compute.routing_dim, epochs=p.index_epochs,
                                      max_entries=p.index_max_entries))
         self.certs_done = await trio.to_thread.run_sync(self.archive.idents)
+        await trio.to_thread.run_sync(self._reindex)
         self.rounds = Rounds(self)
         caps = dict(DEFAULT_TOPIC_CAPS, orders=ORDERS_TOPIC_CAP, checkpoints=CheckpointCert.MAX_BYTES + 1024)
         netcfg = NetConfig(seed=self.seed, net_id=self.net_id, listen=cfg.listen, bootstrap=cfg.bootstrap,
@@ -231,6 +233,24 @@ class Node:
                 await self.net.gossip.publish("certs", data)
             except Exception as e:  # best effort: members and sync carry it too
                 log.warning("could not gossip certificate %s: %r", cid.hex()[:16], e)
+
+    def _reindex(self) -> None:
+        """Certificates archived but missing from the index snapshot (a crash before the last save): add them."""
+        after, added = 0, 0
+        while True:
+            rows = self.archive.page(after, 256)
+            if not rows:
+                break
+            for seq, cid, data in rows:
+                after = seq
+                if not self.index.has(cid):
+                    r = decode_certificate(data).report
+                    vecs = np.frombuffer(r.routing, "<f2").reshape(len(r.item_losses), -1)
+                    if vecs.shape[1] == self.index.dim:
+                        added += self.index.add(cid, vecs, r.producer, r.item_losses, r.epoch)
+        if added:
+            log.info("winner index: %d entries restored from the certificate archive", added)
+            self.index.trim(max(0, self.genesis.epoch(self.now_ms())))
 
     async def _on_cert_gossip(self, origin: bytes, data: bytes) -> None:
         await self.on_certificate(decode_certificate(data), origin)
