@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("moenode.node")
 
 MAX_ATTACH = 8
-ORDER_REQUEST_CAP = 2 * CertifiedOrder.MAX_BYTES * (MAX_ATTACH + 1)
+ORDER_REQUEST_CAP = 4 << 20  # an order and up to 8 attachments; a Settle carries a shard certificate
 VOTE_TIMEOUT = 10.0
 LACKS_STATE = ("sequence_gap", "insufficient_funds", "unknown_escrow")  # refusals that attachments can fix
 

@@ -46,9 +46,11 @@ class Sync:
         if query == b"certs":
             return [(seq, "cert", data) for seq, _ident, data in self.node.archive.page(after, limit)]
         if query == b"ledger":
-            entries = self.node.payments.authority.store.entries()  # type: ignore[attr-defined]
-            return [(i + 1, k, d) for i, (k, _ident, d) in enumerate(entries)
-                    if i + 1 > after and k in LEDGER_KINDS][:limit]
+            db = self.node.payments.authority.store.db  # type: ignore[attr-defined]  # the ledger store's log
+            marks = ",".join("?" * len(LEDGER_KINDS))
+            rows = db.execute(f"SELECT seq, kind, data FROM log WHERE seq > ? AND kind IN ({marks}) "
+                              "ORDER BY seq LIMIT ?", (after, *LEDGER_KINDS, limit)).fetchall()
+            return [(seq, kind, bytes(data)) for seq, kind, data in rows]
         raise SchemaError(f"sync: unknown query {query!r:.20}")
 
     async def serve_page(self, peer: bytes, query: bytes, cursor: bytes, limit: int) -> tuple[list[bytes], bytes]:
