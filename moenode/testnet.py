@@ -83,6 +83,9 @@ def testnet_params(**overrides: Any) -> Params:
         # against 78 % at M=8)
         mask_views=4,
         min_negatives=15,
+        # a testnet's winner index holds a few hundred entries, not hundreds of thousands: two nearby wins by one
+        # producer are evidence enough to route to it
+        routing_min_hits=2,
     )
     short.update(overrides)
     return replace(Params(), **short)

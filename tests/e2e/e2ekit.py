@@ -3,5 +3,5 @@
 E2E_NODES = 5
 E2E_EPOCH_MS = 20_000
 JOINER_MODEL = "spec-man"
-GENESIS_MODELS = ["minilm-l6", "minilm-l3", "spec-code", "spec-legal", "minilm-l6"]
+GENESIS_MODELS = ["minilm-l6", "minilm-l3", "spec-code", "spec-legal", "minilm-l3"]
 SPECIALTY = {"spec-code": "code_py", "spec-legal": "legal", "spec-man": "manpages"}
