@@ -134,33 +134,21 @@ class Node:
 
         cfg, p = self.config, self.params
         self._stop = trio.Event()
-        self.compute = await trio.to_thread.run_sync(Compute, cfg.model, p.router_model, p)
-        self.index = await trio.to_thread.run_sync(
-            lambda: WinnerIndex.open(cfg.path("index"), self.compute.routing_dim, epochs=p.index_epochs,
-                                     max_entries=p.index_max_entries))
-        self.certs_done = await trio.to_thread.run_sync(self.archive.idents)
-        await trio.to_thread.run_sync(self._reindex)
-        self.rounds = Rounds(self)
-        caps = dict(DEFAULT_TOPIC_CAPS, orders=ORDERS_TOPIC_CAP, checkpoints=CheckpointCert.MAX_BYTES + 1024)
-        netcfg = NetConfig(seed=self.seed, net_id=self.net_id, listen=cfg.listen, bootstrap=cfg.bootstrap,
-                           gossip=GossipConfig(topic_caps=caps))
         try:
+            self.compute = await trio.to_thread.run_sync(Compute, cfg.model, p.router_model, p)
+            self.index = await trio.to_thread.run_sync(
+                lambda: WinnerIndex.open(cfg.path("index"), self.compute.routing_dim, epochs=p.index_epochs,
+                                         max_entries=p.index_max_entries))
+            self.certs_done = await trio.to_thread.run_sync(self.archive.idents)
+            await trio.to_thread.run_sync(self._reindex)
+            self.rounds = Rounds(self)
+            caps = dict(DEFAULT_TOPIC_CAPS, orders=ORDERS_TOPIC_CAP, checkpoints=CheckpointCert.MAX_BYTES + 1024)
+            netcfg = NetConfig(seed=self.seed, net_id=self.net_id, listen=cfg.listen, bootstrap=cfg.bootstrap,
+                               gossip=GossipConfig(topic_caps=caps))
             async with open_host(netcfg, on_message=self.rounds.on_envelope) as net:
                 self.net = net
-                net.set_request_handler("order", self.payments.serve_order, max_request=ORDER_REQUEST_CAP,
-                                        max_response=1024)
-                net.set_request_handler("proxy", self.rounds.serve_proxy, max_request=ProxyRequest.MAX_BYTES,
-                                        max_response=PROXY_RESPONSE_CAP)
-                net.set_request_handler("checkpoint", self.epochs.serve_checkpoint,
-                                        max_request=Checkpoint.MAX_BYTES + 1024, max_response=1024)
-                net.set_page_handler("sync", self.sync.serve_page, max_limit=64)
-                # validators: shape and signatures before a message is delivered or relayed (raise = counted)
-                await net.gossip.subscribe("certs", self._on_cert_gossip, check=_shape(decode_certificate))
-                await net.gossip.subscribe("orders", self.payments.on_gossip, check=_shape(
-                    lambda d: CertifiedOrder.decode(d, self.net_id, ed25519_verify)))
-                await net.gossip.subscribe("adverts", self._on_advert, check=_shape(
-                    lambda d: open_signed(d, self.net_id, ed25519_verify, (Advert,))))
-                await net.gossip.subscribe("checkpoints", self.epochs.on_gossip, check=_shape(self.epochs.decode))
+                self._register(net)
+                await self._subscribe(net)
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     nursery.start_soon(self.rounds.run_local_queue)
@@ -183,6 +171,24 @@ class Node:
             finally:
                 self.archive.close()
                 self.payments.close()
+
+    def _register(self, net: Any) -> None:
+        net.set_request_handler("order", self.payments.serve_order, max_request=ORDER_REQUEST_CAP, max_response=1024)
+        net.set_request_handler("proxy", self.rounds.serve_proxy, max_request=ProxyRequest.MAX_BYTES,  # type: ignore
+                                max_response=PROXY_RESPONSE_CAP)
+        net.set_request_handler("checkpoint", self.epochs.serve_checkpoint, max_request=Checkpoint.MAX_BYTES + 1024,
+                                max_response=1024)
+        net.set_page_handler("sync", self.sync.serve_page, max_limit=64)
+
+    async def _subscribe(self, net: Any) -> None:
+        """Gossip topics; each validator decodes and checks signatures before a message is delivered or relayed
+        (a ProtocolError it raises names the rejection's reason)."""
+        await net.gossip.subscribe("certs", self._on_cert_gossip, check=_shape(decode_certificate))
+        await net.gossip.subscribe("orders", self.payments.on_gossip, check=_shape(
+            lambda d: CertifiedOrder.decode(d, self.net_id, ed25519_verify)))
+        await net.gossip.subscribe("adverts", self._on_advert, check=_shape(
+            lambda d: open_signed(d, self.net_id, ed25519_verify, (Advert,))))
+        await net.gossip.subscribe("checkpoints", self.epochs.on_gossip, check=_shape(self.epochs.decode))
 
     def _write_run_json(self) -> None:
         info = {"peer_id": str(self.net.peer_id), "addrs": self.net.addrs(), "account": self.account.hex(),
