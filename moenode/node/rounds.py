@@ -88,6 +88,7 @@ LINGER = 30.0  # seconds a finished slot stays to absorb stragglers quietly
 OUTBOX = 1024
 SEND_RETRIES = (0.2, 1.0, None)  # seconds before each retry of a failed send; None: give up
 MAX_SLOTS = 512  # rounds open at once (a bound on memory under a flood of Inputs)
+PROXY_TRIES = 3  # experts asked in rank order before doing the work ourselves
 PROXY_MIN_MS = 1_000  # do not start a proxy request with less time than this before the commit deadline
 PROXY_RESPONSE_CAP = Submission.MAX_BYTES + 64 * KiB
 
@@ -404,14 +405,18 @@ class Rounds:
             vecs = await trio.to_thread.run_sync(node.compute.routing_vectors, items)
             neigh = await trio.to_thread.run_sync(node.index.neighbours, vecs, p.routing_k, p.routing_min_cos_micro)
             ranked = rank(neigh, node.prices(), p, exclude=set(slot.ctx.members) | {self.me})
-            if ranked:
-                d = decide(self._estimate(neigh), ranked, p, self.me)
-                if d.proxy and d.producer is not None:
-                    sub = await self._proxy(slot, d.producer, d.price_bps)
-                    if sub is not None:
-                        slot.route = f"proxy:{d.producer.hex()[:12]}"
-                        return sub
-                    node.metrics.inc("proxy_fallbacks")
+            estimate, tried = self._estimate(neigh), 0
+            for cand in ranked[:PROXY_TRIES]:  # an expert already serving another sponsor refuses: ask the next
+                d = decide(estimate, [cand], p, self.me)
+                if not d.proxy or d.producer is None:
+                    break
+                tried += 1
+                sub = await self._proxy(slot, d.producer, d.price_bps)
+                if sub is not None:
+                    slot.route = f"proxy:{d.producer.hex()[:12]}"
+                    return sub
+            if tried:
+                node.metrics.inc("proxy_fallbacks")
         own = await trio.to_thread.run_sync(node.compute.payload, items, w.shard_seed)
         self._learn(own.batch_loss)
         slot.route = slot.route or "self"
