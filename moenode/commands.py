@@ -83,12 +83,27 @@ STATUS_ORDER = ("peer_id", "account", "model", "addrs", "peers", "epoch", "sync"
                 "rejections", "supply", "ledger_digest")
 
 
+def membership(st: dict[str, Any]) -> str:
+    """Where a node is on the way to serving rounds: synced, funded, staked, member."""
+    sync = st.get("sync") if isinstance(st.get("sync"), dict) else {}
+    if sync.get("state") not in (None, "synced"):
+        return f"catching up ({sync.get('state')}, {sync.get('applied', 0)} applied)"
+    if st.get("voting_power"):
+        return f"shard member in epoch {st.get('epoch')} ({st['voting_power']}/10000 voting power)"
+    if st.get("stake"):
+        return "staked; a member once its stake table is in force"
+    if st.get("balance"):
+        return "synced and funded; not staked (`moenode stake AMOUNT --model M`: member from epoch E+2)"
+    return "synced; no balance yet (ask an operator for `moenode transfer`)"
+
+
 def status_table(st: dict[str, Any], title: str = "node status"):
     from rich.table import Table
 
     t = Table(title=title, show_header=False, title_justify="left")
     t.add_column("field", style="bold cyan")
     t.add_column("value", overflow="fold")
+    t.add_row("membership", membership(st))
     keys = [k for k in STATUS_ORDER if k in st] + sorted(k for k in st if k not in STATUS_ORDER)
     for k in keys:
         v = st[k]
@@ -362,7 +377,13 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
             fail(str(e))
         if as_json:
             return out_json(res)
+        try:
+            epoch = ctl.status().get("epoch")
+        except ControlError:
+            epoch = None
         typer.echo(f"staked {amount}" + (f" for model {model}" if model else "") + (f"  ({fmt(res)})" if res else ""))
+        if isinstance(epoch, int):
+            typer.echo(f"placed in epoch {epoch}: counts from epoch {epoch + 2} (watch `moenode status`)")
 
     register_testnet_commands(app)
 
