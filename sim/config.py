@@ -35,6 +35,7 @@ class SimConfig:
     cbtm_clusters: int = 16
     oracle_shortlist: int = 48
     link_ms: int = 40  # market level: one hop
+    proxy_wait_ms: int = 1_000  # how long a member waits for its expert before working itself
     verify_ms: int = 20
     trace: bool = False  # keep per-submission outcomes (fidelity tests)
 

@@ -10,7 +10,9 @@ on the epoch's `voting_power` (cached per epoch). Every shard member's routing g
 (the first by public key, as the message level does with equal latencies) and never a shard it is in.
 
 The round itself is abstracted into its outcome, following `moenode.core.round`:
-- commit times are compute times (a proxied member waits for its expert plus two hops); the vote closes when all
+- commit times are compute times; a proxied member waits for its expert plus two hops, a refused one starts its own
+  work two hops late, an unanswered one after `proxy_wait_ms` (an expert refuses what it cannot deliver in time,
+  and serves one sponsor per shard, the first request by public key); the vote closes when all
   live members committed, or at `t_q + min(max(grace_min, t_q - t_first), grace_cap)`, or at the commit deadline;
   later commits are rejected (strikes). Fewer than q accepted commits: the round fails and the escrow is refunded.
 - equivocators are caught by their two commits (evidence, never accepted); withholders commit but never reveal
@@ -171,8 +173,10 @@ class MarketSim:
         # routing: the winner index's neighbours, rank once per shard, decide per member
         prod, nloss, ncos = self.index.search(x.reshape(B * b, -1), p.routing_k)
         lists = WinnerIndex.lists(prod, nloss, ncos, keys)
-        expert = np.full(B, -1, dtype=np.int64)
+        expert = np.full(B, -1, dtype=np.int64)  # the expert that serves the shard
         sponsor = np.full(B, -1, dtype=np.int64)
+        asked = np.zeros((B, n), dtype=bool)  # members that sent a ProxyRequest
+        delay = np.zeros(B)  # when the members refused or left unanswered start their own work
         score = np.zeros(B)
         member_keys = self.keys_arr[M].tolist()  # (B, n) public keys
         can_route = online & (beh != "collapsed")
@@ -187,9 +191,15 @@ class MarketSim:
             score[i] = est_min[i] - ranked[0].loss_micro  # expected gain over the shard's best own estimate
             if want.any():
                 e = self.pop.index_of[ranked[0].producer]
-                if self.online[e] and behaviour[e] == "honest":
+                asked[i] = want
+                if not self.online[e]:
+                    delay[i] = s.proxy_wait_ms  # no answer: the members wait it out
+                elif 2 * s.link_ms + w_.ms_per_item[e] * b >= s.proxy_wait_ms:
+                    delay[i] = 2 * s.link_ms  # the expert knows it cannot answer in time and refuses
+                else:
+                    delay[i] = 2 * s.link_ms  # the others are refused: one sponsor per shard
                     expert[i] = e
-                    sponsor[i] = int(np.argmax(want))  # the first sponsor by public key is served
+                    sponsor[i] = int(np.argmax(want))  # the first request by public key arrives first
         has = expert >= 0
         ex_real = np.zeros((B, b), dtype=np.int64)
         if has.any():
@@ -201,8 +211,9 @@ class MarketSim:
         claimed[has, sponsor[has]] = ex_batch[has]
         truthful = claimed.copy()
         fake = beh == "fake"
+        fake[has, sponsor[has]] = behaviour[expert[has]] == "fake"  # a proxied payload is the expert's
         claimed[fake] = claimed[fake] * 3 // 10
-        t_commit = (w_.ms_per_item[M] * b).astype(np.float64)
+        t_commit = (w_.ms_per_item[M] * b).astype(np.float64) + np.where(asked, delay[:, None], 0.0)
         t_commit[has, sponsor[has]] = w_.ms_per_item[expert[has]] * b + 2 * s.link_ms
         t_commit[~online] = np.inf
         t_arr = np.where(np.isfinite(t_commit), t_commit + s.link_ms, np.inf)  # as the others see it

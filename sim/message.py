@@ -53,7 +53,7 @@ from moenode.core.messages import (
     open_signed,
     seal,
 )
-from moenode.core.proxy import Accepted, ProxyDesk, proxy_request
+from moenode.core.proxy import Accepted, ProxyDesk, Refusal, proxy_request
 from moenode.core.round import (
     EvidenceFound,
     MemberRound,
@@ -379,12 +379,12 @@ class MessageSim:
                       exclude=m.ctx.members)
             if d.proxy and d.producer is not None:
                 expert = self.idx[d.producer]
-                req = proxy_request(self.pop.signers[me], self.net_id, m.input_env, d.price_bps,
-                                    self.now + self.p.commit_timeout_ms)
+                # the expert gets proxy_wait_ms to answer; after that the member does its own work
+                deadline = self.now + self.sc.sim.proxy_wait_ms
+                req = proxy_request(self.pop.signers[me], self.net_id, m.input_env, d.price_bps, deadline)
                 self.pending_proxy[(who, sid)] = True
                 self._send(who, expert, req)
-                wait = 4 * int(self.network.median(who, expert)) + 2 * self._compute_ms(expert, m) + 500
-                self.push(self.now + wait, "proxy_timeout", who, sid)
+                self.push(deadline, "proxy_timeout", who, sid)
                 return
         self._own_work(who, m)
 
@@ -399,7 +399,12 @@ class MessageSim:
             desk = self.desks[expert] = ProxyDesk(self.pop.signers[self.keys[expert]], self.net_id, self.verify,
                                                   self.p, int(self.world.price_bps[expert]))
         sponsor = self.idx[env.signer]
-        got = desk.accept(env, m.ctx.members, self.now)
+        req: ProxyRequest = env.msg  # type: ignore[assignment]
+        back = int(self.network.median(expert, sponsor))
+        if self.now + self._compute_ms(expert, m) + back >= req.deadline_ms:
+            got: object = Refusal("expired", "cannot answer before the sponsor's deadline")  # it knows its speed
+        else:
+            got = desk.accept(env, m.ctx.members, self.now)
         if isinstance(got, Accepted):
             sub = desk.sign(m.ctx.shard_id, env.signer, self._payload(expert, m))
             size = len(sub.payload.embeddings) + len(sub.payload.routing) + 512
