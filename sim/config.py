@@ -46,7 +46,7 @@ class NetConfig:
     latency_spread: float = 0.5  # log-normal sigma of per-link medians
     jitter: float = 0.1
     bandwidth_mbps: float = 100.0
-    loss: float = 0.0
+    loss: float = 0.0  # per message: the chance of a retransmission (200 ms + 3 median latencies), repeated
     partitions: list = field(default_factory=list)  # [{start_ms, end_ms, share}]
     churn: float = 0.0  # share of nodes offline at any time
     churn_period_ms: int = 60_000

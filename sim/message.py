@@ -18,7 +18,8 @@ One heap of timed events drives the whole network on a virtual clock (integer ms
     churn       nodes leave and come back
 
 Effects map one to one: `Send` becomes a delivery after the link's latency (per-link log-normal medians, jitter,
-bandwidth for the bytes, random loss, partitions, offline receivers), `Work` becomes routing plus a synthetic
+bandwidth for the bytes; packet loss costs a retransmission timeout, since direct streams are reliable; a partition
+or an offline receiver drops the message), `Work` becomes routing plus a synthetic
 payload (`sim.world` losses; the routing decision is `moenode.core.routing.route` on the shared winner index),
 `Verify` checks the claimed losses against the world's, `EvidenceFound` and `Outcome` are recorded. Byzantine
 nodes are the honest state machine with a twist in the driver: equivocators send a second, different Commit;
@@ -98,7 +99,7 @@ class RoundMeta:
 
 
 class Network:
-    """Per-link latency, bandwidth, loss, partitions; which nodes are online."""
+    """Per-link latency, bandwidth, retransmissions, partitions; which nodes are online."""
 
     def __init__(self, sc: Scenario, n_keys: int, rng: np.random.Generator):
         self.cfg, self.rng = sc.net, rng
@@ -127,9 +128,9 @@ class Network:
                 share = part.get("share", 0.5)
                 if (self.side[a] < share) != (self.side[b] < share):
                     return None
-        if c.loss > 0 and self.rng.random() < c.loss:
-            return None
         ms = self.median(a, b) * (1.0 + c.jitter * self.rng.random())
+        while c.loss > 0 and self.rng.random() < c.loss:
+            ms += 200 + 3 * self.median(a, b)  # a lost segment: streams are reliable, it costs a retransmission
         ms += size * 8 / (c.bandwidth_mbps * 1e3)  # bits / (bits per ms)
         return max(1, int(ms))
 
