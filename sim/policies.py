@@ -24,9 +24,15 @@ def batch_of(item_micro: np.ndarray) -> np.ndarray:
 
 
 def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 12) -> np.ndarray:
-    """Spherical k-means (cosine), deterministic for the generator; returns unit centroids (k', D)."""
+    """Spherical k-means (cosine) with k-means++ seeding, deterministic for the generator; unit centroids (k', D)."""
     k = min(k, len(x))
-    cen = x[rng.choice(len(x), size=k, replace=False)].copy()
+    cen = np.empty((k, x.shape[1]), dtype=x.dtype)  # k-means++ seeding, on cosine distance
+    cen[0] = x[rng.integers(len(x))]
+    dist = 1.0 - x @ cen[0]
+    for j in range(1, k):
+        p = np.clip(dist, 0, None) ** 2
+        cen[j] = x[rng.choice(len(x), p=p / p.sum()) if p.sum() > 0 else rng.integers(len(x))]
+        dist = np.minimum(dist, 1.0 - x @ cen[j])
     for _ in range(iters):
         lab = (x @ cen.T).argmax(axis=1)
         for j in range(k):
