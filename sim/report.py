@@ -110,8 +110,12 @@ def plots(res: dict, out: Path) -> list[tuple[str, str]]:
         axes[0].set_title("mean loss"), axes[0].legend()
         axes[1].plot(xs, [r[1]["certified_rate"] for r in rows], "o-")
         axes[1].set_title("certified rate")
-        honest = [r[1]["classes"].get("honest", {}).get("earned_per_node", 0.0) for r in rows]
-        axes[2].plot(xs, honest, "o-"), axes[2].set_title("honest earnings per node")
+        def honest_share(res_: dict) -> float:
+            tot = sum(c["nodes"] * c["earned_per_node"] for c in res_["classes"].values())
+            h = res_["classes"].get("honest", {})
+            return h.get("nodes", 0) * h.get("earned_per_node", 0.0) / tot if tot else float("nan")
+
+        axes[2].plot(xs, [honest_share(r[1]) for r in rows], "o-"), axes[2].set_title("honest share of rewards")
         for a in axes:
             a.set_xticks(xs, labels, rotation=30, fontsize=7)
         save(fig, "variants.png", "Variants of this scenario on the same seed and item stream.")
