@@ -157,13 +157,12 @@ def resolve_account(to: str) -> str:
         except KeyFileError as e:
             fail(str(e))
     if s.startswith(("12D3", "Qm")):
+        from moenode.core.errors import ProtocolError
+        from moenode.net.identity import account_id_from_text
+
         try:
-            from libp2p.peer.id import ID
-
-            from moenode.net.identity import account_id_of
-
-            return account_id_of(ID.from_base58(s)).hex()
-        except Exception as e:  # noqa: BLE001 - any parse failure is a bad argument
+            return account_id_from_text(s).hex()
+        except ProtocolError as e:
             fail(f"{s}: not a valid peer id ({e})", 2)
     fail(f"{to!r} is not an account (64 hex digits), a peer id (12D3KooW...) or a node home directory", 2)
 

@@ -55,6 +55,15 @@ def account_id_of(peer_id: ID) -> bytes:
     return raw
 
 
+def account_id_from_text(peer_id: str) -> bytes:
+    """A peer id in its text form (`12D3KooW...`) -> account id; ProtocolError if it is not one."""
+    try:
+        pid = ID.from_base58(peer_id)
+    except Exception:  # noqa: BLE001 - any base58 or multihash failure means "not a peer id"
+        raise ProtocolError(f"{peer_id!r} is not a peer id", reason="bad_identity") from None
+    return account_id_of(pid)
+
+
 def make_libp2p_host(seed: bytes, listen: Sequence[str] = DEFAULT_LISTEN) -> IHost:
     """A libp2p host: TCP, Noise only, Yamux, one connection per peer. Run it with `host.run(listen_addrs)`."""
     kp = key_pair_from_seed(seed)

@@ -52,3 +52,16 @@ async def test_host_id_is_the_account():
             assert net.account_id == Ed25519Signer(cfg.seed).public_key
             assert net.peer_id == peer_id_of(net.account_id)
             assert all(a.endswith("/p2p/" + net.peer_id.to_base58()) for a in net.addrs())
+
+
+def test_account_id_from_text_form():
+    import pytest as _pytest
+
+    from moenode.core.crypto import Ed25519Signer
+    from moenode.core.errors import ProtocolError
+    from moenode.net.identity import account_id_from_text, peer_id_of
+
+    pk = Ed25519Signer(b"\x03" * 32).public_key
+    assert account_id_from_text(peer_id_of(pk).to_base58()) == pk
+    with _pytest.raises(ProtocolError):
+        account_id_from_text("12D3KooWnotreally")
