@@ -21,13 +21,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import trio
-
 from moenode.core.checkpoint import Checkpoint, CheckpointCert, CheckpointCollector
 from moenode.core.codec import canonical, decode
 from moenode.core.crypto import ed25519_verify
 from moenode.core.errors import ProtocolError
 from moenode.core.messages import Evidence, Signed, open_signed, seal
+from moenode.node.payments import ask_authorities
 
 if TYPE_CHECKING:
     from moenode.node.daemon import Node
@@ -117,10 +116,9 @@ class Epochs:
         cp = led.propose_checkpoint(epoch)
         collector = CheckpointCollector(cp, node.net_id, power, ed25519_verify)
         req = canonical(cp.to_body())
-        done = trio.Event()
         result: list = []
 
-        async def ask(pk: bytes) -> None:
+        async def ask(pk: bytes) -> bool:
             try:
                 if pk == node.account:
                     sig = self.authority.sign_checkpoint(cp, node.now_ms())
@@ -128,23 +126,13 @@ class Epochs:
                     sig = await node.net.request(pk, "checkpoint", req, timeout=VOTE_TIMEOUT)
             except Exception as e:  # a refusal (other view, already signed) or an unreachable authority
                 log.info("checkpoint %d: no vote from %s: %s", epoch, pk.hex()[:16], e)
-                return
+                return False
             cert = collector.add(pk, sig)
             if cert is not None and not result:
                 result.append(cert)
-                done.set()
+            return bool(result)
 
-        async def ask_all() -> None:
-            async with trio.open_nursery() as inner:
-                for pk in sorted(power, key=lambda p: (p != node.account, p)):
-                    if power[pk] > 0:
-                        inner.start_soon(ask, pk)
-            done.set()
-
-        async with trio.open_nursery() as n:
-            n.start_soon(ask_all)
-            await done.wait()
-            n.cancel_scope.cancel()
+        await ask_authorities(power, node.account, ask)
         if not result:
             log.info("checkpoint %d: no quorum (%d votes)", epoch, len(collector.votes))
             return False

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -57,6 +58,28 @@ ORDER_REQUEST_CAP = 4 << 20  # an order and up to 8 attachments; a Settle carrie
 VOTE_TIMEOUT = 10.0
 LACKS_STATE = ("sequence_gap", "insufficient_funds", "unknown_escrow")  # refusals that attachments can fix
 
+
+
+async def ask_authorities(power: dict[bytes, int], me: bytes, ask: Callable[[bytes], Awaitable[bool]]) -> None:
+    """Ask every authority with voting power at once (ourselves first); return as soon as one `ask` reports that
+    the votes gathered so far carry the quorum, or once every authority has answered or failed."""
+    enough = trio.Event()
+
+    async def one(pk: bytes) -> None:
+        if await ask(pk):
+            enough.set()
+
+    async def ask_all() -> None:
+        async with trio.open_nursery() as inner:
+            for pk in sorted(power, key=lambda p: (p != me, p)):
+                if power[pk] > 0:
+                    inner.start_soon(one, pk)
+        enough.set()
+
+    async with trio.open_nursery() as n:
+        n.start_soon(ask_all)
+        await enough.wait()
+        n.cancel_scope.cancel()
 
 class PaymentError(RuntimeError):
     """An order could not be certified (too few authorities answered, or they refused it)."""
@@ -143,9 +166,8 @@ class Payments:
         digest = vote_digest(env.id, order.epoch)
         votes: dict[bytes, bytes] = {}
         errors: dict[bytes, str] = {}
-        enough = trio.Event()
 
-        async def ask(pk: bytes) -> None:
+        async def ask(pk: bytes) -> bool:
             try:
                 if pk == self.me:
                     sig = self.authority.handle_order(data, self.node.now_ms(), tuple(more))
@@ -159,28 +181,17 @@ class Payments:
                         sig = await self.node.net.request(pk, "order", again, timeout=VOTE_TIMEOUT)
             except ProtocolError as e:
                 errors[pk] = f"{e.reason}: {e}"
-                return
+                return False
             except Exception as e:  # NetError and friends: that authority is unreachable now
                 errors[pk] = repr(e)[:200]
-                return
+                return False
             if not ed25519_verify(pk, digest, sig):
                 errors[pk] = "the vote does not verify"
-                return
+                return False
             votes[pk] = sig
-            if sum(power.get(p, 0) for p in votes) >= CERT_THRESHOLD:
-                enough.set()
+            return sum(power.get(p, 0) for p in votes) >= CERT_THRESHOLD
 
-        async def ask_all() -> None:
-            async with trio.open_nursery() as inner:
-                for pk in sorted(power, key=lambda p: (p != self.me, p)):
-                    if power[pk] > 0:
-                        inner.start_soon(ask, pk)
-            enough.set()
-
-        async with trio.open_nursery() as n:
-            n.start_soon(ask_all)
-            await enough.wait()
-            n.cancel_scope.cancel()
+        await ask_authorities(power, self.me, ask)
         got = sum(power.get(p, 0) for p in votes)
         if got < CERT_THRESHOLD:
             detail = "; ".join(f"{pk.hex()[:12]}: {why}" for pk, why in sorted(errors.items()))
