@@ -58,8 +58,12 @@ class Recorder:
         if len(x) == 0:
             return [], []
         edges = np.linspace(0, len(x), min(points, len(x)) + 1).astype(int)
-        return ([int(b) for b in edges[1:]],
-                [float(np.nanmean(x[a:b])) if b > a else float("nan") for a, b in zip(edges[:-1], edges[1:])])
+
+        def mean(part: np.ndarray) -> float:  # NaN (a failed round) does not count; all NaN stays NaN
+            ok = part[~np.isnan(part)]
+            return float(ok.mean()) if len(ok) else float("nan")
+
+        return [int(b) for b in edges[1:]], [mean(x[a:b]) for a, b in zip(edges[:-1], edges[1:])]
 
     def routing_curve(self, warm: int) -> tuple[list[float], list[float], float]:
         """Proxy the submissions with the highest market routing score first; PGR against the share proxied."""

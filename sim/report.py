@@ -87,9 +87,12 @@ def plots(res: dict, out: Path) -> list[tuple[str, str]]:
     fig, ax = plt.subplots(figsize=(6, 4))
     if rc.get("proxied_share"):
         ax.plot(rc["proxied_share"], rc["pgr"], label=f"market (APGR {res['apgr']:.3f})")
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no routing curve at this fidelity level", ha="center", transform=ax.transAxes)
     ax.axhline(1.0, color="k", ls=":", lw=0.8)
     ax.set_xlabel("share of submissions proxied"), ax.set_ylabel("gap recovered (random -> oracle)")
-    ax.legend(), ax.set_title("Routing curve")
+    ax.set_title("Routing curve")
     save(fig, "routing_curve.png", "RouteLLM-style routing curve: share of the random->oracle gap recovered "
                                    "against the share of submissions proxied, highest routing score first.")
 
