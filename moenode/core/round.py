@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable
 
-from moenode.core.crypto import Signer, Verifier
+from moenode.core.codec import canonical
+from moenode.core.crypto import H, Signer, Verifier
 from moenode.core.errors import NotInShard, ProtocolError, SchemaError, StateError
 from moenode.core.genesis import Params
 from moenode.core.messages import (
@@ -112,11 +113,16 @@ class Work:
 
 @dataclass(frozen=True)
 class Verify:
-    """Lazily verify one revealed candidate; answer with `MemberRound.on_verified(member, ok, now)`."""
+    """Lazily verify one revealed candidate; answer with `MemberRound.on_verified(member, ok, now)`.
+
+    `sample_seed` picks what is re-executed. It hashes the accepted commit set, so it exists only after every
+    candidate is fixed and a producer cannot steer the sample by grinding its payload.
+    """
 
     shard_id: bytes
     member: bytes
     submission: Submission
+    sample_seed: bytes
 
 
 @dataclass(frozen=True)
@@ -581,7 +587,11 @@ class MemberRound:
             return [self._finish("failed", "no candidate passed verification")]
         _, member = candidates[0]
         self.candidate = member
-        return [Verify(self.shard_id, member, self._valid_reveals()[member])]
+        return [Verify(self.shard_id, member, self._valid_reveals()[member], self.sample_seed())]
+
+    def sample_seed(self) -> bytes:
+        """H("verify-sample", shard_seed || canonical(sorted [member, digest] pairs of the accepted set))."""
+        return H("verify-sample", self.ctx.shard_seed + canonical(sorted(self.accepted.items())))
 
     # report and certify -------------------------------------------------------------------------------------------
     def _strikes_and_faulty(self) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:

@@ -38,7 +38,7 @@ import numpy as np
 import trio
 
 from moenode.core.codec import canonical, decode
-from moenode.core.crypto import H, ed25519_verify
+from moenode.core.crypto import ed25519_verify
 from moenode.core.errors import NotInShard, ProtocolError, Replay, SchemaError, StateError
 from moenode.core.messages import (
     KiB,
@@ -473,10 +473,9 @@ class Rounds:
     async def _verify(self, slot: Slot, v: Verify) -> None:
         m = slot.member
         assert m is not None
-        sample = H("verify-sample", slot.ctx.shard_seed + canonical(sorted(m.accepted.items())))
         try:
             ok, why = await trio.to_thread.run_sync(self.node.compute.verify, list(slot.ctx.input.items),
-                                                    slot.ctx.shard_seed, v.submission.payload, sample)
+                                                    slot.ctx.shard_seed, v.submission.payload, v.sample_seed)
         except Exception as e:
             log.exception("verification crashed")
             ok, why = False, f"verification failed locally: {e!r:.100}"

@@ -4,7 +4,7 @@ from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.errors import NotInShard, StateError
 from moenode.core.messages import Commit, Signed, open_signed, seal
 from moenode.core.round import LocalRoundError, MemberRound, Phase, ShardContext, TRANSITIONS
-from roundkit import FAST, Scenario, make_signers
+from roundkit import FAST, Scenario, make_signers, own_submission
 
 SUBMITTER = Ed25519Signer.from_entropy(b"submitter")
 ITEMS = ["first text to embed", "second text", "third one"]
@@ -165,3 +165,20 @@ def test_wire_roundtrip_through_open_signed():
     reveal: Signed = res.submitter.winner_reveal
     again = open_signed(reveal.encode(), sc.genesis.network_id, shard.verify)
     assert again == reveal
+
+
+def test_verification_sample_seed_binds_the_accepted_commit_set():
+    from moenode.core.codec import canonical
+
+    sc = Scenario(make_signers(5))
+    seen = []
+    shard = sc.shard()
+    shard.verify_candidate = lambda who, v: seen.append((who, v.sample_seed)) or True
+    res = shard.run(SUBMITTER, ITEMS, b"\x09" * 32)
+    assert res.submitter.status == "certified"
+    seeds = {seed for _, seed in seen}
+    assert len(seeds) == 1  # every member verifies the same sample
+    ctx_env = shard.make_input(SUBMITTER, ITEMS, b"\x09" * 32, 0)
+    ctx = ShardContext.derive(sc.genesis.network_id, sc.genesis.params, ctx_env.msg, shard.power, shard.epoch_seed)
+    accepted = [[m, own_submission(m, ctx.shard_id, len(ITEMS), sc.loss[m]).digest()] for m in ctx.members]
+    assert seeds.pop() == H("verify-sample", ctx.shard_seed + canonical(accepted))
