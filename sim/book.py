@@ -20,12 +20,14 @@ from moenode.core.ledger import settle_split
 
 @dataclass(frozen=True)
 class SplitReport:
-    """The four Report fields settle_split reads (a full Report is built only at the message level)."""
+    """The Report fields settle_split reads (a full Report is built only at the message level)."""
 
     fee: int
     winner: bytes
     producer: bytes
     producer_share_bps: int
+    strikes: tuple[bytes, ...] = ()
+    faulty: tuple[bytes, ...] = ()
 
 
 @dataclass
@@ -57,10 +59,11 @@ class Book:
         return True
 
     def settle(self, escrow: bytes, winner: bytes, producer: bytes, share_bps: int,
-               signers: list[bytes] | tuple[bytes, ...]) -> dict[bytes, int]:
+               signers: list[bytes] | tuple[bytes, ...], strikes: tuple[bytes, ...] = (),
+               faulty: tuple[bytes, ...] = ()) -> dict[bytes, int]:
         _, fee = self.escrows.pop(escrow)
-        split = settle_split(SplitReport(fee, winner, producer, share_bps), signers,  # type: ignore[arg-type]
-                             self.params.winner_bps)
+        report = SplitReport(fee, winner, producer, share_bps, tuple(strikes), tuple(faulty))
+        split = settle_split(report, signers, self.params.winner_bps)  # type: ignore[arg-type]
         bal = self.balances
         for pk, amount in split.items():
             bal[pk] = bal.get(pk, 0) + amount

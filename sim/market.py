@@ -265,7 +265,9 @@ class MarketSim:
             wk, pk_ = keys[winner[i]], keys[producer[i]]
             share = int(self.world.price_bps[producer[i]]) if producer[i] != winner[i] else 0
             signers = [k_ for k_, sg in zip(member_keys[i], signing[i]) if sg]  # late members sign it too
-            for pk, amount in book.settle(esc, wk, pk_, share, signers).items():
+            unpaid_struck = tuple(keys[m] for m in M[i][struck[i]]) if any_struck[i] else ()
+            unpaid_faulty = tuple(keys[m] for m in M[i][faulty[i]]) if any_faulty[i] else ()
+            for pk, amount in book.settle(esc, wk, pk_, share, signers, unpaid_struck, unpaid_faulty).items():
                 earned[pk] = earned.get(pk, 0) + amount
             if any_struck[i]:
                 for m in M[i][struck[i]]:

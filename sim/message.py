@@ -485,7 +485,7 @@ class MessageSim:
             else:
                 r = cert.report
                 split = self.book.settle(esc, r.winner, r.producer, r.producer_share_bps,
-                                         [pk for pk, _ in cert.signatures])
+                                         [pk for pk, _ in cert.signatures], r.strikes, r.faulty)
                 for pk, amount in split.items():
                     if pk in self.pop.index_of:
                         rec.earned[self.pop.index_of[pk]] += amount

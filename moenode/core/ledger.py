@@ -108,11 +108,14 @@ def settle_split(report: Report, signers: list[bytes] | tuple[bytes, ...], winne
     """Who gets what from a settled fee. Integer only; the amounts always sum to `report.fee`.
 
     winner_bps (90 %) to the winning member, of which its proxy producer takes `producer_share_bps`; the rest split
-    evenly among the signers other than the winner; every remainder goes to the winner.
+    evenly among the signers other than the winner that the report neither struck nor marked faulty (a late member
+    that still signs must not earn the on-time share: the simulator measured slow nodes out-earning honest ones
+    otherwise); every remainder goes to the winner.
     """
     fee = report.fee
     win = fee * winner_bps // 10_000
-    others = sorted(s for s in set(signers) if s != report.winner)
+    unpaid = set(report.strikes) | set(report.faulty) | {report.winner}
+    others = sorted(s for s in set(signers) if s not in unpaid)
     rest = fee - win
     each = rest // len(others) if others else 0
     out: dict[bytes, int] = {}

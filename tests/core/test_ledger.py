@@ -135,6 +135,20 @@ def test_split_vectors_sum_and_remainder():
     assert s == {b"\2" * 32: 7}  # 90 % = 6, the 10 % (1) cannot split over 2 signers: remainder to the winner
 
 
+def test_struck_and_faulty_signers_take_no_share():
+    from dataclasses import replace
+
+    from moenode.core.messages import Report
+    r = Report(shard_id=b"\0" * 32, epoch=0, submitter=b"\1" * 32, data_hash=b"\0" * 32, nonce=b"\0" * 32,
+               pay_id=b"\0" * 32, fee=1_000, winner=b"\2" * 32, producer=b"\2" * 32, producer_share_bps=0,
+               model_id=b"\0" * 32, winner_digest=b"\0" * 32, loss_micro=0, item_losses=(0,), routing=b"",
+               strikes=(b"\3" * 32,), faulty=(b"\4" * 32,))
+    signers = [b"\2" * 32, b"\3" * 32, b"\4" * 32, b"\5" * 32]
+    assert settle_split(r, signers, 9_000) == {b"\2" * 32: 900, b"\5" * 32: 100}
+    assert settle_split(replace(r, strikes=(), faulty=()), signers, 9_000) == {
+        b"\2" * 32: 901, b"\3" * 32: 33, b"\4" * 32: 33, b"\5" * 32: 33}
+
+
 def test_verify_pay_cert_for_the_round(fresh):
     from moenode.core.orders import verify_pay_cert
 
