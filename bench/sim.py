@@ -23,17 +23,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "core"))
+sys.path.insert(0, str(ROOT / "tests" / "sim"))
 
-FAST = """
-[params]
-commit_timeout_ms = 5000
-grace_min_ms = 300
-grace_cap_ms = 2000
-vote_timeout_ms = 2000
-reveal_timeout_ms = 2000
-report_timeout_ms = 2000
-round_abort_ms = 60000
-"""
+from simkit import FAST_PARAMS as FAST  # noqa: E402  (the timers the simulator tests use)
 
 
 def _timed(fn):

@@ -18,9 +18,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from moenode.testnet import Testnet
 
 HOME_HELP = "Node home directory (key, config.toml, genesis, ledger, logs). Default: $MOENODE_HOME or ~/.moenode."
 DEMO_DIR = "moenode-testnet"
@@ -165,6 +168,15 @@ def resolve_account(to: str) -> str:
         except ProtocolError as e:
             fail(f"{s}: not a valid peer id ({e})", 2)
     fail(f"{to!r} is not an account (64 hex digits), a peer id (12D3KooW...) or a node home directory", 2)
+
+
+def _load_testnet(dir: Path) -> Testnet:
+    from moenode.testnet import Testnet, TestnetError
+
+    try:
+        return Testnet.load(dir)
+    except TestnetError as e:
+        fail(str(e))
 
 
 # --- commands --------------------------------------------------------------------------------------------------
@@ -530,12 +542,7 @@ def register_testnet_commands(app: typer.Typer) -> None:
 
           moenode testnet down --dir ./tn
         """
-        from moenode.testnet import Testnet, TestnetError
-
-        try:
-            tn = Testnet.load(dir)
-        except TestnetError as e:
-            fail(str(e))
+        tn = _load_testnet(dir)
         result = tn.stop(timeout)
         for name, how in result.items():
             typer.echo(f"{name}: {how}")
@@ -552,12 +559,7 @@ def register_testnet_commands(app: typer.Typer) -> None:
 
           moenode testnet status --dir ./tn
         """
-        from moenode.testnet import Testnet, TestnetError
-
-        try:
-            tn = Testnet.load(dir)
-        except TestnetError as e:
-            fail(str(e))
+        tn = _load_testnet(dir)
         sts = tn.statuses(5)
         if as_json:
             return out_json([{"node": nd.as_json(), "status": st} for nd, st in zip(tn.nodes, sts)])

@@ -348,6 +348,9 @@ class Node:
                         "refused": m.get("proxies_refused"), "fallbacks": m.get("proxy_fallbacks"),
                         "wins": m.get("proxy_wins")},
             "strikes": self.payments.strikes(me),
+            # two nodes hold the same ledger iff their digests match; supply must equal the genesis supply
+            "ledger": {"digest": led.state_digest().hex(), "supply": led.total(), "genesis_supply": led.supply,
+                       "stake_tables_through": led.known_through},
             "rejections": self.net.counters.rejections() if self.net else {},
             "sync": dict(self.sync.state),
             "index": {"entries": len(self.index) if self.index is not None else 0,

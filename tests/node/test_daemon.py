@@ -102,6 +102,8 @@ async def test_network_certifies_pays_syncs_rejects_and_restarts(tmp_path):
         code, st = await ahttp(n0.control_url + "/status")
         assert code == 200 and st["peers"] == 3 and st["certificates"] == 1 and st["index"]["entries"] == len(TEXTS)
         assert st["account"] == ms[0].account.hex() and st["sync"]["state"] == "synced"
+        assert st["ledger"]["digest"] == n0.payments.ledger.state_digest().hex()
+        assert st["ledger"]["supply"] == st["ledger"]["genesis_supply"] == genesis.supply()
         code, text = await ahttp(n0.control_url + "/metrics")
         assert code == 200 and "moenode_balance" in text and "moenode_node_certificates" in text
         code, err = await ahttp(n0.control_url + "/submit", "POST", {"texts": []})
