@@ -143,11 +143,7 @@ class Message:
     MAX_BYTES: ClassVar[int] = 4 * KiB
 
     def to_body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = _plain(v)
-        return out
+        return {name: _plain(getattr(self, name)) for name in _field_names(type(self))}
 
     @classmethod
     def from_body(cls: type[M], body: dict[str, Any], where: str | None = None) -> M:
@@ -170,10 +166,23 @@ class Message:
         return H(self.TYPE.lower(), canonical(self.to_body()))
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:  # dataclasses.fields() is slow enough to show on the simulator's hot path
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 def _plain(v: Any) -> Any:
+    t = type(v)
+    if t is bytes or t is int or t is str or v is None:
+        return v
     if isinstance(v, Message):
         return v.to_body()
-    if isinstance(v, tuple):
+    if t is tuple:
         return [_plain(x) for x in v]
     return v
 

@@ -223,6 +223,9 @@ class MemberRound:
     rejected: set[bytes] = field(default_factory=set)
     voters: set[bytes] = field(default_factory=set)
     tally: dict[bytes, dict[bytes, int]] = field(default_factory=dict)  # member -> digest -> votes
+    best: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)  # member -> its leading (votes, digest)
+    commits: dict[bytes, bytes] = field(default_factory=dict)  # member -> committed digest, in arrival order
+    optouts: set[bytes] = field(default_factory=set)
     faulty: set[bytes] = field(default_factory=set)
     verified_bad: set[bytes] = field(default_factory=set)
     candidate: bytes | None = None
@@ -275,6 +278,7 @@ class MemberRound:
     def _opt_out(self, reason: str, now: int) -> list[Effect]:
         env = seal(OptOut(self.ctx.shard_id, reason[:200]), self.signer, self.ctx.net)
         self._seen(self.me).optout = env
+        self.optouts.add(self.me)
         out: list[Effect] = self._broadcast(env)
         out.append(self._finish("opted_out", reason))
         return out
@@ -289,7 +293,10 @@ class MemberRound:
         return self.ctx.shard_id
 
     def _seen(self, member: bytes) -> _Seen:
-        return self.seen.setdefault(member, _Seen())
+        s = self.seen.get(member)
+        if s is None:
+            s = self.seen[member] = _Seen()
+        return s
 
     def _to(self, event: str) -> None:
         moves = TRANSITIONS[event]
@@ -301,11 +308,12 @@ class MemberRound:
         return [Send(m, env) for m in self.ctx.members if m != self.me]
 
     def _opted_out(self) -> set[bytes]:
-        return {m for m, s in self.seen.items() if s.optout is not None}
+        return self.optouts
 
     def _committed(self) -> dict[bytes, bytes]:
-        return {m: s.commit.msg.digest for m, s in self.seen.items()  # type: ignore[union-attr]
-                if s.commit is not None and m not in self.faulty}
+        if not self.faulty:
+            return self.commits
+        return {m: d for m, d in self.commits.items() if m not in self.faulty}
 
     @property
     def deadline(self) -> int | None:
@@ -402,6 +410,7 @@ class MemberRound:
 
     def _record_commit(self, member: bytes, env: Signed, now: int) -> None:
         self._seen(member).commit = env
+        self.commits[member] = env.msg.digest  # type: ignore[attr-defined]
         self.commit_times.append(now)
 
     def _on_commit(self, env: Signed, now: int) -> list[Effect]:
@@ -424,6 +433,7 @@ class MemberRound:
         if s.commit is not None:
             return self._evidence("commit_after_optout", env.signer, env, s.commit)
         s.optout = env
+        self.optouts.add(env.signer)
         if self.ctx.n - len(self._opted_out()) < self.ctx.q:
             return [self._finish("failed", "too many members opted out")]
         if self.phase in (Phase.WORKING, Phase.COMMITTING):
@@ -498,9 +508,14 @@ class MemberRound:
     def _tally_votes(self, voter: bytes, votes: CommitVotes) -> None:
         """Count a voter's ballot once, when it arrives: deciding is then linear in n."""
         self.voters.add(voter)
+        best = self.best
         for member, digest in votes.votes:
-            per = self.tally.setdefault(member, {})
-            per[digest] = per.get(digest, 0) + 1
+            per = self.tally.get(member)
+            if per is None:
+                per = self.tally[member] = {}
+            count = per[digest] = per.get(digest, 0) + 1
+            if (count, digest) > best.get(member, (0, b"")):  # entries only grow, so the running max is the max
+                best[member] = (count, digest)
 
     def _decide(self, now: int, final: bool) -> list[Effect]:
         """Per member: accepted with >= q votes for one digest; rejected once that is out of reach."""
@@ -508,8 +523,9 @@ class MemberRound:
         q = self.ctx.q
         accepted: dict[bytes, bytes] = {}
         undecided = False
+        best = self.best
         for m in self.ctx.members:
-            count, digest = max(((c, d) for d, c in self.tally.get(m, {}).items()), default=(0, b""))
+            count, digest = best.get(m, (0, b""))
             if count >= q:
                 accepted[m] = digest
             elif count + outstanding >= q:
@@ -571,8 +587,8 @@ class MemberRound:
         return out
 
     def _maybe_close_reveals(self, now: int) -> list[Effect]:
-        pending = [m for m in self.accepted if m not in self.faulty and self._seen(m).reveal is None]
-        return self._close_reveals(now) if not pending else []
+        pending = any(m not in self.faulty and self._seen(m).reveal is None for m in self.accepted)
+        return [] if pending else self._close_reveals(now)
 
     def _close_reveals(self, now: int) -> list[Effect]:
         self._to("revealed")
