@@ -187,10 +187,6 @@ class ShardContext:
         return start + self.params.commit_timeout_ms + self.params.commit_ms_per_mib * -(-size // MiB)
 
 
-def submission_digest(sub: Submission) -> bytes:
-    return sub.digest()
-
-
 # the member ------------------------------------------------------------------------------------------------------------
 @dataclass
 class _Seen:
@@ -220,7 +216,6 @@ class MemberRound:
     reveal_deadline: int | None = None
     report_deadline: int | None = None
     accepted: dict[bytes, bytes] = field(default_factory=dict)  # member -> accepted digest
-    rejected: set[bytes] = field(default_factory=set)
     voters: set[bytes] = field(default_factory=set)
     tally: dict[bytes, dict[bytes, int]] = field(default_factory=dict)  # member -> digest -> votes
     best: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)  # member -> its leading (votes, digest)
@@ -533,7 +528,6 @@ class MemberRound:
         if undecided:
             return []
         self.accepted = accepted
-        self.rejected = set(self.ctx.members) - set(accepted)
         self._to("decided")
         self.vote_deadline = None
         if len(accepted) < q:
