@@ -11,6 +11,11 @@ checks the order against the ledger view (`Ledger.check_order`), then consults t
 Checkpoint votes use the same lock table, keyed by epoch. Every certificate, checkpoint and piece of evidence the
 authority accepts is appended to the store's log, from which a restart rebuilds the ledger (see moenode/store).
 
+A carried-over checkpoint (`skip_checkpoint`: none arrived in its window) is a local, provisional decision. A
+certificate for that epoch that arrives later wins: the skip's log entry is replaced by it and the ledger rebuilt
+from the log (`accept_checkpoint` returns "adopted"). So a node that was down, partitioned or slow to hear a
+checkpoint converges on the same history as the others instead of forking from them for good.
+
 The object is sans-IO: no clock (callers pass `now_ms`), no disk (the store is injected), no network (the node's
 net layer carries requests and replies).
 """
@@ -20,7 +25,7 @@ from typing import Protocol
 from moenode.core.checkpoint import Checkpoint, CheckpointCert
 from moenode.core.codec import canonical, decode
 from moenode.core.crypto import Signer, Verifier
-from moenode.core.errors import StateError
+from moenode.core.errors import ProtocolError, StateError
 from moenode.core.ledger import Ledger, VerifyCache
 from moenode.core.messages import Evidence, body_of
 from moenode.core.orders import CertifiedOrder, Settle, open_order, vote_digest
@@ -41,6 +46,11 @@ class LedgerStore(Protocol):
 
     def append(self, kind: str, ident: bytes, data: bytes) -> None: ...
 
+    def entries(self) -> list[tuple[str, bytes, bytes]]: ...
+
+    def rewrite(self, entries: list[tuple[str, bytes, bytes]]) -> None:
+        """Replace the whole log atomically (a kill -9 leaves the old log or the new one, never a mix)."""
+
 
 class MemoryStore:
     """A store that forgets on exit: for the simulator and unit tests. The daemon uses moenode.store.LedgerDB."""
@@ -58,9 +68,19 @@ class MemoryStore:
     def append(self, kind: str, ident: bytes, data: bytes) -> None:
         self.log.append((kind, ident, data))
 
+    def entries(self) -> list[tuple[str, bytes, bytes]]:
+        return list(self.log)
+
+    def rewrite(self, entries: list[tuple[str, bytes, bytes]]) -> None:
+        self.log = list(entries)
+
 
 def order_lock_key(account: bytes, sequence: int) -> bytes:
     return b"o" + account + sequence.to_bytes(8, "big")
+
+
+ASIDE_EPOCHS = 8  # checkpoint certificates kept aside: the newest epochs ...
+ASIDE_PER_EPOCH = 3  # ... and a few per epoch, so a forged one cannot crowd out the real one
 
 
 def checkpoint_lock_key(epoch: int) -> bytes:
@@ -73,6 +93,8 @@ class Authority:
         self.me = signer.public_key
         self.verify = VerifyCache(ledger.verify)
         self._locks = store.locks()
+        self._aside: dict[int, list[bytes]] = {}  # checkpoint certificates that could not apply yet, by epoch
+        self.dropped: list[tuple[str, str]] = []  # log entries the last adoption dropped, with why
 
     # orders -------------------------------------------------------------------------------------------------------
     def handle_order(self, data: bytes, now_ms: int, attachments: tuple[bytes, ...] | list[bytes] = ()) -> bytes:
@@ -145,11 +167,73 @@ class Authority:
         return sig
 
     def accept_checkpoint(self, data: bytes) -> str:
+        """Apply a checkpoint certificate: "applied", "duplicate", or "adopted" (it replaced a local carry-over).
+
+        One that cannot apply yet ("early", or "fork" because an earlier certificate is missing here) is kept
+        aside, a few per epoch, and retried whenever the checkpoint history moves on.
+        """
         cc = CheckpointCert.decode(data)
-        status = self.ledger.accept_checkpoint(cc, self.verify)
-        if status == "applied":
-            self.store.append("checkpoint", cc.checkpoint.digest_for(self.ledger.net), data)
+        cp, led = cc.checkpoint, self.ledger
+        try:
+            if cp.epoch in led.skipped:
+                status = self._adopt(cc, data)
+            else:
+                status = led.accept_checkpoint(cc, self.verify)
+                if status == "applied":
+                    self.store.append("checkpoint", cp.digest_for(led.net), data)
+        except StateError as e:
+            if e.reason in ("early", "fork"):
+                self._set_aside(cp.epoch, data)
+            raise
+        if status != "duplicate":
+            self._retry_set_aside()
         return status
+
+    def _adopt(self, cc: CheckpointCert, data: bytes) -> str:
+        """A certificate for an epoch this node carried over: the certificate wins. The skip in the log is replaced
+        by it and the ledger is rebuilt from the log; entries that no longer hold (a certificate whose quorum was
+        counted on the carried-over table, a checkpoint built on the skip) are dropped and listed in `dropped`."""
+        led, cp = self.ledger, cc.checkpoint
+        if cp.prev != led.prev_of(cp.epoch):
+            raise StateError(f"checkpoint {cp.epoch}: builds on another checkpoint history", reason="fork")
+        cc.check(led.net, led.power_at(cp.epoch + 1), self.verify)
+        entries = self.store.entries()
+        skip = ("skip", cp.epoch.to_bytes(8, "big"), b"")
+        if skip not in entries:
+            raise StateError(f"checkpoint {cp.epoch}: carried over here but not in the log", reason="late")
+        entries[entries.index(skip)] = ("checkpoint", cp.digest_for(led.net), data)
+        fresh = type(led)(led.genesis, led.verify)
+        kept, self.dropped = [], []
+        for entry in entries:
+            try:
+                replay(fresh, [entry], self.verify)
+            except (ProtocolError, ValueError, KeyError) as e:
+                self.dropped.append((entry[0], str(e)))
+                continue
+            kept.append(entry)
+        fresh.assert_supply()
+        self.store.rewrite(kept)
+        led.restore(fresh)
+        return "adopted"
+
+    def _set_aside(self, epoch: int, data: bytes) -> None:
+        pile = self._aside.setdefault(epoch, [])
+        if data not in pile and len(pile) < ASIDE_PER_EPOCH:
+            pile.append(data)
+        for old in sorted(self._aside)[:-ASIDE_EPOCHS]:
+            del self._aside[old]
+
+    def _retry_set_aside(self) -> None:
+        led = self.ledger
+        for epoch in sorted(self._aside):
+            if epoch > led.next_checkpoint_epoch():
+                break
+            for data in self._aside.pop(epoch, []):
+                try:
+                    self.accept_checkpoint(data)
+                    break
+                except ProtocolError:
+                    continue
 
     def tick(self, now_ms: int) -> Checkpoint | None:
         """Call once in a while (say every few seconds). Fixes the stake tables the clock has made due, and returns
@@ -175,6 +259,13 @@ class Authority:
         return cur
 
     def skip_checkpoint(self, epoch: int) -> None:
+        """Carry the table over: no certificate of `epoch` applied in its window (one set aside is tried first)."""
+        for data in self._aside.pop(epoch, []):
+            try:
+                self.accept_checkpoint(data)
+                return
+            except ProtocolError:
+                continue
         self.ledger.skip_checkpoint(epoch)
         self.store.append("skip", epoch.to_bytes(8, "big"), b"")
 

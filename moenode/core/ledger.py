@@ -167,6 +167,7 @@ class Ledger:
         self.tables: dict[int, dict[bytes, int]] = {0: dict(self.table), 1: dict(self.table)}
         self.known_through = 1  # stake tables are fixed for every epoch <= known_through
         self.cp_digests: dict[int, bytes] = {}
+        self.skipped: set[int] = set()  # checkpoint epochs carried over here: provisional, a late certificate wins
         self.last_cp = ZERO
         self.escrow_bal: dict[bytes, int] = {}
         self.escrows: dict[bytes, EscrowInfo] = {}
@@ -447,7 +448,21 @@ class Ledger:
         """No checkpoint of `epoch` formed in time: its table carries over and its items wait for the next one."""
         if epoch != self.next_checkpoint_epoch():
             raise ValueError(f"can only skip checkpoint {self.next_checkpoint_epoch()}, not {epoch}")
+        self.skipped.add(epoch)
         self._fix_next(dict(self.table))
+
+    def prev_of(self, epoch: int) -> bytes:
+        """The `prev` a checkpoint of `epoch` must carry here: the digest of the last one applied before it."""
+        earlier = [e for e in self.cp_digests if e < epoch]
+        return self.cp_digests[max(earlier)] if earlier else ZERO
+
+    def restore(self, other: "Ledger") -> None:
+        """Take over the whole state of `other` (a ledger rebuilt from the log), keeping this object's identity,
+        which the node's parts hold."""
+        if other.net != self.net:
+            raise ValueError("restore: the other ledger belongs to another network")
+        vars(self).clear()
+        vars(self).update(vars(other))
 
     def _fix_next(self, table: dict[bytes, int]) -> None:
         self.known_through += 1

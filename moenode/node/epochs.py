@@ -13,7 +13,10 @@ Evidence (two signed envelopes that cannot both be honest) found in a round trav
 topic as a sealed `Evidence` envelope, so that every authority's view, and so its checkpoint, includes it.
 
 If epoch E+2 starts and its table is still open, the node waits a short grace (a certificate may be in flight) and
-then carries the last table over (`skip_checkpoint`); the items wait for the next checkpoint.
+then carries the last table over (`skip_checkpoint`); the items wait for the next checkpoint. It does not carry
+over while its catch-up sync runs. A carry-over is provisional: if a certificate for that epoch arrives later
+(gossip, sync, a node back from a crash), it wins, and the ledger is rebuilt from the log with the certificate in
+the skip's place, so every node converges on the same checkpoint history.
 """
 
 from __future__ import annotations
@@ -63,8 +66,18 @@ class Epochs:
             fresh = self.authority.add_evidence(msg.msg, self.node.now_ms())  # type: ignore[arg-type]
             self.node.metrics.inc("evidence_received" if fresh else "evidence_duplicate")
             return
+        self.accept(data)
+
+    def accept(self, data: bytes) -> str:
+        """Apply a checkpoint certificate from gossip or sync, counting it; say so when it replaced a carry-over."""
         status = self.authority.accept_checkpoint(data)
         self.node.metrics.inc(f"checkpoints_{status}")
+        if status == "adopted":
+            log.warning("a checkpoint certificate arrived for an epoch carried over here: adopted it and rebuilt the "
+                        "ledger from its log (%d entries dropped)", len(self.authority.dropped))
+            for kind, why in self.authority.dropped:
+                log.warning("dropped %s on rebuild: %s", kind, why)
+        return status
 
     async def publish_evidence(self, ev: Evidence) -> None:
         data = seal(ev, self.node.signer, self.node.net_id).encode()
@@ -79,6 +92,8 @@ class Epochs:
     def carry_over(self) -> None:
         """The current epoch's table is still open after the grace: carry the last one over."""
         node, led = self.node, self.node.payments.ledger
+        if node.sync.state["state"] in ("idle", "syncing"):
+            return  # the history being fetched may hold the certificate
         now = node.now_ms()
         cur = node.genesis.epoch(now)
         grace = min(SKIP_GRACE_MS, node.genesis.epoch_ms // 4)
@@ -137,8 +152,7 @@ class Epochs:
             log.info("checkpoint %d: no quorum (%d votes)", epoch, len(collector.votes))
             return False
         data = result[0].encode()
-        status = self.authority.accept_checkpoint(data)
-        node.metrics.inc(f"checkpoints_{status}")
+        status = self.accept(data)
         log.info("checkpoint %d certified with %d items: %s", epoch, len(cp.items), status)
         try:
             await node.net.gossip.publish("checkpoints", data)

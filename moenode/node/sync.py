@@ -11,7 +11,11 @@ Entries whose prerequisites are missing (a Settle before its epoch's table is kn
 the walk.
 
 The walk starts once a peer is connected, asks the bootstrap peers first, and moves to the next peer on failure.
-`state` is what /status shows: idle, syncing, synced (with counts) or failed (with the reason).
+After it, the node pulls again every `PULL_EVERY_S` from the same peer, from where the last walk ended (the last
+page is asked again, since it may have grown): anti-entropy, so that whatever gossip lost (a restart, a partition,
+a dropped message) still arrives, and two nodes that heard different things converge.
+`state` is what /status shows: idle, syncing, synced (with counts: fetched, applied, duplicates, rejected) or
+failed (with the reason).
 """
 
 from __future__ import annotations
@@ -34,12 +38,16 @@ PAGE_LIMIT = 64
 PAGE_BYTES = 8 << 20
 LEDGER_KINDS = ("order", "checkpoint", "evidence")
 WAIT_FOR_PEERS = 10.0
+PULL_EVERY_S = 15.0  # anti-entropy: what gossip lost (a restart, a partition, a full queue) arrives within this
 
 
 class Sync:
     def __init__(self, node: Node):
         self.node = node
-        self.state: dict[str, Any] = {"state": "idle", "peer": None, "fetched": 0, "applied": 0, "rejected": 0}
+        self.state: dict[str, Any] = {"state": "idle", "peer": None, "fetched": 0, "applied": 0, "rejected": 0,
+                                      "duplicates": 0}
+        self.cursors: dict[tuple[bytes, bytes], bytes] = {}  # (peer, query) -> where the last walk there ended
+        self.source: bytes | None = None  # the peer the last walk completed from
 
     # serving ---------------------------------------------------------------------------------------------------------
     def _rows(self, query: bytes, after: int, limit: int) -> list[tuple[int, str, bytes]]:
@@ -71,38 +79,59 @@ class Sync:
 
     # fetching --------------------------------------------------------------------------------------------------------
     async def run(self) -> None:
+        """The catch-up walk, then an incremental pull every `PULL_EVERY_S` for as long as the node runs."""
         node = self.node
         with trio.move_on_after(WAIT_FOR_PEERS):
             while not node.net.connected():
                 await trio.sleep(0.1)
-        peers = node.net.connected()
-        if not peers:
+        if not node.net.connected():
             self.state.update(state="synced", note="no peers: nothing to fetch")
-            return
+        else:
+            await self._walk_any()
+        while True:
+            await trio.sleep(PULL_EVERY_S)
+            await self._walk_any(quiet=True)
+
+    async def _walk_any(self, quiet: bool = False) -> None:
+        """Walk from the peer that served last (cheap: from where that walk ended), else bootstrap peers, else any."""
+        node = self.node
+        peers = node.net.connected()
         boot = [p for p, _ in node.net._bootstrap_peers]
-        order = [p for p in boot if p in peers] + [p for p in peers if p not in boot]
+        order = [p for p in [self.source] if p in peers] + [p for p in boot if p in peers and p != self.source]
+        order += [p for p in peers if p not in order]
         for peer in order:
             try:
-                await self.walk(peer)
+                await self.walk(peer, quiet)
                 return
             except Exception as e:  # an unreachable or misbehaving peer: try the next one
                 log.warning("sync from %s failed: %r", peer.hex()[:16], e)
-                self.state.update(state="failed", reason=repr(e)[:200])
+                if not quiet:
+                    self.state.update(state="failed", reason=repr(e)[:200])
 
-    async def walk(self, peer: bytes) -> None:
-        self.state.update(state="syncing", peer=peer.hex())
+    async def walk(self, peer: bytes, quiet: bool = False) -> None:
+        if not quiet:
+            self.state.update(state="syncing", peer=peer.hex())
+        applied = self.state["applied"]
         retry: list[tuple[str, bytes]] = []
         for query in (b"ledger", b"certs"):
-            async for items, _next in self.node.net.iter_pages(peer, "sync", query, limit=PAGE_LIMIT):
+            cursor = self.cursors.get((peer, query), b"")
+            async for items, nxt in self.node.net.iter_pages(peer, "sync", query, cursor=cursor, limit=PAGE_LIMIT):
                 for raw in items:
                     self.state["fetched"] += 1
                     kind, data = self._entry(raw)
                     if not await self.apply(peer, kind, data, final=False):
                         retry.append((kind, data))
+                cursor = nxt or cursor  # the last page is asked again next time: it may have grown
+            self.cursors[(peer, query)] = cursor
         for kind, data in retry:
             await self.apply(peer, kind, data, final=True)
-        self.state.update(state="synced")
-        log.info("synced from %s: %s", peer.hex()[:16], self.state)
+        self.source = peer
+        if not quiet:
+            self.state.update(state="synced")
+            log.info("synced from %s: %s", peer.hex()[:16], self.state)
+        elif self.state["applied"] > applied:
+            log.info("pulled %d entries from %s that gossip had not brought", self.state["applied"] - applied,
+                     peer.hex()[:16])
 
     @staticmethod
     def _entry(raw: bytes) -> tuple[str, bytes]:
@@ -116,19 +145,19 @@ class Sync:
         node = self.node
         try:
             if kind == "order":
-                node.payments.accept(data)
+                new = node.payments.accept(data) != "duplicate"
             elif kind == "checkpoint":
-                node.payments.authority.accept_checkpoint(data)
+                new = node.epochs.accept(data) != "duplicate"
             elif kind == "evidence":
                 ev = Evidence.from_body(decode(data, Evidence.MAX_BYTES))
-                node.payments.authority.add_evidence(ev, node.now_ms())
+                new = node.payments.authority.add_evidence(ev, node.now_ms())
             else:
-                await node.on_certificate(decode_certificate(data), peer, b"", publish=False)
+                new = await node.on_certificate(decode_certificate(data), peer, b"", publish=False)
         except ProtocolError as e:
             if not final:
                 return False
             self.state["rejected"] += 1
             node.reject(peer, e, f"sync/{kind}")
             return True
-        self.state["applied"] += 1
+        self.state["applied" if new else "duplicates"] += 1
         return True

@@ -1,13 +1,14 @@
 """The ledger's durable store: sqlite in WAL mode (implements moenode.core.authority.LedgerStore).
 
 Theory of operation: three tables. `meta` names the network the file belongs to and the schema version. `locks`
-holds, per (account, sequence) or checkpoint epoch, the one order an authority signed there; `put_lock` commits
-with `synchronous=FULL` before it returns, so a signature never exists whose lock is not on disk. `log` is an
-append-only list of everything the ledger accepted (certified orders, checkpoint certificates, skipped
-checkpoints, evidence), in acceptance order. State is never stored directly: on open, `open_authority` replays the
-log into a fresh `Ledger`, which re-checks every certificate's quorum and signatures, and then asserts the supply
-invariant. A file that is not sqlite, fails sqlite's quick check, belongs to another network, or whose log does
-not replay cleanly raises `StoreError` saying which, and the node refuses to start.
+holds, per (account, sequence) or checkpoint epoch, the one order an authority signed there; `put_lock` commits with
+`synchronous=FULL` before it returns, so a signature never exists whose lock is not on disk. `log` is the list of
+everything the ledger accepted (certified orders, checkpoint certificates, skipped checkpoints, evidence), in
+acceptance order. It is only appended to, except when a late checkpoint certificate replaces a skip
+(`Authority.accept_checkpoint`); that rewrites it in one transaction. State is never stored directly: on open,
+`open_authority` replays the log into a fresh `Ledger`, which re-checks every certificate's quorum and signatures,
+and then asserts the supply invariant. A file that is not sqlite, fails sqlite's quick check, belongs to another
+network, or whose log does not replay cleanly raises `StoreError` saying which, and the node refuses to start.
 """
 
 import sqlite3
@@ -77,6 +78,18 @@ class LedgerDB:
 
     def append(self, kind: str, ident: bytes, data: bytes) -> None:
         self.db.execute("INSERT INTO log (kind, ident, data) VALUES (?, ?, ?)", (kind, ident, data))
+
+    def rewrite(self, entries: list[tuple[str, bytes, bytes]]) -> None:
+        # One transaction: a kill -9 leaves the old log or the new one. New rows get higher seqs than any old row,
+        # so a sync cursor that points into the old log only makes a peer fetch some entries twice (no-ops).
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("DELETE FROM log")
+            self.db.executemany("INSERT INTO log (kind, ident, data) VALUES (?, ?, ?)", entries)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     # reading ------------------------------------------------------------------------------------------------------
     def entries(self) -> list[tuple[str, bytes, bytes]]:

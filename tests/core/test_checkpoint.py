@@ -170,3 +170,58 @@ def test_orders_keep_flowing_when_no_checkpoint_is_ever_signed():
     idle = Net(n=4).authorities[0]  # a node that saw nothing for 7 epochs
     assert idle.accept_certificate(cert.encode(), now) == "applied"
     assert idle.ledger.state_digest() == net.ledger.state_digest()
+
+
+def _struck_settle(net: Net) -> bytes:
+    """Settle one round that strikes a member, so a checkpoint of epoch 0 changes the stake table."""
+    _, ctx = net.pay(net.user_keys[0], fee=100)
+    members, _ = net.members(ctx)
+    net.settle(ctx, net.shard_cert(net.report(ctx, strikes=(members[-1],))), net.user_keys[1])
+    return members[-1]
+
+
+def test_a_late_certificate_replaces_a_local_carry_over():
+    net = Net(n=4)
+    struck = _struck_settle(net)
+    behind = net.authorities[3]  # it carried epoch 0 over before the certificate reached it
+    data = _cert(net, net.ledger.propose_checkpoint(0), EPOCH_MS + 1, voters=[0, 1, 2])
+    for a in net.authorities[:3]:
+        assert a.accept_checkpoint(data) == "applied"
+    behind.skip_checkpoint(0)
+    assert len(net.digests()) == 2
+    assert behind.accept_checkpoint(data) == "adopted" and behind.dropped == []
+    assert behind.accept_checkpoint(data) == "duplicate"
+    assert len(net.digests()) == 1 and behind.ledger.stakes_at(2)[struck] == 10_000 - 10
+    assert ("checkpoint", net.ledger.cp_digests[0], data) in behind.store.entries()
+    assert ("skip", (0).to_bytes(8, "big"), b"") not in behind.store.entries()
+    behind.ledger.assert_supply()
+
+
+def test_certificates_that_arrive_out_of_order_are_set_aside_and_applied_in_order():
+    net = Net(n=4)
+    _struck_settle(net)
+    behind = net.authorities[3]
+    first = _cert(net, net.ledger.propose_checkpoint(0), EPOCH_MS + 1, voters=[0, 1, 2])
+    for a in net.authorities[:3]:
+        a.accept_checkpoint(first)
+    second = _cert(net, net.ledger.propose_checkpoint(1), 2 * EPOCH_MS + 1, voters=[0, 1, 2])
+    for a in net.authorities[:3]:
+        a.accept_checkpoint(second)
+    behind.catch_up(3 * EPOCH_MS + 1)  # carries 0 and 1 over
+    assert behind.ledger.skipped == {0, 1}
+    with pytest.raises(StateError, match="another checkpoint history"):
+        behind.accept_checkpoint(second)  # its predecessor is missing here: kept aside
+    assert behind.accept_checkpoint(first) == "adopted"
+    assert len(net.digests()) == 1 and behind.ledger.skipped == set()
+
+
+def test_a_forged_certificate_does_not_undo_a_carry_over():
+    net = Net(n=4)
+    _struck_settle(net)
+    behind = net.authorities[3]
+    weak = _cert(net, net.ledger.propose_checkpoint(0), EPOCH_MS + 1, voters=[0, 1])
+    behind.skip_checkpoint(0)
+    before = behind.ledger.state_digest()
+    with pytest.raises(SignatureError, match="need 6667"):
+        behind.accept_checkpoint(weak)
+    assert behind.ledger.state_digest() == before and behind.ledger.skipped == {0}

@@ -6,9 +6,3 @@ JOINER_MODEL = "spec-man"
 GENESIS_MODELS = ["minilm-l6", "minilm-l3", "spec-code", "spec-legal", "minilm-l3"]
 SPECIALTY = {"spec-code": "code_py", "spec-legal": "legal", "spec-man": "manpages"}
 
-
-# Seen in 1 of 4 CI runs; the assertions stay, and a pass reports as XPASS.
-KILL9_DIVERGENCE = (
-    'known race: a node killed with SIGKILL mid-run can come back with checkpoint items that differ from '
-    "the others' (its checkpoint votes are then refused as view_differs), so ledger digests diverge in some runs"
-)

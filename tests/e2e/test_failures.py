@@ -6,14 +6,11 @@ import threading
 
 import pytest
 
-from e2ekit import KILL9_DIVERGENCE
-
 from moenode.testnet import ledger_views, wait_ledgers_equal
 from moenode.testnet_demo import DemoConfig, run_workload
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=KILL9_DIVERGENCE)
 def test_kill9_mid_run_every_round_certified_then_restart_catches_up(testnet):
     victim = testnet.nodes[3]
     gateways = [nd.name for nd in testnet.nodes if nd is not victim]

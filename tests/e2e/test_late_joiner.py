@@ -12,7 +12,7 @@ import pytest
 from moenode.testnet import Node, node_env, wait_ledgers_equal
 from moenode.testnet_demo import DemoConfig, run_workload
 
-from e2ekit import JOINER_MODEL, KILL9_DIVERGENCE, SPECIALTY
+from e2ekit import JOINER_MODEL, SPECIALTY
 
 STAKE = 5_000
 
@@ -35,7 +35,6 @@ def wait_for(pred, timeout: float, what: str, poll: float = 0.5):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=KILL9_DIVERGENCE)
 def test_late_joiner_catches_up_stakes_and_wins_in_its_specialty(testnet):
     faucet = testnet.nodes[0]
     home = testnet.root / "joiner"

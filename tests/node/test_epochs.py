@@ -5,6 +5,10 @@ its epoch E; the authorities certify checkpoint E during E+1 over the `checkpoin
 node's stake table holds the new stake. Then one node finds evidence of an equivocation (two different Commits by
 one member for one shard): it spreads on gossip, enters every authority's next checkpoint, and the offender's
 stake is slashed by half for everyone. All nodes end with the same ledger.
+
+Last, a node is stopped while checkpoints form without it, and its store carries those epochs over (what a node
+cut off from the network does); once it runs again it adopts the certificates it fetches from its peers and ends
+with the same ledger.
 """
 
 import dataclasses
@@ -13,8 +17,9 @@ import time
 import pytest
 from nodekit import PARAMS, ahttp, cluster, make_genesis, seed, wait_for
 
-from moenode.core.crypto import Ed25519Signer, H
+from moenode.core.crypto import Ed25519Signer, H, ed25519_verify
 from moenode.core.messages import Commit, Evidence, seal
+from moenode.store.ledger_db import open_authority
 
 pytestmark = pytest.mark.slow
 
@@ -72,3 +77,17 @@ async def test_transfer_stake_and_checkpoint(tmp_path):
             assert table[ms[1].account] == 500 and sum(table.values()) == 4_500
             x.payments.ledger.assert_supply()
         await wait_for(same_ledger, 10)
+
+        # down while checkpoints form; its store carries those epochs over; back up, it adopts the certificates
+        m3 = ms[3]
+        await c.stop(m3)
+        through = n0.payments.ledger.known_through
+        await wait_for(lambda: n0.payments.ledger.known_through >= through + 2, 40)
+        cut_off = open_authority(m3.home / "ledger.sqlite", g, Ed25519Signer(m3.seed), ed25519_verify)
+        cut_off.catch_up(int(time.time() * 1000))
+        assert cut_off.ledger.skipped
+        cut_off.store.close()
+        node = await c.start(m3)
+        await wait_for(lambda: node.metrics.get("checkpoints_adopted") >= 1, 30)
+        await wait_for(same_ledger, 30)
+        assert not node.payments.ledger.skipped - n0.payments.ledger.skipped

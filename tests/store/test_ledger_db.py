@@ -37,9 +37,9 @@ def cluster(tmp_path: Path, g: Genesis):
     return [open_authority(tmp_path / f"a{i}.db", g, k, ed25519_verify) for i, k in enumerate(AUTH)]
 
 
-def run(auths, g: Genesis, order, signer) -> CertifiedOrder:
+def run(auths, g: Genesis, order, signer, now: int = 10) -> CertifiedOrder:
     signed = seal(order, signer, g.network_id)
-    cert = certify(signed, {a.me: a.handle_order(signed.encode(), 10) for a in auths})
+    cert = certify(signed, {a.me: a.handle_order(signed.encode(), now) for a in auths})
     for a in auths:
         a.accept_certificate(cert.encode())
     return cert
@@ -174,3 +174,27 @@ def test_random_histories_rebuild_to_the_same_state():
             again.store.close()
 
     check()
+
+
+def test_a_late_checkpoint_rewrites_the_log_and_survives_reopen(tmp_path):
+    from moenode.core.checkpoint import CheckpointCert
+
+    g = genesis()
+    auths = cluster(tmp_path, g)
+    alice, bob = USERS[:2]
+    run(auths, g, Transfer(alice.public_key, 0, 0, bob.public_key, 300), alice)
+    cp = auths[0].ledger.propose_checkpoint(0)
+    now = g.epoch_ms + 1
+    data = CheckpointCert(cp, tuple(sorted((a.me, a.sign_checkpoint(cp, now)) for a in auths[:3]))).encode()
+    for a in auths[:3]:
+        assert a.accept_checkpoint(data) == "applied"
+    late = auths[3]
+    late.catch_up(2 * g.epoch_ms + 1)  # its window closed here before the certificate came: carried over
+    run(auths, g, Transfer(bob.public_key, 0, 2, alice.public_key, 7), bob, now=2 * g.epoch_ms + 2)
+    assert late.ledger.state_digest() != auths[0].ledger.state_digest()
+    assert late.accept_checkpoint(data) == "adopted"
+    digest = auths[0].ledger.state_digest()
+    assert late.ledger.state_digest() == digest
+    late.store.close()
+    again = open_authority(tmp_path / "a3.db", g, AUTH[3], ed25519_verify)
+    assert again.ledger.state_digest() == digest and again.ledger.balance(alice.public_key) == 707
