@@ -2,25 +2,31 @@
 signature check.
 
 Two phases per order, both through the real code (orders, `OrderSubmitter`, `Authority`, `Ledger`):
-- certify: a user seals a Transfer; the submitter sends it to the authorities; each opens it (checks the user's
-  signature), checks it against its ledger, writes its lock and signs a vote; the submitter checks each vote and
-  stops at 6,667 voting power. `orders_per_s` is this rate.
-- confirm: the certificate is applied at all 5 authorities (each checks the other authorities' votes; its own vote
-  and the order signature it already checked are remembered).
+- certify: a user seals a Transfer; the submitter sends it to the authorities, `--batch` orders per dispatch; each
+  authority opens every order of the batch (checks the user's signature), checks it against its ledger, writes its
+  lock, and signs one batch vote for the orders it accepted (`Authority.handle_orders`: one signature over the
+  Merkle root of their vote digests, a membership proof per order); the submitter checks each order's vote (the
+  batch signature once, through a `VerifyCache`, and the order's proof) and stops at 6,667 voting power.
+  `orders_per_s` is this rate.
+- confirm: the certificates are applied at all 5 authorities (each checks the other authorities' batch signatures
+  once per batch and every order's proofs; its own votes and the order signatures it already checked are
+  remembered).
 
 Authorities are separate parties on separate machines, and a submitter gathers their votes in parallel. The default
-run models that inside one process: each authority runs on its own thread and handles a batch of orders per
-dispatch (`--batch`), while the submitter's thread seals the next batch and checks the votes of the previous one.
-Ed25519 in pynacl releases the GIL, so the parties' signature work shares the machine's cores the way it would
-share separate machines' cores; everything else (decoding, ledger checks, locks, the submitter's state) holds the
-GIL. The submitter asks authorities in turn until the power asked covers the quorum (one more after a refusal): a
-further authority's vote would arrive after the certificate formed and only take this process's shared cores.
-Reported beside it, in the same run:
-- `orders_per_s_one_thread`: the same pipeline with every party on the calling thread, one order at a time;
+run models that inside one process: each authority runs on its own thread, while the submitter's thread seals the
+next batch and checks the votes of the previous one. Ed25519 in pynacl releases the GIL, so the parties' signature
+work can share the machine's cores; everything else holds the GIL, and on this kind of workload the handovers of
+the GIL cost much of what a second core gives. The submitter asks authorities in turn until the power asked covers
+the quorum (one more after a refusal): a further authority's vote would arrive after the certificate formed and
+only take this process's shared cores. Reported beside it, in the same run:
+- `orders_per_s_one_thread`: the same batches with every party on the calling thread;
+- `orders_per_s_single_votes_*`: the same with one vote signature per order (the protocol before batch votes),
+  one order at a time on one thread, and in batches with threads;
 - `one_authority_votes_per_s`: one authority's own rate (votes per CPU second of its thread), which is what bounds
   a deployment where each authority has its own machine;
-- the signature floor (what the Ed25519 operations alone cost per order, on one core and on all usable cores), and
-  the pipeline with the simulator's stand-in signer (what the protocol costs without cryptography).
+- the signature floor on one core (what the Ed25519 operations alone cost per order, with batch votes and with one
+  vote per order), and the pipeline with the simulator's stand-in signer (what the protocol costs without
+  cryptography).
 Prints the ratios and writes JSON (`--json` prints it as the last line).
 """
 
@@ -42,8 +48,8 @@ from ledgerkit import T0, Net  # noqa: E402
 from moenode.core.authority import Authority  # noqa: E402
 from moenode.core.crypto import Ed25519Signer, H, ed25519_verify  # noqa: E402
 from moenode.core.errors import ProtocolError  # noqa: E402
-from moenode.core.ledger_client import Certified, Failed, OrderSubmitter, SendOrder, refusal_of  # noqa: E402
 from moenode.core.ledger import VerifyCache  # noqa: E402
+from moenode.core.ledger_client import Certified, Failed, OrderSubmitter, SendOrder, refusal_of  # noqa: E402
 from moenode.core.orders import BatchVote, CertifiedOrder, Transfer  # noqa: E402
 from moenode.core.selection import CERT_THRESHOLD  # noqa: E402
 
@@ -225,7 +231,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print the JSON result as the last line")
     ap.add_argument("--orders", type=int, default=1_000)
-    ap.add_argument("--batch", type=int, default=50, help="orders per dispatch to an authority's thread")
+    ap.add_argument("--batch", type=int, default=50, help="orders per dispatch to an authority (one batch vote)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions; the best of each variant is reported")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ledger.json"))
     args = ap.parse_args()
