@@ -8,6 +8,7 @@ checks the order against the ledger view (`Ledger.check_order`), then consults t
   conflicting signature after restart;
 - a lock on the same order (or, for an escrow, a Settle of the same shard report): sign again (idempotent);
 - a lock on another order: refuse with `Conflict`.
+`handle_orders` does the same for a batch of orders and signs them all at once (a batch vote, see orders.py).
 Checkpoint votes use the same lock table, keyed by epoch. Every certificate, checkpoint and piece of evidence the
 authority accepts is appended to the store's log, from which a restart rebuilds the ledger (see moenode/store).
 
@@ -28,7 +29,16 @@ from moenode.core.crypto import Signer, Verifier
 from moenode.core.errors import ProtocolError, StateError
 from moenode.core.ledger import Ledger, VerifyCache
 from moenode.core.messages import Evidence, body_of
-from moenode.core.orders import CertifiedOrder, Settle, open_order, vote_digest
+from moenode.core.orders import (
+    MAX_BATCH,
+    BatchVote,
+    CertifiedOrder,
+    Settle,
+    batch_proofs,
+    batch_vote_digest,
+    open_order,
+    vote_digest,
+)
 
 
 class Conflict(StateError):
@@ -106,6 +116,40 @@ class Authority:
         self.catch_up(now_ms)
         for cert in attachments:
             self.accept_certificate(cert)
+        digest = self._admit(data, now_ms)
+        sig = self.signer.sign(digest)
+        self.verify.remember(self.me, digest, sig)
+        return sig
+
+    def handle_orders(self, batch: list[bytes], now_ms: int) -> list[BatchVote | ProtocolError]:
+        """Vote for every order in `batch` that `handle_order` would vote for, with one signature; the answer at each
+        position is that order's `BatchVote` or the ProtocolError that says why not.
+
+        Each order is opened, checked and locked exactly as by `handle_order`; once every lock is written, the
+        authority signs the Merkle root of the accepted orders' vote digests (SPEC section 6.3). A refused order
+        can be sent again on its own, with attachments.
+        """
+        if len(batch) > MAX_BATCH:
+            raise ValueError(f"a batch holds at most {MAX_BATCH} orders, not {len(batch)}")
+        self.catch_up(now_ms)
+        answers: list[int | ProtocolError] = []
+        leaves: list[bytes] = []
+        for data in batch:
+            try:
+                leaves.append(self._admit(data, now_ms))
+                answers.append(len(leaves) - 1)
+            except ProtocolError as e:
+                answers.append(e)
+        if not leaves:
+            return [a for a in answers if isinstance(a, ProtocolError)]  # every order refused: nothing to sign
+        root, proofs = batch_proofs(leaves)
+        digest = batch_vote_digest(root)  # every lock of the batch is durable by now
+        sig = self.signer.sign(digest)
+        self.verify.remember(self.me, digest, sig)
+        return [a if isinstance(a, ProtocolError) else BatchVote(sig, *proofs[a]) for a in answers]
+
+    def _admit(self, data: bytes, now_ms: int) -> bytes:
+        """Open and check the order in `data`, lock it durably, and return its vote digest (raise if refused)."""
         led = self.ledger
         signed = open_order(data, led.net, self.verify)
         order = signed.msg
@@ -121,10 +165,7 @@ class Authority:
         elif held[0] != signed.id and not (settle_key and held[1] == settle_key):
             raise Conflict(f"{order.TYPE}: already signed order {held[0].hex()[:16]} for sequence {order.sequence}"
                            f" of {order.account.hex()[:16]}")
-        digest = vote_digest(signed.id, order.epoch)
-        sig = self.signer.sign(digest)
-        self.verify.remember(self.me, digest, sig)
-        return sig
+        return vote_digest(signed.id, order.epoch)
 
     def accept_certificate(self, data: bytes, now_ms: int | None = None) -> str:
         """Check and apply a certified order; log it if it changed anything. Returns the ledger's status.

@@ -2,7 +2,8 @@
 
 Theory of operation: an `OrderSubmitter` holds one signed order and the voting power of its epoch. `start()`
 returns one `SendOrder` per authority; the node's net layer sends them in parallel and feeds each answer back:
-`on_vote(authority, sig)` or `on_refusal(authority, reason, account)`. A vote is checked before it counts. Once
+`on_vote(authority, sig or BatchVote)` or `on_refusal(authority, reason, account)`. A vote is checked before it
+counts (a batch vote's signature covers many orders: pass a `VerifyCache` as `verify` to check it once). Once
 the votes carry >= 6,667 of 10,000 power the submitter emits `Certified(cert)` and ignores the rest.
 
 A refusal that names a missing credit or a gap (`insufficient_funds`, `sequence_gap`, `unknown_escrow`) is
@@ -19,7 +20,19 @@ from dataclasses import dataclass, field
 from moenode.core.crypto import Verifier
 from moenode.core.errors import ProtocolError
 from moenode.core.messages import Signed
-from moenode.core.orders import CertifiedOrder, PayEscrow, Refund, Settle, Transfer, certify, escrow_account, vote_digest
+from moenode.core.orders import (
+    BatchVote,
+    CertifiedOrder,
+    PayEscrow,
+    Refund,
+    Settle,
+    Transfer,
+    certify,
+    escrow_account,
+    signed_digest,
+    vote_digest,
+    vote_entry,
+)
 from moenode.core.selection import CERT_THRESHOLD
 
 RETRYABLE = ("insufficient_funds", "sequence_gap", "unknown_escrow")
@@ -85,7 +98,7 @@ class OrderSubmitter:
     pool: CertPool = field(default_factory=CertPool)
     max_retries: int = 3
     state: str = "collecting"
-    votes: dict[bytes, bytes] = field(default_factory=dict)
+    votes: dict[bytes, bytes | BatchVote] = field(default_factory=dict)
     refused: dict[bytes, str] = field(default_factory=dict)
     _sent: dict[bytes, set[bytes]] = field(default_factory=dict)
     _retries: dict[bytes, int] = field(default_factory=dict)
@@ -105,12 +118,14 @@ class OrderSubmitter:
     def power_of(self, pks) -> int:
         return sum(self.power.get(pk, 0) for pk in pks)
 
-    def on_vote(self, authority: bytes, sig: bytes) -> list[Effect]:
+    def on_vote(self, authority: bytes, vote: bytes | BatchVote) -> list[Effect]:
+        """Count a vote (a signature, or a batch vote with this order's membership proof) once it verifies."""
         if self.state != "collecting" or authority in self.votes or self.power.get(authority, 0) <= 0:
             return []
-        if not self.verify(authority, self._digest, sig):
+        entry = vote_entry(authority, vote)
+        if not self.verify(authority, signed_digest(self._digest, entry), entry[1]):
             return self._refuse(authority, "bad_vote")
-        self.votes[authority] = sig
+        self.votes[authority] = vote
         self.refused.pop(authority, None)
         if self.power_of(self.votes) >= CERT_THRESHOLD:
             self._to("certified")

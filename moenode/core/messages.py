@@ -12,7 +12,7 @@ Other modules register further types (ledger orders) with `@register`, so the re
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any, ClassVar, TypeVar
 
 from moenode.core.codec import canonical, decode
@@ -148,12 +148,12 @@ class Message:
     @classmethod
     def from_body(cls: type[M], body: dict[str, Any], where: str | None = None) -> M:
         where = where or cls.TYPE
-        names = {f.name for f in fields(cls)}
+        checks = _field_checks(cls)
         present = set(body) - {"type", "net"}
-        if present != names:
-            missing, extra = sorted(names - present), sorted(present - names)
+        if present != checks.keys():
+            missing, extra = sorted(checks.keys() - present), sorted(present - checks.keys())
             raise SchemaError(f"{where}: missing {missing} / unexpected {extra}")
-        values = {f.name: f.metadata["check"](body[f.name], f"{where}.{f.name}") for f in fields(cls)}
+        values = {name: check(body[name], f"{where}.{name}") for name, check in checks.items()}
         msg = cls(**values)
         msg.validate()
         return msg
@@ -174,6 +174,17 @@ def _field_names(cls: type) -> tuple[str, ...]:
     if names is None:  # dataclasses.fields() is slow enough to show on the simulator's hot path
         names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
     return names
+
+
+_FIELD_CHECKS: dict[type, dict[str, Check]] = {}
+
+
+def _field_checks(cls: type) -> dict[str, Check]:
+    """Each field's check by name, in field order (cached like `_field_names`)."""
+    checks = _FIELD_CHECKS.get(cls)
+    if checks is None:
+        checks = _FIELD_CHECKS[cls] = {f.name: f.metadata["check"] for f in fields(cls)}
+    return checks
 
 
 def _plain(v: Any) -> Any:
@@ -257,14 +268,25 @@ def open_wire(wire: Any, net: bytes, verify: Verifier, expect: tuple[type[Messag
     if body.get("net") != net:
         raise WrongNetwork(f"{cls.TYPE}: signed for another network")
     msg = cls.from_body(body)
-    if not verify(signer, H("msg", canonical(body)), sig):
+    body_bytes = canonical(body)
+    digest = H("msg", body_bytes)
+    if not verify(signer, digest, sig):
         raise SignatureError(f"{cls.TYPE}: signature does not verify for {signer.hex()[:16]}")
-    return Signed(msg=msg, net=net, signer=signer, sig=sig)
+    signed = Signed(msg=msg, net=net, signer=signer, sig=sig)
+    # the body's encoding and the id are what was just verified: keep them rather than encode the message again
+    # (from_body accepts exactly the fields to_body writes, so the two encodings are the same bytes)
+    signed.__dict__.update(body_bytes=body_bytes, id=digest)
+    return signed
+
+
+@cache
+def _envelope_cap(expect: tuple[type[Message], ...]) -> int:
+    return max((c.MAX_BYTES for c in expect), default=MAX_ENVELOPE)
 
 
 def open_signed(data: bytes, net: bytes, verify: Verifier, expect: tuple[type[Message], ...] = ()) -> Signed:
     """Decode and check untrusted envelope bytes. Raises only ProtocolError subclasses."""
-    cap = max((c.MAX_BYTES for c in expect), default=MAX_ENVELOPE)
+    cap = _envelope_cap(expect)
     try:
         wire = decode(data, max_bytes=cap)
         signed = open_wire(wire, net, verify, expect)

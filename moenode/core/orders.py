@@ -7,9 +7,13 @@ and the network id; the order id is the envelope's `Signed.id` (what the order's
 An authority that accepts an order answers with a *vote*: an Ed25519 signature over
 `vote_digest(order_id, epoch) = H("order-vote", order_id || epoch as 8 bytes big-endian)`. Votes are bare
 signatures, never envelopes, because the order id already binds the network, the account, the sequence and the
-content. A *certified order* is the order envelope plus votes from authorities holding >= 6,667 of the 10,000
-voting power of the order's epoch; its canonical encoding is `{"order": <envelope map>, "votes": [[pk, sig]...]}`
-with votes sorted by public key. Anyone can check it given that epoch's voting power, and anyone can apply it.
+content. An authority may instead vote for a *batch* of orders with one signature: over
+`batch_vote_digest(root) = H("order-batch-vote", root)`, where `root` is the Merkle root of the orders' vote
+digests (see `batch_proofs`); its vote for one order of the batch is then the batch signature plus that order's
+membership proof (its index and the sibling hashes up to the root). A *certified order* is the order envelope plus
+votes from authorities holding >= 6,667 of the 10,000 voting power of the order's epoch; its canonical encoding is
+`{"order": <envelope map>, "votes": [[pk, sig] or [pk, sig, index, [sibling...]], ...]}` with votes sorted by
+public key. Anyone can check it given that epoch's voting power, and anyone can apply it.
 
 Escrows: a payment for shard S goes into the account `escrow_account(S) = H("escrow", S)`. No one holds that
 account's key, so its one and only order (sequence 0) is a Settle, which any party may sign and submit because the
@@ -52,8 +56,75 @@ def escrow_account(shard_id: bytes) -> bytes:
 
 
 def vote_digest(order_id: bytes, epoch: int) -> bytes:
-    """What an authority signs to vote for an order."""
+    """What an authority signs to vote for an order (and a batch vote's leaf for that order)."""
     return H("order-vote", order_id + epoch.to_bytes(8, "big"))
+
+
+# batch votes ------------------------------------------------------------------------------------------------------
+MAX_PROOF_DEPTH = 10  # a batch vote covers at most 1,024 orders
+MAX_BATCH = 1 << MAX_PROOF_DEPTH
+PAD_LEAF = bytes(32)  # fills a batch up to a power of two; no order's vote digest is all zeros
+
+
+@dataclass(frozen=True)
+class BatchVote:
+    """An authority's vote for one order of a batch: the batch signature and the order's membership proof."""
+
+    sig: bytes
+    index: int
+    path: tuple[bytes, ...]
+
+
+def batch_vote_digest(root: bytes) -> bytes:
+    """What an authority signs to vote for every order under `root` at once."""
+    return H("order-batch-vote", root)
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return H("order-vote-node", left + right)
+
+
+def batch_proofs(leaves: list[bytes]) -> tuple[bytes, list[tuple[int, tuple[bytes, ...]]]]:
+    """The Merkle root over `leaves` (padded with PAD_LEAF to a power of two) and each leaf's (index, path)."""
+    if not 1 <= len(leaves) <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1..{MAX_BATCH} orders, not {len(leaves)}")
+    depth = (len(leaves) - 1).bit_length()
+    level = list(leaves) + [PAD_LEAF] * ((1 << depth) - len(leaves))
+    levels = [level]
+    while len(level) > 1:
+        level = [_node(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        levels.append(level)
+    proofs = [(i, tuple(levels[d][(i >> d) ^ 1] for d in range(depth))) for i in range(len(leaves))]
+    return level[0], proofs
+
+
+def fold_proof(leaf: bytes, index: int, path: tuple[bytes, ...]) -> bytes:
+    """The root that `path` leads to from `leaf` at `index` (bit d of `index` set: the leaf side is on the right)."""
+    h = leaf
+    for d, sibling in enumerate(path):
+        h = _node(sibling, h) if index >> d & 1 else _node(h, sibling)
+    return h
+
+
+def signed_digest(leaf: bytes, vote: tuple) -> bytes:
+    """What the signature of `vote` ((pk, sig) or (pk, sig, index, path)) covers, for the order whose vote digest
+    is `leaf`."""
+    return leaf if len(vote) == 2 else batch_vote_digest(fold_proof(leaf, vote[2], vote[3]))
+
+
+def vote_entry(pk: bytes, vote: "bytes | BatchVote") -> tuple:
+    """A certificate's entry for one authority's vote."""
+    return (pk, vote) if isinstance(vote, bytes) else (pk, vote.sig, vote.index, vote.path)
+
+
+def _vote_check(v: Any, where: str) -> tuple:
+    if isinstance(v, list) and len(v) == 2:
+        return pair(PK, SIG)(v, where)
+    if not isinstance(v, list) or len(v) != 4:
+        raise SchemaError(f"{where}: expected [pk, sig] or [pk, sig, index, path]")
+    path = seq(B32, MAX_PROOF_DEPTH)(v[3], f"{where}[3]")
+    # the index names exactly one leaf of a tree as deep as the path: one vote, one encoding
+    return PK(v[0], f"{where}[0]"), SIG(v[1], f"{where}[1]"), uint((1 << len(path)) - 1)(v[2], f"{where}[2]"), path
 
 
 # the orders -------------------------------------------------------------------------------------------------------
@@ -189,10 +260,11 @@ class CertifiedOrder:
     """An order envelope plus authority votes. `check` proves the quorum; construction alone proves nothing."""
 
     order: Signed
-    votes: tuple[tuple[bytes, bytes], ...]
+    votes: tuple[tuple, ...]  # (pk, sig) or (pk, sig, index, path), sorted by pk
 
-    MAX_BYTES: ClassVar[int] = MAX_ORDER_BYTES + MAX_VOTES * 112 + 1 * KiB
-    VOTES: ClassVar[Any] = seq(pair(PK, SIG), MAX_VOTES, 1)
+    # a vote: pk 34 + sig 66 + list header 1, and for a batch vote index 3 + path 3 + 34 per level
+    MAX_BYTES: ClassVar[int] = MAX_ORDER_BYTES + MAX_VOTES * (107 + 34 * MAX_PROOF_DEPTH) + 1 * KiB
+    VOTES: ClassVar[Any] = seq(_vote_check, MAX_VOTES, 1)
 
     @property
     def id(self) -> bytes:
@@ -212,7 +284,7 @@ class CertifiedOrder:
         if not isinstance(wire, dict) or set(wire) != {"order", "votes"}:
             raise SchemaError("CertifiedOrder: expected {order, votes}")
         votes = cls.VOTES(wire["votes"], "CertifiedOrder.votes")
-        signers = [pk for pk, _ in votes]
+        signers = [v[0] for v in votes]
         if signers != sorted(set(signers)):
             raise SchemaError("CertifiedOrder: voters must be unique and sorted")
         order = open_wire(wire["order"], net, verify, ORDER_TYPES)
@@ -226,14 +298,16 @@ class CertifiedOrder:
 
         `skip` names voters whose signature the caller has already verified (its own vote, say).
         """
-        digest = vote_digest(self.id, self.msg.epoch)
+        leaf = vote_digest(self.id, self.msg.epoch)
         total = 0
-        for pk, sig in self.votes:
+        for vote in self.votes:
+            pk, sig = vote[0], vote[1]
             vp = power.get(pk, 0)
             if vp <= 0:
                 raise SignatureError(f"CertifiedOrder: {pk.hex()[:16]} has no voting power in epoch {self.msg.epoch}")
-            if pk not in skip and not verify(pk, digest, sig):
-                raise SignatureError(f"CertifiedOrder: bad vote from {pk.hex()[:16]}")
+            if pk not in skip and not verify(pk, signed_digest(leaf, vote), sig):
+                what = "vote" if len(vote) == 2 else "batch vote (its signature or membership proof)"
+                raise SignatureError(f"CertifiedOrder: bad {what} from {pk.hex()[:16]}")
             total += vp
         if total < CERT_THRESHOLD:
             raise UnderQuorum(f"CertifiedOrder: votes carry {total} of 10000 voting power, need {CERT_THRESHOLD}")
@@ -244,8 +318,8 @@ class UnderQuorum(SignatureError):
     reason = "under_quorum"
 
 
-def certify(order: Signed, votes: dict[bytes, bytes]) -> CertifiedOrder:
-    return CertifiedOrder(order=order, votes=tuple(sorted(votes.items())))
+def certify(order: Signed, votes: "dict[bytes, bytes] | dict[bytes, bytes | BatchVote]") -> CertifiedOrder:
+    return CertifiedOrder(order=order, votes=tuple(vote_entry(pk, votes[pk]) for pk in sorted(votes)))
 
 
 # the round's payment check ----------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from moenode.core.genesis import Params  # noqa: E402
 from moenode.core.ledger import settle_split  # noqa: E402
 from moenode.core.messages import Certificate, Report, seal  # noqa: E402
 from moenode.core.orders import (  # noqa: E402
+    BatchVote,
     CertifiedOrder,
     PayEscrow,
     Refund,
@@ -28,8 +29,11 @@ from moenode.core.orders import (  # noqa: E402
     Stake,
     Transfer,
     Unstake,
+    batch_proofs,
+    batch_vote_digest,
     certify,
     escrow_account,
+    fold_proof,
     open_order,
     vote_digest,
 )
@@ -72,6 +76,23 @@ def orders() -> list:
     return out
 
 
+def batch_votes() -> list:
+    """Three orders voted for as one batch by each authority: the root, its digest, each order's proof."""
+    user = Ed25519Signer(SEEDS[0])
+    auths = [Ed25519Signer(s) for s in SEEDS[1:]]
+    me, other = user.public_key, auths[0].public_key
+    signed = [seal(o, user, NET) for o in (Transfer(me, 0, 3, other, 1), Transfer(me, 1, 3, other, 2),
+                                            Stake(me, 2, 3, 3))]
+    root, proofs = batch_proofs([vote_digest(s.id, 3) for s in signed])
+    sigs = {a.public_key: a.sign(batch_vote_digest(root)) for a in auths}
+    certs = [certify(s, {pk: BatchVote(sig, *proofs[i]) for pk, sig in sigs.items()}) for i, s in enumerate(signed)]
+    return [{"signer_seed": SEEDS[0].hex(), "authority_seeds": [s.hex() for s in SEEDS[1:]], "net": NET.hex(),
+             "order_ids": [s.id.hex() for s in signed], "root": root.hex(),
+             "batch_vote_digest": batch_vote_digest(root).hex(),
+             "proofs": [[i, [h.hex() for h in path]] for i, path in proofs],
+             "certified": [c.encode().hex() for c in certs]}]
+
+
 def splits() -> list:
     W, P, S1, S2, S3 = (bytes([c]) * 32 for c in b"WPabc")
     cases = [(10_000, W, W, 0, [W, S1, S2, S3]), (10_001, W, P, 3_000, [W, S1, S2]), (7, W, W, 0, [W, S1, S2]),
@@ -106,7 +127,8 @@ def slashing() -> list:
     return out
 
 
-FILES = {"settlement_orders.json": orders, "settlement_splits.json": splits, "settlement_slashing.json": slashing}
+FILES = {"settlement_orders.json": orders, "settlement_batch_votes.json": batch_votes,
+         "settlement_splits.json": splits, "settlement_slashing.json": slashing}
 
 
 def load(name: str):
@@ -128,6 +150,23 @@ def test_orders_decode_to_the_stored_ids_votes_and_certificates():
         cert = CertifiedOrder.decode(bytes.fromhex(case["certified"]), net, ed25519_verify)
         assert cert.id == signed.id and cert.encode().hex() == case["certified"]
         assert cert.check({bytes.fromhex(pk): 3_334 for pk, _ in case["votes"]}, ed25519_verify) == 10_002
+
+
+def test_batch_votes_decode_and_prove_membership():
+    for case in load("settlement_batch_votes.json"):
+        net = bytes.fromhex(case["net"])
+        keys = [Ed25519Signer(bytes.fromhex(s)) for s in case["authority_seeds"]]
+        root = bytes.fromhex(case["root"])
+        assert batch_vote_digest(root).hex() == case["batch_vote_digest"]
+        for i, data in enumerate(case["certified"]):
+            cert = CertifiedOrder.decode(bytes.fromhex(data), net, ed25519_verify)
+            assert cert.id.hex() == case["order_ids"][i] and cert.encode().hex() == data
+            index, path = case["proofs"][i]
+            assert fold_proof(vote_digest(cert.id, 3), index, tuple(bytes.fromhex(h) for h in path)) == root
+            for (pk, sig, vindex, vpath), key in zip(cert.votes, sorted(keys, key=lambda k: k.public_key)):
+                assert pk == key.public_key and (vindex, [h.hex() for h in vpath]) == (index, path)
+                assert key.sign(batch_vote_digest(root)) == sig  # Ed25519 is deterministic
+            assert cert.check({k.public_key: 3_334 for k in keys}, ed25519_verify) == 10_002
 
 
 def test_splits_match_the_vectors():
