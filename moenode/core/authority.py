@@ -23,7 +23,7 @@ net layer carries requests and replies).
 
 from typing import Protocol
 
-from moenode.core.checkpoint import Checkpoint, CheckpointCert
+from moenode.core.checkpoint import Checkpoint, CheckpointCert, disagreement
 from moenode.core.codec import canonical, decode
 from moenode.core.crypto import Signer, Verifier
 from moenode.core.errors import ProtocolError, StateError
@@ -186,14 +186,15 @@ class Authority:
 
     # checkpoints and evidence -------------------------------------------------------------------------------------
     def sign_checkpoint(self, cp: Checkpoint, now_ms: int) -> bytes:
-        """Vote for checkpoint `cp` iff it is due now (epoch E+1), is exactly this view's proposal, and no other."""
+        """Vote for checkpoint `cp` iff it is due now (epoch E+1), agrees with this view (`disagreement`), and this
+        authority signed no other checkpoint of its epoch."""
         led = self.ledger
         if led.genesis.epoch(now_ms) != cp.epoch + 1:
             raise StateError(f"checkpoint {cp.epoch} is signed during epoch {cp.epoch + 1} only", reason="window")
-        mine = led.propose_checkpoint(cp.epoch)
+        why = disagreement(cp, led.propose_checkpoint(cp.epoch), led.items)
+        if why:
+            raise StateError(f"checkpoint {cp.epoch}: {why}", reason="view_differs")
         digest = cp.digest_for(led.net)
-        if digest != mine.digest_for(led.net):
-            raise StateError(f"checkpoint {cp.epoch}: its items differ from this view", reason="view_differs")
         if led.power_at(cp.epoch + 1).get(self.me, 0) <= 0:
             raise StateError(f"not an authority in epoch {cp.epoch + 1}", reason="not_authority")
         key = checkpoint_lock_key(cp.epoch)

@@ -54,6 +54,7 @@ MAX_CP_ITEMS = 4096
 EQUIVOCATION_KINDS = ("equivocation", "commit_after_optout", "double_proxy")
 MISMATCH_KINDS = ("reveal_mismatch", "faulty")
 ITEM_KINDS = ("stake", "unstake", "strike") + EQUIVOCATION_KINDS + MISMATCH_KINDS
+EVIDENCE_KINDS = EQUIVOCATION_KINDS + ("reveal_mismatch",)  # items tagged by when a node accepted them
 
 
 @dataclass(frozen=True, order=True)
@@ -140,6 +141,29 @@ class CheckpointCert:
         if total < CERT_THRESHOLD:
             raise SignatureError(f"CheckpointCert: votes carry {total} of 10000 voting power, need {CERT_THRESHOLD}",
                                  reason="under_quorum")
+
+
+def disagreement(cp: Checkpoint, mine: Checkpoint, known: dict[tuple[str, bytes, bytes], Item]) -> str | None:
+    """Why an authority whose own proposal is `mine`, and whose uncheckpointed items are `known`, must not sign
+    `cp`; None if it may.
+
+    Every item but evidence is tagged by the epoch of the order or report it comes from, the same on every node, so
+    those must match exactly. Evidence is tagged by the epoch in which each node accepted it, which differs across
+    an epoch boundary; so `cp` may hold evidence this authority knows under any tag, and must hold the evidence it
+    accepted before `cp.epoch` (that has had a whole epoch to spread).
+    """
+    if cp.prev != mine.prev:
+        return "it builds on another checkpoint"
+    theirs = {i for i in cp.items if i.kind not in EVIDENCE_KINDS}
+    ours = {i for i in mine.items if i.kind not in EVIDENCE_KINDS}
+    if theirs != ours:
+        return f"its stake, strike and fault items differ ({len(theirs - ours)} unknown here, {len(ours - theirs)} missing)"
+    listed = {i.key for i in cp.items if i.kind in EVIDENCE_KINDS}
+    if any(key not in known for key in listed):
+        return "it holds evidence this node has not seen"
+    if any(i.key not in listed for i in mine.items if i.kind in EVIDENCE_KINDS and i.epoch < cp.epoch):
+        return "it leaves out evidence older than its epoch"
+    return None
 
 
 class CheckpointCollector:

@@ -95,7 +95,7 @@ def test_checkpoint_refusals():
         Checkpoint.from_body({"epoch": 0, "prev": ZERO, "items": [[0, "gift", A, ZERO, 1]]})
     with pytest.raises(SchemaError, match="tagged after"):
         Checkpoint.from_body({"epoch": 0, "prev": ZERO, "items": [[1, "strike", A, ZERO, 1]]})
-    with pytest.raises(StateError, match="differ from this view"):
+    with pytest.raises(StateError, match="fault items differ"):
         a0.sign_checkpoint(Checkpoint(epoch=0, prev=ZERO, items=(Item(0, "strike", A, ZERO, 1),)), EPOCH_MS + 1)
 
 
@@ -225,3 +225,38 @@ def test_a_forged_certificate_does_not_undo_a_carry_over():
     with pytest.raises(SignatureError, match="need 6667"):
         behind.accept_checkpoint(weak)
     assert behind.ledger.state_digest() == before and behind.ledger.skipped == {0}
+
+
+def _equivocation(net: Net, shard: bytes):
+    from moenode.core.messages import Commit, Evidence, seal
+
+    cheat = net.auth_keys[0]
+    a, b = (seal(Commit(shard, bytes([i]) * 32), cheat, net.net) for i in (1, 2))
+    return Evidence("equivocation", cheat.public_key, shard, a.as_wire(), b.as_wire())
+
+
+def test_evidence_accepted_across_an_epoch_boundary_does_not_split_the_checkpoint():
+    net = Net(n=4)
+    early, late = net.authorities[:2], net.authorities[2:]
+    ev = _equivocation(net, b"\x05" * 32)
+    for a in early:
+        a.add_evidence(ev, EPOCH_MS - 1)  # tagged 0 here
+    for a in late:
+        a.add_evidence(ev, EPOCH_MS + 1)  # tagged 1 here: same evidence, other side of the boundary
+    cp = early[0].ledger.propose_checkpoint(0)
+    assert [i.kind for i in cp.items] == ["equivocation"] and late[0].ledger.propose_checkpoint(0).items == ()
+    data = _cert(net, cp, EPOCH_MS + 2)  # all four sign, the late ones too
+    for a in net.authorities:
+        assert a.accept_checkpoint(data) == "applied"
+        assert not a.ledger.items
+    assert len(net.digests()) == 1 and net.ledger.stakes_at(2)[net.auth_keys[0].public_key] == 5_000
+
+    # unknown evidence, or old evidence left out, is still refused
+    other = Net(n=4)
+    stranger = _equivocation(other, b"\x06" * 32)
+    other.authorities[0].add_evidence(stranger, EPOCH_MS - 1)
+    with pytest.raises(StateError, match="has not seen"):
+        other.authorities[1].sign_checkpoint(other.authorities[0].ledger.propose_checkpoint(0), EPOCH_MS + 1)
+    other.authorities[0].skip_checkpoint(0)
+    with pytest.raises(StateError, match="leaves out evidence"):  # tagged 0: a whole epoch to spread before cp 1
+        other.authorities[0].sign_checkpoint(Checkpoint(epoch=1, prev=ZERO, items=()), 2 * EPOCH_MS + 1)
