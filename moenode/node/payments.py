@@ -11,7 +11,9 @@ taken locally. A request carries certificates the authority may lack (`attach`):
 a Settle or a Refund, and our own last few certified orders (an authority that missed their gossip would see a
 sequence gap). An authority that still refuses for lack of state (sequence gap, insufficient funds, unknown
 escrow) is asked once more with the recent certificates that credited us as well. The result is applied locally
-first and then gossiped once.
+first and then gossiped once. Our own orders go one at a time; one that got votes but no quorum (authorities
+failed mid-collection) holds our sequence number at the authorities that voted, so it is sent again, the same
+bytes, before the next one (`_finish_unfinished`).
 
 Who sends which order: the submitter pays (PayEscrow) before its Input and refunds (Refund) after a failed
 round's deadline; the round's winner settles (Settle, carrying the shard certificate); anyone may transfer or
@@ -94,6 +96,7 @@ class Payments:
         self.ledger: Ledger = self.authority.ledger
         self.published: set[bytes] = set()
         self._own = trio.Lock()  # one order of ours in flight at a time: each consumes our next sequence number
+        self.unfinished: Signed | None = None  # our last order, while it lacks a quorum
         self.own_recent: deque[bytes] = deque(maxlen=3)  # our last certified orders, to attach
         self.credits_recent: deque[bytes] = deque(maxlen=MAX_ATTACH)  # certified orders that credited us
 
@@ -211,8 +214,39 @@ class Payments:
     async def _own_order(self, make) -> CertifiedOrder:
         """Certify an order of our own account; `make(sequence, epoch)` builds it once our turn has come."""
         async with self._own:
+            await self._finish_unfinished()
             order = make(self.ledger.sequence(self.me), self._epoch())
-            return await self.certify(seal(order, self.node.signer, self.node.net_id))
+            env = seal(order, self.node.signer, self.node.net_id)
+            self.unfinished = env  # until certified: the authorities that voted hold our sequence for it
+            cert = await self.certify(env)
+            self.unfinished = None
+            return cert
+
+    async def _finish_unfinished(self) -> None:
+        """Resend our last order that got votes but no quorum (the same bytes: the authorities that voted hold our
+        sequence number for it, and would refuse any other order there). If it cannot be finished either, the next
+        order is tried anyway: it still certifies when the votes held by the old one are below a third."""
+        env, self.unfinished = self.unfinished, None
+        if env is None or self.ledger.sequence(self.me) > env.msg.sequence:  # type: ignore[attr-defined]
+            return
+        try:
+            cert = await self.certify(env)
+        except PaymentError as e:
+            log.warning("our unfinished %s at sequence %d could not be finished: %s", env.msg.TYPE,
+                        env.msg.sequence, e)  # type: ignore[attr-defined]
+            return
+        self.node.metrics.inc("orders_finished_late")
+        log.info("finished our %s at sequence %d, which had lacked a quorum", cert.msg.TYPE, cert.msg.sequence)
+        if isinstance(cert.msg, PayEscrow):  # its round is long gone: take the fee back once the deadline passes
+            self.node.spawn(self._refund_when_due, cert)
+
+    async def _refund_when_due(self, pay: CertifiedOrder) -> None:
+        wait = (pay.msg.deadline_ms - self.node.now_ms()) / 1000  # type: ignore[attr-defined]
+        await trio.sleep(max(0.0, wait) + 0.05)
+        try:
+            await self.refund(pay)
+        except Exception as e:
+            log.warning("refund of a late-certified payment failed: %s", e)
 
     async def pay_escrow(self, shard_id: bytes, fee: int, deadline_ms: int) -> CertifiedOrder:
         bal = self.ledger.balance(self.me)
