@@ -19,7 +19,8 @@ virtual clock, on the real one:
   the state, then calls `on_timer`.
 * **Work.** Embed the batch with the router model, look up the winner index, and apply `core.routing`: do it
   ourselves, or proxy to the best expert with a deadline and fall back to ourselves if it fails or its payload
-  does not verify.
+  does not verify. The fallback is hedged: our own computation starts while the expert is still being waited
+  for, once the shard's vote is nearer than our own compute time, so a slow expert does not make us late.
 * **Expert.** The `proxy` RPC serves other members through `core.proxy.ProxyDesk` (one sponsor per shard, never a
   shard we are in, only paid shards).
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -91,6 +93,9 @@ MAX_SLOTS = 512  # rounds open at once (a bound on memory under a flood of Input
 PROXY_TRIES = 3  # experts asked in rank order before doing the work ourselves
 PROXY_MIN_MS = 1_000  # do not start a proxy request with less time than this before the commit deadline
 PROXY_RESPONSE_CAP = Submission.MAX_BYTES + 64 * KiB
+HEDGE_MARGIN_MS = 300  # our own work starts this long, plus 1.5x its usual time, before the shard's vote is due
+HEDGE_UNKNOWN_MS = 3_000  # our usual compute time before we have measured it
+HEDGE_POLL_S = 0.05
 
 
 @dataclass
@@ -164,6 +169,7 @@ class Rounds:
         self._local_send, self._local_recv = trio.open_memory_channel[Signed](OUTBOX)
         self.desk = ProxyDesk(node.signer, node.net_id, ed25519_verify, node.params, node.config.price_bps)
         self.own_loss: int | None = None  # moving estimate of our own batch loss, for the routing rule
+        self.own_ms: int | None = None  # moving estimate of our own compute time, for hedging a proxy
         self.latencies: list[int] = []  # ms from Input to our member outcome, last 100 rounds
 
     @property
@@ -405,22 +411,66 @@ class Rounds:
             vecs = await trio.to_thread.run_sync(node.compute.routing_vectors, items)
             neigh = await trio.to_thread.run_sync(node.index.neighbours, vecs, p.routing_k, p.routing_min_cos_micro)
             ranked = rank(neigh, node.prices(), p, exclude=set(slot.ctx.members) | {self.me})
-            estimate, tried = self._estimate(neigh), 0
+            estimate, experts = self._estimate(neigh), []
             for cand in ranked[:PROXY_TRIES]:  # an expert already serving another sponsor refuses: ask the next
                 d = decide(estimate, [cand], p, self.me)
                 if not d.proxy or d.producer is None:
                     break
-                tried += 1
-                sub = await self._proxy(slot, d.producer, d.price_bps)
-                if sub is not None:
-                    slot.route = f"proxy:{d.producer.hex()[:12]}"
-                    return sub
-            if tried:
-                node.metrics.inc("proxy_fallbacks")
-        own = await trio.to_thread.run_sync(node.compute.payload, items, w.shard_seed)
+                experts.append((d.producer, d.price_bps))
+            if experts:
+                return await self._proxy_hedged(slot, w, experts)
+        return await self._own(slot, w)
+
+    async def _own(self, slot: Slot, w: Work) -> Submission:
+        t0 = time.monotonic()
+        own = await trio.to_thread.run_sync(self.node.compute.payload, list(w.items), w.shard_seed,
+                                            abandon_on_cancel=True)
+        ms = int((time.monotonic() - t0) * 1000)
+        self.own_ms = ms if self.own_ms is None else (3 * self.own_ms + ms) // 4
         self._learn(own.batch_loss)
         slot.route = slot.route or "self"
         return Submission(shard_id=w.shard_id, member=self.me, producer=self.me, payload=own, proxy=None)
+
+    async def _proxy_hedged(self, slot: Slot, w: Work, experts: list[tuple[bytes, int]]) -> Submission:
+        """Ask the experts in rank order, and hedge: a member whose commit comes after the shard's vote is struck,
+        so once the vote is nearer than our own compute time (the round knows when it is due once a quorum has
+        committed; until then the commit deadline bounds it), we start computing our own submission. The
+        expert's answer still wins if it arrives first; a slow or silent expert never makes us late."""
+        node, own, got = self.node, [], []
+        lead = HEDGE_MARGIN_MS + (3 * self.own_ms // 2 if self.own_ms is not None else HEDGE_UNKNOWN_MS)
+        go_now = trio.Event()
+
+        def vote_due() -> int:
+            m, now = slot.member, node.now_ms()
+            due = slot.ctx.commit_deadline(m.started if m else now)
+            return min(due, m.vote_at) if m is not None and m.vote_at is not None else due
+
+        async def hedge(nursery: trio.Nursery) -> None:
+            while not go_now.is_set() and node.now_ms() < vote_due() - lead:
+                with trio.move_on_after(HEDGE_POLL_S):
+                    await go_now.wait()
+            own.append(await self._own(slot, w))
+            nursery.cancel_scope.cancel()  # the vote is near: commit our own rather than wait on the expert
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hedge, nursery)
+            for producer, price_bps in experts:
+                sub = await self._proxy(slot, producer, price_bps)
+                if sub is not None:
+                    slot.route = f"proxy:{producer.hex()[:12]}"
+                    got.append(sub)
+                    nursery.cancel_scope.cancel()  # our own computation, if started, is not needed
+                    break
+            else:
+                node.metrics.inc("proxy_fallbacks")
+                go_now.set()
+        if got:
+            if own:
+                node.metrics.inc("proxy_hedges_unused")
+            return got[0]
+        if not go_now.is_set():
+            node.metrics.inc("proxy_hedged")  # the expert had not answered when the vote came near
+        return own[0]
 
     def _estimate(self, neigh: list[list[tuple[bytes, int, int]]]) -> int:
         """Our expected batch loss, without computing it (the choice must be fast): the moving average of our own

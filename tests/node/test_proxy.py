@@ -58,3 +58,34 @@ async def test_expert_proxy_wins_and_failed_rounds_are_refunded(tmp_path):
         assert [a.status for a in tries] == ["failed", "failed"] and all(a.refunded for a in tries)
         assert len({a.shard_id for a in tries}) == 2
         await wait_for(lambda: led.balance(ms[1].account) == spent, 10)  # both fees came back
+
+
+async def test_a_slow_expert_does_not_get_its_sponsor_struck(tmp_path):
+    """The expert takes longer than the shard's vote: the sponsor's hedge commits its own work in time (no strike),
+    where waiting for the expert would have made it late."""
+    from moenode.core.messages import ProxyRequest
+    from moenode.node.rounds import PROXY_RESPONSE_CAP
+
+    seeds = [seed(i, "slowproxy") for i in range(4)]
+    genesis = make_genesis([(s, 1_000, "adv-noise") for s in seeds[:3]] + [(seeds[3], 0, "minilm-l3")])
+    async with cluster(tmp_path, genesis) as c:
+        ms = [c.add(s, "adv-noise") for s in seeds[:3]] + [c.add(seeds[3], "minilm-l3")]
+        for m in ms:
+            await c.start(m)
+        await c.connected()
+        expert = ms[3].node
+        vecs = await trio.to_thread.run_sync(expert.compute.routing_vectors, TEXTS)
+        for m in ms[:3]:
+            for k in range(3):
+                m.node.index.add(H("past", bytes([k])), vecs, expert.account, [100_000] * len(TEXTS), 0)
+
+        async def slow_proxy(peer: bytes, req: bytes) -> bytes:  # the real expert, answering too late
+            await trio.sleep(PARAMS.commit_timeout_ms / 2000)
+            return await expert.rounds.serve_proxy(peer, req)
+
+        expert.net.set_request_handler("proxy", slow_proxy, max_request=ProxyRequest.MAX_BYTES,
+                                       max_response=PROXY_RESPONSE_CAP)
+        final, _ = await ms[0].node.rounds.submit(TEXTS, 100, 1)
+        report = final.outcome.certificate.report
+        hedged = sum(m.node.metrics.get("proxy_hedged") for m in ms[:3])
+        assert hedged == 1 and report.strikes == () and report.producer != expert.account
