@@ -4,7 +4,8 @@ Theory of operation: four topics, each namespaced by the network id so testnets 
 `moenode/<net hex16>/{adverts,certs,orders,checkpoints}`. GossipSub speaks `/meshsub/1.1.0` and `/meshsub/1.0.0`
 only (1.2's IDONTWANT costs 2x CPU and 15x latency in py-libp2p), degree 6/4/12, a 1 s heartbeat, libp2p's spam
 protection off (it also throttles our own publishes) and strict signing on: every message is signed by its
-origin's host key, so the origin's account id is authenticated before our validators run.
+origin's host key, so the origin's account id is authenticated before our validators run (a message whose
+signature fails is counted as `bad_signature` against the peer that forwarded it, and dropped).
 
 Each subscribed topic gets a validator that runs once per message id, before the message is delivered or
 forwarded: size cap of the topic, a per-forwarder token bucket, the origin must be an Ed25519 peer, then the
@@ -73,6 +74,20 @@ class GossipConfig:
     heartbeat: int = 1
 
 
+class _CountingPubsub(Pubsub):
+    """Pubsub that reports what strict signing drops: py-libp2p discards a message whose origin signature does not
+    verify before any topic validator sees it, and says nothing. We check first (the message is then checked
+    again by py-libp2p: gossip is small and infrequent) so that the drop is counted and logged like any other."""
+
+    on_bad_signature: Callable[[ID, rpc_pb2.Message], None] = staticmethod(lambda forwarder, msg: None)
+
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        if msg_forwarder != self.my_id and not self._is_msg_seen(msg) and not _pubsub_mod.signature_validator(msg):
+            self.on_bad_signature(msg_forwarder, msg)
+            return
+        await super().push_msg(msg_forwarder, msg)
+
+
 class Gossip:
     """GossipSub and Pubsub services plus our topic validators and drain tasks."""
 
@@ -87,7 +102,8 @@ class Gossip:
             heartbeat_interval=config.heartbeat,
             spam_protection_enabled=False,  # our validator's token bucket replaces it
         )
-        self.pubsub = Pubsub(host, self.router, strict_signing=True, max_inbound_rpc_size=MAX_RPC)
+        self.pubsub = _CountingPubsub(host, self.router, strict_signing=True, max_inbound_rpc_size=MAX_RPC)
+        self.pubsub.on_bad_signature = self._bad_signature
         self._me = host.get_id()
         self._nursery: trio.Nursery | None = None
         self._publish_lock = trio.Lock()
@@ -95,6 +111,14 @@ class Gossip:
 
     def topic(self, kind: str) -> str:
         return topic_name(self.net_id, kind)
+
+    def _bad_signature(self, forwarder: ID, msg: rpc_pb2.Message) -> None:
+        try:
+            fwd: bytes | None = account_id_of(forwarder)
+        except ProtocolError:
+            fwd = None
+        where = "gossip/" + ",".join(t.rsplit("/", 1)[-1] for t in msg.topicIDs)[:64]
+        self.counters.reject("bad_signature", fwd, "the origin's signature does not verify", where=where)
 
     def _validator(self, kind: str, cap: int, check: Check | None) -> Callable[[ID, rpc_pb2.Message], bool]:
         where = f"gossip/{kind}"

@@ -12,10 +12,21 @@ from moenode.net.host import default_limits
 from netkit import NET, Inbox, certificate_ok, hosts, make_certificate, run_vanilla, seed, vanilla_host, wait_until
 
 
-def vanilla_pubsub(host):
+def vanilla_pubsub(host, cls=Pubsub):
     gs = GossipSub(protocols=[PROTOCOL_ID_V11, PROTOCOL_ID], degree=6, degree_low=4, degree_high=12,
                    heartbeat_interval=1, spam_protection_enabled=False)
-    return Pubsub(host, gs), gs
+    return cls(host, gs), gs
+
+
+class Forger(Pubsub):
+    """A standard pubsub that sends its messages starting with b"forged" with a broken origin signature."""
+
+    async def push_msg(self, msg_forwarder, msg):
+        if msg_forwarder == self.my_id and msg.data.startswith(b"forged"):
+            msg.signature = bytes(len(msg.signature))
+            await self.router.publish(msg_forwarder, msg)
+            return
+        await super().push_msg(msg_forwarder, msg)
 
 
 async def test_certs_flow_and_validators_reject_bad_and_oversized():
@@ -100,3 +111,23 @@ async def test_topics_are_namespaced_by_network():
             await a.gossip.publish("orders", b"order")
             await trio.sleep(0.5)
             assert b_in.items == [] and a.gossip.topic_peers("orders") == []
+
+
+async def test_bad_origin_signatures_are_counted_and_dropped():
+    inbox = Inbox()
+    with trio.fail_after(30):
+        async with hosts("gs") as (net,):
+            await net.gossip.subscribe("adverts", inbox)
+            forger = vanilla_host()
+            ps, gs = vanilla_pubsub(forger, Forger)
+            async with run_vanilla(forger, ps, gs):
+                await ps.wait_until_ready()
+                topic = topic_name(NET, "adverts")
+                await ps.subscribe(topic)
+                await forger.connect(info_from_p2p_addr(multiaddr.Multiaddr(net.addrs()[0])))
+                await wait_until(lambda: net.peer_id in gs.mesh.get(topic, set()))
+                await ps.publish(topic, b"forged advert")
+                await ps.publish(topic, b"honest advert")
+                await inbox.wait_for(1)
+                await wait_until(lambda: net.counters.rejected("bad_signature") == 1)
+                assert [d for _, d in inbox.items] == [b"honest advert"]
