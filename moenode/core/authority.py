@@ -266,16 +266,20 @@ class Authority:
             del self._aside[old]
 
     def _retry_set_aside(self) -> None:
-        led = self.ledger
         for epoch in sorted(self._aside):
-            if epoch > led.next_checkpoint_epoch():
+            if epoch > self.ledger.next_checkpoint_epoch():
                 break
-            for data in self._aside.pop(epoch, []):
-                try:
-                    self.accept_checkpoint(data)
-                    break
-                except ProtocolError:
-                    continue
+            self._apply_set_aside(epoch)
+
+    def _apply_set_aside(self, epoch: int) -> bool:
+        """Try the certificates of `epoch` set aside until one applies; forget them all either way."""
+        for data in self._aside.pop(epoch, []):
+            try:
+                self.accept_checkpoint(data)
+                return True
+            except ProtocolError:
+                continue
+        return False
 
     def tick(self, now_ms: int) -> Checkpoint | None:
         """Call once in a while (say every few seconds). Fixes the stake tables the clock has made due, and returns
@@ -302,12 +306,8 @@ class Authority:
 
     def skip_checkpoint(self, epoch: int) -> None:
         """Carry the table over: no certificate of `epoch` applied in its window (one set aside is tried first)."""
-        for data in self._aside.pop(epoch, []):
-            try:
-                self.accept_checkpoint(data)
-                return
-            except ProtocolError:
-                continue
+        if self._apply_set_aside(epoch):
+            return
         self.ledger.skip_checkpoint(epoch)
         self.store.append("skip", epoch.to_bytes(8, "big"), b"")
 

@@ -19,8 +19,9 @@ virtual clock, on the real one:
   the state, then calls `on_timer`.
 * **Work.** Embed the batch with the router model, look up the winner index, and apply `core.routing`: do it
   ourselves, or proxy to the best expert with a deadline and fall back to ourselves if it fails or its payload
-  does not verify. The fallback is hedged: our own computation starts while the expert is still being waited
-  for, once the shard's vote is nearer than our own compute time, so a slow expert does not make us late.
+  does not verify. The fallback is hedged: our own computation runs while the expert is being waited for, and
+  once it is ready we wait for the expert only until the shard's vote is near, so a slow expert does not make us
+  late (the price is our own compute, spent in rounds we proxy).
 * **Expert.** The `proxy` RPC serves other members through `core.proxy.ProxyDesk` (one sponsor per shard, never a
   shard we are in, only paid shards).
 
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -93,8 +93,7 @@ MAX_SLOTS = 512  # rounds open at once (a bound on memory under a flood of Input
 PROXY_TRIES = 3  # experts asked in rank order before doing the work ourselves
 PROXY_MIN_MS = 1_000  # do not start a proxy request with less time than this before the commit deadline
 PROXY_RESPONSE_CAP = Submission.MAX_BYTES + 64 * KiB
-HEDGE_MARGIN_MS = 300  # our own work starts this long, plus 1.5x its usual time, before the shard's vote is due
-HEDGE_UNKNOWN_MS = 3_000  # our usual compute time before we have measured it
+HEDGE_MARGIN_MS = 300  # with our own work ready, wait for an expert until this long before the shard's vote
 HEDGE_POLL_S = 0.05
 
 
@@ -169,7 +168,6 @@ class Rounds:
         self._local_send, self._local_recv = trio.open_memory_channel[Signed](OUTBOX)
         self.desk = ProxyDesk(node.signer, node.net_id, ed25519_verify, node.params, node.config.price_bps)
         self.own_loss: int | None = None  # moving estimate of our own batch loss, for the routing rule
-        self.own_ms: int | None = None  # moving estimate of our own compute time, for hedging a proxy
         self.latencies: list[int] = []  # ms from Input to our member outcome, last 100 rounds
 
     @property
@@ -422,23 +420,19 @@ class Rounds:
         return await self._own(slot, w)
 
     async def _own(self, slot: Slot, w: Work) -> Submission:
-        t0 = time.monotonic()
         own = await trio.to_thread.run_sync(self.node.compute.payload, list(w.items), w.shard_seed,
                                             abandon_on_cancel=True)
-        ms = int((time.monotonic() - t0) * 1000)
-        self.own_ms = ms if self.own_ms is None else (3 * self.own_ms + ms) // 4
         self._learn(own.batch_loss)
         slot.route = slot.route or "self"
         return Submission(shard_id=w.shard_id, member=self.me, producer=self.me, payload=own, proxy=None)
 
     async def _proxy_hedged(self, slot: Slot, w: Work, experts: list[tuple[bytes, int]]) -> Submission:
-        """Ask the experts in rank order, and hedge: a member whose commit comes after the shard's vote is struck,
-        so once the vote is nearer than our own compute time (the round knows when it is due once a quorum has
-        committed; until then the commit deadline bounds it), we start computing our own submission. The
-        expert's answer still wins if it arrives first; a slow or silent expert never makes us late."""
+        """Ask the experts in rank order while computing our own submission as a hedge. A member whose commit comes
+        after the shard's vote is struck, so once ours is ready we wait for the expert only until the vote is near
+        (the round knows when it is due once a quorum has committed; until then the commit deadline bounds it).
+        The expert's answer wins whenever it comes in time; a slow or silent expert never makes us late."""
         node, own, got = self.node, [], []
-        lead = HEDGE_MARGIN_MS + (3 * self.own_ms // 2 if self.own_ms is not None else HEDGE_UNKNOWN_MS)
-        go_now = trio.Event()
+        expert_done = trio.Event()
 
         def vote_due() -> int:
             m, now = slot.member, node.now_ms()
@@ -446,10 +440,10 @@ class Rounds:
             return min(due, m.vote_at) if m is not None and m.vote_at is not None else due
 
         async def hedge(nursery: trio.Nursery) -> None:
-            while not go_now.is_set() and node.now_ms() < vote_due() - lead:
-                with trio.move_on_after(HEDGE_POLL_S):
-                    await go_now.wait()
             own.append(await self._own(slot, w))
+            while not expert_done.is_set() and node.now_ms() < vote_due() - HEDGE_MARGIN_MS:
+                with trio.move_on_after(HEDGE_POLL_S):
+                    await expert_done.wait()
             nursery.cancel_scope.cancel()  # the vote is near: commit our own rather than wait on the expert
 
         async with trio.open_nursery() as nursery:
@@ -459,16 +453,14 @@ class Rounds:
                 if sub is not None:
                     slot.route = f"proxy:{producer.hex()[:12]}"
                     got.append(sub)
-                    nursery.cancel_scope.cancel()  # our own computation, if started, is not needed
+                    nursery.cancel_scope.cancel()  # our own computation is not needed
                     break
             else:
                 node.metrics.inc("proxy_fallbacks")
-                go_now.set()
+                expert_done.set()
         if got:
-            if own:
-                node.metrics.inc("proxy_hedges_unused")
             return got[0]
-        if not go_now.is_set():
+        if not expert_done.is_set():
             node.metrics.inc("proxy_hedged")  # the expert had not answered when the vote came near
         return own[0]
 

@@ -8,6 +8,8 @@ pays the expert its share. Then a round the shard cannot certify (every member o
 deadline and retried once on a fresh shard with a new payment.
 """
 
+import contextlib
+
 import pytest
 import trio
 from nodekit import PARAMS, TEXTS, cluster, make_genesis, seed, wait_for
@@ -19,12 +21,10 @@ from moenode.node.rounds import SubmitError
 pytestmark = pytest.mark.slow
 
 
-async def test_expert_proxy_wins_and_failed_rounds_are_refunded(tmp_path):
-    import dataclasses
-
-    # the noise members commit within a second; a long grace lets the proxied member's expert finish first
-    params = dataclasses.replace(PARAMS, round_abort_ms=15_000, min_fee=2, grace_min_ms=8_000, grace_cap_ms=8_000)
-    seeds = [seed(i, "proxy") for i in range(4)]
+@contextlib.asynccontextmanager
+async def expert_market(tmp_path, tag: str, params=PARAMS):
+    """Three staked noise members whose winner indexes send this region to an unstaked minilm-l3 expert."""
+    seeds = [seed(i, tag) for i in range(4)]
     genesis = make_genesis([(s, 1_000, "adv-noise") for s in seeds[:3]] + [(seeds[3], 0, "minilm-l3")], params)
     async with cluster(tmp_path, genesis) as c:
         ms = [c.add(s, "adv-noise") for s in seeds[:3]] + [c.add(seeds[3], "minilm-l3")]
@@ -36,7 +36,15 @@ async def test_expert_proxy_wins_and_failed_rounds_are_refunded(tmp_path):
         for m in ms[:3]:
             for k in range(3):  # three past wins per item: enough hits for the routing rule
                 m.node.index.add(H("past", bytes([k])), vecs, expert.account, [100_000] * len(TEXTS), 0)
+        yield c, ms, expert
 
+
+async def test_expert_proxy_wins_and_failed_rounds_are_refunded(tmp_path):
+    import dataclasses
+
+    # the noise members commit within a second; a long grace lets the proxied member's expert finish first
+    params = dataclasses.replace(PARAMS, round_abort_ms=15_000, min_fee=2, grace_min_ms=8_000, grace_cap_ms=8_000)
+    async with expert_market(tmp_path, "proxy", params) as (_, ms, expert):
         final, attempts = await ms[0].node.rounds.submit(TEXTS, 100, 1)
         report = final.outcome.certificate.report
         assert report.producer == expert.account and report.winner in [m.account for m in ms[:3]]
@@ -66,19 +74,7 @@ async def test_a_slow_expert_does_not_get_its_sponsor_struck(tmp_path):
     from moenode.core.messages import ProxyRequest
     from moenode.node.rounds import PROXY_RESPONSE_CAP
 
-    seeds = [seed(i, "slowproxy") for i in range(4)]
-    genesis = make_genesis([(s, 1_000, "adv-noise") for s in seeds[:3]] + [(seeds[3], 0, "minilm-l3")])
-    async with cluster(tmp_path, genesis) as c:
-        ms = [c.add(s, "adv-noise") for s in seeds[:3]] + [c.add(seeds[3], "minilm-l3")]
-        for m in ms:
-            await c.start(m)
-        await c.connected()
-        expert = ms[3].node
-        vecs = await trio.to_thread.run_sync(expert.compute.routing_vectors, TEXTS)
-        for m in ms[:3]:
-            for k in range(3):
-                m.node.index.add(H("past", bytes([k])), vecs, expert.account, [100_000] * len(TEXTS), 0)
-
+    async with expert_market(tmp_path, "slowproxy") as (_, ms, expert):
         async def slow_proxy(peer: bytes, req: bytes) -> bytes:  # the real expert, answering too late
             await trio.sleep(PARAMS.commit_timeout_ms / 2000)
             return await expert.rounds.serve_proxy(peer, req)
