@@ -1,18 +1,18 @@
 """Catch-up sync: a late joiner fetches the public history a peer has verified, checks it, then follows gossip.
 
 Theory of operation: a node keeps two ordered histories: the ledger store's log (certified orders, checkpoint
-certificates, evidence; `moenode.store.ledger_db`) and the certificate archive (shard certificates;
-`archive.py`). The paged RPC `sync` serves either by cursor: query `ledger` or `certs`, the cursor is the position
-as 8 big-endian bytes, each item is `canonical([kind, data])`, a page holds at most `PAGE_BYTES` of data, and an
-empty next-cursor ends the walk. Nothing is taken on trust: the fetching node runs every entry through the same
-checks as gossip (`Payments.accept`, `Authority.accept_checkpoint`, `Node.on_certificate`), so a lying peer can
-only withhold history, never forge it. Skipped checkpoints are local decisions (a timeout) and are not served.
-Entries whose prerequisites are missing (a Settle before its epoch's table is known, say) are retried once after
-the walk.
+certificates, evidence; `moenode.store.ledger_db`) and the certificate archive (shard certificates; `archive.py`).
+The paged RPC `sync` serves either by cursor: query `ledger` or `certs`, the cursor is the position as 8 big-endian
+bytes, each item is `canonical([kind, data])`, a page holds at most `PAGE_BYTES` of data, its next-cursor is the
+position of its last item, and an empty page (with an empty next-cursor) ends the walk. Nothing is taken on trust:
+the fetching node runs every entry through the same checks as gossip (`Payments.accept`,
+`Authority.accept_checkpoint`, `Node.on_certificate`), so a lying peer can only withhold history, never forge it.
+Skipped checkpoints are local decisions (a timeout) and are not served. Entries whose prerequisites are missing (a
+Settle before its epoch's table is known, say) are retried once after the walk.
 
 The walk starts once a peer is connected, asks the bootstrap peers first, and moves to the next peer on failure.
-After it, the node pulls again every `PULL_EVERY_S` from the same peer, from where the last walk ended (the last
-page is asked again, since it may have grown): anti-entropy, so that whatever gossip lost (a restart, a partition,
+After it, the node pulls again every `PULL_EVERY_S` from the same peer, from where the last walk ended (so only
+what was appended since crosses the wire): anti-entropy, so that whatever gossip lost (a restart, a partition,
 a dropped message) still arrives, and two nodes that heard different things converge.
 `state` is what /status shows: idle, syncing, synced (with counts: fetched, applied, duplicates, rejected) or
 failed (with the reason).
@@ -74,8 +74,9 @@ class Sync:
             items.append(canonical([kind, data]))
             size += len(data)
             last = seq
-        more = bool(items) and (len(rows) == limit or len(items) < len(rows))
-        return items, (last.to_bytes(8, "big") if more else b"")
+        # the cursor is where this page ended, and a page is only empty at the end of the log: so a walker that
+        # keeps the last cursor asks next time for exactly what has been appended since
+        return items, (last.to_bytes(8, "big") if items else b"")
 
     # fetching --------------------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -121,7 +122,7 @@ class Sync:
                     kind, data = self._entry(raw)
                     if not await self.apply(peer, kind, data, final=False):
                         retry.append((kind, data))
-                cursor = nxt or cursor  # the last page is asked again next time: it may have grown
+                cursor = nxt or cursor
             self.cursors[(peer, query)] = cursor
         for kind, data in retry:
             await self.apply(peer, kind, data, final=True)

@@ -129,6 +129,9 @@ async def test_network_certifies_pays_syncs_rejects_and_restarts(tmp_path):
         late = ms[4].node
         await wait_for(lambda: late.sync.state["state"] == "synced" and len(late.index) == len(TEXTS) + 6, 30)
         await wait_for(lambda: late.payments.ledger.state_digest() == n0.payments.ledger.state_digest(), 30)
+        fetched = late.sync.state["fetched"]
+        await late.sync.walk(late.sync.source, quiet=True)  # the periodic pull: nothing new, nothing fetched
+        assert late.sync.state["fetched"] == fetched and late.sync.state["state"] == "synced"
 
         # a restart keeps the key, the ledger and the winner index
         m1 = ms[1]
