@@ -162,8 +162,18 @@ class Message:
         """Cross-field rules; field types and bounds are already checked by their specs."""
 
     def digest(self) -> bytes:
-        """Content identity of an unsigned value (used for Submission and Report bodies)."""
-        return H(self.TYPE.lower(), canonical(self.to_body()))
+        """Content identity of an unsigned value (used for Submission and Report bodies).
+
+        Memoised on the instance: a message is frozen, and every member that sees one shared object (a broadcast)
+        would otherwise re-encode the whole payload to hash it.
+        """
+        cached = self.__dict__.get(_DIGEST_KEY)
+        if cached is None:
+            cached = self.__dict__[_DIGEST_KEY] = H(self.TYPE.lower(), canonical(self.to_body()))
+        return cached
+
+
+_DIGEST_KEY = "_digest"  # where `Message.digest` keeps its value; not a field, so never on the wire
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
@@ -232,8 +242,12 @@ def body_of(msg: Message, net: bytes) -> dict[str, Any]:
 
 def seal(msg: Message, signer: Signer, net: bytes) -> Signed:
     msg.validate()
-    digest = H("msg", canonical(body_of(msg, net)))
-    return Signed(msg=msg, net=net, signer=signer.public_key, sig=signer.sign(digest))
+    body_bytes = canonical(body_of(msg, net))
+    digest = H("msg", body_bytes)
+    env = Signed(msg=msg, net=net, signer=signer.public_key, sig=signer.sign(digest))
+    env.__dict__["body_bytes"] = body_bytes  # the cached_property's slot: encode() and id need not re-encode
+    env.__dict__["id"] = digest
+    return env
 
 
 MAX_ENVELOPE = 16 * MiB
@@ -257,9 +271,14 @@ def open_wire(wire: Any, net: bytes, verify: Verifier, expect: tuple[type[Messag
     if body.get("net") != net:
         raise WrongNetwork(f"{cls.TYPE}: signed for another network")
     msg = cls.from_body(body)
-    if not verify(signer, H("msg", canonical(body)), sig):
+    body_bytes = canonical(body)
+    digest = H("msg", body_bytes)
+    if not verify(signer, digest, sig):
         raise SignatureError(f"{cls.TYPE}: signature does not verify for {signer.hex()[:16]}")
-    return Signed(msg=msg, net=net, signer=signer, sig=sig)
+    env = Signed(msg=msg, net=net, signer=signer, sig=sig)
+    env.__dict__["body_bytes"] = body_bytes  # as in `seal`: forwarding the envelope need not re-encode it
+    env.__dict__["id"] = digest
+    return env
 
 
 def open_signed(data: bytes, net: bytes, verify: Verifier, expect: tuple[type[Message], ...] = ()) -> Signed:
