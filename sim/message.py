@@ -70,7 +70,7 @@ from moenode.core.routing import route
 from moenode.core.selection import quorum, shard_size, voting_power
 from sim.book import Book, escrow_id
 from sim.config import Scenario
-from sim.draw import ShardSampler
+from sim.draw import ShardSampler, Uniforms
 from sim.index import WinnerIndex
 from sim.metrics import Recorder
 from sim.policies import BIG, Cbtm, batch_of, expert_batch_loss, oracle_expert
@@ -102,36 +102,58 @@ class Network:
     """Per-link latency, bandwidth, retransmissions, partitions; which nodes are online."""
 
     def __init__(self, sc: Scenario, n_keys: int, rng: np.random.Generator):
-        self.cfg, self.rng = sc.net, rng
+        self.cfg = sc.net
+        self.uniform = Uniforms(rng)
         self.seed = sc.sim.seed
+        self.n_keys = n_keys
         self.online = np.ones(n_keys, dtype=bool)
+        self.up: list[bool] = [True] * n_keys  # `online` as a list: read on every event, changed only by churn
         self.side = np.random.default_rng(sc.sim.seed + 11).random(n_keys)
-        self._median: dict[tuple[int, int], float] = {}
+        self._median: dict[int, float] = {}  # key a * n_keys + b for a < b
+        self._bits_per_ms = sc.net.bandwidth_mbps * 1e3
+
+    def set_online(self, first: np.ndarray) -> None:
+        """The online flags of the first len(first) keys."""
+        self.online[:len(first)] = first
+        self.up[:] = self.online.tolist()
+
+    def warm(self, nodes: list[int]) -> None:
+        """Draw the medians of every not yet drawn link among `nodes` at once (one shard: all its links carry
+        traffic); the values are those `median` would draw one at a time."""
+        n = self.n_keys
+        ends = sorted(set(nodes))
+        pairs = [(a, b) for i, a in enumerate(ends) for b in ends[i + 1:] if a * n + b not in self._median]
+        if pairs:
+            a, b = np.array(pairs).T
+            self._median.update(zip((a * n + b).tolist(), self._draw(a, b).tolist()))
+
+    def _draw(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        from sim.world import gauss
+
+        return self.cfg.latency_ms * np.exp(self.cfg.latency_spread * gauss(self.seed + 99, a, b))
 
     def median(self, a: int, b: int) -> float:
-        key = (a, b) if a < b else (b, a)
+        key = a * self.n_keys + b if a < b else b * self.n_keys + a
         m = self._median.get(key)
         if m is None:
-            from sim.world import gauss
-            g = float(gauss(self.seed + 99, np.array([key[0]]), np.array([key[1]]))[0])
-            m = self.cfg.latency_ms * float(np.exp(self.cfg.latency_spread * g))
-            self._median[key] = m
+            lo, hi = (a, b) if a < b else (b, a)
+            m = self._median[key] = float(self._draw(np.array([lo]), np.array([hi]))[0])
         return m
 
     def delay(self, a: int, b: int, size: int, now: int) -> int | None:
         """ms until `b` has the message from `a`, or None if it is lost."""
         c = self.cfg
-        if not (self.online[a] and self.online[b]):
+        if not (self.up[a] and self.up[b]):
             return None
         for part in c.partitions:
             if part["start_ms"] <= now < part["end_ms"]:
                 share = part.get("share", 0.5)
                 if (self.side[a] < share) != (self.side[b] < share):
                     return None
-        ms = self.median(a, b) * (1.0 + c.jitter * self.rng.random())
-        while c.loss > 0 and self.rng.random() < c.loss:
+        ms = self.median(a, b) * (1.0 + c.jitter * self.uniform.one())
+        while c.loss > 0 and self.uniform.one() < c.loss:
             ms += 200 + 3 * self.median(a, b)  # a lost segment: streams are reliable, it costs a retransmission
-        ms += size * 8 / (c.bandwidth_mbps * 1e3)  # bits / (bits per ms)
+        ms += size * 8 / self._bits_per_ms  # bits / (bits per ms)
         return max(1, int(ms))
 
 
@@ -175,6 +197,14 @@ class MessageSim:
         self.rejections: dict[str, int] = {}
         self.trace: list[dict] = []
         self.now = 0
+        self.decode = sc.net.decode
+        self.behaviour: list[str] = list(self.pop.behaviour)
+        # envelope bytes -> what `open_signed` makes of them, shared by every recipient of a broadcast (the result
+        # is a pure function of the bytes); dropped with the shard's round state when it settles
+        self.opened: dict[bytes, Signed] = {}
+        self.opened_by_shard: dict[bytes, list[bytes]] = {}
+        self._handlers: dict[str, Callable[[int, object], None]] = {
+            name[4:]: getattr(self, name) for name in dir(self) if name.startswith("_ev_")}
         self._chunk_cache: tuple[int, np.ndarray, np.ndarray] | None = None
         self._chunk_list = chunks(s.submissions, s.chunk, s.epoch_submissions)
         self._next_chunk = 0
@@ -202,14 +232,15 @@ class MessageSim:
                 self.push(t, "churn", -1, None)
         t0 = time.perf_counter()
         settled_before = 0
-        while self.heap:
-            at, _, kind, who, payload = heapq.heappop(self.heap)
+        heap, pop, online, handlers, nodes = self.heap, heapq.heappop, self.network.up, self._handlers, s.nodes
+        while heap:
+            at, _, kind, who, payload = pop(heap)
             self.now = at
-            if who >= 0 and who < s.nodes and not self.network.online[who] and kind not in ("epoch", "churn"):
+            if 0 <= who < nodes and not online[who] and kind != "epoch" and kind != "churn":
                 continue  # an offline node does nothing; what was scheduled for it is lost
             self.events += 1
             try:
-                getattr(self, "_ev_" + kind)(who, payload)
+                handlers[kind](who, payload)
             except ProtocolError as e:
                 self.rejections[e.reason] = self.rejections.get(e.reason, 0) + 1
             if progress and self.book.settled + self.book.refunded != settled_before:
@@ -251,6 +282,7 @@ class MessageSim:
         m = RoundMeta(k, client, env, ctx, sub, domain, ids, x, self.world.region(x), self.now,
                       np.array([self.idx[pk] for pk in members]))
         self.meta[sid] = m
+        self.network.warm([*m.members.tolist(), self.idx[client]])
         if not self.book.pay(client, escrow_id(sid), s.fee):
             m.settled = True
             return
@@ -259,16 +291,21 @@ class MessageSim:
 
     # effects ------------------------------------------------------------------------------------------------------
     def _effects(self, who: int, sid: bytes, out: list) -> None:
-        beh = self.pop.behaviour[who] if who < self.sc.sim.nodes else "honest"
+        client = who >= self.sc.sim.nodes
+        beh = "honest" if client else self.behaviour[who]
+        idx, send = self.idx, self._send
         for e in out:
-            if isinstance(e, Send):
+            if type(e) is Send:
+                if beh == "honest":
+                    send(who, idx[e.to], e.env)
+                    continue
                 if beh == "withhold" and isinstance(e.env.msg, Reveal):
                     continue
-                self._send(who, self.idx[e.to], e.env)
+                send(who, idx[e.to], e.env)
                 if beh == "equivocate" and isinstance(e.env.msg, Commit):
                     twin = seal(Commit(sid, H("twin", e.env.msg.digest)), self.pop.signers[self.keys[who]],
                                 self.net_id)
-                    self._send(who, self.idx[e.to], twin)
+                    send(who, idx[e.to], twin)
             elif isinstance(e, Work):
                 self._work(who, sid)
             elif isinstance(e, Verify):
@@ -281,28 +318,42 @@ class MessageSim:
                     kind = e.evidence.kind
                     self.items_pending.append(Item(self.epoch, kind, e.evidence.offender, key, 1))
             elif isinstance(e, Outcome):
-                if who >= self.sc.sim.nodes:
+                if client:
                     self._on_client_outcome(sid, e)
-        rnd = self.meta[sid].sub if who >= self.sc.sim.nodes else self.rounds.get((who, sid))
+        key = (who, sid)
+        rnd = self.meta[sid].sub if client else self.rounds.get(key)
         if rnd is not None:
             d = rnd.deadline
-            if d is not None and self.timers.get((who, sid)) != d:
-                self.timers[(who, sid)] = d
-                self.push(d, "timer", who, (sid, d))
+            if d is not None and self.timers.get(key) != d:
+                self.timers[key] = d
+                heapq.heappush(self.heap, (d, next(self.seq), "timer", who, (sid, d)))
 
     def _send(self, a: int, b: int, env: Signed) -> None:
-        data = env.encode() if self.sc.net.decode else b""
+        data = env.encode() if self.decode else b""
         size = len(data) if data else 256
-        delay = self.network.delay(a, b, size, self.now)
+        now = self.now
+        delay = self.network.delay(a, b, size, now)
         if delay is not None:
-            self.push(self.now + delay, "deliver", b, (a, data, env))
+            heapq.heappush(self.heap, (now + delay, next(self.seq), "deliver", b, (a, data, env)))
+
+    def _open(self, data: bytes) -> Signed:
+        """`open_signed` once per envelope: every recipient would compute the same frozen result from the bytes."""
+        env = self.opened.get(data)
+        if env is None:
+            env = open_signed(data, self.net_id, self.verify)  # a ProtocolError is not kept: it is raised again
+            sid = getattr(env.msg, "shard_id", None)
+            m = self.meta.get(sid)  # type: ignore[arg-type]
+            if m is not None and not m.settled:
+                self.opened[data] = env
+                self.opened_by_shard.setdefault(sid, []).append(data)  # type: ignore[arg-type]
+        return env
 
     # events -------------------------------------------------------------------------------------------------------
     def _ev_deliver(self, to: int, payload: tuple) -> None:
         _src, data, env = payload
         self.deliveries += 1
-        if self.sc.net.decode:
-            env = open_signed(data, self.net_id, self.verify)
+        if self.decode:
+            env = self._open(data)
         msg = env.msg
         sid = getattr(msg, "shard_id", None)
         m = self.meta.get(sid)  # type: ignore[arg-type]
@@ -465,6 +516,8 @@ class MessageSim:
 
     def _finish(self, m: RoundMeta, cert) -> None:
         m.settled = True
+        for data in self.opened_by_shard.pop(m.ctx.shard_id, ()):
+            del self.opened[data]
         for i in m.members:  # the shard's state machines are done with: free them
             self.rounds.pop((int(i), m.ctx.shard_id), None)
             self.early.pop((int(i), m.ctx.shard_id), None)
@@ -544,4 +597,4 @@ class MessageSim:
 
     def _ev_churn(self, _who: int, _payload: object) -> None:
         n = self.sc.sim.nodes
-        self.network.online[:n] = self.rng.random(n) >= self.sc.net.churn
+        self.network.set_online(self.network.uniform.many(n) >= self.sc.net.churn)
