@@ -198,6 +198,7 @@ class MessageSim:
         self.trace: list[dict] = []
         self.now = 0
         self.decode = sc.net.decode
+        self.nodes = s.nodes
         self.behaviour: list[str] = list(self.pop.behaviour)
         # envelope bytes -> what `open_signed` makes of them, shared by every recipient of a broadcast (the result
         # is a pure function of the bytes); dropped with the shard's round state when it settles
@@ -291,21 +292,21 @@ class MessageSim:
 
     # effects ------------------------------------------------------------------------------------------------------
     def _effects(self, who: int, sid: bytes, out: list) -> None:
-        client = who >= self.sc.sim.nodes
+        """Carry out a round's effects, then re-arm its timer."""
+        client = who >= self.nodes
         beh = "honest" if client else self.behaviour[who]
         idx, send = self.idx, self._send
         for e in out:
             if type(e) is Send:
-                if beh == "honest":
-                    send(who, idx[e.to], e.env)
-                    continue
-                if beh == "withhold" and isinstance(e.env.msg, Reveal):
-                    continue
-                send(who, idx[e.to], e.env)
-                if beh == "equivocate" and isinstance(e.env.msg, Commit):
-                    twin = seal(Commit(sid, H("twin", e.env.msg.digest)), self.pop.signers[self.keys[who]],
-                                self.net_id)
-                    send(who, idx[e.to], twin)
+                env = e.env
+                if beh != "honest":
+                    if beh == "withhold" and isinstance(env.msg, Reveal):
+                        continue
+                    if beh == "equivocate" and isinstance(env.msg, Commit):
+                        send(who, idx[e.to], env)
+                        env = seal(Commit(sid, H("twin", env.msg.digest)), self.pop.signers[self.keys[who]],
+                                   self.net_id)
+                send(who, idx[e.to], env)
             elif isinstance(e, Work):
                 self._work(who, sid)
             elif isinstance(e, Verify):
@@ -359,7 +360,7 @@ class MessageSim:
         m = self.meta.get(sid)  # type: ignore[arg-type]
         if m is None or m.settled:
             return  # stragglers after settlement: every round of that shard is over
-        if to >= self.sc.sim.nodes:
+        if to >= self.nodes:
             self._effects(to, sid, m.sub.handle(env, self.now))  # type: ignore[arg-type]
             if isinstance(msg, Report):
                 m.reports.setdefault(env.signer, env)
@@ -389,9 +390,10 @@ class MessageSim:
     def _ev_timer(self, who: int, payload: tuple) -> None:
         sid, d = payload
         if self.timers.get((who, sid)) != d:
+            self.events -= 1  # superseded by a later deadline: nothing reaches the round, so it is no event
             return
         del self.timers[(who, sid)]
-        rnd = self.meta[sid].sub if who >= self.sc.sim.nodes else self.rounds.get((who, sid))
+        rnd = self.meta[sid].sub if who >= self.nodes else self.rounds.get((who, sid))
         if rnd is not None:
             self._effects(who, sid, rnd.on_timer(self.now))
 
@@ -505,6 +507,7 @@ class MessageSim:
     def _ev_settle(self, _who: int, sid: bytes) -> None:
         m = self.meta[sid]
         if m.settled:
+            self.events -= 1  # the fallback settlement of a round already settled does nothing: no event
             return
         cert = m.sub.certificate
         if cert is not None:

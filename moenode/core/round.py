@@ -31,6 +31,7 @@ Rules for this file: everything that changes a round's state lives here; the fil
 travel or how embeddings are computed.
 """
 
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
@@ -175,11 +176,11 @@ class ShardContext:
         members = tuple(sample_shard(power, seed, n))
         return cls(net=net, params=params, input=inp, shard_seed=seed, members=members, q=quorum(len(members)))
 
-    @property
+    @cached_property
     def shard_id(self) -> bytes:
         return self.input.shard_id
 
-    @property
+    @cached_property
     def n(self) -> int:
         return len(self.members)
 
@@ -227,8 +228,8 @@ class MemberRound:
     report_deadline: int | None = None
     accepted: dict[bytes, bytes] = field(default_factory=dict)  # member -> accepted digest
     voters: set[bytes] = field(default_factory=set)
-    tally: dict[tuple[bytes, bytes], int] = field(default_factory=dict)  # (member, digest) -> votes
-    best: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)  # member -> its leading (votes, digest)
+    tally: Counter[tuple[bytes, bytes]] = field(default_factory=Counter)  # (member, digest) -> votes
+    digests: dict[bytes, list[bytes]] = field(default_factory=dict)  # member -> the digests voted for it
     commits: dict[bytes, bytes] = field(default_factory=dict)  # member -> committed digest, in arrival order
     optouts: set[bytes] = field(default_factory=set)
     faulty: set[bytes] = field(default_factory=set)
@@ -395,21 +396,22 @@ class MemberRound:
     # remote messages ----------------------------------------------------------------------------------------------
     def handle(self, env: Signed, now: int) -> list[Effect]:
         """A checked envelope (already through `open_signed`) from a peer."""
-        msg = env.msg
-        phases = ACCEPTS.get(type(msg))
+        msg, signer, ctx = env.msg, env.signer, self.ctx
+        kind = type(msg)
+        phases = ACCEPTS.get(kind)
         if phases is None:
             raise StateError(f"{msg.TYPE} is not a shard-member message")
-        if getattr(msg, "shard_id", None) != self.shard_id:
+        if getattr(msg, "shard_id", None) != ctx.shard_id:
             raise StateError(f"{msg.TYPE} is for another shard")
-        if env.signer not in self.ctx.member_set:
-            raise NotInShard(f"{msg.TYPE} from {env.signer.hex()[:16]}, who is not in this shard")
-        if env.signer == self.me:
+        if signer not in ctx.member_set:
+            raise NotInShard(f"{msg.TYPE} from {signer.hex()[:16]}, who is not in this shard")
+        if signer == self.signer.public_key:
             raise StateError(f"{msg.TYPE} claims to be from ourselves")
         if self.phase is Phase.DONE:
             return []  # stragglers' votes and reports after the outcome are normal, not misbehaviour
         if self.phase not in phases:
             raise StateError(f"{msg.TYPE} arrived in phase {self.phase.value}")
-        return _HANDLERS[type(msg)](self, env, now)
+        return _HANDLERS[kind](self, env, now)
 
     def _evidence(self, kind: str, offender: bytes, first: Signed, second: Signed) -> list[Effect]:
         ev = Evidence(kind, offender, self.shard_id, first.as_wire(), second.as_wire())
@@ -519,22 +521,30 @@ class MemberRound:
     def _tally_votes(self, voter: bytes, votes: CommitVotes) -> None:
         """Count a voter's ballot once, when it arrives: deciding is then linear in n."""
         self.voters.add(voter)
-        tally, best = self.tally, self.best
-        for vote in votes.votes:
-            count = tally[vote] = tally.get(vote, 0) + 1
-            member, digest = vote
-            lead = best.get(member)
-            if lead is None or (count, digest) > lead:  # entries only grow, so the running max is the max
-                best[member] = (count, digest)
+        tally = self.tally
+        known = len(tally)
+        tally.update(votes.votes)  # counted in C: a ballot names each member once
+        if len(tally) != known:  # a (member, digest) pair seen for the first time (count 1): index it
+            for member, digest in votes.votes:
+                if tally[member, digest] == 1:
+                    self.digests.setdefault(member, []).append(digest)
+
+    def _lead(self, member: bytes) -> tuple[int, bytes]:
+        """The member's leading (votes, digest); (0, b"") before any vote for it."""
+        ds = self.digests.get(member)
+        if ds is None:
+            return _NO_VOTES
+        if len(ds) == 1:
+            return self.tally[member, ds[0]], ds[0]
+        return max((self.tally[member, d], d) for d in ds)
 
     def _decide(self, now: int, final: bool) -> list[Effect]:
         """Per member: accepted with >= q votes for one digest; rejected once that is out of reach."""
         outstanding = 0 if final else self.ctx.n - len(self.voters | self.optouts)
         q = self.ctx.q
         accepted: dict[bytes, bytes] = {}
-        best = self.best
         for m in self.ctx.members:
-            count, digest = best.get(m, _NO_VOTES)
+            count, digest = self._lead(m)
             if count >= q:
                 accepted[m] = digest
             elif count + outstanding >= q:
