@@ -295,19 +295,19 @@ class MessageSim:
         """Carry out a round's effects, then re-arm its timer."""
         client = who >= self.nodes
         beh = "honest" if client else self.behaviour[who]
-        idx, send = self.idx, self._send
+        idx = self.idx
+        sends: list[tuple[int, Signed]] = []  # a run of Sends (a broadcast), scheduled in one go
         for e in out:
             if type(e) is Send:
-                env = e.env
-                if beh != "honest":
-                    if beh == "withhold" and isinstance(env.msg, Reveal):
-                        continue
-                    if beh == "equivocate" and isinstance(env.msg, Commit):
-                        send(who, idx[e.to], env)
-                        env = seal(Commit(sid, H("twin", env.msg.digest)), self.pop.signers[self.keys[who]],
-                                   self.net_id)
-                send(who, idx[e.to], env)
-            elif isinstance(e, Work):
+                if beh == "honest":
+                    sends.append((idx[e.to], e.env))
+                else:
+                    sends += self._twisted(who, sid, beh, idx[e.to], e.env)
+                continue
+            if sends:
+                self._send(who, sends)
+                sends = []
+            if isinstance(e, Work):
                 self._work(who, sid)
             elif isinstance(e, Verify):
                 ok = self._check(sid, e.submission)
@@ -321,6 +321,8 @@ class MessageSim:
             elif isinstance(e, Outcome):
                 if client:
                     self._on_client_outcome(sid, e)
+        if sends:
+            self._send(who, sends)
         key = (who, sid)
         rnd = self.meta[sid].sub if client else self.rounds.get(key)
         if rnd is not None:
@@ -329,13 +331,26 @@ class MessageSim:
                 self.timers[key] = d
                 heapq.heappush(self.heap, (d, next(self.seq), "timer", who, (sid, d)))
 
-    def _send(self, a: int, b: int, env: Signed) -> None:
-        data = env.encode() if self.decode else b""
-        size = len(data) if data else 256
-        now = self.now
-        delay = self.network.delay(a, b, size, now)
-        if delay is not None:
-            heapq.heappush(self.heap, (now + delay, next(self.seq), "deliver", b, (a, data, env)))
+    def _twisted(self, who: int, sid: bytes, beh: str, to: int, env: Signed) -> list[tuple[int, Signed]]:
+        """What a byzantine node sends instead of `env`."""
+        if beh == "withhold" and isinstance(env.msg, Reveal):
+            return []
+        if beh == "equivocate" and isinstance(env.msg, Commit):
+            twin = seal(Commit(sid, H("twin", env.msg.digest)), self.pop.signers[self.keys[who]], self.net_id)
+            return [(to, env), (to, twin)]
+        return [(to, env)]
+
+    def _send(self, a: int, sends: list[tuple[int, Signed]]) -> None:
+        """Schedule the delivery of each (receiver, envelope) from `a`; a broadcast's envelope is encoded once."""
+        delay, heap, seq, now, decode = self.network.delay, self.heap, self.seq, self.now, self.decode
+        last, data, size = None, b"", 256
+        for b, env in sends:
+            if decode and env is not last:
+                last, data = env, env.encode()
+                size = len(data)
+            ms = delay(a, b, size, now)
+            if ms is not None:
+                heapq.heappush(heap, (now + ms, next(seq), "deliver", b, (a, data, env)))
 
     def _open(self, data: bytes) -> Signed:
         """`open_signed` once per envelope: every recipient would compute the same frozen result from the bytes."""
@@ -437,7 +452,7 @@ class MessageSim:
                 deadline = self.now + self.sc.sim.proxy_wait_ms
                 req = proxy_request(self.pop.signers[me], self.net_id, m.input_env, d.price_bps, deadline)
                 self.pending_proxy[(who, sid)] = True
-                self._send(who, expert, req)
+                self._send(who, [(expert, req)])
                 self.push(deadline, "proxy_timeout", who, sid)
                 return
         self._own_work(who, m)

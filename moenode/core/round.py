@@ -303,10 +303,11 @@ class MemberRound:
         return self.ctx.shard_id
 
     def _seen(self, member: bytes) -> _Seen:
-        s = self.seen.get(member)
-        if s is None:
+        try:
+            return self.seen[member]
+        except KeyError:
             s = self.seen[member] = _Seen()
-        return s
+            return s
 
     def _to(self, event: str) -> None:
         moves = TRANSITIONS[event]
@@ -398,7 +399,7 @@ class MemberRound:
         """A checked envelope (already through `open_signed`) from a peer."""
         msg, signer, ctx = env.msg, env.signer, self.ctx
         kind = type(msg)
-        phases = ACCEPTS.get(kind)
+        phases = _ACCEPTS_SEQ.get(kind)
         if phases is None:
             raise StateError(f"{msg.TYPE} is not a shard-member message")
         if getattr(msg, "shard_id", None) != ctx.shard_id:
@@ -684,6 +685,8 @@ _HANDLERS: dict[type[Message], Callable[[MemberRound, Signed, int], list[Effect]
     Reveal: MemberRound._on_reveal, Report: MemberRound._on_report,
 }
 _NO_VOTES = (0, b"")
+# ACCEPTS with tuples: a membership test by identity, without hashing an Enum member in Python on every message
+_ACCEPTS_SEQ: dict[type[Message], tuple[Phase, ...]] = {t: tuple(ps) for t, ps in ACCEPTS.items()}
 
 
 def assemble_certificate(report: Report, reports: list[Signed], q: int) -> Certificate | None:
