@@ -375,32 +375,38 @@ class MessageSim:
         m = self.meta.get(sid)  # type: ignore[arg-type]
         if m is None or m.settled:
             return  # stragglers after settlement: every round of that shard is over
+        kind = type(msg)
         if to >= self.nodes:
             self._effects(to, sid, m.sub.handle(env, self.now))  # type: ignore[arg-type]
-            if isinstance(msg, Report):
+            if kind is Report:
                 m.reports.setdefault(env.signer, env)
             return
-        if isinstance(msg, ProxyRequest):
+        if kind is ProxyRequest:
             self._on_proxy_request(to, m, env)
             return
         key = (to, sid)
-        if isinstance(msg, Input):
-            if key in self.rounds:
-                return
-            rnd, out = MemberRound.open(m.ctx, env, self.pop.signers[self.keys[to]], self.verify, self.now)
-            self.rounds[key] = rnd
-            self._effects(to, sid, out)  # type: ignore[arg-type]
-            for early in self.early.pop(key, []):
-                try:
-                    self._effects(to, sid, rnd.handle(early, self.now))  # type: ignore[arg-type]
-                except ProtocolError as e:
-                    self.rejections[e.reason] = self.rejections.get(e.reason, 0) + 1
+        rnd = self.rounds.get(key)
+        if kind is Input:
+            if rnd is None:
+                self._open_round(to, m, env)
             return
-        rnd = self.rounds.get(key)  # type: ignore[assignment]
         if rnd is None:
             self.early.setdefault(key, []).append(env)  # type: ignore[arg-type]
             return
         self._effects(to, sid, rnd.handle(env, self.now))  # type: ignore[arg-type]
+
+    def _open_round(self, to: int, m: RoundMeta, env: Signed) -> None:
+        """A member's Input arrived: start its round and hand it what arrived before the Input."""
+        sid = m.ctx.shard_id
+        key = (to, sid)
+        rnd, out = MemberRound.open(m.ctx, env, self.pop.signers[self.keys[to]], self.verify, self.now)
+        self.rounds[key] = rnd
+        self._effects(to, sid, out)  # type: ignore[arg-type]
+        for early in self.early.pop(key, []):
+            try:
+                self._effects(to, sid, rnd.handle(early, self.now))  # type: ignore[arg-type]
+            except ProtocolError as e:
+                self.rejections[e.reason] = self.rejections.get(e.reason, 0) + 1
 
     def _ev_timer(self, who: int, payload: tuple) -> None:
         sid, d = payload
