@@ -32,6 +32,8 @@ def _normalise(obj: Any, depth: int) -> Any:
     if depth >= MAX_DEPTH:
         raise DecodeError(f"nesting deeper than {MAX_DEPTH}")
     # str, bytes, bool and None members are kept inline rather than through one call each (the same result)
+    if t is list or t is tuple:
+        return [v if type(v) in _SCALARS else _normalise(v, depth + 1) for v in obj]
     if t is dict or isinstance(obj, Mapping):
         for k in obj:
             if type(k) is not str:
@@ -42,8 +44,6 @@ def _normalise(obj: Any, depth: int) -> Any:
             v = obj[k]
             out[k] = v if type(v) in _SCALARS else _normalise(v, depth + 1)
         return out
-    if t is list or t is tuple:
-        return [v if type(v) in _SCALARS else _normalise(v, depth + 1) for v in obj]
     if isinstance(obj, float):
         raise DecodeError("floats are not allowed in canonical encoding (use integer micro-units)")
     if isinstance(obj, (bytearray, memoryview)):

@@ -148,12 +148,12 @@ class Message:
     @classmethod
     def from_body(cls: type[M], body: dict[str, Any], where: str | None = None) -> M:
         where = where or cls.TYPE
-        names = {f.name for f in fields(cls)}
+        names, checks = _schema(cls)
         present = set(body) - {"type", "net"}
         if present != names:
             missing, extra = sorted(names - present), sorted(present - names)
             raise SchemaError(f"{where}: missing {missing} / unexpected {extra}")
-        values = {f.name: f.metadata["check"](body[f.name], f"{where}.{f.name}") for f in fields(cls)}
+        values = {name: check(body[name], f"{where}.{name}") for name, check in checks}
         msg = cls(**values)
         msg.validate()
         return msg
@@ -184,6 +184,18 @@ def _field_names(cls: type) -> tuple[str, ...]:
     if names is None:  # dataclasses.fields() is slow enough to show on the simulator's hot path
         names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
     return names
+
+
+_SCHEMAS: dict[type, tuple[frozenset[str], tuple[tuple[str, Check], ...]]] = {}
+
+
+def _schema(cls: type) -> tuple[frozenset[str], tuple[tuple[str, Check], ...]]:
+    """A message type's field names and (name, check) pairs, read from its dataclass fields once."""
+    schema = _SCHEMAS.get(cls)
+    if schema is None:
+        checks = tuple((f.name, f.metadata["check"]) for f in fields(cls))
+        schema = _SCHEMAS[cls] = (frozenset(name for name, _ in checks), checks)
+    return schema
 
 
 def _plain(v: Any) -> Any:

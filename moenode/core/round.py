@@ -35,6 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
+from operator import itemgetter
 from typing import Callable
 
 from moenode.core.codec import canonical
@@ -460,10 +461,8 @@ class MemberRound:
             if s.votes.msg == env.msg:
                 return []
             raise StateError("a second, different CommitVotes from one member")
-        member_set = self.ctx.member_set
-        for member, _ in env.msg.votes:  # type: ignore[attr-defined]
-            if member not in member_set:
-                raise NotInShard("CommitVotes lists a non-member")
+        if not self.ctx.member_set.issuperset(map(_first, env.msg.votes)):  # type: ignore[attr-defined]
+            raise NotInShard("CommitVotes lists a non-member")
         s.votes = env
         self._tally_votes(env.signer, env.msg)  # type: ignore[arg-type]
         if self.phase is Phase.VOTING:
@@ -685,6 +684,7 @@ _HANDLERS: dict[type[Message], Callable[[MemberRound, Signed, int], list[Effect]
     Reveal: MemberRound._on_reveal, Report: MemberRound._on_report,
 }
 _NO_VOTES = (0, b"")
+_first = itemgetter(0)
 # ACCEPTS with tuples: a membership test by identity, without hashing an Enum member in Python on every message
 _ACCEPTS_SEQ: dict[type[Message], tuple[Phase, ...]] = {t: tuple(ps) for t, ps in ACCEPTS.items()}
 
