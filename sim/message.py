@@ -145,16 +145,24 @@ class Network:
         c = self.cfg
         if not (self.up[a] and self.up[b]):
             return None
-        for part in c.partitions:
+        if c.partitions and self._cut(a, b, now):
+            return None
+        median = self._median.get(a * self.n_keys + b if a < b else b * self.n_keys + a) or self.median(a, b)
+        ms = median * (1.0 + c.jitter * self.uniform.one())
+        if c.loss > 0:
+            while self.uniform.one() < c.loss:
+                ms += 200 + 3 * median  # a lost segment: streams are reliable, it costs a retransmission
+        ms = int(ms + size * 8 / self._bits_per_ms)  # bits / (bits per ms)
+        return ms if ms > 1 else 1
+
+    def _cut(self, a: int, b: int, now: int) -> bool:
+        """Whether a partition in force separates a and b."""
+        for part in self.cfg.partitions:
             if part["start_ms"] <= now < part["end_ms"]:
                 share = part.get("share", 0.5)
                 if (self.side[a] < share) != (self.side[b] < share):
-                    return None
-        ms = self.median(a, b) * (1.0 + c.jitter * self.uniform.one())
-        while c.loss > 0 and self.uniform.one() < c.loss:
-            ms += 200 + 3 * self.median(a, b)  # a lost segment: streams are reliable, it costs a retransmission
-        ms += size * 8 / self._bits_per_ms  # bits / (bits per ms)
-        return max(1, int(ms))
+                    return True
+        return False
 
 
 class MessageSim:
