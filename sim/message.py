@@ -5,9 +5,10 @@ Theory of operation
 One heap of timed events drives the whole network on a virtual clock (integer ms). Event kinds:
 
     submit      a client seals an `Input`, pays the fee into escrow, and starts a `SubmitterRound`
-    deliver     an envelope reaches a node or a client; at a node it goes through `open_signed` (unless the
-                scenario turns decoding off), then to the member's `MemberRound`, the expert's `ProxyDesk`, or a
-                buffer for rounds whose Input has not arrived yet
+    deliver     an envelope reaches a node or a client; its bytes go through `open_signed` (unless the scenario
+                turns decoding off), then to the member's `MemberRound`, the expert's `ProxyDesk`, or a buffer
+                for rounds whose Input has not arrived yet. The bytes are opened once per envelope and the frozen
+                result is shared by every recipient of a broadcast: each would compute the same from the bytes
     work_done   a member's (or, via proxy, an expert's) payload is ready: `MemberRound.on_work_done`
     verified    the lazy verification of one candidate finished: `MemberRound.on_verified`
     timer       a round's `deadline` came: `on_timer`
@@ -27,6 +28,10 @@ withholders never send their Reveal; fake-score nodes claim 30 % of their real l
 
 Runs are deterministic for a seed: every random draw comes from one seeded generator in event order, and the heap
 breaks time ties by insertion order.
+
+`events` counts what the scheduler does to the core: deliveries, timers that fire, work and verdicts coming back,
+submissions, settlements, epochs and churn. A timer superseded by a later deadline, and the fallback settlement of a round
+already settled, reach nothing and are not counted; neither is what an offline node would have received.
 """
 
 import heapq
