@@ -30,8 +30,8 @@ Runs are deterministic for a seed: every random draw comes from one seeded gener
 breaks time ties by insertion order.
 
 `events` counts what the scheduler does to the core: deliveries, timers that fire, work and verdicts coming back,
-submissions, settlements, epochs and churn. A timer superseded by a later deadline, and the fallback settlement of a round
-already settled, reach nothing and are not counted; neither is what an offline node would have received.
+submissions, settlements, epochs and churn. A timer superseded by a later deadline and the fallback settlement of
+a round already settled reach nothing and are not counted; neither is what an offline node would have received.
 """
 
 import heapq
