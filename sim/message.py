@@ -336,12 +336,14 @@ class MessageSim:
                     self._on_client_outcome(sid, e)
         if sends:
             self._send(who, sends)
-        key = (who, sid)
-        rnd = self.meta[sid].sub if client else self.rounds.get(key)
+        self._arm(who, sid, self.meta[sid].sub if client else self.rounds.get((who, sid)))
+
+    def _arm(self, who: int, sid: bytes, rnd: MemberRound | SubmitterRound | None) -> None:
+        """Schedule the round's `on_timer` for its deadline, unless that timer is already pending."""
         if rnd is not None:
             d = rnd.deadline
-            if d is not None and self.timers.get(key) != d:
-                self.timers[key] = d
+            if d is not None and self.timers.get((who, sid)) != d:
+                self.timers[(who, sid)] = d
                 heapq.heappush(self.heap, (d, next(self.seq), "timer", who, (sid, d)))
 
     def _twisted(self, who: int, sid: bytes, beh: str, to: int, env: Signed) -> list[tuple[int, Signed]]:
@@ -406,7 +408,11 @@ class MessageSim:
         if rnd is None:
             self.early.setdefault(key, []).append(env)  # type: ignore[arg-type]
             return
-        self._effects(to, sid, rnd.handle(env, self.now))  # type: ignore[arg-type]
+        out = rnd.handle(env, self.now)
+        if out:
+            self._effects(to, sid, out)  # type: ignore[arg-type]
+        else:  # most deliveries change only the round's state: just its timer may move
+            self._arm(to, sid, rnd)
 
     def _open_round(self, to: int, m: RoundMeta, env: Signed) -> None:
         """A member's Input arrived: start its round and hand it what arrived before the Input."""
