@@ -1,8 +1,10 @@
 """Simulator benchmarks: message-level events/s on the real core, the market level at scale, and routing quality.
 
-1. Message level (every node the real `moenode.core.round`), decoding every delivery through `open_signed`, against
-   the baseline of the same run without re-decoding, and against the one-round in-process driver
-   (`moenode.inproc`) on the same shard size. Also a 10,000-node network for a few rounds.
+1. Message level (every node the real `moenode.core.round`), every envelope's bytes through `open_signed` (once per
+   envelope, the result shared by the recipients of a broadcast), against the baseline of the same run without
+   re-decoding, and against the one-round in-process driver (`moenode.inproc`) on the same shard size. Also a
+   10,000-node network for a few rounds. An event is one thing the scheduler does to the core (a delivery, a timer
+   that fires, work or a verdict coming back, a submission, a settlement); superseded timers do not count.
 2. Market level: N submissions on 10,000 nodes (default 1,000,000), wall and CPU time, against the baseline of the
    protocol's reference `sample_shard` per submission (the cost the exact fast sampler removes).
 3. Routing: the `routing` scenario's routing_ratio and APGR per policy.

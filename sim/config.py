@@ -51,7 +51,7 @@ class NetConfig:
     churn: float = 0.0  # share of nodes offline at any time
     churn_period_ms: int = 60_000
     interval_ms: int = 200  # between submissions
-    decode: bool = True  # every delivery through open_signed
+    decode: bool = True  # every envelope's bytes through open_signed (once, shared by its recipients)
     ed25519: bool = False
 
 

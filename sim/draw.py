@@ -15,6 +15,8 @@ import hashlib
 from bisect import bisect_right, insort
 from itertools import accumulate
 
+import numpy as np
+
 DRAW_PREFIX = b"moenode/draw\x00"  # H("draw", .) inlined: the same bytes, without two calls per draw
 
 
@@ -51,3 +53,31 @@ class ShardSampler:
     def sample(self, shard_seed: bytes, n: int) -> list[bytes]:
         """Exactly `sample_shard(power, shard_seed, n)`."""
         return sorted(self.keys[j] for j in self.indices(shard_seed, n))
+
+
+class Uniforms:
+    """Uniform doubles from one generator, drawn in blocks of `block`.
+
+    The values are exactly those of one `rng.random()` call per number (and of `rng.random(n)` for `many`): the
+    generator's double stream does not depend on how the calls are sized. One call per message costs more than
+    the rest of the link model, hence the blocks. Every draw from `rng` must then go through this object.
+    """
+
+    def __init__(self, rng: np.random.Generator, block: int = 4096):
+        self.rng, self.block = rng, block
+        self.buf: list[float] = []
+        self.pos = 0
+
+    def one(self) -> float:
+        pos = self.pos
+        if pos == len(self.buf):
+            self.buf, pos = self.rng.random(self.block).tolist(), 0
+        self.pos = pos + 1
+        return self.buf[pos]
+
+    def many(self, n: int) -> np.ndarray:
+        left = self.buf[self.pos:self.pos + n]
+        self.pos += len(left)
+        if len(left) == n:
+            return np.array(left, dtype=np.float64)
+        return np.concatenate([np.array(left, dtype=np.float64), self.rng.random(n - len(left))])

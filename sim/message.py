@@ -5,9 +5,10 @@ Theory of operation
 One heap of timed events drives the whole network on a virtual clock (integer ms). Event kinds:
 
     submit      a client seals an `Input`, pays the fee into escrow, and starts a `SubmitterRound`
-    deliver     an envelope reaches a node or a client; at a node it goes through `open_signed` (unless the
-                scenario turns decoding off), then to the member's `MemberRound`, the expert's `ProxyDesk`, or a
-                buffer for rounds whose Input has not arrived yet
+    deliver     an envelope reaches a node or a client; its bytes go through `open_signed` (unless the scenario
+                turns decoding off), then to the member's `MemberRound`, the expert's `ProxyDesk`, or a buffer
+                for rounds whose Input has not arrived yet. The bytes are opened once per envelope and the frozen
+                result is shared by every recipient of a broadcast: each would compute the same from the bytes
     work_done   a member's (or, via proxy, an expert's) payload is ready: `MemberRound.on_work_done`
     verified    the lazy verification of one candidate finished: `MemberRound.on_verified`
     timer       a round's `deadline` came: `on_timer`
@@ -27,6 +28,10 @@ withholders never send their Reveal; fake-score nodes claim 30 % of their real l
 
 Runs are deterministic for a seed: every random draw comes from one seeded generator in event order, and the heap
 breaks time ties by insertion order.
+
+`events` counts what the scheduler does to the core: deliveries, timers that fire, work and verdicts coming back,
+submissions, settlements, epochs and churn. A timer superseded by a later deadline and the fallback settlement of
+a round already settled reach nothing and are not counted; neither is what an offline node would have received.
 """
 
 import heapq
@@ -70,7 +75,7 @@ from moenode.core.routing import route
 from moenode.core.selection import quorum, shard_size, voting_power
 from sim.book import Book, escrow_id
 from sim.config import Scenario
-from sim.draw import ShardSampler
+from sim.draw import ShardSampler, Uniforms
 from sim.index import WinnerIndex
 from sim.metrics import Recorder
 from sim.policies import BIG, Cbtm, batch_of, expert_batch_loss, oracle_expert
@@ -102,37 +107,67 @@ class Network:
     """Per-link latency, bandwidth, retransmissions, partitions; which nodes are online."""
 
     def __init__(self, sc: Scenario, n_keys: int, rng: np.random.Generator):
-        self.cfg, self.rng = sc.net, rng
+        self.cfg = sc.net
+        self.uniform = Uniforms(rng)
         self.seed = sc.sim.seed
+        self.n_keys = n_keys
         self.online = np.ones(n_keys, dtype=bool)
+        self.up: list[bool] = [True] * n_keys  # `online` as a list: read on every event, changed only by churn
         self.side = np.random.default_rng(sc.sim.seed + 11).random(n_keys)
-        self._median: dict[tuple[int, int], float] = {}
+        self._median: dict[int, float] = {}  # key a * n_keys + b for a < b
+        self._bits_per_ms = sc.net.bandwidth_mbps * 1e3
+
+    def set_online(self, first: np.ndarray) -> None:
+        """The online flags of the first len(first) keys."""
+        self.online[:len(first)] = first
+        self.up[:] = self.online.tolist()
+
+    def warm(self, nodes: list[int]) -> None:
+        """Draw the medians of every not yet drawn link among `nodes` at once (one shard: all its links carry
+        traffic); the values are those `median` would draw one at a time."""
+        n = self.n_keys
+        ends = sorted(set(nodes))
+        pairs = [(a, b) for i, a in enumerate(ends) for b in ends[i + 1:] if a * n + b not in self._median]
+        if pairs:
+            a, b = np.array(pairs).T
+            self._median.update(zip((a * n + b).tolist(), self._draw(a, b).tolist()))
+
+    def _draw(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        from sim.world import gauss
+
+        return self.cfg.latency_ms * np.exp(self.cfg.latency_spread * gauss(self.seed + 99, a, b))
 
     def median(self, a: int, b: int) -> float:
-        key = (a, b) if a < b else (b, a)
+        key = a * self.n_keys + b if a < b else b * self.n_keys + a
         m = self._median.get(key)
         if m is None:
-            from sim.world import gauss
-            g = float(gauss(self.seed + 99, np.array([key[0]]), np.array([key[1]]))[0])
-            m = self.cfg.latency_ms * float(np.exp(self.cfg.latency_spread * g))
-            self._median[key] = m
+            lo, hi = (a, b) if a < b else (b, a)
+            m = self._median[key] = float(self._draw(np.array([lo]), np.array([hi]))[0])
         return m
 
     def delay(self, a: int, b: int, size: int, now: int) -> int | None:
         """ms until `b` has the message from `a`, or None if it is lost."""
         c = self.cfg
-        if not (self.online[a] and self.online[b]):
+        if not (self.up[a] and self.up[b]):
             return None
-        for part in c.partitions:
+        if c.partitions and self._cut(a, b, now):
+            return None
+        median = self._median.get(a * self.n_keys + b if a < b else b * self.n_keys + a) or self.median(a, b)
+        ms = median * (1.0 + c.jitter * self.uniform.one())
+        if c.loss > 0:
+            while self.uniform.one() < c.loss:
+                ms += 200 + 3 * median  # a lost segment: streams are reliable, it costs a retransmission
+        ms = int(ms + size * 8 / self._bits_per_ms)  # bits / (bits per ms)
+        return ms if ms > 1 else 1
+
+    def _cut(self, a: int, b: int, now: int) -> bool:
+        """Whether a partition in force separates a and b."""
+        for part in self.cfg.partitions:
             if part["start_ms"] <= now < part["end_ms"]:
                 share = part.get("share", 0.5)
                 if (self.side[a] < share) != (self.side[b] < share):
-                    return None
-        ms = self.median(a, b) * (1.0 + c.jitter * self.rng.random())
-        while c.loss > 0 and self.rng.random() < c.loss:
-            ms += 200 + 3 * self.median(a, b)  # a lost segment: streams are reliable, it costs a retransmission
-        ms += size * 8 / (c.bandwidth_mbps * 1e3)  # bits / (bits per ms)
-        return max(1, int(ms))
+                    return True
+        return False
 
 
 class MessageSim:
@@ -175,6 +210,15 @@ class MessageSim:
         self.rejections: dict[str, int] = {}
         self.trace: list[dict] = []
         self.now = 0
+        self.decode = sc.net.decode
+        self.nodes = s.nodes
+        self.behaviour: list[str] = list(self.pop.behaviour)
+        # envelope bytes -> what `open_signed` makes of them, shared by every recipient of a broadcast (the result
+        # is a pure function of the bytes); dropped with the shard's round state when it settles
+        self.opened: dict[bytes, Signed] = {}
+        self.opened_by_shard: dict[bytes, list[bytes]] = {}
+        self._handlers: dict[str, Callable[[int, object], None]] = {
+            name[4:]: getattr(self, name) for name in dir(self) if name.startswith("_ev_")}
         self._chunk_cache: tuple[int, np.ndarray, np.ndarray] | None = None
         self._chunk_list = chunks(s.submissions, s.chunk, s.epoch_submissions)
         self._next_chunk = 0
@@ -202,14 +246,15 @@ class MessageSim:
                 self.push(t, "churn", -1, None)
         t0 = time.perf_counter()
         settled_before = 0
-        while self.heap:
-            at, _, kind, who, payload = heapq.heappop(self.heap)
+        heap, pop, online, handlers, nodes = self.heap, heapq.heappop, self.network.up, self._handlers, s.nodes
+        while heap:
+            at, _, kind, who, payload = pop(heap)
             self.now = at
-            if who >= 0 and who < s.nodes and not self.network.online[who] and kind not in ("epoch", "churn"):
+            if 0 <= who < nodes and not online[who] and kind != "epoch" and kind != "churn":
                 continue  # an offline node does nothing; what was scheduled for it is lost
             self.events += 1
             try:
-                getattr(self, "_ev_" + kind)(who, payload)
+                handlers[kind](who, payload)
             except ProtocolError as e:
                 self.rejections[e.reason] = self.rejections.get(e.reason, 0) + 1
             if progress and self.book.settled + self.book.refunded != settled_before:
@@ -251,6 +296,7 @@ class MessageSim:
         m = RoundMeta(k, client, env, ctx, sub, domain, ids, x, self.world.region(x), self.now,
                       np.array([self.idx[pk] for pk in members]))
         self.meta[sid] = m
+        self.network.warm([*m.members.tolist(), self.idx[client]])
         if not self.book.pay(client, escrow_id(sid), s.fee):
             m.settled = True
             return
@@ -259,17 +305,22 @@ class MessageSim:
 
     # effects ------------------------------------------------------------------------------------------------------
     def _effects(self, who: int, sid: bytes, out: list) -> None:
-        beh = self.pop.behaviour[who] if who < self.sc.sim.nodes else "honest"
+        """Carry out a round's effects, then re-arm its timer."""
+        client = who >= self.nodes
+        beh = "honest" if client else self.behaviour[who]
+        idx = self.idx
+        sends: list[tuple[int, Signed]] = []  # a run of Sends (a broadcast), scheduled in one go
         for e in out:
-            if isinstance(e, Send):
-                if beh == "withhold" and isinstance(e.env.msg, Reveal):
-                    continue
-                self._send(who, self.idx[e.to], e.env)
-                if beh == "equivocate" and isinstance(e.env.msg, Commit):
-                    twin = seal(Commit(sid, H("twin", e.env.msg.digest)), self.pop.signers[self.keys[who]],
-                                self.net_id)
-                    self._send(who, self.idx[e.to], twin)
-            elif isinstance(e, Work):
+            if type(e) is Send:
+                if beh == "honest":
+                    sends.append((idx[e.to], e.env))
+                else:
+                    sends += self._twisted(who, sid, beh, idx[e.to], e.env)
+                continue
+            if sends:
+                self._send(who, sends)
+                sends = []
+            if isinstance(e, Work):
                 self._work(who, sid)
             elif isinstance(e, Verify):
                 ok = self._check(sid, e.submission)
@@ -281,66 +332,108 @@ class MessageSim:
                     kind = e.evidence.kind
                     self.items_pending.append(Item(self.epoch, kind, e.evidence.offender, key, 1))
             elif isinstance(e, Outcome):
-                if who >= self.sc.sim.nodes:
+                if client:
                     self._on_client_outcome(sid, e)
-        rnd = self.meta[sid].sub if who >= self.sc.sim.nodes else self.rounds.get((who, sid))
+        if sends:
+            self._send(who, sends)
+        self._arm(who, sid, self.meta[sid].sub if client else self.rounds.get((who, sid)))
+
+    def _arm(self, who: int, sid: bytes, rnd: MemberRound | SubmitterRound | None) -> None:
+        """Schedule the round's `on_timer` for its deadline, unless that timer is already pending."""
         if rnd is not None:
             d = rnd.deadline
             if d is not None and self.timers.get((who, sid)) != d:
                 self.timers[(who, sid)] = d
-                self.push(d, "timer", who, (sid, d))
+                heapq.heappush(self.heap, (d, next(self.seq), "timer", who, (sid, d)))
 
-    def _send(self, a: int, b: int, env: Signed) -> None:
-        data = env.encode() if self.sc.net.decode else b""
-        size = len(data) if data else 256
-        delay = self.network.delay(a, b, size, self.now)
-        if delay is not None:
-            self.push(self.now + delay, "deliver", b, (a, data, env))
+    def _twisted(self, who: int, sid: bytes, beh: str, to: int, env: Signed) -> list[tuple[int, Signed]]:
+        """What a byzantine node sends instead of `env`."""
+        if beh == "withhold" and isinstance(env.msg, Reveal):
+            return []
+        if beh == "equivocate" and isinstance(env.msg, Commit):
+            twin = seal(Commit(sid, H("twin", env.msg.digest)), self.pop.signers[self.keys[who]], self.net_id)
+            return [(to, env), (to, twin)]
+        return [(to, env)]
+
+    def _send(self, a: int, sends: list[tuple[int, Signed]]) -> None:
+        """Schedule the delivery of each (receiver, envelope) from `a`; a broadcast's envelope is encoded once."""
+        delay, heap, seq, now, decode = self.network.delay, self.heap, self.seq, self.now, self.decode
+        last, data, size = None, b"", 256
+        for b, env in sends:
+            if decode and env is not last:
+                last, data = env, env.encode()
+                size = len(data)
+            ms = delay(a, b, size, now)
+            if ms is not None:
+                heapq.heappush(heap, (now + ms, next(seq), "deliver", b, (a, data, env)))
+
+    def _open(self, data: bytes) -> Signed:
+        """`open_signed` once per envelope: every recipient would compute the same frozen result from the bytes."""
+        env = self.opened.get(data)
+        if env is None:
+            env = open_signed(data, self.net_id, self.verify)  # a ProtocolError is not kept: it is raised again
+            sid = getattr(env.msg, "shard_id", None)
+            m = self.meta.get(sid)  # type: ignore[arg-type]
+            if m is not None and not m.settled:
+                self.opened[data] = env
+                self.opened_by_shard.setdefault(sid, []).append(data)  # type: ignore[arg-type]
+        return env
 
     # events -------------------------------------------------------------------------------------------------------
     def _ev_deliver(self, to: int, payload: tuple) -> None:
         _src, data, env = payload
         self.deliveries += 1
-        if self.sc.net.decode:
-            env = open_signed(data, self.net_id, self.verify)
+        if self.decode:
+            env = self._open(data)
         msg = env.msg
         sid = getattr(msg, "shard_id", None)
         m = self.meta.get(sid)  # type: ignore[arg-type]
         if m is None or m.settled:
             return  # stragglers after settlement: every round of that shard is over
-        if to >= self.sc.sim.nodes:
+        kind = type(msg)
+        if to >= self.nodes:
             self._effects(to, sid, m.sub.handle(env, self.now))  # type: ignore[arg-type]
-            if isinstance(msg, Report):
+            if kind is Report:
                 m.reports.setdefault(env.signer, env)
             return
-        if isinstance(msg, ProxyRequest):
+        if kind is ProxyRequest:
             self._on_proxy_request(to, m, env)
             return
         key = (to, sid)
-        if isinstance(msg, Input):
-            if key in self.rounds:
-                return
-            rnd, out = MemberRound.open(m.ctx, env, self.pop.signers[self.keys[to]], self.verify, self.now)
-            self.rounds[key] = rnd
-            self._effects(to, sid, out)  # type: ignore[arg-type]
-            for early in self.early.pop(key, []):
-                try:
-                    self._effects(to, sid, rnd.handle(early, self.now))  # type: ignore[arg-type]
-                except ProtocolError as e:
-                    self.rejections[e.reason] = self.rejections.get(e.reason, 0) + 1
+        rnd = self.rounds.get(key)
+        if kind is Input:
+            if rnd is None:
+                self._open_round(to, m, env)
             return
-        rnd = self.rounds.get(key)  # type: ignore[assignment]
         if rnd is None:
             self.early.setdefault(key, []).append(env)  # type: ignore[arg-type]
             return
-        self._effects(to, sid, rnd.handle(env, self.now))  # type: ignore[arg-type]
+        out = rnd.handle(env, self.now)
+        if out:
+            self._effects(to, sid, out)  # type: ignore[arg-type]
+        else:  # most deliveries change only the round's state: just its timer may move
+            self._arm(to, sid, rnd)
+
+    def _open_round(self, to: int, m: RoundMeta, env: Signed) -> None:
+        """A member's Input arrived: start its round and hand it what arrived before the Input."""
+        sid = m.ctx.shard_id
+        key = (to, sid)
+        rnd, out = MemberRound.open(m.ctx, env, self.pop.signers[self.keys[to]], self.verify, self.now)
+        self.rounds[key] = rnd
+        self._effects(to, sid, out)  # type: ignore[arg-type]
+        for early in self.early.pop(key, []):
+            try:
+                self._effects(to, sid, rnd.handle(early, self.now))  # type: ignore[arg-type]
+            except ProtocolError as e:
+                self.rejections[e.reason] = self.rejections.get(e.reason, 0) + 1
 
     def _ev_timer(self, who: int, payload: tuple) -> None:
         sid, d = payload
         if self.timers.get((who, sid)) != d:
+            self.events -= 1  # superseded by a later deadline: nothing reaches the round, so it is no event
             return
         del self.timers[(who, sid)]
-        rnd = self.meta[sid].sub if who >= self.sc.sim.nodes else self.rounds.get((who, sid))
+        rnd = self.meta[sid].sub if who >= self.nodes else self.rounds.get((who, sid))
         if rnd is not None:
             self._effects(who, sid, rnd.on_timer(self.now))
 
@@ -384,7 +477,7 @@ class MessageSim:
                 deadline = self.now + self.sc.sim.proxy_wait_ms
                 req = proxy_request(self.pop.signers[me], self.net_id, m.input_env, d.price_bps, deadline)
                 self.pending_proxy[(who, sid)] = True
-                self._send(who, expert, req)
+                self._send(who, [(expert, req)])
                 self.push(deadline, "proxy_timeout", who, sid)
                 return
         self._own_work(who, m)
@@ -454,6 +547,7 @@ class MessageSim:
     def _ev_settle(self, _who: int, sid: bytes) -> None:
         m = self.meta[sid]
         if m.settled:
+            self.events -= 1  # the fallback settlement of a round already settled does nothing: no event
             return
         cert = m.sub.certificate
         if cert is not None:
@@ -465,6 +559,8 @@ class MessageSim:
 
     def _finish(self, m: RoundMeta, cert) -> None:
         m.settled = True
+        for data in self.opened_by_shard.pop(m.ctx.shard_id, ()):
+            del self.opened[data]
         for i in m.members:  # the shard's state machines are done with: free them
             self.rounds.pop((int(i), m.ctx.shard_id), None)
             self.early.pop((int(i), m.ctx.shard_id), None)
@@ -544,4 +640,4 @@ class MessageSim:
 
     def _ev_churn(self, _who: int, _payload: object) -> None:
         n = self.sc.sim.nodes
-        self.network.online[:n] = self.rng.random(n) >= self.sc.net.churn
+        self.network.set_online(self.network.uniform.many(n) >= self.sc.net.churn)

@@ -18,7 +18,7 @@ DEFAULT_MAX_BYTES = 1 << 20
 INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
 
 
-_SCALARS = (str, bytes, bool, type(None))
+_SCALARS = frozenset((str, bytes, bool, type(None)))
 
 
 def _normalise(obj: Any, depth: int) -> Any:
@@ -31,14 +31,19 @@ def _normalise(obj: Any, depth: int) -> Any:
         return obj
     if depth >= MAX_DEPTH:
         raise DecodeError(f"nesting deeper than {MAX_DEPTH}")
+    # str, bytes, bool and None members are kept inline rather than through one call each (the same result)
+    if t is list or t is tuple:
+        return [v if type(v) in _SCALARS else _normalise(v, depth + 1) for v in obj]
     if t is dict or isinstance(obj, Mapping):
         for k in obj:
             if type(k) is not str:
                 raise DecodeError(f"map key {k!r} is not a str")
         # sorting str by code point is sorting by UTF-8 bytes: UTF-8 preserves code point order
-        return {k: _normalise(obj[k], depth + 1) for k in sorted(obj)}
-    if t is list or t is tuple:
-        return [_normalise(v, depth + 1) for v in obj]
+        out = {}
+        for k in sorted(obj):
+            v = obj[k]
+            out[k] = v if type(v) in _SCALARS else _normalise(v, depth + 1)
+        return out
     if isinstance(obj, float):
         raise DecodeError("floats are not allowed in canonical encoding (use integer micro-units)")
     if isinstance(obj, (bytearray, memoryview)):

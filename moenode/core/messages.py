@@ -148,12 +148,12 @@ class Message:
     @classmethod
     def from_body(cls: type[M], body: dict[str, Any], where: str | None = None) -> M:
         where = where or cls.TYPE
-        checks = _field_checks(cls)
+        names, checks = _schema(cls)
         present = set(body) - {"type", "net"}
-        if present != checks.keys():
-            missing, extra = sorted(checks.keys() - present), sorted(present - checks.keys())
+        if present != names:
+            missing, extra = sorted(names - present), sorted(present - names)
             raise SchemaError(f"{where}: missing {missing} / unexpected {extra}")
-        values = {name: check(body[name], f"{where}.{name}") for name, check in checks.items()}
+        values = {name: check(body[name], f"{where}.{name}") for name, check in checks}
         msg = cls(**values)
         msg.validate()
         return msg
@@ -162,8 +162,18 @@ class Message:
         """Cross-field rules; field types and bounds are already checked by their specs."""
 
     def digest(self) -> bytes:
-        """Content identity of an unsigned value (used for Submission and Report bodies)."""
-        return H(self.TYPE.lower(), canonical(self.to_body()))
+        """Content identity of an unsigned value (used for Submission and Report bodies).
+
+        Memoised on the instance: a message is frozen, and every member that sees one shared object (a broadcast)
+        would otherwise re-encode the whole payload to hash it.
+        """
+        cached = self.__dict__.get(_DIGEST_KEY)
+        if cached is None:
+            cached = self.__dict__[_DIGEST_KEY] = H(self.TYPE.lower(), canonical(self.to_body()))
+        return cached
+
+
+_DIGEST_KEY = "_digest"  # where `Message.digest` keeps its value; not a field, so never on the wire
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
@@ -176,15 +186,16 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return names
 
 
-_FIELD_CHECKS: dict[type, dict[str, Check]] = {}
+_SCHEMAS: dict[type, tuple[frozenset[str], tuple[tuple[str, Check], ...]]] = {}
 
 
-def _field_checks(cls: type) -> dict[str, Check]:
-    """Each field's check by name, in field order (cached like `_field_names`)."""
-    checks = _FIELD_CHECKS.get(cls)
-    if checks is None:
-        checks = _FIELD_CHECKS[cls] = {f.name: f.metadata["check"] for f in fields(cls)}
-    return checks
+def _schema(cls: type) -> tuple[frozenset[str], tuple[tuple[str, Check], ...]]:
+    """A message type's field names and (name, check) pairs, read from its dataclass fields once."""
+    schema = _SCHEMAS.get(cls)
+    if schema is None:
+        checks = tuple((f.name, f.metadata["check"]) for f in fields(cls))
+        schema = _SCHEMAS[cls] = (frozenset(name for name, _ in checks), checks)
+    return schema
 
 
 def _plain(v: Any) -> Any:
@@ -243,8 +254,12 @@ def body_of(msg: Message, net: bytes) -> dict[str, Any]:
 
 def seal(msg: Message, signer: Signer, net: bytes) -> Signed:
     msg.validate()
-    digest = H("msg", canonical(body_of(msg, net)))
-    return Signed(msg=msg, net=net, signer=signer.public_key, sig=signer.sign(digest))
+    body_bytes = canonical(body_of(msg, net))
+    digest = H("msg", body_bytes)
+    env = Signed(msg=msg, net=net, signer=signer.public_key, sig=signer.sign(digest))
+    env.__dict__["body_bytes"] = body_bytes  # the cached_property's slot: encode() and id need not re-encode
+    env.__dict__["id"] = digest
+    return env
 
 
 MAX_ENVELOPE = 16 * MiB
@@ -272,11 +287,10 @@ def open_wire(wire: Any, net: bytes, verify: Verifier, expect: tuple[type[Messag
     digest = H("msg", body_bytes)
     if not verify(signer, digest, sig):
         raise SignatureError(f"{cls.TYPE}: signature does not verify for {signer.hex()[:16]}")
-    signed = Signed(msg=msg, net=net, signer=signer, sig=sig)
-    # the body's encoding and the id are what was just verified: keep them rather than encode the message again
-    # (from_body accepts exactly the fields to_body writes, so the two encodings are the same bytes)
-    signed.__dict__.update(body_bytes=body_bytes, id=digest)
-    return signed
+    env = Signed(msg=msg, net=net, signer=signer, sig=sig)
+    env.__dict__["body_bytes"] = body_bytes  # as in `seal`: forwarding the envelope need not re-encode it
+    env.__dict__["id"] = digest
+    return env
 
 
 @cache

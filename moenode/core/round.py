@@ -31,8 +31,11 @@ Rules for this file: everything that changes a round's state lives here; the fil
 travel or how embeddings are computed.
 """
 
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
+from operator import itemgetter
 from typing import Callable
 
 from moenode.core.codec import canonical
@@ -174,17 +177,26 @@ class ShardContext:
         members = tuple(sample_shard(power, seed, n))
         return cls(net=net, params=params, input=inp, shard_seed=seed, members=members, q=quorum(len(members)))
 
-    @property
+    @cached_property
     def shard_id(self) -> bytes:
         return self.input.shard_id
 
-    @property
+    @cached_property
     def n(self) -> int:
         return len(self.members)
 
-    def commit_deadline(self, start: int) -> int:
+    @cached_property
+    def member_set(self) -> frozenset[bytes]:
+        """`members` for membership tests, which every incoming message needs."""
+        return frozenset(self.members)
+
+    @cached_property
+    def _commit_window(self) -> int:
         size = sum(len(s.encode("utf-8")) for s in self.input.items)
-        return start + self.params.commit_timeout_ms + self.params.commit_ms_per_mib * -(-size // MiB)
+        return self.params.commit_timeout_ms + self.params.commit_ms_per_mib * -(-size // MiB)
+
+    def commit_deadline(self, start: int) -> int:
+        return start + self._commit_window
 
 
 # the member ------------------------------------------------------------------------------------------------------------
@@ -217,14 +229,18 @@ class MemberRound:
     report_deadline: int | None = None
     accepted: dict[bytes, bytes] = field(default_factory=dict)  # member -> accepted digest
     voters: set[bytes] = field(default_factory=set)
-    tally: dict[bytes, dict[bytes, int]] = field(default_factory=dict)  # member -> digest -> votes
-    best: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)  # member -> its leading (votes, digest)
+    tally: Counter[tuple[bytes, bytes]] = field(default_factory=Counter)  # (member, digest) -> votes
+    digests: dict[bytes, list[bytes]] = field(default_factory=dict)  # member -> the digests voted for it
     commits: dict[bytes, bytes] = field(default_factory=dict)  # member -> committed digest, in arrival order
     optouts: set[bytes] = field(default_factory=set)
     faulty: set[bytes] = field(default_factory=set)
     verified_bad: set[bytes] = field(default_factory=set)
+    reveal_wait: list[bytes] = field(default_factory=list)  # accepted members, in order, for the reveal scan
+    reveal_cursor: int = 0  # reveal_wait[:reveal_cursor] have revealed or are faulty
     candidate: bytes | None = None
     report: Report | None = None
+    reports_unread: list[Signed] = field(default_factory=list)  # reports not yet compared with ours
+    agreeing: list[tuple[bytes, bytes]] = field(default_factory=list)  # (signer, sig) of reports identical to ours
     evidence: list[Evidence] = field(default_factory=list)
     outcome: Outcome | None = None
 
@@ -245,7 +261,7 @@ class MemberRound:
             raise LocalRoundError("the context was derived from another input")
         if input_env.signer != inp.submitter:
             raise SchemaError("Input: not signed by its submitter")
-        if signer.public_key not in ctx.members:
+        if signer.public_key not in ctx.member_set:
             raise NotInShard(f"{signer.public_key.hex()[:16]} is not in shard {inp.shard_id.hex()[:16]}")
         rnd = cls(ctx=ctx, signer=signer, verify=verify, started=now)
         reason = rnd._input_problem(check_payment, now)
@@ -288,10 +304,11 @@ class MemberRound:
         return self.ctx.shard_id
 
     def _seen(self, member: bytes) -> _Seen:
-        s = self.seen.get(member)
-        if s is None:
+        try:
+            return self.seen[member]
+        except KeyError:
             s = self.seen[member] = _Seen()
-        return s
+            return s
 
     def _to(self, event: str) -> None:
         moves = TRANSITIONS[event]
@@ -300,7 +317,8 @@ class MemberRound:
         self.phase = moves[self.phase]
 
     def _broadcast(self, env: Signed) -> list[Effect]:
-        return [Send(m, env) for m in self.ctx.members if m != self.me]
+        me = self.signer.public_key
+        return [Send(m, env) for m in self.ctx.members if m != me]
 
     def _opted_out(self) -> set[bytes]:
         return self.optouts
@@ -313,17 +331,18 @@ class MemberRound:
     @property
     def deadline(self) -> int | None:
         """When the driver must call `on_timer` next (None when nothing is pending)."""
-        if self.phase is Phase.DONE:
+        phase = self.phase
+        if phase is Phase.DONE:
             return None
-        candidates = [self.ctx.input.deadline_ms]
-        if self.phase in (Phase.WORKING, Phase.COMMITTING):
-            candidates.append(self.ctx.commit_deadline(self.started))
-            if self.vote_at is not None:
-                candidates.append(self.vote_at)
+        due = self.ctx.input.deadline_ms
+        if phase is Phase.WORKING or phase is Phase.COMMITTING:
+            due = min(due, self.ctx.commit_deadline(self.started))
+            if self.vote_at is not None and self.vote_at < due:
+                due = self.vote_at
         for t in (self.vote_deadline, self.reveal_deadline, self.report_deadline):
-            if t is not None:
-                candidates.append(t)
-        return min(candidates)
+            if t is not None and t < due:
+                due = t
+        return due
 
     def _finish(self, status: str, reason: str = "", certificate: Certificate | None = None) -> Outcome:
         self._to("finish")
@@ -379,23 +398,22 @@ class MemberRound:
     # remote messages ----------------------------------------------------------------------------------------------
     def handle(self, env: Signed, now: int) -> list[Effect]:
         """A checked envelope (already through `open_signed`) from a peer."""
-        msg = env.msg
-        phases = ACCEPTS.get(type(msg))
+        msg, signer, ctx = env.msg, env.signer, self.ctx
+        kind = type(msg)
+        phases = _ACCEPTS_SEQ.get(kind)
         if phases is None:
             raise StateError(f"{msg.TYPE} is not a shard-member message")
-        if getattr(msg, "shard_id", None) != self.shard_id:
+        if getattr(msg, "shard_id", None) != ctx.shard_id:
             raise StateError(f"{msg.TYPE} is for another shard")
-        if env.signer not in self.ctx.members:
-            raise NotInShard(f"{msg.TYPE} from {env.signer.hex()[:16]}, who is not in this shard")
-        if env.signer == self.me:
+        if signer not in ctx.member_set:
+            raise NotInShard(f"{msg.TYPE} from {signer.hex()[:16]}, who is not in this shard")
+        if signer == self.signer.public_key:
             raise StateError(f"{msg.TYPE} claims to be from ourselves")
         if self.phase is Phase.DONE:
             return []  # stragglers' votes and reports after the outcome are normal, not misbehaviour
         if self.phase not in phases:
             raise StateError(f"{msg.TYPE} arrived in phase {self.phase.value}")
-        handler = {Commit: self._on_commit, OptOut: self._on_optout, CommitVotes: self._on_votes,
-                   Reveal: self._on_reveal, Report: self._on_report}[type(msg)]
-        return handler(env, now)
+        return _HANDLERS[kind](self, env, now)
 
     def _evidence(self, kind: str, offender: bytes, first: Signed, second: Signed) -> list[Effect]:
         ev = Evidence(kind, offender, self.shard_id, first.as_wire(), second.as_wire())
@@ -443,9 +461,8 @@ class MemberRound:
             if s.votes.msg == env.msg:
                 return []
             raise StateError("a second, different CommitVotes from one member")
-        for member, _ in env.msg.votes:  # type: ignore[attr-defined]
-            if member not in self.ctx.members:
-                raise NotInShard("CommitVotes lists a non-member")
+        if not self.ctx.member_set.issuperset(map(_first, env.msg.votes)):  # type: ignore[attr-defined]
+            raise NotInShard("CommitVotes lists a non-member")
         s.votes = env
         self._tally_votes(env.signer, env.msg)  # type: ignore[arg-type]
         if self.phase is Phase.VOTING:
@@ -471,6 +488,7 @@ class MemberRound:
         if s.report is not None:
             return []
         s.report = env
+        self.reports_unread.append(env)
         if self.phase is Phase.REPORTING:
             return self._maybe_certify(now)
         return []
@@ -503,31 +521,36 @@ class MemberRound:
     def _tally_votes(self, voter: bytes, votes: CommitVotes) -> None:
         """Count a voter's ballot once, when it arrives: deciding is then linear in n."""
         self.voters.add(voter)
-        best = self.best
-        for member, digest in votes.votes:
-            per = self.tally.get(member)
-            if per is None:
-                per = self.tally[member] = {}
-            count = per[digest] = per.get(digest, 0) + 1
-            if (count, digest) > best.get(member, (0, b"")):  # entries only grow, so the running max is the max
-                best[member] = (count, digest)
+        tally = self.tally
+        known = len(tally)
+        tally.update(votes.votes)  # counted in C: a ballot names each member once
+        if len(tally) != known:  # a (member, digest) pair seen for the first time (count 1): index it
+            for member, digest in votes.votes:
+                if tally[member, digest] == 1:
+                    self.digests.setdefault(member, []).append(digest)
+
+    def _lead(self, member: bytes) -> tuple[int, bytes]:
+        """The member's leading (votes, digest); (0, b"") before any vote for it."""
+        ds = self.digests.get(member)
+        if ds is None:
+            return _NO_VOTES
+        if len(ds) == 1:
+            return self.tally[member, ds[0]], ds[0]
+        return max((self.tally[member, d], d) for d in ds)
 
     def _decide(self, now: int, final: bool) -> list[Effect]:
         """Per member: accepted with >= q votes for one digest; rejected once that is out of reach."""
-        outstanding = 0 if final else len(set(self.ctx.members) - self.voters - self._opted_out())
+        outstanding = 0 if final else self.ctx.n - len(self.voters | self.optouts)
         q = self.ctx.q
         accepted: dict[bytes, bytes] = {}
-        undecided = False
-        best = self.best
         for m in self.ctx.members:
-            count, digest = best.get(m, (0, b""))
+            count, digest = self._lead(m)
             if count >= q:
                 accepted[m] = digest
             elif count + outstanding >= q:
-                undecided = True
-        if undecided:
-            return []
+                return []  # undecided: wait for more ballots
         self.accepted = accepted
+        self.reveal_wait = list(accepted)
         self._to("decided")
         self.vote_deadline = None
         if len(accepted) < q:
@@ -581,8 +604,12 @@ class MemberRound:
         return out
 
     def _maybe_close_reveals(self, now: int) -> list[Effect]:
-        pending = any(m not in self.faulty and self._seen(m).reveal is None for m in self.accepted)
-        return [] if pending else self._close_reveals(now)
+        # a member stops pending once it revealed or is faulty, and neither is ever undone: resume the scan there
+        wait, i, faulty, seen = self.reveal_wait, self.reveal_cursor, self.faulty, self.seen
+        while i < len(wait) and (wait[i] in faulty or (wait[i] in seen and seen[wait[i]].reveal is not None)):
+            i += 1
+        self.reveal_cursor = i
+        return [] if i < len(wait) else self._close_reveals(now)
 
     def _close_reveals(self, now: int) -> list[Effect]:
         self._to("revealed")
@@ -624,6 +651,7 @@ class MemberRound:
         )
         env = seal(self.report, self.signer, self.ctx.net)
         self._seen(self.me).report = env
+        self.reports_unread.append(env)
         self.report_deadline = now + self.ctx.params.report_timeout_ms
         out: list[Effect] = self._broadcast(env) + [Send(inp.submitter, env)]
         if self.me in self._reveal_couriers(winner):
@@ -638,14 +666,27 @@ class MemberRound:
         return {winner} | ({backup} if backup else set())
 
     def _maybe_certify(self, now: int) -> list[Effect]:
-        assert self.report is not None
-        cert = assemble_certificate(self.report, self._reports(), self.ctx.q)
-        if cert is None:
+        """`assemble_certificate` over every report seen, with each report compared with ours only once."""
+        report = self.report
+        assert report is not None
+        for env in self.reports_unread:
+            if env.msg == report:
+                self.agreeing.append((env.signer, env.sig))
+        self.reports_unread.clear()
+        if len(self.agreeing) < self.ctx.q:
             return []
+        cert = Certificate(report=report, signatures=tuple(sorted(self.agreeing)))
         return [self._finish("certified", certificate=cert)]
 
-    def _reports(self) -> list[Signed]:
-        return [s.report for s in self.seen.values() if s.report is not None]
+
+_HANDLERS: dict[type[Message], Callable[[MemberRound, Signed, int], list[Effect]]] = {
+    Commit: MemberRound._on_commit, OptOut: MemberRound._on_optout, CommitVotes: MemberRound._on_votes,
+    Reveal: MemberRound._on_reveal, Report: MemberRound._on_report,
+}
+_NO_VOTES = (0, b"")
+_first = itemgetter(0)
+# ACCEPTS with tuples: a membership test by identity, without hashing an Enum member in Python on every message
+_ACCEPTS_SEQ: dict[type[Message], tuple[Phase, ...]] = {t: tuple(ps) for t, ps in ACCEPTS.items()}
 
 
 def assemble_certificate(report: Report, reports: list[Signed], q: int) -> Certificate | None:
@@ -664,6 +705,7 @@ class SubmitterRound:
     ctx: ShardContext
     input_env: Signed
     reports: dict[bytes, Signed] = field(default_factory=dict)
+    groups: dict[bytes, list[Signed]] = field(default_factory=dict)  # report digest -> its signed copies
     optouts: set[bytes] = field(default_factory=set)
     reveals: dict[bytes, Signed] = field(default_factory=dict)  # submission digest -> the member's Reveal
     certificate: Certificate | None = None
@@ -687,7 +729,7 @@ class SubmitterRound:
         msg = env.msg
         if getattr(msg, "shard_id", None) != self.ctx.shard_id:
             raise StateError(f"{msg.TYPE} is for another shard")
-        if env.signer not in self.ctx.members:
+        if env.signer not in self.ctx.member_set:
             raise NotInShard(f"{msg.TYPE} from a non-member")
         if isinstance(msg, Report):
             return self._on_report(env, msg)
@@ -705,16 +747,14 @@ class SubmitterRound:
         binding = (report.epoch, report.submitter, report.data_hash, report.nonce, report.pay_id, report.fee)
         if binding != (inp.epoch, inp.submitter, inp.data_hash, inp.nonce, inp.pay_id, inp.fee):
             raise SchemaError("Report does not match our Input")
-        self.reports.setdefault(env.signer, env)
-        if self.certificate is None:
-            groups: dict[bytes, Report] = {}
-            for e in self.reports.values():
-                groups.setdefault(e.msg.digest(), e.msg)  # type: ignore[arg-type]
-            for r in groups.values():
-                cert = assemble_certificate(r, list(self.reports.values()), self.ctx.q)  # type: ignore[arg-type]
-                if cert is not None:
-                    self.certificate = cert
-                    break
+        if env.signer in self.reports:
+            return self._maybe_done()  # one report per member counts
+        self.reports[env.signer] = env
+        if self.certificate is None:  # identical reports are grouped by their digest as they arrive
+            group = self.groups.setdefault(report.digest(), [])
+            group.append(env)
+            if len(group) >= self.ctx.q:
+                self.certificate = assemble_certificate(group[0].msg, group, self.ctx.q)  # type: ignore[arg-type]
         return self._maybe_done()
 
     def _on_reveal(self, env: Signed, reveal: Reveal) -> list[Effect]:

@@ -1,3 +1,5 @@
+from dataclasses import fields
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -6,8 +8,8 @@ from moenode.core.codec import canonical, decode
 from moenode.core.crypto import Ed25519Signer, H, ed25519_verify
 from moenode.core.errors import ProtocolError, SchemaError, SignatureError, TooLarge, WrongNetwork
 from moenode.core.messages import (
-    REGISTRY, Advert, Commit, CommitVotes, Evidence, Input, OptOut, ProxySubmission, Report, Reveal, Submission,
-    open_signed, seal, shard_id,
+    REGISTRY, Advert, Commit, CommitVotes, Evidence, Input, Message, OptOut, ProxySubmission, Report, Reveal,
+    Submission, open_signed, seal, shard_id,
 )
 from moenode.core.selection import data_hash
 from roundkit import own_submission, proxied_submission
@@ -128,6 +130,20 @@ def test_mutated_envelopes_raise_only_protocol_errors(data):
         open_signed(mutated, NET, ed25519_verify)
     except ProtocolError:
         pass
+
+
+@pytest.mark.parametrize("msg", samples(), ids=lambda m: m.TYPE)
+def test_kept_encodings_and_digests_equal_fresh_ones(msg):
+    """seal and open_signed keep the body encoding and id, digests are memoised: each equals a fresh computation."""
+    env = seal(msg, S, NET)
+    opened = open_signed(env.encode(), NET, ed25519_verify)
+    for e in (env, opened):
+        assert e.body_bytes == canonical(e.body()) and e.id == H("msg", canonical(e.body()))
+        assert e.encode() == canonical(e.as_wire())
+    fresh = H(msg.TYPE.lower(), canonical(msg.to_body()))
+    digest = Message.digest  # called through the base: Commit has a field of that name
+    assert digest(msg) == fresh and digest(msg) == fresh and digest(opened.msg) == fresh
+    assert set(msg.to_body()) == {f.name for f in fields(msg)}  # the memo is not a field
 
 
 @pytest.mark.parametrize("msg", samples(), ids=lambda m: m.TYPE)

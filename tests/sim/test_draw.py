@@ -1,10 +1,12 @@
-"""The fast shard sampler is bit-for-bit the protocol's sample_shard."""
+"""The fast shard sampler is bit-for-bit the protocol's sample_shard; block draws are the generator's stream."""
 
 import random
 
+import numpy as np
+
 from moenode.core.crypto import H
 from moenode.core.selection import sample_shard, voting_power
-from sim.draw import ShardSampler
+from sim.draw import ShardSampler, Uniforms
 
 
 def test_fast_sampler_equals_sample_shard():
@@ -21,3 +23,12 @@ def test_fast_sampler_equals_sample_shard():
             seed = H("seed", bytes([trial, s]))
             n = rng.randrange(1, 40)
             assert sampler.sample(seed, n) == sample_shard(power, seed, n)
+
+
+def test_block_draws_are_the_generators_own_stream():
+    """One `random()` per number, or `random(n)`, whatever the blocks: runs stay the same for a seed."""
+    ref, blocks = np.random.default_rng(5), Uniforms(np.random.default_rng(5), block=7)
+    want = [ref.random() for _ in range(30)] + ref.random(11).tolist() + [ref.random() for _ in range(9)]
+    got = [blocks.one() for _ in range(30)] + blocks.many(11).tolist() + [blocks.one() for _ in range(9)]
+    assert got == want
+    assert blocks.many(3).tolist() == ref.random(3).tolist()

@@ -1,10 +1,12 @@
 """The message level: real rounds for every node, real Ed25519 in the consistency run, faults and their effects."""
 
+import numpy as np
+
 from moenode.core.checkpoint import check_evidence
 from moenode.core.crypto import ed25519_verify
 from sim.config import override
 from sim.market import MarketSim
-from sim.message import MessageSim
+from sim.message import MessageSim, Network
 from simkit import small
 
 
@@ -86,3 +88,13 @@ def test_latency_slashing_hits_slow_nodes_not_honest_ones():
     assert cls["slow"]["strikes_per_node"] > 0 and cls["slow"]["slashed_per_node"] > 0
     assert cls["honest"]["strikes_per_node"] == 0 and cls["honest"]["slashed_per_node"] == 0
     m.book.check()
+
+
+def test_a_shards_links_drawn_at_once_equal_links_drawn_one_by_one():
+    sc = override(small(nodes=30), {"net.latency_spread": 0.5})
+    at_once, one_by_one = Network(sc, 34, np.random.default_rng(0)), Network(sc, 34, np.random.default_rng(0))
+    nodes = [3, 17, 5, 29, 33, 0]
+    at_once.warm(nodes)
+    medians = [at_once.median(a, b) for a in nodes for b in nodes if a != b]
+    assert medians == [one_by_one.median(a, b) for a in nodes for b in nodes if a != b]
+    assert len(set(medians)) == len(medians) // 2  # one median per link, either way round
