@@ -1,5 +1,7 @@
 """Gossip between real hosts: delivery, validators (schema, size), per-peer rate limits, network isolation."""
 
+import contextlib
+
 import multiaddr
 import trio
 from libp2p.peer.peerinfo import info_from_p2p_addr
@@ -16,6 +18,20 @@ def vanilla_pubsub(host, cls=Pubsub):
     gs = GossipSub(protocols=[PROTOCOL_ID_V11, PROTOCOL_ID], degree=6, degree_low=4, degree_high=12,
                    heartbeat_interval=1, spam_protection_enabled=False)
     return cls(host, gs), gs
+
+
+@contextlib.asynccontextmanager
+async def vanilla_peer(net, kind: str, cls=Pubsub):
+    """A standard libp2p peer (plain py-libp2p pubsub) in the mesh of `net`'s topic `kind`: (pubsub, topic)."""
+    host = vanilla_host()
+    ps, gs = vanilla_pubsub(host, cls)
+    async with run_vanilla(host, ps, gs):
+        await ps.wait_until_ready()
+        topic = topic_name(NET, kind)
+        await ps.subscribe(topic)
+        await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(net.addrs()[0])))
+        await wait_until(lambda: net.peer_id in gs.mesh.get(topic, set()))
+        yield ps, topic
 
 
 class Forger(Pubsub):
@@ -50,14 +66,7 @@ async def test_certs_flow_and_validators_reject_bad_and_oversized():
             assert got["g3"].items == []  # our own publish is not handed back
 
             # a standard peer attached to g0 publishes garbage, an oversized blob, a forged quorum, then a good cert
-            evil = vanilla_host()
-            ps, gs = vanilla_pubsub(evil)
-            async with run_vanilla(evil, ps, gs):
-                await ps.wait_until_ready()
-                topic = topic_name(NET, "certs")
-                await ps.subscribe(topic)
-                await evil.connect(info_from_p2p_addr(multiaddr.Multiaddr(nets[0].addrs()[0])))
-                await wait_until(lambda: nets[0].peer_id in gs.mesh.get(topic, set()))
+            async with vanilla_peer(nets[0], "certs") as (ps, topic):
                 outsider = Ed25519Signer(seed("outsider"))
                 await ps.publish(topic, b"\x93not a certificate")
                 await ps.publish(topic, b"\0" * (nets[0].config.gossip.topic_caps["certs"] + 1))
@@ -82,14 +91,7 @@ async def test_gossip_rate_limit_per_forwarder():
     with trio.fail_after(30):
         async with hosts("gl", limits=limits) as (net,):
             await net.gossip.subscribe("adverts", inbox)
-            flooder = vanilla_host()
-            ps, gs = vanilla_pubsub(flooder)
-            async with run_vanilla(flooder, ps, gs):
-                await ps.wait_until_ready()
-                topic = topic_name(NET, "adverts")
-                await ps.subscribe(topic)
-                await flooder.connect(info_from_p2p_addr(multiaddr.Multiaddr(net.addrs()[0])))
-                await wait_until(lambda: net.peer_id in gs.mesh.get(topic, set()))
+            async with vanilla_peer(net, "adverts") as (ps, topic):
                 for i in range(20):
                     await ps.publish(topic, b"advert %d" % i)
                 await wait_until(lambda: len(inbox.items) + net.counters.rejected("rate_limited") == 20)
@@ -118,14 +120,7 @@ async def test_bad_origin_signatures_are_counted_and_dropped():
     with trio.fail_after(30):
         async with hosts("gs") as (net,):
             await net.gossip.subscribe("adverts", inbox)
-            forger = vanilla_host()
-            ps, gs = vanilla_pubsub(forger, Forger)
-            async with run_vanilla(forger, ps, gs):
-                await ps.wait_until_ready()
-                topic = topic_name(NET, "adverts")
-                await ps.subscribe(topic)
-                await forger.connect(info_from_p2p_addr(multiaddr.Multiaddr(net.addrs()[0])))
-                await wait_until(lambda: net.peer_id in gs.mesh.get(topic, set()))
+            async with vanilla_peer(net, "adverts", Forger) as (ps, topic):
                 await ps.publish(topic, b"forged advert")
                 await ps.publish(topic, b"honest advert")
                 await inbox.wait_for(1)

@@ -85,6 +85,13 @@ class Cluster:
         await self.nursery.start(run)
         return node
 
+    async def start_all(self, members: list[Member]) -> list[Member]:
+        """Start each member in turn (each bootstraps from those already up), then wait for the mesh."""
+        for m in members:
+            await self.start(m)
+        await self.connected()
+        return members
+
     async def stop(self, m: Member) -> None:
         if m.node is not None:
             m.node.stop()

@@ -29,10 +29,7 @@ async def test_transfer_stake_and_checkpoint(tmp_path):
     genesis = make_genesis([(s, 1_000, "minilm-l3") for s in seeds])
     genesis = dataclasses.replace(genesis, genesis_time_ms=int(time.time() * 1000), epoch_ms=6_000, params=PARAMS)
     async with cluster(tmp_path, genesis) as c:
-        ms = [c.add(s) for s in seeds]
-        for m in ms:
-            await c.start(m)
-        await c.connected()
+        ms = await c.start_all([c.add(s) for s in seeds])
         n0, n3 = ms[0].node, ms[3].node
         bal0, bal3 = n0.payments.ledger.balance(ms[0].account), n0.payments.ledger.balance(ms[3].account)
 

@@ -14,10 +14,7 @@ async def test_an_order_without_quorum_is_finished_before_the_next(tmp_path):
     seeds = [seed(i, "unfinished") for i in range(4)]
     genesis = make_genesis([(s, 1_000, "minilm-l3") for s in seeds])
     async with cluster(tmp_path, genesis) as c:
-        ms = [c.add(s) for s in seeds]
-        for m in ms:
-            await c.start(m)
-        await c.connected()
+        ms = await c.start_all([c.add(s) for s in seeds])
         payer, friend = ms[0].node, ms[1].account
         for m in ms[2:]:
             await c.stop(m)  # two of four authorities: 5,000 of the 6,667 voting power needed

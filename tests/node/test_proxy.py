@@ -27,10 +27,7 @@ async def expert_market(tmp_path, tag: str, params=PARAMS):
     seeds = [seed(i, tag) for i in range(4)]
     genesis = make_genesis([(s, 1_000, "adv-noise") for s in seeds[:3]] + [(seeds[3], 0, "minilm-l3")], params)
     async with cluster(tmp_path, genesis) as c:
-        ms = [c.add(s, "adv-noise") for s in seeds[:3]] + [c.add(seeds[3], "minilm-l3")]
-        for m in ms:
-            await c.start(m)
-        await c.connected()
+        ms = await c.start_all([c.add(s, "adv-noise") for s in seeds[:3]] + [c.add(seeds[3], "minilm-l3")])
         expert = ms[3].node
         vecs = await trio.to_thread.run_sync(expert.compute.routing_vectors, TEXTS)
         for m in ms[:3]:
