@@ -440,7 +440,11 @@ class Rounds:
             return min(due, m.vote_at) if m is not None and m.vote_at is not None else due
 
         async def hedge(nursery: trio.Nursery) -> None:
-            own.append(await self._own(slot, w))
+            try:
+                own.append(await self._own(slot, w))
+            except Exception:  # the expert may still answer
+                log.exception("own work for shard %s failed while proxying", slot.shard_id.hex()[:16])
+                return
             while not expert_done.is_set() and node.now_ms() < vote_due() - HEDGE_MARGIN_MS:
                 with trio.move_on_after(HEDGE_POLL_S):
                     await expert_done.wait()
@@ -460,6 +464,8 @@ class Rounds:
                 expert_done.set()
         if got:
             return got[0]
+        if not own:
+            raise RuntimeError("neither the experts nor our own work produced a submission")
         if not expert_done.is_set():
             node.metrics.inc("proxy_hedged")  # the expert had not answered when the vote came near
         return own[0]
