@@ -85,12 +85,17 @@ class MemoryStore:
         self.log = list(entries)
 
 
+ASIDE_EPOCHS = 8  # checkpoint certificates kept aside: the newest epochs ...
+ASIDE_PER_EPOCH = 3  # ... and a few per epoch, so a forged one cannot crowd out the real one
+
+
 def order_lock_key(account: bytes, sequence: int) -> bytes:
     return b"o" + account + sequence.to_bytes(8, "big")
 
 
-ASIDE_EPOCHS = 8  # checkpoint certificates kept aside: the newest epochs ...
-ASIDE_PER_EPOCH = 3  # ... and a few per epoch, so a forged one cannot crowd out the real one
+def skip_entry(epoch: int) -> tuple[str, bytes, bytes]:
+    """The log entry of a carried-over checkpoint."""
+    return "skip", epoch.to_bytes(8, "big"), b""
 
 
 def checkpoint_lock_key(epoch: int) -> bytes:
@@ -240,7 +245,7 @@ class Authority:
             raise StateError(f"checkpoint {cp.epoch}: builds on another checkpoint history", reason="fork")
         cc.check(led.net, led.power_at(cp.epoch + 1), self.verify)
         entries = self.store.entries()
-        skip = ("skip", cp.epoch.to_bytes(8, "big"), b"")
+        skip = skip_entry(cp.epoch)
         if skip not in entries:
             raise StateError(f"checkpoint {cp.epoch}: carried over here but not in the log", reason="late")
         entries[entries.index(skip)] = ("checkpoint", cp.digest_for(led.net), data)
@@ -248,7 +253,7 @@ class Authority:
         kept, self.dropped = [], []
         for entry in entries:
             try:
-                replay(fresh, [entry], self.verify)
+                replay(fresh, entry, self.verify)
             except (ProtocolError, ValueError, KeyError) as e:
                 self.dropped.append((entry[0], str(e)))
                 continue
@@ -309,7 +314,7 @@ class Authority:
         if self._apply_set_aside(epoch):
             return
         self.ledger.skip_checkpoint(epoch)
-        self.store.append("skip", epoch.to_bytes(8, "big"), b"")
+        self.store.append(*skip_entry(epoch))
 
     def add_evidence(self, ev: Evidence, now_ms: int) -> bool:
         fresh = self.ledger.add_evidence(ev, now_ms)
@@ -326,17 +331,17 @@ def ev_bytes(ev: Evidence) -> bytes:
     return canonical(ev.to_body())
 
 
-def replay(ledger: Ledger, log: list[tuple[str, bytes, bytes]], verify: Verifier | None = None) -> None:
-    """Rebuild `ledger` from a store's log, re-checking every certificate. Raises ProtocolError on a bad entry."""
+def replay(ledger: Ledger, entry: tuple[str, bytes, bytes], verify: Verifier | None = None) -> None:
+    """Apply one entry of a store's log to `ledger`, re-checking its certificate. Raises ProtocolError on a bad one."""
     v = verify or ledger.verify
-    for kind, ident, data in log:
-        if kind == "order":
-            ledger.accept_certificate(CertifiedOrder.decode(data, ledger.net, v), v)
-        elif kind == "checkpoint":
-            ledger.accept_checkpoint(CheckpointCert.decode(data), v)
-        elif kind == "skip":
-            ledger.skip_checkpoint(int.from_bytes(ident, "big"))
-        elif kind == "evidence":
-            ledger.add_evidence(Evidence.from_body(decode(data, Evidence.MAX_BYTES)), int.from_bytes(ident, "big"))
-        else:
-            raise ValueError(f"unknown log entry kind {kind!r}")
+    kind, ident, data = entry
+    if kind == "order":
+        ledger.accept_certificate(CertifiedOrder.decode(data, ledger.net, v), v)
+    elif kind == "checkpoint":
+        ledger.accept_checkpoint(CheckpointCert.decode(data), v)
+    elif kind == "skip":
+        ledger.skip_checkpoint(int.from_bytes(ident, "big"))
+    elif kind == "evidence":
+        ledger.add_evidence(Evidence.from_body(decode(data, Evidence.MAX_BYTES)), int.from_bytes(ident, "big"))
+    else:
+        raise ValueError(f"unknown log entry kind {kind!r}")

@@ -143,7 +143,7 @@ class Message:
     MAX_BYTES: ClassVar[int] = 4 * KiB
 
     def to_body(self) -> dict[str, Any]:
-        return {name: _plain(getattr(self, name)) for name in _field_names(type(self))}
+        return {name: _plain(getattr(self, name)) for name, _ in _schema(type(self))[1]}
 
     @classmethod
     def from_body(cls: type[M], body: dict[str, Any], where: str | None = None) -> M:
@@ -176,21 +176,12 @@ class Message:
 _DIGEST_KEY = "_digest"  # where `Message.digest` keeps its value; not a field, so never on the wire
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _field_names(cls: type) -> tuple[str, ...]:
-    names = _FIELD_NAMES.get(cls)
-    if names is None:  # dataclasses.fields() is slow enough to show on the simulator's hot path
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
-    return names
-
-
 _SCHEMAS: dict[type, tuple[frozenset[str], tuple[tuple[str, Check], ...]]] = {}
 
 
 def _schema(cls: type) -> tuple[frozenset[str], tuple[tuple[str, Check], ...]]:
-    """A message type's field names and (name, check) pairs, read from its dataclass fields once."""
+    """A message type's field names and (name, check) pairs in field order, read from its dataclass fields once
+    (dataclasses.fields() is slow enough to show on the simulator's hot path)."""
     schema = _SCHEMAS.get(cls)
     if schema is None:
         checks = tuple((f.name, f.metadata["check"]) for f in fields(cls))
@@ -256,8 +247,14 @@ def seal(msg: Message, signer: Signer, net: bytes) -> Signed:
     msg.validate()
     body_bytes = canonical(body_of(msg, net))
     digest = H("msg", body_bytes)
-    env = Signed(msg=msg, net=net, signer=signer.public_key, sig=signer.sign(digest))
-    env.__dict__["body_bytes"] = body_bytes  # the cached_property's slot: encode() and id need not re-encode
+    return _envelope(msg, net, signer.public_key, signer.sign(digest), body_bytes, digest)
+
+
+def _envelope(msg: Message, net: bytes, signer: bytes, sig: bytes, body_bytes: bytes, digest: bytes) -> Signed:
+    """A Signed whose body encoding and id are the ones just signed or verified (they fill the cached_property
+    slots, so neither `encode()` nor `id` encodes the message again)."""
+    env = Signed(msg=msg, net=net, signer=signer, sig=sig)
+    env.__dict__["body_bytes"] = body_bytes
     env.__dict__["id"] = digest
     return env
 
@@ -287,10 +284,7 @@ def open_wire(wire: Any, net: bytes, verify: Verifier, expect: tuple[type[Messag
     digest = H("msg", body_bytes)
     if not verify(signer, digest, sig):
         raise SignatureError(f"{cls.TYPE}: signature does not verify for {signer.hex()[:16]}")
-    env = Signed(msg=msg, net=net, signer=signer, sig=sig)
-    env.__dict__["body_bytes"] = body_bytes  # as in `seal`: forwarding the envelope need not re-encode it
-    env.__dict__["id"] = digest
-    return env
+    return _envelope(msg, net, signer, sig, body_bytes, digest)
 
 
 @cache

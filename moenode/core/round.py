@@ -320,9 +320,6 @@ class MemberRound:
         me = self.signer.public_key
         return [Send(m, env) for m in self.ctx.members if m != me]
 
-    def _opted_out(self) -> set[bytes]:
-        return self.optouts
-
     def _committed(self) -> dict[bytes, bytes]:
         if not self.faulty:
             return self.commits
@@ -336,9 +333,7 @@ class MemberRound:
             return None
         due = self.ctx.input.deadline_ms
         if phase is Phase.WORKING or phase is Phase.COMMITTING:
-            due = min(due, self.ctx.commit_deadline(self.started))
-            if self.vote_at is not None and self.vote_at < due:
-                due = self.vote_at
+            due = min(due, self.vote_due())
         for t in (self.vote_deadline, self.reveal_deadline, self.report_deadline):
             if t is not None and t < due:
                 due = t
@@ -447,7 +442,7 @@ class MemberRound:
             return self._evidence("commit_after_optout", env.signer, env, s.commit)
         s.optout = env
         self.optouts.add(env.signer)
-        if self.ctx.n - len(self._opted_out()) < self.ctx.q:
+        if self.ctx.n - len(self.optouts) < self.ctx.q:
             return [self._finish("failed", "too many members opted out")]
         if self.phase in (Phase.WORKING, Phase.COMMITTING):
             return self._maybe_vote(now)
@@ -496,7 +491,7 @@ class MemberRound:
     # commit and vote ----------------------------------------------------------------------------------------------
     def _maybe_vote(self, now: int) -> list[Effect]:
         committed = self._committed()
-        live = self.ctx.n - len(self._opted_out())
+        live = self.ctx.n - len(self.optouts)
         if len(committed) >= live:
             return self._vote(now)  # everyone who can commit has
         if len(committed) >= self.ctx.q and self.vote_at is None:
@@ -504,10 +499,13 @@ class MemberRound:
             t_first, t_q = times[0], times[self.ctx.q - 1]
             p = self.ctx.params
             self.vote_at = t_q + min(max(p.grace_min_ms, t_q - t_first), p.grace_cap_ms)
+        return self._vote(now) if now >= self.vote_due() else []
+
+    def vote_due(self) -> int:
+        """When this member votes at the latest: the commit deadline, or earlier once a quorum has committed
+        (`vote_at`). A commit that arrives after it is not accepted (a strike)."""
         due = self.ctx.commit_deadline(self.started)
-        if self.vote_at is not None:
-            due = min(due, self.vote_at)
-        return self._vote(now) if now >= due else []
+        return due if self.vote_at is None or self.vote_at > due else self.vote_at
 
     def _vote(self, now: int) -> list[Effect]:
         self._to("vote")
@@ -634,7 +632,7 @@ class MemberRound:
     def _strikes_and_faulty(self) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
         """Strikes: members neither accepted nor opted out, and accepted members that never revealed."""
         revealed = {m for m in self.accepted if self._seen(m).reveal is not None}
-        late = (set(self.ctx.members) - set(self.accepted) - self._opted_out()) | (set(self.accepted) - revealed)
+        late = (set(self.ctx.members) - set(self.accepted) - self.optouts) | (set(self.accepted) - revealed)
         return tuple(sorted(late - self.faulty)), tuple(sorted(self.faulty))
 
     def _report(self, winner: bytes, now: int) -> list[Effect]:

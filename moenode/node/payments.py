@@ -61,7 +61,6 @@ VOTE_TIMEOUT = 10.0
 LACKS_STATE = ("sequence_gap", "insufficient_funds", "unknown_escrow")  # refusals that attachments can fix
 
 
-
 async def ask_authorities(power: dict[bytes, int], me: bytes, ask: Callable[[bytes], Awaitable[bool]]) -> None:
     """Ask every authority with voting power at once (ourselves first); return as soon as one `ask` reports that
     the votes gathered so far carry the quorum, or once every authority has answered or failed."""
@@ -82,6 +81,7 @@ async def ask_authorities(power: dict[bytes, int], me: bytes, ask: Callable[[byt
         n.start_soon(ask_all)
         await enough.wait()
         n.cancel_scope.cancel()
+
 
 class PaymentError(RuntimeError):
     """An order could not be certified (too few authorities answered, or they refused it)."""

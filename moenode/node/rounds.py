@@ -435,9 +435,8 @@ class Rounds:
         expert_done = trio.Event()
 
         def vote_due() -> int:
-            m, now = slot.member, node.now_ms()
-            due = slot.ctx.commit_deadline(m.started if m else now)
-            return min(due, m.vote_at) if m is not None and m.vote_at is not None else due
+            m = slot.member
+            return m.vote_due() if m is not None else slot.ctx.commit_deadline(node.now_ms())
 
         async def hedge(nursery: trio.Nursery) -> None:
             try:

@@ -105,7 +105,7 @@ def rebuild(genesis: Genesis, db: LedgerDB, verify: Verifier) -> Ledger:
     entries = db.entries()
     for i, entry in enumerate(entries):
         try:
-            replay(ledger, [entry])
+            replay(ledger, entry)
         except (ProtocolError, ConflictingCertificates, ValueError, KeyError) as e:
             raise StoreError(f"{db.path}: log entry {i + 1} of {len(entries)} ({entry[0]}) does not replay: {e}; "
                              "refusing to start") from None
