@@ -3,8 +3,9 @@ signature check.
 
 Two phases per order, both through the real code (orders, `OrderSubmitter`, `Authority`, `Ledger`):
 - certify: a user seals a Transfer; the submitter sends it to the authorities, `--batch` orders per dispatch; each
-  authority opens every order of the batch (checks the user's signature), checks it against its ledger, writes its
-  lock, and signs one batch vote for the orders it accepted (`Authority.handle_orders`: one signature over the
+  authority opens every order of the batch (checks the user's signature), checks it against its ledger, writes the
+  batch's locks to its own sqlite store in one transaction (WAL, synchronous=FULL: on disk before any signature, as
+  in the daemon), and signs one batch vote for the orders it accepted (`Authority.handle_orders`: one signature over the
   Merkle root of their vote digests, a membership proof per order); the submitter checks each order's vote (the
   batch signature once, through a `VerifyCache`, and the order's proof) and stops at 6,667 voting power.
   `orders_per_s` is this rate.
@@ -22,6 +23,7 @@ only take this process's shared cores. Reported beside it, in the same run:
 - `orders_per_s_one_thread`: the same batches with every party on the calling thread;
 - `orders_per_s_single_votes_*`: the same with one vote signature per order (the protocol before batch votes),
   one order at a time on one thread, and in batches with threads;
+- `orders_per_s_memory_store`: the same with each authority's locks and log in memory (what durability costs);
 - `one_authority_votes_per_s`: one authority's own rate (votes per CPU second of its thread), which is what bounds
   a deployment where each authority has its own machine;
 - the signature floor on one core (what the Ed25519 operations alone cost per order, with batch votes and with one
@@ -34,6 +36,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -52,6 +55,7 @@ from moenode.core.ledger import VerifyCache  # noqa: E402
 from moenode.core.ledger_client import Certified, Failed, OrderSubmitter, SendOrder, refusal_of  # noqa: E402
 from moenode.core.orders import BatchVote, CertifiedOrder, Transfer  # noqa: E402
 from moenode.core.selection import CERT_THRESHOLD  # noqa: E402
+from moenode.store.ledger_db import LedgerDB  # noqa: E402
 
 AUTHORITIES = 5
 Answer = bytes | BatchVote | ProtocolError
@@ -185,12 +189,19 @@ class Submitter:
 
 
 def run(orders: int, cheap: bool, check_votes: bool = True, batch: int = 50, threads: bool = True,
-        batch_votes: bool = True) -> dict:
+        batch_votes: bool = True, durable: bool = True) -> dict:
     """Certify then apply `orders` Transfers, `batch` orders per dispatch to each authority (a batch vote each with
     `batch_votes`, else one vote per order). `threads`: each authority on its own thread, the submitter checking one
-    batch's votes while the authorities vote on the next; else every party on the calling thread in turn."""
+    batch's votes while the authorities vote on the next; else every party on the calling thread in turn.
+    `durable`: each authority keeps its locks and log in its own sqlite file (the daemon's store), else in memory."""
+    with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
+        stores = (lambda i, net_id: LedgerDB(Path(tmp) / f"a{i}.sqlite", net_id)) if durable else None
+        return _run(orders, cheap, check_votes, batch, threads, batch_votes, stores)
+
+
+def _run(orders: int, cheap: bool, check_votes: bool, batch: int, threads: bool, batch_votes: bool, stores) -> dict:
     # one payer per order, so every order is at sequence 0 and the certify phase needs no confirmations first
-    net = Net(n=AUTHORITIES, users=orders + 1, cheap=cheap, name="bench-ledger")
+    net = Net(n=AUTHORITIES, users=orders + 1, cheap=cheap, name="bench-ledger", stores=stores)
     hosts = {a.me: AuthorityHost(a, threads, batch_votes) for a in net.authorities}
     power = net.ledger.power_at(0)
     users = net.user_keys
@@ -218,6 +229,9 @@ def run(orders: int, cheap: bool, check_votes: bool = True, batch: int = 50, thr
     t2 = time.perf_counter()
     for h in hosts.values():
         h.close()
+    for a in net.authorities:
+        if isinstance(a.store, LedgerDB):
+            a.store.close()
     assert len(submitter.certs) == orders and len(net.digests()) == 1
     for a in net.authorities:
         a.ledger.assert_supply()
@@ -241,6 +255,7 @@ def main() -> None:
                 "single_votes": {"cheap": False, "batch": 1, "threads": False, "batch_votes": False},
                 "single_votes_threads": {"cheap": False, "batch": b, "batch_votes": False},
                 "trusting": {"cheap": False, "batch": b, "check_votes": False},
+                "memory": {"cheap": False, "batch": b, "durable": False},
                 "base": {"cheap": True, "batch": b}}
     best: dict[str, dict] = {}
     costs = []
@@ -250,7 +265,7 @@ def main() -> None:
             r = run(args.orders, **kw)
             if name not in best or r["orders_per_s"] > best[name]["orders_per_s"]:
                 best[name] = r
-    real, one, single, single_thr, trusting, base = (best[n] for n in variants)
+    real, one, single, single_thr, trusting, memory, base = (best[n] for n in variants)
     verify_us, sign_us = min(c[0] for c in costs), min(c[1] for c in costs)
     # Ed25519 work per certified order in one process: the user's signature, then for each of the 4 authorities
     # the submitter reaches quorum with (a 5th is not asked unless one refuses): its check of the order, and its
@@ -270,6 +285,8 @@ def main() -> None:
         "confirmed_orders_per_s": round(real["confirmed_per_s"], 1),
         "confirmed_orders_per_s_single_votes": round(single["confirmed_per_s"], 1),
         "orders_per_s_submitter_trusts_votes": round(trusting["orders_per_s"], 1),
+        "orders_per_s_memory_store": round(memory["orders_per_s"], 1),
+        "confirmed_orders_per_s_memory_store": round(memory["confirmed_per_s"], 1),
         "one_authority_votes_per_s": round(real["one_authority_votes_per_s"], 1),
         "one_authority_votes_per_s_single_votes": round(single["one_authority_votes_per_s"], 1),
         "one_authority_applies_per_s": round(real["one_authority_applies_per_s"], 1),
@@ -281,6 +298,7 @@ def main() -> None:
         "ratio_threads_to_one_thread": round(real["orders_per_s"] / one["orders_per_s"], 3),
         "ratio_to_signature_floor_one_core": round(real["orders_per_s"] / floor, 3),
         "ratio_to_stand_in": round(real["orders_per_s"] / base["orders_per_s"], 3),
+        "ratio_sqlite_to_memory_store": round(real["orders_per_s"] / memory["orders_per_s"], 3),
         "target_orders_per_s": 2_000,
     }
     r = result
@@ -293,6 +311,8 @@ def main() -> None:
     print(f"  one vote per order, one thread:             {r['orders_per_s_single_votes_one_thread']:.0f}"
           f"  (threads: {r['orders_per_s_single_votes_threads']:.0f});"
           f" batch votes/single {r['ratio_to_single_votes']:.2f}")
+    print(f"  locks and log in memory, not sqlite:        {r['orders_per_s_memory_store']:.0f}"
+          f"  sqlite/memory {r['ratio_sqlite_to_memory_store']:.2f}")
     print(f"certified and applied at all 5:               {r['confirmed_orders_per_s']:.0f}"
           f"  (one vote per order: {r['confirmed_orders_per_s_single_votes']:.0f})")
     print(f"one authority alone (per CPU second): votes/s {r['one_authority_votes_per_s']:.0f}"

@@ -48,11 +48,12 @@ class Conflict(StateError):
 
 
 class LedgerStore(Protocol):
-    """What an authority needs from persistence. `put_lock` must be durable when it returns."""
+    """What an authority needs from persistence. `put_locks` must be durable when it returns, all rows or none."""
 
     def locks(self) -> dict[bytes, tuple[bytes, bytes]]: ...
 
-    def put_lock(self, key: bytes, order_id: bytes, settle_key: bytes, data: bytes) -> None: ...
+    def put_locks(self, rows: list[tuple[bytes, bytes, bytes, bytes]]) -> None:
+        """Store (key, order id, settle key, signed bytes) rows in one transaction."""
 
     def append(self, kind: str, ident: bytes, data: bytes) -> None: ...
 
@@ -72,8 +73,9 @@ class MemoryStore:
     def locks(self) -> dict[bytes, tuple[bytes, bytes]]:
         return dict(self._locks)
 
-    def put_lock(self, key: bytes, order_id: bytes, settle_key: bytes, data: bytes) -> None:
-        self._locks[key] = (order_id, settle_key)
+    def put_locks(self, rows: list[tuple[bytes, bytes, bytes, bytes]]) -> None:
+        for key, order_id, settle_key, _ in rows:
+            self._locks[key] = (order_id, settle_key)
 
     def append(self, kind: str, ident: bytes, data: bytes) -> None:
         self.log.append((kind, ident, data))
@@ -121,7 +123,9 @@ class Authority:
         self.catch_up(now_ms)
         for cert in attachments:
             self.accept_certificate(cert)
-        digest = self._admit(data, now_ms)
+        fresh: dict[bytes, tuple[bytes, bytes, bytes]] = {}
+        digest = self._admit(data, now_ms, fresh)
+        self._lock(fresh)
         sig = self.signer.sign(digest)
         self.verify.remember(self.me, digest, sig)
         return sig
@@ -139,22 +143,25 @@ class Authority:
         self.catch_up(now_ms)
         answers: list[int | ProtocolError] = []
         leaves: list[bytes] = []
+        fresh: dict[bytes, tuple[bytes, bytes, bytes]] = {}
         for data in batch:
             try:
-                leaves.append(self._admit(data, now_ms))
+                leaves.append(self._admit(data, now_ms, fresh))
                 answers.append(len(leaves) - 1)
             except ProtocolError as e:
                 answers.append(e)
         if not leaves:
             return [a for a in answers if isinstance(a, ProtocolError)]  # every order refused: nothing to sign
+        self._lock(fresh)  # the batch's locks in one transaction, durable before the signature exists
         root, proofs = batch_proofs(leaves)
-        digest = batch_vote_digest(root)  # every lock of the batch is durable by now
+        digest = batch_vote_digest(root)
         sig = self.signer.sign(digest)
         self.verify.remember(self.me, digest, sig)
         return [a if isinstance(a, ProtocolError) else BatchVote(sig, *proofs[a]) for a in answers]
 
-    def _admit(self, data: bytes, now_ms: int) -> bytes:
-        """Open and check the order in `data`, lock it durably, and return its vote digest (raise if refused)."""
+    def _admit(self, data: bytes, now_ms: int, fresh: dict[bytes, tuple[bytes, bytes, bytes]]) -> bytes:
+        """Open and check the order in `data` and return its vote digest (raise if refused). A lock it needs is
+        added to `fresh` (key -> order id, settle key, bytes), which the caller writes with `_lock` before signing."""
         led = self.ledger
         signed = open_order(data, led.net, self.verify)
         order = signed.msg
@@ -163,14 +170,20 @@ class Authority:
             raise StateError(f"not an authority in epoch {order.epoch}", reason="not_authority")
         key = order_lock_key(order.account, order.sequence)
         settle_key = order.report_id if isinstance(order, Settle) else b""
-        held = self._locks.get(key)
+        held = self._locks.get(key) or fresh.get(key)
         if held is None:
-            self.store.put_lock(key, signed.id, settle_key, data)  # durable before the signature exists
-            self._locks[key] = (signed.id, settle_key)
+            fresh[key] = (signed.id, settle_key, data)
         elif held[0] != signed.id and not (settle_key and held[1] == settle_key):
             raise Conflict(f"{order.TYPE}: already signed order {held[0].hex()[:16]} for sequence {order.sequence}"
                            f" of {order.account.hex()[:16]}")
         return vote_digest(signed.id, order.epoch)
+
+    def _lock(self, fresh: dict[bytes, tuple[bytes, bytes, bytes]]) -> None:
+        """Write new locks durably, then hold them in memory: a failed write leaves nothing that would let a retry
+        sign without its lock on disk."""
+        if fresh:
+            self.store.put_locks([(key, oid, settle, data) for key, (oid, settle, data) in fresh.items()])
+            self._locks.update((key, (oid, settle)) for key, (oid, settle, _) in fresh.items())
 
     def accept_certificate(self, data: bytes, now_ms: int | None = None) -> str:
         """Check and apply a certified order; log it if it changed anything. Returns the ledger's status.
@@ -205,8 +218,7 @@ class Authority:
         key = checkpoint_lock_key(cp.epoch)
         held = self._locks.get(key)
         if held is None:
-            self.store.put_lock(key, digest, b"", cp_bytes(cp, led.net))
-            self._locks[key] = (digest, b"")
+            self._lock({key: (digest, b"", cp_bytes(cp, led.net))})
         elif held[0] != digest:
             raise Conflict(f"checkpoint {cp.epoch}: already signed another digest")
         sig = self.signer.sign(digest)

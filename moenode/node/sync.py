@@ -97,7 +97,7 @@ class Sync:
         """Walk from the peer that served last (cheap: from where that walk ended), else bootstrap peers, else any."""
         node = self.node
         peers = node.net.connected()
-        boot = [p for p, _ in node.net._bootstrap_peers]
+        boot = node.net.bootstrap_accounts
         order = [p for p in [self.source] if p in peers] + [p for p in boot if p in peers and p != self.source]
         order += [p for p in peers if p not in order]
         for peer in order:

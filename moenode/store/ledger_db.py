@@ -1,10 +1,11 @@
 """The ledger's durable store: sqlite in WAL mode (implements moenode.core.authority.LedgerStore).
 
 Theory of operation: three tables. `meta` names the network the file belongs to and the schema version. `locks`
-holds, per (account, sequence) or checkpoint epoch, the one order an authority signed there; `put_lock` commits with
-`synchronous=FULL` before it returns, so a signature never exists whose lock is not on disk. `log` is the list of
-everything the ledger accepted (certified orders, checkpoint certificates, skipped checkpoints, evidence), in
-acceptance order. It is only appended to, except when a late checkpoint certificate replaces a skip
+holds, per (account, sequence) or checkpoint epoch, the one order an authority signed there; `put_locks` commits a
+batch of them in one transaction and fsyncs before it returns (one fsync per batch of votes), so a signature never
+exists whose lock is not on disk. `log` is the list of everything the ledger accepted (certified orders, checkpoint
+certificates, skipped checkpoints, evidence), in acceptance order; its commits survive a kill -9 without an fsync
+each (see the pragma below). It is only appended to, except when a late checkpoint certificate replaces a skip
 (`Authority.accept_checkpoint`); that rewrites it in one transaction. State is never stored directly: on open,
 `open_authority` replays the log into a fresh `Ledger`, which re-checks every certificate's quorum and signatures,
 and then asserts the supply invariant. A file that is not sqlite, fails sqlite's quick check, belongs to another
@@ -12,6 +13,8 @@ network, or whose log does not replay cleanly raises `StoreError` saying which, 
 """
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from moenode.core.authority import Authority, replay
@@ -38,7 +41,11 @@ class LedgerDB:
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            # NORMAL in WAL mode: every commit survives a crash or kill -9 of the process; only an OS crash or
+            # power cut can lose the newest log rows (a prefix stays), which peers hold and sync brings back. A
+            # lock is what a power cut must not lose (it stops a conflicting vote), so put_locks commits with FULL,
+            # and that fsync makes every earlier row durable too.
+            self.db.execute("PRAGMA synchronous=NORMAL")
             ok = self.db.execute("PRAGMA quick_check").fetchone()[0]
             if ok != "ok":
                 raise StoreError(f"{self.path}: sqlite quick_check failed ({ok}); refusing to start")
@@ -56,10 +63,9 @@ class LedgerDB:
     def _check_meta(self, network_id: bytes) -> None:
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         if not meta:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany("INSERT INTO meta VALUES (?, ?)",
-                                [("network_id", network_id), ("schema", SCHEMA_VERSION)])
-            self.db.execute("COMMIT")
+            with self._transaction():
+                self.db.executemany("INSERT INTO meta VALUES (?, ?)",
+                                    [("network_id", network_id), ("schema", SCHEMA_VERSION)])
             return
         if meta.get("schema") != SCHEMA_VERSION:
             raise StoreError(f"{self.path}: schema version {meta.get('schema')!r}, this node reads {SCHEMA_VERSION}")
@@ -72,9 +78,28 @@ class LedgerDB:
     def locks(self) -> dict[bytes, tuple[bytes, bytes]]:
         return {k: (o, s) for k, o, s in self.db.execute("SELECT key, order_id, settle_key FROM locks")}
 
-    def put_lock(self, key: bytes, order_id: bytes, settle_key: bytes, data: bytes) -> None:
+    @contextmanager
+    def _transaction(self, fsync: bool = False) -> Iterator[None]:
+        """All statements inside commit together or not at all (a kill -9 midway leaves none of them); with
+        `fsync`, the commit is on disk when this returns, whatever happens to the machine."""
+        if fsync:
+            self.db.execute("PRAGMA synchronous=FULL")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        finally:
+            if fsync:
+                self.db.execute("PRAGMA synchronous=NORMAL")
+
+    def put_locks(self, rows: list[tuple[bytes, bytes, bytes, bytes]]) -> None:
         # INSERT (not REPLACE): a second lock under one key is a bug in the caller, and must not overwrite.
-        self.db.execute("INSERT INTO locks VALUES (?, ?, ?, ?)", (key, order_id, settle_key, data))
+        with self._transaction(fsync=True):
+            self.db.executemany("INSERT INTO locks VALUES (?, ?, ?, ?)", rows)
 
     def append(self, kind: str, ident: bytes, data: bytes) -> None:
         self.db.execute("INSERT INTO log (kind, ident, data) VALUES (?, ?, ?)", (kind, ident, data))
@@ -82,14 +107,9 @@ class LedgerDB:
     def rewrite(self, entries: list[tuple[str, bytes, bytes]]) -> None:
         # One transaction: a kill -9 leaves the old log or the new one. New rows get higher seqs than any old row,
         # so a sync cursor that points into the old log only makes a peer fetch some entries twice (no-ops).
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self.db.execute("DELETE FROM log")
             self.db.executemany("INSERT INTO log (kind, ident, data) VALUES (?, ?, ?)", entries)
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
 
     # reading ------------------------------------------------------------------------------------------------------
     def entries(self) -> list[tuple[str, bytes, bytes]]:

@@ -4,7 +4,9 @@ Everything is the real code (orders, authorities, ledgers, selection); `cheap=Tr
 simulator's keyed-hash signer so property tests can run many examples, and the attack tests use Ed25519.
 """
 
-from moenode.core.authority import Authority, MemoryStore
+from collections.abc import Callable
+
+from moenode.core.authority import Authority, LedgerStore, MemoryStore
 from moenode.core.crypto import CheapSigner, Ed25519Signer, H, cheap_verify, ed25519_verify
 from moenode.core.errors import ProtocolError
 from moenode.core.genesis import Account, Genesis, Params
@@ -26,11 +28,12 @@ def signers(n: int, tag: bytes, cheap: bool = False) -> list:
 
 
 class Net:
-    """`n` staked authorities and `users` unstaked accounts, each authority with its own ledger and memory store."""
+    """`n` staked authorities and `users` unstaked accounts, each authority with its own ledger and store."""
 
     def __init__(self, n: int = 5, users: int = 3, *, cheap: bool = False, name: str = "ledgertest",
                  stake: int = 10_000, balance: int = 1_000_000, params: Params | None = None,
-                 stakes: list[int] | None = None):
+                 stakes: list[int] | None = None, stores: Callable[[int, bytes], LedgerStore] | None = None):
+        """`stores(i, network_id)` gives authority i's store (default: a MemoryStore each)."""
         self.verify = cheap_verify if cheap else ed25519_verify
         self.auth_keys = signers(n, b"auth", cheap)
         self.user_keys = signers(users, b"user", cheap)
@@ -41,7 +44,9 @@ class Net:
         self.genesis = Genesis(name=name, genesis_time_ms=0, epoch_ms=EPOCH_MS, params=params or Params(),
                                accounts=tuple(accounts))
         self.net = self.genesis.network_id
-        self.authorities = [Authority(Ledger(self.genesis, self.verify), k, MemoryStore()) for k in self.auth_keys]
+        stores = stores or (lambda i, net: MemoryStore())
+        self.authorities = [Authority(Ledger(self.genesis, self.verify), k, stores(i, self.net))
+                            for i, k in enumerate(self.auth_keys)]
         self.keys = {k.public_key: k for k in self.auth_keys + self.user_keys}
 
     @property

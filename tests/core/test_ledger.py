@@ -5,7 +5,7 @@ import pytest
 from ledgerkit import EPOCH_MS, T0, Net
 from moenode.core.errors import Replay, SchemaError, SignatureError, StateError
 from moenode.core.ledger import InsufficientFunds, SequenceGap, settle_split
-from moenode.core.orders import CertifiedOrder, Refund, Stake, Transfer, Unstake, escrow_account
+from moenode.core.orders import BatchVote, CertifiedOrder, Refund, Stake, Transfer, Unstake, escrow_account
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +198,7 @@ def test_the_lock_is_stored_before_any_signature_exists(fresh):
     events = []
 
     class Store(MemoryStore):
-        def put_lock(self, *args):
+        def put_locks(self, rows):
             events.append("lock")
             raise OSError("disk full")
 
@@ -213,6 +213,14 @@ def test_the_lock_is_stored_before_any_signature_exists(fresh):
     with pytest.raises(OSError):
         auth.handle_order(signed.encode(), T0)
     assert events == ["lock"]  # the failed lock write means no vote was ever made
+    other = net.seal(Transfer(bob.public_key, 0, 0, alice.public_key, 5), bob)
+    with pytest.raises(OSError):
+        auth.handle_orders([signed.encode(), other.encode()], T0)
+    assert events == ["lock", "lock"]  # a batch writes its locks at once, and signs nothing when that fails
+    # the disk recovers: nothing was held in memory for the failed writes, so the retry writes its locks first
+    Store.put_locks = lambda self, rows: events.append(("lock", len(rows)))  # type: ignore[method-assign]
+    votes = auth.handle_orders([signed.encode(), other.encode()], T0)
+    assert events[2:] == [("lock", 2), "sign"] and all(isinstance(v, BatchVote) for v in votes)
 
 
 def test_only_authorities_of_the_epoch_vote(fresh):

@@ -24,14 +24,14 @@ def main() -> None:
     signer = Ed25519Signer.from_entropy(b"auth" + index.to_bytes(4, "big"))
     auth = open_authority(db_path, genesis, signer, ed25519_verify)
     if pause:
-        put = auth.store.put_lock
+        put = auth.store.put_locks
 
         def put_then_wait(*args):
             put(*args)
             print("locked", flush=True)
             time.sleep(3600)  # the parent kills us here: lock on disk, no signature yet
 
-        auth.store.put_lock = put_then_wait  # type: ignore[method-assign]
+        auth.store.put_locks = put_then_wait  # type: ignore[method-assign]
     assert isinstance(auth.store, LedgerDB)
     print("ready", flush=True)
     for line in sys.stdin:

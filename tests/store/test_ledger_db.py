@@ -64,6 +64,23 @@ def test_state_and_locks_survive_reopen(tmp_path):
         again.handle_order(conflicting.encode(), 10)
 
 
+def test_a_batch_of_locks_is_written_whole_or_not_at_all(tmp_path):
+    g = genesis()
+    auth = open_authority(tmp_path / "a.db", g, AUTH[0], ed25519_verify)
+    alice, bob = USERS[:2]
+    batch = [seal(Transfer(u.public_key, 0, 0, bob.public_key, 5), u, g.network_id) for u in (alice, USERS[2])]
+    auth.handle_orders([s.encode() for s in batch], 10)
+    auth.store.close()
+    db = LedgerDB(tmp_path / "a.db", g.network_id)
+    assert {db.locks()[order_lock_key(s.msg.account, 0)][0] for s in batch} == {s.id for s in batch}
+    # a row that clashes with a stored lock fails the whole transaction: the row before it is not kept either
+    new_key = order_lock_key(bob.public_key, 0)
+    clash = order_lock_key(alice.public_key, 0)
+    with pytest.raises(Exception, match="UNIQUE"):
+        db.put_locks([(new_key, b"x" * 32, b"", b""), (clash, b"y" * 32, b"", b"")])
+    assert new_key not in LedgerDB(tmp_path / "a.db", g.network_id).locks()
+
+
 def test_foreign_and_corrupt_stores_refuse_to_start(tmp_path):
     g = genesis()
     auths = cluster(tmp_path, g)
@@ -134,12 +151,20 @@ def test_kill_9_between_lock_and_reply(tmp_path):
         assert reply.startswith("error conflict"), reply
         kind, sig = _ask(p, f"order 10 {a.encode().hex()}").split()
         assert kind == "vote" and ed25519_verify(AUTH[0].public_key, vote_digest(a.id, 0), bytes.fromhex(sig))
-    finally:
-        p.stdin.close()
+        # a certificate applied just before a kill -9, with no lock written after it (no fsync): still there
+        for o in others:
+            o.accept_certificate(cert0.encode())
+        cert_a = certify(a, {o.me: o.handle_order(a.encode(), 10) for o in others})
+        assert _ask(p, "cert " + cert_a.encode().hex()) == "ok applied"
+        os.kill(p.pid, signal.SIGKILL)
         p.wait(timeout=10)
+    finally:
+        p.kill()
     store = LedgerDB(db, g.network_id)
     assert store.locks()[order_lock_key(alice.public_key, 1)][0] == a.id
     store.close()
+    again = open_authority(db, g, AUTH[0], ed25519_verify)
+    assert again.ledger.balance(bob.public_key) == 1_050 and again.ledger.balance(carol.public_key) == 1_100
 
 
 def test_random_histories_rebuild_to_the_same_state():
