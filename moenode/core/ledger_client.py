@@ -2,9 +2,12 @@
 
 Theory of operation: an `OrderSubmitter` holds one signed order and the voting power of its epoch. `start()`
 returns one `SendOrder` per authority; the node's net layer sends them in parallel and feeds each answer back:
-`on_vote(authority, sig or BatchVote)` or `on_refusal(authority, reason, account)`. A vote is checked before it
-counts (a batch vote's signature covers many orders: pass a `VerifyCache` as `verify` to check it once). Once
-the votes carry >= 6,667 of 10,000 power the submitter emits `Certified(cert)` and ignores the rest.
+`on_vote(authority, sig or BatchVote)` or `on_refusal(authority, reason, account)` (`OrderRequest` and
+`OrderAnswer` in orders.py are what goes over the wire). Certificates in `first` (a Settle's payment, the
+client's own last orders) go with every first request, which saves an authority that lacks them a refusal and a
+retry. A vote is checked before it counts (a batch vote's signature covers many orders: pass a `VerifyCache` as
+`verify` to check it once). Once the votes carry >= 6,667 of 10,000 power the submitter emits `Certified(cert)`
+and ignores the rest.
 
 A refusal that names a missing credit or a gap (`insufficient_funds`, `sequence_gap`, `unknown_escrow`) is
 answered by sending the order again to that authority with the certificates from the client's `CertPool` that
@@ -21,6 +24,7 @@ from moenode.core.crypto import Verifier
 from moenode.core.errors import ProtocolError
 from moenode.core.messages import Signed
 from moenode.core.orders import (
+    MAX_ATTACH,
     BatchVote,
     CertifiedOrder,
     PayEscrow,
@@ -96,6 +100,7 @@ class OrderSubmitter:
     power: dict[bytes, int]
     verify: Verifier
     pool: CertPool = field(default_factory=CertPool)
+    first: tuple[CertifiedOrder, ...] = ()  # sent with the first request to each authority (at most MAX_ATTACH)
     max_retries: int = 3
     state: str = "collecting"
     votes: dict[bytes, bytes | BatchVote] = field(default_factory=dict)
@@ -106,6 +111,7 @@ class OrderSubmitter:
     def __post_init__(self) -> None:
         self._digest = vote_digest(self.order.id, self.order.msg.epoch)  # type: ignore[attr-defined]
         self._data = self.order.encode()
+        self.first = self.first[:MAX_ATTACH]
 
     def _to(self, state: str) -> None:
         if state not in TRANSITIONS[self.state]:
@@ -113,7 +119,13 @@ class OrderSubmitter:
         self.state = state
 
     def start(self) -> list[Effect]:
-        return [SendOrder(pk, self._data) for pk in sorted(self.power) if self.power[pk] > 0]
+        first = tuple(c.encode() for c in self.first)
+        out: list[Effect] = []
+        for pk in sorted(self.power):
+            if self.power[pk] > 0:
+                self._sent[pk] = {c.id for c in self.first}
+                out.append(SendOrder(pk, self._data, first))
+        return out
 
     def power_of(self, pks) -> int:
         return sum(self.power.get(pk, 0) for pk in pks)
@@ -132,17 +144,19 @@ class OrderSubmitter:
             return [Certified(self.certificate())]
         return []
 
-    def on_refusal(self, authority: bytes, reason: str, account: bytes | None = None) -> list[Effect]:
+    def on_refusal(self, authority: bytes, reason: str, account: bytes | None = None, detail: str = "") -> list[Effect]:
+        """Count a refusal (`reason` a token such as "sequence_gap"; `detail` is shown in the failure message)."""
         if self.state != "collecting" or authority in self.votes:
             return []
         if reason in RETRYABLE and account is not None and self._retries.get(authority, 0) < self.max_retries:
             sent = self._sent.setdefault(authority, set())
-            fresh = {i: d for i, d in self.pool.for_account(account).items() if i not in sent}
+            fresh = {i: d for i, d in sorted(self.pool.for_account(account).items()) if i not in sent}
+            fresh = dict(list(fresh.items())[:MAX_ATTACH])  # what one request carries; a next retry sends more
             if fresh:
                 self._retries[authority] = self._retries.get(authority, 0) + 1
                 sent.update(fresh)
                 return [SendOrder(authority, self._data, tuple(fresh[i] for i in sorted(fresh)))]
-        return self._refuse(authority, reason)
+        return self._refuse(authority, f"{reason} ({detail})" if detail else reason)
 
     def _refuse(self, authority: bytes, reason: str) -> list[Effect]:
         self.refused[authority] = reason

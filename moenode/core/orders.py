@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from moenode.core.codec import canonical, decode
 from moenode.core.crypto import H, Verifier
-from moenode.core.errors import SchemaError, SignatureError
+from moenode.core.errors import ProtocolError, SchemaError, SignatureError
 from moenode.core.messages import (
     B32,
     KiB,
@@ -34,13 +34,16 @@ from moenode.core.messages import (
     Certificate,
     Message,
     Signed,
+    blob,
     nested,
     open_signed,
     open_wire,
+    optional,
     pair,
     register,
     seq,
     spec,
+    text,
     uint,
 )
 from moenode.core.selection import CERT_THRESHOLD
@@ -320,6 +323,78 @@ class UnderQuorum(SignatureError):
 
 def certify(order: Signed, votes: "dict[bytes, bytes] | dict[bytes, bytes | BatchVote]") -> CertifiedOrder:
     return CertifiedOrder(order=order, votes=tuple(vote_entry(pk, votes[pk]) for pk in sorted(votes)))
+
+
+# an authority's order RPC -----------------------------------------------------------------------------------------
+MAX_ATTACH = 8  # certified orders one request may carry for an authority that lacks them
+
+
+@dataclass(frozen=True)
+class OrderRequest(Message):
+    """What a client sends an authority: a signed order (envelope bytes) and certified orders it may lack."""
+
+    TYPE: ClassVar[str] = "OrderRequest"
+    MAX_BYTES: ClassVar[int] = 4 << 20  # a Settle carries a shard certificate, and so may each attachment
+    order: bytes = spec(blob(max_len=MAX_ORDER_BYTES))
+    attach: tuple[bytes, ...] = spec(seq(blob(max_len=4 << 20), MAX_ATTACH))
+
+    def encode(self) -> bytes:
+        return canonical(self.to_body())
+
+    @classmethod
+    def decode(cls, data: bytes) -> "OrderRequest":
+        wire = decode(data, max_bytes=cls.MAX_BYTES)
+        if not isinstance(wire, dict):
+            raise SchemaError("OrderRequest: expected a map")
+        return cls.from_body(wire)
+
+
+@dataclass(frozen=True)
+class OrderAnswer(Message):
+    """An authority's answer: its vote (a signature, with this order's membership proof when it is a batch vote),
+    or why it refuses and which account it lacks history of (the client retries with certificates touching it)."""
+
+    TYPE: ClassVar[str] = "OrderAnswer"
+    MAX_BYTES: ClassVar[int] = 1 * KiB
+    sig: bytes | None = spec(optional(SIG))
+    proof: tuple | None = spec(optional(pair(uint(MAX_BATCH - 1), seq(B32, MAX_PROOF_DEPTH))))
+    refusal: str | None = spec(optional(text(32)))
+    account: bytes | None = spec(optional(B32))
+    why: str = spec(text(320))
+
+    def validate(self) -> None:
+        if (self.sig is None) == (self.refusal is None):
+            raise SchemaError("OrderAnswer: a vote or a refusal, exactly one")
+        if self.sig is None and self.proof is not None:
+            raise SchemaError("OrderAnswer: a refusal carries no proof")
+        if self.proof is not None and self.proof[0] >> len(self.proof[1]):
+            raise SchemaError("OrderAnswer: the index names no leaf of a tree as deep as the path")
+
+    @classmethod
+    def of(cls, answer: "bytes | BatchVote | ProtocolError") -> "OrderAnswer":
+        if isinstance(answer, ProtocolError):
+            account = getattr(answer, "account", None)
+            why = str(answer).encode()[:320].decode("utf-8", "ignore")
+            return cls(None, None, answer.reason[:32], account if isinstance(account, bytes) else None, why)
+        if isinstance(answer, BatchVote):
+            return cls(answer.sig, (answer.index, answer.path), None, None, "")
+        return cls(answer, None, None, None, "")
+
+    @property
+    def vote(self) -> "bytes | BatchVote | None":
+        if self.sig is None:
+            return None
+        return self.sig if self.proof is None else BatchVote(self.sig, *self.proof)
+
+    def encode(self) -> bytes:
+        return canonical(self.to_body())
+
+    @classmethod
+    def decode(cls, data: bytes) -> "OrderAnswer":
+        wire = decode(data, max_bytes=cls.MAX_BYTES)
+        if not isinstance(wire, dict):
+            raise SchemaError("OrderAnswer: expected a map")
+        return cls.from_body(wire)
 
 
 # the round's payment check ----------------------------------------------------------------------------------------

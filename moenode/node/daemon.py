@@ -38,10 +38,10 @@ from moenode.core.crypto import Ed25519Signer, ed25519_verify
 from moenode.core.errors import ProtocolError, SignatureError
 from moenode.core.genesis import Genesis, parse_genesis
 from moenode.core.messages import Advert, Certificate, Evidence, ProxyRequest, decode_certificate, open_signed, seal
-from moenode.core.orders import CertifiedOrder
+from moenode.core.orders import CertifiedOrder, OrderAnswer, OrderRequest
 from moenode.node.archive import Archive
 from moenode.node.epochs import Epochs
-from moenode.node.payments import ORDER_REQUEST_CAP, ORDERS_TOPIC_CAP, Payments
+from moenode.node.payments import ORDERS_TOPIC_CAP, Payments
 from moenode.node.rounds import PROXY_RESPONSE_CAP, Rounds
 from moenode.node.sync import Sync
 from moenode.store.keys import load_or_create_key
@@ -173,7 +173,8 @@ class Node:
                 self.payments.close()
 
     def _register(self, net: Any) -> None:
-        net.set_request_handler("order", self.payments.serve_order, max_request=ORDER_REQUEST_CAP, max_response=1024)
+        net.set_request_handler("order", self.payments.serve_order, max_request=OrderRequest.MAX_BYTES,
+                                max_response=OrderAnswer.MAX_BYTES)
         net.set_request_handler("proxy", self.rounds.serve_proxy, max_request=ProxyRequest.MAX_BYTES,  # type: ignore
                                 max_response=PROXY_RESPONSE_CAP)
         net.set_request_handler("checkpoint", self.epochs.serve_checkpoint, max_request=Checkpoint.MAX_BYTES + 1024,

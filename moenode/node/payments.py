@@ -2,18 +2,20 @@
 
 Theory of operation: every node keeps the whole ledger (`moenode.core.ledger.Ledger`) behind an `Authority`
 (`moenode.core.authority`) whose store is the ledger database (`moenode.store.ledger_db`, HOME/ledger.sqlite), so
-every certificate it accepts is on disk and a restart replays and re-checks them. The ledger changes only through certified orders, which arrive three ways: our own (we
-collected the votes), gossip (topic `orders`), and sync.
+every certificate it accepts is on disk and a restart replays and re-checks them. The ledger changes only through
+certified orders, which arrive three ways: our own (we collected the votes), gossip (topic `orders`), and sync.
 
-An order is certified by asking every authority of the order's epoch over the `order` RPC in parallel and
-stopping once the votes carry >= 6,667 of the 10,000 voting power; our own vote, if we are an authority, is
-taken locally. A request carries certificates the authority may lack (`attach`): the PayEscrow of the shard for
-a Settle or a Refund, and our own last few certified orders (an authority that missed their gossip would see a
-sequence gap). An authority that still refuses for lack of state (sequence gap, insufficient funds, unknown
-escrow) is asked once more with the recent certificates that credited us as well. The result is applied locally
-first and then gossiped once. Our own orders go one at a time; one that got votes but no quorum (authorities
-failed mid-collection) holds our sequence number at the authorities that voted, so it is sent again, the same
-bytes, before the next one (`_finish_unfinished`).
+An order is certified by driving the sans-IO `OrderSubmitter` (`moenode.core.ledger_client`): its requests go to
+every authority of the order's epoch over the `order` RPC in parallel (`OrderRequest` in, `OrderAnswer` out: a
+vote, or a refusal naming the account whose history the authority lacks), and it stops once the votes carry
+>= 6,667 of the 10,000 voting power; our own vote, if we are an authority, is taken locally. The first request
+carries certificates the authority may lack: the PayEscrow of the shard for a Settle or a Refund, and our own last
+few certified orders (an authority that missed their gossip would see a sequence gap). An authority that still
+refuses for lack of state (sequence gap, insufficient funds, unknown escrow) is asked again with the recent
+certificates that touch the account it named. The result is applied locally first and then gossiped once. Our own
+orders go one at a time; one that got votes but no quorum (authorities failed mid-collection) holds our sequence
+number at the authorities that voted, so it is sent again, the same bytes, before the next one
+(`_finish_unfinished`).
 
 Who sends which order: the submitter pays (PayEscrow) before its Input and refunds (Refund) after a failed
 round's deadline; the round's winner settles (Settle, carrying the shard certificate); anyone may transfer or
@@ -30,24 +32,24 @@ from typing import TYPE_CHECKING
 import trio
 
 from moenode.core.authority import Authority
-from moenode.core.codec import canonical, decode
 from moenode.core.crypto import ed25519_verify
-from moenode.core.errors import ProtocolError, SchemaError
+from moenode.core.errors import ProtocolError
 from moenode.core.ledger import ConflictingCertificates, Ledger
+from moenode.core.ledger_client import Certified, CertPool, Effect, Failed, OrderSubmitter, SendOrder
 from moenode.core.messages import KiB, Certificate, Signed, seal
 from moenode.core.orders import (
+    MAX_ATTACH,
     CertifiedOrder,
     Order,
+    OrderAnswer,
+    OrderRequest,
     PayEscrow,
     Refund,
     Settle,
     Stake,
     Transfer,
-    certify,
     escrow_account,
-    vote_digest,
 )
-from moenode.core.selection import CERT_THRESHOLD
 from moenode.store.ledger_db import open_authority
 
 if TYPE_CHECKING:
@@ -55,10 +57,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("moenode.node")
 
-MAX_ATTACH = 8
-ORDER_REQUEST_CAP = 4 << 20  # an order and up to 8 attachments; a Settle carries a shard certificate
 VOTE_TIMEOUT = 10.0
-LACKS_STATE = ("sequence_gap", "insufficient_funds", "unknown_escrow")  # refusals that attachments can fix
 
 
 async def ask_authorities(power: dict[bytes, int], me: bytes, ask: Callable[[bytes], Awaitable[bool]]) -> None:
@@ -97,8 +96,8 @@ class Payments:
         self.published: set[bytes] = set()
         self._own = trio.Lock()  # one order of ours in flight at a time: each consumes our next sequence number
         self.unfinished: Signed | None = None  # our last order, while it lacks a quorum
-        self.own_recent: deque[bytes] = deque(maxlen=3)  # our last certified orders, to attach
-        self.credits_recent: deque[bytes] = deque(maxlen=MAX_ATTACH)  # certified orders that credited us
+        self.own_recent: deque[CertifiedOrder] = deque(maxlen=3)  # our last certified orders, to attach
+        self.credits_recent: deque[CertifiedOrder] = deque(maxlen=MAX_ATTACH)  # certified orders that credited us
 
     def close(self) -> None:
         self.authority.store.close()  # type: ignore[attr-defined]
@@ -109,13 +108,14 @@ class Payments:
 
     # the authority's RPC -------------------------------------------------------------------------------------------
     async def serve_order(self, peer: bytes, req: bytes) -> bytes:
-        q = decode(req, max_bytes=ORDER_REQUEST_CAP)
-        if not (isinstance(q, dict) and set(q) == {"order", "attach"} and isinstance(q["order"], bytes)
-                and isinstance(q["attach"], list) and len(q["attach"]) <= MAX_ATTACH
-                and all(isinstance(a, bytes) for a in q["attach"])):
-            raise SchemaError("order request: expected {order: bytes, attach: [bytes] <= 8}")
+        q = OrderRequest.decode(req)  # a malformed request raises: the net layer counts and refuses it
         self.node.metrics.inc("orders_served")
-        return self.authority.handle_order(q["order"], self.node.now_ms(), tuple(q["attach"]))
+        try:
+            vote = self.authority.handle_order(q.order, self.node.now_ms(), q.attach)
+        except ProtocolError as e:  # a refusal is an answer: the client may retry with what we lack
+            self.node.reject(peer, e, "order")
+            return OrderAnswer.of(e).encode()
+        return OrderAnswer.of(vote).encode()
 
     # applying ------------------------------------------------------------------------------------------------------
     def accept(self, data: bytes) -> str:
@@ -135,11 +135,11 @@ class Payments:
         cert = CertifiedOrder.decode(data, self.node.net_id, self.authority.verify)  # verified: cached
         o, me = cert.msg, self.me
         if o.account == me:
-            self.own_recent.append(data)
+            self.own_recent.append(cert)
         elif (isinstance(o, Transfer) and o.recipient == me) or (isinstance(o, Refund) and cert.order.signer == me) \
                 or (isinstance(o, Settle) and (o.certificate.report.producer == me
                                                or me in {pk for pk, _ in o.certificate.signatures})):
-            self.credits_recent.append(data)
+            self.credits_recent.append(cert)
 
     async def on_gossip(self, origin: bytes, data: bytes) -> None:
         status = self.accept(data)
@@ -153,53 +153,25 @@ class Payments:
 
     # the client ----------------------------------------------------------------------------------------------------
     async def certify(self, env: Signed, attach: list[bytes] | tuple[bytes, ...] = ()) -> CertifiedOrder:
-        """Collect votes from the epoch's authorities until they carry the threshold; apply and gossip."""
-        from moenode.net import RemoteError
+        """Collect votes from the epoch's authorities until they carry the threshold; apply and gossip.
 
+        `attach`: certified orders every authority needs to judge this one (a Settle's or Refund's payment); they
+        go with the first request, as do our own last orders when the order is ours.
+        """
         order: Order = env.msg  # type: ignore[assignment]
         try:
             power = self.ledger.power_at(order.epoch)
         except KeyError as e:
             raise PaymentError(str(e)) from None
-        data = env.encode()
-        first = list(attach) + (list(self.own_recent) if order.account == self.me else [])
-        more = first + [c for c in self.credits_recent if c not in first]
-        first, more = first[:MAX_ATTACH], more[:MAX_ATTACH]
-        req = canonical({"order": data, "attach": first})
-        digest = vote_digest(env.id, order.epoch)
-        votes: dict[bytes, bytes] = {}
-        errors: dict[bytes, str] = {}
-
-        async def ask(pk: bytes) -> bool:
-            try:
-                if pk == self.me:
-                    sig = self.authority.handle_order(data, self.node.now_ms(), tuple(more))
-                else:
-                    try:
-                        sig = await self.node.net.request(pk, "order", req, timeout=VOTE_TIMEOUT)
-                    except RemoteError as e:
-                        if not str(e).startswith(LACKS_STATE) or more == first:
-                            raise
-                        again = canonical({"order": data, "attach": more})
-                        sig = await self.node.net.request(pk, "order", again, timeout=VOTE_TIMEOUT)
-            except ProtocolError as e:
-                errors[pk] = f"{e.reason}: {e}"
-                return False
-            except Exception as e:  # NetError and friends: that authority is unreachable now
-                errors[pk] = repr(e)[:200]
-                return False
-            if not ed25519_verify(pk, digest, sig):
-                errors[pk] = "the vote does not verify"
-                return False
-            votes[pk] = sig
-            return sum(power.get(p, 0) for p in votes) >= CERT_THRESHOLD
-
-        await ask_authorities(power, self.me, ask)
-        got = sum(power.get(p, 0) for p in votes)
-        if got < CERT_THRESHOLD:
-            detail = "; ".join(f"{pk.hex()[:12]}: {why}" for pk, why in sorted(errors.items()))
-            raise PaymentError(f"{order.TYPE} got {got} of {CERT_THRESHOLD} needed voting power ({detail})")
-        cert = certify(env, votes)
+        given = [CertifiedOrder.decode(d, self.node.net_id, self.authority.verify) for d in attach]
+        first = given + (list(self.own_recent) if order.account == self.me else [])
+        pool = CertPool()
+        for c in first + list(self.credits_recent):
+            pool.add(c)
+        outcome = await self._drive(OrderSubmitter(env, power, self.authority.verify, pool, tuple(first)))
+        if isinstance(outcome, Failed):
+            raise PaymentError(f"{order.TYPE}: {outcome.reason}")
+        cert = outcome.cert
         self.accept(cert.encode())
         with trio.CancelScope(shield=True):
             try:
@@ -207,6 +179,48 @@ class Payments:
             except Exception as e:  # gossip is best effort: sync and attachments cover a missed message
                 log.warning("could not gossip %s: %r", order.TYPE, e)
         return cert
+
+    async def _drive(self, sub: OrderSubmitter) -> Certified | Failed:
+        """Send the submitter's requests in parallel and feed it every answer, until it is certified or fails."""
+        outcome: list[Certified | Failed] = []
+
+        async with trio.open_nursery() as nursery:
+            def take(effects: list[Effect]) -> None:
+                for e in effects:
+                    if isinstance(e, SendOrder):
+                        nursery.start_soon(send, e)
+                    elif not outcome:
+                        outcome.append(e)
+                        nursery.cancel_scope.cancel()  # the answers still out do not matter
+
+            async def send(e: SendOrder) -> None:
+                answer = await self._ask(e)
+                if isinstance(answer, OrderAnswer) and answer.vote is not None:
+                    take(sub.on_vote(e.authority, answer.vote))
+                elif isinstance(answer, OrderAnswer):
+                    take(sub.on_refusal(e.authority, answer.refusal or "", answer.account, answer.why))
+                else:
+                    take(sub.on_refusal(e.authority, "unreachable", None, answer))
+
+            take(sub.start())
+        if not outcome:
+            raise PaymentError("the order submitter ended with neither a certificate nor a failure")
+        return outcome[0]
+
+    async def _ask(self, e: SendOrder) -> OrderAnswer | str:
+        """One authority's answer, ours taken locally; a string says why there is none."""
+        from moenode.net import NetError
+
+        try:
+            if e.authority == self.me:
+                try:
+                    return OrderAnswer.of(self.authority.handle_order(e.order, self.node.now_ms(), e.attachments))
+                except ProtocolError as err:
+                    return OrderAnswer.of(err)
+            req = OrderRequest(e.order, e.attachments).encode()
+            return OrderAnswer.decode(await self.node.net.request(e.authority, "order", req, timeout=VOTE_TIMEOUT))
+        except (NetError, ProtocolError) as err:  # unreachable now, or an answer that is not one
+            return repr(err)[:200]
 
     def _epoch(self) -> int:
         return max(0, self.node.genesis.epoch(self.node.now_ms()))

@@ -1,9 +1,13 @@
-"""The sans-IO submitter, driven in process against real authorities (Ed25519)."""
+"""The sans-IO submitter, driven in process against real authorities (Ed25519), its requests and answers going
+through their wire encodings."""
 
 from ledgerkit import T0, Net
-from moenode.core.errors import ProtocolError
-from moenode.core.ledger_client import CertPool, Certified, Failed, OrderSubmitter, SendOrder, refusal_of
-from moenode.core.orders import Transfer
+import pytest
+
+from moenode.core.errors import ProtocolError, SchemaError
+from moenode.core.ledger import InsufficientFunds
+from moenode.core.ledger_client import CertPool, Certified, Failed, OrderSubmitter, SendOrder
+from moenode.core.orders import MAX_ATTACH, BatchVote, OrderAnswer, OrderRequest, Transfer
 
 
 def drive(net: Net, sub: OrderSubmitter, now: int = T0, lose: set[bytes] = frozenset()) -> list:
@@ -18,11 +22,16 @@ def drive(net: Net, sub: OrderSubmitter, now: int = T0, lose: set[bytes] = froze
         sends += 1
         if eff.authority in lose:
             continue  # a lost request: no answer
+        req = OrderRequest.decode(OrderRequest(eff.order, eff.attachments).encode())  # as the bytes travel
         try:
-            sig = by_pk[eff.authority].handle_order(eff.order, now, eff.attachments)
-            queue += sub.on_vote(eff.authority, sig)
+            answer = OrderAnswer.of(by_pk[eff.authority].handle_order(req.order, now, req.attach))
         except ProtocolError as e:
-            queue += sub.on_refusal(eff.authority, *refusal_of(e))
+            answer = OrderAnswer.of(e)
+        answer = OrderAnswer.decode(answer.encode())
+        if answer.vote is not None:
+            queue += sub.on_vote(eff.authority, answer.vote)
+        else:
+            queue += sub.on_refusal(eff.authority, answer.refusal, answer.account, answer.why)
     return done
 
 
@@ -68,3 +77,59 @@ def test_a_lost_request_still_certifies_and_bad_votes_do_not_count():
     out = drive(net, sub, lose={net.authorities[4].me})
     assert isinstance(out[-1], Certified)
     assert net.authorities[4].me not in dict(out[-1].cert.votes)
+
+
+def test_first_attachments_spare_a_lagging_authority_the_refusal():
+    net = Net(n=5)
+    alice, bob = net.user_keys[:2]
+    credit = net.certify(net.seal(Transfer(bob.public_key, 0, 0, alice.public_key, 500_000), bob))
+    for a in net.authorities[:3]:
+        a.accept_certificate(credit.encode())
+    spend = net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 1_200_000), alice)
+    sub = OrderSubmitter(spend, net.ledger.power_at(0), net.verify, first=(credit,))
+    sent = sub.start()
+    assert all(e.attachments == (credit.encode(),) for e in sent)
+    out = drive(net, OrderSubmitter(spend, net.ledger.power_at(0), net.verify, first=(credit,)))
+    assert isinstance(out[0], Certified) and len(out[0].cert.votes) >= 4  # the two lagging ones voted at once
+
+
+def test_a_retry_carries_at_most_what_one_request_may():
+    net = Net(n=5, users=MAX_ATTACH + 4)
+    alice, *givers = net.user_keys
+    pool = CertPool()
+    for g in givers:  # more credits than one request carries, none known to any authority
+        pool.add(net.certify(net.seal(Transfer(g.public_key, 0, 0, alice.public_key, 100_000), g)))
+    spend = net.seal(Transfer(alice.public_key, 0, 0, givers[0].public_key, 2_000_000), alice)
+    sub = OrderSubmitter(spend, net.ledger.power_at(0), net.verify, pool)
+    retries = []
+    for e in sub.start()[:1]:
+        auth = next(a for a in net.authorities if a.me == e.authority)
+        while True:
+            try:
+                sub.on_vote(e.authority, auth.handle_order(e.order, T0, e.attachments))
+                break
+            except ProtocolError as err:
+                eff = sub.on_refusal(e.authority, err.reason, getattr(err, "account", None))
+                assert len(eff) == 1 and isinstance(eff[0], SendOrder)
+                e = eff[0]
+                retries.append(len(e.attachments))
+    assert retries == [MAX_ATTACH, len(givers) - MAX_ATTACH]  # the rest went with the next retry
+
+
+def test_order_answers_carry_one_vote_or_one_refusal():
+    sig, path = b"s" * 64, (b"p" * 32, b"q" * 32)
+    assert OrderAnswer.decode(OrderAnswer.of(sig).encode()).vote == sig
+    assert OrderAnswer.decode(OrderAnswer.of(BatchVote(sig, 3, path)).encode()).vote == BatchVote(sig, 3, path)
+    err = InsufficientFunds("Transfer: balance 1 < 2 " + "x" * 500, account=b"a" * 32, shortfall=1)
+    refusal = OrderAnswer.decode(OrderAnswer.of(err).encode())
+    assert (refusal.vote, refusal.refusal, refusal.account) == (None, "insufficient_funds", b"a" * 32)
+    assert len(refusal.why) == 320  # a long reason is cut to the cap, not refused
+    bad = [OrderAnswer(sig, None, "conflict", None, ""), OrderAnswer(None, None, None, None, ""),
+           OrderAnswer(None, (0, ()), "conflict", None, ""), OrderAnswer(sig, (4, path), None, None, "")]
+    for answer in bad:
+        with pytest.raises(SchemaError):
+            OrderAnswer.decode(answer.encode())
+    with pytest.raises(ProtocolError):
+        OrderAnswer.decode(b"\x00" * (OrderAnswer.MAX_BYTES + 1))
+    with pytest.raises(SchemaError):
+        OrderRequest.decode(OrderRequest(b"o", (b"c",) * (MAX_ATTACH + 1)).encode())
