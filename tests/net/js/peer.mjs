@@ -4,10 +4,11 @@
 //
 // Builds a node with TCP, Noise, Yamux, identify, ping and gossipsub (strict signing, the default), dials the
 // address and prints one JSON object per line as things happen:
+//   {"event":"started","peer":..}               (our own peer id)
+//   {"event":"subscribed","topic":..}
 //   {"event":"connected","peer":..}
 //   {"event":"identify","peer":..,"protocols":[..],"agent":..,"publicKey":hex of the protobuf-encoded key}
 //   {"event":"ping","ms":..}                    (three times)
-//   {"event":"subscribed","topic":..}
 //   {"event":"message","topic":..,"from":..,"data":hex}
 //   {"event":"streams","protocols":[..]}        (the protocols of the streams open on the connection at the end)
 // It exits 0 after the pings and the first message on the topic, and 1 after {"event":"error",..} on failure or
@@ -43,6 +44,7 @@ const node = await createLibp2p({
   streamMuxers: [yamux()],
   services: { identify: identify(), ping: ping(), pubsub: gossipsub() }
 })
+emit({ event: 'started', peer: node.peerId.toString() })
 
 node.addEventListener('peer:identify', ({ detail }) => {
   if (detail.peerId.toString() !== target.getPeerId()) return
