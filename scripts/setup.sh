@@ -31,11 +31,12 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 # The js peer's modules, exactly as pinned in package-lock.json. npm writes node_modules/.package-lock.json last,
 # so it is missing or older than package-lock.json exactly when the install is missing, unfinished or stale.
 js=tests/net/js
+installed=$js/node_modules/.package-lock.json
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
   echo "setup: WARNING: Node.js $(node --version) is too old for tests/net/js (js-libp2p needs >= 20);" \
-       "install a newer Node.js and run make setup again"
-elif [ ! -e $js/node_modules/.package-lock.json ] || [ $js/package-lock.json -nt $js/node_modules/.package-lock.json ]; then
+       "install a newer one and run bash scripts/setup.sh again"
+elif [ ! -e $installed ] || [ $js/package-lock.json -nt $installed ]; then
   echo "setup: npm ci in $js"
   (cd $js && npm ci --no-audit --no-fund --silent)
 fi

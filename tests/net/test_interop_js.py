@@ -20,8 +20,9 @@ pytestmark = pytest.mark.slow
 
 JS = Path(__file__).parent / "js"
 PEER_TIMEOUT = 20  # seconds the js peer waits before it gives up on its own
-INSTALL = ("needs Node.js >= 20 and the npm modules pinned in tests/net/js/package-lock.json: run `make setup` "
-           "(it installs Node.js with apt-get if `node` is missing, then runs `npm ci` in tests/net/js)")
+SETUP = "run `make setup` (or `bash scripts/setup.sh` if make finds nothing to do)"
+INSTALL = (f"needs Node.js >= 20 and the npm modules pinned in tests/net/js/package-lock.json: {SETUP}; it installs "
+           "Node.js with apt-get if `node` is missing, then runs `npm ci` in tests/net/js")
 
 
 async def node_or_fail() -> str:
@@ -32,7 +33,7 @@ async def node_or_fail() -> str:
     version = (await trio.run_process([node, "--version"], capture_stdout=True)).stdout.decode().strip()
     if int(version.lstrip("v").split(".")[0]) < 20:  # js-libp2p needs CustomEvent and global WebCrypto
         pytest.fail(f"Node.js {version} is too old: install Node.js >= 20 (Debian 12's and Ubuntu 24.04's apt "
-                    "nodejs is 18), then run `make setup`")
+                    f"nodejs is 18), then {SETUP}")
     installed = JS / "node_modules" / ".package-lock.json"  # npm writes it last, on every install
     if not installed.exists() or installed.stat().st_mtime < (JS / "package-lock.json").stat().st_mtime:
         pytest.fail(f"tests/net/js/node_modules is missing or older than package-lock.json; this test {INSTALL}")
@@ -69,7 +70,8 @@ async def test_js_peer_identify_ping_and_certs():
             await wait_until(lambda: events_of(events, "subscribed"))
             (started,) = events_of(events, "started")
             js = account_id_of(ID.from_base58(started["peer"]))
-            await wait_until(lambda: js in net.gossip.topic_peers("certs") and not events_of(events, "error"))
+            # (events_of fails the test at once if the js peer reports an error while we wait)
+            await wait_until(lambda: not events_of(events, "error") and js in net.gossip.topic_peers("certs"))
             cert = make_certificate(NET, [member])
             await net.gossip.publish("certs", cert)
             await proc.wait()
