@@ -10,7 +10,8 @@ export OMP_NUM_THREADS := 1
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock requirements-models.txt scripts/setup.sh
+$(STAMP): pyproject.toml requirements.lock requirements-models.txt scripts/setup.sh \
+          tests/net/js/package.json tests/net/js/package-lock.json
 	bash scripts/setup.sh
 	touch $(STAMP)
 

