@@ -161,6 +161,18 @@ class Message:
     def validate(self) -> None:
         """Cross-field rules; field types and bounds are already checked by their specs."""
 
+    def encode(self) -> bytes:
+        """The body's canonical bytes, for a value sent unsigned (a certificate, an RPC's request or answer)."""
+        return canonical(self.to_body())
+
+    @classmethod
+    def decode(cls: type[M], data: bytes) -> M:
+        """The inverse of `encode` for untrusted bytes: capped at MAX_BYTES, then every field checked."""
+        wire = decode(data, max_bytes=cls.MAX_BYTES)
+        if not isinstance(wire, dict):
+            raise SchemaError(f"{cls.TYPE}: expected a map")
+        return cls.from_body(wire)
+
     def digest(self) -> bytes:
         """Content identity of an unsigned value (used for Submission and Report bodies).
 
@@ -169,7 +181,7 @@ class Message:
         """
         cached = self.__dict__.get(_DIGEST_KEY)
         if cached is None:
-            cached = self.__dict__[_DIGEST_KEY] = H(self.TYPE.lower(), canonical(self.to_body()))
+            cached = self.__dict__[_DIGEST_KEY] = H(self.TYPE.lower(), self.encode())
         return cached
 
 
@@ -542,9 +554,6 @@ class Certificate(Message):
         """The certified report's identity: two certificates of one report are the same certificate."""
         return self.report.digest()
 
-    def encode(self) -> bytes:
-        return canonical(self.to_body())
-
     def check(self, net: bytes, verify: Verifier, members: list[bytes], q: int) -> None:
         """Raise unless >= q distinct shard members signed this exact Report for network `net`."""
         digest = H("msg", canonical(body_of(self.report, net)))
@@ -561,10 +570,7 @@ class Certificate(Message):
 
 
 def decode_certificate(data: bytes) -> Certificate:
-    wire = decode(data, max_bytes=Certificate.MAX_BYTES)
-    if not isinstance(wire, dict):
-        raise SchemaError("Certificate: expected a map")
-    return Certificate.from_body(wire)
+    return Certificate.decode(data)
 
 
 @register

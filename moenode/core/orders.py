@@ -338,16 +338,6 @@ class OrderRequest(Message):
     order: bytes = spec(blob(max_len=MAX_ORDER_BYTES))
     attach: tuple[bytes, ...] = spec(seq(blob(max_len=4 << 20), MAX_ATTACH))
 
-    def encode(self) -> bytes:
-        return canonical(self.to_body())
-
-    @classmethod
-    def decode(cls, data: bytes) -> "OrderRequest":
-        wire = decode(data, max_bytes=cls.MAX_BYTES)
-        if not isinstance(wire, dict):
-            raise SchemaError("OrderRequest: expected a map")
-        return cls.from_body(wire)
-
 
 @dataclass(frozen=True)
 class OrderAnswer(Message):
@@ -385,16 +375,6 @@ class OrderAnswer(Message):
         if self.sig is None:
             return None
         return self.sig if self.proof is None else BatchVote(self.sig, *self.proof)
-
-    def encode(self) -> bytes:
-        return canonical(self.to_body())
-
-    @classmethod
-    def decode(cls, data: bytes) -> "OrderAnswer":
-        wire = decode(data, max_bytes=cls.MAX_BYTES)
-        if not isinstance(wire, dict):
-            raise SchemaError("OrderAnswer: expected a map")
-        return cls.from_body(wire)
 
 
 # the round's payment check ----------------------------------------------------------------------------------------

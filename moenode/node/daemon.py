@@ -177,7 +177,7 @@ class Node:
                                 max_response=OrderAnswer.MAX_BYTES)
         net.set_request_handler("proxy", self.rounds.serve_proxy, max_request=ProxyRequest.MAX_BYTES,  # type: ignore
                                 max_response=PROXY_RESPONSE_CAP)
-        net.set_request_handler("checkpoint", self.epochs.serve_checkpoint, max_request=Checkpoint.MAX_BYTES + 1024,
+        net.set_request_handler("checkpoint", self.epochs.serve_checkpoint, max_request=Checkpoint.MAX_BYTES,
                                 max_response=1024)
         net.set_page_handler("sync", self.sync.serve_page, max_limit=64)
 

@@ -25,7 +25,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from moenode.core.checkpoint import Checkpoint, CheckpointCert, CheckpointCollector
-from moenode.core.codec import canonical, decode
+from moenode.core.codec import decode
 from moenode.core.crypto import ed25519_verify
 from moenode.core.errors import ProtocolError
 from moenode.core.messages import Evidence, Signed, open_signed, seal
@@ -50,7 +50,7 @@ class Epochs:
         return self.node.payments.authority
 
     async def serve_checkpoint(self, peer: bytes, req: bytes) -> bytes:
-        cp = Checkpoint.from_body(decode(req, max_bytes=Checkpoint.MAX_BYTES + 1024))
+        cp = Checkpoint.decode(req)
         return self.authority.sign_checkpoint(cp, self.node.now_ms())
 
     def decode(self, data: bytes) -> CheckpointCert | Signed:
@@ -130,7 +130,7 @@ class Epochs:
         node, led = self.node, self.node.payments.ledger
         cp = led.propose_checkpoint(epoch)
         collector = CheckpointCollector(cp, node.net_id, power, ed25519_verify)
-        req = canonical(cp.to_body())
+        req = cp.encode()
         result: list = []
 
         async def ask(pk: bytes) -> bool:
