@@ -35,16 +35,22 @@ def drive(net: Net, sub: OrderSubmitter, now: int = T0, lose: set[bytes] = froze
     return done
 
 
-def test_retries_with_the_credit_certificates_an_authority_asks_for():
+def lagging_credit():
+    """Bob pays alice 500,000 and only three of five authorities learn of it; alice then spends more than she had."""
     net = Net(n=5)
     alice, bob = net.user_keys[:2]
-    # bob pays alice; only three authorities learn of it
     credit = net.certify(net.seal(Transfer(bob.public_key, 0, 0, alice.public_key, 500_000), bob))
     for a in net.authorities[:3]:
         a.accept_certificate(credit.encode())
+    spend = net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 1_200_000), alice)
+    return net, credit, spend
+
+
+def test_retries_with_the_credit_certificates_an_authority_asks_for():
+    net, credit, spend = lagging_credit()
+    alice = net.user_keys[0]
     pool = CertPool()
     pool.add(credit)
-    spend = net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 1_200_000), alice)
     sub = OrderSubmitter(spend, net.ledger.power_at(0), net.verify, pool)
     out = drive(net, sub)
     assert len(out) == 1 and isinstance(out[0], Certified)
@@ -80,12 +86,7 @@ def test_a_lost_request_still_certifies_and_bad_votes_do_not_count():
 
 
 def test_first_attachments_spare_a_lagging_authority_the_refusal():
-    net = Net(n=5)
-    alice, bob = net.user_keys[:2]
-    credit = net.certify(net.seal(Transfer(bob.public_key, 0, 0, alice.public_key, 500_000), bob))
-    for a in net.authorities[:3]:
-        a.accept_certificate(credit.encode())
-    spend = net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 1_200_000), alice)
+    net, credit, spend = lagging_credit()
     sub = OrderSubmitter(spend, net.ledger.power_at(0), net.verify, first=(credit,))
     sent = sub.start()
     assert all(e.attachments == (credit.encode(),) for e in sent)
