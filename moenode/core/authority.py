@@ -9,6 +9,9 @@ checks the order against the ledger view (`Ledger.check_order`), then consults t
 - a lock on the same order (or, for an escrow, a Settle of the same shard report): sign again (idempotent);
 - a lock on another order: refuse with `Conflict`.
 `handle_orders` does the same for a batch of orders and signs them all at once (a batch vote, see orders.py).
+Both are three steps, which a caller may also take itself to write the locks off its own thread: `prepare` checks
+the orders and reserves their locks (a reserved lock refuses every other order at its sequence, and the same order
+too until it is durable), the store's `put_locks` writes them, then `sign` (or `release`, if the write failed).
 Checkpoint votes use the same lock table, keyed by epoch. Every certificate, checkpoint and piece of evidence the
 authority accepts is appended to the store's log, from which a restart rebuilds the ledger (see moenode/store).
 
@@ -21,6 +24,7 @@ The object is sans-IO: no clock (callers pass `now_ms`), no disk (the store is i
 net layer carries requests and replies).
 """
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from moenode.core.checkpoint import Checkpoint, CheckpointCert, disagreement
@@ -104,12 +108,23 @@ def checkpoint_lock_key(epoch: int) -> bytes:
     return b"c" + epoch.to_bytes(8, "big")
 
 
+@dataclass
+class Ballot:
+    """Orders an authority checked and whose locks it reserved, before the locks are written and the vote signed."""
+
+    batch_vote: bool  # one batch vote over the accepted orders; else one order and a plain vote
+    answers: list[int | ProtocolError] = field(default_factory=list)  # per order: its leaf index, or the refusal
+    leaves: list[bytes] = field(default_factory=list)  # the accepted orders' vote digests
+    rows: list[tuple[bytes, bytes, bytes, bytes]] = field(default_factory=list)  # locks to write first
+
+
 class Authority:
     def __init__(self, ledger: Ledger, signer: Signer, store: LedgerStore):
         self.ledger, self.signer, self.store = ledger, signer, store
         self.me = signer.public_key
         self.verify = VerifyCache(ledger.verify)
         self._locks = store.locks()
+        self._reserved: dict[bytes, tuple[bytes, bytes]] = {}  # locks of a prepared ballot, not yet on disk
         self._aside: dict[int, list[bytes]] = {}  # checkpoint certificates that could not apply yet, by epoch
         self.dropped: list[tuple[str, str]] = []  # log entries the last adoption dropped, with why
 
@@ -120,15 +135,18 @@ class Authority:
         `attachments` are certified orders the sender adds when this authority lacked a credit or an earlier order
         (the InsufficientFunds, SequenceGap and UnknownEscrow errors say which account to bring up to date).
         """
+        self.take_attachments(attachments, now_ms)
+        ballot = self.prepare([data], now_ms, batch_vote=False)
+        if isinstance(ballot.answers[0], ProtocolError):
+            raise ballot.answers[0]
+        self.write_locks(ballot)
+        return self.sign(ballot)[0]  # type: ignore[return-value]
+
+    def take_attachments(self, attachments: tuple[bytes, ...] | list[bytes], now_ms: int) -> None:
+        """Fix the stake tables the clock has made due, then apply the certified orders a client attached."""
         self.catch_up(now_ms)
         for cert in attachments:
             self.accept_certificate(cert)
-        fresh: dict[bytes, tuple[bytes, bytes, bytes]] = {}
-        digest = self._admit(data, now_ms, fresh)
-        self._lock(fresh)
-        sig = self.signer.sign(digest)
-        self.verify.remember(self.me, digest, sig)
-        return sig
 
     def handle_orders(self, batch: list[bytes], now_ms: int) -> list[BatchVote | ProtocolError]:
         """Vote for every order in `batch` that `handle_order` would vote for, with one signature; the answer at each
@@ -138,30 +156,65 @@ class Authority:
         authority signs the Merkle root of the accepted orders' vote digests (SPEC section 6.3). A refused order
         can be sent again on its own, with attachments.
         """
-        if len(batch) > MAX_BATCH:
-            raise ValueError(f"a batch holds at most {MAX_BATCH} orders, not {len(batch)}")
+        ballot = self.prepare(batch, now_ms, batch_vote=True)
+        self.write_locks(ballot)
+        return self.sign(ballot)  # type: ignore[return-value]
+
+    # the three steps of a vote, for a caller that writes the locks elsewhere (the node, on a worker thread):
+    # prepare (check, reserve the locks), the store's put_locks(ballot.rows), then sign, or release if it failed.
+    def prepare(self, batch: list[bytes], now_ms: int, batch_vote: bool) -> "Ballot":
+        """Check every order and reserve the locks the accepted ones need. Nothing is signed or written yet."""
+        most = MAX_BATCH if batch_vote else 1
+        if len(batch) > most:
+            raise ValueError(f"a ballot holds at most {most} orders, not {len(batch)}")
         self.catch_up(now_ms)
-        answers: list[int | ProtocolError] = []
-        leaves: list[bytes] = []
+        ballot = Ballot(batch_vote)
         fresh: dict[bytes, tuple[bytes, bytes, bytes]] = {}
         for data in batch:
             try:
-                leaves.append(self._admit(data, now_ms, fresh))
-                answers.append(len(leaves) - 1)
+                ballot.leaves.append(self._admit(data, now_ms, fresh))
+                ballot.answers.append(len(ballot.leaves) - 1)
             except ProtocolError as e:
-                answers.append(e)
-        if not leaves:
-            return [a for a in answers if isinstance(a, ProtocolError)]  # every order refused: nothing to sign
-        self._lock(fresh)  # the batch's locks in one transaction, durable before the signature exists
-        root, proofs = batch_proofs(leaves)
-        digest = batch_vote_digest(root)
+                ballot.answers.append(e)
+        ballot.rows = [(key, oid, settle, data) for key, (oid, settle, data) in fresh.items()]
+        self._reserved.update((key, (oid, settle)) for key, (oid, settle, _) in fresh.items())
+        return ballot
+
+    def write_locks(self, ballot: "Ballot") -> None:
+        """Write the ballot's locks through the store (durable when it returns); on failure, release them."""
+        try:
+            if ballot.rows:
+                self.store.put_locks(ballot.rows)
+        except BaseException:
+            self.release(ballot)
+            raise
+
+    def release(self, ballot: "Ballot") -> None:
+        """The locks could not be written: forget their reservations, so nothing is ever signed for them."""
+        for key, *_ in ballot.rows:
+            self._reserved.pop(key, None)
+
+    def sign(self, ballot: "Ballot") -> list[bytes | BatchVote | ProtocolError]:
+        """The ballot's locks are durable: hold them, and sign (one signature, over the Merkle root for a batch)."""
+        for key, oid, settle, _ in ballot.rows:
+            self._reserved.pop(key, None)
+            self._locks[key] = (oid, settle)
+        if not ballot.leaves:
+            return list(ballot.answers)  # type: ignore[arg-type]  # every order refused: nothing to sign
+        if ballot.batch_vote:
+            root, proofs = batch_proofs(ballot.leaves)
+            digest = batch_vote_digest(root)
+        else:
+            digest = ballot.leaves[0]
         sig = self.signer.sign(digest)
         self.verify.remember(self.me, digest, sig)
-        return [a if isinstance(a, ProtocolError) else BatchVote(sig, *proofs[a]) for a in answers]
+        if not ballot.batch_vote:
+            return [sig]
+        return [a if isinstance(a, ProtocolError) else BatchVote(sig, *proofs[a]) for a in ballot.answers]
 
     def _admit(self, data: bytes, now_ms: int, fresh: dict[bytes, tuple[bytes, bytes, bytes]]) -> bytes:
         """Open and check the order in `data` and return its vote digest (raise if refused). A lock it needs is
-        added to `fresh` (key -> order id, settle key, bytes), which the caller writes with `_lock` before signing."""
+        added to `fresh` (key -> order id, settle key, bytes)."""
         led = self.ledger
         signed = open_order(data, led.net, self.verify)
         order = signed.msg
@@ -170,6 +223,9 @@ class Authority:
             raise StateError(f"not an authority in epoch {order.epoch}", reason="not_authority")
         key = order_lock_key(order.account, order.sequence)
         settle_key = order.report_id if isinstance(order, Settle) else b""
+        if key in self._reserved:  # another ballot's lock for this sequence is being written: not durable yet
+            raise StateError(f"{order.TYPE}: a vote for sequence {order.sequence} of {order.account.hex()[:16]} is "
+                             "being written; ask again", reason="busy")
         held = self._locks.get(key) or fresh.get(key)
         if held is None:
             fresh[key] = (signed.id, settle_key, data)
@@ -177,13 +233,6 @@ class Authority:
             raise Conflict(f"{order.TYPE}: already signed order {held[0].hex()[:16]} for sequence {order.sequence}"
                            f" of {order.account.hex()[:16]}")
         return vote_digest(signed.id, order.epoch)
-
-    def _lock(self, fresh: dict[bytes, tuple[bytes, bytes, bytes]]) -> None:
-        """Write new locks durably, then hold them in memory: a failed write leaves nothing that would let a retry
-        sign without its lock on disk."""
-        if fresh:
-            self.store.put_locks([(key, oid, settle, data) for key, (oid, settle, data) in fresh.items()])
-            self._locks.update((key, (oid, settle)) for key, (oid, settle, _) in fresh.items())
 
     def accept_certificate(self, data: bytes, now_ms: int | None = None) -> str:
         """Check and apply a certified order; log it if it changed anything. Returns the ledger's status.
@@ -218,7 +267,8 @@ class Authority:
         key = checkpoint_lock_key(cp.epoch)
         held = self._locks.get(key)
         if held is None:
-            self._lock({key: (digest, b"", cp_bytes(cp, led.net))})
+            self.store.put_locks([(key, digest, b"", cp_bytes(cp, led.net))])  # durable before the signature
+            self._locks[key] = (digest, b"")
         elif held[0] != digest:
             raise Conflict(f"checkpoint {cp.epoch}: already signed another digest")
         sig = self.signer.sign(digest)

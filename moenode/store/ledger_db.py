@@ -39,12 +39,12 @@ class LedgerDB:
                 if f.read(16) != SQLITE_MAGIC:
                     raise StoreError(f"{self.path}: not a ledger store (not an sqlite file); refusing to start")
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db = _connect(self.path)
             self.db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: every commit survives a crash or kill -9 of the process; only an OS crash or
             # power cut can lose the newest log rows (a prefix stays), which peers hold and sync brings back. A
-            # lock is what a power cut must not lose (it stops a conflicting vote), so put_locks commits with FULL,
-            # and that fsync makes every earlier row durable too.
+            # lock is what a power cut must not lose (it stops a conflicting vote), so locks go through a second
+            # connection that commits with FULL; its fsync of the shared WAL makes every earlier row durable too.
             self.db.execute("PRAGMA synchronous=NORMAL")
             ok = self.db.execute("PRAGMA quick_check").fetchone()[0]
             if ok != "ok":
@@ -57,13 +57,17 @@ class LedgerDB:
                                                 ident BLOB NOT NULL, data BLOB NOT NULL);
             """)
             self._check_meta(network_id)
+            # locks may be written from a worker thread while the log is appended to on another: one connection
+            # each, so neither's transaction can take in the other's statements
+            self._locks_db = _connect(self.path)
+            self._locks_db.execute("PRAGMA synchronous=FULL")
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: corrupt ledger store ({e}); refusing to start") from None
 
     def _check_meta(self, network_id: bytes) -> None:
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         if not meta:
-            with self._transaction():
+            with _transaction(self.db):
                 self.db.executemany("INSERT INTO meta VALUES (?, ?)",
                                     [("network_id", network_id), ("schema", SCHEMA_VERSION)])
             return
@@ -78,28 +82,11 @@ class LedgerDB:
     def locks(self) -> dict[bytes, tuple[bytes, bytes]]:
         return {k: (o, s) for k, o, s in self.db.execute("SELECT key, order_id, settle_key FROM locks")}
 
-    @contextmanager
-    def _transaction(self, fsync: bool = False) -> Iterator[None]:
-        """All statements inside commit together or not at all (a kill -9 midway leaves none of them); with
-        `fsync`, the commit is on disk when this returns, whatever happens to the machine."""
-        if fsync:
-            self.db.execute("PRAGMA synchronous=FULL")
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
-        finally:
-            if fsync:
-                self.db.execute("PRAGMA synchronous=NORMAL")
-
     def put_locks(self, rows: list[tuple[bytes, bytes, bytes, bytes]]) -> None:
+        """Commit and fsync the rows in one transaction. Safe to call from a worker thread."""
         # INSERT (not REPLACE): a second lock under one key is a bug in the caller, and must not overwrite.
-        with self._transaction(fsync=True):
-            self.db.executemany("INSERT INTO locks VALUES (?, ?, ?, ?)", rows)
+        with _transaction(self._locks_db):
+            self._locks_db.executemany("INSERT INTO locks VALUES (?, ?, ?, ?)", rows)
 
     def append(self, kind: str, ident: bytes, data: bytes) -> None:
         self.db.execute("INSERT INTO log (kind, ident, data) VALUES (?, ?, ?)", (kind, ident, data))
@@ -107,7 +94,7 @@ class LedgerDB:
     def rewrite(self, entries: list[tuple[str, bytes, bytes]]) -> None:
         # One transaction: a kill -9 leaves the old log or the new one. New rows get higher seqs than any old row,
         # so a sync cursor that points into the old log only makes a peer fetch some entries twice (no-ops).
-        with self._transaction():
+        with _transaction(self.db):
             self.db.execute("DELETE FROM log")
             self.db.executemany("INSERT INTO log (kind, ident, data) VALUES (?, ?, ?)", entries)
 
@@ -116,7 +103,26 @@ class LedgerDB:
         return [tuple(r) for r in self.db.execute("SELECT kind, ident, data FROM log ORDER BY seq")]  # type: ignore
 
     def close(self) -> None:
+        self._locks_db.close()
         self.db.close()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA busy_timeout=10000")  # the two connections take turns at writing; a turn is milliseconds
+    return db
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """All statements inside commit together or not at all (a kill -9 midway leaves none of them)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def rebuild(genesis: Genesis, db: LedgerDB, verify: Verifier) -> Ledger:
