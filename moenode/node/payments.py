@@ -97,6 +97,7 @@ class OrderDesk:
     def __init__(self, authority: Authority, now_ms: Callable[[], int], count: Callable[[str, int], None]):
         self.authority, self.now_ms, self.count = authority, now_ms, count
         self.running = False
+        self._alone = trio.Lock()  # without the desk task, one ballot at a time all the same
         self._queue: list[tuple[bytes, list]] = []  # (order, [done event, answer once set])
         self._wake = trio.Event()
 
@@ -109,7 +110,8 @@ class OrderDesk:
             await slot[0].wait()
             answer = slot[1]
         else:  # no desk task (a node that is not serving yet): answer alone
-            answer = (await self._answer([order]))[0]
+            async with self._alone:
+                answer = (await self._answer([order]))[0]
         if isinstance(answer, Exception) and not isinstance(answer, ProtocolError):
             raise answer  # the store failed: the net layer reports an internal error, and nothing was signed
         return answer
