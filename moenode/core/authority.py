@@ -124,7 +124,7 @@ class Authority:
         self.me = signer.public_key
         self.verify = VerifyCache(ledger.verify)
         self._locks = store.locks()
-        self._reserved: dict[bytes, tuple[bytes, bytes]] = {}  # locks of a prepared ballot, not yet on disk
+        self._reserved: set[bytes] = set()  # lock keys of a prepared ballot, not yet on disk
         self._aside: dict[int, list[bytes]] = {}  # checkpoint certificates that could not apply yet, by epoch
         self.dropped: list[tuple[str, str]] = []  # log entries the last adoption dropped, with why
 
@@ -162,7 +162,7 @@ class Authority:
 
     # the three steps of a vote, for a caller that writes the locks elsewhere (the node, on a worker thread):
     # prepare (check, reserve the locks), the store's put_locks(ballot.rows), then sign, or release if it failed.
-    def prepare(self, batch: list[bytes], now_ms: int, batch_vote: bool) -> "Ballot":
+    def prepare(self, batch: list[bytes], now_ms: int, batch_vote: bool) -> Ballot:
         """Check every order and reserve the locks the accepted ones need. Nothing is signed or written yet."""
         most = MAX_BATCH if batch_vote else 1
         if len(batch) > most:
@@ -177,10 +177,10 @@ class Authority:
             except ProtocolError as e:
                 ballot.answers.append(e)
         ballot.rows = [(key, oid, settle, data) for key, (oid, settle, data) in fresh.items()]
-        self._reserved.update((key, (oid, settle)) for key, (oid, settle, _) in fresh.items())
+        self._reserved.update(fresh)
         return ballot
 
-    def write_locks(self, ballot: "Ballot") -> None:
+    def write_locks(self, ballot: Ballot) -> None:
         """Write the ballot's locks through the store (durable when it returns); on failure, release them."""
         try:
             if ballot.rows:
@@ -189,15 +189,14 @@ class Authority:
             self.release(ballot)
             raise
 
-    def release(self, ballot: "Ballot") -> None:
+    def release(self, ballot: Ballot) -> None:
         """The locks could not be written: forget their reservations, so nothing is ever signed for them."""
-        for key, *_ in ballot.rows:
-            self._reserved.pop(key, None)
+        self._reserved.difference_update(key for key, *_ in ballot.rows)
 
-    def sign(self, ballot: "Ballot") -> list[bytes | BatchVote | ProtocolError]:
+    def sign(self, ballot: Ballot) -> list[bytes | BatchVote | ProtocolError]:
         """The ballot's locks are durable: hold them, and sign (one signature, over the Merkle root for a batch)."""
         for key, oid, settle, _ in ballot.rows:
-            self._reserved.pop(key, None)
+            self._reserved.discard(key)
             self._locks[key] = (oid, settle)
         if not ballot.leaves:
             return list(ballot.answers)  # type: ignore[arg-type]  # every order refused: nothing to sign

@@ -223,6 +223,28 @@ def test_the_lock_is_stored_before_any_signature_exists(fresh):
     assert events[2:] == [("lock", 2), "sign"] and all(isinstance(v, BatchVote) for v in votes)
 
 
+def test_a_reserved_lock_holds_its_sequence_until_it_is_written_or_released(fresh):
+    net = fresh()
+    alice, bob = net.user_keys[:2]
+    auth = net.authorities[0]
+    a = net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 5), alice).encode()
+    b = net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 6), alice).encode()
+    ballot = auth.prepare([a], T0, batch_vote=False)
+    assert len(ballot.rows) == 1 and auth.locked(alice.public_key, 0) is None  # reserved, not yet held
+    for other in (a, b):  # while the write is out, no ballot may vote at that sequence, not even the same order
+        with pytest.raises(StateError) as e:
+            auth.handle_order(other, T0)
+        assert e.value.reason == "busy"
+    auth.release(ballot)  # the write failed: the sequence is free again, and nothing was signed
+    ballot = auth.prepare([b], T0, batch_vote=False)
+    auth.store.put_locks(ballot.rows)
+    sig = auth.sign(ballot)[0]
+    assert auth.locked(alice.public_key, 0) == net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 6), alice).id
+    assert auth.handle_order(b, T0) == sig  # held now: the same order gets the same vote again
+    with pytest.raises(StateError, match="already signed"):
+        auth.handle_order(a, T0)
+
+
 def test_only_authorities_of_the_epoch_vote(fresh):
     from moenode.core.authority import Authority, MemoryStore
 
