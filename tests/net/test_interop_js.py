@@ -22,12 +22,16 @@ JS = Path(__file__).parent / "js"
 PEER_TIMEOUT = 20  # seconds the js peer waits before it gives up on its own
 SETUP = "run `make setup` (or `bash scripts/setup.sh` if make finds nothing to do)"
 INSTALL = (f"needs Node.js >= 20 and the npm modules pinned in tests/net/js/package-lock.json: {SETUP}; it installs "
-           "Node.js with apt-get if `node` is missing, then runs `npm ci` in tests/net/js")
+           "Node.js with apt-get if `node` is missing (and Node.js 20 from npm into tests/net/js/.node if that one "
+           "is older), then runs `npm ci` in tests/net/js")
 
 
 async def node_or_fail() -> str:
-    """The `node` executable, if it is new enough and the modules are installed and current; else fail."""
-    node = shutil.which("node")
+    """The `node` executable, if it is new enough and the modules are installed and current; else fail.
+
+    setup.sh puts a Node.js 20 from npm in tests/net/js/.node when the system's is older: that one comes first."""
+    local = sorted((JS / ".node" / "node_modules").glob("node-linux-*/bin/node"))
+    node = str(local[0]) if local else shutil.which("node")
     if node is None:
         pytest.fail(f"`node` is not on PATH; this test {INSTALL}")
     version = (await trio.run_process([node, "--version"], capture_stdout=True)).stdout.decode().strip()
