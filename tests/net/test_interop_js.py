@@ -36,8 +36,8 @@ async def node_or_fail() -> str:
         pytest.fail(f"`node` is not on PATH; this test {INSTALL}")
     version = (await trio.run_process([node, "--version"], capture_stdout=True)).stdout.decode().strip()
     if int(version.lstrip("v").split(".")[0]) < 20:  # js-libp2p needs CustomEvent and global WebCrypto
-        pytest.fail(f"Node.js {version} is too old: install Node.js >= 20 (Debian 12's and Ubuntu 24.04's apt "
-                    f"nodejs is 18), then {SETUP}")
+        pytest.fail(f"Node.js {version} is too old (js-libp2p needs >= 20): {SETUP}; it puts Node.js 20 from npm "
+                    "in tests/net/js/.node")
     installed = JS / "node_modules" / ".package-lock.json"  # npm writes it last, on every install
     if not installed.exists() or installed.stat().st_mtime < (JS / "package-lock.json").stat().st_mtime:
         pytest.fail(f"tests/net/js/node_modules is missing or older than package-lock.json; this test {INSTALL}")
