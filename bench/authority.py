@@ -18,7 +18,6 @@ no fsync runs on the authority's event loop any more.
 """
 
 import argparse
-import json
 import logging
 import statistics
 import sys
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import trio
+from _report import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "node"))
@@ -130,10 +130,7 @@ def main() -> None:
               f"  p99 {x['latency_p99_ms']:6.1f} ms  ({x['orders']} orders; {x['batches']} batches, mean"
               f" {x['mean_batch']:.1f}, {x['alone']} alone)")
     print(f"desk / one at a time: {r['ratio_desk_to_one_at_a_time']:.2f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(r, indent=2) + "\n")
-    if args.json:
-        print(json.dumps(r))
+    write_result(r, args.out, args.json)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ ratio and writes JSON (`--json` prints it as the last line too).
 """
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from _report import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "core"))
@@ -62,10 +63,7 @@ def main() -> None:
         result["rows"].append({"n": n, "messages": real["messages"], "baseline": base, "ed25519": real,
                                "ratio": round(ratio, 2)})
         print(f"{n:>3} {real['messages']:>8} {base['ms_per_round']:>12.2f} {real['ms_per_round']:>11.2f} {ratio:>6.2f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    if args.json:
-        print(json.dumps(result))
+    write_result(result, args.out, args.json)
 
 
 if __name__ == "__main__":

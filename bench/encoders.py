@@ -15,11 +15,12 @@ L6 under it.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
+
+from _report import write_result
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -154,10 +155,7 @@ def main() -> None:
         print(f"throughput {m:10s} embed {r['embed_items_per_s']:7.1f} items/s ({r['embed_vs_l6']:.2f}x L6)  "
               f"score {r['score_items_per_s']:6.2f} items/s ({r['score_vs_l6']:.2f}x L6, "
               f"{r['score_cost_vs_own_embed']:.1f}x its own embed)")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
-    if a.json:
-        print(json.dumps(result))
+    write_result(result, a.out, a.json)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ Prints the ratios and writes JSON (`--json` prints it as the last line).
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -42,6 +41,8 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from _report import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "core"))
@@ -329,10 +330,7 @@ def main() -> None:
     print(f"stand-in signer (no crypto):                  {r['baseline_stand_in_signer_orders_per_s']:.0f}"
           f"  ratio {r['ratio_to_stand_in']:.2f}")
     print(f"target {r['target_orders_per_s']}: {'met' if real['orders_per_s'] >= 2_000 else 'NOT met'}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    if args.json:
-        print(json.dumps(result))
+    write_result(result, args.out, args.json)
 
 
 if __name__ == "__main__":

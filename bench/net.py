@@ -15,7 +15,6 @@ Prints ratios (ours / raw) and writes JSON (`--json` prints it as the last line 
 
 import argparse
 import contextlib
-import json
 import statistics
 import time
 from pathlib import Path
@@ -27,6 +26,8 @@ from moenode.core.crypto import H
 from moenode.net import NetConfig, Rate, open_host
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes
 from moenode.net.framing import MiB
+
+from _report import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = H("network", b"bench/net")
@@ -216,10 +217,7 @@ def main() -> None:
           f"   ratio {ra['throughput_vs_raw']:.2f}")
     print(f"gossip 5 hosts          p50 {g['latency']['p50_ms']:.1f} / p90 {g['latency']['p90_ms']:.1f} / max "
           f"{g['latency']['max_ms']:.1f} ms, delivered {g['delivered']}/{g['expected']}, mesh {g['mesh_ready_s']:.2f} s")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(r, indent=2) + "\n")
-    if args.json:
-        print(json.dumps(r))
+    write_result(r, args.out, args.json)
 
 
 if __name__ == "__main__":
