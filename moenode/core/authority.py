@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from moenode.core.checkpoint import Checkpoint, CheckpointCert, disagreement
-from moenode.core.codec import canonical, decode
+from moenode.core.codec import canonical
 from moenode.core.crypto import Signer, Verifier
 from moenode.core.errors import ProtocolError, StateError
 from moenode.core.ledger import Ledger, VerifyCache
@@ -380,16 +380,12 @@ class Authority:
     def add_evidence(self, ev: Evidence, now_ms: int) -> bool:
         fresh = self.ledger.add_evidence(ev, now_ms)
         if fresh:
-            self.store.append("evidence", now_ms.to_bytes(8, "big"), ev_bytes(ev))
+            self.store.append("evidence", now_ms.to_bytes(8, "big"), ev.encode())
         return fresh
 
 
 def cp_bytes(cp: Checkpoint, net: bytes) -> bytes:
     return canonical(body_of(cp, net))
-
-
-def ev_bytes(ev: Evidence) -> bytes:
-    return canonical(ev.to_body())
 
 
 def replay(ledger: Ledger, entry: tuple[str, bytes, bytes], verify: Verifier | None = None) -> None:
@@ -403,6 +399,6 @@ def replay(ledger: Ledger, entry: tuple[str, bytes, bytes], verify: Verifier | N
     elif kind == "skip":
         ledger.skip_checkpoint(int.from_bytes(ident, "big"))
     elif kind == "evidence":
-        ledger.add_evidence(Evidence.from_body(decode(data, Evidence.MAX_BYTES)), int.from_bytes(ident, "big"))
+        ledger.add_evidence(Evidence.decode(data), int.from_bytes(ident, "big"))
     else:
         raise ValueError(f"unknown log entry kind {kind!r}")

@@ -120,14 +120,21 @@ def vote_entry(pk: bytes, vote: "bytes | BatchVote") -> tuple:
     return (pk, vote) if isinstance(vote, bytes) else (pk, vote.sig, vote.index, vote.path)
 
 
+def _proof_check(v: Any, where: str) -> tuple[int, tuple[bytes, ...]]:
+    """A batch vote's membership proof, [index, path]."""
+    if not isinstance(v, list) or len(v) != 2:
+        raise SchemaError(f"{where}: expected [index, path]")
+    path = seq(B32, MAX_PROOF_DEPTH)(v[1], f"{where} path")
+    # the index names exactly one leaf of a tree as deep as the path: one vote, one encoding
+    return uint((1 << len(path)) - 1)(v[0], f"{where} index"), path
+
+
 def _vote_check(v: Any, where: str) -> tuple:
     if isinstance(v, list) and len(v) == 2:
         return pair(PK, SIG)(v, where)
     if not isinstance(v, list) or len(v) != 4:
         raise SchemaError(f"{where}: expected [pk, sig] or [pk, sig, index, path]")
-    path = seq(B32, MAX_PROOF_DEPTH)(v[3], f"{where}[3]")
-    # the index names exactly one leaf of a tree as deep as the path: one vote, one encoding
-    return PK(v[0], f"{where}[0]"), SIG(v[1], f"{where}[1]"), uint((1 << len(path)) - 1)(v[2], f"{where}[2]"), path
+    return (PK(v[0], f"{where}[0]"), SIG(v[1], f"{where}[1]"), *_proof_check(v[2:], where))
 
 
 # the orders -------------------------------------------------------------------------------------------------------
@@ -347,7 +354,7 @@ class OrderAnswer(Message):
     TYPE: ClassVar[str] = "OrderAnswer"
     MAX_BYTES: ClassVar[int] = 1 * KiB
     sig: bytes | None = spec(optional(SIG))
-    proof: tuple | None = spec(optional(pair(uint(MAX_BATCH - 1), seq(B32, MAX_PROOF_DEPTH))))
+    proof: tuple | None = spec(optional(_proof_check))
     refusal: str | None = spec(optional(text(32)))
     account: bytes | None = spec(optional(B32))
     why: str = spec(text(320))
@@ -357,8 +364,6 @@ class OrderAnswer(Message):
             raise SchemaError("OrderAnswer: a vote or a refusal, exactly one")
         if self.sig is None and self.proof is not None:
             raise SchemaError("OrderAnswer: a refusal carries no proof")
-        if self.proof is not None and self.proof[0] >> len(self.proof[1]):
-            raise SchemaError("OrderAnswer: the index names no leaf of a tree as deep as the path")
 
     @classmethod
     def of(cls, answer: "bytes | BatchVote | ProtocolError") -> "OrderAnswer":

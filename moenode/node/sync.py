@@ -150,7 +150,7 @@ class Sync:
             elif kind == "checkpoint":
                 new = node.epochs.accept(data) != "duplicate"
             elif kind == "evidence":
-                ev = Evidence.from_body(decode(data, Evidence.MAX_BYTES))
+                ev = Evidence.decode(data)
                 new = node.payments.authority.add_evidence(ev, node.now_ms())
             else:
                 new = await node.on_certificate(decode_certificate(data), peer, b"", publish=False)
