@@ -151,7 +151,7 @@ class Node:
                 await self._subscribe(net)
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    nursery.start_soon(self.payments.desk.run)
+                    nursery.start_soon(self.payments.run)
                     nursery.start_soon(self.rounds.run_local_queue)
                     self.control_url = await nursery.start(control.serve, self, cfg.control_port)
                     nursery.start_soon(self._advert_loop)
