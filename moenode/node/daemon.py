@@ -341,6 +341,7 @@ class Node:
             "voting_power": power,
             "balance": led.balance(me),
             "sequence": led.sequence(me),
+            "orders_open": len(self.payments.outgoing),  # signed by us, not yet certified and out (the outbox)
             "rounds": {k.removeprefix("rounds_"): v for k, v in sorted(m.c.items()) if k.startswith("rounds_")}
             | (self.rounds.counts() if self.rounds else {}),
             "submissions": m.get("submissions"),
