@@ -63,6 +63,7 @@ def test_kill9_of_a_payer_while_it_certifies_its_own_transfer_then_every_ledger_
     supply = {v[0] for v in ledger_views(testnet).values()}
     for delay_ms in (0, 10, 25, 40):
         ctl = payer.control(30)
+        seq = ctl.status()["sequence"]
 
         def transfer() -> None:
             with contextlib.suppress(ControlError):  # the connection dies with the payer
@@ -75,9 +76,12 @@ def test_kill9_of_a_payer_while_it_certifies_its_own_transfer_then_every_ledger_
         sender.join(30)
         testnet.start_node(payer, timeout=180)
         testnet.wait_connected(timeout=120)
+        left_open = payer.control(10).status()["orders_open"]
         deadline = time.monotonic() + 120
         while payer.control(10).status()["orders_open"] and time.monotonic() < deadline:
             time.sleep(0.5)  # the order the last run left open, finished
+        print(f"kill -9 {delay_ms} ms after the transfer request: {left_open} order(s) left open, sequence "
+              f"{seq} -> {payer.control(10).status()['sequence']}")
         views = wait_ledgers_equal(testnet, 120)
         assert len({d for _, d in views.values()}) == 1, (delay_ms, views)
         assert {v[0] for v in views.values()} == supply
