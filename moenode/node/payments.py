@@ -328,7 +328,7 @@ class Payments:
         instead: signing a second one there could lock the sequence for good. None if there is nothing to do.
         """
         o: Order = env.msg  # type: ignore[assignment]
-        for out in self._open_at(o.account, o.sequence):
+        for out in self._open(o.account, o.sequence):
             if out.env.id != env.id:
                 return await self._finish(out)
         out = self.outgoing.get(env.id)
@@ -389,9 +389,10 @@ class Payments:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(fn, *args)
 
-    def _open_at(self, account: bytes, sequence: int) -> list[Outgoing]:
-        return [out for out in self.outgoing.values()
-                if out.order.account == account and out.order.sequence == sequence]
+    def _open(self, account: bytes, sequence: int | None = None) -> list[Outgoing]:
+        """Our open orders of `account` (at `sequence` only, if given), oldest sequence first."""
+        return sorted((out for out in self.outgoing.values() if out.order.account == account
+                       and sequence in (None, out.order.sequence)), key=lambda out: out.order.sequence)
 
     def _reachable(self) -> set[bytes]:
         net = self.node.net
@@ -489,14 +490,11 @@ class Payments:
 
     async def _finish_own(self) -> None:
         """Finish our open orders, oldest first; raise PaymentError (nothing new is signed) if one cannot be."""
-        for out in sorted(self._open_at_account(self.me), key=lambda x: x.order.sequence):
+        for out in self._open(self.me):
             try:
                 await self._finish(out)
             except PaymentError as e:
                 raise PaymentError(f"our earlier {e}; no new order is signed before it certifies") from None
-
-    def _open_at_account(self, account: bytes) -> list[Outgoing]:
-        return [out for out in self.outgoing.values() if out.order.account == account]
 
     async def resend(self) -> None:
         """Finish what the outbox holds open: collect the votes of orders that have none yet (renewed if their
@@ -518,8 +516,11 @@ class Payments:
                     await self._finish(out)
             except Unreachable:
                 self._retry_at[oid] = (now + RESEND_S, pause)
-            except PaymentError as e:
+            except (PaymentError, ProtocolError) as e:
                 log.warning("outbox: %s", e)
+                self._retry_at[oid] = (now + pause, min(pause * 2, RESEND_MAX_S))
+            except Exception:  # the store failed, say: keep the node up, and the order, and try again later
+                log.exception("outbox: finishing our %s at sequence %d failed", out.order.TYPE, out.order.sequence)
                 self._retry_at[oid] = (now + pause, min(pause * 2, RESEND_MAX_S))
             else:
                 self._retry_at.pop(oid, None)
