@@ -129,14 +129,16 @@ class Authority:
         self.dropped: list[tuple[str, str]] = []  # log entries the last adoption dropped, with why
 
     # orders -------------------------------------------------------------------------------------------------------
-    def handle_order(self, data: bytes, now_ms: int, attachments: tuple[bytes, ...] | list[bytes] = ()) -> bytes:
+    def handle_order(self, data: bytes, now_ms: int, attachments: tuple[bytes, ...] | list[bytes] = (),
+                     vote_epoch: int | None = None) -> bytes:
         """Vote for the order in `data` or raise a ProtocolError that says why not.
 
         `attachments` are certified orders the sender adds when this authority lacked a credit or an earlier order
         (the InsufficientFunds, SequenceGap and UnknownEscrow errors say which account to bring up to date).
+        `vote_epoch` asks for a renewal: a vote in that epoch for an order of an earlier one (SPEC 6.8).
         """
         self.take_attachments(attachments, now_ms)
-        ballot = self.prepare([data], now_ms, batch_vote=False)
+        ballot = self.prepare([data], now_ms, batch_vote=False, vote_epochs=[vote_epoch])
         if isinstance(ballot.answers[0], ProtocolError):
             raise ballot.answers[0]
         self.write_locks(ballot)
@@ -162,17 +164,20 @@ class Authority:
 
     # the three steps of a vote, for a caller that writes the locks elsewhere (the node, on a worker thread):
     # prepare (check, reserve the locks), the store's put_locks(ballot.rows), then sign, or release if it failed.
-    def prepare(self, batch: list[bytes], now_ms: int, batch_vote: bool) -> Ballot:
-        """Check every order and reserve the locks the accepted ones need. Nothing is signed or written yet."""
+    def prepare(self, batch: list[bytes], now_ms: int, batch_vote: bool,
+                vote_epochs: list[int | None] | None = None) -> Ballot:
+        """Check every order and reserve the locks the accepted ones need. Nothing is signed or written yet.
+
+        `vote_epochs[i]`, if given and not None, asks for a renewal of order i in that epoch (SPEC 6.8)."""
         most = MAX_BATCH if batch_vote else 1
         if len(batch) > most:
             raise ValueError(f"a ballot holds at most {most} orders, not {len(batch)}")
         self.catch_up(now_ms)
         ballot = Ballot(batch_vote)
         fresh: dict[bytes, tuple[bytes, bytes, bytes]] = {}
-        for data in batch:
+        for data, vote_epoch in zip(batch, vote_epochs or [None] * len(batch)):
             try:
-                ballot.leaves.append(self._admit(data, now_ms, fresh))
+                ballot.leaves.append(self._admit(data, now_ms, fresh, vote_epoch))
                 ballot.answers.append(len(ballot.leaves) - 1)
             except ProtocolError as e:
                 ballot.answers.append(e)
@@ -211,15 +216,18 @@ class Authority:
             return [sig]
         return [a if isinstance(a, ProtocolError) else BatchVote(sig, *proofs[a]) for a in ballot.answers]
 
-    def _admit(self, data: bytes, now_ms: int, fresh: dict[bytes, tuple[bytes, bytes, bytes]]) -> bytes:
+    def _admit(self, data: bytes, now_ms: int, fresh: dict[bytes, tuple[bytes, bytes, bytes]],
+               vote_epoch: int | None = None) -> bytes:
         """Open and check the order in `data` and return its vote digest (raise if refused). A lock it needs is
-        added to `fresh` (key -> order id, settle key, bytes)."""
+        added to `fresh` (key -> order id, settle key, bytes). The lock holds the order id whatever the epoch of
+        the vote: a renewal (`vote_epoch`) of the locked order is voted for again, any other order refused."""
         led = self.ledger
         signed = open_order(data, led.net, self.verify)
         order = signed.msg
-        led.check_order(signed, now_ms)
-        if led.power_at(order.epoch).get(self.me, 0) <= 0:
-            raise StateError(f"not an authority in epoch {order.epoch}", reason="not_authority")
+        led.check_order(signed, now_ms, vote_epoch)
+        epoch = order.epoch if vote_epoch is None else vote_epoch
+        if led.power_at(epoch).get(self.me, 0) <= 0:
+            raise StateError(f"not an authority in epoch {epoch}", reason="not_authority")
         key = order_lock_key(order.account, order.sequence)
         settle_key = order.report_id if isinstance(order, Settle) else b""
         if key in self._reserved:  # another ballot's lock for this sequence is being written: not durable yet
@@ -231,7 +239,7 @@ class Authority:
         elif held[0] != signed.id and not (settle_key and held[1] == settle_key):
             raise Conflict(f"{order.TYPE}: already signed order {held[0].hex()[:16]} for sequence {order.sequence}"
                            f" of {order.account.hex()[:16]}")
-        return vote_digest(signed.id, order.epoch)
+        return vote_digest(signed.id, epoch)
 
     def accept_certificate(self, data: bytes, now_ms: int | None = None) -> str:
         """Check and apply a certified order; log it if it changed anything. Returns the ledger's status.

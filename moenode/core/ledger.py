@@ -244,14 +244,23 @@ class Ledger:
         return check
 
     # the authority's view -----------------------------------------------------------------------------------------
-    def check_order(self, signed: Signed, now_ms: int) -> None:
-        """Raise a ProtocolError unless the order is valid in this view (the lock is the authority's business)."""
+    def check_order(self, signed: Signed, now_ms: int, vote_epoch: int | None = None) -> None:
+        """Raise a ProtocolError unless the order is valid in this view (the lock is the authority's business).
+
+        `vote_epoch`: a renewal (SPEC 6.8) asks for a vote in that epoch, later than the order's; the epoch rule
+        applies to it instead of the order's, and the rules that only time makes fail and that protect no one
+        but the account that signed (a PayEscrow's deadline, an Unstake's bound) are not judged again.
+        """
         o: Order = signed.msg  # type: ignore[assignment]
         cur = self.genesis.epoch(now_ms)
-        if o.epoch not in (cur - 1, cur):
-            raise StateError(f"{o.TYPE}: epoch {o.epoch} is not current (now {cur})", reason="stale_epoch")
-        if o.epoch > self.known_through:
-            raise StateError(f"{o.TYPE}: the stake table of epoch {o.epoch} is not fixed here yet",
+        renewal = vote_epoch is not None
+        epoch = o.epoch if vote_epoch is None else vote_epoch
+        if renewal and epoch <= o.epoch:
+            raise SchemaError(f"{o.TYPE}: a renewal's vote epoch {epoch} is not later than the order's {o.epoch}")
+        if epoch not in (cur - 1, cur):
+            raise StateError(f"{o.TYPE}: epoch {epoch} is not current (now {cur})", reason="stale_epoch")
+        if epoch > self.known_through:
+            raise StateError(f"{o.TYPE}: the stake table of epoch {epoch} is not fixed here yet",
                              reason="unknown_epoch")
         have = self.sequence(o.account)
         done = self.applied.get((o.account, o.sequence))
@@ -270,9 +279,9 @@ class Ledger:
             esc = escrow_account(o.shard_id)
             if esc in self.escrows or self.sequence(esc) > 0:
                 raise StateError("PayEscrow: this shard is already paid", reason="escrow_exists")
-            if o.deadline_ms <= now_ms:
+            if o.deadline_ms <= now_ms and not renewal:
                 raise StateError("PayEscrow: the deadline has passed", reason="deadline")
-        elif isinstance(o, Unstake):
+        elif isinstance(o, Unstake) and not renewal:
             free = self.stake(o.account) - self.unstaking.get(o.account, 0)
             if o.amount > free:
                 raise StateError(f"Unstake: {o.amount} exceeds the free stake {free}", reason="insufficient_stake")
@@ -321,17 +330,17 @@ class Ledger:
     # applying certificates ----------------------------------------------------------------------------------------
     def accept_certificate(self, cert: CertifiedOrder, verify: Verifier | None = None) -> str:
         """Check the quorum and apply. Returns "applied", "duplicate" or "pending" (its epoch is not fixed yet)."""
-        o = cert.msg
+        o, epoch = cert.msg, cert.vote_epoch
         if self.applied.get((o.account, o.sequence)) == cert.id:
             return "duplicate"
-        if o.epoch > self.known_through:
+        if epoch > self.known_through:
             # its stake table is not fixed yet; a bounded wait, so made-up future epochs cannot fill memory
-            if o.epoch > self.known_through + 2 or len(self.pending) >= MAX_PENDING:
-                raise StateError(f"{o.TYPE}: epoch {o.epoch} is too far ahead (tables known through "
+            if epoch > self.known_through + 2 or len(self.pending) >= MAX_PENDING:
+                raise StateError(f"{o.TYPE}: epoch {epoch} is too far ahead (tables known through "
                                  f"{self.known_through})", reason="future_epoch")
             self.pending[cert.id] = cert
             return "pending"
-        cert.check(self.power_at(o.epoch), verify or self.verify)
+        cert.check(self.power_at(epoch), verify or self.verify)
         return self.apply_certified(cert)
 
     def apply_certified(self, cert: CertifiedOrder) -> str:
@@ -468,7 +477,7 @@ class Ledger:
         self.known_through += 1
         self.tables[self.known_through] = table
         for cert in sorted(self.pending.values(), key=lambda c: c.id):
-            if cert.msg.epoch <= self.known_through:
+            if cert.vote_epoch <= self.known_through:
                 del self.pending[cert.id]
                 try:
                     self.accept_certificate(cert)

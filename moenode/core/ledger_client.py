@@ -15,7 +15,21 @@ touch the named account and that this authority has not been sent yet (a bounded
 refusal is final for that authority. When the power still able to vote cannot reach the threshold, the submitter
 emits `Failed(reason)` naming every authority's refusal.
 
+An order whose epoch has passed before it certified is *renewed* (SPEC 6.8): the same bytes, with votes asked in
+a later epoch (`vote_epoch`, see `vote_epoch_for`), counted in that epoch's voting power.
+
 States: collecting -> certified | failed (data, below); no clock: deadlines are the net layer's.
+
+The client's rules around it (SPEC 6.6), which keep an account from ever locking itself:
+- ask only when the voting power the client can reach (itself and the authorities it is connected to) carries the
+  quorum (`unreachable`); below it, nothing is signed;
+- an order the client signed is kept, durably, until it certifies, and the client signs no other order for the
+  same (account, sequence) meanwhile: it sends that one again (renewing it once its epoch has passed);
+- a certificate it obtained is kept, durably, and published before it is applied locally, so a crash can leave
+  the client behind the network (it applies on restart) but never ahead of it.
+`delivery_steps` is that life as data: the steps left for one entry of the outbox, which the node runs in order,
+each durable before the next, so a crash between two steps resumes with at most the last step done twice (every
+step is idempotent).
 """
 
 from dataclasses import dataclass, field
@@ -48,6 +62,7 @@ class SendOrder:
     authority: bytes
     order: bytes
     attachments: tuple[bytes, ...] = ()
+    vote_epoch: int | None = None  # a renewal: the vote is asked for in this later epoch
 
 
 @dataclass(frozen=True)
@@ -97,11 +112,12 @@ def refusal_of(err: ProtocolError) -> tuple[str, bytes | None]:
 @dataclass
 class OrderSubmitter:
     order: Signed
-    power: dict[bytes, int]
+    power: dict[bytes, int]  # the voting power of the epoch the votes are asked in (`vote_epoch` or the order's)
     verify: Verifier
     pool: CertPool = field(default_factory=CertPool)
     first: tuple[CertifiedOrder, ...] = ()  # sent with the first request to each authority (at most MAX_ATTACH)
     max_retries: int = 3
+    vote_epoch: int | None = None  # a renewal: ask for votes in this epoch, later than the order's
     state: str = "collecting"
     votes: dict[bytes, bytes | BatchVote] = field(default_factory=dict)
     refused: dict[bytes, str] = field(default_factory=dict)
@@ -109,7 +125,8 @@ class OrderSubmitter:
     _retries: dict[bytes, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._digest = vote_digest(self.order.id, self.order.msg.epoch)  # type: ignore[attr-defined]
+        epoch = self.order.msg.epoch if self.vote_epoch is None else self.vote_epoch  # type: ignore[attr-defined]
+        self._digest = vote_digest(self.order.id, epoch)
         self._data = self.order.encode()
         self.first = self.first[:MAX_ATTACH]
 
@@ -124,7 +141,7 @@ class OrderSubmitter:
         for pk in sorted(self.power):
             if self.power[pk] > 0:
                 self._sent[pk] = {c.id for c in self.first}
-                out.append(SendOrder(pk, self._data, first))
+                out.append(SendOrder(pk, self._data, first, self.vote_epoch))
         return out
 
     def power_of(self, pks) -> int:
@@ -155,7 +172,7 @@ class OrderSubmitter:
             if fresh:
                 self._retries[authority] = self._retries.get(authority, 0) + 1
                 sent.update(fresh)
-                return [SendOrder(authority, self._data, tuple(fresh[i] for i in sorted(fresh)))]
+                return [SendOrder(authority, self._data, tuple(fresh[i] for i in sorted(fresh)), self.vote_epoch)]
         return self._refuse(authority, f"{reason} ({detail})" if detail else reason)
 
     def _refuse(self, authority: bytes, reason: str) -> list[Effect]:
@@ -168,4 +185,49 @@ class OrderSubmitter:
         return []
 
     def certificate(self) -> CertifiedOrder:
-        return certify(self.order, self.votes)
+        return certify(self.order, self.votes, self.vote_epoch)
+
+
+def vote_epoch_for(order_epoch: int, now_epoch: int, known_through: int) -> int | None:
+    """The epoch to ask votes for an order of `order_epoch` in, now: None (its own) while it is current or the
+    previous one; else a renewal in the newest epoch an authority accepts (now's, or the previous while now's
+    stake table is not fixed yet). Raises ValueError when no such epoch is fixed yet."""
+    if order_epoch >= now_epoch - 1:
+        return None
+    epoch = min(now_epoch, known_through)
+    if epoch < now_epoch - 1:
+        raise ValueError(f"the stake table of epoch {now_epoch - 1} is not fixed yet; the renewal waits for it")
+    return epoch
+
+
+def reachable_power(power: dict[bytes, int], reachable: set[bytes] | frozenset[bytes]) -> int:
+    return sum(vp for pk, vp in power.items() if pk in reachable)
+
+
+def unreachable(power: dict[bytes, int], reachable: set[bytes] | frozenset[bytes]) -> str | None:
+    """Why votes should not be asked for now (`reachable`: ourselves and the accounts we are connected to), or
+    None when they carry the quorum. Asking below it can only lock the order at the authorities that answer."""
+    got = reachable_power(power, reachable)
+    if got >= CERT_THRESHOLD:
+        return None
+    return f"only {got:,} of {CERT_THRESHOLD:,} voting power reachable"
+
+
+# the outbox: an order this node signed, from signing until its certificate is out ---------------------------------
+DELIVERY = ("collect", "record", "publish", "apply", "close")  # the whole life of an order once it is written
+
+
+def delivery_steps(has_cert: bool, order_id: bytes, applied_id: bytes | None) -> tuple[str, ...]:
+    """The steps left for an outbox entry: `has_cert` says whether its certificate is recorded, `applied_id` is
+    what this node's ledger holds at the order's (account, sequence).
+
+    collect: get the votes (renewing in a later epoch if the order's has passed); record: write the certificate
+    (durably, before anything else sees it); publish: gossip it; apply: apply it here; close: the entry is done.
+    An entry whose sequence this ledger already holds for another order (an escrow settled by someone else's
+    Settle, say) is dropped: nothing is left to do, and it could never certify.
+    """
+    if has_cert:
+        return DELIVERY[2:]
+    if applied_id is None:
+        return DELIVERY
+    return ("close",) if applied_id == order_id else ("drop",)

@@ -15,12 +15,19 @@ votes from authorities holding >= 6,667 of the 10,000 voting power of the order'
 `{"order": <envelope map>, "votes": [[pk, sig] or [pk, sig, index, [sibling...]], ...]}` with votes sorted by
 public key. Anyone can check it given that epoch's voting power, and anyone can apply it.
 
+*Renewal* (SPEC 6.8): an order whose epoch has passed before it got its quorum may be voted for again, the same
+bytes, in a later epoch V: the votes are then over `vote_digest(order_id, V)`, they count in the voting power of
+V, and the certificate says so with a third key, `"vote_epoch": V` (present only when V differs from the order's
+epoch, so a certificate of a first vote keeps its bytes). An authority's lock holds an order id whatever the epoch
+of its votes, so a renewal never lets a second order certify at one (account, sequence); two certificates of one
+order (first vote and renewal) are one order, applied once.
+
 Escrows: a payment for shard S goes into the account `escrow_account(S) = H("escrow", S)`. No one holds that
 account's key, so its one and only order (sequence 0) is a Settle, which any party may sign and submit because the
 shard certificate it carries is the authority, or a Refund, which the payer signs once the escrow's deadline passed.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from moenode.core.codec import canonical, decode
@@ -271,6 +278,7 @@ class CertifiedOrder:
 
     order: Signed
     votes: tuple[tuple, ...]  # (pk, sig) or (pk, sig, index, path), sorted by pk
+    renewed_in: int | None = None  # the epoch the votes were cast in, when later than the order's (a renewal)
 
     # a vote: pk 34 + sig 66 + list header 1, and for a batch vote index 3 + path 3 + 34 per level
     MAX_BYTES: ClassVar[int] = MAX_ORDER_BYTES + MAX_VOTES * (107 + 34 * MAX_PROOF_DEPTH) + 1 * KiB
@@ -284,37 +292,50 @@ class CertifiedOrder:
     def msg(self) -> Order:
         return self.order.msg  # type: ignore[return-value]
 
+    @property
+    def vote_epoch(self) -> int:
+        """The epoch whose voting power counts the votes: the order's, or the later one it was renewed in."""
+        return self.msg.epoch if self.renewed_in is None else self.renewed_in
+
     def encode(self) -> bytes:
-        return canonical({"order": self.order.as_wire(), "votes": [list(v) for v in self.votes]})
+        wire: dict[str, Any] = {"order": self.order.as_wire(), "votes": [list(v) for v in self.votes]}
+        if self.renewed_in is not None:
+            wire["vote_epoch"] = self.renewed_in
+        return canonical(wire)
 
     @classmethod
     def decode(cls, data: bytes, net: bytes, verify: Verifier) -> "CertifiedOrder":
         """Decode untrusted bytes and check the order envelope (not yet the votes: see `check`)."""
         wire = decode(data, max_bytes=cls.MAX_BYTES)
-        if not isinstance(wire, dict) or set(wire) != {"order", "votes"}:
-            raise SchemaError("CertifiedOrder: expected {order, votes}")
+        if not isinstance(wire, dict) or set(wire) - {"vote_epoch"} != {"order", "votes"}:
+            raise SchemaError("CertifiedOrder: expected {order, votes} or {order, votes, vote_epoch}")
         votes = cls.VOTES(wire["votes"], "CertifiedOrder.votes")
         signers = [v[0] for v in votes]
         if signers != sorted(set(signers)):
             raise SchemaError("CertifiedOrder: voters must be unique and sorted")
+        renewed_in = uint()(wire["vote_epoch"], "CertifiedOrder.vote_epoch") if "vote_epoch" in wire else None
         order = open_wire(wire["order"], net, verify, ORDER_TYPES)
         check_signer(order)
         if len(order.encode()) > type(order.msg).MAX_BYTES:
             raise SchemaError(f"CertifiedOrder: the {order.msg.TYPE} exceeds its size cap")
-        return cls(order=order, votes=votes)
+        if renewed_in is not None and renewed_in <= order.msg.epoch:  # type: ignore[attr-defined]
+            raise SchemaError("CertifiedOrder: vote_epoch must be later than the order's epoch (else absent)")
+        return cls(order=order, votes=votes, renewed_in=renewed_in)
 
     def check(self, power: dict[bytes, int], verify: Verifier, skip: frozenset[bytes] = frozenset()) -> int:
-        """Raise unless the votes carry >= CERT_THRESHOLD of `power`; return the power counted.
+        """Raise unless the votes carry >= CERT_THRESHOLD of `power` (the voting power of `vote_epoch`); return
+        the power counted.
 
         `skip` names voters whose signature the caller has already verified (its own vote, say).
         """
-        leaf = vote_digest(self.id, self.msg.epoch)
+        epoch = self.vote_epoch
+        leaf = vote_digest(self.id, epoch)
         total = 0
         for vote in self.votes:
             pk, sig = vote[0], vote[1]
             vp = power.get(pk, 0)
             if vp <= 0:
-                raise SignatureError(f"CertifiedOrder: {pk.hex()[:16]} has no voting power in epoch {self.msg.epoch}")
+                raise SignatureError(f"CertifiedOrder: {pk.hex()[:16]} has no voting power in epoch {epoch}")
             if pk not in skip and not verify(pk, signed_digest(leaf, vote), sig):
                 what = "vote" if len(vote) == 2 else "batch vote (its signature or membership proof)"
                 raise SignatureError(f"CertifiedOrder: bad {what} from {pk.hex()[:16]}")
@@ -328,8 +349,12 @@ class UnderQuorum(SignatureError):
     reason = "under_quorum"
 
 
-def certify(order: Signed, votes: "dict[bytes, bytes] | dict[bytes, bytes | BatchVote]") -> CertifiedOrder:
-    return CertifiedOrder(order=order, votes=tuple(vote_entry(pk, votes[pk]) for pk in sorted(votes)))
+def certify(order: Signed, votes: "dict[bytes, bytes] | dict[bytes, bytes | BatchVote]",
+            vote_epoch: int | None = None) -> CertifiedOrder:
+    """The certificate of `order` from `votes` cast in `vote_epoch` (None: the order's own epoch)."""
+    renewed_in = None if vote_epoch is None or vote_epoch == order.msg.epoch else vote_epoch  # type: ignore[attr-defined]
+    return CertifiedOrder(order=order, votes=tuple(vote_entry(pk, votes[pk]) for pk in sorted(votes)),
+                          renewed_in=renewed_in)
 
 
 # an authority's order RPC -----------------------------------------------------------------------------------------
@@ -338,12 +363,15 @@ MAX_ATTACH = 8  # certified orders one request may carry for an authority that l
 
 @dataclass(frozen=True)
 class OrderRequest(Message):
-    """What a client sends an authority: a signed order (envelope bytes) and certified orders it may lack."""
+    """What a client sends an authority: a signed order (envelope bytes), certified orders it may lack, and the
+    epoch whose vote it asks for: nil for the order's own epoch, or a later epoch to renew an order whose epoch
+    has passed (SPEC 6.8)."""
 
     TYPE: ClassVar[str] = "OrderRequest"
     MAX_BYTES: ClassVar[int] = 4 << 20  # a Settle carries a shard certificate, and so may each attachment
     order: bytes = spec(blob(max_len=MAX_ORDER_BYTES))
     attach: tuple[bytes, ...] = spec(seq(blob(max_len=4 << 20), MAX_ATTACH))
+    vote_epoch: int | None = field(default=None, metadata={"check": optional(uint())})
 
 
 @dataclass(frozen=True)
@@ -407,9 +435,9 @@ def verify_pay_cert(
     if order.shard_id != shard_id or order.fee != fee or order.account != submitter:
         raise SchemaError("pay_cert: pays another shard, fee or submitter")
     try:
-        stakes = stake_table_for_epoch(order.epoch)
+        stakes = stake_table_for_epoch(cert.vote_epoch)
     except KeyError:
-        raise SchemaError(f"pay_cert: no stake table for epoch {order.epoch}") from None
+        raise SchemaError(f"pay_cert: no stake table for epoch {cert.vote_epoch}") from None
     cert.check(voting_power(stakes), verify)
     return cert.id
 

@@ -151,7 +151,7 @@ class Node:
                 await self._subscribe(net)
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    nursery.start_soon(self.payments.desk.run)
+                    nursery.start_soon(self.payments.run)
                     nursery.start_soon(self.rounds.run_local_queue)
                     self.control_url = await nursery.start(control.serve, self, cfg.control_port)
                     nursery.start_soon(self._advert_loop)
@@ -341,6 +341,7 @@ class Node:
             "voting_power": power,
             "balance": led.balance(me),
             "sequence": led.sequence(me),
+            "orders_open": len(self.payments.outgoing),  # signed by us, not yet certified and out (the outbox)
             "rounds": {k.removeprefix("rounds_"): v for k, v in sorted(m.c.items()) if k.startswith("rounds_")}
             | (self.rounds.counts() if self.rounds else {}),
             "submissions": m.get("submissions"),

@@ -12,10 +12,18 @@ vote, or a refusal naming the account whose history the authority lacks), and it
 carries certificates the authority may lack: the PayEscrow of the shard for a Settle or a Refund, and our own last
 few certified orders (an authority that missed their gossip would see a sequence gap). An authority that still
 refuses for lack of state (sequence gap, insufficient funds, unknown escrow) is asked again with the recent
-certificates that touch the account it named. The result is applied locally first and then gossiped once. Our own
-orders go one at a time; one that got votes but no quorum (authorities failed mid-collection) holds our sequence
-number at the authorities that voted, so it is sent again, the same bytes, before the next one
-(`_finish_unfinished`).
+certificates that touch the account it named.
+
+Every order we sign lives in the outbox (`moenode.store.outbox`, in the ledger's sqlite file) until its
+certificate is out, and goes through the steps of `delivery_steps`: written (fsynced) before any authority is
+asked; votes collected; the certificate written before anything else sees it; gossiped; applied here; closed. So a
+kill -9 at any point leaves this node at worst behind the network (it applies on restart), never ahead of it, and
+never loses an order it signed. Nothing is asked while the authorities we are connected to (and we) hold less than
+the quorum: an order with votes below the quorum would hold our sequence at the authorities that voted. One that
+got such votes all the same (authorities failed mid-collection) stays open: it is sent again, the same bytes,
+before our next order and every few seconds in the background (`resend`), renewed in the current epoch once its
+own has passed (SPEC 6.8), until it certifies; no other order is signed for its sequence meanwhile. On start,
+`resend` finishes whatever the last run left open and publishes certificates it had not got out.
 
 Who sends which order: the submitter pays (PayEscrow) before its Input and refunds (Refund) after a failed
 round's deadline; the round's winner settles (Settle, carrying the shard certificate); anyone may transfer or
@@ -24,9 +32,11 @@ stake from the control API.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
@@ -35,7 +45,17 @@ from moenode.core.authority import Authority
 from moenode.core.crypto import ed25519_verify
 from moenode.core.errors import ProtocolError
 from moenode.core.ledger import ConflictingCertificates, Ledger
-from moenode.core.ledger_client import Certified, CertPool, Effect, Failed, OrderSubmitter, SendOrder
+from moenode.core.ledger_client import (
+    Certified,
+    CertPool,
+    Effect,
+    Failed,
+    OrderSubmitter,
+    SendOrder,
+    delivery_steps,
+    unreachable,
+    vote_epoch_for,
+)
 from moenode.core.messages import KiB, Certificate, Signed, seal
 from moenode.core.orders import (
     MAX_ATTACH,
@@ -51,8 +71,10 @@ from moenode.core.orders import (
     Stake,
     Transfer,
     escrow_account,
+    open_order,
 )
 from moenode.store.ledger_db import open_authority
+from moenode.store.outbox import Outbox
 
 if TYPE_CHECKING:
     from moenode.node.daemon import Node
@@ -60,6 +82,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("moenode.node")
 
 VOTE_TIMEOUT = 10.0
+RESEND_S = 2.0  # how often the outbox looks at the orders it holds open (cheap while too little power is reachable)
+RESEND_MAX_S = 60.0  # the longest pause between two attempts at an order the authorities refused
 
 
 async def ask_authorities(power: dict[bytes, int], me: bytes, ask: Callable[[bytes], Awaitable[bool]]) -> None:
@@ -98,20 +122,21 @@ class OrderDesk:
         self.authority, self.now_ms, self.count = authority, now_ms, count
         self.running = False
         self._alone = trio.Lock()  # without the desk task, one ballot at a time all the same
-        self._queue: list[tuple[bytes, list]] = []  # (order, [done event, answer once set])
+        self._queue: list[tuple[bytes, int | None, list]] = []  # (order, vote epoch, [done event, answer once set])
         self._wake = trio.Event()
 
-    async def vote(self, order: bytes) -> bytes | BatchVote | ProtocolError:
-        """This authority's vote for `order` (signed bytes), or the ProtocolError that says why not."""
+    async def vote(self, order: bytes, vote_epoch: int | None = None) -> bytes | BatchVote | ProtocolError:
+        """This authority's vote for `order` (signed bytes; in `vote_epoch` for a renewal), or the ProtocolError
+        that says why not."""
         if self.running:
             slot: list = [trio.Event()]
-            self._queue.append((order, slot))
+            self._queue.append((order, vote_epoch, slot))
             self._wake.set()
             await slot[0].wait()
             answer = slot[1]
         else:  # no desk task (a node that is not serving yet): answer alone
             async with self._alone:
-                answer = (await self._answer([order]))[0]
+                answer = (await self._answer([order], [vote_epoch]))[0]
         if isinstance(answer, Exception) and not isinstance(answer, ProtocolError):
             raise answer  # the store failed: the net layer reports an internal error, and nothing was signed
         return answer
@@ -126,16 +151,17 @@ class OrderDesk:
                 if self._queue:
                     self._wake.set()
                 if batch:
-                    for (_, slot), answer in zip(batch, await self._answer([order for order, _ in batch])):
+                    answers = await self._answer([order for order, _, _ in batch], [e for _, e, _ in batch])
+                    for (_, _, slot), answer in zip(batch, answers):
                         slot.append(answer)
                         slot[0].set()
         finally:
             self.running = False
 
-    async def _answer(self, orders: list[bytes]) -> list[bytes | BatchVote | Exception]:
+    async def _answer(self, orders: list[bytes], vote_epochs: list[int | None]) -> list[bytes | BatchVote | Exception]:
         auth = self.authority
         try:
-            ballot = auth.prepare(orders, self.now_ms(), batch_vote=len(orders) > 1)
+            ballot = auth.prepare(orders, self.now_ms(), batch_vote=len(orders) > 1, vote_epochs=vote_epochs)
         except Exception as e:  # the store failed while fixing a due stake table: answer, and keep serving
             log.exception("preparing %d order votes failed", len(orders))
             return [e] * len(orders)
@@ -157,6 +183,26 @@ class PaymentError(RuntimeError):
     """An order could not be certified (too few authorities answered, or they refused it)."""
 
 
+class Unreachable(PaymentError):
+    """The authorities this node can reach hold less than the quorum: no votes were asked for."""
+
+
+@dataclass(eq=False)
+class Outgoing:
+    """An order we signed, open in the outbox: its certificate once we have it, and whether it reached a peer."""
+
+    env: Signed
+    attach: tuple[bytes, ...]
+    cert: CertifiedOrder | None = None
+    published: bool = False
+    late: bool = False  # the call that made it gave up (or died with the process): whoever finishes it tidies up
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+    @property
+    def order(self) -> Order:
+        return self.env.msg  # type: ignore[return-value]
+
+
 class Payments:
     def __init__(self, node: Node):
         self.node = node
@@ -165,35 +211,68 @@ class Payments:
                                                    ed25519_verify)
         self.ledger: Ledger = self.authority.ledger
         self.desk = OrderDesk(self.authority, node.now_ms, node.metrics.inc)
-        self.published: set[bytes] = set()
         self._own = trio.Lock()  # one order of ours in flight at a time: each consumes our next sequence number
-        self.unfinished: Signed | None = None  # our last order, while it lacks a quorum
         self.own_recent: deque[CertifiedOrder] = deque(maxlen=3)  # our last certified orders, to attach
         self.credits_recent: deque[CertifiedOrder] = deque(maxlen=MAX_ATTACH)  # certified orders that credited us
+        try:
+            self.outbox = Outbox(node.config.path("ledger"))
+            self.outgoing: dict[bytes, Outgoing] = {}  # the outbox's open entries, by order id
+            self._load_outbox()
+        except BaseException:
+            self.authority.store.close()  # type: ignore[attr-defined]
+            raise
+        self._retry_at: dict[bytes, tuple[float, float]] = {}  # order id -> (next try, backoff), for `resend`
+
+    def _load_outbox(self) -> None:
+        """Our last certificates (to attach) and the orders a previous run left open (to finish: `resend`)."""
+        net, verify = self.node.net_id, self.authority.verify
+        for data in self.outbox.recent(self.me, self.own_recent.maxlen or 3):
+            with contextlib.suppress(ProtocolError):
+                self.own_recent.append(CertifiedOrder.decode(data, net, verify))
+        for e in self.outbox.open_entries():
+            try:
+                env = open_order(e.order, net, verify)
+                cert = None if e.cert is None else CertifiedOrder.decode(e.cert, net, verify)
+            except ProtocolError as err:  # only our own writes are in the outbox: say so loudly, keep starting
+                log.error("outbox: an entry does not decode (%s); it is skipped", err)
+                continue
+            self.outgoing[env.id] = Outgoing(env, e.attach, cert, late=True)
+        if self.outgoing:
+            log.info("outbox: %d order(s) of ours to finish from the last run", len(self.outgoing))
 
     def close(self) -> None:
+        self.outbox.close_db()
         self.authority.store.close()  # type: ignore[attr-defined]
 
     @property
     def me(self) -> bytes:
         return self.node.signer.public_key
 
+    async def run(self) -> None:
+        """The authority's desk, and the outbox: what a previous run or a failed call left open is finished."""
+        async with trio.open_nursery() as n:
+            n.start_soon(self.desk.run)
+            while True:
+                await trio.sleep(RESEND_S)
+                await self.resend()
+
     # the authority's RPC -------------------------------------------------------------------------------------------
     async def serve_order(self, peer: bytes, req: bytes) -> bytes:
         q = OrderRequest.decode(req)  # a malformed request raises: the net layer counts and refuses it
         self.node.metrics.inc("orders_served")
-        answer = await self.vote(q.order, q.attach)
+        answer = await self.vote(q.order, q.attach, q.vote_epoch)
         if isinstance(answer, ProtocolError):  # a refusal is an answer: the client may retry with what we lack
             self.node.reject(peer, answer, "order")
         return OrderAnswer.of(answer).encode()
 
-    async def vote(self, order: bytes, attach: tuple[bytes, ...]) -> bytes | BatchVote | ProtocolError:
-        """Our vote as an authority for a request, through the desk, or why not."""
+    async def vote(self, order: bytes, attach: tuple[bytes, ...], vote_epoch: int | None = None
+                   ) -> bytes | BatchVote | ProtocolError:
+        """Our vote as an authority for a request (in `vote_epoch` for a renewal), through the desk, or why not."""
         try:
             self.authority.take_attachments(attach, self.node.now_ms())
         except ProtocolError as e:
             return e
-        return await self.desk.vote(order)
+        return await self.desk.vote(order, vote_epoch)
 
     # applying ------------------------------------------------------------------------------------------------------
     def accept(self, data: bytes) -> str:
@@ -223,40 +302,128 @@ class Payments:
         status = self.accept(data)
         self.node.metrics.inc(f"orders_{status}")
 
-    async def publish(self, cert: CertifiedOrder) -> None:
-        if cert.id in self.published:
-            return
-        self.published.add(cert.id)
-        await self.node.net.gossip.publish("orders", cert.encode())
+    async def publish(self, cert: CertifiedOrder) -> bool:
+        """Gossip a certificate of ours; True if peers subscribed to `orders` were there to take it."""
+        gossip = self.node.net.gossip if self.node.net is not None else None
+        if gossip is None or not gossip.topic_peers("orders"):
+            return False
+        try:
+            with trio.CancelScope(shield=True):
+                await gossip.publish("orders", cert.encode())
+        except Exception as e:  # gossip is best effort: the outbox publishes it again, and sync carries it too
+            log.warning("could not gossip %s: %r", cert.msg.TYPE, e)
+            return False
+        return True
 
     # the client ----------------------------------------------------------------------------------------------------
-    async def certify(self, env: Signed, attach: list[bytes] | tuple[bytes, ...] = ()) -> CertifiedOrder:
-        """Collect votes from the epoch's authorities until they carry the threshold; apply and gossip.
+    async def certify(self, env: Signed, attach: list[bytes] | tuple[bytes, ...] = ()) -> CertifiedOrder | None:
+        """Get an order we signed certified and out (SPEC 6.6): it is written to the outbox before any authority
+        is asked, votes are collected until they carry the threshold, the certificate is written, gossiped, and
+        only then applied here. Raises PaymentError; the order then stays in the outbox and is sent again
+        (`resend`, or before our next order) until it certifies.
 
         `attach`: certified orders every authority needs to judge this one (a Settle's or Refund's payment); they
-        go with the first request, as do our own last orders when the order is ours.
+        go with the first request, as do our own last orders when the order is ours. If we hold an earlier open
+        order for the same (account, sequence) (a Refund whose collection failed, say), that one is finished
+        instead: signing a second one there could lock the sequence for good. None if there is nothing to do.
         """
-        order: Order = env.msg  # type: ignore[assignment]
+        o: Order = env.msg  # type: ignore[assignment]
+        for out in self._open(o.account, o.sequence):
+            if out.env.id != env.id:
+                return await self._finish(out)
+        out = self.outgoing.get(env.id)
+        if out is None:
+            out = Outgoing(env, tuple(attach))
+            await self._write(self.outbox.add, env.id, o.account, o.sequence, env.encode(), out.attach)
+            self.outgoing[env.id] = out
         try:
-            power = self.ledger.power_at(order.epoch)
-        except KeyError as e:
-            raise PaymentError(str(e)) from None
+            return await self._deliver(out)
+        except PaymentError:
+            out.late = True
+            raise
+
+    async def _finish(self, out: Outgoing) -> CertifiedOrder | None:
+        """Deliver an order an earlier call or run left open; a PayEscrow's round is gone by then: refund it."""
+        cert = await self._deliver(out)
+        if cert is not None and out.late:
+            out.late = False
+            self.node.metrics.inc("orders_finished_late")
+            log.info("finished our %s at sequence %d, which had lacked a quorum", cert.msg.TYPE, cert.msg.sequence)
+            if isinstance(cert.msg, PayEscrow) and cert.msg.account == self.me:
+                self.node.spawn(self._refund_when_due, cert)
+        return cert
+
+    async def _deliver(self, out: Outgoing) -> CertifiedOrder | None:
+        """Run the steps left for `out` (`delivery_steps`), each durable before the next."""
+        async with out.lock:
+            if out.env.id not in self.outgoing:  # another task finished it while we waited
+                return out.cert
+            o = out.order
+            for step in delivery_steps(out.cert is not None, out.env.id, self.ledger.applied.get((o.account,
+                                                                                                  o.sequence))):
+                await self._step(step, out)
+            return out.cert
+
+    async def _step(self, step: str, out: Outgoing) -> None:
+        oid = out.env.id
+        if step == "collect":
+            out.cert = await self._collect(out.env, out.attach)
+        elif step == "record":
+            await self._write(self.outbox.record, oid, out.cert.encode())  # type: ignore[union-attr]
+        elif step == "publish":
+            out.published = await self.publish(out.cert)  # type: ignore[arg-type]
+        elif step == "apply":
+            self.accept(out.cert.encode())  # type: ignore[union-attr]
+        elif step == "close" and (out.published or out.cert is None):  # else: published again later
+            await self._write(self.outbox.close, oid, self.me)
+            self.outgoing.pop(oid, None)
+        elif step == "drop":
+            log.info("outbox: our %s at sequence %d is moot (the sequence holds another order)", out.order.TYPE,
+                     out.order.sequence)
+            await self._write(self.outbox.drop, oid)
+            self.outgoing.pop(oid, None)
+
+    @staticmethod
+    async def _write(fn: Callable[..., None], *args: object) -> None:
+        """An outbox write, on a worker thread; once started, its outcome must be known."""
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(fn, *args)
+
+    def _open(self, account: bytes, sequence: int | None = None) -> list[Outgoing]:
+        """Our open orders of `account` (at `sequence` only, if given), oldest sequence first."""
+        return sorted((out for out in self.outgoing.values() if out.order.account == account
+                       and sequence in (None, out.order.sequence)), key=lambda out: out.order.sequence)
+
+    def _reachable(self) -> set[bytes]:
+        net = self.node.net
+        return {self.me, *(net.connected() if net is not None else ())}
+
+    async def _collect(self, env: Signed, attach: tuple[bytes, ...]) -> CertifiedOrder:
+        """Collect votes from the authorities until they carry the threshold (in a later epoch, a renewal, if the
+        order's has passed). Nothing is asked while the reachable voting power is below the quorum."""
+        order: Order = env.msg  # type: ignore[assignment]
+        what = f"{order.TYPE} at sequence {order.sequence}"
+        try:
+            vote_epoch = vote_epoch_for(order.epoch, self._epoch(), self.ledger.known_through)
+            power = self.ledger.power_at(order.epoch if vote_epoch is None else vote_epoch)
+        except (KeyError, ValueError) as e:
+            raise PaymentError(f"{what}: {e}") from None
+        why = unreachable(power, self._reachable())
+        if why:
+            raise Unreachable(f"{what}: {why}; not sent, it is kept and sent again until it certifies")
         given = [CertifiedOrder.decode(d, self.node.net_id, self.authority.verify) for d in attach]
         first = given + (list(self.own_recent) if order.account == self.me else [])
         pool = CertPool()
         for c in first + list(self.credits_recent):
             pool.add(c)
-        outcome = await self._drive(OrderSubmitter(env, power, self.authority.verify, pool, tuple(first)))
+        sub = OrderSubmitter(env, power, self.authority.verify, pool, tuple(first), vote_epoch=vote_epoch)
+        outcome = await self._drive(sub)
         if isinstance(outcome, Failed):
-            raise PaymentError(f"{order.TYPE}: {outcome.reason}")
-        cert = outcome.cert
-        self.accept(cert.encode())
-        with trio.CancelScope(shield=True):
-            try:
-                await self.publish(cert)
-            except Exception as e:  # gossip is best effort: sync and attachments cover a missed message
-                log.warning("could not gossip %s: %r", order.TYPE, e)
-        return cert
+            raise PaymentError(f"{what}: {outcome.reason}; it is kept and sent again until it certifies")
+        if vote_epoch is not None:
+            self.node.metrics.inc("orders_renewed")
+            log.info("our %s of epoch %d certified in epoch %d (renewed)", what, order.epoch, vote_epoch)
+        return outcome.cert
 
     async def _drive(self, sub: OrderSubmitter) -> Certified | Failed:
         """Send the submitter's requests in parallel and feed it every answer, until it is certified or fails."""
@@ -291,8 +458,8 @@ class Payments:
 
         try:
             if e.authority == self.me:
-                return OrderAnswer.of(await self.vote(e.order, e.attachments))
-            req = OrderRequest(e.order, e.attachments).encode()
+                return OrderAnswer.of(await self.vote(e.order, e.attachments, e.vote_epoch))
+            req = OrderRequest(e.order, e.attachments, e.vote_epoch).encode()
             return OrderAnswer.decode(await self.node.net.request(e.authority, "order", req, timeout=VOTE_TIMEOUT))
         except (NetError, ProtocolError) as err:  # unreachable now, or an answer that is not one
             return repr(err)[:200]
@@ -300,34 +467,63 @@ class Payments:
     def _epoch(self) -> int:
         return max(0, self.node.genesis.epoch(self.node.now_ms()))
 
-    async def _own_order(self, make) -> CertifiedOrder:
-        """Certify an order of our own account; `make(sequence, epoch)` builds it once our turn has come."""
+    async def _own_order(self, make: Callable[[int, int], Order]) -> CertifiedOrder:
+        """Certify an order of our own account; `make(sequence, epoch)` builds it once our turn has come.
+
+        Nothing is signed while the reachable voting power is below the quorum, nor while an earlier order of
+        ours is still open (it is finished first: any other order at its sequence could lock it for good)."""
         async with self._own:
-            await self._finish_unfinished()
-            order = make(self.ledger.sequence(self.me), self._epoch())
-            env = seal(order, self.node.signer, self.node.net_id)
-            self.unfinished = env  # until certified: the authorities that voted hold our sequence for it
-            cert = await self.certify(env)
-            self.unfinished = None
+            epoch = self._epoch()
+            try:
+                power = self.ledger.power_at(epoch)
+            except KeyError as e:
+                raise PaymentError(str(e)) from None
+            why = unreachable(power, self._reachable())
+            if why:
+                self.node.metrics.inc("orders_unreachable")
+                raise Unreachable(f"{why}; nothing was signed")
+            await self._finish_own()
+            order = make(self.ledger.sequence(self.me), epoch)
+            cert = await self.certify(seal(order, self.node.signer, self.node.net_id))
+            assert cert is not None  # a fresh sequence of ours: never moot
             return cert
 
-    async def _finish_unfinished(self) -> None:
-        """Resend our last order that got votes but no quorum (the same bytes: the authorities that voted hold our
-        sequence number for it, and would refuse any other order there). If it cannot be finished either, the next
-        order is tried anyway: it still certifies when the votes held by the old one are below a third."""
-        env, self.unfinished = self.unfinished, None
-        if env is None or self.ledger.sequence(self.me) > env.msg.sequence:  # type: ignore[attr-defined]
-            return
-        try:
-            cert = await self.certify(env)
-        except PaymentError as e:
-            log.warning("our unfinished %s at sequence %d could not be finished: %s", env.msg.TYPE,
-                        env.msg.sequence, e)  # type: ignore[attr-defined]
-            return
-        self.node.metrics.inc("orders_finished_late")
-        log.info("finished our %s at sequence %d, which had lacked a quorum", cert.msg.TYPE, cert.msg.sequence)
-        if isinstance(cert.msg, PayEscrow):  # its round is long gone: take the fee back once the deadline passes
-            self.node.spawn(self._refund_when_due, cert)
+    async def _finish_own(self) -> None:
+        """Finish our open orders, oldest first; raise PaymentError (nothing new is signed) if one cannot be."""
+        for out in self._open(self.me):
+            try:
+                await self._finish(out)
+            except PaymentError as e:
+                raise PaymentError(f"our earlier {e}; no new order is signed before it certifies") from None
+
+    async def resend(self) -> None:
+        """Finish what the outbox holds open: collect the votes of orders that have none yet (renewed if their
+        epoch has passed), publish and apply recorded certificates. An order that fails is tried again later,
+        with a growing pause, for as long as it takes; nothing is asked while too little power is reachable."""
+        now = trio.current_time()
+        for oid, out in list(self.outgoing.items()):
+            at, pause = self._retry_at.get(oid, (0.0, RESEND_S))
+            if now < at or out.lock.locked():
+                continue
+            own = out.order.account == self.me
+            if own and self._own.locked():
+                continue  # an order of ours is in flight; it finishes this one first anyway
+            try:
+                if own:
+                    async with self._own:
+                        await self._finish(out)
+                else:
+                    await self._finish(out)
+            except Unreachable:
+                self._retry_at[oid] = (now + RESEND_S, pause)
+            except (PaymentError, ProtocolError) as e:
+                log.warning("outbox: %s", e)
+                self._retry_at[oid] = (now + pause, min(pause * 2, RESEND_MAX_S))
+            except Exception:  # the store failed, say: keep the node up, and the order, and try again later
+                log.exception("outbox: finishing our %s at sequence %d failed", out.order.TYPE, out.order.sequence)
+                self._retry_at[oid] = (now + pause, min(pause * 2, RESEND_MAX_S))
+            else:
+                self._retry_at.pop(oid, None)
 
     async def _refund_when_due(self, pay: CertifiedOrder) -> None:
         wait = (pay.msg.deadline_ms - self.node.now_ms()) / 1000  # type: ignore[attr-defined]

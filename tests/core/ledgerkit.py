@@ -56,21 +56,24 @@ class Net:
     def seal(self, order, signer) -> Signed:
         return seal(order, signer, self.net)
 
-    def votes(self, signed: Signed, now: int = T0, to: list[int] | None = None) -> dict[bytes, bytes]:
-        """Ask authorities (all, or the indices in `to`) to vote; refusals are skipped."""
+    def votes(self, signed: Signed, now: int = T0, to: list[int] | None = None,
+              vote_epoch: int | None = None) -> dict[bytes, bytes]:
+        """Ask authorities (all, or the indices in `to`) to vote (in `vote_epoch`: a renewal); refusals are
+        skipped."""
         out = {}
         for i, a in enumerate(self.authorities):
             if to is not None and i not in to:
                 continue
             try:
-                out[a.me] = a.handle_order(signed.encode(), now)
+                out[a.me] = a.handle_order(signed.encode(), now, vote_epoch=vote_epoch)
             except ProtocolError:
                 pass
         return out
 
-    def certify(self, signed: Signed, now: int = T0, to: list[int] | None = None) -> CertifiedOrder:
-        cert = certify(signed, self.votes(signed, now, to))
-        cert.check(self.ledger.power_at(signed.msg.epoch), self.verify)
+    def certify(self, signed: Signed, now: int = T0, to: list[int] | None = None,
+                vote_epoch: int | None = None) -> CertifiedOrder:
+        cert = certify(signed, self.votes(signed, now, to, vote_epoch), vote_epoch)
+        cert.check(self.ledger.power_at(cert.vote_epoch), self.verify)
         return cert
 
     def broadcast(self, cert: CertifiedOrder) -> None:

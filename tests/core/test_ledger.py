@@ -3,9 +3,10 @@
 import pytest
 
 from ledgerkit import EPOCH_MS, T0, Net
+from moenode.core.authority import Conflict
 from moenode.core.errors import Replay, SchemaError, SignatureError, StateError
-from moenode.core.ledger import InsufficientFunds, SequenceGap, settle_split
-from moenode.core.orders import BatchVote, CertifiedOrder, Refund, Stake, Transfer, Unstake, escrow_account
+from moenode.core.ledger import InsufficientFunds, Ledger, SequenceGap, settle_split
+from moenode.core.orders import BatchVote, CertifiedOrder, PayEscrow, Refund, Stake, Transfer, Unstake, escrow_account
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +254,96 @@ def test_only_authorities_of_the_epoch_vote(fresh):
     outsider = Authority(net.ledger, net.user_keys[2], MemoryStore())
     with pytest.raises(StateError, match="not an authority"):
         outsider.handle_order(net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 5), alice).encode(), T0)
+
+
+# renewal (SPEC 6.8): an order whose epoch passed before it got its quorum, voted for again in a later epoch --------
+T2 = 2 * EPOCH_MS + 1_000  # a time in epoch 2: orders of epoch 0 are stale there
+
+
+def stuck(net: Net):
+    """Alice's transfer of epoch 0 got votes from two of four authorities (5,000 of the 6,667 it needs)."""
+    alice, bob = net.user_keys[:2]
+    order = net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 10), alice)
+    assert len(net.votes(order, T0, to=[0, 1])) == 2
+    return order
+
+
+def test_a_stale_order_is_renewed_in_a_later_epoch_and_counts_in_its_power():
+    net = Net(n=4)
+    alice, _, carol = net.user_keys
+    order = stuck(net)
+    with pytest.raises(StateError) as e:  # its own epoch is over everywhere
+        net.authorities[2].handle_order(order.encode(), T2)
+    assert e.value.reason == "stale_epoch"
+    cert = net.certify(order, T2, vote_epoch=2)  # the two that voted vote again; the other two for the first time
+    assert len(cert.votes) == 4 and cert.vote_epoch == 2 and cert.renewed_in == 2
+    assert CertifiedOrder.decode(cert.encode(), net.net, net.verify) == cert
+    with pytest.raises(SignatureError):  # its votes are over epoch 2: they prove nothing for epoch 0
+        CertifiedOrder(cert.order, cert.votes).check(net.ledger.power_at(0), net.verify)
+    net.broadcast(cert)
+    assert len(net.digests()) == 1 and net.ledger.applied[(alice.public_key, 0)] == order.id
+    assert net.ledger.balance(alice.public_key) == 1_000_000 - 10
+    # the account goes on from there, in the current epoch
+    net.run(Transfer(alice.public_key, 1, 2, carol.public_key, 5), alice, T2)
+
+
+def test_a_lock_holds_its_order_across_epochs_renewed_or_not():
+    net = Net(n=4)
+    alice, _, carol = net.user_keys
+    stuck(net)
+    other_now = net.seal(Transfer(alice.public_key, 0, 2, carol.public_key, 10), alice)
+    other_then = net.seal(Transfer(alice.public_key, 0, 0, carol.public_key, 10), alice)
+    for a in net.authorities[:2]:
+        with pytest.raises(Conflict):
+            a.handle_order(other_now.encode(), T2)
+        with pytest.raises(Conflict):
+            a.handle_order(other_then.encode(), T2, vote_epoch=2)
+    # so another order at that sequence gets at most the other half: never a certificate
+    assert len(net.votes(other_now, T2)) == 2
+
+
+def test_renewal_rules():
+    net = Net(n=4)
+    alice, bob = net.user_keys[:2]
+    auth = net.authorities[0]
+    order = stuck(net)
+    with pytest.raises(SchemaError, match="not later"):
+        auth.handle_order(order.encode(), T2, vote_epoch=0)
+    with pytest.raises(StateError) as e:  # a renewal is asked in the current epoch or the previous one
+        auth.handle_order(order.encode(), 5 * EPOCH_MS, vote_epoch=2)
+    assert e.value.reason == "stale_epoch"
+    with pytest.raises(StateError) as e:
+        auth.handle_order(order.encode(), T2, vote_epoch=3)
+    assert e.value.reason == "stale_epoch"
+    # rules that only time breaks, and that protect only the account that signed, are not judged again: a payment
+    # whose round deadline passed while it waited still certifies (its payer can refund it at once)
+    pay = net.seal(PayEscrow(bob.public_key, 0, 0, b"\x05" * 32, 100, EPOCH_MS), bob)
+    with pytest.raises(StateError) as e:
+        auth.handle_order(pay.encode(), T2)
+    assert e.value.reason in ("deadline", "stale_epoch")
+    cert = net.certify(pay, T2, vote_epoch=2)
+    net.broadcast(cert)
+    assert net.ledger.escrow_bal[escrow_account(b"\x05" * 32)] == 100
+    # a renewal is still checked like any order: funds, sequence
+    with pytest.raises(InsufficientFunds):
+        auth.handle_order(net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 10**7), alice).encode(), T2,
+                          vote_epoch=2)
+
+
+def test_two_certificates_of_one_order_are_one_order():
+    """Its first vote reached the quorum after all, unknown to the client, which renewed it: both certificates
+    exist. Whatever order a node sees them in, the order is applied once and every node holds the same state."""
+    net = Net(n=4)
+    alice, bob = net.user_keys[:2]
+    order = net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 10), alice)
+    first = net.certify(order, T0)
+    renewed = net.certify(order, T2, vote_epoch=2)
+    assert first.id == renewed.id and first.encode() != renewed.encode()
+    states = set()
+    for certs in ([first, renewed], [renewed, first]):
+        led = Ledger(net.genesis, net.verify)
+        led.skip_checkpoint(0)  # the table of epoch 2 (carried over)
+        assert [led.accept_certificate(c) for c in certs] == ["applied", "duplicate"]
+        led.assert_supply()
+        states.add(led.state_digest())
+    assert len(states) == 1

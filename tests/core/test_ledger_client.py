@@ -1,12 +1,22 @@
 """The sans-IO submitter, driven in process against real authorities (Ed25519), its requests and answers going
 through their wire encodings."""
 
-from ledgerkit import T0, Net
+from ledgerkit import EPOCH_MS, T0, Net
 import pytest
 
 from moenode.core.errors import ProtocolError, SchemaError
 from moenode.core.ledger import InsufficientFunds
-from moenode.core.ledger_client import CertPool, Certified, Failed, OrderSubmitter, SendOrder
+from moenode.core.ledger_client import (
+    DELIVERY,
+    CertPool,
+    Certified,
+    Failed,
+    OrderSubmitter,
+    SendOrder,
+    delivery_steps,
+    unreachable,
+    vote_epoch_for,
+)
 from moenode.core.orders import MAX_ATTACH, BatchVote, OrderAnswer, OrderRequest, Transfer
 
 
@@ -22,9 +32,9 @@ def drive(net: Net, sub: OrderSubmitter, now: int = T0, lose: set[bytes] = froze
         sends += 1
         if eff.authority in lose:
             continue  # a lost request: no answer
-        req = OrderRequest.decode(OrderRequest(eff.order, eff.attachments).encode())  # as the bytes travel
+        req = OrderRequest.decode(OrderRequest(eff.order, eff.attachments, eff.vote_epoch).encode())  # as sent
         try:
-            answer = OrderAnswer.of(by_pk[eff.authority].handle_order(req.order, now, req.attach))
+            answer = OrderAnswer.of(by_pk[eff.authority].handle_order(req.order, now, req.attach, req.vote_epoch))
         except ProtocolError as e:
             answer = OrderAnswer.of(e)
         answer = OrderAnswer.decode(answer.encode())
@@ -134,3 +144,46 @@ def test_order_answers_carry_one_vote_or_one_refusal():
         OrderAnswer.decode(b"\x00" * (OrderAnswer.MAX_BYTES + 1))
     with pytest.raises(SchemaError):
         OrderRequest.decode(OrderRequest(b"o", (b"c",) * (MAX_ATTACH + 1)).encode())
+
+
+def test_an_order_whose_epoch_passed_is_renewed_by_the_submitter():
+    """Two of four authorities voted for alice's order in epoch 0, then the others were away until epoch 2: asked
+    again as it was, it is stale everywhere; asked for votes in epoch 2, it certifies."""
+    net = Net(n=4)
+    alice, bob = net.user_keys[:2]
+    order = net.seal(Transfer(alice.public_key, 0, 0, bob.public_key, 10), alice)
+    net.votes(order, T0, to=[0, 1])
+    t2 = 2 * EPOCH_MS + 1_000
+    out = drive(net, OrderSubmitter(order, net.ledger.power_at(0), net.verify), t2)
+    assert isinstance(out[0], Failed) and "stale_epoch" in out[0].reason
+    assert vote_epoch_for(0, 2, net.ledger.known_through) == 2
+    sub = OrderSubmitter(order, net.ledger.power_at(2), net.verify, vote_epoch=2)
+    assert all(e.vote_epoch == 2 for e in sub.start())
+    out = drive(net, sub, t2)
+    assert isinstance(out[0], Certified) and out[0].cert.vote_epoch == 2 and out[0].cert.id == order.id
+    net.broadcast(out[0].cert)
+    assert len(net.digests()) == 1
+
+
+def test_vote_epoch_for():
+    assert vote_epoch_for(5, 5, 5) is None and vote_epoch_for(4, 5, 5) is None  # current or previous: its own
+    assert vote_epoch_for(3, 5, 5) == 5 and vote_epoch_for(0, 9, 20) == 9  # renewed in the current epoch ...
+    assert vote_epoch_for(3, 5, 4) == 4  # ... or the previous one while the current table is not fixed
+    with pytest.raises(ValueError, match="not fixed"):
+        vote_epoch_for(1, 5, 3)
+
+
+def test_unreachable_says_how_much_power_is_reachable():
+    power = {bytes([i]) * 32: 2_500 for i in range(4)}
+    assert unreachable(power, {bytes([0]) * 32, bytes([1]) * 32, b"x" * 32}) == \
+        "only 5,000 of 6,667 voting power reachable"
+    assert unreachable(power, {bytes([i]) * 32 for i in range(3)}) is None
+
+
+def test_delivery_steps_resume_where_a_crash_left_an_order():
+    oid, other = b"o" * 32, b"p" * 32
+    assert delivery_steps(False, oid, None) == DELIVERY == ("collect", "record", "publish", "apply", "close")
+    assert delivery_steps(True, oid, None) == ("publish", "apply", "close")  # certificate written: get it out
+    assert delivery_steps(True, oid, oid) == ("publish", "apply", "close")  # applied too: publish it again
+    assert delivery_steps(False, oid, oid) == ("close",)  # someone else certified it and it arrived
+    assert delivery_steps(False, oid, other) == ("drop",)  # its sequence holds another order: it cannot certify

@@ -17,7 +17,7 @@ from moenode.core.authority import Authority, MemoryStore
 from moenode.core.checkpoint import CheckpointCert
 from moenode.core.errors import ProtocolError
 from moenode.core.ledger import Ledger
-from moenode.core.orders import PayEscrow, Refund, Stake, Transfer, Unstake, escrow_account
+from moenode.core.orders import PayEscrow, Refund, Stake, Transfer, Unstake, certify, escrow_account, vote_digest
 from moenode.core.messages import shard_id as derive_shard_id
 from moenode.core.selection import data_hash
 
@@ -124,3 +124,64 @@ def test_dropped_checkpoint_leaves_later_orders_pending_not_wrong(seed):
     deliver(node, *[m for m in msgs if m[0] == "checkpoint"][0])
     assert node.ledger.pending == {}
     assert node.ledger.state_digest() == net.ledger.state_digest()
+
+
+# renewal: retries across epochs never certify two orders at one (account, sequence) -------------------------------
+ASK = st.tuples(st.integers(0, 1),  # which of alice's two conflicting orders at sequence 0 ...
+                st.integers(0, 8),  # ... asked for when (an epoch; each authority's clock is off by its own skew) ...
+                st.integers(0, 3),  # ... made how many epochs before
+                st.integers(0, 2),  # 0: votes in the order's own epoch; 1, 2: a renewal in that epoch, or the one before
+                st.integers(1, 15))  # the authorities asked (a bit per authority)
+
+
+@settings(max_examples=200, deadline=None)
+@given(asks=st.lists(ASK, min_size=1, max_size=40), liar=st.integers(0, 3),
+       skews=st.lists(st.integers(-1, 1), min_size=4, max_size=4), seed=st.integers(0, 2**32 - 1))
+def test_no_interleaving_of_retries_across_epochs_certifies_two_orders_at_one_sequence(asks, liar, skews, seed):
+    """A client that signs several orders for one sequence, in several epochs, and asks any authorities for votes
+    in any epoch, first votes and renewals interleaved; one authority of four (2,500 of the 10,000 voting power,
+    under a third) signs whatever it is asked. Every vote that exists is pooled, as a client would, and every
+    (order, vote epoch) whose votes carry the quorum is a certificate: they are all of one order, and any node
+    applies them, in any order, to the same state."""
+    net = Net(n=4, users=3, cheap=True)
+    alice, bob, carol = net.user_keys
+    power = net.ledger.power_at(0)  # no stake moves here: every epoch's table carries this one over
+    orders = {(k, e): net.seal(Transfer(alice.public_key, 0, e, (bob, carol)[k].public_key, 1 + k), alice)
+              for k in range(2) for e in range(9)}
+    pooled: dict[tuple[bytes, int], dict[bytes, bytes]] = {}
+    for k, t, back, renew, who in sorted(asks, key=lambda a: a[1]):
+        e = max(0, t - back)
+        signed = orders[(k, e)]
+        vote_epoch = max(e + 1, t + 1 - renew) if renew else None
+        for i, auth in enumerate(net.authorities):
+            if not who >> i & 1:
+                continue
+            if i == liar:
+                sig = auth.signer.sign(vote_digest(signed.id, vote_epoch or e))
+            else:
+                try:
+                    sig = auth.handle_order(signed.encode(), max(0, t + skews[i]) * EPOCH_MS + T0,
+                                            vote_epoch=vote_epoch)
+                except ProtocolError:
+                    continue
+            pooled.setdefault((signed.id, vote_epoch or e), {})[auth.me] = sig
+    certs = []
+    for (oid, vote_epoch), votes in pooled.items():
+        if sum(power[pk] for pk in votes) >= 6_667:
+            signed = next(o for o in orders.values() if o.id == oid)
+            cert = certify(signed, votes, vote_epoch)
+            cert.check(power, net.verify)
+            certs.append(cert)
+    assert len({c.id for c in certs}) <= 1, "two different orders certified at one (account, sequence)"
+    rng = random.Random(seed)
+    states = set()
+    for _ in range(3):
+        led = Ledger(net.genesis, net.verify)
+        for e in range(0, 12):
+            led.skip_checkpoint(e)
+        rng.shuffle(certs)
+        for c in certs:
+            led.accept_certificate(c)
+            led.assert_supply()
+        states.add(led.state_digest())
+    assert len(states) == 1

@@ -1,5 +1,5 @@
 """Settlement golden vectors (protocol/vectors/settlement_*.json): order encodings and ids, votes, certified
-orders, reward splits and checkpoint slashing.
+orders, renewals, order requests, reward splits and checkpoint slashing.
 
 Regenerate (only when the protocol changes on purpose): `python tests/core/test_ledger_vectors.py --write`.
 The tests decode the stored bytes independently of how they were built, then compare every derived value.
@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
 sys.path.insert(0, str(VECTORS))
 sys.path.insert(0, str(Path(__file__).parent))
@@ -16,13 +18,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tagged import from_json, to_json  # noqa: E402
 
 from moenode.core.checkpoint import Item, next_table  # noqa: E402
+from moenode.core.codec import canonical, decode  # noqa: E402
 from moenode.core.crypto import Ed25519Signer, H, ed25519_verify  # noqa: E402
+from moenode.core.errors import SchemaError  # noqa: E402
 from moenode.core.genesis import Params  # noqa: E402
 from moenode.core.ledger import settle_split  # noqa: E402
 from moenode.core.messages import Certificate, Report, seal  # noqa: E402
 from moenode.core.orders import (  # noqa: E402
     BatchVote,
     CertifiedOrder,
+    OrderRequest,
     PayEscrow,
     Refund,
     Settle,
@@ -93,6 +98,26 @@ def batch_votes() -> list:
              "certified": [c.encode().hex() for c in certs]}]
 
 
+def renewal() -> list:
+    """An order of epoch 3 that lacked its quorum, voted for again in epoch 5 (SPEC 6.8): the renewal's vote digest,
+    votes and certificate (with `vote_epoch`), the order requests of a first vote and of a renewal, and a
+    certificate that names its order's own epoch as `vote_epoch` (not canonical: refused)."""
+    user = Ed25519Signer(SEEDS[0])
+    auths = [Ed25519Signer(s) for s in SEEDS[1:]]
+    signed = seal(Transfer(user.public_key, 4, 3, auths[0].public_key, 77), user, NET)
+    digest = vote_digest(signed.id, 5)
+    cert = certify(signed, {a.public_key: a.sign(digest) for a in auths}, 5)
+    wire = decode(cert.encode())
+    bad = canonical(dict(wire, vote_epoch=3))
+    return [{"signer_seed": SEEDS[0].hex(), "authority_seeds": [s.hex() for s in SEEDS[1:]], "net": NET.hex(),
+             "envelope": signed.encode().hex(), "order_id": signed.id.hex(), "order_epoch": 3, "vote_epoch": 5,
+             "vote_digest": digest.hex(), "first_vote_digest": vote_digest(signed.id, 3).hex(),
+             "votes": [[pk.hex(), sig.hex()] for pk, sig in cert.votes], "certified": cert.encode().hex(),
+             "request_first": OrderRequest(signed.encode(), ()).encode().hex(),
+             "request_renewal": OrderRequest(signed.encode(), (), 5).encode().hex(),
+             "certified_not_canonical": bad.hex()}]
+
+
 def splits() -> list:
     W, P, S1, S2, S3 = (bytes([c]) * 32 for c in b"WPabc")
     cases = [(10_000, W, W, 0, [W, S1, S2, S3]), (10_001, W, P, 3_000, [W, S1, S2]), (7, W, W, 0, [W, S1, S2]),
@@ -128,7 +153,7 @@ def slashing() -> list:
 
 
 FILES = {"settlement_orders.json": orders, "settlement_batch_votes.json": batch_votes,
-         "settlement_splits.json": splits, "settlement_slashing.json": slashing}
+         "settlement_renewal.json": renewal, "settlement_splits.json": splits, "settlement_slashing.json": slashing}
 
 
 def load(name: str):
@@ -167,6 +192,30 @@ def test_batch_votes_decode_and_prove_membership():
                 assert pk == key.public_key and (vindex, [h.hex() for h in vpath]) == (index, path)
                 assert key.sign(batch_vote_digest(root)) == sig  # Ed25519 is deterministic
             assert cert.check({k.public_key: 3_334 for k in keys}, ed25519_verify) == 10_002
+
+
+def test_renewals_decode_to_the_stored_votes_and_requests():
+    for case in load("settlement_renewal.json"):
+        net = bytes.fromhex(case["net"])
+        signed = open_order(bytes.fromhex(case["envelope"]), net, ed25519_verify)
+        assert signed.id.hex() == case["order_id"] and signed.msg.epoch == case["order_epoch"]
+        assert vote_digest(signed.id, case["vote_epoch"]).hex() == case["vote_digest"]
+        assert vote_digest(signed.id, case["order_epoch"]).hex() == case["first_vote_digest"]
+        cert = CertifiedOrder.decode(bytes.fromhex(case["certified"]), net, ed25519_verify)
+        assert cert.id == signed.id and cert.vote_epoch == case["vote_epoch"]
+        assert cert.encode().hex() == case["certified"]
+        power = {bytes.fromhex(pk): 3_334 for pk, _ in case["votes"]}
+        assert cert.check(power, ed25519_verify) == 10_002
+        for pk, sig in case["votes"]:  # a renewal's votes are over the later epoch, never the order's own
+            assert ed25519_verify(bytes.fromhex(pk), bytes.fromhex(case["vote_digest"]), bytes.fromhex(sig))
+            assert not ed25519_verify(bytes.fromhex(pk), bytes.fromhex(case["first_vote_digest"]), bytes.fromhex(sig))
+        first = OrderRequest.decode(bytes.fromhex(case["request_first"]))
+        again = OrderRequest.decode(bytes.fromhex(case["request_renewal"]))
+        assert first.vote_epoch is None and again.vote_epoch == case["vote_epoch"]
+        assert first.order == again.order == signed.encode()
+        assert first.encode().hex() == case["request_first"] and again.encode().hex() == case["request_renewal"]
+        with pytest.raises(SchemaError, match="vote_epoch"):
+            CertifiedOrder.decode(bytes.fromhex(case["certified_not_canonical"]), net, ed25519_verify)
 
 
 def test_splits_match_the_vectors():

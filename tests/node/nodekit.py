@@ -35,11 +35,12 @@ def seed(i: int, tag: str = "node") -> bytes:
     return H("key", f"tests/node/{tag}/{i}".encode())
 
 
-def make_genesis(specs: list[tuple[bytes, int, str]], params: Params = PARAMS, balance: int = 100_000) -> Genesis:
+def make_genesis(specs: list[tuple[bytes, int, str]], params: Params = PARAMS, balance: int = 100_000,
+                 epoch_ms: int = 3_600_000) -> Genesis:
     """specs: (seed, stake, model) per account."""
     accts = [Account(Ed25519Signer(s).public_key, balance=balance, stake=stake, model_id=model)
              for s, stake, model in specs]
-    return Genesis("nodetest", int(time.time() * 1000) - 1_000, 3_600_000, params,
+    return Genesis("nodetest", int(time.time() * 1000) - 1_000, epoch_ms, params,
                    tuple(sorted(accts, key=lambda a: a.pubkey)))
 
 

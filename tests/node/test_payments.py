@@ -1,7 +1,10 @@
-"""Our own orders over the network: one that got votes but no quorum (half the authorities down) holds our
-sequence number at the authorities that voted; once they are back, the node finishes it before its next order,
-instead of being refused there for good. An authority that lacks a credit is asked again with it. Orders that reach
-an authority together are voted on together."""
+"""Our own orders over the network. Nothing is asked while too little voting power is reachable (so nothing can
+lock our sequence); an order that got votes but no quorum all the same (authorities died mid-collection) is kept,
+durably, and finished once they are back, renewed in a later epoch if its own has passed. A crash at any step
+between signing an order and closing it in the outbox leaves every ledger converging on it. An authority that
+lacks a credit is asked again with it. Orders that reach an authority together are voted on together."""
+
+import sys
 
 import pytest
 import trio
@@ -12,34 +15,141 @@ from moenode.core.ledger_client import Certified, OrderSubmitter
 from moenode.core.messages import seal
 from moenode.core.orders import BatchVote, OrderAnswer, OrderRequest, Transfer, signed_digest, vote_digest, vote_entry
 from moenode.net import RemoteError
-from moenode.node.payments import PaymentError
+from moenode.node.payments import PaymentError, Unreachable
 
 pytestmark = pytest.mark.slow
 
 
-async def test_an_order_without_quorum_is_finished_before_the_next(tmp_path):
-    seeds = [seed(i, "unfinished") for i in range(4)]
-    genesis = make_genesis([(s, 1_000, "minilm-l3") for s in seeds])
+def one_ledger(c) -> bool:
+    return len({x.payments.ledger.state_digest() for x in c.nodes}) == 1
+
+
+async def linked(c) -> None:
+    """Until every running node is connected to every other (a restarted node hears adverts only later)."""
+    await wait_for(lambda: all(len(x.net.connected()) >= len(c.nodes) - 1 for x in c.nodes), 30)
+
+
+async def test_two_of_four_down_nothing_is_signed_and_a_locked_order_is_renewed_once_they_are_back(tmp_path):
+    """4 authorities of 2,500 voting power each. With 2 down, a transfer is refused before anything is signed, in
+    one line (the CLI too). A transfer whose two authorities die while it is out gets 5,000 of the 6,667 it needs:
+    it is kept, nothing else is signed for its sequence, and once its epoch has passed and they are back it is
+    renewed in the current epoch and certifies; the account then works as before."""
+    seeds = [seed(i, "renewal") for i in range(4)]
+    genesis = make_genesis([(s, 1_000, "minilm-l3") for s in seeds], epoch_ms=6_000)
     async with cluster(tmp_path, genesis) as c:
         ms = await c.start_all([c.add(s) for s in seeds])
         payer, friend = ms[0].node, ms[1].account
+        pay = payer.payments
         for m in ms[2:]:
-            await c.stop(m)  # two of four authorities: 5,000 of the 6,667 voting power needed
-        with pytest.raises(PaymentError, match="voting power"):
-            await payer.payments.transfer(friend, 11)
-        first = payer.payments.unfinished
-        assert first is not None and payer.payments.authority.locked(ms[0].account, 0) == first.id
+            await c.stop(m)
+        with pytest.raises(Unreachable, match=r"^only 5,000 of 6,667 voting power reachable; nothing was signed$"):
+            await pay.transfer(friend, 11)
+        assert pay.authority.locked(ms[0].account, 0) is None and not pay.outgoing
+        cli = await trio.run_process([sys.executable, "-m", "moenode", "transfer", "--home", str(ms[0].home),
+                                      friend.hex(), "11"], capture_stdout=True, capture_stderr=True, check=False)
+        err = cli.stderr.decode().strip()
+        assert cli.returncode == 1 and err.count("\n") == 0 and "Traceback" not in err, err
+        assert err.endswith("only 5,000 of 6,667 voting power reachable; nothing was signed"), err
 
         for m in ms[2:]:
             await c.start(m)
-        await c.connected()
-        await payer.payments.transfer(friend, 22)  # sequence 0 is the 11 (finished first), this one is 1
-        assert payer.payments.unfinished is None and payer.metrics.get("orders_finished_late") == 1
-        led = payer.payments.ledger
-        assert led.sequence(ms[0].account) == 2 and led.applied[(ms[0].account, 0)] == first.id
-        await wait_for(lambda: len({x.payments.ledger.state_digest() for x in c.nodes}) == 1, 20)
+        await linked(c)
+        for m in ms[2:]:  # they take the request and die before they answer
+            async def hang(*args, **kwargs):
+                await trio.sleep_forever()
+            m.node.payments.vote = hang
+        failed: list[PaymentError] = []
+
+        async def pay_11() -> None:
+            try:
+                await pay.transfer(friend, 11)
+            except PaymentError as e:
+                failed.append(e)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(pay_11)
+            await wait_for(lambda: ms[1].node.payments.authority.locked(ms[0].account, 0) is not None, 20)
+            for m in ms[2:]:
+                await c.stop(m)
+        assert failed and "kept and sent again" in str(failed[0])
+        (out,) = pay.outgoing.values()
+        order = out.env
+        assert order.msg.sequence == 0 and pay.authority.locked(ms[0].account, 0) == order.id
+        with pytest.raises(Unreachable, match="nothing was signed"):  # no second order at sequence 0, ever
+            await pay.transfer(friend, 22)
+
+        await wait_for(lambda: genesis.epoch(payer.now_ms()) >= order.msg.epoch + 2, 20)  # its epoch has passed
+        for m in ms[2:]:
+            await c.start(m)
+        await linked(c)
+        await wait_for(lambda: all(x.payments.ledger.applied.get((ms[0].account, 0)) == order.id for x in c.nodes),
+                       40)
+        assert payer.metrics.get("orders_renewed") == 1 and payer.metrics.get("orders_finished_late") == 1
+        assert not pay.outgoing
+
+        cert = await pay.transfer(friend, 22)  # the account is usable: sequence 1
+        assert cert.msg.sequence == 1
+        await wait_for(lambda: one_ledger(c), 20)
         assert c.nodes[2].payments.ledger.balance(friend) == 100_000 + 33
-        led.assert_supply()
+        pay.ledger.assert_supply()
+
+
+class Crash(Exception):
+    """The payer's process dies here."""
+
+
+def crash_at(payments, point: str) -> None:
+    """Make the payer die at `point`: before that step of the outbox's driver, or, for "record", once the votes
+    are in and before anything is written. After that it does nothing more (it is dead) until it is stopped."""
+    step, drive = payments._step, payments._drive
+    dead: list[bool] = []
+
+    async def die() -> None:
+        dead.append(True)
+        raise Crash(point)
+
+    async def crashing_step(name, out):
+        if dead:
+            await trio.sleep_forever()
+        if name == point:
+            await die()
+        await step(name, out)
+
+    async def crashing_drive(sub):
+        if dead:
+            await trio.sleep_forever()
+        outcome = await drive(sub)
+        if point == "record":
+            await die()
+        return outcome
+
+    payments._step, payments._drive = crashing_step, crashing_drive
+
+
+async def test_a_payer_that_dies_at_any_step_of_its_order_converges_with_the_network_after_restart(tmp_path):
+    """The window of a payer's own order, step by step: written but not sent; votes in but nothing written;
+    certificate written but not gossiped; gossiped but not applied; applied but not closed. Each time the payer
+    dies there and restarts, every ledger converges on that order, and its next order certifies."""
+    seeds = [seed(i, "crash") for i in range(4)]
+    genesis = make_genesis([(s, 1_000, "minilm-l3") for s in seeds])
+    async with cluster(tmp_path, genesis) as c:
+        ms = await c.start_all([c.add(s) for s in seeds])
+        payer_m, friend = ms[0], ms[1].account
+        for i, point in enumerate(["record", "collect", "publish", "apply", "close"]):
+            payer = payer_m.node
+            crash_at(payer.payments, point)
+            with pytest.raises(Crash):
+                await payer.payments.transfer(friend, 100 + i)
+            await c.stop(payer_m)  # as a kill -9 would: what is on disk is what the next run finds
+            payer = await c.start(payer_m)
+            await linked(c)
+            await wait_for(lambda: all(x.payments.ledger.sequence(payer_m.account) == i + 1 for x in c.nodes)
+                           and one_ledger(c) and not payer.payments.outgoing, 40)
+        cert = await payer.payments.transfer(friend, 1)
+        assert cert.msg.sequence == 5
+        await wait_for(lambda: one_ledger(c), 20)
+        assert c.nodes[3].payments.ledger.balance(friend) == 100_000 + sum(100 + i for i in range(5)) + 1
+        payer.payments.ledger.assert_supply()
 
 
 async def test_an_authority_that_lacks_our_credit_is_asked_again_with_it(tmp_path):
