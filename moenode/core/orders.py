@@ -35,6 +35,8 @@ from moenode.core.messages import (
     Message,
     Signed,
     blob,
+    envelope_values,
+    holds,
     nested,
     open_signed,
     open_wire,
@@ -45,6 +47,7 @@ from moenode.core.messages import (
     spec,
     text,
     uint,
+    values_of,
 )
 from moenode.core.selection import CERT_THRESHOLD
 
@@ -120,6 +123,7 @@ def vote_entry(pk: bytes, vote: "bytes | BatchVote") -> tuple:
     return (pk, vote) if isinstance(vote, bytes) else (pk, vote.sig, vote.index, vote.path)
 
 
+@holds(1 + 1 + 1 + MAX_PROOF_DEPTH)  # [index, [sibling, ...]]
 def _proof_check(v: Any, where: str) -> tuple[int, tuple[bytes, ...]]:
     """A batch vote's membership proof, [index, path]."""
     if not isinstance(v, list) or len(v) != 2:
@@ -129,6 +133,7 @@ def _proof_check(v: Any, where: str) -> tuple[int, tuple[bytes, ...]]:
     return uint((1 << len(path)) - 1)(v[0], f"{where} index"), path
 
 
+@holds(1 + 1 + 1 + 1 + 1 + MAX_PROOF_DEPTH)  # [pk, sig, index, [sibling, ...]]
 def _vote_check(v: Any, where: str) -> tuple:
     if isinstance(v, list) and len(v) == 2:
         return pair(PK, SIG)(v, where)
@@ -275,6 +280,7 @@ class CertifiedOrder:
     # a vote: pk 34 + sig 66 + list header 1, and for a batch vote index 3 + path 3 + 34 per level
     MAX_BYTES: ClassVar[int] = MAX_ORDER_BYTES + MAX_VOTES * (107 + 34 * MAX_PROOF_DEPTH) + 1 * KiB
     VOTES: ClassVar[Any] = seq(_vote_check, MAX_VOTES, 1)
+    MAX_VALUES: ClassVar[int] = 1 + 1 + envelope_values(*ORDER_TYPES) + 1 + values_of(VOTES)
 
     @property
     def id(self) -> bytes:
@@ -290,7 +296,7 @@ class CertifiedOrder:
     @classmethod
     def decode(cls, data: bytes, net: bytes, verify: Verifier) -> "CertifiedOrder":
         """Decode untrusted bytes and check the order envelope (not yet the votes: see `check`)."""
-        wire = decode(data, max_bytes=cls.MAX_BYTES)
+        wire = decode(data, max_bytes=cls.MAX_BYTES, max_values=cls.MAX_VALUES)
         if not isinstance(wire, dict) or set(wire) != {"order", "votes"}:
             raise SchemaError("CertifiedOrder: expected {order, votes}")
         votes = cls.VOTES(wire["votes"], "CertifiedOrder.votes")
