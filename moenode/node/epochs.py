@@ -55,7 +55,7 @@ class Epochs:
 
     def decode(self, data: bytes) -> CheckpointCert | Signed:
         """A message of the `checkpoints` topic: a checkpoint certificate or a sealed Evidence envelope."""
-        wire = decode(data, max_bytes=CheckpointCert.MAX_BYTES)
+        wire = decode(data, max_bytes=CheckpointCert.MAX_BYTES, max_values=CheckpointCert.MAX_VALUES)
         if isinstance(wire, dict) and set(wire) == {"body", "signer", "sig"}:
             return open_signed(data, self.node.net_id, ed25519_verify, (Evidence,))
         return CheckpointCert.decode(data)

@@ -88,3 +88,18 @@ async def test_transfer_stake_and_checkpoint(tmp_path):
         await wait_for(lambda: node.metrics.get("checkpoints_adopted") >= 1, 30)
         await wait_for(same_ledger, 30)
         assert not node.payments.ledger.skipped - n0.payments.ledger.skipped
+
+
+def test_the_checkpoints_topic_decodes_a_full_checkpoint_certificate():
+    """The topic's decoder looks at the message once to tell a certificate from an evidence envelope; that look
+    takes the certificate's value budget (4,096 items and 1,024 votes), not the small default of untyped bytes."""
+    from types import SimpleNamespace
+
+    from fuzzkit import largest_messages
+
+    from moenode.core.checkpoint import CheckpointCert
+    from moenode.node.epochs import Epochs
+
+    _, data = largest_messages()["CheckpointCert"]
+    cc = Epochs(SimpleNamespace(net_id=H("network", b"fuzz"))).decode(data)
+    assert isinstance(cc, CheckpointCert) and len(cc.checkpoint.items) == 4096
