@@ -2,7 +2,8 @@
 
 Theory of operation: every command except `init` and `run` is a thin client of a running daemon. It finds the
 daemon through `HOME/run.json` (written by the daemon once it is up) and speaks the control API on 127.0.0.1
-(`moenode.testnet.Control`). `run` is the daemon itself, in the foreground, and stops cleanly on SIGINT/SIGTERM.
+(`moenode.testnet.Control`) with the token in `HOME/control.token`; both files are readable by the node's user
+only, so these commands run as that user. `run` is the daemon itself, in the foreground, and stops cleanly on SIGINT/SIGTERM.
 `testnet` starts and stops whole local networks of daemons (`moenode.testnet`).
 
 Output: human tables (rich) by default, `--json` for machine-readable output on stdout. Errors are one line on
@@ -251,10 +252,11 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
                 fail(f"--bootstrap {addr!r}: expected a multiaddr ending in /p2p/<peer id>, such as "
                      "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... (a running node's `addrs` in run.json)", 2)
         from moenode.config import ConfigError
+        from moenode.store.keys import KeyFileError
 
         try:
             code = run_daemon(h, genesis, bootstrap, log_level or None)
-        except ConfigError as e:
+        except (ConfigError, KeyFileError) as e:  # a corrupt key or token: one line, and the file is left alone
             fail(str(e))
         raise typer.Exit(code)
 

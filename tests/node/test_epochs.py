@@ -33,11 +33,11 @@ async def test_transfer_stake_and_checkpoint(tmp_path):
         n0, n3 = ms[0].node, ms[3].node
         bal0, bal3 = n0.payments.ledger.balance(ms[0].account), n0.payments.ledger.balance(ms[3].account)
 
-        code, res = await ahttp(n0.control_url + "/transfer", "POST", {"to": ms[3].account.hex(), "amount": 123})
+        code, res = await ahttp(n0, "/transfer", "POST", {"to": ms[3].account.hex(), "amount": 123})
         assert code == 200, res
-        code, res = await ahttp(n0.control_url + "/stake", "POST", {"amount": 500})
+        code, res = await ahttp(n0, "/stake", "POST", {"amount": 500})
         assert code == 200 and res["bonding"] == 500, res
-        code, err = await ahttp(n0.control_url + "/transfer", "POST", {"to": "00", "amount": 1})
+        code, err = await ahttp(n0, "/transfer", "POST", {"to": "00", "amount": 1})
         assert code == 400 and "account" in err["error"]
 
         def same_ledger() -> bool:
