@@ -12,16 +12,35 @@ with the same ledger.
 """
 
 import dataclasses
+import json
+import stat
 import time
 
 import pytest
-from nodekit import PARAMS, ahttp, cluster, make_genesis, seed, wait_for
+import trio
+from nodekit import PARAMS, ahttp, as_nobody, cluster, make_genesis, raw_http, seed, wait_for
 
 from moenode.core.crypto import Ed25519Signer, H, ed25519_verify
 from moenode.core.messages import Commit, Evidence, seal
 from moenode.store.ledger_db import open_authority
 
 pytestmark = pytest.mark.slow
+
+
+async def _attack_the_control_api(node, to: bytes) -> None:
+    """A web page's POST (foreign Host, an Origin, text/plain), a local script without the token, the same page
+    holding the token, and another local user (uid nobody) who found the port: none moves a unit."""
+    port = int(node.control_url.rsplit(":", 1)[1])
+    body = json.dumps({"to": to.hex(), "amount": 1234}).encode()
+    page = {"Host": "attacker.example:80", "Origin": "http://attacker.example", "Content-Type": "text/plain"}
+    script = {"Host": f"127.0.0.1:{port}", "Content-Type": "application/json"}
+    for headers in (page, script, dict(page, Authorization=f"Bearer {node.control_token}")):
+        status, _ = await trio.to_thread.run_sync(raw_http, port, "POST", "/transfer", headers, body)
+        assert status in (401, 403, 415, 421), (headers, status)
+    status = await trio.to_thread.run_sync(as_nobody, lambda: raw_http(port, "POST", "/transfer", script, body)[0])
+    assert status == 401
+    for name in ("run.json", "control.token"):
+        assert stat.S_IMODE((node.home / name).stat().st_mode) == 0o600, name
 
 
 async def test_transfer_stake_and_checkpoint(tmp_path):
@@ -33,6 +52,7 @@ async def test_transfer_stake_and_checkpoint(tmp_path):
         n0, n3 = ms[0].node, ms[3].node
         bal0, bal3 = n0.payments.ledger.balance(ms[0].account), n0.payments.ledger.balance(ms[3].account)
 
+        await _attack_the_control_api(n0, ms[3].account)  # refused: the balances below move by 123 and 500 only
         code, res = await ahttp(n0, "/transfer", "POST", {"to": ms[3].account.hex(), "amount": 123})
         assert code == 200, res
         code, res = await ahttp(n0, "/stake", "POST", {"amount": 500})
