@@ -143,14 +143,23 @@ def _read_texts(texts: list[str], file: Path | None) -> list[str]:
 
 
 def resolve_account(to: str) -> str:
-    """Hex account id of a hex key, a peer id (12D3KooW...) or a node home directory."""
+    """Hex account id of a hex key, a peer id (12D3KooW...) or a node home directory; only accounts someone can spend
+    from (an Ed25519 public key, not an escrow)."""
+    from moenode.core.crypto import is_ed25519_public_key
+    from moenode.core.orders import is_escrow
+
     s = to.strip()
     if len(s) == 64:
         try:
-            bytes.fromhex(s)
-            return s.lower()
+            account = bytes.fromhex(s)
         except ValueError:
             pass
+        else:
+            if is_escrow(account):
+                fail(f"{s} is an escrow account: a balance there could never be spent", 2)
+            if not is_ed25519_public_key(account):
+                fail(f"{s} is not an Ed25519 public key, so no one could spend from it (a typo?)", 2)
+            return s.lower()
     p = Path(s).expanduser()
     if p.is_dir():
         from moenode.core.crypto import Ed25519Signer

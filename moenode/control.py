@@ -269,12 +269,20 @@ async def _submit(node: Node, obj: dict) -> dict:
 
 
 def _account(v: Any) -> bytes:
+    """A recipient someone can spend from: an Ed25519 public key, never an escrow account."""
+    from moenode.core.crypto import is_ed25519_public_key
+    from moenode.core.orders import is_escrow
+
     try:
         b = bytes.fromhex(v) if isinstance(v, str) else b""
     except ValueError:
         b = b""
     if len(b) != 32:
         raise HTTPError(400, "'to' must be a 64-hex-digit account id")
+    if is_escrow(b):
+        raise HTTPError(400, "'to' is an escrow account: a balance there could never be spent")
+    if not is_ed25519_public_key(b):
+        raise HTTPError(400, "'to' is not an Ed25519 public key, so no one could spend from it (a typo?)")
     return b
 
 

@@ -20,7 +20,9 @@ import pytest
 from typer.testing import CliRunner
 
 from moenode.cli import app
+from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.genesis import genesis_to_toml, parse_genesis
+from moenode.core.orders import escrow_account
 from moenode.store.keys import load_or_create_token
 from moenode.testnet import Testnet, default_models, make_genesis, stop_pid
 from moenode.testnet_demo import workload
@@ -240,8 +242,19 @@ def test_transfer_errors_are_reported(daemon, tmp_path):
     home = str(tmp_path / "home")
     r = runner.invoke(app, ["transfer", "--home", home, "nobody", "5"])
     assert r.exit_code == 2 and "not an account" in r.output
-    r = runner.invoke(app, ["transfer", "--home", home, "ab" * 32, str(10**10)])
+    key = Ed25519Signer.from_entropy(b"recipient").public_key.hex()
+    r = runner.invoke(app, ["transfer", "--home", home, key, str(10**10)])
     assert r.exit_code == 1 and "insufficient balance" in r.output
+
+
+def test_a_transfer_to_an_escrow_or_a_non_key_is_refused_before_anything_is_sent(daemon, tmp_path):
+    """A transfer to an escrow address got votes and burnt its amount; a mistyped account would too."""
+    home = str(tmp_path / "home")
+    r = runner.invoke(app, ["transfer", "--home", home, escrow_account(H("shard", b"x")).hex(), "5"])
+    assert r.exit_code == 2 and "escrow account" in r.output
+    r = runner.invoke(app, ["transfer", "--home", home, H("typo", b"").hex(), "5"])
+    assert r.exit_code == 2 and "not an Ed25519 public key" in r.output
+    assert not any(p == "/transfer" for _, p, _ in daemon.requests)
 
 
 # --- testnet pieces --------------------------------------------------------------------------------------------

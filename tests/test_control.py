@@ -16,6 +16,8 @@ import trio
 from nodekit import NOBODY, as_nobody, raw_http
 
 from moenode import control
+from moenode.core.crypto import H
+from moenode.core.orders import escrow_account
 from moenode.node.daemon import Metrics
 from moenode.store.keys import KeyFileError, load_or_create_token, load_token
 from moenode.testnet import Control, ControlError
@@ -85,6 +87,16 @@ async def test_the_token_opens_status_metrics_and_posts(server):
     status, err = await acall(port, "POST", "/transfer",
                               dict(h, **{"Content-Type": "application/json; charset=utf-8"}), b"{}")
     assert status == 400 and "'to'" in err["error"]
+
+
+@pytest.mark.parametrize("to,why", [(escrow_account(H("shard", b"x")), "escrow account"),
+                                    (H("typo", b""), "not an Ed25519 public key")], ids=["escrow", "not-a-key"])
+async def test_a_transfer_no_one_could_spend_is_refused(server, to, why):
+    node, port = server
+    headers = good(port, node.control_token) | {"Content-Type": "application/json"}
+    body = json.dumps({"to": to.hex(), "amount": 5}).encode()
+    status, err = await acall(port, "POST", "/transfer", headers, body)
+    assert status == 400 and why in err["error"]
 
 
 @pytest.mark.parametrize("path", ["/status", "/metrics", "/transfer", "/stake", "/submit", "/nothing"])

@@ -15,9 +15,12 @@ votes from authorities holding >= 6,667 of the 10,000 voting power of the order'
 `{"order": <envelope map>, "votes": [[pk, sig] or [pk, sig, index, [sibling...]], ...]}` with votes sorted by
 public key. Anyone can check it given that epoch's voting power, and anyone can apply it.
 
-Escrows: a payment for shard S goes into the account `escrow_account(S) = H("escrow", S)`. No one holds that
-account's key, so its one and only order (sequence 0) is a Settle, which any party may sign and submit because the
-shard certificate it carries is the authority, or a Refund, which the payer signs once the escrow's deadline passed.
+Escrows: a payment for shard S goes into the account `escrow_account(S) = b"escrow" + H("escrow", S)[:26]`. No one
+holds that account's key, so its one and only order (sequence 0) is a Settle, which any party may sign and submit
+because the shard certificate it carries is the authority, or a Refund, which the payer signs once the escrow's
+deadline passed. The six ASCII bytes `escrow` mark every escrow account, so anyone can tell one from a key without
+state: a Transfer to an escrow account is invalid, because a balance there could never be spent (an escrow pays
+out only its escrowed fee, by Settle or Refund). No key anyone generates starts with them (2^-48 per key).
 """
 
 from dataclasses import dataclass
@@ -56,9 +59,17 @@ AMOUNT = uint(MAX_AMOUNT)
 MAX_VOTES = 1024  # authorities per epoch that can sign one order
 
 
+ESCROW_MARK = b"escrow"  # the first bytes of every escrow account
+
+
 def escrow_account(shard_id: bytes) -> bytes:
     """The account holding the fee of shard `shard_id` until it is settled or refunded."""
-    return H("escrow", shard_id)
+    return ESCROW_MARK + H("escrow", shard_id)[: 32 - len(ESCROW_MARK)]
+
+
+def is_escrow(account: bytes) -> bool:
+    """True for an escrow account (`escrow_account` of some shard): no key signs for it."""
+    return account.startswith(ESCROW_MARK)
 
 
 def vote_digest(order_id: bytes, epoch: int) -> bytes:
@@ -166,6 +177,8 @@ class Transfer(Order):
             raise SchemaError("Transfer: amount must be positive")
         if self.recipient == self.account:
             raise SchemaError("Transfer: recipient is the sender")
+        if is_escrow(self.recipient):
+            raise SchemaError("Transfer: the recipient is an escrow account, whose balance no order could ever spend")
 
 
 @register

@@ -1,5 +1,5 @@
 """Settlement golden vectors (protocol/vectors/settlement_*.json): order encodings and ids, votes, certified
-orders, reward splits and checkpoint slashing.
+orders, escrow accounts, reward splits and checkpoint slashing.
 
 Regenerate (only when the protocol changes on purpose): `python tests/core/test_ledger_vectors.py --write`.
 The tests decode the stored bytes independently of how they were built, then compare every derived value.
@@ -13,12 +13,16 @@ VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
 sys.path.insert(0, str(VECTORS))
 sys.path.insert(0, str(Path(__file__).parent))
 
+from ledgerkit import seal_unchecked, unchecked  # noqa: E402
 from tagged import from_json, to_json  # noqa: E402
+
+import pytest  # noqa: E402
 
 from moenode.core.checkpoint import Item, next_table  # noqa: E402
 from moenode.core.crypto import Ed25519Signer, H, ed25519_verify  # noqa: E402
 from moenode.core.genesis import Params  # noqa: E402
 from moenode.core.ledger import settle_split  # noqa: E402
+from moenode.core.errors import SchemaError  # noqa: E402
 from moenode.core.messages import Certificate, Report, seal  # noqa: E402
 from moenode.core.orders import (  # noqa: E402
     BatchVote,
@@ -93,6 +97,20 @@ def batch_votes() -> list:
              "certified": [c.encode().hex() for c in certs]}]
 
 
+def escrows() -> list:
+    """Escrow accounts of four shards, and for each a Transfer into it, sealed by hand as a client that skips the
+    check would: every receiver refuses it (schema)."""
+    user = Ed25519Signer(SEEDS[0])
+    out = []
+    for i in range(4):
+        sid = H("vector", b"shard" + bytes([i]))
+        order = unchecked(Transfer, account=user.public_key, sequence=0, epoch=3, recipient=escrow_account(sid),
+                          amount=1_000)
+        out.append({"shard_id": sid.hex(), "escrow": escrow_account(sid).hex(), "net": NET.hex(),
+                    "transfer_to_escrow": seal_unchecked(order, user, NET).hex()})
+    return out
+
+
 def splits() -> list:
     W, P, S1, S2, S3 = (bytes([c]) * 32 for c in b"WPabc")
     cases = [(10_000, W, W, 0, [W, S1, S2, S3]), (10_001, W, P, 3_000, [W, S1, S2]), (7, W, W, 0, [W, S1, S2]),
@@ -128,7 +146,7 @@ def slashing() -> list:
 
 
 FILES = {"settlement_orders.json": orders, "settlement_batch_votes.json": batch_votes,
-         "settlement_splits.json": splits, "settlement_slashing.json": slashing}
+         "settlement_escrows.json": escrows, "settlement_splits.json": splits, "settlement_slashing.json": slashing}
 
 
 def load(name: str):
@@ -167,6 +185,14 @@ def test_batch_votes_decode_and_prove_membership():
                 assert pk == key.public_key and (vindex, [h.hex() for h in vpath]) == (index, path)
                 assert key.sign(batch_vote_digest(root)) == sig  # Ed25519 is deterministic
             assert cert.check({k.public_key: 3_334 for k in keys}, ed25519_verify) == 10_002
+
+
+def test_escrow_accounts_are_marked_and_no_transfer_reaches_one():
+    for case in load("settlement_escrows.json"):
+        escrow = bytes.fromhex(case["escrow"])
+        assert escrow_account(bytes.fromhex(case["shard_id"])) == escrow and escrow[:6] == b"escrow"
+        with pytest.raises(SchemaError, match="escrow"):
+            open_order(bytes.fromhex(case["transfer_to_escrow"]), bytes.fromhex(case["net"]), ed25519_verify)
 
 
 def test_splits_match_the_vectors():
