@@ -353,10 +353,16 @@ def _envelope_caps(expect: tuple[type[Message], ...]) -> tuple[int, int]:
     return max(c.MAX_BYTES for c in expect), envelope_values(*expect)
 
 
+@cache
+def _any_envelope_caps(registered: int) -> tuple[int, int]:
+    """(bytes, values) an envelope of any type registered so far may take (keyed by how many: modules register
+    types as they are imported)."""
+    return MAX_ENVELOPE, envelope_values(*REGISTRY.values())
+
+
 def open_signed(data: bytes, net: bytes, verify: Verifier, expect: tuple[type[Message], ...] = ()) -> Signed:
     """Decode and check untrusted envelope bytes. Raises only ProtocolError subclasses."""
-    # any type: the registry as it is now (modules register types as they are imported)
-    cap, values = _envelope_caps(expect) if expect else (MAX_ENVELOPE, envelope_values(*REGISTRY.values()))
+    cap, values = _envelope_caps(expect) if expect else _any_envelope_caps(len(REGISTRY))
     try:
         wire = decode(data, max_bytes=cap, max_values=values)
         signed = open_wire(wire, net, verify, expect)

@@ -5,7 +5,7 @@ and opens the ledger store (replayed and re-checked) and the certificate archive
 router model on a worker thread, opens the winner index snapshot, starts the libp2p host (`moenode.net`) with the
 round driver as its envelope handler, registers the RPCs (`order` and `checkpoint` for the authority, `proxy` for the
 expert, `sync` for late joiners) and the gossip topics (`certs`, `orders`, `adverts`, `checkpoints`), starts the control
-API on 127.0.0.1, the advert and housekeeping loops and the catch-up sync, writes `run.json`, and serves until
+API on 127.0.0.1 (every request carries HOME/control.token: moenode.control), the advert and housekeeping loops and the catch-up sync, writes `run.json`, and serves until
 `stop()`. Leaving `run()` cancels the node's tasks, saves the winner index, removes run.json and closes the
 stores; the net layer disconnects every peer before the libp2p services stop (py-libp2p needs that order).
 
