@@ -19,7 +19,7 @@ from moenode import control
 from moenode.core.crypto import H
 from moenode.core.orders import escrow_account
 from moenode.node.daemon import Metrics
-from moenode.store.keys import KeyFileError, load_or_create_token, load_token
+from moenode.store.keys import load_or_create_token
 from moenode.testnet import Control, ControlError
 
 
@@ -175,18 +175,3 @@ async def test_the_client_reads_the_token_from_the_home(server, home):
     assert (await trio.to_thread.run_sync(ctl.status))["balance"] == 5
     assert "moenode_balance" in await trio.to_thread.run_sync(ctl.metrics)
     assert node.control_token not in repr(ctl)
-
-
-def test_the_token_is_made_once_private_and_kept(home):
-    p = home / "control.token"
-    token, created = load_or_create_token(p)
-    assert created and len(token) == 64 and stat.S_IMODE(p.stat().st_mode) == 0o600
-    assert load_or_create_token(p) == (token, False) and load_token(p) == token
-    os.chmod(p, 0o644)
-    with pytest.raises(KeyFileError, match="too open"):
-        load_token(p)
-    os.chmod(p, 0o600)
-    p.write_text("not a token\n")
-    with pytest.raises(KeyFileError, match="delete it and restart"):
-        load_or_create_token(p)
-    assert p.read_text() == "not a token\n"  # never replaced behind the operator's back
