@@ -3,7 +3,11 @@
 `dense(size, shape)` builds container-dense msgpack: about one value per byte, the shape that made one 12 MiB
 envelope cost 1.7 GB and 22 s of CPU before decoding had a value budget. `measure(fn)` runs a call and reports its
 process CPU time and its peak traced memory (tracemalloc), so tests can assert generous bounds without racing a
-wall clock.
+wall clock. `largest_messages()` builds each peer-facing type at the limits of its schema.
+
+`targets()` lists every decoder a peer can reach, with valid inputs; `Mutator` mutates them (seeded); `fuzz(target,
+n, seed)` checks that only ProtocolError escapes and that nothing non-canonical is accepted (tests/core/test_fuzz.py,
+bench/fuzz.py).
 """
 
 import random
@@ -392,7 +396,7 @@ class Mutator:
                 for key, x in v.items():
                     new, done = walk(x)
                     if done:
-                        return dict(v, **{key: new}) if isinstance(key, str) else {**v, key: new}, True
+                        return {**v, key: new}, True
             return v, False
 
         return walk(tree)[0]
