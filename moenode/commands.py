@@ -261,12 +261,15 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
                 fail(f"--bootstrap {addr!r}: expected a multiaddr ending in /p2p/<peer id>, such as "
                      "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... (a running node's `addrs` in run.json)", 2)
         from moenode.config import ConfigError
+        from moenode.core.errors import SchemaError
         from moenode.store.keys import KeyFileError
 
         try:
             code = run_daemon(h, genesis, bootstrap, log_level or None)
         except (ConfigError, KeyFileError) as e:  # a corrupt key or token: one line, and the file is left alone
             fail(str(e))
+        except SchemaError as e:  # the home's genesis.toml, damaged (a --genesis file is checked before it is copied)
+            fail(f"{h / 'genesis.toml'}: {e}; copy the network's genesis there again (or pass --genesis)")
         raise typer.Exit(code)
 
     @app.command()

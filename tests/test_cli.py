@@ -186,6 +186,17 @@ def test_a_corrupt_key_is_one_line_naming_the_file_and_is_never_replaced(tmp_pat
         assert key.read_text() == content  # left as it was
 
 
+def test_a_damaged_genesis_in_the_home_is_one_line(tmp_path):
+    home = tmp_path / "n"
+    assert runner.invoke(app, ["init", "--home", str(home), "--model", "minilm-l3"]).exit_code == 0
+    (home / "genesis.toml").write_text("garbage = [\n")
+    r = subprocess.run([sys.executable, "-m", "moenode", "run", "--home", str(home)], capture_output=True, text=True,
+                       timeout=120)
+    err = r.stderr.strip()
+    assert r.returncode == 1 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert "genesis.toml" in err and "not valid TOML" in err
+
+
 def test_submit_texts_writes_npy_and_prints_summary(daemon, tmp_path):
     out = tmp_path / "v.npy"
     r = runner.invoke(app, ["submit", "--home", str(tmp_path / "home"), "--fee", "7", "--out", str(out),
