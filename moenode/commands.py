@@ -2,7 +2,8 @@
 
 Theory of operation: every command except `init` and `run` is a thin client of a running daemon. It finds the
 daemon through `HOME/run.json` (written by the daemon once it is up) and speaks the control API on 127.0.0.1
-(`moenode.testnet.Control`). `run` is the daemon itself, in the foreground, and stops cleanly on SIGINT/SIGTERM.
+(`moenode.testnet.Control`) with the token in `HOME/control.token`; both files are readable by the node's user
+only, so these commands run as that user. `run` is the daemon itself, in the foreground, and stops cleanly on SIGINT/SIGTERM.
 `testnet` starts and stops whole local networks of daemons (`moenode.testnet`).
 
 Output: human tables (rich) by default, `--json` for machine-readable output on stdout. Errors are one line on
@@ -142,14 +143,23 @@ def _read_texts(texts: list[str], file: Path | None) -> list[str]:
 
 
 def resolve_account(to: str) -> str:
-    """Hex account id of a hex key, a peer id (12D3KooW...) or a node home directory."""
+    """Hex account id of a hex key, a peer id (12D3KooW...) or a node home directory; only accounts someone can spend
+    from (an Ed25519 public key, not an escrow)."""
+    from moenode.core.crypto import is_ed25519_public_key
+    from moenode.core.orders import is_escrow
+
     s = to.strip()
     if len(s) == 64:
         try:
-            bytes.fromhex(s)
-            return s.lower()
+            account = bytes.fromhex(s)
         except ValueError:
             pass
+        else:
+            if is_escrow(account):
+                fail(f"{s} is an escrow account: a balance there could never be spent", 2)
+            if not is_ed25519_public_key(account):
+                fail(f"{s} is not an Ed25519 public key, so no one could spend from it (a typo?)", 2)
+            return s.lower()
     p = Path(s).expanduser()
     if p.is_dir():
         from moenode.core.crypto import Ed25519Signer
@@ -251,11 +261,15 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
                 fail(f"--bootstrap {addr!r}: expected a multiaddr ending in /p2p/<peer id>, such as "
                      "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... (a running node's `addrs` in run.json)", 2)
         from moenode.config import ConfigError
+        from moenode.core.errors import SchemaError
+        from moenode.store.keys import KeyFileError
 
         try:
             code = run_daemon(h, genesis, bootstrap, log_level or None)
-        except ConfigError as e:
+        except (ConfigError, KeyFileError) as e:  # a corrupt key or token: one line, and the file is left alone
             fail(str(e))
+        except SchemaError as e:  # the home's genesis.toml, damaged (a --genesis file is checked before it is copied)
+            fail(f"{h / 'genesis.toml'}: {e}; copy the network's genesis there again (or pass --genesis)")
         raise typer.Exit(code)
 
     @app.command()

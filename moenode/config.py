@@ -9,7 +9,8 @@ Theory of operation: a home directory holds everything one node owns, at fixed n
     HOME/certs.sqlite    the shard certificates this node verified (for restarts and sync)
     HOME/index/          winner index snapshots
     HOME/node.log        the node's log
-    HOME/run.json        written atomically once the node is up, removed on clean exit
+    HOME/control.token   the secret every control API request carries (moenode.store.keys; 0600)
+    HOME/run.json        written atomically (0600) once the node is up, removed on clean exit
 
 `load_config(home)` reads and validates the file; an unknown key, a wrong type or an out-of-range value is a
 `ConfigError` that names the key. `write_default_config(home, **overrides)` writes a commented file that loads
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+RUN_FILE = "run.json"
+TOKEN_FILE = "control.token"
 
 
 class ConfigError(ValueError):
@@ -61,7 +64,11 @@ class Config:
 
     @property
     def run_path(self) -> Path:
-        return self.home / "run.json"
+        return self.home / RUN_FILE
+
+    @property
+    def token_path(self) -> Path:
+        return self.home / TOKEN_FILE
 
 
 SECTIONS: dict[str, tuple[str, ...]] = {

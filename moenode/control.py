@@ -1,4 +1,4 @@
-"""The node's local control API: HTTP/1.1 with JSON bodies on 127.0.0.1 only (trio + h11).
+"""The node's local control API: HTTP/1.1 with JSON bodies on 127.0.0.1 only (trio + h11), token required.
 
 Contract (what `moenode submit/status/transfer/stake` and the testnet rely on):
 
@@ -18,13 +18,29 @@ Contract (what `moenode submit/status/transfer/stake` and the testnet rely on):
     POST /transfer  {"to": hex account, "amount": int}  200 {"order_id": hex, "balance": int}
     POST /stake     {"amount": int, "model"?: str}      200 {"order_id": hex, "balance": int, "bonding": int}
 
-Every error is {"error": message} with a 4xx/5xx status. Bodies are capped at 8 MiB. The server binds 127.0.0.1
-(never a public interface): it moves the node's money, so only local processes may reach it.
+Every error is {"error": message} with a 4xx/5xx status. Bodies are capped at 8 MiB.
+
+Who may call it. The API moves the node's money, so a request must come from the node's operator, and binding
+127.0.0.1 is not enough for that: every local user and every web page the operator opens can reach a loopback port.
+So each request, /metrics included, passes four checks before anything else (`Guard`), in this order:
+1. `Host` is `127.0.0.1:PORT` or `localhost:PORT` (421): a page on a DNS-rebound name carries its own host name;
+2. no `Origin` header (403): browsers send one with every cross-origin POST and every fetch, scripts never need one;
+3. `Authorization: Bearer TOKEN`, compared in constant time (401): the token is 32 random bytes in
+   `HOME/control.token`, mode 0600, created once by the daemon and kept across restarts, so only the node's user
+   (and root) can read it; the CLI and the testnet tools read it from the home;
+4. a POST's `Content-Type` is `application/json` (415): a cross-site form or `text/plain` fetch cannot send it
+   without a CORS preflight, which this server never answers.
+A refused request is answered without reading its body, on a connection that then closes, and counted by reason
+(`control_refused_<host|origin|token|content_type>`). `HOME/run.json`, which names the port, is 0600 too.
+
+Why a token and not a unix socket: the socket would give the same uid check, but Prometheus scrapes only TCP, and
+every HTTP client speaks TCP; a bearer token in a 0600 file is what Prometheus' `credentials_file` expects.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import logging
 from functools import partial
@@ -49,28 +65,62 @@ class HTTPError(Exception):
         self.status, self.extra = status, extra or {}
 
 
+class Guard:
+    """The checks every request passes before it is read further (see the module docstring)."""
+
+    def __init__(self, token: str, port: int):
+        self.token = token.encode()
+        self.hosts = {f"127.0.0.1:{port}".encode(), f"localhost:{port}".encode()}
+
+    def refusal(self, req: h11.Request) -> tuple[str, HTTPError] | None:
+        """(reason, error) if `req` must be refused, else None."""
+        headers: dict[bytes, list[bytes]] = {}
+        for name, value in req.headers:  # h11 lower-cases the names
+            headers.setdefault(name, []).append(value)
+        host = headers.get(b"host", [])
+        if len(host) != 1 or host[0].lower() not in self.hosts:
+            return "host", HTTPError(421, "the Host header must be 127.0.0.1:PORT or localhost:PORT")
+        if b"origin" in headers:
+            return "origin", HTTPError(403, "requests from web pages (with an Origin header) are refused")
+        auth = headers.get(b"authorization", [])
+        scheme, _, given = auth[0].partition(b" ") if len(auth) == 1 else (b"", b"", b"")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+            return "token", HTTPError(401, "missing or wrong token: send 'Authorization: Bearer <HOME/control.token>'")
+        if req.method == b"POST":
+            ctype = headers.get(b"content-type", [b""])[0].partition(b";")[0].strip().lower()
+            if ctype != b"application/json":
+                return "content_type", HTTPError(415, "a POST body must be Content-Type: application/json")
+        return None
+
+
 async def serve(node: Node, port: int = 0, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
     bound = listeners[0].socket.getsockname()[1]
     url = f"http://127.0.0.1:{bound}"
     registry = make_registry(node)
+    guard = Guard(node.control_token, bound)
     task_status.started(url)
-    await trio.serve_listeners(partial(_connection, node, registry), listeners)
+    await trio.serve_listeners(partial(_connection, node, registry, guard), listeners)
 
 
-async def _connection(node: Node, registry: Any, stream: trio.SocketStream) -> None:
+async def _connection(node: Node, registry: Any, guard: Guard, stream: trio.SocketStream) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
     try:
         while True:
+            req, refused, body = None, None, b""
             with trio.move_on_after(IDLE_TIMEOUT) as idle:
-                req, body = await _read_request(conn, stream)
+                req = await _read_head(conn, stream)
+                refused = guard.refusal(req) if req is not None else None
+                if req is not None and refused is None:
+                    body = await _read_body(conn, stream)
             if idle.cancelled_caught or req is None:
                 return
-            status, ctype, payload = await _route(node, registry, req, body)
-            headers = [("content-type", ctype), ("content-length", str(len(payload))), ("server", "moenode")]
-            await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
-            await stream.send_all(conn.send(h11.Data(data=payload)))
-            await stream.send_all(conn.send(h11.EndOfMessage()))
+            if refused is not None:  # answered unread, then the connection closes
+                reason, err = refused
+                _count_refusal(node, reason, req, err)
+                await _respond(conn, stream, *_json(err.status, {"error": str(err)}), close=True)
+                return
+            await _respond(conn, stream, *await _route(node, registry, req, body))
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
             conn.start_next_cycle()
@@ -81,27 +131,54 @@ async def _connection(node: Node, registry: Any, stream: trio.SocketStream) -> N
             await stream.aclose()
 
 
-async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> tuple[h11.Request | None, bytes]:
-    req: h11.Request | None = None
-    body = bytearray()
+async def _respond(conn: h11.Connection, stream: trio.SocketStream, status: int, ctype: str, payload: bytes,
+                   close: bool = False) -> None:
+    headers = [("content-type", ctype), ("content-length", str(len(payload))), ("server", "moenode")]
+    if status == 401:
+        headers.append(("www-authenticate", 'Bearer realm="moenode"'))
+    if close:
+        headers.append(("connection", "close"))
+    await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
+    await stream.send_all(conn.send(h11.Data(data=payload)))
+    await stream.send_all(conn.send(h11.EndOfMessage()))
+
+
+def _count_refusal(node: Node, reason: str, req: h11.Request, err: HTTPError) -> None:
+    name = f"control_refused_{reason}"
+    node.metrics.inc(name)
+    n = node.metrics.get(name)
+    if n <= 3 or not n & (n - 1):  # a flood logs its first few, then only the 2^k-th
+        log.warning("control API refused %s %s (%s): %s (#%d)", req.method.decode(errors="replace"),
+                    req.target.decode(errors="replace")[:64], reason, err, n)
+
+
+async def _receive(conn: h11.Connection, stream: trio.SocketStream) -> Any:
+    """The next h11 event, reading from the socket as it needs."""
     while True:
         event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(READ_CHUNK)
-            conn.receive_data(data)  # b"" marks the end of the stream
-            if not data and req is None:
-                return None, b""
-            continue
-        if isinstance(event, h11.Request):
-            req = event
-        elif isinstance(event, h11.Data):
+        if event is not h11.NEED_DATA:
+            return event
+        conn.receive_data(await stream.receive_some(READ_CHUNK))  # b"" marks the end of the stream
+
+
+async def _read_head(conn: h11.Connection, stream: trio.SocketStream) -> h11.Request | None:
+    """The next request's line and headers; None when the client closed the connection."""
+    event = await _receive(conn, stream)
+    return event if isinstance(event, h11.Request) else None
+
+
+async def _read_body(conn: h11.Connection, stream: trio.SocketStream) -> bytes:
+    body = bytearray()
+    while True:
+        event = await _receive(conn, stream)
+        if isinstance(event, h11.Data):
             body += event.data
             if len(body) > MAX_BODY:
                 raise h11.RemoteProtocolError("request body too large")
         elif isinstance(event, h11.EndOfMessage):
-            return req, bytes(body)
-        elif isinstance(event, h11.ConnectionClosed):
-            return None, b""
+            return bytes(body)
+        else:  # the connection closed mid-body
+            raise h11.RemoteProtocolError("the request body was cut short")
 
 
 def _json(status: int, obj: Any) -> tuple[int, str, bytes]:
@@ -192,12 +269,20 @@ async def _submit(node: Node, obj: dict) -> dict:
 
 
 def _account(v: Any) -> bytes:
+    """A recipient someone can spend from: an Ed25519 public key, never an escrow account."""
+    from moenode.core.crypto import is_ed25519_public_key
+    from moenode.core.orders import is_escrow
+
     try:
         b = bytes.fromhex(v) if isinstance(v, str) else b""
     except ValueError:
         b = b""
     if len(b) != 32:
         raise HTTPError(400, "'to' must be a 64-hex-digit account id")
+    if is_escrow(b):
+        raise HTTPError(400, "'to' is an escrow account: a balance there could never be spent")
+    if not is_ed25519_public_key(b):
+        raise HTTPError(400, "'to' is not an Ed25519 public key, so no one could spend from it (a typo?)")
     return b
 
 

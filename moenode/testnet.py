@@ -18,7 +18,8 @@ stops a testnet started by another process, from the pids in `testnet.json` (che
 pid is never signalled).
 
 The control client (`Control`) speaks the daemon's HTTP/JSON API on 127.0.0.1: GET /status, GET /metrics,
-POST /submit, /transfer, /stake.
+POST /submit, /transfer, /stake, each with the token the daemon keeps in `HOME/control.token` (readable by the
+node's user only, as is `run.json`).
 """
 
 from __future__ import annotations
@@ -40,13 +41,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from moenode.config import RUN_FILE, TOKEN_FILE
 from moenode.core.genesis import Account, Genesis, Params, genesis_to_toml, parse_genesis
 
 log = logging.getLogger("moenode.testnet")
 
 TESTNET_FILE = "testnet.json"
 GENESIS_FILE = "genesis.toml"
-RUN_FILE = "run.json"
 GENERAL_MODELS = ("minilm-l6", "minilm-l3")
 NODE_BALANCE = 1_000_000  # each node's spending money for fees
 NODE_STAKE = 1_000
@@ -164,11 +165,23 @@ def peer_id_hex(account: bytes) -> str:
 
 
 def read_run(home: Path) -> dict[str, Any] | None:
-    """The daemon's run.json, or None while it is not up (or is mid-write)."""
+    """The daemon's run.json, or None while it is not up (or is mid-write). ControlError if it is not ours to read."""
     try:
         return json.loads((home / RUN_FILE).read_text())
+    except PermissionError:
+        raise ControlError(f"{home / RUN_FILE}: permission denied; run this as the user the node runs as") from None
     except (OSError, ValueError):
         return None
+
+
+def read_token(home: Path) -> str:
+    """The node's control token (HOME/control.token). Raises ControlError."""
+    from moenode.store.keys import KeyFileError, load_token
+
+    try:
+        return load_token(home / TOKEN_FILE)
+    except KeyFileError as e:
+        raise ControlError(str(e)) from None
 
 
 def pid_alive(pid: int) -> bool:
@@ -188,9 +201,10 @@ class ControlError(RuntimeError):
 
 @dataclass
 class Control:
-    """Client of one daemon's control API (127.0.0.1 only)."""
+    """Client of one daemon's control API (127.0.0.1 only), authenticated by the node's control token."""
 
     url: str
+    token: str = field(repr=False)
     timeout: float = 10.0
 
     @classmethod
@@ -203,12 +217,14 @@ class Control:
         if isinstance(pid, int) and not pid_alive(pid):
             raise ControlError(f"the node of {home} (pid {pid}) is gone; its run.json is stale. "
                                f"See {home / 'node.log'}")
-        return cls(run["control_url"], timeout)
+        return cls(run["control_url"], read_token(home), timeout)
 
     def _call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=timeout or self.timeout) as r:
                 raw = r.read()
@@ -356,7 +372,9 @@ class Node:
         return self.home.name
 
     def control(self, timeout: float = 10.0) -> Control:
-        return Control(self.control_url, timeout) if self.control_url else Control.for_home(self.home, timeout)
+        if not self.control_url:
+            return Control.for_home(self.home, timeout)
+        return Control(self.control_url, read_token(self.home), timeout)
 
     def alive(self) -> bool:
         if self.proc is not None:
@@ -367,7 +385,8 @@ class Node:
         return {"name": self.name, "index": self.index, "peer_id": self.peer_id, "account": self.account,
                 "addrs": self.addrs, "home": str(self.home), "model": self.model, "control_url": self.control_url,
                 "status_url": self.control_url + "/status" if self.control_url else "",
-                "metrics_url": self.control_url + "/metrics" if self.control_url else "", "pid": self.pid}
+                "metrics_url": self.control_url + "/metrics" if self.control_url else "",
+                "token_file": str(self.home / TOKEN_FILE), "pid": self.pid}
 
 
 class Testnet:
@@ -472,7 +491,7 @@ class Testnet:
             run = read_run(nd.home)
             if run and run.get("pid") == nd.pid and run.get("control_url"):
                 try:
-                    Control(run["control_url"], 5).status()
+                    Control(run["control_url"], read_token(nd.home), 5).status()
                 except ControlError:
                     pass
                 else:

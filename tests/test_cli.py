@@ -20,7 +20,10 @@ import pytest
 from typer.testing import CliRunner
 
 from moenode.cli import app
+from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.genesis import genesis_to_toml, parse_genesis
+from moenode.core.orders import escrow_account
+from moenode.store.keys import load_or_create_token
 from moenode.testnet import Testnet, default_models, make_genesis, stop_pid
 from moenode.testnet_demo import workload
 
@@ -28,9 +31,12 @@ runner = CliRunner()
 
 
 class FakeDaemon:
-    """Serves /status, /metrics, /submit, /transfer, /stake like the daemon's control API, and records requests."""
+    """Serves /status, /metrics, /submit, /transfer, /stake like the daemon's control API, and records requests.
+    Like the daemon, it answers 401 to a request without the home's control token."""
 
     def __init__(self, home: Path, status: dict | None = None, dim: int = 4):
+        home.mkdir(parents=True, exist_ok=True)
+        self.token, _ = load_or_create_token(home / "control.token")
         self.requests: list[tuple[str, str, dict | None]] = []
         self.status = status or {"peer_id": "12D3KooWfake", "peers": ["a", "b"], "epoch": 3, "stake": 1000,
                                  "balance": 5000, "rounds": 7, "wins": 2, "proxies": 1, "strikes": 0}
@@ -49,13 +55,25 @@ class FakeDaemon:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _authorized(self) -> bool:
+                if self.headers.get("Authorization") == f"Bearer {fake.token}":
+                    return True
+                self._send(401, {"error": "missing or wrong token"})
+                return False
+
             def do_GET(self):
+                if not self._authorized():
+                    return
                 fake.requests.append(("GET", self.path, None))
                 if self.path == "/status":
                     return self._send(200, fake.status)
                 self._send(404, {"error": "not found"})
 
             def do_POST(self):
+                if not self._authorized():
+                    return
+                if self.headers.get("Content-Type") != "application/json":
+                    return self._send(415, {"error": "not JSON"})
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append(("POST", self.path, body))
                 if self.path == "/submit":
@@ -71,7 +89,6 @@ class FakeDaemon:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
-        home.mkdir(parents=True, exist_ok=True)
         (home / "run.json").write_text(json.dumps({
             "peer_id": "12D3KooWfake", "addrs": [], "account": "ff" * 32, "pid": os.getpid(),
             "control_url": f"http://127.0.0.1:{self.server.server_port}"}))
@@ -145,6 +162,41 @@ def test_commands_without_a_running_node_explain_what_to_do(tmp_path):
     assert r.exit_code == 1 and "stale" in r.output
 
 
+def test_a_node_without_its_token_file_is_explained_in_one_line(daemon, tmp_path):
+    (tmp_path / "home" / "control.token").unlink()
+    r = runner.invoke(app, ["status", "--home", str(tmp_path / "home")])
+    assert r.exit_code == 1 and "control.token" in r.output and len(r.output.strip().splitlines()) <= 2
+
+
+@pytest.mark.parametrize("content", ["garbage\n", "ed25519-seed:zz\n", "", "ed25519-seed:" + "ab" * 31 + "\n"],
+                         ids=["not-a-key", "not-hex", "empty", "short"])
+def test_a_corrupt_key_is_one_line_naming_the_file_and_is_never_replaced(tmp_path, content):
+    """`moenode run` on a home whose key file was damaged printed an 88-line traceback."""
+    home = tmp_path / "n"
+    assert runner.invoke(app, ["init", "--home", str(home), "--model", "minilm-l3"]).exit_code == 0
+    genesis = make_genesis("corrupt-key", [(bytes(32), "minilm-l3")], epoch_ms=30_000)
+    (home / "genesis.toml").write_text(genesis_to_toml(genesis))
+    key = home / "key"
+    key.write_text(content)
+    for args in (["run", "--home", str(home)], ["init", "--home", str(home), "--force"]):
+        r = subprocess.run([sys.executable, "-m", "moenode", *args], capture_output=True, text=True, timeout=120)
+        err = r.stderr.strip()
+        assert r.returncode == 1 and "Traceback" not in err and str(key) in err, err
+        assert len(err.splitlines()) == 1 and "backup" in err, err
+        assert key.read_text() == content  # left as it was
+
+
+def test_a_damaged_genesis_in_the_home_is_one_line(tmp_path):
+    home = tmp_path / "n"
+    assert runner.invoke(app, ["init", "--home", str(home), "--model", "minilm-l3"]).exit_code == 0
+    (home / "genesis.toml").write_text("garbage = [\n")
+    r = subprocess.run([sys.executable, "-m", "moenode", "run", "--home", str(home)], capture_output=True, text=True,
+                       timeout=120)
+    err = r.stderr.strip()
+    assert r.returncode == 1 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert "genesis.toml" in err and "not valid TOML" in err
+
+
 def test_submit_texts_writes_npy_and_prints_summary(daemon, tmp_path):
     out = tmp_path / "v.npy"
     r = runner.invoke(app, ["submit", "--home", str(tmp_path / "home"), "--fee", "7", "--out", str(out),
@@ -201,8 +253,19 @@ def test_transfer_errors_are_reported(daemon, tmp_path):
     home = str(tmp_path / "home")
     r = runner.invoke(app, ["transfer", "--home", home, "nobody", "5"])
     assert r.exit_code == 2 and "not an account" in r.output
-    r = runner.invoke(app, ["transfer", "--home", home, "ab" * 32, str(10**10)])
+    key = Ed25519Signer.from_entropy(b"recipient").public_key.hex()
+    r = runner.invoke(app, ["transfer", "--home", home, key, str(10**10)])
     assert r.exit_code == 1 and "insufficient balance" in r.output
+
+
+def test_a_transfer_to_an_escrow_or_a_non_key_is_refused_before_anything_is_sent(daemon, tmp_path):
+    """A transfer to an escrow address got votes and burnt its amount; a mistyped account would too."""
+    home = str(tmp_path / "home")
+    r = runner.invoke(app, ["transfer", "--home", home, escrow_account(H("shard", b"x")).hex(), "5"])
+    assert r.exit_code == 2 and "escrow account" in r.output
+    r = runner.invoke(app, ["transfer", "--home", home, H("typo", b"").hex(), "5"])
+    assert r.exit_code == 2 and "not an Ed25519 public key" in r.output
+    assert not any(p == "/transfer" for _, p, _ in daemon.requests)
 
 
 # --- testnet pieces --------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from moenode.core.messages import (
     Reveal,
     Signed,
     body_of,
+    holds,
     open_wire,
     pair,
     register,
@@ -46,6 +47,7 @@ from moenode.core.messages import (
     spec,
     text,
     uint,
+    values_of,
 )
 from moenode.core.selection import CERT_THRESHOLD
 
@@ -75,6 +77,7 @@ class Item:
         return [self.epoch, self.kind, self.account, self.source, self.value]
 
 
+@holds(6)  # [epoch, kind, account, source, value]
 def _item(v: Any, where: str) -> Item:
     if not isinstance(v, list) or len(v) != 5:
         raise SchemaError(f"{where}: an item is [epoch, kind, account, source, value]")
@@ -116,16 +119,18 @@ class CheckpointCert:
     votes: tuple[tuple[bytes, bytes], ...]
 
     MAX_BYTES: ClassVar[int] = Checkpoint.MAX_BYTES + 1024 * 112
+    VOTES: ClassVar[Any] = seq(pair(PK, SIG), 1024, 1)
+    MAX_VALUES: ClassVar[int] = 1 + 1 + Checkpoint.max_values() + 1 + values_of(VOTES)
 
     def encode(self) -> bytes:
         return canonical({"checkpoint": self.checkpoint.to_body(), "votes": [list(v) for v in self.votes]})
 
     @classmethod
     def decode(cls, data: bytes) -> "CheckpointCert":
-        wire = decode(data, max_bytes=cls.MAX_BYTES)
+        wire = decode(data, max_bytes=cls.MAX_BYTES, max_values=cls.MAX_VALUES)
         if not isinstance(wire, dict) or set(wire) != {"checkpoint", "votes"} or not isinstance(wire["checkpoint"], dict):
             raise SchemaError("CheckpointCert: expected {checkpoint, votes}")
-        votes = seq(pair(PK, SIG), 1024, 1)(wire["votes"], "CheckpointCert.votes")
+        votes = cls.VOTES(wire["votes"], "CheckpointCert.votes")
         if [pk for pk, _ in votes] != sorted({pk for pk, _ in votes}):
             raise SchemaError("CheckpointCert: voters must be unique and sorted")
         return cls(Checkpoint.from_body(wire["checkpoint"]), votes)

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Protocol
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
@@ -76,6 +77,12 @@ def ed25519_verify(pubkey: bytes, digest: bytes, sig: bytes) -> bool:
         return True
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, nacl.exceptions.TypeError):
         return False
+
+
+def is_ed25519_public_key(pk: bytes) -> bool:
+    """True if `pk` is an Ed25519 public key: the canonical encoding of a point of the prime-order subgroup, not of
+    small order. Every key a seed makes is one; most 32-byte strings (hashes, typos) are not."""
+    return len(pk) == PUBKEY_SIZE and bool(nacl.bindings.crypto_core_ed25519_is_valid_point(pk))
 
 
 class CheapSigner:

@@ -7,6 +7,11 @@ door for untrusted bytes: size cap of the type, canonical decoding, known type, 
 then the type's own `validate()`. It raises only `ProtocolError` subclasses. Nested values (a Submission inside a
 Reveal, a Report inside a Certificate) are checked by the same field specs.
 
+Each field check also states how many msgpack values (containers, members, map keys) a valid value holds at most
+(`values_of`), so every type knows its *value budget* from its schema (`Message.max_values`, `envelope_values`):
+a Reveal holds a few hundred values and 12 MiB of bytes, not 12 million empty arrays. Decoding refuses bytes that
+hold more values than the budget of the types expected (`codec.decode`), before building them.
+
 Other modules register further types (ledger orders) with `@register`, so the registry stays the one place to look.
 """
 
@@ -32,7 +37,24 @@ def _fail(where: str, what: str) -> SchemaError:
     return SchemaError(f"{where}: {what}")
 
 
+def holds(values: int) -> Callable[[Check], Check]:
+    """Declare that a check's valid input holds at most `values` msgpack values (1 for a scalar)."""
+    def mark(check: Check) -> Check:
+        check.values = values  # type: ignore[attr-defined]
+        return check
+    return mark
+
+
+def values_of(check: Check) -> int:
+    """How many msgpack values a check's valid input holds at most (see `holds`)."""
+    try:
+        return check.values  # type: ignore[attr-defined]
+    except AttributeError:
+        raise TypeError(f"field check {check!r} does not declare its value budget (use @holds)") from None
+
+
 def uint(high: int = (1 << 63) - 1) -> Check:
+    @holds(1)
     def check(v: Any, where: str) -> int:
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= high:
             raise _fail(where, f"expected an integer in [0, {high}], got {v!r:.40}")
@@ -41,6 +63,7 @@ def uint(high: int = (1 << 63) - 1) -> Check:
 
 
 def sint(low: int, high: int) -> Check:
+    @holds(1)
     def check(v: Any, where: str) -> int:
         if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
             raise _fail(where, f"expected an integer in [{low}, {high}], got {v!r:.40}")
@@ -49,6 +72,7 @@ def sint(low: int, high: int) -> Check:
 
 
 def blob(exact: int | None = None, max_len: int = MiB) -> Check:
+    @holds(1)
     def check(v: Any, where: str) -> bytes:
         if not isinstance(v, bytes):
             raise _fail(where, f"expected bytes, got {type(v).__name__}")
@@ -61,6 +85,7 @@ def blob(exact: int | None = None, max_len: int = MiB) -> Check:
 
 
 def text(max_len: int = 256) -> Check:
+    @holds(1)
     def check(v: Any, where: str) -> str:
         if not isinstance(v, str) or len(v.encode("utf-8")) > max_len:
             raise _fail(where, f"expected a string of at most {max_len} bytes")
@@ -69,6 +94,7 @@ def text(max_len: int = 256) -> Check:
 
 
 def boolean() -> Check:
+    @holds(1)
     def check(v: Any, where: str) -> bool:
         if not isinstance(v, bool):
             raise _fail(where, "expected a bool")
@@ -76,8 +102,10 @@ def boolean() -> Check:
     return check
 
 
-def mapping() -> Check:
-    """A map checked later by its consumer (an envelope nested inside another message)."""
+def mapping(values: int) -> Check:
+    """A map checked later by its consumer (an envelope nested inside another message) of at most `values` values
+    (`envelope_values` of the types it may hold)."""
+    @holds(values)
     def check(v: Any, where: str) -> dict:
         if not isinstance(v, dict):
             raise _fail(where, "expected a map")
@@ -86,12 +114,14 @@ def mapping() -> Check:
 
 
 def optional(inner: Check) -> Check:
+    @holds(values_of(inner))
     def check(v: Any, where: str) -> Any:
         return None if v is None else inner(v, where)
     return check
 
 
 def seq(inner: Check, max_len: int, min_len: int = 0) -> Check:
+    @holds(1 + max_len * values_of(inner))
     def check(v: Any, where: str) -> tuple:
         if not isinstance(v, list) or not min_len <= len(v) <= max_len:
             raise _fail(where, f"expected a list of {min_len}..{max_len} entries")
@@ -100,6 +130,7 @@ def seq(inner: Check, max_len: int, min_len: int = 0) -> Check:
 
 
 def pair(a: Check, b: Check) -> Check:
+    @holds(1 + values_of(a) + values_of(b))
     def check(v: Any, where: str) -> tuple:
         if not isinstance(v, list) or len(v) != 2:
             raise _fail(where, "expected a pair")
@@ -108,6 +139,7 @@ def pair(a: Check, b: Check) -> Check:
 
 
 def nested(cls: "type[Message]") -> Check:
+    @holds(cls.max_values())
     def check(v: Any, where: str) -> "Message":
         if not isinstance(v, dict):
             raise _fail(where, f"expected a {cls.TYPE} map")
@@ -167,11 +199,21 @@ class Message:
 
     @classmethod
     def decode(cls: type[M], data: bytes) -> M:
-        """The inverse of `encode` for untrusted bytes: capped at MAX_BYTES, then every field checked."""
-        wire = decode(data, max_bytes=cls.MAX_BYTES)
+        """The inverse of `encode` for untrusted bytes: capped at MAX_BYTES and `max_values`, then every field
+        checked."""
+        wire = decode(data, max_bytes=cls.MAX_BYTES, max_values=cls.max_values())
         if not isinstance(wire, dict):
             raise SchemaError(f"{cls.TYPE}: expected a map")
         return cls.from_body(wire)
+
+    @classmethod
+    def max_values(cls) -> int:
+        """The most msgpack values a valid body holds: its map, each field's key and value, and the "type" and "net"
+        keys and values a signed body adds. Read from the field checks once."""
+        n = _VALUES.get(cls)
+        if n is None:
+            n = _VALUES[cls] = 1 + 4 + sum(1 + values_of(check) for _, check in _schema(cls)[1])
+        return n
 
     def digest(self) -> bytes:
         """Content identity of an unsigned value (used for Submission and Report bodies).
@@ -189,6 +231,7 @@ _DIGEST_KEY = "_digest"  # where `Message.digest` keeps its value; not a field, 
 
 
 _SCHEMAS: dict[type, tuple[frozenset[str], tuple[tuple[str, Check], ...]]] = {}
+_VALUES: dict[type, int] = {}
 
 
 def _schema(cls: type) -> tuple[frozenset[str], tuple[tuple[str, Check], ...]]:
@@ -274,6 +317,11 @@ def _envelope(msg: Message, net: bytes, signer: bytes, sig: bytes, body_bytes: b
 MAX_ENVELOPE = 16 * MiB
 
 
+def envelope_values(*types: type[Message]) -> int:
+    """The most msgpack values an envelope of one of `types` holds: its map, three keys, signer, sig and the body."""
+    return 6 + max(t.max_values() for t in types)
+
+
 def open_wire(wire: Any, net: bytes, verify: Verifier, expect: tuple[type[Message], ...] = ()) -> Signed:
     """Check an already-decoded envelope map (for envelopes nested in other messages)."""
     if not isinstance(wire, dict) or set(wire) != {"body", "signer", "sig"}:
@@ -300,15 +348,23 @@ def open_wire(wire: Any, net: bytes, verify: Verifier, expect: tuple[type[Messag
 
 
 @cache
-def _envelope_cap(expect: tuple[type[Message], ...]) -> int:
-    return max((c.MAX_BYTES for c in expect), default=MAX_ENVELOPE)
+def _envelope_caps(expect: tuple[type[Message], ...]) -> tuple[int, int]:
+    """(bytes, values) an envelope of one of `expect` may take."""
+    return max(c.MAX_BYTES for c in expect), envelope_values(*expect)
+
+
+@cache
+def _any_envelope_caps(registered: int) -> tuple[int, int]:
+    """(bytes, values) an envelope of any type registered so far may take (keyed by how many: modules register
+    types as they are imported)."""
+    return MAX_ENVELOPE, envelope_values(*REGISTRY.values())
 
 
 def open_signed(data: bytes, net: bytes, verify: Verifier, expect: tuple[type[Message], ...] = ()) -> Signed:
     """Decode and check untrusted envelope bytes. Raises only ProtocolError subclasses."""
-    cap = _envelope_cap(expect)
+    cap, values = _envelope_caps(expect) if expect else _any_envelope_caps(len(REGISTRY))
     try:
-        wire = decode(data, max_bytes=cap)
+        wire = decode(data, max_bytes=cap, max_values=values)
         signed = open_wire(wire, net, verify, expect)
     except ProtocolError:
         raise
@@ -436,7 +492,7 @@ class ProxyRequest(Message):
     sponsor: bytes = spec(PK)
     price_bps: int = spec(BPS)
     deadline_ms: int = spec(uint())
-    input: dict = spec(mapping())
+    input: dict = spec(mapping(envelope_values(Input)))
 
 
 @register
@@ -468,7 +524,7 @@ class Submission(Message):
     member: bytes = spec(PK)
     producer: bytes = spec(PK)
     payload: Payload = spec(nested(Payload))
-    proxy: dict | None = spec(optional(mapping()))
+    proxy: dict | None = spec(optional(mapping(envelope_values(ProxySubmission))))
 
     def validate(self) -> None:
         if (self.proxy is None) != (self.producer == self.member):
@@ -587,6 +643,9 @@ class Advert(Message):
     time_ms: int = spec(uint())
 
 
+EVIDENCE_VALUES = envelope_values(Commit, CommitVotes, OptOut, ProxySubmission, Reveal, Report)  # what it may hold
+
+
 @register
 @dataclass(frozen=True)
 class Evidence(Message):
@@ -597,8 +656,8 @@ class Evidence(Message):
     kind: str = spec(text(32))
     offender: bytes = spec(PK)
     shard_id: bytes = spec(B32)
-    first: dict = spec(mapping())
-    second: dict = spec(mapping())
+    first: dict = spec(mapping(EVIDENCE_VALUES))
+    second: dict = spec(mapping(EVIDENCE_VALUES))
 
     KINDS: ClassVar[tuple[str, ...]] = ("equivocation", "commit_after_optout", "double_proxy", "reveal_mismatch")
 

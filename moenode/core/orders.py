@@ -22,9 +22,12 @@ epoch, so a certificate of a first vote keeps its bytes). An authority's lock ho
 of its votes, so a renewal never lets a second order certify at one (account, sequence); two certificates of one
 order (first vote and renewal) are one order, applied once.
 
-Escrows: a payment for shard S goes into the account `escrow_account(S) = H("escrow", S)`. No one holds that
-account's key, so its one and only order (sequence 0) is a Settle, which any party may sign and submit because the
-shard certificate it carries is the authority, or a Refund, which the payer signs once the escrow's deadline passed.
+Escrows: a payment for shard S goes into the account `escrow_account(S) = b"escrow" + H("escrow", S)[:26]`. No one
+holds that account's key, so its one and only order (sequence 0) is a Settle, which any party may sign and submit
+because the shard certificate it carries is the authority, or a Refund, which the payer signs once the escrow's
+deadline passed. The six ASCII bytes `escrow` mark every escrow account, so anyone can tell one from a key without
+state: a Transfer to an escrow account is invalid, because a balance there could never be spent (an escrow pays
+out only its escrowed fee, by Settle or Refund). No key anyone generates starts with them (2^-48 per key).
 """
 
 from dataclasses import dataclass, field
@@ -42,6 +45,8 @@ from moenode.core.messages import (
     Message,
     Signed,
     blob,
+    envelope_values,
+    holds,
     nested,
     open_signed,
     open_wire,
@@ -52,6 +57,7 @@ from moenode.core.messages import (
     spec,
     text,
     uint,
+    values_of,
 )
 from moenode.core.selection import CERT_THRESHOLD
 
@@ -60,9 +66,17 @@ AMOUNT = uint(MAX_AMOUNT)
 MAX_VOTES = 1024  # authorities per epoch that can sign one order
 
 
+ESCROW_MARK = b"escrow"  # the first bytes of every escrow account
+
+
 def escrow_account(shard_id: bytes) -> bytes:
     """The account holding the fee of shard `shard_id` until it is settled or refunded."""
-    return H("escrow", shard_id)
+    return ESCROW_MARK + H("escrow", shard_id)[: 32 - len(ESCROW_MARK)]
+
+
+def is_escrow(account: bytes) -> bool:
+    """True for an escrow account (`escrow_account` of some shard): no key signs for it."""
+    return account.startswith(ESCROW_MARK)
 
 
 def vote_digest(order_id: bytes, epoch: int) -> bytes:
@@ -127,6 +141,7 @@ def vote_entry(pk: bytes, vote: "bytes | BatchVote") -> tuple:
     return (pk, vote) if isinstance(vote, bytes) else (pk, vote.sig, vote.index, vote.path)
 
 
+@holds(1 + 1 + 1 + MAX_PROOF_DEPTH)  # [index, [sibling, ...]]
 def _proof_check(v: Any, where: str) -> tuple[int, tuple[bytes, ...]]:
     """A batch vote's membership proof, [index, path]."""
     if not isinstance(v, list) or len(v) != 2:
@@ -136,6 +151,7 @@ def _proof_check(v: Any, where: str) -> tuple[int, tuple[bytes, ...]]:
     return uint((1 << len(path)) - 1)(v[0], f"{where} index"), path
 
 
+@holds(1 + 1 + 1 + 1 + 1 + MAX_PROOF_DEPTH)  # [pk, sig, index, [sibling, ...]]
 def _vote_check(v: Any, where: str) -> tuple:
     if isinstance(v, list) and len(v) == 2:
         return pair(PK, SIG)(v, where)
@@ -168,6 +184,8 @@ class Transfer(Order):
             raise SchemaError("Transfer: amount must be positive")
         if self.recipient == self.account:
             raise SchemaError("Transfer: recipient is the sender")
+        if is_escrow(self.recipient):
+            raise SchemaError("Transfer: the recipient is an escrow account, whose balance no order could ever spend")
 
 
 @register
@@ -283,6 +301,8 @@ class CertifiedOrder:
     # a vote: pk 34 + sig 66 + list header 1, and for a batch vote index 3 + path 3 + 34 per level
     MAX_BYTES: ClassVar[int] = MAX_ORDER_BYTES + MAX_VOTES * (107 + 34 * MAX_PROOF_DEPTH) + 1 * KiB
     VOTES: ClassVar[Any] = seq(_vote_check, MAX_VOTES, 1)
+    # the map, "order" and its envelope, "votes" and the votes, and an optional "vote_epoch" with its integer
+    MAX_VALUES: ClassVar[int] = 1 + 1 + envelope_values(*ORDER_TYPES) + 1 + values_of(VOTES) + 2
 
     @property
     def id(self) -> bytes:
@@ -306,7 +326,7 @@ class CertifiedOrder:
     @classmethod
     def decode(cls, data: bytes, net: bytes, verify: Verifier) -> "CertifiedOrder":
         """Decode untrusted bytes and check the order envelope (not yet the votes: see `check`)."""
-        wire = decode(data, max_bytes=cls.MAX_BYTES)
+        wire = decode(data, max_bytes=cls.MAX_BYTES, max_values=cls.MAX_VALUES)
         if not isinstance(wire, dict) or set(wire) - {"vote_epoch"} != {"order", "votes"}:
             raise SchemaError("CertifiedOrder: expected {order, votes} or {order, votes, vote_epoch}")
         votes = cls.VOTES(wire["votes"], "CertifiedOrder.votes")

@@ -19,15 +19,35 @@ deadline_ms, input}` carrying the submitter's signed `Input`. The desk answers i
 
 `prune(now)` forgets shards whose deadline has passed, so memory stays bounded. The desk does not know how requests
 travel or how the embedding is computed: the driver (daemon or simulator) calls it and carries out the result.
+
+The expert's answer travels as a `ProxyAnswer`: the sponsor's Submission, or a refusal. The sponsor opens it with
+`open_answer`, which checks that it is the submission it asked for (its own, for this shard, by this producer,
+with the producer's signature, at no more than the offered share); anything else is a ProtocolError against the
+expert.
 """
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 from moenode.core.crypto import Signer, Verifier
 from moenode.core.errors import NotInShard, SchemaError, SignatureError
 from moenode.core.genesis import Params
-from moenode.core.messages import Input, Payload, ProxyRequest, ProxySubmission, Signed, Submission, open_wire, seal
+from moenode.core.messages import (
+    KiB,
+    Input,
+    Message,
+    Payload,
+    ProxyRequest,
+    ProxySubmission,
+    Signed,
+    Submission,
+    nested,
+    open_wire,
+    optional,
+    seal,
+    spec,
+    text,
+)
 
 
 @dataclass(frozen=True)
@@ -130,3 +150,42 @@ def proxy_request(sponsor: Signer, net: bytes, input_env: Signed, price_bps: int
     req = ProxyRequest(shard_id=inp.shard_id, sponsor=sponsor.public_key, price_bps=price_bps,
                        deadline_ms=deadline_ms, input=input_env.as_wire())
     return seal(req, sponsor, net)
+
+
+@dataclass(frozen=True)
+class ProxyAnswer(Message):
+    """The expert's answer to a ProxyRequest: the sponsor's Submission (with the producer's signed ProxySubmission
+    inside), or why it refuses. Exactly one of the two."""
+
+    TYPE: ClassVar[str] = "ProxyAnswer"
+    MAX_BYTES: ClassVar[int] = Submission.MAX_BYTES + 4 * KiB
+    refused: str | None = spec(optional(text(256)))
+    submission: Submission | None = spec(optional(nested(Submission)))
+
+    def validate(self) -> None:
+        if (self.submission is None) == (self.refused is None):
+            raise SchemaError("ProxyAnswer: a submission or a refusal, exactly one")
+
+    @classmethod
+    def of(cls, result: "Submission | Refusal") -> "ProxyAnswer":
+        if isinstance(result, Refusal):
+            detail = f"{result.reason}: {result.detail}" if result.detail else result.reason
+            return cls(refused=detail.encode()[:256].decode("utf-8", "ignore"), submission=None)
+        return cls(refused=None, submission=result)
+
+
+def open_answer(data: bytes, request: ProxyRequest, producer: bytes, net: bytes, verify: Verifier
+                ) -> Submission | Refusal:
+    """The sponsor's side: the Submission the expert `producer` answered to `request`, or its refusal. Raises a
+    ProtocolError (against the expert) for an answer that is malformed or not what was asked for."""
+    answer = ProxyAnswer.decode(data)
+    if answer.refused is not None:
+        return Refusal("refused", answer.refused)
+    sub = answer.submission
+    assert sub is not None  # validate(): one of the two
+    if sub.member != request.sponsor or sub.shard_id != request.shard_id or sub.producer != producer:
+        raise SchemaError("ProxyAnswer: the submission is not the sponsor's, for this shard, by this expert")
+    share = sub.check_proxy(net, verify)
+    if share > request.price_bps:
+        raise SchemaError(f"ProxyAnswer: share {share} bps above the offered {request.price_bps}")
+    return sub

@@ -5,7 +5,7 @@ and opens the ledger store (replayed and re-checked) and the certificate archive
 router model on a worker thread, opens the winner index snapshot, starts the libp2p host (`moenode.net`) with the
 round driver as its envelope handler, registers the RPCs (`order` and `checkpoint` for the authority, `proxy` for the
 expert, `sync` for late joiners) and the gossip topics (`certs`, `orders`, `adverts`, `checkpoints`), starts the control
-API on 127.0.0.1, the advert and housekeeping loops and the catch-up sync, writes `run.json`, and serves until
+API on 127.0.0.1 (every request carries HOME/control.token: moenode.control), the advert and housekeeping loops and the catch-up sync, writes `run.json`, and serves until
 `stop()`. Leaving `run()` cancels the node's tasks, saves the winner index, removes run.json and closes the
 stores; the net layer disconnects every peer before the libp2p services stop (py-libp2p needs that order).
 
@@ -44,7 +44,7 @@ from moenode.node.epochs import Epochs
 from moenode.node.payments import ORDERS_TOPIC_CAP, Payments
 from moenode.node.rounds import PROXY_RESPONSE_CAP, Rounds
 from moenode.node.sync import Sync
-from moenode.store.keys import load_or_create_key
+from moenode.store.keys import load_or_create_key, load_or_create_token
 
 log = logging.getLogger("moenode.node")
 
@@ -80,6 +80,7 @@ class Node:
         self.params = genesis.params
         self.net_id = genesis.network_id
         self.seed, _ = load_or_create_key(self.config.key_path)
+        self.control_token, _ = load_or_create_token(self.config.token_path)
         self.signer = Ed25519Signer(self.seed)
         self.metrics = Metrics()
         self.archive = Archive(self.config.path("certs"))
@@ -195,7 +196,7 @@ class Node:
     def _write_run_json(self) -> None:
         info = {"peer_id": str(self.net.peer_id), "addrs": self.net.addrs(), "account": self.account.hex(),
                 "control_url": self.control_url, "pid": os.getpid(), "network": self.net_id.hex()}
-        atomic_write(self.config.run_path, json.dumps(info, indent=1).encode())
+        atomic_write(self.config.run_path, json.dumps(info, indent=1).encode(), mode=0o600)  # it names the port
 
     # certificates -------------------------------------------------------------------------------------------------------
     async def on_certificate(self, cert: Certificate, origin: bytes | None, pay_cert: bytes = b"",

@@ -29,6 +29,7 @@ from moenode.core.codec import decode
 from moenode.core.crypto import ed25519_verify
 from moenode.core.errors import ProtocolError
 from moenode.core.messages import Evidence, Signed, open_signed, seal
+from moenode.node.decoding import decode_off_loop
 from moenode.node.payments import ask_authorities
 
 if TYPE_CHECKING:
@@ -50,12 +51,12 @@ class Epochs:
         return self.node.payments.authority
 
     async def serve_checkpoint(self, peer: bytes, req: bytes) -> bytes:
-        cp = Checkpoint.decode(req)
+        cp = await decode_off_loop(Checkpoint.decode, req)
         return self.authority.sign_checkpoint(cp, self.node.now_ms())
 
     def decode(self, data: bytes) -> CheckpointCert | Signed:
         """A message of the `checkpoints` topic: a checkpoint certificate or a sealed Evidence envelope."""
-        wire = decode(data, max_bytes=CheckpointCert.MAX_BYTES)
+        wire = decode(data, max_bytes=CheckpointCert.MAX_BYTES, max_values=CheckpointCert.MAX_VALUES)
         if isinstance(wire, dict) and set(wire) == {"body", "signer", "sig"}:
             return open_signed(data, self.node.net_id, ed25519_verify, (Evidence,))
         return CheckpointCert.decode(data)

@@ -4,11 +4,12 @@ Theory of operation: a *slot* holds one shard's rounds on this node: our `Member
 our `SubmitterRound` if we submitted the batch, or both. The driver does for them what `moenode.inproc` does on a
 virtual clock, on the real one:
 
-* **Ingress.** Every envelope from a peer goes through `messages.open_signed` first (size cap, canonical decoding,
-  network, schema, signature). An `Input` opens the member round (after deriving the shard from our ledger's
-  stake table and checking the payment certificate); any other round message goes to the slot of its shard. A
-  message whose Input has not arrived yet is buffered if its signer holds stake (only they can be members),
-  within bounds per shard, in shards and in bytes, and for a limited time.
+* **Ingress.** Every envelope from a peer goes through `messages.open_signed` first (size cap, value budget,
+  canonical decoding, network, schema, signature; on a worker thread when it is large, `node.decoding`). An
+  `Input` opens the member round (after deriving the shard from our ledger's stake table and checking the payment
+  certificate); any other round message goes to the slot of its shard. A message whose Input has not arrived yet
+  is buffered if its signer holds stake (only they can be members), within bounds per shard, in shards and in
+  bytes, and for a limited time.
   An envelope (its id and signer: equal bodies from two members share an id) seen twice in one round is a replay, except when we hold both roles: members legitimately send
   the submitter the same Report and Reveal they broadcast to the shard, and two couriers carry the winning Reveal.
 * **Effects.** `Send` goes to a per-peer outbox (one sender task per peer keeps each peer's messages in order
@@ -23,7 +24,9 @@ virtual clock, on the real one:
   once it is ready we wait for the expert only until the shard's vote is near, so a slow expert does not make us
   late (the price is our own compute, spent in rounds we proxy).
 * **Expert.** The `proxy` RPC serves other members through `core.proxy.ProxyDesk` (one sponsor per shard, never a
-  shard we are in, only paid shards).
+  shard we are in, only paid shards) and answers a `ProxyAnswer`. As a sponsor we open the expert's answer with
+  `core.proxy.open_answer`; a malformed answer, a submission that is not what we asked for, or a payload that does
+  not verify is a rejection counted by reason against the expert, and we fall back to our own work.
 
 Protocol errors are counted by reason and logged with the peer id by the node; they never end a round or the node.
 """
@@ -39,11 +42,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import trio
 
-from moenode.core.codec import canonical, decode
 from moenode.core.crypto import ed25519_verify
-from moenode.core.errors import NotInShard, ProtocolError, Replay, SchemaError, StateError
+from moenode.core.errors import NotInShard, ProtocolError, Replay, StateError
 from moenode.core.messages import (
-    KiB,
     Commit,
     CommitVotes,
     Input,
@@ -58,7 +59,7 @@ from moenode.core.messages import (
     seal,
     shard_id as derive_shard_id,
 )
-from moenode.core.proxy import ProxyDesk, Refusal, proxy_request
+from moenode.core.proxy import ProxyAnswer, ProxyDesk, Refusal, open_answer, proxy_request
 from moenode.core.round import (
     EvidenceFound,
     LocalRoundError,
@@ -72,6 +73,7 @@ from moenode.core.round import (
 )
 from moenode.core.routing import decide, median_low, rank
 from moenode.core.selection import data_hash
+from moenode.node.decoding import decode_off_loop
 
 if TYPE_CHECKING:
     from moenode.node.daemon import Node
@@ -92,7 +94,7 @@ SEND_RETRIES = (0.2, 1.0, None)  # seconds before each retry of a failed send; N
 MAX_SLOTS = 512  # rounds open at once (a bound on memory under a flood of Inputs)
 PROXY_TRIES = 3  # experts asked in rank order before doing the work ourselves
 PROXY_MIN_MS = 1_000  # do not start a proxy request with less time than this before the commit deadline
-PROXY_RESPONSE_CAP = Submission.MAX_BYTES + 64 * KiB
+PROXY_RESPONSE_CAP = ProxyAnswer.MAX_BYTES
 HEDGE_MARGIN_MS = 300  # with our own work ready, wait for an expert until this long before the shard's vote
 HEDGE_POLL_S = 0.05
 
@@ -177,7 +179,7 @@ class Rounds:
     # ingress ---------------------------------------------------------------------------------------------------------
     async def on_envelope(self, peer: bytes, data: bytes) -> None:
         try:
-            env = open_signed(data, self.node.net_id, ed25519_verify, ROUND_TYPES)
+            env = await decode_off_loop(open_signed, data, self.node.net_id, ed25519_verify, ROUND_TYPES)
         except ProtocolError as e:
             self.node.reject(peer, e, "envelope")
             return
@@ -489,31 +491,24 @@ class Rounds:
         self.node.metrics.inc("proxies_sent")
         try:
             raw = await self.node.net.request(producer, "proxy", req.encode(), timeout=budget / 1000)
-            answer = decode(raw, max_bytes=PROXY_RESPONSE_CAP)
-            if not isinstance(answer, dict) or len(answer) != 1:
-                raise SchemaError("proxy answer: expected {submission} or {refused}")
-            if "refused" in answer:
-                log.info("expert %s refused shard %s: %s", producer.hex()[:16], slot.shard_id.hex()[:16],
-                         answer["refused"])
-                self.node.metrics.inc("proxies_refused")
-                return None
-            sub = Submission.from_body(answer["submission"])
-            if sub.member != self.me or sub.shard_id != slot.shard_id or sub.producer != producer:
-                raise SchemaError("proxy answer: the submission is not ours for this shard")
-            share = sub.check_proxy(self.node.net_id, ed25519_verify)
-            if share > price_bps:
-                raise SchemaError(f"proxy answer: share {share} above the offered {price_bps}")
+        except Exception as e:  # unreachable, timed out, refused by its RPC layer
+            log.info("proxy to %s failed: %r", producer.hex()[:16], e)
+            return None
+        try:
+            sub = await decode_off_loop(open_answer, raw, req.msg, producer, self.node.net_id, ed25519_verify)
         except ProtocolError as e:
             self.node.reject(producer, e, "proxy answer")
             return None
-        except Exception as e:  # unreachable, timed out, refused by its RPC layer
-            log.info("proxy to %s failed: %r", producer.hex()[:16], e)
+        if isinstance(sub, Refusal):
+            log.info("expert %s refused shard %s: %s", producer.hex()[:16], slot.shard_id.hex()[:16], sub.detail)
+            self.node.metrics.inc("proxies_refused")
             return None
         ok, why = await trio.to_thread.run_sync(self.node.compute.verify, list(slot.ctx.input.items),
                                                 slot.ctx.shard_seed, sub.payload, None)
         if not ok:
             self.node.metrics.inc("proxies_bad")
-            log.warning("expert %s returned a payload that does not verify: %s", producer.hex()[:16], why)
+            self.node.reject(producer, ProtocolError(f"ProxyAnswer: the payload does not verify: {why}",
+                                                     reason="bad_payload"), "proxy answer")
             return None
         return sub
 
@@ -536,20 +531,20 @@ class Rounds:
     # the expert ----------------------------------------------------------------------------------------------------------
     async def serve_proxy(self, peer: bytes, req: bytes) -> bytes:
         node = self.node
-        env = open_signed(req, node.net_id, ed25519_verify, (ProxyRequest,))
+        env = await decode_off_loop(open_signed, req, node.net_id, ed25519_verify, (ProxyRequest,))
         if not node.config.serve_proxies:
-            return canonical({"refused": "this node does not serve proxies"})
+            return ProxyAnswer.of(Refusal("off", "this node does not serve proxies")).encode()
         inp_env = open_wire(env.msg.input, node.net_id, ed25519_verify, (Input,))  # type: ignore[attr-defined]
         inp: Input = inp_env.msg  # type: ignore[assignment]
         ctx = self._derive(inp)
         self._check_payment(inp)
         res = self.desk.accept(env, ctx.members, node.now_ms())
         if isinstance(res, Refusal):
-            return canonical({"refused": f"{res.reason}: {res.detail}"})
+            return ProxyAnswer.of(res).encode()
         payload = await trio.to_thread.run_sync(node.compute.payload, list(inp.items), ctx.shard_seed)
         sub = self.desk.sign(inp.shard_id, env.signer, payload)
         node.metrics.inc("proxies_served")
-        return canonical({"submission": sub.to_body()})
+        return ProxyAnswer.of(sub).encode()
 
     # the submitter ---------------------------------------------------------------------------------------------------------
     async def submit(self, texts: list[str], fee: int, attempts: int) -> tuple[Attempt, list[Attempt]]:

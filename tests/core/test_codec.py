@@ -3,6 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fuzzkit import SHAPES, dense, measure, values_in
 from moenode.core.codec import MAX_DEPTH, canonical, decode
 from moenode.core.errors import DecodeError, ProtocolError, TooLarge
 
@@ -86,3 +87,35 @@ def test_decode_untrusted_bytes_only_raises_protocol_errors(data):
 def test_lone_surrogate_is_refused():
     with pytest.raises(DecodeError, match="UTF-8"):
         canonical({"k": "\ud800"})
+
+
+# the value budget ---------------------------------------------------------------------------------------------
+def test_the_value_budget_counts_every_value_once():
+    v = {"a": [1, 2, [3]], "b": {"c": None}, "d": b"x" * 100}
+    assert values_in(v) == 13
+    assert decode(canonical(v), max_values=13) == v
+    with pytest.raises(TooLarge, match="more than 12 values"):
+        decode(canonical(v), max_values=12)
+    with pytest.raises(TooLarge):
+        decode(canonical(list(range(20))), max_values=20)  # one container longer than the budget
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_container_dense_input_costs_a_small_multiple_of_its_size(shape):
+    """4 MiB of about one value per byte took 530 MB and 6 s of CPU to decode, all before any schema check (one
+    12 MiB envelope froze a node for 40 s). Counting values while unpacking stops it at the budget."""
+    data = dense(4 << 20, shape)
+    blob = canonical(bytes(len(data)))  # a legitimate value of the same size, decoded in the same run
+    base = measure(lambda: decode(blob, max_bytes=16 << 20))
+    cost = measure(lambda: decode(data, max_bytes=16 << 20))
+    assert isinstance(cost.result, TooLarge), cost.result
+    assert cost.peak_bytes <= 4 * len(data), f"{cost.peak_bytes / len(data):.0f} bytes of memory per input byte"
+    assert cost.cpu_s <= 10 * base.cpu_s + 0.1, f"{cost.cpu_s:.3f} s against {base.cpu_s:.3f} s for a blob"
+
+
+def test_a_budget_large_enough_decodes_dense_input_and_costs_what_it_holds():
+    data = dense(1 << 16, "arrays")
+    n = values_in(decode(data, max_bytes=1 << 20, max_values=1 << 20))
+    assert decode(data, max_bytes=1 << 20, max_values=n) is not None
+    with pytest.raises(TooLarge):
+        decode(data, max_bytes=1 << 20, max_values=n - 1)

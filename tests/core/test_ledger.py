@@ -2,8 +2,9 @@
 
 import pytest
 
-from ledgerkit import EPOCH_MS, T0, Net
+from ledgerkit import EPOCH_MS, T0, Net, seal_unchecked, unchecked
 from moenode.core.authority import Conflict
+from moenode.core.crypto import H
 from moenode.core.errors import Replay, SchemaError, SignatureError, StateError
 from moenode.core.ledger import InsufficientFunds, Ledger, SequenceGap, settle_split
 from moenode.core.orders import BatchVote, CertifiedOrder, PayEscrow, Refund, Stake, Transfer, Unstake, escrow_account
@@ -27,6 +28,23 @@ def test_transfer_certifies_and_applies_everywhere(fresh):
     for a in net.authorities:
         assert a.accept_certificate(cert.encode()) == "duplicate"
     assert len(net.digests()) == 1
+
+
+def test_a_transfer_to_an_escrow_account_gets_no_vote(fresh):
+    """A Transfer to an escrow address got votes and its amount was burnt: an escrow pays out only its fee, by
+    Settle or Refund, so a balance credited there could never be spent."""
+    net = fresh()
+    alice, payer = net.user_keys[:2]
+    _, ctx = net.pay(payer)
+    for escrow in (escrow_account(ctx["shard_id"]), escrow_account(H("shard", b"never paid"))):
+        with pytest.raises(SchemaError, match="escrow"):
+            net.seal(Transfer(alice.public_key, 0, 0, escrow, 1_234), alice)
+        order = unchecked(Transfer, account=alice.public_key, sequence=0, epoch=0, recipient=escrow, amount=1_234)
+        data = seal_unchecked(order, alice, net.net)
+        for auth in net.authorities:
+            with pytest.raises(SchemaError, match="escrow"):
+                auth.handle_order(data, T0)
+        assert net.ledger.balance(alice.public_key) == 1_000_000 and net.ledger.balance(escrow) == 0
 
 
 def test_certified_order_round_trips_and_checks(fresh):

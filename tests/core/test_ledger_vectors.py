@@ -1,6 +1,9 @@
 """Settlement golden vectors (protocol/vectors/settlement_*.json): order encodings and ids, votes, certified
 orders, renewals, order requests, reward splits and checkpoint slashing.
 
+
+orders, escrow accounts, reward splits and checkpoint slashing.
+
 Regenerate (only when the protocol changes on purpose): `python tests/core/test_ledger_vectors.py --write`.
 The tests decode the stored bytes independently of how they were built, then compare every derived value.
 """
@@ -15,7 +18,10 @@ VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
 sys.path.insert(0, str(VECTORS))
 sys.path.insert(0, str(Path(__file__).parent))
 
+from ledgerkit import seal_unchecked, unchecked  # noqa: E402
 from tagged import from_json, to_json  # noqa: E402
+
+import pytest  # noqa: E402
 
 from moenode.core.checkpoint import Item, next_table  # noqa: E402
 from moenode.core.codec import canonical, decode  # noqa: E402
@@ -118,6 +124,20 @@ def renewal() -> list:
              "certified_not_canonical": bad.hex()}]
 
 
+def escrows() -> list:
+    """Escrow accounts of four shards, and for each a Transfer into it, sealed by hand as a client that skips the
+    check would: every receiver refuses it (schema)."""
+    user = Ed25519Signer(SEEDS[0])
+    out = []
+    for i in range(4):
+        sid = H("vector", b"shard" + bytes([i]))
+        order = unchecked(Transfer, account=user.public_key, sequence=0, epoch=3, recipient=escrow_account(sid),
+                          amount=1_000)
+        out.append({"shard_id": sid.hex(), "escrow": escrow_account(sid).hex(), "net": NET.hex(),
+                    "transfer_to_escrow": seal_unchecked(order, user, NET).hex()})
+    return out
+
+
 def splits() -> list:
     W, P, S1, S2, S3 = (bytes([c]) * 32 for c in b"WPabc")
     cases = [(10_000, W, W, 0, [W, S1, S2, S3]), (10_001, W, P, 3_000, [W, S1, S2]), (7, W, W, 0, [W, S1, S2]),
@@ -153,7 +173,8 @@ def slashing() -> list:
 
 
 FILES = {"settlement_orders.json": orders, "settlement_batch_votes.json": batch_votes,
-         "settlement_renewal.json": renewal, "settlement_splits.json": splits, "settlement_slashing.json": slashing}
+         "settlement_renewal.json": renewal, "settlement_escrows.json": escrows, "settlement_splits.json": splits,
+         "settlement_slashing.json": slashing}
 
 
 def load(name: str):
@@ -216,6 +237,14 @@ def test_renewals_decode_to_the_stored_votes_and_requests():
         assert first.encode().hex() == case["request_first"] and again.encode().hex() == case["request_renewal"]
         with pytest.raises(SchemaError, match="vote_epoch"):
             CertifiedOrder.decode(bytes.fromhex(case["certified_not_canonical"]), net, ed25519_verify)
+
+
+def test_escrow_accounts_are_marked_and_no_transfer_reaches_one():
+    for case in load("settlement_escrows.json"):
+        escrow = bytes.fromhex(case["escrow"])
+        assert escrow_account(bytes.fromhex(case["shard_id"])) == escrow and escrow[:6] == b"escrow"
+        with pytest.raises(SchemaError, match="escrow"):
+            open_order(bytes.fromhex(case["transfer_to_escrow"]), bytes.fromhex(case["net"]), ed25519_verify)
 
 
 def test_splits_match_the_vectors():

@@ -1,11 +1,14 @@
 """The expert's desk: one sponsor per shard, never its own shard, and a ProxySubmission the round accepts."""
 
+import dataclasses
+
 import pytest
 
+from moenode.core.codec import canonical
 from moenode.core.crypto import Ed25519Signer, ed25519_verify
-from moenode.core.errors import NotInShard, SignatureError
+from moenode.core.errors import NotInShard, SchemaError, SignatureError
 from moenode.core.messages import open_signed, seal
-from moenode.core.proxy import Accepted, ProxyDesk, Refusal, proxy_request
+from moenode.core.proxy import Accepted, ProxyAnswer, ProxyDesk, Refusal, open_answer, proxy_request
 from moenode.core.round import ShardContext
 from moenode.inproc import InProcessShard
 from roundkit import FAST, make_genesis, make_signers, payload
@@ -92,3 +95,39 @@ def test_forged_requests_raise(world):
     with pytest.raises(SignatureError):
         d.accept(forged, members, 0)
     assert not d.jobs
+
+
+# the expert's answer, as the sponsor opens it ---------------------------------------------------------------------
+@pytest.mark.parametrize("answer", [{"x": 1}, {"submission": None}, {"refused": None, "submission": None},
+                                   {"refused": "busy", "submission": {}}, [], None, {"submission": []}],
+                         ids=repr)
+def test_a_malformed_proxy_answer_is_a_schema_error(world, answer):
+    """`{"x": 1}` raised KeyError and `{"submission": null}` TypeError in the sponsor, where neither was counted
+    against the expert: the answer has one schema now, and breaking it is a ProtocolError."""
+    g, env, members, outsiders, by_pk = world
+    req = request(by_pk[members[0]], g, env).msg
+    with pytest.raises(SchemaError):
+        open_answer(canonical(answer), req, outsiders[0].public_key, g.network_id, ed25519_verify)
+
+
+def test_the_sponsor_opens_the_answer_it_asked_for_and_nothing_else(world):
+    g, env, members, outsiders, by_pk = world
+    expert, sponsor = outsiders[0], by_pk[members[0]]
+    d = desk(expert, g)
+    req = request(sponsor, g, env, price=2_000)
+    d.accept(req, members, now=5)
+    sub = d.sign(env.msg.shard_id, sponsor.public_key, payload(expert.public_key, 2, 123_000))
+
+    def opened(answer, producer=expert.public_key, asked=req.msg):
+        return open_answer(ProxyAnswer.of(answer).encode(), asked, producer, g.network_id, ed25519_verify)
+
+    assert opened(sub) == sub
+    assert opened(Refusal("busy", "another sponsor")) == Refusal("refused", "busy: another sponsor")
+    with pytest.raises(SchemaError, match="not the sponsor's"):
+        opened(sub, producer=outsiders[1].public_key)  # answered by someone else than asked
+    cheaper = request(sponsor, g, env, price=1_500).msg
+    with pytest.raises(SchemaError, match="above the offered"):
+        opened(sub, asked=cheaper)
+    forged = dataclasses.replace(sub, payload=payload(expert.public_key, 2, 1))  # the producer never signed this
+    with pytest.raises(SchemaError, match="another shard or payload"):
+        opened(forged)

@@ -75,7 +75,7 @@ async def test_network_certifies_pays_syncs_rejects_and_restarts(tmp_path):
         before = {m.account: n0.payments.ledger.balance(m.account) for m in ms}
 
         # a batch certified end to end, through the control API
-        code, res = await ahttp(n0.control_url + "/submit", "POST", {"texts": TEXTS, "fee": 100})
+        code, res = await ahttp(n0, "/submit", "POST", {"texts": TEXTS, "fee": 100})
         assert code == 200, res
         assert [a["status"] for a in res["attempts"]] == ["certified"]
         emb = np.frombuffer(base64.b64decode(res["embeddings"]), "<f4").reshape(len(TEXTS), res["dim"])
@@ -103,20 +103,20 @@ async def test_network_certifies_pays_syncs_rejects_and_restarts(tmp_path):
             assert led.balance(cert.report.winner) > before[cert.report.winner]
         assert sum(led.balance(m.account) for m in ms) == sum(before.values())  # the fee moved, nothing vanished
 
-        code, st = await ahttp(n0.control_url + "/status")
+        code, st = await ahttp(n0, "/status")
         assert code == 200 and st["peers"] == 3 and st["certificates"] == 1 and st["index"]["entries"] == len(TEXTS)
         assert st["account"] == ms[0].account.hex() and st["sync"]["state"] == "synced"
         assert st["ledger"]["digest"] == n0.payments.ledger.state_digest().hex()
         assert st["ledger"]["supply"] == st["ledger"]["genesis_supply"] == genesis.supply()
-        code, text = await ahttp(n0.control_url + "/metrics")
+        code, text = await ahttp(n0, "/metrics")
         assert code == 200 and "moenode_balance" in text and "moenode_node_certificates" in text
-        code, err = await ahttp(n0.control_url + "/submit", "POST", {"texts": []})
+        code, err = await ahttp(n0, "/submit", "POST", {"texts": []})
         assert code == 400 and "texts" in err["error"]
 
         # bad input from a stranger is counted by reason, and the network keeps certifying
         target = ms[1].node
         await _attack(target, genesis)
-        code, st = await ahttp(target.control_url + "/status")
+        code, st = await ahttp(target, "/status")
         assert all(st["rejections"].get(r, 0) >= 1 for r in REASONS), st["rejections"]
         results = []
 

@@ -12,16 +12,35 @@ with the same ledger.
 """
 
 import dataclasses
+import json
+import stat
 import time
 
 import pytest
-from nodekit import PARAMS, ahttp, cluster, make_genesis, seed, wait_for
+import trio
+from nodekit import PARAMS, ahttp, as_nobody, cluster, make_genesis, raw_http, seed, wait_for
 
 from moenode.core.crypto import Ed25519Signer, H, ed25519_verify
 from moenode.core.messages import Commit, Evidence, seal
 from moenode.store.ledger_db import open_authority
 
 pytestmark = pytest.mark.slow
+
+
+async def _attack_the_control_api(node, to: bytes) -> None:
+    """A web page's POST (foreign Host, an Origin, text/plain), a local script without the token, the same page
+    holding the token, and another local user (uid nobody) who found the port: none moves a unit."""
+    port = int(node.control_url.rsplit(":", 1)[1])
+    body = json.dumps({"to": to.hex(), "amount": 1234}).encode()
+    page = {"Host": "attacker.example:80", "Origin": "http://attacker.example", "Content-Type": "text/plain"}
+    script = {"Host": f"127.0.0.1:{port}", "Content-Type": "application/json"}
+    for headers in (page, script, dict(page, Authorization=f"Bearer {node.control_token}")):
+        status, _ = await trio.to_thread.run_sync(raw_http, port, "POST", "/transfer", headers, body)
+        assert status in (401, 403, 415, 421), (headers, status)
+    status = await trio.to_thread.run_sync(as_nobody, lambda: raw_http(port, "POST", "/transfer", script, body)[0])
+    assert status == 401
+    for name in ("run.json", "control.token"):
+        assert stat.S_IMODE((node.home / name).stat().st_mode) == 0o600, name
 
 
 async def test_transfer_stake_and_checkpoint(tmp_path):
@@ -33,11 +52,12 @@ async def test_transfer_stake_and_checkpoint(tmp_path):
         n0, n3 = ms[0].node, ms[3].node
         bal0, bal3 = n0.payments.ledger.balance(ms[0].account), n0.payments.ledger.balance(ms[3].account)
 
-        code, res = await ahttp(n0.control_url + "/transfer", "POST", {"to": ms[3].account.hex(), "amount": 123})
+        await _attack_the_control_api(n0, ms[3].account)  # refused: the balances below move by 123 and 500 only
+        code, res = await ahttp(n0, "/transfer", "POST", {"to": ms[3].account.hex(), "amount": 123})
         assert code == 200, res
-        code, res = await ahttp(n0.control_url + "/stake", "POST", {"amount": 500})
+        code, res = await ahttp(n0, "/stake", "POST", {"amount": 500})
         assert code == 200 and res["bonding"] == 500, res
-        code, err = await ahttp(n0.control_url + "/transfer", "POST", {"to": "00", "amount": 1})
+        code, err = await ahttp(n0, "/transfer", "POST", {"to": "00", "amount": 1})
         assert code == 400 and "account" in err["error"]
 
         def same_ledger() -> bool:
@@ -88,3 +108,18 @@ async def test_transfer_stake_and_checkpoint(tmp_path):
         await wait_for(lambda: node.metrics.get("checkpoints_adopted") >= 1, 30)
         await wait_for(same_ledger, 30)
         assert not node.payments.ledger.skipped - n0.payments.ledger.skipped
+
+
+def test_the_checkpoints_topic_decodes_a_full_checkpoint_certificate():
+    """The topic's decoder looks at the message once to tell a certificate from an evidence envelope; that look
+    takes the certificate's value budget (4,096 items and 1,024 votes), not the small default of untyped bytes."""
+    from types import SimpleNamespace
+
+    from fuzzkit import largest_messages
+
+    from moenode.core.checkpoint import CheckpointCert
+    from moenode.node.epochs import Epochs
+
+    _, data = largest_messages()["CheckpointCert"]
+    cc = Epochs(SimpleNamespace(net_id=H("network", b"fuzz"))).decode(data)
+    assert isinstance(cc, CheckpointCert) and len(cc.checkpoint.items) == 4096

@@ -14,7 +14,7 @@ import pytest
 import trio
 from nodekit import PARAMS, TEXTS, cluster, make_genesis, seed, wait_for
 
-from moenode.core.crypto import H
+from moenode.core.crypto import H, ed25519_verify
 from moenode.core.orders import escrow_account
 from moenode.node.rounds import SubmitError
 
@@ -82,3 +82,43 @@ async def test_a_slow_expert_does_not_get_its_sponsor_struck(tmp_path):
         report = final.outcome.certificate.report
         hedged = sum(m.node.metrics.get("proxy_hedged") for m in ms[:3])
         assert hedged == 1 and report.strikes == () and report.producer != expert.account
+
+
+async def test_a_lying_expert_is_counted_against_it_and_its_sponsors_do_their_own_work(tmp_path):
+    """Three answers that break the contract, one per sponsor: `{"x": 1}` and `{"submission": null}` (they raised
+    KeyError and TypeError in the sponsor and were logged as a network failure, not counted against the expert),
+    and a well-formed submission whose payload claims losses it does not have. Each is a rejection by reason
+    against the expert; each sponsor falls back to its own work and the round certifies."""
+    import dataclasses
+
+    from moenode.core.codec import canonical
+    from moenode.core.messages import ProxyRequest, ProxySubmission, batch_loss, open_signed, seal
+    from moenode.core.proxy import ProxyAnswer
+    from moenode.node.rounds import PROXY_RESPONSE_CAP
+
+    # a long grace, as above, so that the sponsors wait for the expert's (slower) third answer
+    params = dataclasses.replace(PARAMS, grace_min_ms=8_000, grace_cap_ms=8_000)
+    async with expert_market(tmp_path, "liar", params) as (_, ms, expert):
+        lies = [canonical({"x": 1}), canonical({"submission": None})]
+
+        async def lying_proxy(peer: bytes, req: bytes) -> bytes:
+            if lies:
+                return lies.pop()
+            answer = ProxyAnswer.decode(await expert.rounds.serve_proxy(peer, req))
+            sub = answer.submission
+            losses = tuple(0 for _ in sub.payload.item_losses)  # a perfect score it did not earn
+            fake = dataclasses.replace(sub.payload, item_losses=losses, batch_loss=batch_loss(losses))
+            env = open_signed(req, expert.net_id, ed25519_verify, (ProxyRequest,))
+            ps = seal(ProxySubmission(sub.shard_id, expert.account, sub.member, fake.digest(), env.msg.price_bps),
+                      expert.signer, expert.net_id)
+            return ProxyAnswer.of(dataclasses.replace(sub, payload=fake, proxy=ps.as_wire())).encode()
+
+        expert.net.set_request_handler("proxy", lying_proxy, max_request=ProxyRequest.MAX_BYTES,
+                                       max_response=PROXY_RESPONSE_CAP)
+        final, _ = await ms[0].node.rounds.submit(TEXTS, 100, 1)
+        report = final.outcome.certificate.report
+        assert report.producer != expert.account and report.strikes == ()
+        sponsors = [m.node for m in ms[:3]]
+        assert sum(n.metrics.get("proxies_sent") for n in sponsors) == 3
+        assert sum(n.net.counters.rejected("malformed") for n in sponsors) == 2
+        assert sum(n.net.counters.rejected("bad_payload") for n in sponsors) == 1
