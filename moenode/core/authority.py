@@ -12,8 +12,11 @@ checks the order against the ledger view (`Ledger.check_order`), then consults t
 Both are three steps, which a caller may also take itself to write the locks off its own thread: `prepare` checks
 the orders and reserves their locks (a reserved lock refuses every other order at its sequence, and the same order
 too until it is durable), the store's `put_locks` writes them, then `sign` (or `release`, if the write failed).
-Checkpoint votes use the same lock table, keyed by epoch. Every certificate, checkpoint and piece of evidence the
-authority accepts is appended to the store's log, from which a restart rebuilds the ledger (see moenode/store).
+Checkpoint votes use the same lock table, keyed by epoch. Every certified order the ledger applies, checkpoint
+certificate it applies and piece of evidence it accepts is appended to the store's log, from which a restart
+rebuilds the ledger (see moenode/store). A certified order that waits for its epoch's stake table is not logged
+until it applies (the ledger lists it in `released` then): so the log holds what was applied, in the order it was,
+and nothing a peer made up can be appended to it, however often it is offered.
 
 A carried-over checkpoint (`skip_checkpoint`: none arrived in its window) is a local, provisional decision. A
 certificate for that epoch that arrives later wins: the skip's log entry is replaced by it and the ledger rebuilt
@@ -123,6 +126,7 @@ class Authority:
         self.ledger, self.signer, self.store = ledger, signer, store
         self.me = signer.public_key
         self.verify = VerifyCache(ledger.verify)
+        ledger.take_released()  # what the ledger applied before it had an authority came from the store's log
         self._locks = store.locks()
         self._reserved: set[bytes] = set()  # lock keys of a prepared ballot, not yet on disk
         self._aside: dict[int, list[bytes]] = {}  # checkpoint certificates that could not apply yet, by epoch
@@ -234,7 +238,8 @@ class Authority:
         return vote_digest(signed.id, order.epoch)
 
     def accept_certificate(self, data: bytes, now_ms: int | None = None) -> str:
-        """Check and apply a certified order; log it if it changed anything. Returns the ledger's status.
+        """Check and apply a certified order; log it once it is applied. Returns the ledger's status ("applied",
+        "duplicate" or "pending"); a certificate that may not wait for its table raises FutureCertificate.
 
         With `now_ms`, stake tables the clock has made due are fixed first (see `catch_up`).
         """
@@ -242,9 +247,14 @@ class Authority:
             self.catch_up(now_ms)
         cert = CertifiedOrder.decode(data, self.ledger.net, self.verify)
         status = self.ledger.accept_certificate(cert, self.verify)
-        if status != "duplicate":
+        if status == "applied":
             self.store.append("order", cert.id, data)
         return status
+
+    def _log_released(self) -> None:
+        """Log the waiting certified orders that a newly fixed stake table let apply (after that table's entry)."""
+        for cert in self.ledger.take_released():
+            self.store.append("order", cert.id, cert.encode())
 
     def locked(self, account: bytes, sequence: int) -> bytes | None:
         held = self._locks.get(order_lock_key(account, sequence))
@@ -289,6 +299,7 @@ class Authority:
                 status = led.accept_checkpoint(cc, self.verify)
                 if status == "applied":
                     self.store.append("checkpoint", cp.digest_for(led.net), data)
+                    self._log_released()
         except StateError as e:
             if e.reason in ("early", "fork"):
                 self._set_aside(cp.epoch, data)
@@ -320,8 +331,17 @@ class Authority:
                 continue
             kept.append(entry)
         fresh.assert_supply()
+        fresh.take_released()  # replayed from the log: already in it
+        waiting = led.pending.values()  # never logged: offered again to the rebuilt ledger
         self.store.rewrite(kept)
         led.restore(fresh)
+        for cert in waiting:
+            try:
+                if led.accept_certificate(cert, self.verify) == "applied":
+                    self.store.append("order", cert.id, cert.encode())
+            except ProtocolError:
+                continue
+        self._log_released()
         return "adopted"
 
     def _set_aside(self, epoch: int, data: bytes) -> None:
@@ -376,6 +396,7 @@ class Authority:
             return
         self.ledger.skip_checkpoint(epoch)
         self.store.append(*skip_entry(epoch))
+        self._log_released()
 
     def add_evidence(self, ev: Evidence, now_ms: int) -> bool:
         fresh = self.ledger.add_evidence(ev, now_ms)

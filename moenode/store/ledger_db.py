@@ -7,11 +7,14 @@ exists whose lock is not on disk. `log` is the list of everything the ledger acc
 certificates, skipped checkpoints, evidence), in acceptance order; its commits survive a kill -9 without an fsync
 each (see the pragma below). It is only appended to, except when a late checkpoint certificate replaces a skip
 (`Authority.accept_checkpoint`); that rewrites it in one transaction. State is never stored directly: on open,
-`open_authority` replays the log into a fresh `Ledger`, which re-checks every certificate's quorum and signatures,
-and then asserts the supply invariant. A file that is not sqlite, fails sqlite's quick check, belongs to another
-network, or whose log does not replay cleanly raises `StoreError` saying which, and the node refuses to start.
+`open_authority` replays the log into a fresh `Ledger`, which re-checks every certificate's quorum and signatures
+(each batch vote's signature once), and then asserts the supply invariant. A file that is not sqlite, fails
+sqlite's quick check, belongs to another network, or whose log does not replay cleanly raises `StoreError` saying
+which, and the node refuses to start. Rows an older version logged for certified orders of a future epoch whose
+votes do not hold (it logged them before their stake table was known) are deleted on open, with a warning.
 """
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +24,9 @@ from moenode.core.authority import Authority, replay
 from moenode.core.crypto import Signer, Verifier
 from moenode.core.errors import ProtocolError
 from moenode.core.genesis import Genesis
-from moenode.core.ledger import ConflictingCertificates, Ledger
+from moenode.core.ledger import ConflictingCertificates, FutureCertificate, Ledger, VerifyCache
+
+log = logging.getLogger("moenode.store")
 
 SCHEMA_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -98,9 +103,25 @@ class LedgerDB:
             self.db.execute("DELETE FROM log")
             self.db.executemany("INSERT INTO log (kind, ident, data) VALUES (?, ?, ?)", entries)
 
+    def delete(self, seqs: list[int]) -> None:
+        """Delete these log rows, in one transaction (the others keep their positions)."""
+        with _transaction(self.db):
+            self.db.executemany("DELETE FROM log WHERE seq = ?", [(q,) for q in seqs])
+
     # reading ------------------------------------------------------------------------------------------------------
     def entries(self) -> list[tuple[str, bytes, bytes]]:
         return [tuple(r) for r in self.db.execute("SELECT kind, ident, data FROM log ORDER BY seq")]  # type: ignore
+
+    def log_page(self, after: int, limit: int, kinds: tuple[str, ...] | None = None
+                 ) -> list[tuple[int, str, bytes, bytes]]:
+        """Up to `limit` log rows (seq, kind, ident, data) with seq > `after` (and a kind in `kinds`), in order."""
+        where = f" AND kind IN ({','.join('?' * len(kinds))})" if kinds else ""
+        rows = self.db.execute(f"SELECT seq, kind, ident, data FROM log WHERE seq > ?{where} ORDER BY seq LIMIT ?",
+                               (after, *(kinds or ()), limit)).fetchall()
+        return [(seq, kind, bytes(ident), bytes(data)) for seq, kind, ident, data in rows]
+
+    def log_size(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM log").fetchone()[0]
 
     def close(self) -> None:
         self._locks_db.close()
@@ -125,20 +146,32 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
+REPLAY_PAGE = 1024
+
+
 def rebuild(genesis: Genesis, db: LedgerDB, verify: Verifier) -> Ledger:
     """Replay the store's log into a fresh ledger, re-checking every certificate and the supply invariant."""
     ledger = Ledger(genesis, verify)
-    entries = db.entries()
-    for i, entry in enumerate(entries):
-        try:
-            replay(ledger, entry)
-        except (ProtocolError, ConflictingCertificates, ValueError, KeyError) as e:
-            raise StoreError(f"{db.path}: log entry {i + 1} of {len(entries)} ({entry[0]}) does not replay: {e}; "
-                             "refusing to start") from None
+    cached = VerifyCache(verify)  # a batch vote's signature is checked once, not once per order it covers
+    total, done, after, junk = db.log_size(), 0, 0, []
+    while rows := db.log_page(after, REPLAY_PAGE):
+        for seq, kind, ident, data in rows:
+            after, done = seq, done + 1
+            try:
+                replay(ledger, (kind, ident, data), cached)
+            except FutureCertificate:
+                junk.append(seq)  # logged while it waited for a table, and its votes do not hold: never applied
+            except (ProtocolError, ConflictingCertificates, ValueError, KeyError) as e:
+                raise StoreError(f"{db.path}: log entry {done} of {total} ({kind}) does not replay: {e}; "
+                                 "refusing to start") from None
     try:
         ledger.assert_supply()
     except AssertionError as e:
         raise StoreError(f"{db.path}: {e}; refusing to start") from None
+    if junk:
+        log.warning("%s: deleted %d logged certified orders of future epochs whose votes do not hold", db.path,
+                    len(junk))
+        db.delete(junk)
     return ledger
 
 

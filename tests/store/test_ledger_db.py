@@ -223,3 +223,27 @@ def test_a_late_checkpoint_rewrites_the_log_and_survives_reopen(tmp_path):
     late.store.close()
     again = open_authority(tmp_path / "a3.db", g, AUTH[3], ed25519_verify)
     assert again.ledger.state_digest() == digest and again.ledger.balance(alice.public_key) == 707
+
+
+def test_future_orders_an_older_version_logged_unchecked_are_deleted_on_open(tmp_path):
+    """An older node logged every certified order of a not yet fixed epoch on arrival, unchecked, so a forger could
+    fill its log. Opening such a store replays what holds and deletes those rows (the others keep their place)."""
+    g = genesis()
+    auths = cluster(tmp_path, g)
+    alice, bob = USERS[:2]
+    cert = run(auths, g, Transfer(alice.public_key, 0, 0, bob.public_key, 300), alice)
+    store = auths[0].store
+    for i in range(50):  # what the old code appended for each forged order it was offered (made-up votes)
+        order = seal(Transfer(alice.public_key, 1 + i, 2, bob.public_key, 1), alice, g.network_id)
+        forged = certify(order, {a.me: bytes(64) for a in auths}).encode()
+        store.append("order", order.id, forged)
+    later = seal(Transfer(bob.public_key, 0, 0, alice.public_key, 7), bob, g.network_id)
+    store.append("order", later.id, certify(later, {a.me: a.handle_order(later.encode(), 10)
+                                                    for a in auths}).encode())
+    assert len(store.entries()) == 52
+    store.close()
+    again = open_authority(tmp_path / "a0.db", g, AUTH[0], ed25519_verify)
+    assert [ident for _, ident, _ in again.store.entries()] == [cert.id, later.id]
+    assert [seq for (seq,) in again.store.db.execute("SELECT seq FROM log")] == [1, 52]  # the others keep their place
+    assert not again.ledger.pending
+    assert again.ledger.balance(bob.public_key) == 1_293 and again.ledger.applied[(alice.public_key, 0)] == cert.id
