@@ -1,6 +1,6 @@
 """Node-side commands of the `moenode` CLI: init, run, submit, status, transfer, stake, and `testnet`.
 
-Theory of operation: every command except `init` and `run` is a thin client of a running daemon. It finds the
+Theory of operation: every command except `init`, `run` and `resync` is a thin client of a running daemon. It finds the
 daemon through `HOME/run.json` (written by the daemon once it is up) and speaks the control API on 127.0.0.1
 (`moenode.testnet.Control`). `run` is the daemon itself, in the foreground, and stops cleanly on SIGINT/SIGTERM.
 `testnet` starts and stops whole local networks of daemons (`moenode.testnet`).
@@ -190,7 +190,7 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
         force: bool = typer.Option(False, "--force", help="Rewrite config.toml. The key is never replaced."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
-        """Create a node home: a new Ed25519 key (mode 0600) and a default config.toml.
+        """Create a node home: a new Ed25519 key (mode 0600), a default config.toml and an empty ledger store.
 
         Examples:
 
@@ -200,6 +200,7 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
         """
         from moenode.config import ConfigError
         from moenode.store.keys import KeyFileError
+        from moenode.store.ledger_db import StoreError
         from moenode.testnet import init_home
 
         h = _home(home)
@@ -207,7 +208,7 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
             fail(f"{h} is already a node home (config.toml exists); use --force to rewrite the config")
         try:
             info = init_home(h, model, force=force, listen=listen)
-        except (ConfigError, KeyFileError) as e:
+        except (ConfigError, KeyFileError, StoreError) as e:
             fail(str(e))
         if as_json:
             return out_json(info)
@@ -251,12 +252,70 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
                 fail(f"--bootstrap {addr!r}: expected a multiaddr ending in /p2p/<peer id>, such as "
                      "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... (a running node's `addrs` in run.json)", 2)
         from moenode.config import ConfigError
+        from moenode.store.keys import KeyFileError
+        from moenode.store.ledger_db import StoreError
 
         try:
             code = run_daemon(h, genesis, bootstrap, log_level or None)
-        except ConfigError as e:
+        except (ConfigError, KeyFileError, StoreError) as e:
             fail(str(e))
         raise typer.Exit(code)
+
+    @app.command()
+    def resync(
+        home: Path = typer.Option(None, "--home", help=HOME_HELP),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Set a lost or broken ledger aside and start an empty one that the node fetches again from its peers.
+
+        For a home whose ledger.sqlite is missing, empty or corrupt (`moenode run` refuses it and says so). The key
+        and the certificate archive are kept; the old files are renamed, never deleted. The ledger held this node's
+        vote locks, which peers cannot give back: so the node votes on no order and no checkpoint for two epochs,
+        until everything it may have voted for before has closed. Stop the node first.
+
+        Examples:
+
+          moenode resync --home ~/mynode
+
+          moenode resync --home ./testnet/node2 --json
+        """
+        import time
+
+        from moenode.core.errors import SchemaError
+        from moenode.core.genesis import parse_genesis
+        from moenode.config import ConfigError, load_config
+        from moenode.store.ledger_db import StoreError, resync_ledger
+        from moenode.testnet import pid_alive, read_run
+
+        h = _home(home)
+        if not (h / "key").exists():
+            fail(f"{h} has no key: there is nothing to resync (`moenode run` starts a new home from scratch)")
+        run = read_run(h)
+        if run is not None and pid_alive(int(run.get("pid", 0))):
+            fail(f"a node is running in {h} (pid {run.get('pid')}); stop it first")
+        try:
+            cfg = load_config(h)
+            genesis = parse_genesis(cfg.path("genesis").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            fail(f"{h} has no genesis.toml; copy the network's genesis there first")
+        except (ConfigError, SchemaError, OSError) as e:
+            fail(str(e))
+        now_ms = int(time.time() * 1000)
+        try:
+            moved, votes_from = resync_ledger(cfg.path("ledger"), genesis, now_ms,
+                                              time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_ms / 1000)))
+        except (StoreError, OSError) as e:
+            fail(str(e))
+        minutes = max(0, genesis.epoch_start(votes_from) - now_ms) / 60_000
+        info = {"home": str(h), "set_aside": [str(m) for m in moved], "ledger": str(cfg.path("ledger")),
+                "votes_from_epoch": votes_from, "minutes_until_voting": round(minutes, 1)}
+        if as_json:
+            return out_json(info)
+        typer.echo(f"ledger reset: {info['ledger']} is empty; the next `moenode run` fetches it from peers")
+        for m in moved:
+            typer.echo(f"  set aside: {m}")
+        typer.echo(f"warning: this node's vote locks are lost; it will not vote on orders or checkpoints before "
+                   f"epoch {votes_from} (about {minutes:.0f} min from now)", err=True)
 
     @app.command()
     def submit(

@@ -18,6 +18,10 @@ rebuilds the ledger (see moenode/store). A certified order that waits for its ep
 until it applies (the ledger lists it in `released` then): so the log holds what was applied, in the order it was,
 and nothing a peer made up can be appended to it, however often it is offered.
 
+An authority whose locks were lost (its ledger store was lost and fetched again from peers) is created with
+`votes_from_epoch`: it votes on no order and no checkpoint before that epoch (`abstaining`), by when everything it
+may have voted for before can no longer gather votes (see moenode/store).
+
 A carried-over checkpoint (`skip_checkpoint`: none arrived in its window) is a local, provisional decision. A
 certificate for that epoch that arrives later wins: the skip's log entry is replaced by it and the ledger rebuilt
 from the log (`accept_checkpoint` returns "adopted"). So a node that was down, partitioned or slow to hear a
@@ -122,8 +126,9 @@ class Ballot:
 
 
 class Authority:
-    def __init__(self, ledger: Ledger, signer: Signer, store: LedgerStore):
+    def __init__(self, ledger: Ledger, signer: Signer, store: LedgerStore, votes_from_epoch: int = 0):
         self.ledger, self.signer, self.store = ledger, signer, store
+        self.votes_from_epoch = votes_from_epoch
         self.me = signer.public_key
         self.verify = VerifyCache(ledger.verify)
         ledger.take_released()  # what the ledger applied before it had an authority came from the store's log
@@ -224,6 +229,7 @@ class Authority:
         led.check_order(signed, now_ms)
         if led.power_at(order.epoch).get(self.me, 0) <= 0:
             raise StateError(f"not an authority in epoch {order.epoch}", reason="not_authority")
+        self._check_voting(now_ms)
         key = order_lock_key(order.account, order.sequence)
         settle_key = order.report_id if isinstance(order, Settle) else b""
         if key in self._reserved:  # another ballot's lock for this sequence is being written: not durable yet
@@ -256,6 +262,11 @@ class Authority:
         for cert in self.ledger.take_released():
             self.store.append("order", cert.id, cert.encode())
 
+    def _check_voting(self, now_ms: int) -> None:
+        if self.ledger.genesis.epoch(now_ms) < self.votes_from_epoch:
+            raise StateError(f"this authority's vote locks were lost; it votes again from epoch "
+                             f"{self.votes_from_epoch}", reason="abstaining")
+
     def locked(self, account: bytes, sequence: int) -> bytes | None:
         held = self._locks.get(order_lock_key(account, sequence))
         return held[0] if held else None
@@ -267,6 +278,7 @@ class Authority:
         led = self.ledger
         if led.genesis.epoch(now_ms) != cp.epoch + 1:
             raise StateError(f"checkpoint {cp.epoch} is signed during epoch {cp.epoch + 1} only", reason="window")
+        self._check_voting(now_ms)
         why = disagreement(cp, led.propose_checkpoint(cp.epoch), led.items)
         if why:
             raise StateError(f"checkpoint {cp.epoch}: {why}", reason="view_differs")

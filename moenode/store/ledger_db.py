@@ -12,6 +12,13 @@ each (see the pragma below). It is only appended to, except when a late checkpoi
 sqlite's quick check, belongs to another network, or whose log does not replay cleanly raises `StoreError` saying
 which, and the node refuses to start. Rows an older version logged for certified orders of a future epoch whose
 votes do not hold (it logged them before their stake table was known) are deleted on open, with a warning.
+
+The locks are why a lost ledger is not a fresh one. `moenode init` creates an empty store next to the key (its
+network is claimed on the first run), so a home whose key or certificate archive exists but whose ledger is
+missing or empty has lost its locks: `require_ledger` refuses to start it. `resync_ledger` is the way out: it sets
+the old file aside, creates an empty store, and records in `meta` the epoch from which the node may vote again
+(`votes_from_epoch`: two epochs on, when every order and checkpoint it may have voted for before has closed). The
+node then fetches the history from its peers.
 """
 
 import logging
@@ -33,11 +40,19 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class StoreError(Exception):
-    """The store cannot be used: corrupt, from another network, or inconsistent. The message says which."""
+    """The store cannot be used: missing, corrupt, from another network, or inconsistent. The message says which;
+    `resyncable` says whether setting it aside and fetching the history again from peers (`resync_ledger`) fixes
+    it (not when it belongs to another network or schema: then the home or the software is the mistake)."""
+
+    def __init__(self, message: str, resyncable: bool = True):
+        super().__init__(message)
+        self.resyncable = resyncable
 
 
 class LedgerDB:
-    def __init__(self, path: str | Path, network_id: bytes):
+    def __init__(self, path: str | Path, network_id: bytes | None):
+        """Open or create the store at `path`. `network_id` None: create or open it without claiming it for a
+        network (`moenode init`, before the home knows its genesis)."""
         self.path = Path(path)
         if self.path.exists() and self.path.stat().st_size > 0:
             with open(self.path, "rb") as f:
@@ -69,19 +84,25 @@ class LedgerDB:
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: corrupt ledger store ({e}); refusing to start") from None
 
-    def _check_meta(self, network_id: bytes) -> None:
+    def _check_meta(self, network_id: bytes | None) -> None:
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
-        if not meta:
+        if network_id is not None and "network_id" not in meta:
             with _transaction(self.db):
-                self.db.executemany("INSERT INTO meta VALUES (?, ?)",
+                self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                     [("network_id", network_id), ("schema", SCHEMA_VERSION)])
             return
-        if meta.get("schema") != SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: schema version {meta.get('schema')!r}, this node reads {SCHEMA_VERSION}")
-        if meta.get("network_id") != network_id:
-            theirs = meta.get("network_id")
-            raise StoreError(f"{self.path}: belongs to network {theirs.hex()[:16] if theirs else '?'}, not to this "
-                             f"node's network {network_id.hex()[:16]}; refusing to start")
+        if meta.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {meta.get('schema')!r}, this node reads {SCHEMA_VERSION}",
+                             resyncable=False)
+        if network_id is not None and meta.get("network_id") != network_id:
+            theirs = meta["network_id"]
+            raise StoreError(f"{self.path}: belongs to network {theirs.hex()[:16]}, not to this node's network "
+                             f"{network_id.hex()[:16]}; refusing to start", resyncable=False)
+
+    def votes_from_epoch(self) -> int:
+        """The first epoch in which this node may vote (0, unless its locks were lost: see `resync_ledger`)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'votes_from_epoch'").fetchone()
+        return int(row[0]) if row else 0
 
     # LedgerStore --------------------------------------------------------------------------------------------------
     def locks(self) -> dict[bytes, tuple[bytes, bytes]]:
@@ -179,7 +200,48 @@ def open_authority(path: str | Path, genesis: Genesis, signer: Signer, verify: V
     """Open (or create) the store at `path` and return the authority it holds, state rebuilt and checked."""
     db = LedgerDB(path, genesis.network_id)
     try:
-        return Authority(rebuild(genesis, db, verify), signer, db)
+        return Authority(rebuild(genesis, db, verify), signer, db, votes_from_epoch=db.votes_from_epoch())
     except BaseException:
         db.close()
         raise
+
+
+def init_ledger(path: str | Path) -> None:
+    """Create the empty store of a new home (its network is claimed on the first run). An existing one is kept."""
+    LedgerDB(path, None).close()
+
+
+def require_ledger(path: str | Path, used: list[Path]) -> None:
+    """Refuse a home whose ledger is missing or empty although `used` (its key, its certificate archive) exist:
+    its vote locks are gone, and a node that started afresh could vote twice for one (account, sequence)."""
+    p = Path(path)
+    if not used or (p.exists() and p.stat().st_size > 0):
+        return
+    state = "is empty (0 bytes)" if p.exists() else "is missing"
+    raise StoreError(f"{p} {state} but {' and '.join(str(u) for u in used)} {'exist' if len(used) > 1 else 'exists'}:"
+                     " this node's vote locks are gone, and starting from genesis could make it vote twice; refusing"
+                     " to start")
+
+
+def resync_ledger(path: str | Path, genesis: Genesis, now_ms: int, stamp: str) -> tuple[list[Path], int]:
+    """Set the ledger at `path` aside (with its -wal and -shm files, renamed `<name>.<stamp>.broken`) and create an
+    empty one that the node fills from its peers. Returns (the files set aside, the first epoch it may vote in).
+
+    Its vote locks are lost, so the node votes on nothing before two epochs from now: an order is voted for only in
+    its own epoch or the next, and a checkpoint of epoch E only during E+1, so by then nothing it may have voted for
+    before can gather a vote any more.
+    """
+    p = Path(path)
+    moved = []
+    for f in (p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")):
+        if f.exists():
+            f.rename(f.with_name(f"{f.name}.{stamp}.broken"))
+            moved.append(f.with_name(f"{f.name}.{stamp}.broken"))
+    votes_from = max(0, genesis.epoch(now_ms)) + 2
+    db = LedgerDB(p, genesis.network_id)
+    try:
+        with _transaction(db.db):
+            db.db.execute("INSERT INTO meta VALUES ('votes_from_epoch', ?)", (votes_from,))
+    finally:
+        db.close()
+    return moved, votes_from

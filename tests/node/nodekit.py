@@ -16,6 +16,7 @@ from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.genesis import Account, Genesis, Params
 from moenode.node import Node
 from moenode.store.keys import create_key
+from moenode.store.ledger_db import init_ledger
 
 PARAMS = Params(commit_timeout_ms=30_000, grace_min_ms=200, grace_cap_ms=3_000, vote_timeout_ms=10_000,
                 reveal_timeout_ms=10_000, report_timeout_ms=10_000, round_abort_ms=60_000)
@@ -64,6 +65,7 @@ class Cluster:
     def add(self, seed_: bytes, model: str = "minilm-l3") -> Member:
         home = self.root / f"n{len(self.members)}"
         home.mkdir(parents=True, exist_ok=True)
+        init_ledger(home / "ledger.sqlite")  # as `moenode init` does: a key without its ledger is refused
         create_key(home / "key", seed_)
         m = Member(home, seed_, model)
         self.members.append(m)

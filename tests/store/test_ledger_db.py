@@ -11,6 +11,7 @@ import pytest
 from moenode.core.authority import order_lock_key
 from moenode.core.crypto import Ed25519Signer, ed25519_verify
 from moenode.core.genesis import Account, Genesis, genesis_to_toml
+from moenode.core.errors import ProtocolError
 from moenode.core.orders import CertifiedOrder, Transfer, certify, vote_digest
 from moenode.core.messages import seal
 from moenode.store.ledger_db import LedgerDB, StoreError, open_authority
@@ -247,3 +248,45 @@ def test_future_orders_an_older_version_logged_unchecked_are_deleted_on_open(tmp
     assert [seq for (seq,) in again.store.db.execute("SELECT seq FROM log")] == [1, 52]  # the others keep their place
     assert not again.ledger.pending
     assert again.ledger.balance(bob.public_key) == 1_293 and again.ledger.applied[(alice.public_key, 0)] == cert.id
+
+
+def test_a_lost_ledger_is_refused_and_a_resynced_one_abstains_for_two_epochs(tmp_path):
+    """The locks in the ledger stop a second vote for one sequence. A home that ran (its key or certificate archive
+    exists) but whose ledger is missing or empty has lost them, and is refused; `resync_ledger` sets the file aside
+    and starts an empty ledger whose authority votes on nothing until two epochs on."""
+    from moenode.store.ledger_db import init_ledger, require_ledger, resync_ledger
+
+    g = genesis()
+    e = g.epoch_ms
+    path, key = tmp_path / "ledger.sqlite", tmp_path / "key"
+    key.write_text("a key")
+    require_ledger(path, [])  # a new home: nothing to lose
+    with pytest.raises(StoreError, match=r"ledger.sqlite is missing but .*key exists: this node's vote locks are gone"):
+        require_ledger(path, [key])
+    path.write_bytes(b"")
+    with pytest.raises(StoreError, match=r"is empty \(0 bytes\)") as err:
+        require_ledger(path, [key])
+    assert err.value.resyncable
+    path.unlink()
+    init_ledger(path)  # what `moenode init` leaves: claimed by the first network that opens it
+    require_ledger(path, [key])
+    open_authority(path, g, AUTH[0], ed25519_verify).store.close()
+    with pytest.raises(StoreError, match="belongs to network") as err:
+        open_authority(path, genesis("othernet"), AUTH[0], ed25519_verify)
+    assert not err.value.resyncable
+
+    moved, votes_from = resync_ledger(path, g, 3 * e + 5, "t1")
+    assert moved[0] == tmp_path / "ledger.sqlite.t1.broken" and moved[0].exists() and votes_from == 5
+    auth = open_authority(path, g, AUTH[0], ed25519_verify)
+    alice, bob = USERS[:2]
+    for epoch in (3, 4):
+        order = seal(Transfer(alice.public_key, 0, epoch, bob.public_key, 1), alice, g.network_id)
+        with pytest.raises(ProtocolError, match="votes again from epoch 5") as err:
+            auth.handle_order(order.encode(), epoch * e + 10)
+        assert err.value.reason == "abstaining"
+    with pytest.raises(ProtocolError, match="votes again from epoch 5"):
+        auth.sign_checkpoint(auth.ledger.propose_checkpoint(3), 4 * e + 10)
+    order = seal(Transfer(alice.public_key, 0, 5, bob.public_key, 1), alice, g.network_id)
+    assert ed25519_verify(AUTH[0].public_key, vote_digest(order.id, 5), auth.handle_order(order.encode(), 5 * e + 1))
+    auth.store.close()
+    assert open_authority(path, g, AUTH[0], ed25519_verify).votes_from_epoch == 5  # survives a restart
