@@ -45,7 +45,7 @@ from moenode.node.archive import Archive
 from moenode.node.epochs import Epochs
 from moenode.node.payments import ORDERS_TOPIC_CAP, Payments
 from moenode.node.rounds import PROXY_RESPONSE_CAP, Rounds
-from moenode.node.sync import Sync
+from moenode.node.sync import PAGE_LIMIT, Sync
 from moenode.store.keys import load_or_create_key
 from moenode.store.ledger_db import StoreError, require_ledger
 
@@ -201,7 +201,7 @@ class Node:
                                 max_response=PROXY_RESPONSE_CAP)
         net.set_request_handler("checkpoint", self.epochs.serve_checkpoint, max_request=Checkpoint.MAX_BYTES,
                                 max_response=1024)
-        net.set_page_handler("sync", self.sync.serve_page, max_limit=64)
+        net.set_page_handler("sync", self.sync.serve_page, max_limit=PAGE_LIMIT)
 
     async def _subscribe(self, net: Any) -> None:
         """Gossip topics; each validator decodes and checks signatures before a message is delivered or relayed

@@ -1,6 +1,6 @@
 """The ledger's durable store: sqlite in WAL mode (implements moenode.core.authority.LedgerStore).
 
-Theory of operation: three tables. `meta` names the network the file belongs to and the schema version. `locks`
+Theory of operation: three tables, and the sync cursors (`moenode.store.cursors`). `meta` names the network the file belongs to and the schema version. `locks`
 holds, per (account, sequence) or checkpoint epoch, the one order an authority signed there; `put_locks` commits a
 batch of them in one transaction and fsyncs before it returns (one fsync per batch of votes), so a signature never
 exists whose lock is not on disk. `log` is the list of everything the ledger accepted (certified orders, checkpoint
@@ -32,6 +32,7 @@ from moenode.core.crypto import Signer, Verifier
 from moenode.core.errors import ProtocolError
 from moenode.core.genesis import Genesis
 from moenode.core.ledger import ConflictingCertificates, FutureCertificate, Ledger, VerifyCache
+from moenode.store import cursors
 
 log = logging.getLogger("moenode.store")
 
@@ -75,7 +76,7 @@ class LedgerDB:
                                                   settle_key BLOB NOT NULL, data BLOB NOT NULL);
                 CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
                                                 ident BLOB NOT NULL, data BLOB NOT NULL);
-            """)
+            """ + cursors.SCHEMA)
             self._check_meta(network_id)
             # locks may be written from a worker thread while the log is appended to on another: one connection
             # each, so neither's transaction can take in the other's statements
@@ -143,6 +144,13 @@ class LedgerDB:
 
     def log_size(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM log").fetchone()[0]
+
+    # sync cursors into peers' logs (committed after the rows they cover, on the same connection) ------------------
+    def cursors(self) -> dict[bytes, bytes]:
+        return cursors.read_cursors(self.db)
+
+    def save_cursor(self, peer: bytes, cursor: bytes) -> None:
+        cursors.write_cursor(self.db, peer, cursor)
 
     def close(self) -> None:
         self._locks_db.close()
