@@ -183,9 +183,10 @@ def write_log(path: Path, genesis: Genesis, certs: list[tuple[bytes, bytes]]) ->
 
 
 @contextlib.asynccontextmanager
-async def synced_node(m: Member, genesis: Genesis, **net) -> AsyncIterator[Node]:
+async def synced_node(m: Member, genesis: Genesis, *, gossip: bool = False, **net) -> AsyncIterator[Node]:
     """The node of `m`'s home with its real stores and sync, on a real libp2p host (NetConfig fields in `net`) that
-    serves the `sync` pages as the daemon does; no encoders, gossip handlers or rounds: what sync needs, quickly."""
+    serves the `sync` pages as the daemon does, and with `gossip` its gossip topics too; no encoders or rounds: what
+    sync and the ledger need, quickly."""
     from moenode.net import NetConfig, open_host
     from moenode.node.sync import PAGE_LIMIT
 
@@ -195,6 +196,8 @@ async def synced_node(m: Member, genesis: Genesis, **net) -> AsyncIterator[Node]
         async with open_host(NetConfig(seed=node.seed, net_id=node.net_id, **net)) as host:
             node.net = host
             host.set_page_handler("sync", node.sync.serve_page, max_limit=PAGE_LIMIT)
+            if gossip:
+                await node._subscribe(host)  # the daemon's own topic wiring
             yield node
     finally:
         m.node = None

@@ -9,8 +9,11 @@ import pytest
 import trio
 from nodekit import Cluster, certified_transfers, make_genesis, seed, synced_node, wait_for, write_log
 
+from moenode.core.codec import canonical
 from moenode.core.crypto import Ed25519Signer
-from moenode.net import Rate
+from moenode.core.messages import seal
+from moenode.core.orders import Transfer, certify
+from moenode.net import NetConfig, Rate, open_host
 from moenode.net.host import default_limits
 from moenode.node import sync as sync_mod
 from moenode.node.sync import PAGE_LIMIT
@@ -70,6 +73,43 @@ async def test_anti_entropy_asks_every_staked_peer_in_turn(tmp_path, monkeypatch
             await wait_for(lambda: {oid for oid, _ in only} <= set(applied.values()), 30)
             nursery.cancel_scope.cancel()
         assert len(applied) == 22 and client.sync.state["rejected"] == 0
+
+
+@pytest.mark.slow
+async def test_forged_future_orders_offered_by_gossip_and_by_sync_leave_nothing_behind(tmp_path):
+    """300 forged certified orders of the next epochs (242 KB on the wire) used to wait unchecked, be logged on
+    every offer, and be served on by every honest node's sync: 43,778-68,566 junk rows per node. Offered to a node
+    by gossip twice and by a peer's sync pages five times over, they are refused now (counted), and the node's log
+    and memory hold none of them."""
+    genesis, (s,), c, servers, users = _network(tmp_path, 1)
+    victim = Ed25519Signer(users[0])
+    forged = []
+    for i in range(300):
+        order = seal(Transfer(victim.public_key, i, 2 + i % 2, Ed25519Signer(users[1]).public_key, 1), victim,
+                     genesis.network_id)
+        forged.append(certify(order, {Ed25519Signer(servers[0]).public_key: bytes(64)}).encode())
+    copies = 5
+
+    async def serve(peer: bytes, query: bytes, cursor: bytes, limit: int):
+        at = int.from_bytes(cursor, "big") if cursor else 0  # an endless-looking log: the same orders again
+        page = [canonical(["order", forged[(at + k) % len(forged)]])
+                for k in range(min(limit, copies * len(forged) - at))] if query == b"ledger" else []
+        return page, ((at + len(page)).to_bytes(8, "big") if page else b"")
+
+    async with synced_node(c, genesis, gossip=True) as node, \
+            open_host(NetConfig(seed=seed(0, "attacker"), net_id=genesis.network_id)) as attacker:
+        attacker.set_page_handler("sync", serve, max_limit=PAGE_LIMIT)
+        await attacker.gossip.subscribe("orders", lambda origin, data: trio.sleep(0))
+        await node.net.connect(attacker.addrs()[0])
+        await wait_for(lambda: len(attacker.gossip.pubsub.peer_topics.get(attacker.gossip.topic("orders"), ())) > 0)
+        for _ in range(2):
+            for data in forged:
+                await attacker.gossip.publish("orders", data)
+        await node.sync.walk(attacker.account_id)
+        await wait_for(lambda: node.net.counters.get("received.gossip.orders") >= 2 * len(forged), 60)
+        assert node.sync.state["fetched"] == copies * len(forged) == node.sync.state["rejected"]
+        assert node.net.counters.rejected("bad_signature") == 2 * len(forged) + copies * len(forged)
+        assert _ledger_rows(node) == 0 and len(node.payments.ledger.pending) == 0
 
 
 @pytest.mark.slow
