@@ -264,6 +264,8 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
     @app.command()
     def resync(
         home: Path = typer.Option(None, "--home", help=HOME_HELP),
+        force: bool = typer.Option(False, "--force", help="Resync a ledger that still opens (its locks are set "
+                                   "aside with it)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Set a lost or broken ledger aside and start an empty one that the node fetches again from its peers.
@@ -271,7 +273,8 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
         For a home whose ledger.sqlite is missing, empty or corrupt (`moenode run` refuses it and says so). The key
         and the certificate archive are kept; the old files are renamed, never deleted. The ledger held this node's
         vote locks, which peers cannot give back: so the node votes on no order and no checkpoint for two epochs,
-        until everything it may have voted for before has closed. Stop the node first.
+        until everything it may have voted for before has closed. Stop the node first. A ledger that still opens
+        is left alone unless you pass --force.
 
         Examples:
 
@@ -281,10 +284,12 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
         """
         import time
 
+        from moenode.config import ConfigError, load_config
+        from moenode.core.crypto import Ed25519Signer, ed25519_verify
         from moenode.core.errors import SchemaError
         from moenode.core.genesis import parse_genesis
-        from moenode.config import ConfigError, load_config
-        from moenode.store.ledger_db import StoreError, resync_ledger
+        from moenode.store.keys import KeyFileError, load_key
+        from moenode.store.ledger_db import StoreError, open_authority, resync_ledger
         from moenode.testnet import pid_alive, read_run
 
         h = _home(home)
@@ -300,14 +305,26 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
             fail(f"{h} has no genesis.toml; copy the network's genesis there first")
         except (ConfigError, SchemaError, OSError) as e:
             fail(str(e))
+        ledger = cfg.path("ledger")
+        if ledger.exists() and ledger.stat().st_size > 0 and not force:
+            try:
+                open_authority(ledger, genesis, Ed25519Signer(load_key(h / "key")), ed25519_verify).store.close()
+            except KeyFileError as e:
+                fail(str(e))
+            except StoreError as e:
+                if not e.resyncable:
+                    fail(str(e))
+            else:
+                fail(f"{ledger} is a usable ledger, with this node's vote locks; resync only a missing, empty or "
+                     "broken one (--force to set it aside anyway)")
         now_ms = int(time.time() * 1000)
         try:
-            moved, votes_from = resync_ledger(cfg.path("ledger"), genesis, now_ms,
+            moved, votes_from = resync_ledger(ledger, genesis, now_ms,
                                               time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_ms / 1000)))
         except (StoreError, OSError) as e:
             fail(str(e))
         minutes = max(0, genesis.epoch_start(votes_from) - now_ms) / 60_000
-        info = {"home": str(h), "set_aside": [str(m) for m in moved], "ledger": str(cfg.path("ledger")),
+        info = {"home": str(h), "set_aside": [str(m) for m in moved], "ledger": str(ledger),
                 "votes_from_epoch": votes_from, "minutes_until_voting": round(minutes, 1)}
         if as_json:
             return out_json(info)

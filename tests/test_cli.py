@@ -343,6 +343,8 @@ def test_run_refuses_a_lost_ledger_in_one_line_and_resync_sets_it_aside(tmp_path
     auth.store.close()
     assert len(LedgerDB(ledger, g.network_id).locks()) == 1
 
+    r = _moenode("resync", "--home", str(home))
+    assert r.returncode == 1 and "is a usable ledger" in r.stderr  # a healthy one keeps its locks
     for lose in (lambda: ledger.write_bytes(b""), ledger.unlink):
         lose()
         r = _moenode("run", "--home", str(home))

@@ -1,11 +1,11 @@
 """The ledger's durable store: sqlite in WAL mode (implements moenode.core.authority.LedgerStore).
 
-Theory of operation: three tables, and the sync cursors (`moenode.store.cursors`). `meta` names the network the file belongs to and the schema version. `locks`
-holds, per (account, sequence) or checkpoint epoch, the one order an authority signed there; `put_locks` commits a
-batch of them in one transaction and fsyncs before it returns (one fsync per batch of votes), so a signature never
-exists whose lock is not on disk. `log` is the list of everything the ledger accepted (certified orders, checkpoint
-certificates, skipped checkpoints, evidence), in acceptance order; its commits survive a kill -9 without an fsync
-each (see the pragma below). It is only appended to, except when a late checkpoint certificate replaces a skip
+Theory of operation: three tables (and the sync cursors of `moenode.store.cursors`). `meta` names the network the
+file belongs to and the schema version. `locks` holds, per (account, sequence) or checkpoint epoch, the one order
+an authority signed there; `put_locks` commits a batch of them in one transaction and fsyncs before it returns
+(one fsync per batch of votes), so a signature never exists whose lock is not on disk. `log` is the list of
+everything the ledger applied (certified orders, checkpoint certificates, skipped checkpoints, evidence), in the
+order it did; its commits survive a kill -9 without an fsync each (see the pragma below). It is only appended to, except when a late checkpoint certificate replaces a skip
 (`Authority.accept_checkpoint`); that rewrites it in one transaction. State is never stored directly: on open,
 `open_authority` replays the log into a fresh `Ledger`, which re-checks every certificate's quorum and signatures
 (each batch vote's signature once), and then asserts the supply invariant. A file that is not sqlite, fails
