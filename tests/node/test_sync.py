@@ -16,7 +16,7 @@ from moenode.core.orders import Transfer, certify
 from moenode.net import NetConfig, Rate, open_host
 from moenode.net.host import default_limits
 from moenode.node import sync as sync_mod
-from moenode.node.sync import PAGE_LIMIT
+from moenode.node.sync import BACKOFF_MAX_S, PAGE_LIMIT, backoff_s, transient
 
 
 def _network(tmp_path, servers: int, users: int = 4):
@@ -31,6 +31,16 @@ def _network(tmp_path, servers: int, users: int = 4):
 
 def _ledger_rows(node) -> int:
     return node.payments.authority.store.log_size()
+
+
+def test_backoff_doubles_to_a_cap_with_the_jitter_the_driver_draws():
+    from moenode.net import PeerUnreachable, RemoteError
+
+    assert [backoff_s(a, 0.0) for a in (1, 2, 3)] == [0.25, 0.5, 1.0]  # half the step at the lowest jitter
+    assert [backoff_s(a, 0.999999) for a in (1, 2, 3)] == pytest.approx([0.5, 1.0, 2.0])
+    assert backoff_s(30, 0.999999) == pytest.approx(BACKOFF_MAX_S)
+    assert transient(RemoteError("rate_limited")) and transient(PeerUnreachable("gone"))
+    assert not transient(RemoteError("schema: page request: expected {query, cursor, limit<=64}"))
 
 
 async def test_a_walk_paces_itself_and_backs_off_when_the_server_refuses(tmp_path):
