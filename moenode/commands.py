@@ -1,9 +1,10 @@
 """Node-side commands of the `moenode` CLI: init, run, submit, status, transfer, stake, and `testnet`.
 
-Theory of operation: every command except `init` and `run` is a thin client of a running daemon. It finds the
-daemon through `HOME/run.json` (written by the daemon once it is up) and speaks the control API on 127.0.0.1
+Theory of operation: every command except `init`, `run` and `resync` is a thin client of a running daemon. It finds
+the daemon through `HOME/run.json` (written by the daemon once it is up) and speaks the control API on 127.0.0.1
 (`moenode.testnet.Control`) with the token in `HOME/control.token`; both files are readable by the node's user
-only, so these commands run as that user. `run` is the daemon itself, in the foreground, and stops cleanly on SIGINT/SIGTERM.
+only, so these commands run as that user. `run` is the daemon itself, in the foreground, and stops cleanly on
+SIGINT/SIGTERM.
 `testnet` starts and stops whole local networks of daemons (`moenode.testnet`).
 
 Output: human tables (rich) by default, `--json` for machine-readable output on stdout. Errors are one line on
@@ -200,7 +201,7 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
         force: bool = typer.Option(False, "--force", help="Rewrite config.toml. The key is never replaced."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
-        """Create a node home: a new Ed25519 key (mode 0600) and a default config.toml.
+        """Create a node home: a new Ed25519 key (mode 0600), a default config.toml and an empty ledger store.
 
         Examples:
 
@@ -210,6 +211,7 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
         """
         from moenode.config import ConfigError
         from moenode.store.keys import KeyFileError
+        from moenode.store.ledger_db import StoreError
         from moenode.testnet import init_home
 
         h = _home(home)
@@ -217,7 +219,7 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
             fail(f"{h} is already a node home (config.toml exists); use --force to rewrite the config")
         try:
             info = init_home(h, model, force=force, listen=listen)
-        except (ConfigError, KeyFileError) as e:
+        except (ConfigError, KeyFileError, StoreError) as e:
             fail(str(e))
         if as_json:
             return out_json(info)
@@ -263,14 +265,88 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
         from moenode.config import ConfigError
         from moenode.core.errors import SchemaError
         from moenode.store.keys import KeyFileError
+        from moenode.store.ledger_db import StoreError
 
         try:
             code = run_daemon(h, genesis, bootstrap, log_level or None)
-        except (ConfigError, KeyFileError) as e:  # a corrupt key or token: one line, and the file is left alone
+        except (ConfigError, KeyFileError, StoreError) as e:  # a corrupt key, token or ledger: one line, files kept
             fail(str(e))
         except SchemaError as e:  # the home's genesis.toml, damaged (a --genesis file is checked before it is copied)
             fail(f"{h / 'genesis.toml'}: {e}; copy the network's genesis there again (or pass --genesis)")
         raise typer.Exit(code)
+
+    @app.command()
+    def resync(
+        home: Path = typer.Option(None, "--home", help=HOME_HELP),
+        force: bool = typer.Option(False, "--force", help="Resync a ledger that still opens (its locks are set "
+                                   "aside with it)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Set a lost or broken ledger aside and start an empty one that the node fetches again from its peers.
+
+        For a home whose ledger.sqlite is missing, empty or corrupt (`moenode run` refuses it and says so). The key
+        and the certificate archive are kept; the old files are renamed, never deleted. The ledger held this node's
+        vote locks, which peers cannot give back: so the node votes on no order and no checkpoint for two epochs,
+        until everything it may have voted for before has closed. Stop the node first. A ledger that still opens
+        is left alone unless you pass --force.
+
+        Examples:
+
+          moenode resync --home ~/mynode
+
+          moenode resync --home ./testnet/node2 --json
+        """
+        import time
+
+        from moenode.config import ConfigError, load_config
+        from moenode.core.crypto import Ed25519Signer, ed25519_verify
+        from moenode.core.errors import SchemaError
+        from moenode.core.genesis import parse_genesis
+        from moenode.store.keys import KeyFileError, load_key
+        from moenode.store.ledger_db import StoreError, open_authority, resync_ledger
+        from moenode.testnet import pid_alive, read_run
+
+        h = _home(home)
+        if not (h / "key").exists():
+            fail(f"{h} has no key: there is nothing to resync (`moenode run` starts a new home from scratch)")
+        run = read_run(h)
+        if run is not None and pid_alive(int(run.get("pid", 0))):
+            fail(f"a node is running in {h} (pid {run.get('pid')}); stop it first")
+        try:
+            cfg = load_config(h)
+            genesis = parse_genesis(cfg.path("genesis").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            fail(f"{h} has no genesis.toml; copy the network's genesis there first")
+        except (ConfigError, SchemaError, OSError) as e:
+            fail(str(e))
+        ledger = cfg.path("ledger")
+        if ledger.exists() and ledger.stat().st_size > 0 and not force:
+            try:
+                open_authority(ledger, genesis, Ed25519Signer(load_key(h / "key")), ed25519_verify).store.close()
+            except KeyFileError as e:
+                fail(str(e))
+            except StoreError as e:
+                if not e.resyncable:
+                    fail(str(e))
+            else:
+                fail(f"{ledger} is a usable ledger, with this node's vote locks; resync only a missing, empty or "
+                     "broken one (--force to set it aside anyway)")
+        now_ms = int(time.time() * 1000)
+        try:
+            moved, votes_from = resync_ledger(ledger, genesis, now_ms,
+                                              time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_ms / 1000)))
+        except (StoreError, OSError) as e:
+            fail(str(e))
+        minutes = max(0, genesis.epoch_start(votes_from) - now_ms) / 60_000
+        info = {"home": str(h), "set_aside": [str(m) for m in moved], "ledger": str(ledger),
+                "votes_from_epoch": votes_from, "minutes_until_voting": round(minutes, 1)}
+        if as_json:
+            return out_json(info)
+        typer.echo(f"ledger reset: {info['ledger']} is empty; the next `moenode run` fetches it from peers")
+        for m in moved:
+            typer.echo(f"  set aside: {m}")
+        typer.echo(f"warning: this node's vote locks are lost; it will not vote on orders or checkpoints before "
+                   f"epoch {votes_from} (about {minutes:.0f} min from now)", err=True)
 
     @app.command()
     def submit(

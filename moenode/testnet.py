@@ -130,18 +130,20 @@ def make_genesis(name: str, accounts: Sequence[tuple[bytes, str]], *, epoch_ms: 
 # --- homes -----------------------------------------------------------------------------------------------------
 def init_home(home: Path, model: str | None = None, *, force: bool = False, listen: Sequence[str] = (),
               **config: Any) -> dict[str, str]:
-    """Create a node home: a new key (0600) and a default config.toml. `moenode init` and `Testnet.create` use it.
+    """Create a node home: a new key (0600), a default config.toml and an empty ledger store. `moenode init` and
+    `Testnet.create` use it.
 
-    An existing key is kept (an identity is never destroyed); `force` rewrites config.toml only.
+    An existing key is kept (an identity is never destroyed); `force` rewrites config.toml only. The ledger is
+    created with the key because it will hold the key's vote locks: a home with a key and no ledger has lost them.
     Returns {"home", "account" (hex), "peer_id", "config", "key", "created"}.
     """
-    from moenode.config import write_default_config
+    from moenode.config import load_config, write_default_config
     from moenode.core.crypto import Ed25519Signer
     from moenode.store.keys import load_or_create_key
+    from moenode.store.ledger_db import init_ledger
 
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
-    seed, created = load_or_create_key(home / "key")
     cfg_path = home / "config.toml"
     if force:
         cfg_path.unlink(missing_ok=True)
@@ -152,6 +154,9 @@ def init_home(home: Path, model: str | None = None, *, force: bool = False, list
         overrides["listen"] = list(listen)
     if not cfg_path.exists():
         write_default_config(home, **overrides)
+    if not (home / "key").exists():
+        init_ledger(load_config(home).path("ledger"))  # before the key: a key alone means a lost ledger
+    seed, created = load_or_create_key(home / "key")
     account = Ed25519Signer(seed).public_key
     return {"home": str(home), "account": account.hex(), "peer_id": peer_id_hex(account),
             "config": str(cfg_path), "key": str(home / "key"), "created": "yes" if created else "no"}

@@ -105,7 +105,7 @@ def daemon(tmp_path):
     d.close()
 
 
-COMMANDS = [["init"], ["run"], ["submit"], ["status"], ["transfer"], ["stake"], ["testnet", "up"],
+COMMANDS = [["init"], ["run"], ["resync"], ["submit"], ["status"], ["transfer"], ["stake"], ["testnet", "up"],
             ["testnet", "down"], ["testnet", "status"], ["testnet", "demo"]]
 
 
@@ -375,3 +375,58 @@ def test_run_refuses_a_bad_bootstrap_and_a_genesis_of_another_network(tmp_path):
     r = runner.invoke(app, ["run", "--home", str(home), "--genesis", str(tmp_path / "other.toml")])
     assert r.exit_code == 1 and "another network" in r.output
     assert parse_genesis((home / "genesis.toml").read_text()).name == "net-a"  # left as it was
+
+
+def _moenode(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "moenode", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_run_refuses_a_lost_ledger_in_one_line_and_resync_sets_it_aside(tmp_path):
+    """A 0-byte or deleted ledger.sqlite used to start the node from genesis, every vote lock gone (120 before, 0
+    after): it could then vote twice for one sequence. `moenode run` now exits with one line that names the way
+    out, `moenode resync`, which keeps the key, sets the broken file aside and makes the node abstain from voting
+    until everything it may have voted for has closed."""
+    from moenode.core.crypto import Ed25519Signer
+    from moenode.core.messages import seal
+    from moenode.core.orders import Transfer
+    from moenode.store.keys import load_key
+    from moenode.store.ledger_db import LedgerDB, open_authority
+
+    home = tmp_path / "n"
+    info = json.loads(runner.invoke(app, ["init", "--home", str(home), "--json"]).output)
+    ledger = home / "ledger.sqlite"
+    assert ledger.exists()
+    signer = Ed25519Signer(load_key(home / "key"))
+    g = make_genesis("net-a", [(signer.public_key, "minilm-l3")], epoch_ms=600_000)
+    (home / "genesis.toml").write_text(genesis_to_toml(g))
+    auth = open_authority(ledger, g, signer, lambda *a: True)
+    order = seal(Transfer(signer.public_key, 0, g.epoch(int(time.time() * 1000)), b"\x05" * 32, 1), signer,
+                 g.network_id)
+    auth.handle_order(order.encode(), int(time.time() * 1000))  # a vote, and its lock
+    auth.store.close()
+    assert len(LedgerDB(ledger, g.network_id).locks()) == 1
+
+    r = _moenode("resync", "--home", str(home))
+    assert r.returncode == 1 and "is a usable ledger" in r.stderr  # a healthy one keeps its locks
+    for lose in (lambda: ledger.write_bytes(b""), ledger.unlink):
+        lose()
+        r = _moenode("run", "--home", str(home))
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and len(lines) == 1, r.stderr
+        assert "vote locks are gone" in lines[0] and f"moenode resync --home {home}" in lines[0]
+        assert "Traceback" not in r.stderr + r.stdout
+    ledger.write_bytes(b"not a database at all, but some bytes")
+    r = _moenode("run", "--home", str(home))
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "moenode resync" in r.stderr
+
+    r = _moenode("resync", "--home", str(home), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["votes_from_epoch"] == g.epoch(int(time.time() * 1000)) + 2 and len(out["set_aside"]) >= 1
+    assert Path(out["set_aside"][0]).read_bytes().startswith(b"not a database")  # kept, never deleted
+    again = open_authority(ledger, g, signer, lambda *a: True)
+    assert again.votes_from_epoch == out["votes_from_epoch"] and again.ledger.sequence(signer.public_key) == 0
+    with pytest.raises(Exception, match="votes again from epoch"):
+        again.handle_order(order.encode(), int(time.time() * 1000))
+    again.store.close()
+    assert (home / "key").exists() and info["account"] == signer.public_key.hex()

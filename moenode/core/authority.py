@@ -12,8 +12,15 @@ checks the order against the ledger view (`Ledger.check_order`), then consults t
 Both are three steps, which a caller may also take itself to write the locks off its own thread: `prepare` checks
 the orders and reserves their locks (a reserved lock refuses every other order at its sequence, and the same order
 too until it is durable), the store's `put_locks` writes them, then `sign` (or `release`, if the write failed).
-Checkpoint votes use the same lock table, keyed by epoch. Every certificate, checkpoint and piece of evidence the
-authority accepts is appended to the store's log, from which a restart rebuilds the ledger (see moenode/store).
+Checkpoint votes use the same lock table, keyed by epoch. Every certified order the ledger applies, checkpoint
+certificate it applies and piece of evidence it accepts is appended to the store's log, from which a restart
+rebuilds the ledger (see moenode/store). A certified order that waits for its epoch's stake table is not logged
+until it applies (the ledger lists it in `released` then): so the log holds what was applied, in the order it was,
+and nothing a peer made up can be appended to it, however often it is offered.
+
+An authority whose locks were lost (its ledger store was lost and fetched again from peers) is created with
+`votes_from_epoch`: it votes on no order and no checkpoint before that epoch (`abstaining`), by when everything it
+may have voted for before can no longer gather votes (see moenode/store).
 
 A carried-over checkpoint (`skip_checkpoint`: none arrived in its window) is a local, provisional decision. A
 certificate for that epoch that arrives later wins: the skip's log entry is replaced by it and the ledger rebuilt
@@ -119,10 +126,12 @@ class Ballot:
 
 
 class Authority:
-    def __init__(self, ledger: Ledger, signer: Signer, store: LedgerStore):
+    def __init__(self, ledger: Ledger, signer: Signer, store: LedgerStore, votes_from_epoch: int = 0):
         self.ledger, self.signer, self.store = ledger, signer, store
+        self.votes_from_epoch = votes_from_epoch
         self.me = signer.public_key
         self.verify = VerifyCache(ledger.verify)
+        ledger.take_released()  # what the ledger applied before it had an authority came from the store's log
         self._locks = store.locks()
         self._reserved: set[bytes] = set()  # lock keys of a prepared ballot, not yet on disk
         self._aside: dict[int, list[bytes]] = {}  # checkpoint certificates that could not apply yet, by epoch
@@ -228,6 +237,7 @@ class Authority:
         epoch = order.epoch if vote_epoch is None else vote_epoch
         if led.power_at(epoch).get(self.me, 0) <= 0:
             raise StateError(f"not an authority in epoch {epoch}", reason="not_authority")
+        self._check_voting(now_ms)
         key = order_lock_key(order.account, order.sequence)
         settle_key = order.report_id if isinstance(order, Settle) else b""
         if key in self._reserved:  # another ballot's lock for this sequence is being written: not durable yet
@@ -242,7 +252,8 @@ class Authority:
         return vote_digest(signed.id, epoch)
 
     def accept_certificate(self, data: bytes, now_ms: int | None = None) -> str:
-        """Check and apply a certified order; log it if it changed anything. Returns the ledger's status.
+        """Check and apply a certified order; log it once it is applied. Returns the ledger's status ("applied",
+        "duplicate" or "pending"); a certificate that may not wait for its table raises FutureCertificate.
 
         With `now_ms`, stake tables the clock has made due are fixed first (see `catch_up`).
         """
@@ -250,9 +261,19 @@ class Authority:
             self.catch_up(now_ms)
         cert = CertifiedOrder.decode(data, self.ledger.net, self.verify)
         status = self.ledger.accept_certificate(cert, self.verify)
-        if status != "duplicate":
+        if status == "applied":
             self.store.append("order", cert.id, data)
         return status
+
+    def _log_released(self) -> None:
+        """Log the waiting certified orders that a newly fixed stake table let apply (after that table's entry)."""
+        for cert in self.ledger.take_released():
+            self.store.append("order", cert.id, cert.encode())
+
+    def _check_voting(self, now_ms: int) -> None:
+        if self.ledger.genesis.epoch(now_ms) < self.votes_from_epoch:
+            raise StateError(f"this authority's vote locks were lost; it votes again from epoch "
+                             f"{self.votes_from_epoch}", reason="abstaining")
 
     def locked(self, account: bytes, sequence: int) -> bytes | None:
         held = self._locks.get(order_lock_key(account, sequence))
@@ -265,6 +286,7 @@ class Authority:
         led = self.ledger
         if led.genesis.epoch(now_ms) != cp.epoch + 1:
             raise StateError(f"checkpoint {cp.epoch} is signed during epoch {cp.epoch + 1} only", reason="window")
+        self._check_voting(now_ms)
         why = disagreement(cp, led.propose_checkpoint(cp.epoch), led.items)
         if why:
             raise StateError(f"checkpoint {cp.epoch}: {why}", reason="view_differs")
@@ -297,6 +319,7 @@ class Authority:
                 status = led.accept_checkpoint(cc, self.verify)
                 if status == "applied":
                     self.store.append("checkpoint", cp.digest_for(led.net), data)
+                    self._log_released()
         except StateError as e:
             if e.reason in ("early", "fork"):
                 self._set_aside(cp.epoch, data)
@@ -328,8 +351,17 @@ class Authority:
                 continue
             kept.append(entry)
         fresh.assert_supply()
+        fresh.take_released()  # replayed from the log: already in it
+        waiting = led.pending.values()  # never logged: offered again to the rebuilt ledger
         self.store.rewrite(kept)
         led.restore(fresh)
+        for cert in waiting:
+            try:
+                if led.accept_certificate(cert, self.verify) == "applied":
+                    self.store.append("order", cert.id, cert.encode())
+            except ProtocolError:
+                continue
+        self._log_released()
         return "adopted"
 
     def _set_aside(self, epoch: int, data: bytes) -> None:
@@ -384,6 +416,7 @@ class Authority:
             return
         self.ledger.skip_checkpoint(epoch)
         self.store.append(*skip_entry(epoch))
+        self._log_released()
 
     def add_evidence(self, ev: Evidence, now_ms: int) -> bool:
         fresh = self.ledger.add_evidence(ev, now_ms)

@@ -22,10 +22,15 @@ pays `min(amount, stake left after slashing)` to the balance. Supply = balances 
 never changes; every node asserts it after every step.
 
 Certified orders of an epoch whose stake table is not yet known wait in `pending` and are retried when a checkpoint
-(or `skip_checkpoint`) fixes it. Nothing here reads a clock: callers pass `now_ms`.
+(or `skip_checkpoint`) fixes it; the ones that then apply are listed in `released` for the owner to log (an order
+is logged when it is applied, never while it waits). What may wait is bounded: its epoch is at most two ahead of
+the newest table known here, its votes are checked against that table first (they must carry more than a third
+of its voting power: at least one honest authority voted, so it is a real order of a real epoch; SPEC
+settlement.md 6.3), and at most `PENDING_PER_EPOCH` wait per epoch and `PENDING_PER_ACCOUNT` per account.
+Nothing here reads a clock: callers pass `now_ms`.
 """
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,7 +63,10 @@ from moenode.core.orders import (
 )
 from moenode.core.selection import sample_shard, shard_seed, shard_size, voting_power
 
-MAX_PENDING = 1 << 16
+PENDING_AHEAD = 2  # a certified order waits for its table only if its epoch is at most this far ahead of ours
+PENDING_THRESHOLD = 3_334  # the voting power of the newest known table its votes must carry to wait: over a third
+PENDING_PER_EPOCH = 4096  # certified orders that wait, per epoch ...
+PENDING_PER_ACCOUNT = 64  # ... and per account whose order it is
 
 
 class InsufficientFunds(StateError):
@@ -93,6 +101,57 @@ class UnknownEscrow(StateError):
 
 class ConflictingCertificates(RuntimeError):
     """Two certified orders for one (account, sequence): the byzantine bound was broken. Never silently ignored."""
+
+
+class FutureCertificate(StateError):
+    """A certified order of an epoch whose stake table is not fixed here, and that is not held to wait for it: too
+    far ahead, its votes do not carry a third of the newest known table, or too many wait already. Nothing of it is
+    kept; once the table is known it can be sent again (sync brings it, from any peer that applied it)."""
+
+    reason = "future_epoch"
+
+
+class Pending:
+    """Certified orders waiting for their epoch's stake table, bounded per epoch and per account (the signer of a
+    Transfer, PayEscrow, Stake or Unstake; the escrow of a Settle or Refund)."""
+
+    def __init__(self) -> None:
+        self._certs: dict[bytes, CertifiedOrder] = {}
+        self._per_epoch: Counter[int] = Counter()
+        self._per_account: Counter[bytes] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._certs)
+
+    def __contains__(self, order_id: bytes) -> bool:
+        return order_id in self._certs
+
+    def values(self) -> list[CertifiedOrder]:
+        return list(self._certs.values())
+
+    def add(self, cert: CertifiedOrder) -> None:
+        o, epoch = cert.msg, cert.vote_epoch
+        if self._per_epoch[epoch] >= PENDING_PER_EPOCH or self._per_account[o.account] >= PENDING_PER_ACCOUNT:
+            raise FutureCertificate(f"{o.TYPE}: too many certified orders of epoch {epoch} or of account "
+                                    f"{o.account.hex()[:16]} wait for their stake table here", reason="pending_full")
+        self._certs[cert.id] = cert
+        self._per_epoch[epoch] += 1
+        self._per_account[o.account] += 1
+
+    def discard(self, order_id: bytes) -> None:
+        cert = self._certs.pop(order_id, None)
+        if cert is not None:
+            for counter, key in ((self._per_epoch, cert.vote_epoch), (self._per_account, cert.msg.account)):
+                counter[key] -= 1
+                if not counter[key]:
+                    del counter[key]
+
+    def due(self, through: int) -> list[CertifiedOrder]:
+        """Take out every certificate of an epoch <= `through`, in order id order."""
+        out = sorted((c for c in self._certs.values() if c.vote_epoch <= through), key=lambda c: c.id)
+        for cert in out:
+            self.discard(cert.id)
+        return out
 
 
 @dataclass(frozen=True)
@@ -177,7 +236,8 @@ class Ledger:
         self.items: dict[tuple[str, bytes, bytes], Item] = {}  # stake-changing items not yet checkpointed
         self.checkpointed: set[tuple[str, bytes, bytes]] = set()
         self.unstaking: dict[bytes, int] = {}  # uncheckpointed Unstake amounts, per account
-        self.pending: dict[bytes, CertifiedOrder] = {}  # certified orders waiting for their epoch's stake table
+        self.pending = Pending()  # certified orders waiting for their epoch's stake table
+        self.released: list[CertifiedOrder] = []  # applied out of `pending` since the owner last took them
         self.supply = genesis.supply()
         self._seeds: dict[int, bytes] = {0: genesis.seed0()}
         self._powers: dict[int, dict[bytes, int]] = {}
@@ -329,19 +389,43 @@ class Ledger:
 
     # applying certificates ----------------------------------------------------------------------------------------
     def accept_certificate(self, cert: CertifiedOrder, verify: Verifier | None = None) -> str:
-        """Check the quorum and apply. Returns "applied", "duplicate" or "pending" (its epoch is not fixed yet)."""
+        """Check the quorum and apply. Returns "applied", "duplicate" (applied, or waiting, already) or "pending"
+        (the table of the epoch its votes count in is not fixed yet: see `_hold`)."""
         o, epoch = cert.msg, cert.vote_epoch
-        if self.applied.get((o.account, o.sequence)) == cert.id:
+        if self.applied.get((o.account, o.sequence)) == cert.id or cert.id in self.pending:
             return "duplicate"
         if epoch > self.known_through:
-            # its stake table is not fixed yet; a bounded wait, so made-up future epochs cannot fill memory
-            if epoch > self.known_through + 2 or len(self.pending) >= MAX_PENDING:
-                raise StateError(f"{o.TYPE}: epoch {epoch} is too far ahead (tables known through "
-                                 f"{self.known_through})", reason="future_epoch")
-            self.pending[cert.id] = cert
+            self._hold(cert, verify or self.verify)
             return "pending"
         cert.check(self.power_at(epoch), verify or self.verify)
         return self.apply_certified(cert)
+
+    def _hold(self, cert: CertifiedOrder, verify: Verifier) -> None:
+        """Keep a certificate of a not yet fixed epoch until its table is, if its votes pass against the newest
+        table known here; raise FutureCertificate if not.
+
+        Stake changes take effect two epochs after they are made, so an epoch at most two ahead has a table that
+        differs from the newest known one only by the stake items of the checkpoints in between. Its votes from
+        authorities of the newest table must verify and carry more than a third of that table's power: more than
+        the byzantine bound, so one honest authority voted for this order in its current epoch. Votes of accounts
+        outside that table (new stakers) are not counted. The full check against the order's own table runs when
+        that table is fixed (`_fix_next`).
+        """
+        o, epoch, newest = cert.msg, cert.vote_epoch, self.known_through
+        if epoch > newest + PENDING_AHEAD:
+            raise FutureCertificate(f"{o.TYPE}: epoch {epoch} is too far ahead (stake tables known through "
+                                    f"{newest})")
+        try:
+            cert.check(self.power_at(newest), verify, threshold=PENDING_THRESHOLD, outsiders=True)
+        except ProtocolError as e:
+            raise FutureCertificate(f"{o.TYPE} voted in epoch {epoch}, checked against the table of epoch {newest}: {e}",
+                                    reason=e.reason) from None
+        self.pending.add(cert)
+
+    def take_released(self) -> list[CertifiedOrder]:
+        """The certified orders applied out of `pending` since the last call (for the owner's log)."""
+        out, self.released = self.released, []
+        return out
 
     def apply_certified(self, cert: CertifiedOrder) -> str:
         """Apply a certificate whose quorum was checked. Idempotent."""
@@ -387,7 +471,7 @@ class Ledger:
         elif isinstance(o, Unstake):
             if self._add_item(Item(o.epoch, "unstake", o.account, oid, o.amount)):
                 self._move(self.unstaking, o.account, o.amount)
-        self.pending.pop(oid, None)
+        self.pending.discard(oid)
         return "applied"
 
     @staticmethod
@@ -476,10 +560,9 @@ class Ledger:
     def _fix_next(self, table: dict[bytes, int]) -> None:
         self.known_through += 1
         self.tables[self.known_through] = table
-        for cert in sorted(self.pending.values(), key=lambda c: c.id):
-            if cert.vote_epoch <= self.known_through:
-                del self.pending[cert.id]
-                try:
-                    self.accept_certificate(cert)
-                except ProtocolError:
-                    pass  # under-quorum for the now-fixed table: it was never a certificate
+        for cert in self.pending.due(self.known_through):
+            try:
+                if self.accept_certificate(cert) == "applied":
+                    self.released.append(cert)
+            except ProtocolError:
+                pass  # under-quorum for the now-fixed table: it was never a certificate

@@ -342,11 +342,14 @@ class CertifiedOrder:
             raise SchemaError("CertifiedOrder: vote_epoch must be later than the order's epoch (else absent)")
         return cls(order=order, votes=votes, renewed_in=renewed_in)
 
-    def check(self, power: dict[bytes, int], verify: Verifier, skip: frozenset[bytes] = frozenset()) -> int:
-        """Raise unless the votes carry >= CERT_THRESHOLD of `power` (the voting power of `vote_epoch`); return
-        the power counted.
+    def check(self, power: dict[bytes, int], verify: Verifier, skip: frozenset[bytes] = frozenset(), *,
+              threshold: int = CERT_THRESHOLD, outsiders: bool = False) -> int:
+        """Raise unless the votes carry >= `threshold` (the certificate threshold) of `power`, the voting power of
+        `vote_epoch` unless the caller checks against another table; return the power counted.
 
-        `skip` names voters whose signature the caller has already verified (its own vote, say).
+        `skip` names voters whose signature the caller has already verified (its own vote, say). With `outsiders`,
+        a vote of an account without power in `power` is left out (neither checked nor counted) instead of
+        invalidating the certificate: for checking against a table other than the order's own epoch's.
         """
         epoch = self.vote_epoch
         leaf = vote_digest(self.id, epoch)
@@ -355,13 +358,15 @@ class CertifiedOrder:
             pk, sig = vote[0], vote[1]
             vp = power.get(pk, 0)
             if vp <= 0:
+                if outsiders:
+                    continue
                 raise SignatureError(f"CertifiedOrder: {pk.hex()[:16]} has no voting power in epoch {epoch}")
             if pk not in skip and not verify(pk, signed_digest(leaf, vote), sig):
                 what = "vote" if len(vote) == 2 else "batch vote (its signature or membership proof)"
                 raise SignatureError(f"CertifiedOrder: bad {what} from {pk.hex()[:16]}")
             total += vp
-        if total < CERT_THRESHOLD:
-            raise UnderQuorum(f"CertifiedOrder: votes carry {total} of 10000 voting power, need {CERT_THRESHOLD}")
+        if total < threshold:
+            raise UnderQuorum(f"CertifiedOrder: votes carry {total} of 10000 voting power, need {threshold}")
         return total
 
 

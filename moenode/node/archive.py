@@ -3,13 +3,16 @@
 Theory of operation: one sqlite file (`HOME/certs.sqlite`, WAL) with one append-only table,
 `certs(seq, ident UNIQUE, data)`: `ident` is the certificate id (its report's digest), `data` its canonical
 encoding. A restart re-reads it to know which certificates it already indexed and settled; the sync protocol
-serves it by cursor (`seq`) so a late joiner rebuilds its winner index from public, re-verified history. The
+serves it by cursor (`seq`) so a late joiner rebuilds its winner index from public, re-verified history, and the
+cursors of this node's own walks of its peers' archives are kept here too (`moenode.store.cursors`). The
 ledger's own history lives in the ledger store (`moenode.store.ledger_db`), not here.
 """
 
 import sqlite3
 import threading
 from pathlib import Path
+
+from moenode.store import cursors
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS certs (seq INTEGER PRIMARY KEY AUTOINCREMENT, ident BLOB NOT NULL UNIQUE,
@@ -25,7 +28,7 @@ class Archive:
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA + cursors.SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -47,6 +50,14 @@ class Archive:
     def idents(self) -> set[bytes]:
         with self._lock:
             return {bytes(r[0]) for r in self._db.execute("SELECT ident FROM certs")}
+
+    def cursors(self) -> dict[bytes, bytes]:
+        with self._lock:
+            return cursors.read_cursors(self._db)
+
+    def save_cursor(self, peer: bytes, cursor: bytes) -> None:
+        with self._lock:
+            cursors.write_cursor(self._db, peer, cursor)
 
     def count(self) -> int:
         with self._lock:

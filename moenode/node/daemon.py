@@ -1,7 +1,9 @@
 """The daemon: one `Node` wires identity, genesis, ledger, network, encoders, winner index and shard rounds.
 
 Theory of operation: `Node(home)` reads the home directory (config.toml, key, genesis.toml; see moenode.config)
-and opens the ledger store (replayed and re-checked) and the certificate archive. `Node.run()` then, in order: loads the encoder and the
+and opens the ledger store (replayed and re-checked) and the certificate archive. A home whose key or archive
+exists but whose ledger is missing, empty or unusable is refused with one line that names the way out (`moenode
+resync`): the ledger holds the vote locks, and a node that started afresh could vote twice. `Node.run()` then, in order: loads the encoder and the
 router model on a worker thread, opens the winner index snapshot, starts the libp2p host (`moenode.net`) with the
 round driver as its envelope handler, registers the RPCs (`order` and `checkpoint` for the authority, `proxy` for the
 expert, `sync` for late joiners) and the gossip topics (`certs`, `orders`, `adverts`, `checkpoints`), starts the control
@@ -43,8 +45,9 @@ from moenode.node.archive import Archive
 from moenode.node.epochs import Epochs
 from moenode.node.payments import ORDERS_TOPIC_CAP, Payments
 from moenode.node.rounds import PROXY_RESPONSE_CAP, Rounds
-from moenode.node.sync import Sync
+from moenode.node.sync import PAGE_LIMIT, Sync
 from moenode.store.keys import load_or_create_key, load_or_create_token
+from moenode.store.ledger_db import StoreError, require_ledger
 
 log = logging.getLogger("moenode.node")
 
@@ -79,6 +82,11 @@ class Node:
         self.genesis = genesis
         self.params = genesis.params
         self.net_id = genesis.network_id
+        ledger = self.config.path("ledger")
+        try:  # before the key or the archive could be created: they are what shows this home has run
+            require_ledger(ledger, [p for p in (self.config.key_path, self.config.path("certs")) if p.exists()])
+        except StoreError as e:
+            raise self._resync_hint(e) from None
         self.seed, _ = load_or_create_key(self.config.key_path)
         self.control_token, _ = load_or_create_token(self.config.token_path)
         self.signer = Ed25519Signer(self.seed)
@@ -86,9 +94,16 @@ class Node:
         self.archive = Archive(self.config.path("certs"))
         try:
             self.payments = Payments(self)
+        except StoreError as e:
+            self.archive.close()
+            raise self._resync_hint(e) from None
         except BaseException:
             self.archive.close()
             raise
+        abstain = self.payments.authority.votes_from_epoch
+        if abstain > max(0, genesis.epoch(self.now_ms())):
+            log.warning("this node's vote locks were lost (its ledger was fetched again): it votes on no order or "
+                        "checkpoint before epoch %d", abstain)
         self.sync = Sync(self)
         self.epochs = Epochs(self)
         self.adverts: dict[bytes, Advert] = {}
@@ -107,6 +122,12 @@ class Node:
     @property
     def account(self) -> bytes:
         return self.signer.public_key
+
+    def _resync_hint(self, e: StoreError) -> StoreError:
+        if not e.resyncable:
+            return e
+        return StoreError(f"{e}. To set it aside and fetch the ledger again from peers, keeping the key (the node "
+                          f"then abstains from voting for two epochs): moenode resync --home {self.home}")
 
     @staticmethod
     def now_ms() -> int:
@@ -181,7 +202,7 @@ class Node:
                                 max_response=PROXY_RESPONSE_CAP)
         net.set_request_handler("checkpoint", self.epochs.serve_checkpoint, max_request=Checkpoint.MAX_BYTES,
                                 max_response=1024)
-        net.set_page_handler("sync", self.sync.serve_page, max_limit=64)
+        net.set_page_handler("sync", self.sync.serve_page, max_limit=PAGE_LIMIT)
 
     async def _subscribe(self, net: Any) -> None:
         """Gossip topics; each validator decodes and checks signatures before a message is delivered or relayed

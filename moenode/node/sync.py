@@ -3,62 +3,129 @@
 Theory of operation: a node keeps two ordered histories: the ledger store's log (certified orders, checkpoint
 certificates, evidence; `moenode.store.ledger_db`) and the certificate archive (shard certificates; `archive.py`).
 The paged RPC `sync` serves either by cursor: query `ledger` or `certs`, the cursor is the position as 8 big-endian
-bytes, each item is `canonical([kind, data])`, a page holds at most `PAGE_BYTES` of data, its next-cursor is the
-position of its last item, and an empty page (with an empty next-cursor) ends the walk. Nothing is taken on trust:
-the fetching node runs every entry through the same checks as gossip (`Payments.accept`,
-`Authority.accept_checkpoint`, `Node.on_certificate`), so a lying peer can only withhold history, never forge it.
-Skipped checkpoints are local decisions (a timeout) and are not served. Entries whose prerequisites are missing (a
-Settle before its epoch's table is known, say) are retried once after the walk.
+bytes, each item is `canonical([kind, data])`, a page holds at most `PAGE_LIMIT` items and `PAGE_BYTES` of data,
+its next-cursor is the position of its last item, and an empty page (with an empty next-cursor) ends the walk.
+Nothing is taken on trust: the fetching node runs every entry through the same checks as gossip
+(`Payments.accept`, `Authority.accept_checkpoint`, `Node.on_certificate`), so a lying peer can only withhold
+history, never forge it. Skipped checkpoints are local decisions (a timeout) and are not served. A peer's log is in
+the order its node applied it, so a checkpoint comes before the orders of the epoch it fixes. Entries refused for
+a state that a later entry may change (a checkpoint whose predecessor is not here yet) are retried once after the
+walk; at most `RETRY_MAX` of them (`RETRY_BYTES`) are held, the rest are refused at once.
 
-The walk starts once a peer is connected, asks the bootstrap peers first, and moves to the next peer on failure.
-After it, the node pulls again every `PULL_EVERY_S` from the same peer, from where the last walk ended (so only
-what was appended since crosses the wire): anti-entropy, so that whatever gossip lost (a restart, a partition,
-a dropped message) still arrives, and two nodes that heard different things converge.
-`state` is what /status shows: idle, syncing, synced (with counts: fetched, applied, duplicates, rejected) or
-failed (with the reason).
+A walk is paced and resumable, so a history of any length completes:
+- pages are requested at most `PAGES_PER_S` a second (a token bucket, `moenode.net.limits`), well inside the
+  request rate every node grants a peer (50 a second, 100 banked; docs/networking.md), so a walk never runs into
+  the server's limit and leaves room for the votes and rounds that go to the same peer;
+- a page refused as `rate_limited` or `internal`, or lost to a timeout, is asked again after a backoff
+  (`backoff_s`, doubling, with jitter this driver draws) up to `TRIES` times; any other failure ends the walk of
+  that peer, and the next peer is tried;
+- the cursor is saved after every page, in the store the page's entries went to (`moenode.store.cursors`), per
+  peer and history: a walk cut short (a failure, a stop, a kill) resumes from there, and a restarted node first
+  asks the peer it had walked furthest. The saved cursor never passes an entry waiting for its retry: until the
+  walk ends, it stays before the first page that left one.
+
+The first walk starts once a peer is connected, and asks (after a peer it can resume) the bootstrap peers first,
+moving to the next peer on failure. After it, the node pulls again every `PULL_EVERY_S` from where its last walk of
+that peer ended (only what was appended since crosses the wire), each time from the next connected staked peer in
+turn (round robin): anti-entropy, so that whatever gossip lost (a restart, a partition, a dropped message) still
+arrives, and no single peer that lags or withholds can keep the node behind.
+`state` is what /status shows: idle, syncing, synced (with counts: fetched, applied, duplicates, rejected, pages,
+backoffs) or failed (with the reason).
 """
 
 from __future__ import annotations
 
 import logging
+import random
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from moenode.core.codec import canonical, decode
-from moenode.core.errors import ProtocolError, SchemaError
+from moenode.core.errors import ProtocolError, SchemaError, StateError
+from moenode.core.ledger import FutureCertificate
 from moenode.core.messages import Evidence, decode_certificate
 
 if TYPE_CHECKING:
+    from moenode.net.limits import TokenBucket
     from moenode.node.daemon import Node
 
 log = logging.getLogger("moenode.node")
 
-PAGE_LIMIT = 64
+PAGE_LIMIT = 256  # items per page (a server caps what it is asked at this)
 PAGE_BYTES = 8 << 20
 LEDGER_KINDS = ("order", "checkpoint", "evidence")
+QUERIES = (b"ledger", b"certs")  # the ledger first: certificates are checked against its stake tables
 WAIT_FOR_PEERS = 10.0
 PULL_EVERY_S = 15.0  # anti-entropy: what gossip lost (a restart, a partition, a full queue) arrives within this
+PAGES_PER_S, PAGES_BANKED = 20.0, 10.0  # well inside the 50 requests a second (100 banked) a node grants a peer
+TRIES = 6  # attempts at one page before the walk of that peer fails
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.5, 16.0
+TRANSIENT = ("rate_limited", "internal")  # a peer's refusals that asking again later may cure
+RETRY_MAX, RETRY_BYTES = 1024, 16 << 20
+
+
+def backoff_s(attempt: int, jitter: float) -> float:
+    """The wait before attempt `attempt` + 1 (`attempt` >= 1): doubling from BACKOFF_FIRST_S up to BACKOFF_MAX_S,
+    times 0.5..1 by `jitter` (uniform in [0, 1), drawn by the caller) so that peers do not retry in step."""
+    return min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (attempt - 1)) * (0.5 + jitter / 2)
+
+
+def transient(e: Exception) -> bool:
+    """A failure to fetch a page that asking the same peer again later may cure."""
+    from moenode.net import NetError, RemoteError  # here, like the node's other uses: libp2p loads when it runs
+
+    if isinstance(e, RemoteError):
+        return str(e) in TRANSIENT
+    return isinstance(e, NetError)  # timed out, or the stream broke
+
+
+class Retries:
+    """Entries to apply again once the walk has ended, at most RETRY_MAX of them holding RETRY_BYTES of data."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, bytes]] = []
+        self.size = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def room(self, data: bytes) -> bool:
+        return len(self.entries) < RETRY_MAX and self.size + len(data) <= RETRY_BYTES
+
+    def add(self, kind: str, data: bytes) -> None:
+        self.entries.append((kind, data))
+        self.size += len(data)
 
 
 class Sync:
     def __init__(self, node: Node):
         self.node = node
         self.state: dict[str, Any] = {"state": "idle", "peer": None, "fetched": 0, "applied": 0, "rejected": 0,
-                                      "duplicates": 0}
-        self.cursors: dict[tuple[bytes, bytes], bytes] = {}  # (peer, query) -> where the last walk there ended
+                                      "duplicates": 0, "pages": 0, "backoffs": 0}
         self.source: bytes | None = None  # the peer the last walk completed from
+        self.rng = random.Random()  # the backoff's jitter
+        self._pace: TokenBucket | None = None
+
+    # cursors (per peer and history, saved in the store the history's entries go to) -------------------------------
+    def _store(self, query: bytes) -> Any:
+        return self.node.archive if query == b"certs" else self.node.payments.authority.store
+
+    def cursor(self, peer: bytes, query: bytes) -> bytes:
+        return self._store(query).cursors().get(peer, b"")
+
+    def _save(self, peer: bytes, query: bytes, cursor: bytes) -> None:
+        if cursor:
+            self._store(query).save_cursor(peer, cursor)
 
     # serving ---------------------------------------------------------------------------------------------------------
     def _rows(self, query: bytes, after: int, limit: int) -> list[tuple[int, str, bytes]]:
         if query == b"certs":
             return [(seq, "cert", data) for seq, _ident, data in self.node.archive.page(after, limit)]
         if query == b"ledger":
-            db = self.node.payments.authority.store.db  # type: ignore[attr-defined]  # the ledger store's log
-            marks = ",".join("?" * len(LEDGER_KINDS))
-            rows = db.execute(f"SELECT seq, kind, data FROM log WHERE seq > ? AND kind IN ({marks}) "
-                              "ORDER BY seq LIMIT ?", (after, *LEDGER_KINDS, limit)).fetchall()
-            return [(seq, kind, bytes(data)) for seq, kind, data in rows]
+            rows = self._store(query).log_page(after, limit, LEDGER_KINDS)
+            return [(seq, kind, data) for seq, kind, _ident, data in rows]
         raise SchemaError(f"sync: unknown query {query!r:.20}")
 
     async def serve_page(self, peer: bytes, query: bytes, cursor: bytes, limit: int) -> tuple[list[bytes], bytes]:
@@ -88,19 +155,34 @@ class Sync:
         if not node.net.connected():
             self.state.update(state="synced", note="no peers: nothing to fetch")
         else:
-            await self._walk_any()
+            await self._walk_any(self.sources(catch_up=True))
         while True:
             await trio.sleep(PULL_EVERY_S)
-            await self._walk_any(quiet=True)
+            catching_up = self.state["state"] != "synced"  # a failed catch-up is tried again, loudly
+            await self._walk_any(self.sources(catch_up=catching_up), quiet=not catching_up)
 
-    async def _walk_any(self, quiet: bool = False) -> None:
-        """Walk from the peer that served last (cheap: from where that walk ended), else bootstrap peers, else any."""
-        node = self.node
-        peers = node.net.connected()
-        boot = node.net.bootstrap_accounts
-        order = [p for p in [self.source] if p in peers] + [p for p in boot if p in peers and p != self.source]
-        order += [p for p in peers if p not in order]
-        for peer in order:
+    def sources(self, catch_up: bool) -> list[bytes]:
+        """Peers to walk, in the order to try them.
+
+        Catching up: a peer whose walk this node can resume (furthest first), the bootstrap peers, then staked
+        peers, then any. Afterwards: the connected staked peers (any connected peer if none is staked) in turn,
+        starting after the one that served last, so every pull asks another peer.
+        """
+        net, ledger = self.node.net, self.node.payments.ledger
+        peers = sorted(net.connected())
+        staked = [p for p in peers if ledger.stake(p) > 0]
+        if catch_up:
+            saved = sorted((p for p in peers if self.cursor(p, QUERIES[0])),
+                           key=lambda p: -int.from_bytes(self.cursor(p, QUERIES[0]), "big"))
+            boot = [p for p in net.bootstrap_accounts if p in peers]
+            return list(dict.fromkeys(saved + boot + staked + peers))
+        pool = staked or peers
+        after = [p for p in pool if self.source is not None and p > self.source]
+        return after + [p for p in pool if p not in after]
+
+    async def _walk_any(self, peers: list[bytes], quiet: bool = False) -> None:
+        """Walk the first of `peers` that completes a walk; a peer that fails gives its turn to the next."""
+        for peer in peers:
             try:
                 await self.walk(peer, quiet)
                 return
@@ -113,19 +195,12 @@ class Sync:
         if not quiet:
             self.state.update(state="syncing", peer=peer.hex())
         applied = self.state["applied"]
-        retry: list[tuple[str, bytes]] = []
-        for query in (b"ledger", b"certs"):
-            cursor = self.cursors.get((peer, query), b"")
-            async for items, nxt in self.node.net.iter_pages(peer, "sync", query, cursor=cursor, limit=PAGE_LIMIT):
-                for raw in items:
-                    self.state["fetched"] += 1
-                    kind, data = self._entry(raw)
-                    if not await self.apply(peer, kind, data, final=False):
-                        retry.append((kind, data))
-                cursor = nxt or cursor
-            self.cursors[(peer, query)] = cursor
-        for kind, data in retry:
+        retry = Retries()
+        ends = {query: await self._walk_history(peer, query, retry) for query in QUERIES}
+        for kind, data in retry.entries:
             await self.apply(peer, kind, data, final=True)
+        for query, cursor in ends.items():  # the retried entries are settled: the cursors may pass them now
+            self._save(peer, query, cursor)
         self.source = peer
         if not quiet:
             self.state.update(state="synced")
@@ -133,6 +208,57 @@ class Sync:
         elif self.state["applied"] > applied:
             log.info("pulled %d entries from %s that gossip had not brought", self.state["applied"] - applied,
                      peer.hex()[:16])
+
+    async def _walk_history(self, peer: bytes, query: bytes, retry: Retries) -> bytes:
+        """Walk one history of `peer` from the saved cursor to its end, saving the cursor after every page; return
+        where it ended. Entries to retry are added to `retry`."""
+        cursor = self.cursor(peer, query)
+        pinned: bytes | None = None  # before the first page that left an entry to retry
+        while True:
+            items, nxt = await self._page(peer, query, cursor)
+            waiting = len(retry)
+            for raw in items:
+                self.state["fetched"] += 1
+                kind, data = self._entry(raw)
+                if not await self.apply(peer, kind, data, final=not retry.room(data)):
+                    retry.add(kind, data)
+            if len(retry) > waiting and pinned is None:
+                pinned = cursor or b"\x00" * 8
+            if not nxt:
+                return cursor
+            if nxt == cursor:
+                raise SchemaError(f"sync: the page cursor of {peer.hex()[:16]} did not advance")
+            cursor = nxt
+            self._save(peer, query, pinned or cursor)
+
+    async def _page(self, peer: bytes, query: bytes, cursor: bytes) -> tuple[list[bytes], bytes]:
+        """One page, paced; a transient failure is retried after a backoff, up to TRIES times."""
+        for attempt in range(1, TRIES + 1):
+            await self._paced()
+            try:
+                async with aclosing(self.node.net.iter_pages(peer, "sync", query, cursor=cursor,
+                                                             limit=PAGE_LIMIT)) as pages:
+                    async for page in pages:
+                        self.state["pages"] += 1
+                        return page
+                raise SchemaError("sync: the peer answered no page")
+            except Exception as e:
+                if attempt == TRIES or not transient(e) or peer not in self.node.net.connected():
+                    raise
+                self.state["backoffs"] += 1
+                log.info("sync page from %s: %s; asking again (attempt %d)", peer.hex()[:16], e, attempt + 1)
+                await trio.sleep(backoff_s(attempt, self.rng.random()))
+        raise AssertionError("unreachable")
+
+    async def _paced(self) -> None:
+        from moenode.net.limits import Rate, TokenBucket
+
+        now = trio.current_time()
+        if self._pace is None:
+            self._pace = TokenBucket(Rate(PAGES_PER_S, PAGES_BANKED), now)
+        while not self._pace.take(now):
+            await trio.sleep((1.0 - self._pace.tokens) / self._pace.rate)
+            now = trio.current_time()
 
     @staticmethod
     def _entry(raw: bytes) -> tuple[str, bytes]:
@@ -155,10 +281,12 @@ class Sync:
             else:
                 new = await node.on_certificate(decode_certificate(data), peer, b"", publish=False)
         except ProtocolError as e:
-            if not final:
+            if not final and isinstance(e, StateError) and not isinstance(e, FutureCertificate):
                 return False
             self.state["rejected"] += 1
             node.reject(peer, e, f"sync/{kind}")
             return True
+        finally:
+            await trio.lowlevel.checkpoint()  # a page is hundreds of entries: let the node's other tasks run
         self.state["applied" if new else "duplicates"] += 1
         return True

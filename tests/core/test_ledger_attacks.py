@@ -2,7 +2,7 @@
 
 import pytest
 
-from ledgerkit import EPOCH_MS, T0, Net
+from ledgerkit import EPOCH_MS, T0, Net, signers
 from moenode.core.authority import Conflict
 from moenode.core.checkpoint import CheckpointCert, check_evidence
 from moenode.core.crypto import Ed25519Signer
@@ -18,6 +18,7 @@ from moenode.core.orders import (
     certify,
     escrow_account,
     open_order,
+    vote_digest,
 )
 
 
@@ -212,3 +213,82 @@ def test_stake_equivocation():
     for a in net.authorities[2:] + net.authorities[:1]:
         a.add_evidence(late, T0)  # the late item waits for the next checkpoint everywhere
     assert len(net.digests()) == 1
+
+
+def _forge(net: Net, signer, sequence: int, epoch: int, voters: dict) -> bytes:
+    """A Transfer of `signer` at `epoch`, with a vote from each of `voters` (pk -> key, or None for a made-up
+    signature): what a peer without the network's keys, or with some of them, can offer."""
+    order = net.seal(Transfer(signer.public_key, sequence, epoch, net.user_keys[1].public_key, 1), signer)
+    digest = vote_digest(order.id, epoch)
+    return certify(order, {pk: (k.sign(digest) if k else bytes(64)) for pk, k in voters.items()}).encode()
+
+
+def test_future_epoch_orders_are_checked_before_they_wait_and_logged_only_once_applied(tmp_path, monkeypatch):
+    """A certified order of an epoch whose stake table a node did not know yet used to wait unchecked, and to be
+    appended to its log on every offer (a wait is never a duplicate): 300 forged orders offered by gossip and by
+    every sync pull grew a node's log to tens of thousands of rows. Now its votes must carry over a third of the
+    newest known table before it waits, what waits is bounded per account and per epoch, and an order is logged
+    once, when it applies. An honest certificate of such an epoch still applies when its table arrives."""
+    from moenode.store.ledger_db import LedgerDB, open_authority
+
+    net = Net(n=4, stores=lambda i, nid: LedgerDB(tmp_path / f"a{i}.db", nid))
+    node, store = net.authorities[0], net.authorities[0].store
+    alice = net.user_keys[0]
+    auth = {k.public_key: k for k in net.auth_keys}
+    strangers = {s.public_key: s for s in signers(4, b"stranger")}
+    fakes = [_forge(net, alice, i, 2 + i % 2, {pk: None for pk in auth}) for i in range(100)]  # made-up votes
+    fakes += [_forge(net, alice, i, 2, strangers) for i in range(100, 200)]  # real signatures, no stake
+    one = dict(list(auth.items())[:1])  # one authority of four signs whatever it likes: 2,500 of 10,000
+    fakes += [_forge(net, alice, i, 3, one) for i in range(200, 300)]
+    for _ in range(5):  # offered again and again, as gossip relays and every sync pull did
+        for data in fakes:
+            with pytest.raises(StateError, match="checked against the table of epoch 1"):
+                node.accept_certificate(data)
+    assert store.entries() == [] and len(node.ledger.pending) == 0
+
+    # an honest order of epoch 2, certified by a network that has the checkpoint this node has not received yet
+    cp = net.ledger.propose_checkpoint(0)
+    cp_data = CheckpointCert(cp, tuple(sorted((a.me, a.sign_checkpoint(cp, EPOCH_MS + 1))
+                                              for a in net.authorities[1:]))).encode()
+    for a in net.authorities[1:]:
+        assert a.accept_checkpoint(cp_data) == "applied"
+    bob, carol = net.user_keys[1:]
+    signed = net.seal(Transfer(bob.public_key, 0, 2, carol.public_key, 5), bob)
+    honest = certify(signed, net.votes(signed, 2 * EPOCH_MS + 1, to=[1, 2, 3]))
+    assert node.accept_certificate(honest.encode()) == "pending"
+    assert node.accept_certificate(honest.encode()) == "duplicate" and store.entries() == []
+
+    # two of four authorities (more than a third; beyond the fault bound) can make orders wait, but few
+    from moenode.core import ledger as ledger_mod
+    from moenode.core.ledger import PENDING_PER_ACCOUNT, FutureCertificate
+
+    two = dict(list(auth.items())[:2])
+    held = [_forge(net, alice, i, 2, two) for i in range(PENDING_PER_ACCOUNT + 20)]
+    statuses = []
+    for data in held * 2:
+        try:
+            statuses.append(node.accept_certificate(data))
+        except FutureCertificate as e:
+            statuses.append(e.reason)
+    assert statuses.count("pending") == statuses.count("duplicate") == PENDING_PER_ACCOUNT
+    assert statuses.count("pending_full") == 20 * 2
+    monkeypatch.setattr(ledger_mod, "PENDING_PER_EPOCH", PENDING_PER_ACCOUNT + 11)
+    others = [_forge(net, k, 0, 2, two) for k in signers(30, b"many")]
+    assert [_status(node, d) for d in others].count("pending") == 10  # the epoch's bound (the honest one waits too)
+    assert store.entries() == [] and len(node.ledger.pending) == PENDING_PER_ACCOUNT + 11
+
+    # the table arrives: the honest order applies and is logged after it; the others fail their full check
+    assert node.accept_checkpoint(cp_data) == "applied"
+    assert node.ledger.balance(carol.public_key) == 1_000_005 and not node.ledger.pending  # the forged ones fail
+    assert [kind for kind, _, _ in store.entries()] == ["checkpoint", "order"]  # logged once, when applied
+    digest = node.ledger.state_digest()
+    store.close()
+    again = open_authority(tmp_path / "a0.db", net.genesis, net.auth_keys[0], net.verify)
+    assert again.ledger.state_digest() == digest
+
+
+def _status(node, data: bytes) -> str:
+    try:
+        return node.accept_certificate(data)
+    except ProtocolError as e:
+        return e.reason

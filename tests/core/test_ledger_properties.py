@@ -94,7 +94,7 @@ def test_any_delivery_order_reaches_the_same_state(n, ops, seed):
     rng = random.Random(seed)
     net, msgs = build_history(n, ops, rng)
     want = net.ledger.state_digest()
-    assert net.ledger.pending == {}
+    assert not net.ledger.pending
     for _ in range(n):
         node = Authority(Ledger(net.genesis, net.verify), net.auth_keys[0], MemoryStore())
         schedule = [m for m in msgs for _ in range(rng.randint(1, 3))]  # duplicates
@@ -104,7 +104,7 @@ def test_any_delivery_order_reaches_the_same_state(n, ops, seed):
         for kind, data in first + dropped:  # what a drop loses, a resend or a sync brings later
             deliver(node, kind, data)
             node.ledger.assert_supply()
-        assert node.ledger.pending == {}
+        assert not node.ledger.pending
         assert node.ledger.state_digest() == want
 
 
@@ -122,7 +122,7 @@ def test_dropped_checkpoint_leaves_later_orders_pending_not_wrong(seed):
         node.ledger.assert_supply()
     assert len(node.ledger.pending) == 2  # the two epoch-2 transfers
     deliver(node, *[m for m in msgs if m[0] == "checkpoint"][0])
-    assert node.ledger.pending == {}
+    assert not node.ledger.pending
     assert node.ledger.state_digest() == net.ledger.state_digest()
 
 

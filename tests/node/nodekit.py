@@ -14,8 +14,11 @@ import trio
 from moenode.config import Config
 from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.genesis import Account, Genesis, Params
+from moenode.core.messages import seal
+from moenode.core.orders import BatchVote, Transfer, batch_proofs, batch_vote_digest, certify, vote_digest
 from moenode.node import Node
 from moenode.store.keys import create_key
+from moenode.store.ledger_db import init_ledger
 
 PARAMS = Params(commit_timeout_ms=30_000, grace_min_ms=200, grace_cap_ms=3_000, vote_timeout_ms=10_000,
                 reveal_timeout_ms=10_000, report_timeout_ms=10_000, round_abort_ms=60_000)
@@ -65,6 +68,7 @@ class Cluster:
     def add(self, seed_: bytes, model: str = "minilm-l3") -> Member:
         home = self.root / f"n{len(self.members)}"
         home.mkdir(parents=True, exist_ok=True)
+        init_ledger(home / "ledger.sqlite")  # as `moenode init` does: a key without its ledger is refused
         create_key(home / "key", seed_)
         m = Member(home, seed_, model)
         self.members.append(m)
@@ -208,3 +212,59 @@ def raw_http(port: int, method: str, path: str, headers: dict[str, str], body: b
         return r.status, r.read()
     finally:
         conn.close()
+
+
+def certified_transfers(genesis: Genesis, authorities: list[bytes], users: list[bytes], n: int, *,
+                        first: int = 0, batch: int = 256) -> list[tuple[bytes, bytes]]:
+    """`n` certified Transfers of 1 unit (order id, certificate bytes), round robin over the `users` seeds (each
+    pays the next), every `batch` of them voted for by every one of the `authorities` seeds with one batch vote: a
+    long, valid ledger history, built in seconds. `first` is the users' next sequence number."""
+    auth = [Ed25519Signer(a) for a in authorities]
+    keys = [Ed25519Signer(u) for u in users]
+    out = []
+    for b0 in range(0, n, batch):
+        orders = []
+        for i in range(b0, min(n, b0 + batch)):
+            u = keys[i % len(keys)]
+            to = keys[(i + 1) % len(keys)].public_key
+            orders.append(seal(Transfer(u.public_key, first + i // len(keys), 0, to, 1), u, genesis.network_id))
+        root, proofs = batch_proofs([vote_digest(o.id, 0) for o in orders])
+        sigs = {a.public_key: a.sign(batch_vote_digest(root)) for a in auth}
+        out += [(o.id, certify(o, {pk: BatchVote(sig, *proof) for pk, sig in sigs.items()}).encode())
+                for o, proof in zip(orders, proofs)]
+    return out
+
+
+def write_log(path: Path, genesis: Genesis, certs: list[tuple[bytes, bytes]]) -> None:
+    """Append certified orders to the ledger store at `path` in one transaction, as a node that applied them did."""
+    from moenode.store.ledger_db import LedgerDB
+
+    db = LedgerDB(path, genesis.network_id)
+    db.db.execute("BEGIN")
+    for oid, data in certs:
+        db.append("order", oid, data)
+    db.db.execute("COMMIT")
+    db.close()
+
+
+@contextlib.asynccontextmanager
+async def synced_node(m: Member, genesis: Genesis, *, gossip: bool = False, **net) -> AsyncIterator[Node]:
+    """The node of `m`'s home with its real stores and sync, on a real libp2p host (NetConfig fields in `net`) that
+    serves the `sync` pages as the daemon does, and with `gossip` its gossip topics too; no encoders or rounds: what
+    sync and the ledger need, quickly."""
+    from moenode.net import NetConfig, open_host
+    from moenode.node.sync import PAGE_LIMIT
+
+    node = Node(m.home, config=Config(home=m.home, model=m.model), genesis=genesis)
+    m.node = node
+    try:
+        async with open_host(NetConfig(seed=node.seed, net_id=node.net_id, **net)) as host:
+            node.net = host
+            host.set_page_handler("sync", node.sync.serve_page, max_limit=PAGE_LIMIT)
+            if gossip:
+                await node._subscribe(host)  # the daemon's own topic wiring
+            yield node
+    finally:
+        m.node = None
+        node.archive.close()
+        node.payments.close()

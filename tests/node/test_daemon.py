@@ -11,16 +11,15 @@ import dataclasses
 import numpy as np
 import pytest
 import trio
-from nodekit import TEXTS, ahttp, cluster, make_genesis, seed, wait_for
+from nodekit import TEXTS, Cluster, ahttp, cluster, make_genesis, seed, wait_for
 
+from moenode.config import Config
 from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.messages import Commit, Input, Reveal, decode_certificate, seal, shard_id
 from moenode.core.orders import escrow_account
 from moenode.core.round import ShardContext
 from moenode.core.selection import data_hash
 from moenode.net import NetConfig, open_host
-
-pytestmark = pytest.mark.slow
 
 REASONS = ("malformed", "oversized", "bad_signature", "wrong_network", "out_of_shard", "replay")
 
@@ -63,6 +62,7 @@ async def _attack(target, genesis) -> None:
         await wait_for(lambda: all(target.net.counters.rejected(r) >= 1 for r in REASONS), 20)
 
 
+@pytest.mark.slow
 async def test_network_certifies_pays_syncs_rejects_and_restarts(tmp_path):
     seeds = [seed(i) for i in range(5)]
     genesis = make_genesis([(s, 1_000, "minilm-l3") for s in seeds[:4]] + [(seeds[4], 0, "minilm-l3")])
@@ -151,3 +151,33 @@ async def test_network_certifies_pays_syncs_rejects_and_restarts(tmp_path):
         snapshot.unlink()
         node = await c.start(m1)
         assert len(node.index) == entries and node.payments.ledger.state_digest() == digest
+
+
+def test_a_home_that_lost_its_ledger_is_refused_until_resynced(tmp_path):
+    """The ledger holds the vote locks. A node whose key or certificate archive exists but whose ledger is missing
+    or empty used to start from genesis with none of them; it is refused now, and after a resync it starts but
+    abstains from voting for two epochs."""
+    from moenode.node import Node
+    from moenode.store.ledger_db import StoreError, resync_ledger
+
+    s = seed(0)
+    genesis = make_genesis([(s, 1_000, "minilm-l3")])
+    m = Cluster(tmp_path, genesis, None).add(s)  # a home as `moenode init` leaves it: key and empty ledger
+    config = Config(home=m.home, model=m.model)
+    node = Node(m.home, config=config, genesis=genesis)
+    node.archive.close()
+    node.payments.close()
+    ledger = m.home / "ledger.sqlite"
+    for lose in (lambda: ledger.write_bytes(b""), ledger.unlink):
+        lose()
+        with pytest.raises(StoreError, match="vote locks are gone.*moenode resync --home"):
+            Node(m.home, config=config, genesis=genesis)
+    (m.home / "key").rename(m.home / "key.away")  # the certificate archive alone shows this home ran
+    with pytest.raises(StoreError, match="certs.sqlite exists"):
+        Node(m.home, config=config, genesis=genesis)
+    (m.home / "key.away").rename(m.home / "key")
+    resync_ledger(ledger, genesis, Node.now_ms(), "test")
+    node = Node(m.home, config=config, genesis=genesis)
+    assert node.payments.authority.votes_from_epoch == genesis.epoch(Node.now_ms()) + 2
+    node.archive.close()
+    node.payments.close()

@@ -11,6 +11,7 @@ import pytest
 from moenode.core.authority import order_lock_key
 from moenode.core.crypto import Ed25519Signer, ed25519_verify
 from moenode.core.genesis import Account, Genesis, genesis_to_toml
+from moenode.core.errors import ProtocolError
 from moenode.core.orders import CertifiedOrder, Transfer, certify, vote_digest
 from moenode.core.messages import seal
 from moenode.store.ledger_db import LedgerDB, StoreError, open_authority
@@ -223,3 +224,101 @@ def test_a_late_checkpoint_rewrites_the_log_and_survives_reopen(tmp_path):
     late.store.close()
     again = open_authority(tmp_path / "a3.db", g, AUTH[3], ed25519_verify)
     assert again.ledger.state_digest() == digest and again.ledger.balance(alice.public_key) == 707
+
+
+def test_future_orders_an_older_version_logged_unchecked_are_deleted_on_open(tmp_path):
+    """An older node logged every certified order of a not yet fixed epoch on arrival, unchecked, so a forger could
+    fill its log. Opening such a store replays what holds and deletes those rows (the others keep their place)."""
+    g = genesis()
+    auths = cluster(tmp_path, g)
+    alice, bob = USERS[:2]
+    cert = run(auths, g, Transfer(alice.public_key, 0, 0, bob.public_key, 300), alice)
+    store = auths[0].store
+    for i in range(50):  # what the old code appended for each forged order it was offered (made-up votes)
+        order = seal(Transfer(alice.public_key, 1 + i, 2, bob.public_key, 1), alice, g.network_id)
+        forged = certify(order, {a.me: bytes(64) for a in auths}).encode()
+        store.append("order", order.id, forged)
+    later = seal(Transfer(bob.public_key, 0, 0, alice.public_key, 7), bob, g.network_id)
+    store.append("order", later.id, certify(later, {a.me: a.handle_order(later.encode(), 10)
+                                                    for a in auths}).encode())
+    assert len(store.entries()) == 52
+    store.close()
+    again = open_authority(tmp_path / "a0.db", g, AUTH[0], ed25519_verify)
+    assert [ident for _, ident, _ in again.store.entries()] == [cert.id, later.id]
+    assert [seq for (seq,) in again.store.db.execute("SELECT seq FROM log")] == [1, 52]  # the others keep their place
+    assert not again.ledger.pending
+    assert again.ledger.balance(bob.public_key) == 1_293 and again.ledger.applied[(alice.public_key, 0)] == cert.id
+
+
+def test_a_lost_ledger_is_refused_and_a_resynced_one_abstains_for_two_epochs(tmp_path):
+    """The locks in the ledger stop a second vote for one sequence. A home that ran (its key or certificate archive
+    exists) but whose ledger is missing or empty has lost them, and is refused; `resync_ledger` sets the file aside
+    and starts an empty ledger whose authority votes on nothing until two epochs on."""
+    from moenode.store.ledger_db import init_ledger, require_ledger, resync_ledger
+
+    g = genesis()
+    e = g.epoch_ms
+    path, key = tmp_path / "ledger.sqlite", tmp_path / "key"
+    key.write_text("a key")
+    require_ledger(path, [])  # a new home: nothing to lose
+    with pytest.raises(StoreError, match=r"ledger.sqlite is missing but .*key exists: this node's vote locks are gone"):
+        require_ledger(path, [key])
+    path.write_bytes(b"")
+    with pytest.raises(StoreError, match=r"is empty \(0 bytes\)") as err:
+        require_ledger(path, [key])
+    assert err.value.resyncable
+    path.unlink()
+    init_ledger(path)  # what `moenode init` leaves: claimed by the first network that opens it
+    require_ledger(path, [key])
+    open_authority(path, g, AUTH[0], ed25519_verify).store.close()
+    with pytest.raises(StoreError, match="belongs to network") as err:
+        open_authority(path, genesis("othernet"), AUTH[0], ed25519_verify)
+    assert not err.value.resyncable
+
+    moved, votes_from = resync_ledger(path, g, 3 * e + 5, "t1")
+    assert moved[0] == tmp_path / "ledger.sqlite.t1.broken" and moved[0].exists() and votes_from == 5
+    auth = open_authority(path, g, AUTH[0], ed25519_verify)
+    alice, bob = USERS[:2]
+    for epoch in (3, 4):
+        order = seal(Transfer(alice.public_key, 0, epoch, bob.public_key, 1), alice, g.network_id)
+        with pytest.raises(ProtocolError, match="votes again from epoch 5") as err:
+            auth.handle_order(order.encode(), epoch * e + 10)
+        assert err.value.reason == "abstaining"
+    with pytest.raises(ProtocolError, match="votes again from epoch 5"):
+        auth.sign_checkpoint(auth.ledger.propose_checkpoint(3), 4 * e + 10)
+    order = seal(Transfer(alice.public_key, 0, 5, bob.public_key, 1), alice, g.network_id)
+    assert ed25519_verify(AUTH[0].public_key, vote_digest(order.id, 5), auth.handle_order(order.encode(), 5 * e + 1))
+    auth.store.close()
+    assert open_authority(path, g, AUTH[0], ed25519_verify).votes_from_epoch == 5  # survives a restart
+
+
+def test_an_order_waiting_when_a_late_checkpoint_is_adopted_still_applies_and_is_logged(tmp_path):
+    """Adopting a late checkpoint certificate rebuilds the ledger from the log; a certified order that was waiting
+    for a later table is in no log (it is logged when it applies), so the rebuilt ledger must take it over."""
+    from moenode.core.checkpoint import CheckpointCert
+
+    g = genesis()
+    e = g.epoch_ms
+    auths = cluster(tmp_path, g)
+    alice, bob = USERS[:2]
+    run(auths, g, Transfer(alice.public_key, 0, 0, bob.public_key, 300), alice)
+    cp = auths[0].ledger.propose_checkpoint(0)
+    data = CheckpointCert(cp, tuple(sorted((a.me, a.sign_checkpoint(cp, e + 1)) for a in auths[:3]))).encode()
+    for a in auths[:3]:
+        assert a.accept_checkpoint(data) == "applied"
+        a.catch_up(3 * e + 1)  # no checkpoint of epoch 1 formed: table 3 carries over
+    late = auths[3]
+    late.catch_up(2 * e + 1)  # it missed the certificate: table 2 carried over here
+    signed = seal(Transfer(bob.public_key, 0, 3, alice.public_key, 7), bob, g.network_id)
+    cert = certify(signed, {a.me: a.handle_order(signed.encode(), 3 * e + 2) for a in auths[:3]})
+    for a in auths[:3]:
+        assert a.accept_certificate(cert.encode()) == "applied"
+    assert late.accept_certificate(cert.encode()) == "pending"
+    assert late.accept_checkpoint(data) == "adopted"
+    assert len(late.ledger.pending) == 1
+    late.catch_up(3 * e + 5)
+    assert not late.ledger.pending and late.ledger.state_digest() == auths[0].ledger.state_digest()
+    assert [k for k, _, _ in late.store.entries()] == ["order", "checkpoint", "skip", "order"]
+    late.store.close()
+    again = open_authority(tmp_path / "a3.db", g, AUTH[3], ed25519_verify)
+    assert again.ledger.state_digest() == auths[0].ledger.state_digest()
