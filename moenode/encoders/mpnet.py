@@ -409,9 +409,9 @@ def ensure_built(say=None) -> tuple[Path, bool]:
     path = cache_path()
     if path.is_file():
         return path, False
+    path.parent.mkdir(parents=True, exist_ok=True)
     if say:
         say(f"building the {NAME} ONNX graph from all-mpnet-base-v2 (once, a few seconds) into {path.parent}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -429,12 +429,19 @@ def _stderr(msg: str) -> None:
     print(f"moenode: {msg}", file=sys.stderr, flush=True)
 
 
-def graph_bytes() -> bytes:
-    """The zoo's recipe: the cached graph, built first if it is missing (with a message on stderr)."""
+def graph_path() -> Path | None:
+    """The cached graph file, built first if it is missing (with a message on stderr); None if it cannot be written."""
     try:
-        path, _ = ensure_built(_stderr)
-    except OSError as e:  # an unwritable cache: build in memory, every time
-        _stderr(f"cannot cache the {NAME} graph ({e}); building it in memory")
+        return ensure_built(_stderr)[0]
+    except OSError:
+        return None
+
+
+def graph_bytes() -> bytes:
+    """The zoo's recipe: the cached graph's bytes, or a build in memory when the cache cannot be written."""
+    path = graph_path()
+    if path is None:
+        _stderr(f"cannot write the {NAME} graph into {cache_dir()}; building it in memory (set {CACHE_ENV})")
         return build()
     return path.read_bytes()
 

