@@ -132,3 +132,23 @@ def test_embedding_from_worker_threads():
     for t in threads:
         t.join()
     assert len(out) == 3 and all(np.allclose(o, ref, atol=1e-6) for o in out)
+
+
+def test_a_model_loads_from_its_file_as_from_its_bytes(tmp_path, monkeypatch):
+    """From a file, ORT reads the file (far less memory for a large graph); the id and the vectors are the same."""
+    from pathlib import Path
+
+    from moenode.encoders import runtime
+    from moenode.encoders.runtime import Encoder
+
+    data = zoo.model_bytes("minilm-l3")[1]
+    p = tmp_path / "l3.onnx"
+    p.write_bytes(data)
+    a, b = Encoder("a", data), Encoder("b", p)
+    assert (a.model_id, a.size, a.dim) == (b.model_id, b.size, b.dim) == (H("model", data), len(data), 384)
+    assert np.array_equal(a.embed(S), b.embed(S))
+    assert zoo.load("minilm-l3").model_id == a.model_id  # the zoo loads the installed file
+    states = iter([(1, 1, 1), (2, 2, 2)])  # the file is replaced between the hash and ORT's read
+    monkeypatch.setattr(runtime, "_file_state", lambda path: next(states))
+    with pytest.raises(ModelError, match="changed while it was loading"):
+        Encoder("c", Path(p))
