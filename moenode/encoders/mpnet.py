@@ -384,19 +384,15 @@ def cache_dir() -> Path:
 
 def builder_digest() -> str:
     """sha256 of the code that writes the graph: any change to it makes the cached graph stale."""
-    from moenode.encoders import graphs
-
     h = hashlib.sha256()
-    for f in (__file__, graphs.__file__):
-        h.update(Path(f).read_bytes())
+    for f in (Path(__file__), Path(__file__).with_name("graphs.py")):  # not imported: onnx takes a second to load
+        h.update(f.read_bytes())
     return h.hexdigest()
 
 
 def cache_key() -> str:
-    import google.protobuf
-    import onnx
-
-    text = json.dumps([installed_part_hashes(), builder_digest(), onnx.__version__, google.protobuf.__version__])
+    versions = [importlib.metadata.version(d) for d in ("onnx", "protobuf")]  # without importing them: setup stays fast
+    text = json.dumps([installed_part_hashes(), builder_digest(), *versions])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
