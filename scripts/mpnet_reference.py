@@ -167,7 +167,9 @@ def main() -> None:
     for t, ids in zip(texts, ref["own_ids"]):
         t["tokens"] = len(ids)
     print(f"texts {len(texts)}; tokenizations identical {same_tokens}/{len(texts)}")
-    print(f"graph vs reference (own tokenizer): min cosine {c_own.min():.7f}, mean {c_own.mean():.7f}")
+    max_abs = float(np.abs(graph - np.asarray(ref["own"], np.float32)).max())
+    print(f"graph vs reference (own tokenizer): min cosine {c_own.min():.7f}, mean {c_own.mean():.7f}, "
+          f"largest element difference {max_abs:.1e}")
     print(f"graph vs reference (remapped ids):  min cosine {c_remap.min():.7f}, mean {c_remap.mean():.7f}")
     if c_own.min() < MIN_COSINE:
         sys.exit(f"reference: the graph is below cosine {MIN_COSINE}; golden vectors not written")
@@ -183,7 +185,8 @@ def main() -> None:
         "min_cosine": MIN_COSINE,
         "graph_sha256": graph_sha,
         "vectors_sha256": hashlib.sha256(GOLDEN.with_suffix(".npy").read_bytes()).hexdigest(),
-        "measured": {"min_cosine": round(float(c_own.min()), 7), "mean_cosine": round(float(c_own.mean()), 7)},
+        "measured": {"min_cosine": round(float(c_own.min()), 7), "mean_cosine": round(float(c_own.mean()), 7),
+                     "max_abs_difference": float(f"{max_abs:.2e}"), "identical_tokenizations": same_tokens},
         "relative_position_bucket": ref["buckets"],
         "texts": texts,
     }

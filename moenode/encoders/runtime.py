@@ -89,7 +89,8 @@ class Encoder:
     def __init__(self, name: str, model: bytes | Path, *, adversary: bool = False, source: str = ""):
         """`model`: the ONNX bytes, or a file holding them. From a file, ORT reads the file itself: a 436 MB graph
         then costs about its own size in RSS, against 2.4x when the bytes are handed over (ORT's parse of a buffer
-        and the heap it leaves behind). The file must not change while it loads (checked by size, mtime and inode).
+        and the heap it leaves behind). The file must not change while it loads (checked by size, mtime and inode),
+        and must hold the whole model: ORT would read external data beside it, which the model id does not cover.
         """
         import onnxruntime as ort
 

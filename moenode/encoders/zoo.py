@@ -135,11 +135,10 @@ def load(name_or_path: str) -> Encoder:
 
 
 def _build(name_or_path: str) -> Encoder:
-    if name_or_path in _files():
-        file = _files()[name_or_path]()
-        if file is not None:
-            return Encoder(name_or_path, file, source=name_or_path)
-    elif name_or_path not in _recipes() and Path(name_or_path).is_file():
-        return Encoder(Path(name_or_path).stem, Path(name_or_path), source=name_or_path)
+    # Only the zoo's own files load by path. ORT resolves a graph's external-data references next to its file, and
+    # the model id covers the .onnx bytes alone; from bytes, such a graph fails to load instead.
+    file = _files().get(name_or_path, lambda: None)()
+    if file is not None:
+        return Encoder(name_or_path, file, source=name_or_path)
     name, data = model_bytes(name_or_path)
     return Encoder(name, data, adversary=is_adversary(name), source=name_or_path)

@@ -152,3 +152,14 @@ def test_a_model_loads_from_its_file_as_from_its_bytes(tmp_path, monkeypatch):
     monkeypatch.setattr(runtime, "_file_state", lambda path: next(states))
     with pytest.raises(ModelError, match="changed while it was loading"):
         Encoder("c", Path(p))
+
+
+def test_a_user_model_with_external_data_is_refused(tmp_path):
+    """The model id hashes the .onnx bytes only, so weights kept beside the file must not be read."""
+    m = onnx.load_from_string(graphs.constant(16, 1.0, "adv-test"))
+    p = tmp_path / "ext.onnx"
+    onnx.save_model(m, str(p), save_as_external_data=True, all_tensors_to_one_file=True, location="w.bin",
+                    size_threshold=0)
+    assert (tmp_path / "w.bin").exists()
+    with pytest.raises(ModelError, match="not a loadable ONNX"):
+        zoo.load(str(p))
