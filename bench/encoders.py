@@ -11,7 +11,7 @@ throughput figure is also a ratio to its plain embedding. Throughput is per core
 identity is scored on a subset of the items, to show why it never pays: a bag of tokens and the zero encoder beat
 L6 under it.
 
-    .venv/bin/python bench/encoders.py [--items 64] [--additive-items 16] [--json]
+    .venv/bin/python bench/encoders.py [--items 64] [--additive-items 16] [--models NAME ...] [--json]
 """
 
 import argparse
@@ -128,15 +128,17 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=64, help="eval items per domain")
     ap.add_argument("--additive-items", type=int, default=16)
     ap.add_argument("--domains", nargs="*", default=None)
+    ap.add_argument("--models", nargs="*", default=None, help="zoo names (default: the whole zoo; L6 always runs)")
     ap.add_argument("--json", action="store_true", help="print the JSON result as the last line")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "encoders.json"))
     a = ap.parse_args()
-    models = zoo.names()
+    models = ["minilm-l6"] + [m for m in (a.models or zoo.names()) if m != "minilm-l6"]
     domains = a.domains or corpus.domains()
     t0 = time.perf_counter()
     result = {"seed": SEED.hex(), "mask_views": P.mask_views, "min_negatives": P.min_negatives,
               "audit": audit(models, domains, a.items, a.additive_items),
-              "throughput": throughput(["minilm-l6", "minilm-l3", "spec-code"], a.items)}
+              "throughput": throughput([m for m in ("minilm-l6", "minilm-l3", "spec-code", "mpnet-base")
+                                        if m in models], a.items)}
     result["seconds"] = round(time.perf_counter() - t0, 1)
 
     print(f"\nsplit-half loss per domain (mean loss / L6 win rate / audit MRR), {a.items} items per domain")

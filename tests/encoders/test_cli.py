@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from moenode import corpus
@@ -30,6 +31,19 @@ def test_score_json(tmp_path):
     assert abs(out["batch_loss"] - np.mean(out["losses"])) < 1e-5
     again = runner.invoke(app, ["expert", "score", "--model", "minilm-l3", "--texts", str(f), "--seed", seed, "--json"])
     assert json.loads(again.stdout)["losses_micro"] == out["losses_micro"]
+
+
+@pytest.mark.slow
+def test_score_json_with_the_large_expert(tmp_path):
+    """`expert score --model mpnet-base`: the reference top-up makes even 3 items a few hundred 768-d view rows."""
+    items = corpus.split("code_py", "eval")[:3]
+    f = tmp_path / "t.jsonl"
+    write_jsonl(f, items)
+    r = runner.invoke(app, ["expert", "score", "--model", "mpnet-base", "--texts", str(f), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["model_id"] == zoo.load("mpnet-base").model_id.hex() and out["dim"] == 768
+    assert len(out["losses"]) == 3 and all(0 <= x <= 1 for x in out["losses"]) and out["scored_items"] == 3
 
 
 def test_score_refuses_bad_input(tmp_path):
@@ -67,3 +81,5 @@ def test_zoo_lists_adversaries():
     rows = {row["name"]: row for row in json.loads(r.stdout)}
     assert rows["adv-noise"]["adversary"] and not rows["minilm-l6"]["adversary"]
     assert {"spec-code", "spec-legal", "spec-man"} <= set(rows)
+    assert rows["mpnet-base"]["dim"] == 768 and not rows["mpnet-base"]["adversary"]
+    assert rows["mpnet-base"]["model_id"] == zoo.load("mpnet-base").model_id.hex()

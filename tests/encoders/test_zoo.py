@@ -132,3 +132,34 @@ def test_embedding_from_worker_threads():
     for t in threads:
         t.join()
     assert len(out) == 3 and all(np.allclose(o, ref, atol=1e-6) for o in out)
+
+
+def test_a_model_loads_from_its_file_as_from_its_bytes(tmp_path, monkeypatch):
+    """From a file, ORT reads the file (far less memory for a large graph); the id and the vectors are the same."""
+    from pathlib import Path
+
+    from moenode.encoders import runtime
+    from moenode.encoders.runtime import Encoder
+
+    data = zoo.model_bytes("minilm-l3")[1]
+    p = tmp_path / "l3.onnx"
+    p.write_bytes(data)
+    a, b = Encoder("a", data), Encoder("b", p)
+    assert (a.model_id, a.size, a.dim) == (b.model_id, b.size, b.dim) == (H("model", data), len(data), 384)
+    assert np.array_equal(a.embed(S), b.embed(S))
+    assert zoo.load("minilm-l3").model_id == a.model_id  # the zoo loads the installed file
+    states = iter([(1, 1, 1), (2, 2, 2)])  # the file is replaced between the hash and ORT's read
+    monkeypatch.setattr(runtime, "_file_state", lambda path: next(states))
+    with pytest.raises(ModelError, match="changed while it was loading"):
+        Encoder("c", Path(p))
+
+
+def test_a_user_model_with_external_data_is_refused(tmp_path):
+    """The model id hashes the .onnx bytes only, so weights kept beside the file must not be read."""
+    m = onnx.load_from_string(graphs.constant(16, 1.0, "adv-test"))
+    p = tmp_path / "ext.onnx"
+    onnx.save_model(m, str(p), save_as_external_data=True, all_tensors_to_one_file=True, location="w.bin",
+                    size_threshold=80)  # the 16-float output vector goes beside the file; the shape constants stay
+    assert (tmp_path / "w.bin").exists()
+    with pytest.raises(ModelError, match="not a loadable ONNX"):
+        zoo.load(str(p))
