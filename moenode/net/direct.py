@@ -19,9 +19,16 @@ All payloads travel as chunked messages (`framing.py`): a header with length and
 
 Everything inbound is capped (per protocol), rate-limited per peer (`limits.py`) and, when rejected, counted and
 logged with the peer id. A malformed message ends its stream (the framing is lost) but never the node.
+
+Time and memory on an inbound stream are bounded by the host's guard (`guard.py`, `GuardConfig`): a stream on which
+no message starts for `idle_timeout` is reset (counted as `streams_idle_closed`); a message must be complete within
+`read_deadline(length)` of its first byte, else it is refused as `read_timeout`; and its declared length is held
+from the partial-message budget while it arrives. So that an idle reset never meets a send, this side reuses a
+cached stream only while it has been idle for less than half of `idle_timeout`, and closes it otherwise.
 """
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -32,7 +39,8 @@ from libp2p.exceptions import BaseLibp2pError
 
 from moenode.core.codec import canonical, decode
 from moenode.core.errors import DecodeError, ProtocolError, SchemaError
-from moenode.net.framing import BufferedReader, KiB, MiB, read_message, write_message
+from moenode.net.framing import BufferedReader, KiB, MiB, read_body, read_header, read_message, write_message
+from moenode.net.guard import Guard, reset_quietly
 from moenode.net.identity import account_id_of, peer_id_of
 from moenode.net.limits import Counters, RateLimiter, short
 
@@ -89,10 +97,10 @@ class DirectConfig:
     dial_timeout: float = 5.0
 
 
-async def _reset(stream: INetStream) -> None:
+async def _close(stream: INetStream) -> None:
     try:
         with trio.move_on_after(1):
-            await stream.reset()
+            await stream.close()
     except Exception:  # already gone; nothing more to release
         pass
 
@@ -108,13 +116,16 @@ class Direct:
         limiter: RateLimiter,
         config: DirectConfig,
         on_message: MessageHandler | None,
+        guard: Guard,
     ):
         self.host, self.net_id, self.counters, self.limiter, self.config = host, net_id, counters, limiter, config
         self.on_message = on_message
+        self.guard = guard
         self.envelope_proto = envelope_protocol(net_id)
         self._out: dict[bytes, INetStream] = {}
+        self._out_used: dict[bytes, float] = {}  # when each cached envelope stream last carried one
         self._locks: dict[bytes, trio.Lock] = {}
-        self._pool: dict[tuple[bytes, str], list[tuple[INetStream, BufferedReader]]] = {}
+        self._pool: dict[tuple[bytes, str], list[tuple[INetStream, BufferedReader, float]]] = {}
         self._caps: dict[str, tuple[int, int]] = {}
         host.set_stream_handler(self.envelope_proto, self._serve_envelopes)
 
@@ -142,9 +153,14 @@ class Direct:
         conns = self.host.get_network().connections.get(muxed.peer_id, [])
         return any(getattr(c, "muxed_conn", None) is muxed for c in conns)
 
+    def _recent(self, used: float) -> bool:
+        """Was a cached stream used recently enough that the peer has not closed it as idle?"""
+        return trio.current_time() - used < self.guard.config.idle_timeout / 2
+
     def forget(self, peer: bytes) -> None:
         """Drop cached streams to a peer (it disconnected)."""
         self._out.pop(peer, None)
+        self._out_used.pop(peer, None)
         for key in [k for k in self._pool if k[0] == peer]:
             del self._pool[key]
 
@@ -159,7 +175,11 @@ class Direct:
                 stream = self._out.get(peer)
                 if stream is not None and not self._live(stream):
                     self._out.pop(peer, None)
-                    await _reset(stream)
+                    await reset_quietly(stream)
+                    stream = None
+                elif stream is not None and not self._recent(self._out_used.get(peer, -math.inf)):
+                    self._out.pop(peer, None)
+                    await _close(stream)
                     stream = None
                 fresh = stream is None
                 if stream is None:
@@ -168,55 +188,95 @@ class Direct:
                     await write_message(stream, data)
                 except TRANSPORT_ERRORS as e:
                     self._out.pop(peer, None)
-                    await _reset(stream)
+                    await reset_quietly(stream)
                     if fresh or attempt:
                         raise PeerUnreachable(f"envelope to {short(peer)} failed: {e!r:.200}") from e
                     log.debug("cached stream to %s broke, reopening", short(peer), extra={"peer": peer.hex()})
                     continue
                 except BaseException:  # cancelled mid-write: the stream's framing is unknown
                     self._out.pop(peer, None)
-                    await _reset(stream)
+                    await reset_quietly(stream)
                     raise
+                self._out_used[peer] = trio.current_time()
                 self.counters.incr("sent.envelope")
                 return
 
     async def _serve_envelopes(self, stream: INetStream) -> None:
+        await self._serve(stream, "envelope", self.config.envelope_cap, self._one_envelope)
+
+    async def _one_envelope(self, stream: INetStream, peer: bytes, data: bytes) -> None:
+        if not self.limiter.allow(peer, "envelope", trio.current_time()):
+            self.counters.reject("rate_limited", peer, f"{len(data)} bytes dropped", where="envelope")
+            return
+        self.counters.incr("received.envelope")
+        if self.on_message is None:
+            return
+        try:
+            await self.on_message(peer, data)
+        except ProtocolError as e:
+            self.counters.reject(e.reason, peer, str(e), where="envelope")
+        except Exception:
+            self.counters.incr("handler_error")
+            log.exception("envelope handler failed for %s", short(peer), extra={"peer": peer.hex()})
+
+    async def _serve(
+        self,
+        stream: INetStream,
+        where: str,
+        cap: int,
+        serve_one: Callable[[INetStream, bytes, bytes], Awaitable[None]],
+    ) -> None:
+        """Read messages of at most `cap` bytes from an inbound stream and hand each to `serve_one(stream, peer,
+        message)`, until the stream ends, idles out, or the peer gets something wrong (counted; the stream is
+        reset, since its framing is lost)."""
         peer = self._peer_of(stream)
         if peer is None:
-            await _reset(stream)
+            await reset_quietly(stream)
             return
-        where = "envelope"
         reader = BufferedReader(stream)
         try:
             while True:
                 try:
-                    data = await read_message(reader, self.config.envelope_cap)
+                    data = await self._receive(stream, reader, peer, cap)
                 except ProtocolError as e:
                     self.counters.reject(e.reason, peer, str(e), where=where)
-                    await _reset(stream)
+                    await reset_quietly(stream)
                     return
                 if data is None:
                     break
-                if not self.limiter.allow(peer, "envelope", trio.current_time()):
-                    self.counters.reject("rate_limited", peer, f"{len(data)} bytes dropped", where=where)
-                    continue
-                self.counters.incr("received.envelope")
-                if self.on_message is None:
-                    continue
-                try:
-                    await self.on_message(peer, data)
-                except ProtocolError as e:
-                    self.counters.reject(e.reason, peer, str(e), where=where)
-                except Exception:
-                    self.counters.incr("handler_error")
-                    log.exception("envelope handler failed for %s", short(peer), extra={"peer": peer.hex()})
+                await serve_one(stream, peer, data)
         except TRANSPORT_ERRORS as e:
-            log.debug("envelope stream from %s ended: %r", short(peer), e, extra={"peer": peer.hex()})
+            log.debug("%s stream from %s ended: %r", where, short(peer), e, extra={"peer": peer.hex()})
         finally:
-            try:
-                await stream.close()
-            except Exception:
-                pass
+            await _close(stream)
+
+    async def _receive(self, stream: INetStream, reader: BufferedReader, peer: bytes, cap: int) -> bytes | None:
+        """The next message on an inbound stream, or None once the stream has ended or idled out (then it is reset).
+        Raises ProtocolError for what the peer got wrong, `read_timeout` for a message that does not arrive in time."""
+        limits = self.guard.config
+        with trio.move_on_after(limits.idle_timeout) as idle:
+            more = await reader.readable()
+        if idle.cancelled_caught:
+            self.counters.incr("streams_idle_closed")
+            log.debug("closing a stream from %s idle for %.0f s", short(peer), limits.idle_timeout,
+                      extra={"peer": peer.hex()})
+            await reset_quietly(stream)
+            return None
+        if not more:
+            return None
+        data = head = None
+        with trio.move_on_after(limits.read_timeout) as scope:
+            head = await read_header(reader, cap)
+            if head is None:
+                return None
+            scope.deadline += head.length / limits.min_read_rate
+            async with self.guard.hold(peer, head.length):
+                data = await read_body(reader, head)
+        if data is None:
+            declared = head.length if head is not None else 0
+            raise ProtocolError(f"a message of {declared} bytes was not complete {limits.read_deadline(declared):.0f} s"
+                                " after its first byte", reason="read_timeout")
+        return data
 
     # requests -----------------------------------------------------------------------------------------------------
     def set_handler(
@@ -226,51 +286,29 @@ class Direct:
         proto = rpc_protocol(self.net_id, name)
         caps = (max_request or self.config.request_cap, max_response or self.config.response_cap)
         self._caps[name] = caps
+        where = f"rpc/{name}"
+
+        async def serve_one(stream: INetStream, peer: bytes, req: bytes) -> None:
+            if not self.limiter.allow(peer, "request", trio.current_time()):
+                self.counters.reject("rate_limited", peer, "request refused", where=where)
+                await write_message(stream, bytes([ERR]) + b"rate_limited")
+                return
+            self.counters.incr("received.request")
+            try:
+                out = bytes([OK]) + await handler(peer, req)
+            except ProtocolError as e:
+                self.counters.reject(e.reason, peer, str(e), where=where)
+                out = bytes([ERR]) + f"{e.reason}: {e}".encode()[:1024]
+            except Exception:
+                self.counters.incr("handler_error")
+                log.exception("%s handler failed for %s", where, short(peer), extra={"peer": peer.hex()})
+                out = bytes([ERR]) + b"internal"
+            await write_message(stream, out)
 
         async def serve(stream: INetStream) -> None:
-            await self._serve_requests(stream, name, handler, caps[0])
+            await self._serve(stream, where, caps[0], serve_one)
 
         self.host.set_stream_handler(proto, serve)
-
-    async def _serve_requests(self, stream: INetStream, name: str, handler: RequestHandler, cap: int) -> None:
-        peer = self._peer_of(stream)
-        if peer is None:
-            await _reset(stream)
-            return
-        where = f"rpc/{name}"
-        reader = BufferedReader(stream)
-        try:
-            while True:
-                try:
-                    req = await read_message(reader, cap)
-                except ProtocolError as e:
-                    self.counters.reject(e.reason, peer, str(e), where=where)
-                    await _reset(stream)
-                    return
-                if req is None:
-                    break
-                if not self.limiter.allow(peer, "request", trio.current_time()):
-                    self.counters.reject("rate_limited", peer, "request refused", where=where)
-                    await write_message(stream, bytes([ERR]) + b"rate_limited")
-                    continue
-                self.counters.incr("received.request")
-                try:
-                    out = bytes([OK]) + await handler(peer, req)
-                except ProtocolError as e:
-                    self.counters.reject(e.reason, peer, str(e), where=where)
-                    out = bytes([ERR]) + f"{e.reason}: {e}".encode()[:1024]
-                except Exception:
-                    self.counters.incr("handler_error")
-                    log.exception("%s handler failed for %s", where, short(peer), extra={"peer": peer.hex()})
-                    out = bytes([ERR]) + b"internal"
-                await write_message(stream, out)
-        except TRANSPORT_ERRORS as e:
-            log.debug("%s stream from %s ended: %r", where, short(peer), e, extra={"peer": peer.hex()})
-        finally:
-            try:
-                await stream.close()
-            except Exception:
-                pass
 
     async def request(self, peer: bytes, name: str, data: bytes, *, timeout: float | None = None) -> bytes:
         """Send one request and return the response body. Raises RemoteError, RequestTimeout, PeerUnreachable,
@@ -281,10 +319,10 @@ class Direct:
         try:
             with trio.fail_after(timeout if timeout is not None else self.config.request_timeout):
                 pool = self._pool.get(key, [])
-                while pool and not self._live(pool[-1][0]):
-                    await _reset(pool.pop()[0])
+                while pool and not (self._live(pool[-1][0]) and self._recent(pool[-1][2])):
+                    await _close(pool.pop()[0])
                 if pool:
-                    stream, reader = pool.pop()
+                    stream, reader, _ = pool.pop()
                 else:
                     stream = await self._open(peer, proto)
                     reader = BufferedReader(stream)
@@ -295,20 +333,20 @@ class Direct:
                         raise EOFError("stream closed before the response")
                 except TRANSPORT_ERRORS as e:
                     # No retry: the request may have reached the handler (at most once; the caller decides).
-                    await _reset(stream)
+                    await reset_quietly(stream)
                     raise PeerUnreachable(f"{name} to {short(peer)} failed: {e!r:.200}") from e
                 except ProtocolError as e:
-                    await _reset(stream)
+                    await reset_quietly(stream)
                     self.counters.reject(e.reason, peer, str(e), where=f"rpc/{name} response")
                     raise
                 except BaseException:  # cancelled mid-exchange: the stream's framing is unknown
-                    await _reset(stream)
+                    await reset_quietly(stream)
                     raise
                 pool = self._pool.setdefault(key, [])
                 if len(pool) < POOL_PER_PEER:
-                    pool.append((stream, reader))
+                    pool.append((stream, reader, trio.current_time()))
                 else:
-                    await _reset(stream)
+                    await reset_quietly(stream)
                 self.counters.incr("sent.request")
                 if not resp or resp[0] not in (OK, ERR):
                     raise DecodeError(f"rpc/{name}: response without a status byte")

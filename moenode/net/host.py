@@ -44,6 +44,7 @@ from moenode.net.direct import (
     RequestHandler,
 )
 from moenode.net.gossip import Gossip, GossipConfig
+from moenode.net.guard import Guard, GuardConfig
 from moenode.net.identity import DEFAULT_LISTEN, account_id_of, key_pair_from_seed, make_libp2p_host, peer_id_of
 from moenode.net.limits import Counters, Rate, RateLimiter, short
 
@@ -69,6 +70,7 @@ class NetConfig:
     limits: dict[str, Rate] = field(default_factory=default_limits)
     direct: DirectConfig = field(default_factory=DirectConfig)
     gossip: GossipConfig = field(default_factory=GossipConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     backoff_min: float = 0.25
     backoff_max: float = 10.0
     bootstrap_tick: float = 0.5
@@ -80,6 +82,10 @@ class NetHost:
     def __init__(self, config: NetConfig, host: IHost, on_message: MessageHandler | None):
         if len(config.net_id) != 32:
             raise ValueError("net_id is the 32-byte network id")
+        largest = max(config.direct.envelope_cap, config.direct.request_cap)
+        if largest > config.guard.partial_bytes_per_peer:
+            raise ValueError(f"a message of {largest} bytes could never fit the partial-message budget of "
+                             f"{config.guard.partial_bytes_per_peer} bytes per peer")
         self.config = config
         self.host = host
         self.net_id = config.net_id
@@ -87,8 +93,10 @@ class NetHost:
         self.peer_id = host.get_id()
         self.counters = Counters()
         self.limiter = RateLimiter(config.limits)
-        self.direct = Direct(host, config.net_id, self.counters, self.limiter, config.direct, on_message)
-        self.gossip = Gossip(host, config.net_id, self.counters, self.limiter, config.gossip)
+        self.guard = Guard(host, self.counters, config.guard)
+        self.guard.install()
+        self.direct = Direct(host, config.net_id, self.counters, self.limiter, config.direct, on_message, self.guard)
+        self.gossip = Gossip(host, config.net_id, self.counters, self.limiter, config.gossip, self.guard)
         self._bootstrap_peers: list[tuple[bytes, str]] = []
         for addr in config.bootstrap:
             info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
