@@ -74,6 +74,10 @@ class RemoteError(NetError):
     """The peer answered a request with an error (it rejected our request, or failed itself)."""
 
 
+class StreamIdle(Exception):
+    """No message started on an inbound stream within the idle timeout."""
+
+
 def proto_prefix(net_id: bytes) -> str:
     return f"/moenode/{net_id.hex()[:16]}"
 
@@ -95,6 +99,76 @@ class DirectConfig:
     response_cap: int = 16 * MiB
     request_timeout: float = 30.0
     dial_timeout: float = 5.0
+
+
+async def read_inbound(reader: BufferedReader, cap: int, guard: Guard, peer: bytes) -> bytes | None:
+    """The next message of at most `cap` bytes on an inbound stream from `peer`; None at its clean end.
+
+    Raises StreamIdle if no message starts within `idle_timeout`, and ProtocolError for what the peer got wrong,
+    including a message not complete within `read_deadline(length)` of its first byte (`read_timeout`). While the
+    message arrives, its declared length is held from the guard's partial-message budget."""
+    limits = guard.config
+    with trio.move_on_after(limits.idle_timeout) as idle:
+        more = await reader.readable()
+    if idle.cancelled_caught:
+        raise StreamIdle
+    if not more:
+        return None
+    data = head = None
+    with trio.move_on_after(limits.read_timeout) as scope:
+        head = await read_header(reader, cap)
+        if head is None:
+            return None
+        scope.deadline += head.length / limits.min_read_rate
+        async with guard.hold(peer, head.length):
+            data = await read_body(reader, head)
+    if data is None:
+        declared = head.length if head is not None else 0
+        raise ProtocolError(f"a message of {declared} bytes was not complete {limits.read_deadline(declared):.0f} s "
+                            "after its first byte", reason="read_timeout")
+    return data
+
+
+def parse_response(resp: bytes, name: str) -> bytes:
+    """A request's answer: the body after an OK status byte. Raises RemoteError for an error answer and
+    DecodeError for an answer without a status byte."""
+    if not resp or resp[0] not in (OK, ERR):
+        raise DecodeError(f"rpc/{name}: response without a status byte")
+    if resp[0] == ERR:
+        raise RemoteError(resp[1:].decode("utf-8", "replace"))
+    return resp[1:]
+
+
+def parse_page_request(req: bytes, max_limit: int) -> tuple[bytes, bytes, int]:
+    """`(query, cursor, limit)` of a page request; ProtocolError unless it is exactly that with 1 <= limit <=
+    max_limit."""
+    q = decode(req, max_bytes=PAGE_HEADER)
+    if not (
+        isinstance(q, dict)
+        and set(q) == {"query", "cursor", "limit"}
+        and isinstance(q["query"], bytes)
+        and isinstance(q["cursor"], bytes)
+        and isinstance(q["limit"], int)
+        and not isinstance(q["limit"], bool)
+        and 1 <= q["limit"] <= max_limit
+    ):
+        raise SchemaError(f"page request: expected {{query, cursor, limit<={max_limit}}}")
+    return q["query"], q["cursor"], q["limit"]
+
+
+def parse_page(raw: bytes, cap: int, limit: int) -> tuple[list[bytes], bytes]:
+    """`(items, next_cursor)` of a page; ProtocolError unless it has at most `limit` items, all bytes."""
+    page = decode(raw, max_bytes=cap)
+    if not (
+        isinstance(page, dict)
+        and set(page) == {"items", "next"}
+        and isinstance(page["items"], list)
+        and len(page["items"]) <= limit
+        and all(isinstance(i, bytes) for i in page["items"])
+        and isinstance(page["next"], bytes)
+    ):
+        raise SchemaError(f"expected {{items: [bytes] <= {limit}, next: bytes}}")
+    return page["items"], page["next"]
 
 
 async def _close(stream: INetStream) -> None:
@@ -122,6 +196,7 @@ class Direct:
         self.on_message = on_message
         self.guard = guard
         self.envelope_proto = envelope_protocol(net_id)
+        self._fits_budget(config.envelope_cap)
         self._out: dict[bytes, INetStream] = {}
         self._out_used: dict[bytes, float] = {}  # when each cached envelope stream last carried one
         self._locks: dict[bytes, trio.Lock] = {}
@@ -144,6 +219,12 @@ class Direct:
                 return await self.host.new_stream(pid, [proto])
         except (trio.TooSlowError, *TRANSPORT_ERRORS, Exception) as e:  # new_stream raises many unrelated types
             raise PeerUnreachable(f"cannot open {proto} to {short(peer)}: {e!r:.200}") from e
+
+    def _fits_budget(self, cap: int) -> None:
+        """An inbound message cap above the partial-message budget per peer could never be read: a local bug."""
+        if cap > self.guard.config.partial_bytes_per_peer:
+            raise ValueError(f"a message cap of {cap} bytes exceeds the partial-message budget of "
+                             f"{self.guard.config.partial_bytes_per_peer} bytes per peer")
 
     def _live(self, stream: INetStream) -> bool:
         """Is a cached stream still on a live connection? (A restarted peer leaves dead streams behind.)"""
@@ -237,9 +318,15 @@ class Direct:
         try:
             while True:
                 try:
-                    data = await self._receive(stream, reader, peer, cap)
+                    data = await read_inbound(reader, cap, self.guard, peer)
                 except ProtocolError as e:
                     self.counters.reject(e.reason, peer, str(e), where=where)
+                    await reset_quietly(stream)
+                    return
+                except StreamIdle:
+                    self.counters.incr("streams_idle_closed")
+                    log.debug("reset a stream from %s idle for %.0f s", short(peer), self.guard.config.idle_timeout,
+                              extra={"peer": peer.hex()})
                     await reset_quietly(stream)
                     return
                 if data is None:
@@ -250,34 +337,6 @@ class Direct:
         finally:
             await _close(stream)
 
-    async def _receive(self, stream: INetStream, reader: BufferedReader, peer: bytes, cap: int) -> bytes | None:
-        """The next message on an inbound stream, or None once the stream has ended or idled out (then it is reset).
-        Raises ProtocolError for what the peer got wrong, `read_timeout` for a message that does not arrive in time."""
-        limits = self.guard.config
-        with trio.move_on_after(limits.idle_timeout) as idle:
-            more = await reader.readable()
-        if idle.cancelled_caught:
-            self.counters.incr("streams_idle_closed")
-            log.debug("closing a stream from %s idle for %.0f s", short(peer), limits.idle_timeout,
-                      extra={"peer": peer.hex()})
-            await reset_quietly(stream)
-            return None
-        if not more:
-            return None
-        data = head = None
-        with trio.move_on_after(limits.read_timeout) as scope:
-            head = await read_header(reader, cap)
-            if head is None:
-                return None
-            scope.deadline += head.length / limits.min_read_rate
-            async with self.guard.hold(peer, head.length):
-                data = await read_body(reader, head)
-        if data is None:
-            declared = head.length if head is not None else 0
-            raise ProtocolError(f"a message of {declared} bytes was not complete {limits.read_deadline(declared):.0f} s"
-                                " after its first byte", reason="read_timeout")
-        return data
-
     # requests -----------------------------------------------------------------------------------------------------
     def set_handler(
         self, name: str, handler: RequestHandler, *, max_request: int | None = None, max_response: int | None = None
@@ -285,6 +344,7 @@ class Direct:
         """Serve RPC `name`. Caps default to the config's; `max_response` also applies to our own requests."""
         proto = rpc_protocol(self.net_id, name)
         caps = (max_request or self.config.request_cap, max_response or self.config.response_cap)
+        self._fits_budget(caps[0])
         self._caps[name] = caps
         where = f"rpc/{name}"
 
@@ -348,11 +408,7 @@ class Direct:
                 else:
                     await reset_quietly(stream)
                 self.counters.incr("sent.request")
-                if not resp or resp[0] not in (OK, ERR):
-                    raise DecodeError(f"rpc/{name}: response without a status byte")
-                if resp[0] == ERR:
-                    raise RemoteError(resp[1:].decode("utf-8", "replace"))
-                return resp[1:]
+                return parse_response(resp, name)
         except trio.TooSlowError:
             raise RequestTimeout(f"{name} to {short(peer)} timed out") from None
 
@@ -361,19 +417,9 @@ class Direct:
         """Serve paged RPC `name`: `handler(peer, query, cursor, limit) -> (items, next_cursor or b"")`."""
 
         async def serve(peer: bytes, req: bytes) -> bytes:
-            q = decode(req, max_bytes=PAGE_HEADER)
-            if not (
-                isinstance(q, dict)
-                and set(q) == {"query", "cursor", "limit"}
-                and isinstance(q["query"], bytes)
-                and isinstance(q["cursor"], bytes)
-                and isinstance(q["limit"], int)
-                and not isinstance(q["limit"], bool)
-                and 1 <= q["limit"] <= max_limit
-            ):
-                raise SchemaError(f"page request: expected {{query, cursor, limit<={max_limit}}}")
-            items, nxt = await handler(peer, q["query"], q["cursor"], q["limit"])
-            return canonical({"items": list(items)[: q["limit"]], "next": nxt})
+            query, cursor, limit = parse_page_request(req, max_limit)
+            items, nxt = await handler(peer, query, cursor, limit)
+            return canonical({"items": list(items)[:limit], "next": nxt})
 
         self.set_handler(name, serve, max_request=PAGE_HEADER, max_response=max_response)
 
@@ -385,23 +431,16 @@ class Direct:
         cap = self._caps.get(name, (0, self.config.response_cap))[1]
         for _ in range(max_pages):
             raw = await self.request(peer, name, canonical({"query": query, "cursor": cursor, "limit": limit}))
-            page = decode(raw, max_bytes=cap)
-            if not (
-                isinstance(page, dict)
-                and set(page) == {"items", "next"}
-                and isinstance(page["items"], list)
-                and len(page["items"]) <= limit
-                and all(isinstance(i, bytes) for i in page["items"])
-                and isinstance(page["next"], bytes)
-            ):
-                err = SchemaError(f"page from {short(peer)}: expected {{items: [bytes] <= {limit}, next: bytes}}")
-                self.counters.reject(err.reason, peer, str(err), where=f"rpc/{name} page")
-                raise err
-            yield page["items"], page["next"]
-            if not page["next"]:
+            try:
+                items, nxt = parse_page(raw, cap, limit)
+            except ProtocolError as err:
+                self.counters.reject(err.reason, peer, f"page from {short(peer)}: {err}", where=f"rpc/{name} page")
+                raise
+            yield items, nxt
+            if not nxt:
                 return
-            if page["next"] == cursor:
+            if nxt == cursor:
                 err = SchemaError(f"page from {short(peer)}: cursor did not advance")
                 self.counters.reject(err.reason, peer, str(err), where=f"rpc/{name} page")
                 raise err
-            cursor = page["next"]
+            cursor = nxt

@@ -82,10 +82,6 @@ class NetHost:
     def __init__(self, config: NetConfig, host: IHost, on_message: MessageHandler | None):
         if len(config.net_id) != 32:
             raise ValueError("net_id is the 32-byte network id")
-        largest = max(config.direct.envelope_cap, config.direct.request_cap)
-        if largest > config.guard.partial_bytes_per_peer:
-            raise ValueError(f"a message of {largest} bytes could never fit the partial-message budget of "
-                             f"{config.guard.partial_bytes_per_peer} bytes per peer")
         self.config = config
         self.host = host
         self.net_id = config.net_id
