@@ -53,6 +53,11 @@ class Inbox:
             await self._changed.wait()
 
 
+async def echo(peer: bytes, data: bytes) -> bytes:
+    """A request handler that answers with the request."""
+    return data
+
+
 async def wait_until(pred: Callable[[], bool], step: float = 0.02) -> None:
     """Poll `pred`; the caller bounds the wait with trio.fail_after."""
     while not pred():
@@ -70,6 +75,16 @@ async def hosts(*names: str, inboxes: dict[str, Inbox] | None = None, **kw) -> A
                 handler = inboxes.setdefault(name, Inbox())
             out.append(await stack.enter_async_context(open_host(config(name, **kw), handler)))
         yield out
+
+
+@contextlib.asynccontextmanager
+async def echo_pair(name: str, **kw) -> AsyncIterator[tuple[NetHost, NetHost, Inbox]]:
+    """Hosts `<name>-a` and `<name>-b`, connected; b answers RPC "echo" and collects envelopes in the Inbox."""
+    inboxes: dict[str, Inbox] = {}
+    async with hosts(f"{name}-a", f"{name}-b", inboxes=inboxes, **kw) as (a, b):
+        b.set_request_handler("echo", echo)
+        await a.connect(b.addrs()[0])
+        yield a, b, inboxes[f"{name}-b"]
 
 
 async def connect_all(nets: list[NetHost]) -> None:

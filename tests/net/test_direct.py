@@ -36,6 +36,7 @@ from netkit import (
     MemoryStream,
     config,
     connect_all,
+    echo_pair,
     hosts,
     run_vanilla,
     seed,
@@ -210,18 +211,12 @@ async def test_raw_attacker_is_rejected_counted_and_harmless():
 
 async def test_envelope_and_request_floods_are_rate_limited():
     limits = default_limits() | {"envelope": Rate(1.0, 5.0), "request": Rate(1.0, 3.0)}
-    inboxes: dict[str, Inbox] = {}
     with trio.fail_after(20):
-        async with hosts("flood1", "flood2", inboxes=inboxes, limits=limits) as (a, b):
-            async def echo(peer: bytes, data: bytes) -> bytes:
-                return data
-
-            b.set_request_handler("echo", echo)
-            await a.connect(b.addrs()[0])
+        async with echo_pair("flood", limits=limits) as (a, b, inbox):
             for i in range(30):
                 await a.send(b.account_id, b"%d" % i)
-            await wait_until(lambda: len(inboxes["flood2"].items) + b.counters.rejected("rate_limited") == 30)
-            assert 5 <= len(inboxes["flood2"].items) < 30
+            await wait_until(lambda: len(inbox.items) + b.counters.rejected("rate_limited") == 30)
+            assert 5 <= len(inbox.items) < 30
             assert b.counters.rejected("rate_limited") >= 1
             refused = 0
             for i in range(20):
@@ -261,21 +256,14 @@ async def test_node_rejections_from_open_signed_are_counted():
 
 
 async def test_cached_streams_are_not_reused_once_the_receiver_may_have_closed_them_as_idle():
-    guard = GuardConfig(idle_timeout=0.4)
-    inboxes: dict[str, Inbox] = {}
     with trio.fail_after(30):
-        async with hosts("idle1", "idle2", inboxes=inboxes, guard=guard) as (a, b):
-            async def echo(peer: bytes, data: bytes) -> bytes:
-                return data
-
-            b.set_request_handler("echo", echo)
-            await a.connect(b.addrs()[0])
+        async with echo_pair("idle", guard=GuardConfig(idle_timeout=0.4)) as (a, b, inbox):
             for i in range(3):
                 await a.send(b.account_id, b"%d" % i)
                 assert await a.request(b.account_id, "echo", b"%d" % i) == b"%d" % i
                 await trio.sleep(0.5)  # the receiver resets both streams as idle meanwhile
-            await inboxes["idle2"].wait_for(3)
-            assert [d for _, d in inboxes["idle2"].items] == [b"0", b"1", b"2"]
+            await inbox.wait_for(3)
+            assert [d for _, d in inbox.items] == [b"0", b"1", b"2"]
             assert b.counters.get("streams_idle_closed") >= 2 and b.counters.rejections() == {}
 
 

@@ -32,7 +32,7 @@ from moenode.net.guard import (
     protocol_group,
     reason_of,
 )
-from netkit import NET, Inbox, attacker_of, hosts, send_raw, source_digest, wait_until
+from netkit import NET, Inbox, attacker_of, echo, hosts, send_raw, source_digest, wait_until
 
 MULTISTREAM = b"/multistream/1.0.0\n"
 FAST = GuardConfig(idle_timeout=0.4, read_timeout=0.4, min_read_rate=64 * MiB)
@@ -61,10 +61,6 @@ def publish_rpc(topic: str, **message) -> bytes:
 def envelope_head(length: int) -> bytes:
     """A well-formed message header declaring `length` bytes (whose hash nothing will match)."""
     return encode_frame(canonical({"len": length, "hash": H("transfer", b"never sent")}))
-
-
-async def echo(peer: bytes, data: bytes) -> bytes:
-    return data
 
 
 async def test_malformed_library_protocol_frames_are_contained_and_counted():
