@@ -11,6 +11,10 @@ bootstrap task; it yields a `NetHost`, the one object the node drives:
 
 Peers are named by account id (the raw 32-byte Ed25519 key) everywhere in this API; libp2p peer ids stay inside.
 
+Before anything is registered on it, the host is guarded (`guard.py`, `NetConfig.guard`): every stream handler's
+failures stay in its stream and are counted against the peer, and streams per peer, connections per IP, partial
+messages and reading time are bounded.
+
 Bootstrap: each configured multiaddr (`/ip4/../tcp/../p2p/12D3KooW..`) is dialled in the background with
 exponential backoff (0.25 s doubling to 10 s) and redialled whenever it is not connected, so a restarted bootstrap
 peer is found again without the node doing anything.
