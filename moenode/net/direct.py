@@ -108,21 +108,25 @@ async def read_inbound(reader: BufferedReader, cap: int, guard: Guard, peer: byt
     including a message not complete within `read_deadline(length)` of its first byte (`read_timeout`). While the
     message arrives, its declared length is held from the guard's partial-message budget."""
     limits = guard.config
-    with trio.move_on_after(limits.idle_timeout) as idle:
-        more = await reader.readable()
-    if idle.cancelled_caught:
-        raise StreamIdle
-    if not more:
-        return None
     data = head = None
-    with trio.move_on_after(limits.read_timeout) as scope:
+    started = False
+    with trio.move_on_after(limits.idle_timeout) as scope:  # one scope, its deadline moved as the message goes
+        if not await reader.readable():
+            return None
+        started = True
+        scope.deadline = trio.current_time() + limits.read_timeout
         head = await read_header(reader, cap)
         if head is None:
             return None
         scope.deadline += head.length / limits.min_read_rate
-        async with guard.hold(peer, head.length):
+        await guard.reserve(peer, head.length)
+        try:
             data = await read_body(reader, head)
+        finally:
+            guard.release(peer, head.length)
     if data is None:
+        if not started:
+            raise StreamIdle
         declared = head.length if head is not None else 0
         raise ProtocolError(f"a message of {declared} bytes was not complete {limits.read_deadline(declared):.0f} s "
                             "after its first byte", reason="read_timeout")

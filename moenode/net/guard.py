@@ -174,6 +174,7 @@ class Guard:
         self.host, self.counters, self.config = host, counters, config
         self.budget = ByteBudget(config.partial_bytes, config.partial_bytes_per_peer)
         self._budget_freed = trio.Event()
+        self._budget_waiters = 0
         self._running: Counter[tuple[ID, str]] = Counter()  # handlers running per (peer, protocol slot)
         self._inbound_ips: Counter[str] = Counter()  # inbound connections per IP, from accept to close
         self._exempt = [ipaddress.ip_network(n) for n in config.conns_exempt]
@@ -341,19 +342,23 @@ class Guard:
             raise TooLarge(f"{n} bytes exceed the partial-message budget of {self.budget.per_peer} per peer")
         if n == 0:
             return
-        waited = False
-        while not self.budget.take(peer, n):
-            if not waited:
-                self.counters.incr("partial_waits")
-                waited = True
-            await self._budget_freed.wait()
+        if self.budget.take(peer, n):
+            return
+        self.counters.incr("partial_waits")
+        self._budget_waiters += 1
+        try:
+            while not self.budget.take(peer, n):
+                await self._budget_freed.wait()
+        finally:
+            self._budget_waiters -= 1
 
     def release(self, peer: bytes, n: int) -> None:
         if n == 0:
             return
         self.budget.give(peer, n)
-        self._budget_freed.set()
-        self._budget_freed = trio.Event()
+        if self._budget_waiters:
+            self._budget_freed.set()
+            self._budget_freed = trio.Event()
 
     @contextlib.asynccontextmanager
     async def hold(self, peer: bytes, n: int) -> AsyncIterator[None]:
