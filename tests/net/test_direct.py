@@ -1,7 +1,6 @@
 """Envelopes, requests and pages between real hosts; caps and rate limits against a raw libp2p attacker."""
 
 import random
-from dataclasses import replace
 
 import multiaddr
 import pytest
