@@ -20,9 +20,9 @@ with a malformed key. `Guard.install()` hooks the host, once, where a peer's byt
   ends py-libp2p's per-connection task when its connection closes: py-libp2p 0.8.1 keeps that task, and with it one
   slot of its inbound connection limit (max_connections - min_connections = 250), until the swarm stops, so after
   250 inbound connections in a node's life every new one was refused.
-* **Partial messages.** `hold(peer, n)` reserves memory for a message still arriving from the partial-message
+* **Partial messages.** `reserve(peer, n)` takes memory for a message still arriving from the partial-message
   budget (`limits.ByteBudget`: `partial_bytes` in all, `partial_bytes_per_peer` for one peer), waiting for room if
-  there is none (counted as `partial_waits`); direct.py's reader and `watch` use it. `watch(stream, cap)`
+  there is none (counted as `partial_waits`), until `release(peer, n)`; direct.py's reader and `watch` use it. `watch(stream, cap)`
   wraps a stream for a varint-framed reader inside py-libp2p (pubsub): each frame declares at most `cap`, holds its
   declared length while it arrives, and must complete within `read_deadline(length)` of its first byte
   (`read_timeout` plus the length at `min_read_rate`), else it is refused as `read_timeout`.
@@ -361,14 +361,6 @@ class Guard:
             self._budget_freed = trio.Event()
 
     @contextlib.asynccontextmanager
-    async def hold(self, peer: bytes, n: int) -> AsyncIterator[None]:
-        await self.reserve(peer, n)
-        try:
-            yield
-        finally:
-            self.release(peer, n)
-
-    @contextlib.asynccontextmanager
     async def watch(self, stream: INetStream, cap: int) -> AsyncIterator["WatchedStream"]:
         """`stream` as a varint-framed reader inside py-libp2p should see it (see the module docstring)."""
         watched = WatchedStream(self, stream, cap)
@@ -438,7 +430,7 @@ class _Notifee(INotifee):
 
 class WatchedStream:
     """A libp2p stream as seen by a varint-framed reader inside py-libp2p, with each frame's size, memory and time
-    bounded (see `Guard.watch`). Everything but `read` is the stream's own."""
+    bounded (see `Guard.watch`). Everything but `read` (and `done`) is the stream's own."""
 
     def __init__(self, guard: Guard, stream: INetStream, cap: int):
         self._guard, self._stream = guard, stream
