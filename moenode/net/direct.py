@@ -19,9 +19,16 @@ All payloads travel as chunked messages (`framing.py`): a header with length and
 
 Everything inbound is capped (per protocol), rate-limited per peer (`limits.py`) and, when rejected, counted and
 logged with the peer id. A malformed message ends its stream (the framing is lost) but never the node.
+
+Time and memory on an inbound stream are bounded by the host's guard (`guard.py`, `GuardConfig`): a stream on which
+no message starts for `idle_timeout` is reset (counted as `streams_idle_closed`); a message must be complete within
+`read_deadline(length)` of its first byte, else it is refused as `read_timeout`; and its declared length is held
+from the partial-message budget while it arrives. So that an idle reset never meets a send, this side reuses a
+cached stream only while it has been idle for less than half of `idle_timeout`, and closes it otherwise.
 """
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -32,7 +39,8 @@ from libp2p.exceptions import BaseLibp2pError
 
 from moenode.core.codec import canonical, decode
 from moenode.core.errors import DecodeError, ProtocolError, SchemaError
-from moenode.net.framing import BufferedReader, KiB, MiB, read_message, write_message
+from moenode.net.framing import BufferedReader, KiB, MiB, read_body, read_header, read_message, write_message
+from moenode.net.guard import Guard, reset_quietly
 from moenode.net.identity import account_id_of, peer_id_of
 from moenode.net.limits import Counters, RateLimiter, short
 
@@ -66,6 +74,10 @@ class RemoteError(NetError):
     """The peer answered a request with an error (it rejected our request, or failed itself)."""
 
 
+class StreamIdle(Exception):
+    """No message started on an inbound stream within the idle timeout."""
+
+
 def proto_prefix(net_id: bytes) -> str:
     return f"/moenode/{net_id.hex()[:16]}"
 
@@ -89,10 +101,84 @@ class DirectConfig:
     dial_timeout: float = 5.0
 
 
-async def _reset(stream: INetStream) -> None:
+async def read_inbound(reader: BufferedReader, cap: int, guard: Guard, peer: bytes) -> bytes | None:
+    """The next message of at most `cap` bytes on an inbound stream from `peer`; None at its clean end.
+
+    Raises StreamIdle if no message starts within `idle_timeout`, and ProtocolError for what the peer got wrong,
+    including a message not complete within `read_deadline(length)` of its first byte (`read_timeout`). While the
+    message arrives, its declared length is held from the guard's partial-message budget."""
+    limits = guard.config
+    data = head = None
+    started = False
+    with trio.move_on_after(limits.idle_timeout) as scope:  # one scope, its deadline moved as the message goes
+        if not await reader.readable():
+            return None
+        started = True
+        scope.deadline = trio.current_time() + limits.read_timeout
+        head = await read_header(reader, cap)
+        if head is None:
+            return None
+        scope.deadline += head.length / limits.min_read_rate
+        await guard.reserve(peer, head.length)
+        try:
+            data = await read_body(reader, head)
+        finally:
+            guard.release(peer, head.length)
+    if data is None:
+        if not started:
+            raise StreamIdle
+        declared = head.length if head is not None else 0
+        raise ProtocolError(f"a message of {declared} bytes was not complete {limits.read_deadline(declared):.0f} s "
+                            "after its first byte", reason="read_timeout")
+    return data
+
+
+def parse_response(resp: bytes, name: str) -> bytes:
+    """A request's answer: the body after an OK status byte. Raises RemoteError for an error answer and
+    DecodeError for an answer without a status byte."""
+    if not resp or resp[0] not in (OK, ERR):
+        raise DecodeError(f"rpc/{name}: response without a status byte")
+    if resp[0] == ERR:
+        raise RemoteError(resp[1:].decode("utf-8", "replace"))
+    return resp[1:]
+
+
+def parse_page_request(req: bytes, max_limit: int) -> tuple[bytes, bytes, int]:
+    """`(query, cursor, limit)` of a page request; ProtocolError unless it is exactly that with 1 <= limit <=
+    max_limit."""
+    q = decode(req, max_bytes=PAGE_HEADER)
+    if not (
+        isinstance(q, dict)
+        and set(q) == {"query", "cursor", "limit"}
+        and isinstance(q["query"], bytes)
+        and isinstance(q["cursor"], bytes)
+        and isinstance(q["limit"], int)
+        and not isinstance(q["limit"], bool)
+        and 1 <= q["limit"] <= max_limit
+    ):
+        raise SchemaError(f"page request: expected {{query, cursor, limit<={max_limit}}}")
+    return q["query"], q["cursor"], q["limit"]
+
+
+def parse_page(raw: bytes, cap: int, limit: int) -> tuple[list[bytes], bytes]:
+    """`(items, next_cursor)` of a page; ProtocolError unless it has at most `limit` items, all bytes."""
+    page = decode(raw, max_bytes=cap)
+    if not (
+        isinstance(page, dict)
+        and set(page) == {"items", "next"}
+        and isinstance(page["items"], list)
+        and len(page["items"]) <= limit
+        and all(isinstance(i, bytes) for i in page["items"])
+        and isinstance(page["next"], bytes)
+    ):
+        raise SchemaError(f"expected {{items: [bytes] <= {limit}, next: bytes}}")
+    return page["items"], page["next"]
+
+
+async def _close(stream: INetStream) -> None:
     try:
         with trio.move_on_after(1):
-            await stream.reset()
+            await stream.close()
     except Exception:  # already gone; nothing more to release
         pass
 
@@ -108,13 +194,17 @@ class Direct:
         limiter: RateLimiter,
         config: DirectConfig,
         on_message: MessageHandler | None,
+        guard: Guard,
     ):
         self.host, self.net_id, self.counters, self.limiter, self.config = host, net_id, counters, limiter, config
         self.on_message = on_message
+        self.guard = guard
         self.envelope_proto = envelope_protocol(net_id)
+        self._fits_budget(config.envelope_cap)
         self._out: dict[bytes, INetStream] = {}
+        self._out_used: dict[bytes, float] = {}  # when each cached envelope stream last carried one
         self._locks: dict[bytes, trio.Lock] = {}
-        self._pool: dict[tuple[bytes, str], list[tuple[INetStream, BufferedReader]]] = {}
+        self._pool: dict[tuple[bytes, str], list[tuple[INetStream, BufferedReader, float]]] = {}
         self._caps: dict[str, tuple[int, int]] = {}
         host.set_stream_handler(self.envelope_proto, self._serve_envelopes)
 
@@ -134,6 +224,12 @@ class Direct:
         except (trio.TooSlowError, *TRANSPORT_ERRORS, Exception) as e:  # new_stream raises many unrelated types
             raise PeerUnreachable(f"cannot open {proto} to {short(peer)}: {e!r:.200}") from e
 
+    def _fits_budget(self, cap: int) -> None:
+        """An inbound message cap above the partial-message budget per peer could never be read: a local bug."""
+        if cap > self.guard.config.partial_bytes_per_peer:
+            raise ValueError(f"a message cap of {cap} bytes exceeds the partial-message budget of "
+                             f"{self.guard.config.partial_bytes_per_peer} bytes per peer")
+
     def _live(self, stream: INetStream) -> bool:
         """Is a cached stream still on a live connection? (A restarted peer leaves dead streams behind.)"""
         muxed = stream.muxed_conn
@@ -142,9 +238,14 @@ class Direct:
         conns = self.host.get_network().connections.get(muxed.peer_id, [])
         return any(getattr(c, "muxed_conn", None) is muxed for c in conns)
 
+    def _recent(self, used: float) -> bool:
+        """Was a cached stream used recently enough that the peer has not closed it as idle?"""
+        return trio.current_time() - used < self.guard.config.idle_timeout / 2
+
     def forget(self, peer: bytes) -> None:
         """Drop cached streams to a peer (it disconnected)."""
         self._out.pop(peer, None)
+        self._out_used.pop(peer, None)
         for key in [k for k in self._pool if k[0] == peer]:
             del self._pool[key]
 
@@ -159,7 +260,11 @@ class Direct:
                 stream = self._out.get(peer)
                 if stream is not None and not self._live(stream):
                     self._out.pop(peer, None)
-                    await _reset(stream)
+                    await reset_quietly(stream)
+                    stream = None
+                elif stream is not None and not self._recent(self._out_used.get(peer, -math.inf)):
+                    self._out.pop(peer, None)
+                    await _close(stream)
                     stream = None
                 fresh = stream is None
                 if stream is None:
@@ -168,55 +273,73 @@ class Direct:
                     await write_message(stream, data)
                 except TRANSPORT_ERRORS as e:
                     self._out.pop(peer, None)
-                    await _reset(stream)
+                    await reset_quietly(stream)
                     if fresh or attempt:
                         raise PeerUnreachable(f"envelope to {short(peer)} failed: {e!r:.200}") from e
                     log.debug("cached stream to %s broke, reopening", short(peer), extra={"peer": peer.hex()})
                     continue
                 except BaseException:  # cancelled mid-write: the stream's framing is unknown
                     self._out.pop(peer, None)
-                    await _reset(stream)
+                    await reset_quietly(stream)
                     raise
+                self._out_used[peer] = trio.current_time()
                 self.counters.incr("sent.envelope")
                 return
 
     async def _serve_envelopes(self, stream: INetStream) -> None:
+        await self._serve(stream, "envelope", self.config.envelope_cap, self._one_envelope)
+
+    async def _one_envelope(self, stream: INetStream, peer: bytes, data: bytes) -> None:
+        if not self.limiter.allow(peer, "envelope", trio.current_time()):
+            self.counters.reject("rate_limited", peer, f"{len(data)} bytes dropped", where="envelope")
+            return
+        self.counters.incr("received.envelope")
+        if self.on_message is None:
+            return
+        try:
+            await self.on_message(peer, data)
+        except ProtocolError as e:
+            self.counters.reject(e.reason, peer, str(e), where="envelope")
+        except Exception:
+            self.counters.incr("handler_error")
+            log.exception("envelope handler failed for %s", short(peer), extra={"peer": peer.hex()})
+
+    async def _serve(
+        self,
+        stream: INetStream,
+        where: str,
+        cap: int,
+        serve_one: Callable[[INetStream, bytes, bytes], Awaitable[None]],
+    ) -> None:
+        """Read messages of at most `cap` bytes from an inbound stream and hand each to `serve_one(stream, peer,
+        message)`, until the stream ends, idles out, or the peer gets something wrong (counted; the stream is
+        reset, since its framing is lost)."""
         peer = self._peer_of(stream)
         if peer is None:
-            await _reset(stream)
+            await reset_quietly(stream)
             return
-        where = "envelope"
         reader = BufferedReader(stream)
         try:
             while True:
                 try:
-                    data = await read_message(reader, self.config.envelope_cap)
+                    data = await read_inbound(reader, cap, self.guard, peer)
                 except ProtocolError as e:
                     self.counters.reject(e.reason, peer, str(e), where=where)
-                    await _reset(stream)
+                    await reset_quietly(stream)
+                    return
+                except StreamIdle:
+                    self.counters.incr("streams_idle_closed")
+                    log.debug("reset a stream from %s idle for %.0f s", short(peer), self.guard.config.idle_timeout,
+                              extra={"peer": peer.hex()})
+                    await reset_quietly(stream)
                     return
                 if data is None:
                     break
-                if not self.limiter.allow(peer, "envelope", trio.current_time()):
-                    self.counters.reject("rate_limited", peer, f"{len(data)} bytes dropped", where=where)
-                    continue
-                self.counters.incr("received.envelope")
-                if self.on_message is None:
-                    continue
-                try:
-                    await self.on_message(peer, data)
-                except ProtocolError as e:
-                    self.counters.reject(e.reason, peer, str(e), where=where)
-                except Exception:
-                    self.counters.incr("handler_error")
-                    log.exception("envelope handler failed for %s", short(peer), extra={"peer": peer.hex()})
+                await serve_one(stream, peer, data)
         except TRANSPORT_ERRORS as e:
-            log.debug("envelope stream from %s ended: %r", short(peer), e, extra={"peer": peer.hex()})
+            log.debug("%s stream from %s ended: %r", where, short(peer), e, extra={"peer": peer.hex()})
         finally:
-            try:
-                await stream.close()
-            except Exception:
-                pass
+            await _close(stream)
 
     # requests -----------------------------------------------------------------------------------------------------
     def set_handler(
@@ -225,52 +348,31 @@ class Direct:
         """Serve RPC `name`. Caps default to the config's; `max_response` also applies to our own requests."""
         proto = rpc_protocol(self.net_id, name)
         caps = (max_request or self.config.request_cap, max_response or self.config.response_cap)
+        self._fits_budget(caps[0])
         self._caps[name] = caps
+        where = f"rpc/{name}"
+
+        async def serve_one(stream: INetStream, peer: bytes, req: bytes) -> None:
+            if not self.limiter.allow(peer, "request", trio.current_time()):
+                self.counters.reject("rate_limited", peer, "request refused", where=where)
+                await write_message(stream, bytes([ERR]) + b"rate_limited")
+                return
+            self.counters.incr("received.request")
+            try:
+                out = bytes([OK]) + await handler(peer, req)
+            except ProtocolError as e:
+                self.counters.reject(e.reason, peer, str(e), where=where)
+                out = bytes([ERR]) + f"{e.reason}: {e}".encode()[:1024]
+            except Exception:
+                self.counters.incr("handler_error")
+                log.exception("%s handler failed for %s", where, short(peer), extra={"peer": peer.hex()})
+                out = bytes([ERR]) + b"internal"
+            await write_message(stream, out)
 
         async def serve(stream: INetStream) -> None:
-            await self._serve_requests(stream, name, handler, caps[0])
+            await self._serve(stream, where, caps[0], serve_one)
 
         self.host.set_stream_handler(proto, serve)
-
-    async def _serve_requests(self, stream: INetStream, name: str, handler: RequestHandler, cap: int) -> None:
-        peer = self._peer_of(stream)
-        if peer is None:
-            await _reset(stream)
-            return
-        where = f"rpc/{name}"
-        reader = BufferedReader(stream)
-        try:
-            while True:
-                try:
-                    req = await read_message(reader, cap)
-                except ProtocolError as e:
-                    self.counters.reject(e.reason, peer, str(e), where=where)
-                    await _reset(stream)
-                    return
-                if req is None:
-                    break
-                if not self.limiter.allow(peer, "request", trio.current_time()):
-                    self.counters.reject("rate_limited", peer, "request refused", where=where)
-                    await write_message(stream, bytes([ERR]) + b"rate_limited")
-                    continue
-                self.counters.incr("received.request")
-                try:
-                    out = bytes([OK]) + await handler(peer, req)
-                except ProtocolError as e:
-                    self.counters.reject(e.reason, peer, str(e), where=where)
-                    out = bytes([ERR]) + f"{e.reason}: {e}".encode()[:1024]
-                except Exception:
-                    self.counters.incr("handler_error")
-                    log.exception("%s handler failed for %s", where, short(peer), extra={"peer": peer.hex()})
-                    out = bytes([ERR]) + b"internal"
-                await write_message(stream, out)
-        except TRANSPORT_ERRORS as e:
-            log.debug("%s stream from %s ended: %r", where, short(peer), e, extra={"peer": peer.hex()})
-        finally:
-            try:
-                await stream.close()
-            except Exception:
-                pass
 
     async def request(self, peer: bytes, name: str, data: bytes, *, timeout: float | None = None) -> bytes:
         """Send one request and return the response body. Raises RemoteError, RequestTimeout, PeerUnreachable,
@@ -281,10 +383,10 @@ class Direct:
         try:
             with trio.fail_after(timeout if timeout is not None else self.config.request_timeout):
                 pool = self._pool.get(key, [])
-                while pool and not self._live(pool[-1][0]):
-                    await _reset(pool.pop()[0])
+                while pool and not (self._live(pool[-1][0]) and self._recent(pool[-1][2])):
+                    await _close(pool.pop()[0])
                 if pool:
-                    stream, reader = pool.pop()
+                    stream, reader, _ = pool.pop()
                 else:
                     stream = await self._open(peer, proto)
                     reader = BufferedReader(stream)
@@ -295,26 +397,22 @@ class Direct:
                         raise EOFError("stream closed before the response")
                 except TRANSPORT_ERRORS as e:
                     # No retry: the request may have reached the handler (at most once; the caller decides).
-                    await _reset(stream)
+                    await reset_quietly(stream)
                     raise PeerUnreachable(f"{name} to {short(peer)} failed: {e!r:.200}") from e
                 except ProtocolError as e:
-                    await _reset(stream)
+                    await reset_quietly(stream)
                     self.counters.reject(e.reason, peer, str(e), where=f"rpc/{name} response")
                     raise
                 except BaseException:  # cancelled mid-exchange: the stream's framing is unknown
-                    await _reset(stream)
+                    await reset_quietly(stream)
                     raise
                 pool = self._pool.setdefault(key, [])
                 if len(pool) < POOL_PER_PEER:
-                    pool.append((stream, reader))
+                    pool.append((stream, reader, trio.current_time()))
                 else:
-                    await _reset(stream)
+                    await reset_quietly(stream)
                 self.counters.incr("sent.request")
-                if not resp or resp[0] not in (OK, ERR):
-                    raise DecodeError(f"rpc/{name}: response without a status byte")
-                if resp[0] == ERR:
-                    raise RemoteError(resp[1:].decode("utf-8", "replace"))
-                return resp[1:]
+                return parse_response(resp, name)
         except trio.TooSlowError:
             raise RequestTimeout(f"{name} to {short(peer)} timed out") from None
 
@@ -323,19 +421,9 @@ class Direct:
         """Serve paged RPC `name`: `handler(peer, query, cursor, limit) -> (items, next_cursor or b"")`."""
 
         async def serve(peer: bytes, req: bytes) -> bytes:
-            q = decode(req, max_bytes=PAGE_HEADER)
-            if not (
-                isinstance(q, dict)
-                and set(q) == {"query", "cursor", "limit"}
-                and isinstance(q["query"], bytes)
-                and isinstance(q["cursor"], bytes)
-                and isinstance(q["limit"], int)
-                and not isinstance(q["limit"], bool)
-                and 1 <= q["limit"] <= max_limit
-            ):
-                raise SchemaError(f"page request: expected {{query, cursor, limit<={max_limit}}}")
-            items, nxt = await handler(peer, q["query"], q["cursor"], q["limit"])
-            return canonical({"items": list(items)[: q["limit"]], "next": nxt})
+            query, cursor, limit = parse_page_request(req, max_limit)
+            items, nxt = await handler(peer, query, cursor, limit)
+            return canonical({"items": list(items)[:limit], "next": nxt})
 
         self.set_handler(name, serve, max_request=PAGE_HEADER, max_response=max_response)
 
@@ -347,23 +435,16 @@ class Direct:
         cap = self._caps.get(name, (0, self.config.response_cap))[1]
         for _ in range(max_pages):
             raw = await self.request(peer, name, canonical({"query": query, "cursor": cursor, "limit": limit}))
-            page = decode(raw, max_bytes=cap)
-            if not (
-                isinstance(page, dict)
-                and set(page) == {"items", "next"}
-                and isinstance(page["items"], list)
-                and len(page["items"]) <= limit
-                and all(isinstance(i, bytes) for i in page["items"])
-                and isinstance(page["next"], bytes)
-            ):
-                err = SchemaError(f"page from {short(peer)}: expected {{items: [bytes] <= {limit}, next: bytes}}")
-                self.counters.reject(err.reason, peer, str(err), where=f"rpc/{name} page")
-                raise err
-            yield page["items"], page["next"]
-            if not page["next"]:
+            try:
+                items, nxt = parse_page(raw, cap, limit)
+            except ProtocolError as err:
+                self.counters.reject(err.reason, peer, f"page from {short(peer)}: {err}", where=f"rpc/{name} page")
+                raise
+            yield items, nxt
+            if not nxt:
                 return
-            if page["next"] == cursor:
+            if nxt == cursor:
                 err = SchemaError(f"page from {short(peer)}: cursor did not advance")
                 self.counters.reject(err.reason, peer, str(err), where=f"rpc/{name} page")
                 raise err
-            cursor = page["next"]
+            cursor = nxt

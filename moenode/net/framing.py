@@ -12,13 +12,21 @@ Theory of operation: two layers, both pure functions over a `Reader` (`async rea
   Small messages are written with a single `write` call (header and data together).
 
 Readers wrap a stream in `BufferedReader`, which reads ahead in 256 KiB pieces: a varint and a header would
-otherwise cost several stream reads each, which made small messages 4x slower than a raw frame.
+otherwise cost several stream reads each, which made small messages 4x slower than a raw frame. `readable()` waits
+for the first byte of the next message, so a caller can time an idle stream apart from a message in progress;
+`read_header` and `read_body` split `read_message` where a caller needs the declared length before the data
+arrives (to reserve memory for it and to set its deadline).
+
+`FrameTracker` follows uvarint-prefixed frames through bytes that someone else parses (py-libp2p's pubsub reader):
+it says when a frame is in progress and how long it declared, so that its deadline and memory can be bounded from
+outside the parser.
 
 Everything a peer can get wrong raises a `ProtocolError`: `TooLarge` (reason "oversized") for caps,
 `DecodeError` for a malformed varint or header ("malformed"), a truncated stream ("truncated") or a hash mismatch
 ("hash_mismatch"). Transport failures (reset, connection lost) pass through as the transport's own exceptions.
 """
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from moenode.core.codec import canonical, decode
@@ -48,6 +56,13 @@ class BufferedReader:
         self.stream, self.size = stream, size
         self._buf = b""
         self._pos = 0
+
+    async def readable(self) -> bool:
+        """Wait until at least one byte can be read without waiting; False at the end of the stream."""
+        if self._pos < len(self._buf):
+            return True
+        self._buf, self._pos = await _read_some(self.stream, self.size), 0
+        return bool(self._buf)
 
     async def read(self, n: int = -1) -> bytes:
         if self._pos >= len(self._buf):
@@ -140,8 +155,16 @@ async def write_message(w: Writer, data: bytes, *, chunk: int = CHUNK) -> None:
         await w.write(encode_frame(bytes(view[off : off + chunk])))
 
 
-async def read_message(r: Reader, cap: int, *, chunk: int = CHUNK) -> bytes | None:
-    """Read one chunked message of at most `cap` bytes; None on a clean end of stream before it starts."""
+@dataclass(frozen=True)
+class Header:
+    """A message's header: how many bytes follow and their hash."""
+
+    length: int
+    digest: bytes
+
+
+async def read_header(r: Reader, cap: int) -> Header | None:
+    """Read a message header declaring at most `cap` bytes; None on a clean end of stream before it starts."""
     raw = await read_frame(r, HEADER_CAP)
     if raw is None:
         return None
@@ -156,18 +179,83 @@ async def read_message(r: Reader, cap: int, *, chunk: int = CHUNK) -> bytes | No
         or len(head["hash"]) != DIGEST_SIZE
     ):
         raise DecodeError("message header: expected {len: uint, hash: 32 bytes}")
-    total: int = head["len"]
-    if total > cap:
-        raise TooLarge(f"message of {total} bytes exceeds the cap of {cap}")
+    if head["len"] > cap:
+        raise TooLarge(f"message of {head['len']} bytes exceeds the cap of {cap}")
+    return Header(head["len"], head["hash"])
+
+
+async def read_body(r: Reader, head: Header, *, chunk: int = CHUNK) -> bytes:
+    """Read the chunks that follow `head` and check their hash."""
     buf = bytearray()
-    while len(buf) < total:
-        part = await read_frame(r, min(chunk, total - len(buf)))
+    while len(buf) < head.length:
+        part = await read_frame(r, min(chunk, head.length - len(buf)))
         if part is None:
-            raise DecodeError(f"message: stream ended after {len(buf)} of {total} bytes", reason="truncated")
+            raise DecodeError(f"message: stream ended after {len(buf)} of {head.length} bytes", reason="truncated")
         if not part:
             raise DecodeError("message: empty chunk")
         buf += part
     data = bytes(buf)
-    if H("transfer", data) != head["hash"]:
+    if H("transfer", data) != head.digest:
         raise DecodeError("message: reassembled bytes do not match the declared hash", reason="hash_mismatch")
     return data
+
+
+async def read_message(r: Reader, cap: int, *, chunk: int = CHUNK) -> bytes | None:
+    """Read one chunked message of at most `cap` bytes; None on a clean end of stream before it starts."""
+    head = await read_header(r, cap)
+    return None if head is None else await read_body(r, head, chunk=chunk)
+
+
+class FrameTracker:
+    """Follows uvarint-length-prefixed frames through a byte stream that another reader parses.
+
+    `feed(data)` takes the bytes as they are read and returns what they completed, in order: `("head", n)` when a
+    length prefix is complete (the frame declares n bytes) and `("end", n)` when that frame's body is complete.
+    `in_frame` is true from a frame's first byte to its last. A length above `cap`, or a prefix longer than a
+    10-byte uvarint, raises the same errors as `read_frame`."""
+
+    __slots__ = ("cap", "_value", "_shift", "_prefix", "_left")
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self._value = self._shift = self._prefix = 0  # the length prefix read so far (`_prefix` bytes of it)
+        self._left = -1  # body bytes still to come; -1 while no complete prefix
+
+    @property
+    def in_frame(self) -> bool:
+        return self._prefix > 0 or self._left > 0
+
+    @property
+    def declared(self) -> int:
+        """The length the frame in progress declared (0 while its prefix is incomplete)."""
+        return self._value if self._left > 0 else 0
+
+    def feed(self, data: bytes) -> list[tuple[str, int]]:
+        events: list[tuple[str, int]] = []
+        i = 0
+        while i < len(data):
+            if self._left > 0:
+                take = min(self._left, len(data) - i)
+                self._left -= take
+                i += take
+            else:
+                if self._left == 0:  # the previous frame is complete: this byte starts a new prefix
+                    self._value = self._shift = self._prefix = 0
+                    self._left = -1
+                byte = data[i]
+                i += 1
+                self._prefix += 1
+                self._value |= (byte & 0x7F) << self._shift
+                self._shift += 7
+                if byte & 0x80:
+                    if self._prefix >= MAX_VARINT_BYTES:
+                        raise DecodeError(f"frame length: varint longer than {MAX_VARINT_BYTES} bytes")
+                    continue
+                if self._value > self.cap:
+                    raise TooLarge(f"frame of {self._value} bytes exceeds the cap of {self.cap}")
+                events.append(("head", self._value))
+                self._prefix = 0
+                self._left = self._value
+            if self._left == 0:
+                events.append(("end", self._value))
+        return events

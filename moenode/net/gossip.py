@@ -16,6 +16,12 @@ caller's async `handler(origin_account_id, data)`, skipping our own publishes.
 py-libp2p drops messages silently when its per-peer outbound queue (32 RPCs) or a subscription channel (32) is
 full, so both are enlarged when this module is imported, and `publish` paces bursts. Gossip is for small,
 infrequent messages; bulk data goes over direct streams.
+
+What peers send is contained (`guard.py`): py-libp2p reads each inbound pubsub stream through `Guard.watch` (an RPC
+frame declares at most `MAX_RPC` bytes, holds them from the partial-message budget while it arrives, and must
+arrive in time), and the Pubsub and GossipSub services run their tasks through `ContainedTasks`, so a message that
+makes py-libp2p raise is counted against its peer instead of stopping the service. A message whose origin key
+cannot even be parsed is counted as `bad_signature`.
 """
 
 import functools
@@ -35,6 +41,7 @@ from libp2p.pubsub.rpc_queue import RpcQueue
 from moenode.core.errors import ProtocolError
 from moenode.core.messages import Advert, Certificate
 from moenode.net.framing import KiB, MiB
+from moenode.net.guard import ContainedTasks, Guard
 from moenode.net.identity import account_id_of
 from moenode.net.limits import Counters, RateLimiter, short
 
@@ -74,26 +81,45 @@ class GossipConfig:
     heartbeat: int = 1
 
 
-class _CountingPubsub(Pubsub):
+class _CountingPubsub(ContainedTasks, Pubsub):
     """Pubsub that reports what strict signing drops: py-libp2p discards a message whose origin signature does not
-    verify before any topic validator sees it, and says nothing. We check first (the message is then checked
-    again by py-libp2p: gossip is small and infrequent) so that the drop is counted and logged like any other."""
+    verify before any topic validator sees it, and says nothing (or raises, if the origin key does not parse). We
+    check first (the message is then checked again by py-libp2p: gossip is small and infrequent) so that the drop
+    is counted and logged like any other. Inbound streams are read through the guard's watch."""
 
     on_bad_signature: Callable[[ID, rpc_pb2.Message], None] = staticmethod(lambda forwarder, msg: None)
+    guard: Guard
 
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
-        if msg_forwarder != self.my_id and not self._is_msg_seen(msg) and not _pubsub_mod.signature_validator(msg):
+        if msg_forwarder != self.my_id and not self._is_msg_seen(msg) and not _signature_ok(msg):
             self.on_bad_signature(msg_forwarder, msg)
             return
         await super().push_msg(msg_forwarder, msg)
+
+    async def stream_handler(self, stream) -> None:  # type: ignore[no-untyped-def]
+        async with self.guard.watch(stream, MAX_RPC) as watched:
+            await super().stream_handler(watched)  # type: ignore[arg-type]
+
+
+class _ContainedGossipSub(ContainedTasks, GossipSub):
+    """GossipSub whose tasks are contained (see `guard.ContainedTasks`)."""
+
+
+def _signature_ok(msg: rpc_pb2.Message) -> bool:
+    try:
+        return bool(_pubsub_mod.signature_validator(msg))
+    except Exception:  # noqa: BLE001 - py-libp2p raises whatever its key parser raised on a garbage `key`
+        return False
 
 
 class Gossip:
     """GossipSub and Pubsub services plus our topic validators and drain tasks."""
 
-    def __init__(self, host: IHost, net_id: bytes, counters: Counters, limiter: RateLimiter, config: GossipConfig):
+    def __init__(
+        self, host: IHost, net_id: bytes, counters: Counters, limiter: RateLimiter, config: GossipConfig, guard: Guard
+    ):
         self.host, self.net_id, self.counters, self.limiter, self.config = host, net_id, counters, limiter, config
-        self.router = GossipSub(
+        self.router = _ContainedGossipSub(
             protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
             degree=config.degree,
             degree_low=config.degree_low,
@@ -104,6 +130,10 @@ class Gossip:
         )
         self.pubsub = _CountingPubsub(host, self.router, strict_signing=True, max_inbound_rpc_size=MAX_RPC)
         self.pubsub.on_bad_signature = self._bad_signature
+        self.pubsub.guard = guard
+        for service in (self.pubsub, self.router):
+            service.on_task_failure = (  # type: ignore[method-assign]
+                lambda peer, exc, task: guard.report(exc, peer, where=f"gossip task {task}"))
         self._me = host.get_id()
         self._nursery: trio.Nursery | None = None
         self._publish_lock = trio.Lock()

@@ -11,6 +11,10 @@ bootstrap task; it yields a `NetHost`, the one object the node drives:
 
 Peers are named by account id (the raw 32-byte Ed25519 key) everywhere in this API; libp2p peer ids stay inside.
 
+Before anything is registered on it, the host is guarded (`guard.py`, `NetConfig.guard`): every stream handler's
+failures stay in its stream and are counted against the peer, and streams per peer, connections per IP, partial
+messages and reading time are bounded.
+
 Bootstrap: each configured multiaddr (`/ip4/../tcp/../p2p/12D3KooW..`) is dialled in the background with
 exponential backoff (0.25 s doubling to 10 s) and redialled whenever it is not connected, so a restarted bootstrap
 peer is found again without the node doing anything.
@@ -44,6 +48,7 @@ from moenode.net.direct import (
     RequestHandler,
 )
 from moenode.net.gossip import Gossip, GossipConfig
+from moenode.net.guard import Guard, GuardConfig
 from moenode.net.identity import DEFAULT_LISTEN, account_id_of, key_pair_from_seed, make_libp2p_host, peer_id_of
 from moenode.net.limits import Counters, Rate, RateLimiter, short
 
@@ -69,6 +74,7 @@ class NetConfig:
     limits: dict[str, Rate] = field(default_factory=default_limits)
     direct: DirectConfig = field(default_factory=DirectConfig)
     gossip: GossipConfig = field(default_factory=GossipConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     backoff_min: float = 0.25
     backoff_max: float = 10.0
     bootstrap_tick: float = 0.5
@@ -87,8 +93,10 @@ class NetHost:
         self.peer_id = host.get_id()
         self.counters = Counters()
         self.limiter = RateLimiter(config.limits)
-        self.direct = Direct(host, config.net_id, self.counters, self.limiter, config.direct, on_message)
-        self.gossip = Gossip(host, config.net_id, self.counters, self.limiter, config.gossip)
+        self.guard = Guard(host, self.counters, config.guard)
+        self.guard.install()
+        self.direct = Direct(host, config.net_id, self.counters, self.limiter, config.direct, on_message, self.guard)
+        self.gossip = Gossip(host, config.net_id, self.counters, self.limiter, config.gossip, self.guard)
         self._bootstrap_peers: list[tuple[bytes, str]] = []
         for addr in config.bootstrap:
             info = info_from_p2p_addr(multiaddr.Multiaddr(addr))

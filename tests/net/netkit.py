@@ -1,6 +1,9 @@
 """Shared helpers for the networking tests: real libp2p hosts in one process (imported as `netkit`)."""
 
 import contextlib
+import hashlib
+import importlib
+import inspect
 import socket
 from collections.abc import AsyncIterator, Callable
 
@@ -9,6 +12,8 @@ import trio
 from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as Noise
 from libp2p.tools.anyio_service import background_trio_service
@@ -48,6 +53,11 @@ class Inbox:
             await self._changed.wait()
 
 
+async def echo(peer: bytes, data: bytes) -> bytes:
+    """A request handler that answers with the request."""
+    return data
+
+
 async def wait_until(pred: Callable[[], bool], step: float = 0.02) -> None:
     """Poll `pred`; the caller bounds the wait with trio.fail_after."""
     while not pred():
@@ -65,6 +75,16 @@ async def hosts(*names: str, inboxes: dict[str, Inbox] | None = None, **kw) -> A
                 handler = inboxes.setdefault(name, Inbox())
             out.append(await stack.enter_async_context(open_host(config(name, **kw), handler)))
         yield out
+
+
+@contextlib.asynccontextmanager
+async def echo_pair(name: str, **kw) -> AsyncIterator[tuple[NetHost, NetHost, Inbox]]:
+    """Hosts `<name>-a` and `<name>-b`, connected; b answers RPC "echo" and collects envelopes in the Inbox."""
+    inboxes: dict[str, Inbox] = {}
+    async with hosts(f"{name}-a", f"{name}-b", inboxes=inboxes, **kw) as (a, b):
+        b.set_request_handler("echo", echo)
+        await a.connect(b.addrs()[0])
+        yield a, b, inboxes[f"{name}-b"]
 
 
 async def connect_all(nets: list[NetHost]) -> None:
@@ -106,6 +126,28 @@ async def run_vanilla(host, *services) -> AsyncIterator[None]:
                 await trio.sleep(0.2)
 
 
+@contextlib.asynccontextmanager
+async def attacker_of(victim: NetHost) -> AsyncIterator[tuple[object, ID]]:
+    """A standard py-libp2p host (Noise, Yamux) connected to `victim`: (host, the victim's libp2p peer id)."""
+    evil = vanilla_host()
+    async with run_vanilla(evil):
+        info = info_from_p2p_addr(multiaddr.Multiaddr(victim.addrs()[0]))
+        await evil.connect(info)
+        yield evil, info.peer_id
+
+
+async def send_raw(evil, pid: ID, proto: str, raw: bytes, *, close: bool = True):
+    """Negotiate `proto` on a new stream from `evil`, write `raw` as is, and return the stream (None if it could
+    not be opened). The victim may refuse or reset the stream at any point, so errors are ignored."""
+    stream = None
+    with contextlib.suppress(Exception):
+        stream = await evil.new_stream(pid, [proto])
+        await stream.write(raw)
+        if close:
+            await stream.close()
+    return stream
+
+
 def make_certificate(net_id: bytes, signers: list, tag: bytes = b"r") -> bytes:
     """A real Certificate (one Report signed by every signer), encoded as it travels on the certs topic."""
     pk = signers[0].public_key
@@ -132,3 +174,49 @@ def certificate_ok(net_id: bytes, members: list[bytes]) -> Callable[[bytes], boo
             return False
 
     return check
+
+
+def source_digest(path: str) -> str:
+    """First 16 hex digits of sha256 over the source of `module:qualified.name` (a property's getter)."""
+    module, _, qualname = path.partition(":")
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if isinstance(obj, property):
+        obj = obj.fget
+    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
+
+
+class MemoryStream:
+    """The parts of a libp2p stream that moenode's readers use, over bytes in memory: for fuzzing the stream layer
+    fast. Reads return at most `step` bytes; after the data, a read returns b"" (end) or, if `hang`, waits forever
+    (a peer that went quiet). The real-stream versions of every path run in test_direct and test_guard."""
+
+    class _Conn:
+        def __init__(self, peer_id):
+            self.peer_id = peer_id
+
+    def __init__(self, data: bytes, peer_id, *, step: int = 1 << 30, hang: bool = False):
+        self.data, self.step, self.hang = bytearray(data), step, hang
+        self.muxed_conn = self._Conn(peer_id)
+        self.written = bytearray()
+        self.was_reset = self.closed = False
+
+    async def read(self, n: int = -1) -> bytes:
+        await trio.lowlevel.checkpoint()
+        if not self.data and self.hang:
+            await trio.sleep_forever()
+        n = len(self.data) if n is None or n < 0 else n
+        out = bytes(self.data[: min(n, self.step)])
+        del self.data[: len(out)]
+        return out
+
+    async def write(self, data: bytes) -> None:
+        await trio.lowlevel.checkpoint()
+        self.written += data
+
+    async def reset(self) -> None:
+        self.was_reset = True
+
+    async def close(self) -> None:
+        self.closed = True

@@ -2,7 +2,9 @@
 
 import logging
 
-from moenode.net.limits import LOG_FIRST, Counters, Rate, RateLimiter, TokenBucket
+import pytest
+
+from moenode.net.limits import LOG_FIRST, ByteBudget, Counters, Rate, RateLimiter, TokenBucket
 
 
 def test_token_bucket_burst_and_refill():
@@ -34,3 +36,26 @@ def test_counters_count_everything_and_thin_out_logs(caplog):
     assert all(r.peer == ("01" * 32) and r.reason == "rate_limited" for r in caplog.records)
     c.incr("sent.envelope", 3)
     assert c.snapshot() == {"rejected.rate_limited": 100, "sent.envelope": 3}
+
+
+def test_byte_budget_bounds_each_peer_and_the_total():
+    b = ByteBudget(total=10, per_peer=6)
+    assert b.take(b"a", 6) and not b.take(b"a", 1)  # a's share is full
+    assert b.take(b"b", 4) and not b.take(b"c", 1)  # the total is full
+    b.give(b"a", 6)
+    assert b.held == 4 and b.held_by(b"a") == 0 and b.take(b"c", 6)
+    with pytest.raises(ValueError):
+        b.give(b"b", 5)
+    with pytest.raises(ValueError):
+        ByteBudget(total=5, per_peer=6)
+
+
+def test_rejections_are_tallied_per_peer_for_the_most_recent_peers():
+    c = Counters(max_peers=2)
+    c.reject("malformed", b"a" * 32, "x")
+    c.reject("oversized", b"a" * 32, "x")
+    c.reject("malformed", None, "no peer")
+    c.reject("malformed", b"b" * 32, "x")
+    assert c.peer_rejections(b"a" * 32) == 2 and c.peer_rejections(b"b" * 32) == 1
+    c.reject("malformed", b"c" * 32, "x")  # a is the least recently refused: forgotten
+    assert c.peer_rejections(b"a" * 32) == 0 and c.rejected("malformed") == 4
