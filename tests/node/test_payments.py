@@ -5,6 +5,7 @@ between signing an order and closing it in the outbox leaves every ledger conver
 lacks a credit is asked again with it. Orders that reach an authority together are voted on together."""
 
 import sys
+import time
 
 import pytest
 import trio
@@ -204,7 +205,21 @@ async def test_orders_that_arrive_together_share_one_lock_write_and_one_signatur
                     n.start_soon(ask, env)
             return envs, [answers[e.id] for e in envs]
 
+        # the first lock write holds until another request is queued behind it, as it would on a busy node: on a
+        # loaded machine the requests might otherwise be served one by one, and no batch would form
+        store, desk = auth.payments.authority.store, auth.payments.desk
+        put, first = store.put_locks, [True]
+
+        def held_first_write(rows):
+            deadline = time.monotonic() + 20
+            while first[0] and not desk._queue and time.monotonic() < deadline:
+                time.sleep(0.01)
+            first[0] = False
+            put(rows)
+
+        store.put_locks = held_first_write
         envs, votes = await ask_all(users[:16])
+        store.put_locks = put
         batched = [v for v in votes if isinstance(v, BatchVote)]
         assert auth.metrics.get("order_batches") >= 1 and len({v.sig for v in batched}) < len(batched)
         for env, v in zip(envs, votes):  # each vote is for its own order
@@ -219,7 +234,6 @@ async def test_orders_that_arrive_together_share_one_lock_write_and_one_signatur
             assert m.node.payments.accept(outcome.cert.encode()) in ("applied", "duplicate")
 
         # a lock write that fails answers every waiting order with an error, and signs nothing
-        store = auth.payments.authority.store
 
         def broken(rows):
             raise OSError("disk full")

@@ -45,12 +45,13 @@ def test_backoff_doubles_to_a_cap_with_the_jitter_the_driver_draws():
 
 async def test_a_walk_paces_itself_and_backs_off_when_the_server_refuses(tmp_path):
     """Pages used to be asked back to back into the server's rate bucket, and the first `rate_limited` ended the
-    walk (7,000 of 27,000 entries fetched, then failure, every time). Against a server that grants this client only
-    3 requests a second, the walk now backs off, asks again, and completes; its cursor is saved page by page."""
+    walk (7,000 of 27,000 entries fetched, then failure, every time). Against a server that grants this client one
+    request and then one every 4 s (so the second page is refused however slow the machine is), the walk now backs
+    off, asks again, and completes; its cursor is saved page by page."""
     genesis, (s,), c, servers, users = _network(tmp_path, 1)
-    n = 3_000
+    n = 1_000
     write_log(s.home / "ledger.sqlite", genesis, certified_transfers(genesis, servers, users, n))
-    tight = default_limits() | {"request": Rate(3.0, 3.0)}
+    tight = default_limits() | {"request": Rate(0.25, 1.0)}
     async with synced_node(s, genesis, limits=tight) as server, synced_node(c, genesis) as client:
         await client.net.connect(server.net.addrs()[0])
         with trio.fail_after(120):
