@@ -85,11 +85,6 @@ def workload(submissions: int, batch: int, seed: int = 0, domains: Sequence[str]
     return out
 
 
-def measure_single(batches: Sequence[list[str]], model: str, params: Params | None = None) -> list[float]:
-    """ms for ONE node to embed and score each batch alone: the same work a shard member does (its Payload)."""
-    return list(measure_single_iter(batches, model, params))
-
-
 def percentile(xs: Sequence[float], q: float) -> float:
     if not xs:
         return 0.0
@@ -265,7 +260,8 @@ def run_workload(tn: Testnet, cfg: DemoConfig, ui: Any = None, on_done: Any = No
 
 
 def measure_single_iter(batches: Sequence[list[str]], model: str, params: Params | None = None):
-    """Like measure_single, one batch at a time (so a progress bar can follow)."""
+    """ms for ONE node to embed and score each batch alone (the same work a shard member does: its Payload), one
+    batch at a time so a progress bar can follow."""
     from moenode.core.crypto import H
     from moenode.node.compute import Compute
 

@@ -75,12 +75,6 @@ class Book:
         self.balances[payer] = self.balances.get(payer, 0) + fee
         self.refunded += 1
 
-    def note(self, epoch: int, kind: str, account: bytes, source: bytes) -> None:
-        self.items.append(Item(epoch, kind, account, source, 1))
-
-    def strike(self, epoch: int, account: bytes, source: bytes) -> None:
-        self.note(epoch, "strike", account, source)
-
     def end_epoch(self, upto: int) -> dict[bytes, int]:
         """Apply the items tagged <= upto to the stake table (the checkpoint's arithmetic); returns slash per account."""
         due = [it for it in self.items if it.epoch <= upto]
