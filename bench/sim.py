@@ -37,8 +37,8 @@ def _timed(fn):
 
 
 def message_level(nodes: int, submissions: int, decode: bool) -> dict:
-    from sim.config import parse
-    from sim.message import MessageSim
+    from moenode.sim.config import parse
+    from moenode.sim.message import MessageSim
 
     sc = parse(f"""
 [sim]
@@ -79,8 +79,8 @@ def inproc_baseline(n_network: int, rounds: int) -> dict:
 
 
 def market_level(nodes: int, submissions: int) -> dict:
-    from sim.config import parse
-    from sim.market import MarketSim
+    from moenode.sim.config import parse
+    from moenode.sim.market import MarketSim
 
     sc = parse(f"""
 [sim]
@@ -101,7 +101,7 @@ cbtm_clusters = 32
 def sampler_ratio(nodes: int, draws: int) -> dict:
     from moenode.core.crypto import H
     from moenode.core.selection import sample_shard, shard_size, voting_power
-    from sim.draw import ShardSampler
+    from moenode.sim.draw import ShardSampler
 
     power = voting_power({H("pk", i.to_bytes(4, "big")): 100 for i in range(nodes)})
     n, _ = shard_size(nodes)
@@ -117,8 +117,8 @@ def sampler_ratio(nodes: int, draws: int) -> dict:
 def routing(submissions: int) -> dict:
     from dataclasses import replace
 
-    from sim.config import parse
-    from sim.scenario import run_scenario
+    from moenode.sim.config import parse
+    from moenode.sim.scenario import run_scenario
 
     sc = parse((ROOT / "sim" / "scenarios" / "routing.toml").read_text())
     sc = replace(sc, sim=replace(sc.sim, submissions=submissions))

@@ -1,6 +1,6 @@
 """Small scenarios shared by the simulator tests."""
 
-from sim.config import parse
+from moenode.sim.config import parse
 
 FAST_PARAMS = """
 [params]

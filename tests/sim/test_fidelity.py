@@ -2,10 +2,10 @@
 
 import pytest
 
-from sim.config import override
+from moenode.sim.config import override
 
-from sim.market import MarketSim
-from sim.message import MessageSim
+from moenode.sim.market import MarketSim
+from moenode.sim.message import MessageSim
 from simkit import small
 
 

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import typer
 
+from moenode.sim import SCENARIOS
+
 app = typer.Typer(no_args_is_help=True, add_completion=False)
-SCENARIOS = Path(__file__).parent / "scenarios"
 
 
 def _resolve(name: str) -> Path:
@@ -21,7 +22,7 @@ def _resolve(name: str) -> Path:
 @app.command("list")
 def list_() -> None:
     """List the bundled scenarios."""
-    from sim.config import parse
+    from moenode.sim.config import parse
 
     for f in sorted(SCENARIOS.glob("*.toml")):
         sc = parse(f.read_text())
@@ -43,9 +44,9 @@ def run(
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from sim.config import parse
-    from sim.report import write_report
-    from sim.scenario import run_scenario
+    from moenode.sim.config import parse
+    from moenode.sim.report import write_report
+    from moenode.sim.scenario import run_scenario
 
     try:
         sc = parse(_resolve(scenario).read_text())

@@ -1,6 +1,6 @@
 """Scenario configuration: one dataclass tree, loaded from TOML, with every default written here.
 
-A scenario file has `[sim]` (size, fidelity, seed, economics), `[world]` (the synthetic world, `sim.world`),
+A scenario file has `[sim]` (size, fidelity, seed, economics), `[world]` (the synthetic world, `moenode.sim.world`),
 `[params]` (protocol parameter overrides, checked against `genesis.BOUNDS`), `[net]` (the message-level network
 model), `[adversary]` (byzantine fractions) and optionally `[[variants]]`, each a table of dotted overrides
 (`"sim.proxy" = false`) run on the same seed and item stream.
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 from moenode.core.genesis import BOUNDS, Params
-from sim.world import WorldConfig
+from moenode.sim.world import WorldConfig
 
 
 @dataclass

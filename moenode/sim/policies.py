@@ -11,8 +11,8 @@ The `market` policy is the protocol itself and is scored by the level that runs 
 
 import numpy as np
 
-from sim.index import WinnerIndex
-from sim.world import World, micro
+from moenode.sim.index import WinnerIndex
+from moenode.sim.world import World, micro
 
 BIG = np.int64(1 << 40)
 

@@ -12,18 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from sim.config import Scenario, override
-from sim.metrics import POLICIES
+from moenode.sim.config import Scenario, override
+from moenode.sim.metrics import POLICIES
 
 Progress = Callable[[str, int, int], None]
 
 
 def _engine(sc: Scenario):
     if sc.sim.fidelity == "message":
-        from sim.message import MessageSim
+        from moenode.sim.message import MessageSim
         return MessageSim(sc)
     if sc.sim.fidelity == "market":
-        from sim.market import MarketSim
+        from moenode.sim.market import MarketSim
         return MarketSim(sc)
     raise ValueError(f"scenario: fidelity must be 'market' or 'message', not {sc.sim.fidelity!r}")
 

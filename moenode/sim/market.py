@@ -25,7 +25,7 @@ The round itself is abstracted into its outcome, following `moenode.core.round`:
 The winner index learns each chunk's certificates after the chunk (a gossip delay of one chunk).
 
 On the same item stream and the same realised losses it also evaluates the other policies: `random` (the shard as
-drawn, no proxies), `oracle` and `cbtm` (see `sim.policies`).
+drawn, no proxies), `oracle` and `cbtm` (see `moenode.sim.policies`).
 """
 
 import time
@@ -38,14 +38,14 @@ from moenode.core.crypto import H
 from moenode.core.genesis import Params, next_epoch_seed
 from moenode.core.routing import Candidate, rank
 from moenode.core.selection import shard_size, voting_power
-from sim.book import Book, escrow_id
-from sim.config import Scenario
-from sim.draw import ShardSampler
-from sim.index import WinnerIndex
-from sim.metrics import Recorder
-from sim.population import Population, item_text, nonce_of, round_ids
-from sim.policies import BIG, Cbtm, expert_batch_loss, oracle_expert
-from sim.world import micro, routing_vectors
+from moenode.sim.book import Book, escrow_id
+from moenode.sim.config import Scenario
+from moenode.sim.draw import ShardSampler
+from moenode.sim.index import WinnerIndex
+from moenode.sim.metrics import Recorder
+from moenode.sim.population import Population, item_text, nonce_of, round_ids
+from moenode.sim.policies import BIG, Cbtm, expert_batch_loss, oracle_expert
+from moenode.sim.world import micro, routing_vectors
 
 
 

@@ -13,8 +13,8 @@ from moenode.core.crypto import CheapSigner, Ed25519Signer, H, Signer, Verifier,
 from moenode.core.genesis import Account, Genesis
 from moenode.core.messages import shard_id as make_shard_id
 from moenode.core.selection import data_hash, shard_seed
-from sim.config import Scenario
-from sim.world import World, make_world
+from moenode.sim.config import Scenario
+from moenode.sim.world import World, make_world
 
 BEHAVIOURS = ("honest", "equivocate", "fake", "collapsed", "withhold")
 

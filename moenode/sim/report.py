@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.metrics import POLICIES
+from moenode.sim.metrics import POLICIES
 
 COLOURS = {"market": "#1f77b4", "cbtm": "#ff7f0e", "random": "#7f7f7f", "oracle": "#2ca02c"}
 

@@ -67,7 +67,7 @@ class WorldConfig:
     slow_factor: int = 200
     price_bps_low: int = 1_000
     price_bps_high: int = 5_000
-    # real-encoder mode (sim.real): measured zoo models on the packaged corpus instead of the synthetic world
+    # real-encoder mode (moenode.sim.real): measured zoo models on the packaged corpus instead of the synthetic world
     mode: str = "synthetic"  # synthetic | real
     real_models: list = field(default_factory=lambda: ["minilm-l6", "minilm-l3", "spec-code", "spec-legal",
                                                        "spec-man", "adv-bag-of-tokens", "adv-noise"])
@@ -201,7 +201,7 @@ class World:
 
 def make_world(cfg: WorldConfig, seed: int, n: int) -> World:
     if cfg.mode == "real":
-        from sim.real import RealWorld
+        from moenode.sim.real import RealWorld
 
         return RealWorld(cfg, seed, n)
     if cfg.mode != "synthetic":

@@ -27,8 +27,8 @@ def _mount() -> None:
 
     register_node_commands(app)
     for module, name, help_ in (
-        ("moenode.encoders.cli", "expert", "Encoders: score a model on text, train a domain specialist, list the zoo."),
-        ("sim.cli", "sim", "The simulator: thousands of nodes on the real protocol core."),
+        ("moenode.cli.expert", "expert", "Encoders: score a model on text, train a domain specialist, list the zoo."),
+        ("moenode.cli.sim", "sim", "The simulator: thousands of nodes on the real protocol core."),
     ):
         try:
             mod = __import__(module, fromlist=["app"])

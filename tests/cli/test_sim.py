@@ -4,8 +4,9 @@ import json
 
 from typer.testing import CliRunner
 
-from sim.cli import SCENARIOS, app
-from sim.config import parse
+from moenode.cli.sim import app
+from moenode.sim import SCENARIOS
+from moenode.sim.config import parse
 
 TINY = """
 description = "tiny"

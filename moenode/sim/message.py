@@ -21,7 +21,7 @@ One heap of timed events drives the whole network on a virtual clock (integer ms
 Effects map one to one: `Send` becomes a delivery after the link's latency (per-link log-normal medians, jitter,
 bandwidth for the bytes; packet loss costs a retransmission timeout, since direct streams are reliable; a partition
 or an offline receiver drops the message), `Work` becomes routing plus a synthetic
-payload (`sim.world` losses; the routing decision is `moenode.core.routing.route` on the shared winner index),
+payload (`moenode.sim.world` losses; the routing decision is `moenode.core.routing.route` on the shared winner index),
 `Verify` checks the claimed losses against the world's, `EvidenceFound` and `Outcome` are recorded. Byzantine
 nodes are the honest state machine with a twist in the driver: equivocators send a second, different Commit;
 withholders never send their Reveal; fake-score nodes claim 30 % of their real loss; collapsed encoders score 1.0.
@@ -73,14 +73,14 @@ from moenode.core.round import (
 )
 from moenode.core.routing import route
 from moenode.core.selection import quorum, shard_size, voting_power
-from sim.book import Book, escrow_id
-from sim.config import Scenario
-from sim.draw import ShardSampler, Uniforms
-from sim.index import WinnerIndex
-from sim.metrics import Recorder
-from sim.policies import BIG, Cbtm, batch_of, expert_batch_loss, oracle_expert
-from sim.population import Population, chunks, item_text, nonce_of, round_ids
-from sim.world import micro, routing_vectors
+from moenode.sim.book import Book, escrow_id
+from moenode.sim.config import Scenario
+from moenode.sim.draw import ShardSampler, Uniforms
+from moenode.sim.index import WinnerIndex
+from moenode.sim.metrics import Recorder
+from moenode.sim.policies import BIG, Cbtm, batch_of, expert_batch_loss, oracle_expert
+from moenode.sim.population import Population, chunks, item_text, nonce_of, round_ids
+from moenode.sim.world import micro, routing_vectors
 
 
 @dataclass
@@ -133,7 +133,7 @@ class Network:
             self._median.update(zip((a * n + b).tolist(), self._draw(a, b).tolist()))
 
     def _draw(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        from sim.world import gauss
+        from moenode.sim.world import gauss
 
         return self.cfg.latency_ms * np.exp(self.cfg.latency_spread * gauss(self.seed + 99, a, b))
 

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-For small runs the synthetic world (`sim.world`) can be replaced by measurements. `RealWorld` takes
+For small runs the synthetic world (`moenode.sim.world`) can be replaced by measurements. `RealWorld` takes
 `real_per_domain` evaluation items of every corpus domain, embeds them with the router model (the routing space),
 and scores every listed model on every item with the real split-half scorer (`moenode.encoders.scoring.score`,
 batches of one domain, the network's reference corpus for negatives, a fixed seed). Both tables go to an `.npz`
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.world import World, WorldConfig
+from moenode.sim.world import World, WorldConfig
 
 COST_MS = {"minilm-l6": 36, "minilm-l3": 15, "spec-code": 38, "spec-legal": 38, "spec-man": 38}
 
