@@ -14,7 +14,8 @@ from moenode.core.genesis import Account, Genesis
 from moenode.core.messages import shard_id as make_shard_id
 from moenode.core.selection import data_hash, shard_seed
 from moenode.sim.config import Scenario
-from moenode.sim.world import World, make_world
+from moenode.sim.world import World
+from moenode.sim.worlds import make_world
 
 BEHAVIOURS = ("honest", "equivocate", "fake", "collapsed", "withhold")
 

@@ -70,8 +70,8 @@ def measure(models: list[str], per_domain: int, router: str, batch: int = 16) ->
 class RealWorld(World):
     """`World`'s interface over measured losses (see the module docstring)."""
 
-    def __init__(self, cfg: WorldConfig, seed: int, n_experts: int):  # noqa: D107 (no synthetic set-up)
-        self.cfg, self.seed, self.n_experts = cfg, seed, n_experts
+    def __init__(self, cfg: WorldConfig, seed: int, n_experts: int) -> None:
+        super().__init__(cfg, seed, n_experts)
         m = measure(list(cfg.real_models), cfg.real_per_domain, cfg.real_router)
         self.item_domain, self.x_items, self.loss_table = m["item_domain"], m["x"], m["loss"] / 1e6
         K = int(self.item_domain.max()) + 1

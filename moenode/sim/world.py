@@ -75,20 +75,67 @@ class WorldConfig:
     real_router: str = "minilm-l3"
 
 
-@dataclass
 class World:
-    cfg: WorldConfig
-    seed: int
-    n_experts: int
-    centres: np.ndarray = field(init=False)
-    popularity: np.ndarray = field(init=False)
-    skill: np.ndarray = field(init=False)  # (E, K)
-    kind: np.ndarray = field(init=False)  # per expert: "specialist" | "generalist" | "weak"
-    ms_per_item: np.ndarray = field(init=False)
-    price_bps: np.ndarray = field(init=False)
-    collapsed: np.ndarray = field(init=False)  # bool: a collapsed encoder (scores 1.0)
+    """What the simulators ask of a world: its domains and routing space, the experts' kinds, speeds and prices, the
+    item stream and every expert's losses on it. `SyntheticWorld` draws them (this module's docstring), `RealWorld`
+    (`moenode.sim.real`) measures them; `make_world` (`moenode.sim.worlds`) picks one from the scenario."""
 
-    def __post_init__(self) -> None:
+    dim: int
+    domains: int
+    centres: np.ndarray  # (K, D) unit domain centres in the routing space
+    popularity: np.ndarray  # (K,) probability of each domain in the item stream
+    skill: np.ndarray  # (E, K)
+    kind: np.ndarray  # per expert: "specialist" | "generalist" | "weak"
+    ms_per_item: np.ndarray
+    slow: np.ndarray  # bool per expert: a slow node
+    price_bps: np.ndarray
+    collapsed: np.ndarray  # bool: a collapsed encoder (scores 1.0)
+    investing: np.ndarray  # bool: an operator that moves its capacity toward rewarded domains
+
+    def __init__(self, cfg: WorldConfig, seed: int, n_experts: int) -> None:
+        self.cfg, self.seed, self.n_experts = cfg, seed, n_experts
+
+    def draw_items(self, rng: np.random.Generator, n: int, per_batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """n batches of `per_batch` items, each batch from one domain: (domains (n,), vectors (n, per_batch, D))."""
+        raise NotImplementedError
+
+    def region(self, x: np.ndarray) -> np.ndarray:
+        """Soft domain weights w(x), shape (..., K)."""
+        a = self.cfg.beta * (x @ self.centres.T)
+        a -= a.max(axis=-1, keepdims=True)
+        w = np.exp(a)
+        return w / w.sum(axis=-1, keepdims=True)
+
+    def expected_loss(self, experts: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Expected loss of experts (shape S) on items with region weights w (shape S + (K,))."""
+        raise NotImplementedError
+
+    def estimate_micro(self, experts: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """A member's own estimate for a batch (its expected loss, averaged over the items), in micro-units."""
+        return micro(self.expected_loss(experts, w).mean(axis=-1))
+
+    def realised_loss(self, experts: np.ndarray, items: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Realised per-item loss in [0, 1] for experts (S) on item ids (S) with region weights (S + (K,))."""
+        raise NotImplementedError
+
+    def top_experts(self, m: int, alive: np.ndarray | None = None) -> np.ndarray:
+        """Per domain, the m best experts (the oracle's shortlist), shape (K, m)."""
+        raise NotImplementedError
+
+    def invest(self, reward_by_domain: np.ndarray, rate: float) -> None:
+        """Operators move capacity toward rewarded domains (a world without investment ignores it)."""
+        raise NotImplementedError
+
+    def specialization(self) -> float:
+        """Mean share of capacity in an expert's top domain (nan where the world has no notion of it)."""
+        raise NotImplementedError
+
+
+class SyntheticWorld(World):
+    """The drawn world of this module's docstring."""
+
+    def __init__(self, cfg: WorldConfig, seed: int, n_experts: int) -> None:
+        super().__init__(cfg, seed, n_experts)
         c, rng = self.cfg, np.random.default_rng(self.seed)
         self.dim, self.domains = c.dim, c.domains
         cen = rng.normal(size=(c.domains, c.dim))
@@ -127,13 +174,6 @@ class World:
         x /= np.linalg.norm(x, axis=2, keepdims=True)
         return dom, x.astype(np.float32)
 
-    def region(self, x: np.ndarray) -> np.ndarray:
-        """Soft domain weights w(x), shape (..., K)."""
-        a = self.cfg.beta * (x @ self.centres.T)
-        a -= a.max(axis=-1, keepdims=True)
-        w = np.exp(a)
-        return w / w.sum(axis=-1, keepdims=True)
-
     # losses --------------------------------------------------------------------------------------------------------
     def expected_loss(self, experts: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Expected loss of experts (shape S) on items with region weights w (shape S + (K,))."""
@@ -141,10 +181,6 @@ class World:
         s = np.einsum("...k,...k->...", self.skill[experts], w)
         out = c.lmin + (c.lmax - c.lmin) * np.exp(-s)
         return np.where(self.collapsed[experts], 1.0, out)
-
-    def estimate_micro(self, experts: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """A member's own estimate for a batch (its expected loss, averaged over the items), in micro-units."""
-        return micro(self.expected_loss(experts, w).mean(axis=-1))
 
     def realised_loss(self, experts: np.ndarray, items: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Realised per-item loss in [0, 1] for experts (S) on item ids (S) with region weights (S + (K,))."""
@@ -197,16 +233,6 @@ class World:
             return 0.0
         s = self.skill[ok]
         return float((s.max(axis=1) / np.maximum(s.sum(axis=1), 1e-12)).mean())
-
-
-def make_world(cfg: WorldConfig, seed: int, n: int) -> World:
-    if cfg.mode == "real":
-        from moenode.sim.real import RealWorld
-
-        return RealWorld(cfg, seed, n)
-    if cfg.mode != "synthetic":
-        raise ValueError(f"world.mode must be 'synthetic' or 'real', not {cfg.mode!r}")
-    return World(cfg, seed, n)
 
 
 def micro(x: np.ndarray) -> np.ndarray:
