@@ -2,7 +2,7 @@
 
 Theory of operation: every command except `init`, `run` and `resync` is a thin client of a running daemon. It finds
 the daemon through `HOME/run.json` (written by the daemon once it is up) and speaks the control API on 127.0.0.1
-(`moenode.testnet.Control`) with the token in `HOME/control.token`; both files are readable by the node's user
+(`moenode.client.Control`) with the token in `HOME/control.token`; both files are readable by the node's user
 only, so these commands run as that user. `run` is the daemon itself, in the foreground, and stops cleanly on
 SIGINT/SIGTERM.
 `testnet` starts and stops whole local networks of daemons (`moenode.testnet`).
@@ -51,7 +51,7 @@ def out_json(obj: Any) -> None:
 
 
 def _control(home: Path, timeout: float = 10.0):
-    from moenode.testnet import Control, ControlError
+    from moenode.client import Control, ControlError
 
     try:
         return Control.for_home(home, timeout)
@@ -304,7 +304,7 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
         from moenode.core.genesis import parse_genesis
         from moenode.store.keys import KeyFileError, load_key
         from moenode.store.ledger_db import StoreError, open_authority, resync_ledger
-        from moenode.testnet import pid_alive, read_run
+        from moenode.client import pid_alive, read_run
 
         h = _home(home)
         if not (h / "key").exists():
@@ -377,7 +377,7 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
             fail(f"a batch holds at most 256 items, got {len(items)}; split the file", 2)
         if fee is not None and fee < 1:
             fail("--fee must be a positive integer", 2)
-        from moenode.testnet import ControlError, decode_embeddings
+        from moenode.client import ControlError, decode_embeddings
 
         ctl = _control(_home(home), timeout)
         try:
@@ -411,7 +411,7 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
 
           moenode status --home ./testnet/node0 --json | jq .balance
         """
-        from moenode.testnet import ControlError
+        from moenode.client import ControlError
 
         try:
             st = _control(_home(home)).status()
@@ -440,7 +440,7 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
         """
         if amount < 1:
             fail("AMOUNT must be a positive integer", 2)
-        from moenode.testnet import ControlError
+        from moenode.client import ControlError
 
         account = resolve_account(to)
         ctl = _control(_home(home), 60)
@@ -469,7 +469,7 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
         """
         if amount < 1:
             fail("AMOUNT must be a positive integer", 2)
-        from moenode.testnet import ControlError
+        from moenode.client import ControlError
 
         ctl = _control(_home(home), 60)
         try:
@@ -717,7 +717,7 @@ def _print_nodes(tn, sts) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from moenode.testnet import peer_count
+    from moenode.client import peer_count
 
     t = Table(title=f"testnet {tn.root}", title_justify="left")
     cols = ["node", "model", "pid", "up"]

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from moenode.client import RUN_FILE, TOKEN_FILE
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
-RUN_FILE = "run.json"
-TOKEN_FILE = "control.token"
 
 
 class ConfigError(ValueError):

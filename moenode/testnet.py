@@ -17,15 +17,12 @@ always stops every process it started, so a failing test or an interrupted demo 
 stops a testnet started by another process, from the pids in `testnet.json` (checked against /proc so a reused
 pid is never signalled).
 
-The control client (`Control`) speaks the daemon's HTTP/JSON API on 127.0.0.1: GET /status, GET /metrics,
-POST /submit, /transfer, /stake, each with the token the daemon keeps in `HOME/control.token` (readable by the
-node's user only, as is `run.json`).
+Each node is reached through its control API with the control client (`moenode.client`).
 """
 
 from __future__ import annotations
 
 import atexit
-import base64
 import json
 import logging
 import os
@@ -33,15 +30,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from moenode.config import RUN_FILE, TOKEN_FILE
+from moenode.client import RUN_FILE, TOKEN_FILE, Control, ControlError, peer_count, pid_alive, read_run, read_token
 from moenode.core.genesis import Account, Genesis, Params, genesis_to_toml, parse_genesis
 
 log = logging.getLogger("moenode.testnet")
@@ -167,123 +162,6 @@ def peer_id_hex(account: bytes) -> str:
     from moenode.net.identity import peer_id_of
 
     return peer_id_of(account).to_base58()
-
-
-def read_run(home: Path) -> dict[str, Any] | None:
-    """The daemon's run.json, or None while it is not up (or is mid-write). ControlError if it is not ours to read."""
-    try:
-        return json.loads((home / RUN_FILE).read_text())
-    except PermissionError:
-        raise ControlError(f"{home / RUN_FILE}: permission denied; run this as the user the node runs as") from None
-    except (OSError, ValueError):
-        return None
-
-
-def read_token(home: Path) -> str:
-    """The node's control token (HOME/control.token). Raises ControlError."""
-    from moenode.store.keys import KeyFileError, load_token
-
-    try:
-        return load_token(home / TOKEN_FILE)
-    except KeyFileError as e:
-        raise ControlError(str(e)) from None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-# --- control client --------------------------------------------------------------------------------------------
-class ControlError(RuntimeError):
-    """The daemon answered with an error, or could not be reached."""
-
-
-@dataclass
-class Control:
-    """Client of one daemon's control API (127.0.0.1 only), authenticated by the node's control token."""
-
-    url: str
-    token: str = field(repr=False)
-    timeout: float = 10.0
-
-    @classmethod
-    def for_home(cls, home: Path, timeout: float = 10.0) -> "Control":
-        run = read_run(home)
-        if run is None:
-            raise ControlError(f"no node is running in {home} (no {home / RUN_FILE}); start one with "
-                               f"`moenode run --home {home}`")
-        pid = run.get("pid")
-        if isinstance(pid, int) and not pid_alive(pid):
-            raise ControlError(f"the node of {home} (pid {pid}) is gone; its run.json is stale. "
-                               f"See {home / 'node.log'}")
-        return cls(run["control_url"], read_token(home), timeout)
-
-    def _call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Authorization": f"Bearer {self.token}"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as r:
-                raw = r.read()
-                ctype = r.headers.get("Content-Type", "")
-        except urllib.error.HTTPError as e:
-            detail = e.read().decode(errors="replace")
-            try:
-                detail = json.loads(detail).get("error", detail)
-            except (ValueError, AttributeError):
-                pass
-            raise ControlError(f"{method} {path}: HTTP {e.code}: {detail}") from None
-        except (urllib.error.URLError, OSError) as e:
-            raise ControlError(f"{method} {path}: cannot reach {self.url}: {getattr(e, 'reason', e)}") from None
-        if "json" not in ctype and path == "/metrics":
-            return raw.decode()
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw.decode()
-
-    def status(self) -> dict[str, Any]:
-        return self._call("GET", "/status")
-
-    def metrics(self) -> str:
-        return self._call("GET", "/metrics")
-
-    def submit(self, texts: Sequence[str], fee: int | None = None, timeout: float = 300.0) -> dict[str, Any]:
-        body: dict[str, Any] = {"texts": list(texts)}
-        if fee is not None:
-            body["fee"] = fee
-        return self._call("POST", "/submit", body, timeout=timeout)
-
-    def transfer(self, to: str, amount: int, timeout: float = 60.0) -> dict[str, Any]:
-        return self._call("POST", "/transfer", {"to": to, "amount": amount}, timeout=timeout)
-
-    def stake(self, amount: int, model: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
-        body: dict[str, Any] = {"amount": amount}
-        if model:
-            body["model"] = model
-        return self._call("POST", "/stake", body, timeout=timeout)
-
-
-def decode_embeddings(result: dict[str, Any]):
-    """The float32 (items, dim) array of a /submit answer."""
-    import numpy as np
-
-    dim = int(result["dim"])
-    arr = np.frombuffer(base64.b64decode(result["embeddings"]), dtype="<f4")
-    return arr.reshape(-1, dim) if dim else arr.reshape(0, 0)
-
-
-def peer_count(status: dict[str, Any]) -> int:
-    peers = status.get("peers", 0)
-    return len(peers) if isinstance(peers, (list, dict)) else int(peers or 0)
 
 
 # --- processes -------------------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from moenode.core.genesis import Params, parse_genesis
+from moenode.client import ControlError
 from moenode.testnet import (
-    ControlError,
     Testnet,
     ledger_views,
     log,

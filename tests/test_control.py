@@ -16,11 +16,11 @@ import trio
 from nodekit import NOBODY, as_nobody, raw_http
 
 from moenode import control
+from moenode.client import Control, ControlError
 from moenode.core.crypto import H
 from moenode.core.orders import escrow_account
 from moenode.node.daemon import Metrics
 from moenode.store.keys import load_or_create_token
-from moenode.testnet import Control, ControlError
 
 
 class NodeBoundary:

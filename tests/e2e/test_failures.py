@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from moenode.testnet import ControlError, ledger_views, wait_ledgers_equal
+from moenode.client import ControlError
+from moenode.testnet import ledger_views, wait_ledgers_equal
 from moenode.testnet_demo import DemoConfig, run_workload
 
 
