@@ -209,10 +209,10 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
 
           moenode init --home ./n1 --listen /ip4/0.0.0.0/tcp/4001
         """
-        from moenode.config import ConfigError
+        from moenode.node.config import ConfigError
+        from moenode.node.home import init_home
         from moenode.store.keys import KeyFileError
         from moenode.store.ledger_db import StoreError
-        from moenode.testnet import init_home
 
         h = _home(home)
         if (h / "config.toml").exists() and not force:
@@ -262,8 +262,8 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
             if not addr.startswith("/") or "/p2p/" not in addr:
                 fail(f"--bootstrap {addr!r}: expected a multiaddr ending in /p2p/<peer id>, such as "
                      "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... (a running node's `addrs` in run.json)", 2)
-        from moenode.config import ConfigError
         from moenode.core.errors import SchemaError
+        from moenode.node.config import ConfigError
         from moenode.store.keys import KeyFileError
         from moenode.store.ledger_db import StoreError
 
@@ -298,13 +298,13 @@ def register_node_commands(app: typer.Typer) -> None:  # noqa: C901 - one place 
         """
         import time
 
-        from moenode.config import ConfigError, load_config
+        from moenode.client import pid_alive, read_run
         from moenode.core.crypto import Ed25519Signer, ed25519_verify
         from moenode.core.errors import SchemaError
         from moenode.core.genesis import parse_genesis
+        from moenode.node.config import ConfigError, load_config
         from moenode.store.keys import KeyFileError, load_key
         from moenode.store.ledger_db import StoreError, open_authority, resync_ledger
-        from moenode.client import pid_alive, read_run
 
         h = _home(home)
         if not (h / "key").exists():
@@ -495,8 +495,8 @@ def run_daemon(home: Path, genesis: Path | None, bootstrap: list[str], log_level
 
     import trio
 
-    from moenode.config import load_config
     from moenode.node import run_node
+    from moenode.node.config import load_config
 
     cfg = load_config(home)
     if genesis is not None:

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-`create` makes one home per node (key and config, through the same code as `moenode init`), then writes one
+`create` makes one home per node (key and config, through the same code as `moenode init`: `moenode.node.home`), then writes one
 genesis naming every node's account with a distinct model (general models first, then the domain specialists
 the zoo ships), a balance to pay fees with, stake, and a faucet balance on node 0. The genesis uses short timers
 (`testnet_params`) so rounds, refunds and epochs happen in seconds. `start` spawns `python -m moenode run` per home,
@@ -38,6 +38,7 @@ from typing import Any
 
 from moenode.client import RUN_FILE, TOKEN_FILE, Control, ControlError, peer_count, pid_alive, read_run, read_token
 from moenode.core.genesis import Account, Genesis, Params, genesis_to_toml, parse_genesis
+from moenode.node.home import init_home
 
 log = logging.getLogger("moenode.testnet")
 
@@ -120,48 +121,6 @@ def make_genesis(name: str, accounts: Sequence[tuple[bytes, str]], *, epoch_ms: 
     g = Genesis(name=name, genesis_time_ms=gtime, epoch_ms=epoch_ms, params=params or testnet_params())
     g = g.with_accounts(sorted(accs, key=lambda a: a.pubkey))
     return g
-
-
-# --- homes -----------------------------------------------------------------------------------------------------
-def init_home(home: Path, model: str | None = None, *, force: bool = False, listen: Sequence[str] = (),
-              **config: Any) -> dict[str, str]:
-    """Create a node home: a new key (0600), a default config.toml and an empty ledger store. `moenode init` and
-    `Testnet.create` use it.
-
-    An existing key is kept (an identity is never destroyed); `force` rewrites config.toml only. The ledger is
-    created with the key because it will hold the key's vote locks: a home with a key and no ledger has lost them.
-    Returns {"home", "account" (hex), "peer_id", "config", "key", "created"}.
-    """
-    from moenode.config import load_config, write_default_config
-    from moenode.core.crypto import Ed25519Signer
-    from moenode.store.keys import load_or_create_key
-    from moenode.store.ledger_db import init_ledger
-
-    home = Path(home)
-    home.mkdir(parents=True, exist_ok=True)
-    cfg_path = home / "config.toml"
-    if force:
-        cfg_path.unlink(missing_ok=True)
-    overrides = dict(config)
-    if model:
-        overrides["model"] = model
-    if listen:
-        overrides["listen"] = list(listen)
-    if not cfg_path.exists():
-        write_default_config(home, **overrides)
-    if not (home / "key").exists():
-        init_ledger(load_config(home).path("ledger"))  # before the key: a key alone means a lost ledger
-    seed, created = load_or_create_key(home / "key")
-    account = Ed25519Signer(seed).public_key
-    return {"home": str(home), "account": account.hex(), "peer_id": peer_id_hex(account),
-            "config": str(cfg_path), "key": str(home / "key"), "created": "yes" if created else "no"}
-
-
-def peer_id_hex(account: bytes) -> str:
-    """The libp2p peer id (12D3KooW...) of an account; imports libp2p, so only where that is acceptable."""
-    from moenode.net.identity import peer_id_of
-
-    return peer_id_of(account).to_base58()
 
 
 # --- processes -------------------------------------------------------------------------------------------------
@@ -514,7 +473,7 @@ def snapshot_ledger(home: Path, into: Path) -> Path | None:
     """A consistent copy of HOME's ledger store in `into` (the sqlite backup API; milliseconds)."""
     import sqlite3
 
-    from moenode.config import load_config
+    from moenode.node.config import load_config
 
     src = load_config(home).path("ledger")
     if not src.exists():
@@ -532,8 +491,8 @@ def snapshot_ledger(home: Path, into: Path) -> Path | None:
 
 def replay_ledger(home: Path, copy: Path) -> tuple[int, str]:
     """Replay a snapshot into a Ledger (every certificate re-checked): (total supply, state digest hex)."""
-    from moenode.config import load_config
     from moenode.core.crypto import ed25519_verify
+    from moenode.node.config import load_config
     from moenode.store.ledger_db import LedgerDB, rebuild
 
     g = parse_genesis(load_config(home).path("genesis").read_text(encoding="utf-8"))

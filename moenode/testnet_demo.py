@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moenode.core.genesis import Params, parse_genesis
 from moenode.client import ControlError
+from moenode.core.genesis import Params, parse_genesis
 from moenode.testnet import (
     Testnet,
     ledger_views,
@@ -67,8 +67,8 @@ def workload(submissions: int, batch: int, seed: int = 0, domains: Sequence[str]
     Items come from each domain's eval split in a seed-determined order, so runs are reproducible and batches of one
     run do not repeat items until a domain is exhausted.
     """
-    from moenode import corpus
     from moenode.core.crypto import H
+    from moenode.encoders import corpus
 
     domains = list(domains or corpus.domains())
     pools = {}

@@ -298,7 +298,7 @@ def test_make_genesis_is_deterministic():
 
 
 def test_workload_batches_are_real_text_from_one_domain_each():
-    from moenode import corpus
+    from moenode.encoders import corpus
 
     w = workload(10, 4, seed=1)
     assert len(w) == 10 and all(len(t) == 4 for _, t in w)

@@ -132,7 +132,7 @@ def train(
     """Fit a domain adapter on the base model and write the composed specialist."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from moenode import corpus
+    from moenode.encoders import corpus
     from moenode.encoders import graphs, zoo
     from moenode.encoders import train as trainer
 

@@ -34,9 +34,9 @@ def cache_dir() -> Path:
 
 def measure(models: list[str], per_domain: int, router: str, batch: int = 16) -> dict:
     """(cached) {domains, item_domain, router vectors, loss table (models x items) in micro-units}."""
-    from moenode import corpus
     from moenode.core.crypto import H
     from moenode.core.genesis import Params
+    from moenode.encoders import corpus
     from moenode.encoders import scoring, zoo
 
     domains = corpus.domains()

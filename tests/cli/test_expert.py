@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from moenode import corpus
 from moenode.cli import app
 from moenode.core.crypto import H
+from moenode.encoders import corpus
 from moenode.encoders import zoo
 
 runner = CliRunner()

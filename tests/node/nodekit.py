@@ -11,12 +11,12 @@ from pathlib import Path
 
 import trio
 
-from moenode.config import Config
 from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.genesis import Account, Genesis, Params
 from moenode.core.messages import seal
 from moenode.core.orders import BatchVote, Transfer, batch_proofs, batch_vote_digest, certify, vote_digest
 from moenode.node import Node
+from moenode.node.config import Config
 from moenode.store.keys import create_key
 from moenode.store.ledger_db import init_ledger
 

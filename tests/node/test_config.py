@@ -1,6 +1,6 @@
 import pytest
 
-from moenode.config import Config, ConfigError, load_config, parse_config, write_default_config
+from moenode.node.config import Config, ConfigError, load_config, parse_config, write_default_config
 
 
 def test_defaults_and_roundtrip(tmp_path):

@@ -1,6 +1,6 @@
 import numpy as np
 
-from moenode.winner_index import SNAPSHOT, WinnerIndex
+from moenode.node.winner_index import SNAPSHOT, WinnerIndex
 
 
 def _vecs(n, d, seed):

@@ -162,7 +162,7 @@ def _toml(v: Any) -> str:
 
 
 def config_to_toml(cfg: Config) -> str:
-    lines = ["# moenode node configuration; every key is optional (see moenode/config.py)"]
+    lines = ["# moenode node configuration; every key is optional (see moenode/node/config.py)"]
     for section, keys in SECTIONS.items():
         lines += ["", f"[{section}]"] + [f"{k} = {_toml(getattr(cfg, k))}" for k in keys]
     return "\n".join(lines) + "\n"

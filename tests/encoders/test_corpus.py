@@ -7,9 +7,9 @@ import json
 import pytest
 from tokenizers import Tokenizer
 
-from moenode import corpus
 from moenode.core.codec import canonical
 from moenode.core.crypto import H
+from moenode.encoders import corpus
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Who may call the control API: the node's own user with its token, and no one else.
 
-The server here is the real one (`moenode.control.serve`, trio + h11 on 127.0.0.1); the node behind it is a stand-in
+The server here is the real one (`moenode.node.control_server.serve`, trio + h11 on 127.0.0.1); the node behind it is a stand-in
 at that boundary, which answers /status and records whether a request ever reached it. tests/node/test_epochs.py
 runs the same checks against real nodes, and tests/e2e the CLI against real daemons.
 """
@@ -15,10 +15,10 @@ import pytest
 import trio
 from nodekit import NOBODY, as_nobody, raw_http
 
-from moenode import control
 from moenode.client import Control, ControlError
 from moenode.core.crypto import H
 from moenode.core.orders import escrow_account
+from moenode.node import control_server
 from moenode.node.daemon import Metrics
 from moenode.store.keys import load_or_create_token
 
@@ -54,7 +54,7 @@ def home():
 @pytest.fixture
 async def server(home, nursery):
     node = NodeBoundary(home)
-    url = await nursery.start(control.serve, node, 0)
+    url = await nursery.start(control_server.serve, node, 0)
     port = int(url.rsplit(":", 1)[1])
     (home / "run.json").write_text(json.dumps({"control_url": url, "pid": os.getpid()}))  # the daemon's keys
     return node, port
