@@ -5,7 +5,7 @@ the daemon through `HOME/run.json` (written by the daemon once it is up) and spe
 (`moenode.client.Control`) with the token in `HOME/control.token`; both files are readable by the node's user
 only, so these commands run as that user. `run` is the daemon itself, in the foreground, and stops cleanly on
 SIGINT/SIGTERM.
-`testnet` starts and stops whole local networks of daemons (`moenode.testnet`).
+`testnet` starts and stops whole local networks of daemons (`moenode.testing.testnet`).
 
 Output: human tables (rich) by default, `--json` for machine-readable output on stdout. Errors are one line on
 stderr and exit code 1 (2 for bad usage); nothing is half-done on error. Heavy imports (trio, libp2p, numpy,
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
-    from moenode.testnet import Testnet
+    from moenode.testing.testnet import Testnet
 
 HOME_HELP = "Node home directory (key, config.toml, genesis, ledger, logs). Default: $MOENODE_HOME or ~/.moenode."
 DEMO_DIR = "moenode-testnet"
@@ -182,7 +182,7 @@ def resolve_account(to: str) -> str:
 
 
 def _load_testnet(dir: Path) -> Testnet:
-    from moenode.testnet import Testnet, TestnetError
+    from moenode.testing.testnet import Testnet, TestnetError
 
     try:
         return Testnet.load(dir)
@@ -594,7 +594,7 @@ def register_testnet_commands(app: typer.Typer) -> None:
 
           moenode testnet down --dir ./tn
         """
-        from moenode.testnet import Testnet, TestnetError
+        from moenode.testing.testnet import Testnet, TestnetError
 
         _setup_logging("warning")
         model_list = [m.strip() for m in models.split(",") if m.strip()] or None
@@ -676,8 +676,8 @@ def register_testnet_commands(app: typer.Typer) -> None:
         """
         import tempfile
 
-        from moenode.testnet import TestnetError
-        from moenode.testnet_demo import DemoConfig, run_demo
+        from moenode.testing.demo import DemoConfig, run_demo
+        from moenode.testing.testnet import TestnetError
 
         _setup_logging("warning")
         root = dir or Path(tempfile.mkdtemp(prefix="moenode-demo-"))

@@ -24,8 +24,8 @@ from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.genesis import genesis_to_toml, parse_genesis
 from moenode.core.orders import escrow_account
 from moenode.store.keys import load_or_create_token
-from moenode.testnet import Testnet, default_models, make_genesis, stop_pid
-from moenode.testnet_demo import workload
+from moenode.testing.demo import workload
+from moenode.testing.testnet import Testnet, default_models, make_genesis, stop_pid
 
 runner = CliRunner()
 

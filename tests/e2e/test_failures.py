@@ -11,8 +11,8 @@ import time
 import pytest
 
 from moenode.client import ControlError
-from moenode.testnet import ledger_views, wait_ledgers_equal
-from moenode.testnet_demo import DemoConfig, run_workload
+from moenode.testing.demo import DemoConfig, run_workload
+from moenode.testing.ledger_tools import ledger_views, wait_ledgers_equal
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from nodekit import NOBODY, as_nobody, raw_http
+from controlkit import NOBODY, as_nobody, raw_http
 
 from moenode.client import Control, ControlError
 from moenode.core.crypto import H

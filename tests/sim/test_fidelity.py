@@ -3,10 +3,10 @@
 import pytest
 
 from moenode.sim.config import override
+from moenode.testing.simkit import small
 
 from moenode.sim.market import MarketSim
 from moenode.sim.message import MessageSim
-from simkit import small
 
 
 def both(sc):

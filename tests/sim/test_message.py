@@ -7,7 +7,7 @@ from moenode.core.crypto import ed25519_verify
 from moenode.sim.config import override
 from moenode.sim.market import MarketSim
 from moenode.sim.message import MessageSim, Network
-from simkit import small
+from moenode.testing.simkit import small
 
 
 def key(t):

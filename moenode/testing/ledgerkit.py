@@ -1,4 +1,5 @@
-"""Shared fixtures for ledger tests: a genesis of staked authorities plus users, orders, and shard certificates.
+"""Shared fixtures for ledger tests and benchmarks: a genesis of staked authorities plus users, orders, and shard
+certificates.
 
 Everything is the real code (orders, authorities, ledgers, selection); `cheap=True` swaps Ed25519 for the
 simulator's keyed-hash signer so property tests can run many examples, and the attack tests use Ed25519.

@@ -1,4 +1,4 @@
-"""Small scenarios shared by the simulator tests."""
+"""Small scenarios and fast round timers shared by the simulator tests and benchmarks."""
 
 from moenode.sim.config import parse
 

@@ -2,9 +2,9 @@
 
 Theory of operation
 -------------------
-`create` makes one home per node (key and config, through the same code as `moenode init`: `moenode.node.home`), then writes one
-genesis naming every node's account with a distinct model (general models first, then the domain specialists
-the zoo ships), a balance to pay fees with, stake, and a faucet balance on node 0. The genesis uses short timers
+`create` makes one home per node (key and config, through the same code as `moenode init`: `moenode.node.home`),
+then writes one genesis naming every node's account with a distinct model (general models first, then the domain
+specialists the zoo ships), a balance to pay fees with, stake, and a faucet balance on node 0. The genesis uses short timers
 (`testnet_params`) so rounds, refunds and epochs happen in seconds. `start` spawns `python -m moenode run` per home,
 each in its own process group with stdout/stderr in `HOME/console.log` (the daemon writes `HOME/node.log`).
 Node i bootstraps from the addresses of nodes 0..i-1, read from their `run.json`, so the mesh is complete without
@@ -17,7 +17,8 @@ always stops every process it started, so a failing test or an interrupted demo 
 stops a testnet started by another process, from the pids in `testnet.json` (checked against /proc so a reused
 pid is never signalled).
 
-Each node is reached through its control API with the control client (`moenode.client`).
+Each node (`NodeProcess`, a handle on one daemon process) is reached through its control API with the control
+client (`moenode.client`); `moenode.testing.ledger_tools` reads and compares the nodes' ledgers.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from moenode.client import RUN_FILE, TOKEN_FILE, Control, ControlError, peer_count, pid_alive, read_run, read_token
-from moenode.core.genesis import Account, Genesis, Params, genesis_to_toml, parse_genesis
+from moenode.core.genesis import Account, Genesis, Params, genesis_to_toml
 from moenode.node.home import init_home
 
 log = logging.getLogger("moenode.testnet")
@@ -198,7 +199,10 @@ def _reap_group(pgid: int, force: bool = False) -> None:
 
 # --- the testnet -----------------------------------------------------------------------------------------------
 @dataclass
-class Node:
+class NodeProcess:
+    """One daemon process of a testnet: its home, model and identity, and while it runs its pid and control URL
+    (`proc` when this process started it)."""
+
     index: int
     home: Path
     model: str
@@ -236,7 +240,7 @@ class Testnet:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, root: Path, nodes: list[Node], genesis_path: Path):
+    def __init__(self, root: Path, nodes: list[NodeProcess], genesis_path: Path):
         self.root = root
         self.nodes = nodes
         self.genesis_path = genesis_path
@@ -259,11 +263,11 @@ class Testnet:
         models = list(models) if models else default_models(n)
         if len(models) < n:
             models = [models[i % len(models)] for i in range(n)]
-        nodes: list[Node] = []
+        nodes: list[NodeProcess] = []
         for i in range(n):
             home = root / f"node{i}"
             info = init_home(home, models[i], force=True, advert_interval_s=ADVERT_INTERVAL_S)
-            nodes.append(Node(i, home, models[i], account=info["account"], peer_id=info.get("peer_id", "")))
+            nodes.append(NodeProcess(i, home, models[i], account=info["account"], peer_id=info.get("peer_id", "")))
         g = make_genesis(name or f"testnet-{root.name}"[:64], [(bytes.fromhex(nd.account), nd.model) for nd in nodes],
                          epoch_ms=epoch_ms, params=params, now_ms=int(time.time() * 1000) + start_in_ms)
         text = genesis_to_toml(g)
@@ -280,7 +284,7 @@ class Testnet:
     def load(cls, root: Path) -> "Testnet":
         root = root.resolve()
         doc = load_testnet_json(root)
-        nodes = [Node(d.get("index", i), Path(d["home"]), d.get("model", ""), account=d.get("account", ""),
+        nodes = [NodeProcess(d.get("index", i), Path(d["home"]), d.get("model", ""), account=d.get("account", ""),
                       peer_id=d.get("peer_id", ""), addrs=list(d.get("addrs", [])),
                       control_url=d.get("control_url", ""), pid=d.get("pid"))
                  for i, d in enumerate(doc["nodes"])]
@@ -304,14 +308,14 @@ class Testnet:
         self.wait_connected(timeout=timeout)
         self.write_json()
 
-    def bootstrap_for(self, nd: Node) -> list[str]:
+    def bootstrap_for(self, nd: NodeProcess) -> list[str]:
         addrs: list[str] = []
         for other in self.nodes:
             if other is not nd and other.addrs and other.alive():
                 addrs += other.addrs[:1]
         return addrs
 
-    def start_node(self, nd: Node, timeout: float = 180.0, wait: bool = True) -> None:
+    def start_node(self, nd: NodeProcess, timeout: float = 180.0, wait: bool = True) -> None:
         if nd.alive():
             raise TestnetError(f"{nd.name} is already running (pid {nd.pid})")
         (nd.home / RUN_FILE).unlink(missing_ok=True)
@@ -323,7 +327,7 @@ class Testnet:
         if wait:
             self.wait_up(nd, timeout)
 
-    def wait_up(self, nd: Node, timeout: float = 180.0) -> None:
+    def wait_up(self, nd: NodeProcess, timeout: float = 180.0) -> None:
         """Until run.json names this process and /status answers."""
         deadline = time.monotonic() + timeout
         while True:
@@ -346,7 +350,7 @@ class Testnet:
                 raise TestnetError(f"{nd.name} did not come up within {timeout:.0f}s; see {nd.home / 'node.log'}")
             time.sleep(0.2)
 
-    def wait_connected(self, timeout: float = 120.0, nodes: Sequence[Node] | None = None) -> None:
+    def wait_connected(self, timeout: float = 120.0, nodes: Sequence[NodeProcess] | None = None) -> None:
         """Until each live node reports every other live node as a peer."""
         deadline = time.monotonic() + timeout
         live = [nd for nd in (nodes or self.nodes) if nd.alive()]
@@ -373,7 +377,7 @@ class Testnet:
                 out.append(None)
         return out
 
-    def kill(self, nd: Node) -> None:
+    def kill(self, nd: NodeProcess) -> None:
         """kill -9, as a crash would: no clean shutdown, run.json left behind."""
         if nd.pid is not None and nd.alive():
             _reap_group(nd.pid, force=True)
@@ -438,112 +442,3 @@ def load_testnet_json(root: Path) -> dict[str, Any]:
                            f"`moenode testnet up --dir {root}`") from None
     except ValueError as e:
         raise TestnetError(f"{path} is not valid JSON: {e}") from None
-
-
-# --- ledgers -------------------------------------------------------------------------------------------------------
-def ledger_view(status: dict[str, Any] | None, home: Path | None = None) -> tuple[Any, Any]:
-    """(supply, ledger digest hex) of a node: from its /status if it reports them, else from its store on disk."""
-    if status:
-        ledger = status.get("ledger") if isinstance(status.get("ledger"), dict) else {}
-        supply = status.get("supply", ledger.get("supply"))
-        digest = status.get("ledger_digest", ledger.get("digest"))
-        if supply is not None and digest is not None:
-            return supply, digest
-    if home is not None:
-        got = ledger_from_home(home)
-        if got is not None:
-            return got
-    return None, None
-
-
-def ledger_from_home(home: Path) -> tuple[int, str] | None:
-    """(total supply, state digest hex) of the ledger a node has on disk, read without disturbing the node.
-
-    Takes a consistent sqlite backup of HOME's ledger store (safe while the daemon writes, WAL mode) and replays it
-    the way the daemon does on start-up, which re-checks every certificate. None if there is no ledger yet.
-    """
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="moenode-ledger-") as d:
-        copy = snapshot_ledger(home, Path(d))
-        return None if copy is None else replay_ledger(home, copy)
-
-
-def snapshot_ledger(home: Path, into: Path) -> Path | None:
-    """A consistent copy of HOME's ledger store in `into` (the sqlite backup API; milliseconds)."""
-    import sqlite3
-
-    from moenode.node.config import load_config
-
-    src = load_config(home).path("ledger")
-    if not src.exists():
-        return None
-    dst = into / f"{home.name}.sqlite"
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=10)
-    target = sqlite3.connect(dst)
-    try:
-        source.backup(target)
-    finally:
-        target.close()
-        source.close()
-    return dst
-
-
-def replay_ledger(home: Path, copy: Path) -> tuple[int, str]:
-    """Replay a snapshot into a Ledger (every certificate re-checked): (total supply, state digest hex)."""
-    from moenode.core.crypto import ed25519_verify
-    from moenode.node.config import load_config
-    from moenode.store.ledger_db import LedgerDB, rebuild
-
-    g = parse_genesis(load_config(home).path("genesis").read_text(encoding="utf-8"))
-    db = LedgerDB(copy, g.network_id)
-    try:
-        led = rebuild(g, db, ed25519_verify)
-    finally:
-        db.close()
-    return led.total(), led.state_digest().hex()
-
-
-def ledger_views(tn: "Testnet", nodes: Sequence[Node] | None = None) -> dict[str, tuple[Any, Any]]:
-    """{node name: (supply, digest)} for the live nodes (all of them by default).
-
-    From /status when the daemon reports `supply` and `ledger_digest`; otherwise every node's store is snapshotted
-    first (one near-instant cut across the nodes) and the snapshots are replayed afterwards.
-    """
-    import tempfile
-
-    pick = [nd for nd in (nodes or tn.nodes) if nd.alive()]
-    out: dict[str, tuple[Any, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="moenode-ledgers-") as d:
-        copies: dict[str, Path | None] = {}
-        for nd in pick:
-            try:
-                st = nd.control(10).status()
-            except ControlError:
-                st = None
-            view = ledger_view(st)
-            if view[1] is not None:
-                out[nd.name] = view
-            else:
-                copies[nd.name] = snapshot_ledger(nd.home, Path(d))
-        for nd in pick:
-            if nd.name in copies:
-                copy = copies[nd.name]
-                out[nd.name] = replay_ledger(nd.home, copy) if copy is not None else (None, None)
-    return out
-
-
-def wait_ledgers_equal(tn: "Testnet", timeout: float = 60.0, nodes: Sequence[Node] | None = None
-                       ) -> dict[str, tuple[Any, Any]]:
-    """Until every live node holds the same ledger (certificates and orders travel by gossip). Returns the views."""
-    deadline = time.monotonic() + timeout
-    while True:
-        views = ledger_views(tn, nodes)
-        digests = {v[1] for v in views.values()}
-        if len(digests) == 1 and None not in digests:
-            return views
-        if time.monotonic() > deadline:
-            log.warning("ledgers still differ after %.0fs: %s", timeout,
-                        {k: (v[0], str(v[1])[:12]) for k, v in views.items()})
-            return views
-        time.sleep(0.5)

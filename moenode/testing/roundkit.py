@@ -1,4 +1,4 @@
-"""Shared fixtures for round tests: a small genesis with real Ed25519 keys and synthetic payloads.
+"""Shared fixtures for round tests and benchmarks: a small genesis with real Ed25519 keys and synthetic payloads.
 
 The payloads stand in for the encoder at its boundary (the real scorer is tested in tests/encoders); everything
 else (signatures, encoding, selection, the state machines) is the real code.
@@ -10,7 +10,7 @@ from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.genesis import Account, Genesis, Params
 from moenode.core.messages import Payload, ProxySubmission, Submission, batch_loss, seal
 from moenode.core.round import Verify, Work
-from moenode.inproc import InProcessShard
+from moenode.testing.inproc import InProcessShard
 
 FAST = Params(commit_timeout_ms=5_000, grace_min_ms=50, grace_cap_ms=2_000, vote_timeout_ms=2_000,
               reveal_timeout_ms=2_000, report_timeout_ms=2_000, round_abort_ms=60_000)

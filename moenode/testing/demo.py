@@ -12,6 +12,7 @@ of its own. Progress goes to a UI object with `phase(name, total)`, `advance(inf
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -21,13 +22,10 @@ from typing import Any
 
 from moenode.client import ControlError
 from moenode.core.genesis import Params, parse_genesis
-from moenode.testnet import (
-    Testnet,
-    ledger_views,
-    log,
-    testnet_params,
-    wait_ledgers_equal,
-)
+from moenode.testing.ledger_tools import ledger_views, wait_ledgers_equal
+from moenode.testing.testnet import Testnet, testnet_params
+
+log = logging.getLogger("moenode.testnet")
 
 
 @dataclass
