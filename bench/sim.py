@@ -15,7 +15,6 @@ Prints ratios; `--json FILE` writes all figures. Wall times on a shared machine 
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 

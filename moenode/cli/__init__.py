@@ -1,8 +1,10 @@
 """The `moenode` command.
 
-Each area owns its command group and keeps heavy imports (onnxruntime, libp2p, faiss) inside its commands, so
-`moenode --help` stays instant. Groups: node commands (init, run, submit, status, transfer, stake), `testnet`,
-`expert` (encoders and scoring) and `sim` (the simulator).
+Commands are grouped by who uses them: the operator's and the submitter's commands at the top level (init, run,
+resync, submit, status, transfer, stake: `moenode.cli.node`), `testnet` for local networks of daemons
+(`moenode.cli.testnet`), `expert` for encoders and scoring (`moenode.cli.expert`) and `sim` for the simulator
+(`moenode.cli.sim`); `moenode.cli.output` holds what they share. Each keeps heavy imports (onnxruntime, libp2p,
+faiss) inside its commands, so `moenode --help` stays instant. Nothing else in the package imports this one.
 """
 
 import os
@@ -23,19 +25,14 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from moenode.commands import register_node_commands
+    from moenode.cli import expert, node, sim, testnet
 
-    register_node_commands(app)
-    for module, name, help_ in (
-        ("moenode.cli.expert", "expert", "Encoders: score a model on text, train a domain specialist, list the zoo."),
-        ("moenode.cli.sim", "sim", "The simulator: thousands of nodes on the real protocol core."),
+    node.register(app)
+    for mod, name, help_ in (
+        (testnet, "testnet", "Run a local multi-node testnet: up, status, demo, down."),
+        (expert, "expert", "Encoders: score a model on text, train a domain specialist, list the zoo."),
+        (sim, "sim", "The simulator: thousands of nodes on the real protocol core."),
     ):
-        try:
-            mod = __import__(module, fromlist=["app"])
-        except ModuleNotFoundError as e:
-            if e.name and module.startswith(e.name):
-                continue  # that area is not installed in this build
-            raise
         app.add_typer(mod.app, name=name, help=help_)
 
 

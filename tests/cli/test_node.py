@@ -1,4 +1,4 @@
-"""The CLI's own logic: arguments, files, output formats, errors, and the testnet's homes, genesis and processes.
+"""The node commands' own logic: arguments, files, output formats and errors.
 
 The daemon's control API is replaced here by a small HTTP server that records what it receives (a fake at the
 boundary); tests/e2e/ runs the same commands against real daemons.
@@ -24,8 +24,7 @@ from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.genesis import genesis_to_toml, parse_genesis
 from moenode.core.orders import escrow_account
 from moenode.store.keys import load_or_create_token
-from moenode.testing.demo import workload
-from moenode.testing.testnet import Testnet, default_models, make_genesis, stop_pid
+from moenode.testing.testnet import make_genesis
 
 runner = CliRunner()
 
@@ -103,17 +102,6 @@ def daemon(tmp_path):
     d = FakeDaemon(tmp_path / "home")
     yield d
     d.close()
-
-
-COMMANDS = [["init"], ["run"], ["resync"], ["submit"], ["status"], ["transfer"], ["stake"], ["testnet", "up"],
-            ["testnet", "down"], ["testnet", "status"], ["testnet", "demo"]]
-
-
-@pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
-def test_every_command_has_help_with_an_example(cmd):
-    r = runner.invoke(app, cmd + ["--help"])
-    assert r.exit_code == 0, r.output
-    assert "Example" in r.output and "moenode " in r.output
 
 
 def test_init_creates_a_private_key_and_config_and_never_replaces_the_key(tmp_path):
@@ -266,101 +254,6 @@ def test_a_transfer_to_an_escrow_or_a_non_key_is_refused_before_anything_is_sent
     r = runner.invoke(app, ["transfer", "--home", home, H("typo", b"").hex(), "5"])
     assert r.exit_code == 2 and "not an Ed25519 public key" in r.output
     assert not any(p == "/transfer" for _, p, _ in daemon.requests)
-
-
-# --- testnet pieces --------------------------------------------------------------------------------------------
-def test_default_models_are_distinct_general_models_then_specialists():
-    names = ["minilm-l6", "minilm-l3", "spec-code_py", "spec-legal", "spec-manpages"]
-    assert default_models(5, names) == names
-    assert default_models(3, names) == names[:3]
-    assert default_models(7, names)[5:] == ["minilm-l6", "minilm-l3"]
-
-
-def test_testnet_genesis_round_trips_and_funds_the_faucet(tmp_path):
-    tn = Testnet.create(tmp_path / "tn", 3, models=["minilm-l6", "minilm-l3", "minilm-l6"], epoch_ms=5_000)
-    g = parse_genesis((tmp_path / "tn" / "genesis.toml").read_text())
-    assert genesis_to_toml(g) == (tn.nodes[1].home / "genesis.toml").read_text()
-    by_pk = {a.pubkey.hex(): a for a in g.accounts}
-    assert [by_pk[nd.account].model_id for nd in tn.nodes] == ["minilm-l6", "minilm-l3", "minilm-l6"]
-    assert by_pk[tn.nodes[0].account].balance > by_pk[tn.nodes[1].account].balance > 0
-    assert all(a.stake > 0 for a in g.accounts) and g.epoch_ms == 5_000
-    assert g.params.round_abort_ms < 3_600_000  # testnet timers are short
-    doc = json.loads((tmp_path / "tn" / "testnet.json").read_text())
-    assert [n["home"] for n in doc["nodes"]] == [str(nd.home) for nd in tn.nodes]
-    assert all({"peer_id", "addrs", "home", "status_url"} <= set(n) for n in doc["nodes"])
-
-
-def test_make_genesis_is_deterministic():
-    accs = [(bytes([i]) * 32, "minilm-l6") for i in (3, 1, 2)]
-    a = make_genesis("t", accs, epoch_ms=1000, now_ms=5)
-    assert a == make_genesis("t", accs, epoch_ms=1000, now_ms=5)
-    assert [x.pubkey[0] for x in a.accounts] == [1, 2, 3] and a.supply() > 0
-
-
-def test_workload_batches_are_real_text_from_one_domain_each():
-    from moenode.encoders import corpus
-
-    w = workload(10, 4, seed=1)
-    assert len(w) == 10 and all(len(t) == 4 for _, t in w)
-    assert {d for d, _ in w} == set(corpus.domains())
-    texts = {d: {it.text for it in corpus.load(d)} for d in corpus.domains()}
-    assert all(set(t) <= texts[d] for d, t in w)
-    assert w == workload(10, 4, seed=1) and w != workload(10, 4, seed=2)
-
-
-def test_stop_pid_terminates_the_whole_process_group():
-    code = ("import signal, subprocess, sys, time\n"
-            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-            "print(child.pid, flush=True)\n"
-            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
-            "time.sleep(60)\n")
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True, text=True)
-    child = int(p.stdout.readline())
-    assert stop_pid(p.pid, timeout=10, proc=p) == "stopped"
-    for _ in range(50):
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("the child of the stopped process survived")
-
-
-def test_stop_pid_kills_what_ignores_sigterm():
-    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(60)\n"
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True, text=True)
-    p.stdout.readline()
-    assert stop_pid(p.pid, timeout=0.5, proc=p) == "killed"
-    assert p.poll() is not None
-
-
-def test_testnet_down_without_a_testnet_is_a_clear_error(tmp_path):
-    r = runner.invoke(app, ["testnet", "down", "--dir", str(tmp_path)])
-    assert r.exit_code == 1 and "no testnet" in r.output
-
-
-def test_testnet_down_stops_the_recorded_processes_and_spares_strangers(tmp_path):
-    tn = Testnet.create(tmp_path / "tn", 2, models=["minilm-l3", "minilm-l3"], epoch_ms=5_000)
-    code = "import time; time.sleep(60)"
-    procs = [subprocess.Popen([sys.executable, "-c", code, "run", "--home", str(nd.home)], start_new_session=True)
-             for nd in tn.nodes]
-    stranger = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
-    try:
-        for nd, p in zip(tn.nodes, procs):
-            nd.pid = p.pid
-        tn.nodes.append(tn.nodes[0].__class__(2, tmp_path / "tn" / "ghost", "minilm-l3", pid=stranger.pid))
-        tn.write_json()
-        r = runner.invoke(app, ["testnet", "down", "--dir", str(tmp_path / "tn"), "--timeout", "5"])
-        assert r.exit_code == 0, r.output
-        assert "node0: stopped" in r.output and "node1: stopped" in r.output
-        assert all(p.wait(timeout=10) is not None for p in procs)
-        assert stranger.poll() is None  # its pid is in testnet.json, but it is not a node of that home
-    finally:
-        for p in procs + [stranger]:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
 
 
 def test_run_refuses_a_bad_bootstrap_and_a_genesis_of_another_network(tmp_path):
