@@ -27,7 +27,14 @@ from moenode.core.ledger import Ledger  # noqa: E402
 from moenode.net.host import default_limits  # noqa: E402
 from moenode.node import sync  # noqa: E402
 from moenode.store.ledger_db import LedgerDB, open_authority  # noqa: E402
-from moenode.testing.nodekit import Cluster, certified_transfers, make_genesis, seed, synced_node, write_log  # noqa: E402
+from moenode.testing.nodekit import (  # noqa: E402
+    Cluster,
+    certified_transfers,
+    make_genesis,
+    seed,
+    synced_node,
+    write_log,
+)
 
 
 def cpu() -> float:

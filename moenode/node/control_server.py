@@ -27,7 +27,7 @@ So each request, /metrics included, passes four checks before anything else (`Gu
 2. no `Origin` header (403): browsers send one with every cross-origin POST and every fetch, scripts never need one;
 3. `Authorization: Bearer TOKEN`, compared in constant time (401): the token is 32 random bytes in
    `HOME/control.token`, mode 0600, created once by the daemon and kept across restarts, so only the node's user
-   (and root) can read it; the CLI and the testnet tools read it from the home;
+   (and root) can read it; the control client (`moenode.client`: the CLI, the testnet tools) reads it from the home;
 4. a POST's `Content-Type` is `application/json` (415): a cross-site form or `text/plain` fetch cannot send it
    without a CORS preflight, which this server never answers.
 A refused request is answered without reading its body, on a connection that then closes, and counted by reason

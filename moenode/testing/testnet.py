@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 `create` makes one home per node (key and config, through the same code as `moenode init`: `moenode.node.home`),
 then writes one genesis naming every node's account with a distinct model (general models first, then the domain
-specialists the zoo ships), a balance to pay fees with, stake, and a faucet balance on node 0. The genesis uses short timers
-(`testnet_params`) so rounds, refunds and epochs happen in seconds. `start` spawns `python -m moenode run` per home,
+specialists the zoo ships), a balance to pay fees with, stake, and a faucet balance on node 0. The genesis uses
+short timers (`testnet_params`) so rounds, refunds and epochs happen in seconds. `start` spawns `python -m moenode run` per home,
 each in its own process group with stdout/stderr in `HOME/console.log` (the daemon writes `HOME/node.log`).
 Node i bootstraps from the addresses of nodes 0..i-1, read from their `run.json`, so the mesh is complete without
 waiting for discovery. The testnet is ready when every node's `/status` reports all the others as peers.

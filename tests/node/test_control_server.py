@@ -1,8 +1,8 @@
 """Who may call the control API: the node's own user with its token, and no one else.
 
-The server here is the real one (`moenode.node.control_server.serve`, trio + h11 on 127.0.0.1); the node behind it is a stand-in
-at that boundary, which answers /status and records whether a request ever reached it. tests/node/test_epochs.py
-runs the same checks against real nodes, and tests/e2e the CLI against real daemons.
+The server here is the real one (`moenode.node.control_server.serve`, trio + h11 on 127.0.0.1); the node behind it
+is a stand-in at that boundary, which answers /status and records whether a request ever reached it.
+tests/node/test_epochs.py runs the same checks against real nodes, and tests/e2e the CLI against real daemons.
 """
 
 import json

@@ -1,8 +1,8 @@
 """Catch-up sync over real libp2p hosts, between real nodes' stores (sqlite) and sync drivers.
 
 Each node here is the daemon's `Node` (keys, ledger store, certificate archive, sync) on a real host that serves the
-`sync` pages, without encoders or rounds (`nodekit.synced_node`): the walks below move tens of thousands of
-certified orders, and what they measure is the walk.
+`sync` pages, without encoders or rounds (`moenode.testing.nodekit.synced_node`): the walks below move tens of
+thousands of certified orders, and what they measure is the walk.
 """
 
 import pytest
