@@ -145,6 +145,7 @@ def _control(home: Path, timeout: float = 10.0):
 # --- commands --------------------------------------------------------------------------------------------------
 def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists every command
     """Add the node commands to the root command."""
+
     @app.command()
     def init(
         home: Path = typer.Option(None, "--home", help=HOME_HELP),
