@@ -20,7 +20,6 @@ no fsync runs on the authority's event loop any more.
 import argparse
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,14 +28,12 @@ import trio
 from _report import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "node"))
-
-from nodekit import cluster, make_genesis, seed  # noqa: E402
 
 from moenode.core.crypto import Ed25519Signer, ed25519_verify  # noqa: E402
 from moenode.core.messages import seal  # noqa: E402
 from moenode.core.orders import OrderAnswer, OrderRequest, Transfer, signed_digest, vote_digest, vote_entry  # noqa: E402
 from moenode.net import NetConfig, open_host  # noqa: E402
+from moenode.testing.nodekit import cluster, make_genesis, seed  # noqa: E402
 
 
 async def phase(auth, clients: list, users: list[Ed25519Signer], payee: bytes) -> dict:

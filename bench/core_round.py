@@ -7,19 +7,16 @@ ratio and writes JSON (`--json` prints it as the last line too).
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 from _report import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "core"))
-
-from roundkit import Scenario, make_signers  # noqa: E402
 
 from moenode.core.crypto import CheapSigner, Ed25519Signer, cheap_verify  # noqa: E402
 from moenode.core.selection import shard_size  # noqa: E402
+from moenode.testing.roundkit import Scenario, make_signers  # noqa: E402
 
 NETWORK_FOR_SHARD = {3: 3, 8: 20, 33: 1000}
 ITEMS = ["a sentence to embed", "another one", "and a third"]

@@ -27,9 +27,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from moenode import corpus  # noqa: E402
 from moenode.core.crypto import H  # noqa: E402
 from moenode.core.genesis import Params  # noqa: E402
+from moenode.encoders import corpus  # noqa: E402
 from moenode.encoders import scoring, train, zoo  # noqa: E402
 from moenode.encoders.runtime import full_ids  # noqa: E402
 

@@ -3,7 +3,7 @@
 Decoders: the signed envelope of every message type (`open_signed`), the receivers' type sets (the shard protocol,
 orders), the unsigned messages (certificates, order requests and answers, certified orders, checkpoints and their
 certificates, the proxy answer, evidence), sync entries and `codec.decode`. Inputs are seeded mutations of valid
-messages (tests/core/fuzzkit.py: byte-level and structure-aware, container-dense inflation, non-canonical
+messages (moenode/testing/fuzzkit.py: byte-level and structure-aware, container-dense inflation, non-canonical
 spellings). Every input is checked as in CI: only ProtocolError escapes, and nothing non-canonical is accepted.
 Per decoder it prints inputs per CPU second, and as the baseline on the same inputs, msgpack's own unpackb with no
 checks at all (the ratio is what the checks cost).
@@ -15,7 +15,6 @@ does on a worker thread). Writes JSON (`--json` prints it as the last line).
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -24,13 +23,11 @@ import msgpack
 from _report import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "core"))
-
-from fuzzkit import SHAPES, dense_envelope, fuzz, measure, targets  # noqa: E402
 
 from moenode.core.codec import canonical, decode  # noqa: E402
 from moenode.core.crypto import H, ed25519_verify  # noqa: E402
 from moenode.core.messages import Commit, CommitVotes, Input, OptOut, Report, Reveal, open_signed  # noqa: E402
+from moenode.testing.fuzzkit import SHAPES, dense_envelope, fuzz, measure, targets  # noqa: E402
 
 ROUND_TYPES = (Input, OptOut, Commit, CommitVotes, Reveal, Report)
 
@@ -73,7 +70,7 @@ def run_attacks() -> dict:
 
 
 def largest_reveal_cost() -> dict:
-    from fuzzkit import NET, SIGNER
+    from moenode.testing.fuzzkit import NET, SIGNER
 
     from moenode.core.messages import MAX_ITEMS, Payload, Submission, batch_loss, seal
 

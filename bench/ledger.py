@@ -45,9 +45,6 @@ from pathlib import Path
 from _report import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "core"))
-
-from ledgerkit import T0, Net  # noqa: E402
 
 from moenode.core.authority import Authority  # noqa: E402
 from moenode.core.crypto import Ed25519Signer, H, ed25519_verify  # noqa: E402
@@ -57,6 +54,7 @@ from moenode.core.ledger_client import Certified, Failed, OrderSubmitter, SendOr
 from moenode.core.orders import BatchVote, CertifiedOrder, Transfer  # noqa: E402
 from moenode.core.selection import CERT_THRESHOLD  # noqa: E402
 from moenode.store.ledger_db import LedgerDB  # noqa: E402
+from moenode.testing.ledgerkit import T0, Net  # noqa: E402
 
 AUTHORITIES = 5
 Answer = bytes | BatchVote | ProtocolError

@@ -33,8 +33,8 @@ DEFAULT_JSON = "bench/results/round.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from moenode.testnet import Testnet
-    from moenode.testnet_demo import DemoConfig, run_workload, usable_cores
+    from moenode.testing.demo import DemoConfig, run_workload, usable_cores
+    from moenode.testing.testnet import Testnet
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=5)

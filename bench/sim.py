@@ -2,7 +2,7 @@
 
 1. Message level (every node the real `moenode.core.round`), every envelope's bytes through `open_signed` (once per
    envelope, the result shared by the recipients of a broadcast), against the baseline of the same run without
-   re-decoding, and against the one-round in-process driver (`moenode.inproc`) on the same shard size. Also a
+   re-decoding, and against the one-round in-process driver (`moenode.testing.inproc`) on the same shard size. Also a
    10,000-node network for a few rounds. An event is one thing the scheduler does to the core (a delivery, a timer
    that fires, work or a verdict coming back, a submission, a settlement); superseded timers do not count.
 2. Market level: N submissions on 10,000 nodes (default 1,000,000), wall and CPU time, against the baseline of the
@@ -15,19 +15,14 @@ Prints ratios; `--json FILE` writes all figures. Wall times on a shared machine 
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "core"))
-sys.path.insert(0, str(ROOT / "tests" / "sim"))
-
-from simkit import FAST_PARAMS as FAST  # noqa: E402  (the timers the simulator tests use)
+from moenode.sim import SCENARIOS  # noqa: E402
+from moenode.testing.simkit import FAST_PARAMS as FAST  # noqa: E402  (the timers the simulator tests use)
 
 
 def _timed(fn):
@@ -37,8 +32,8 @@ def _timed(fn):
 
 
 def message_level(nodes: int, submissions: int, decode: bool) -> dict:
-    from sim.config import parse
-    from sim.message import MessageSim
+    from moenode.sim.config import parse
+    from moenode.sim.message import MessageSim
 
     sc = parse(f"""
 [sim]
@@ -59,7 +54,7 @@ interval_ms = 100
 
 def inproc_baseline(n_network: int, rounds: int) -> dict:
     """The one-round in-process driver on the same shard size: events = deliveries + work + verdicts + timers."""
-    from roundkit import Scenario, make_signers
+    from moenode.testing.roundkit import Scenario, make_signers
 
     from moenode.core.crypto import CheapSigner, cheap_verify
 
@@ -79,8 +74,8 @@ def inproc_baseline(n_network: int, rounds: int) -> dict:
 
 
 def market_level(nodes: int, submissions: int) -> dict:
-    from sim.config import parse
-    from sim.market import MarketSim
+    from moenode.sim.config import parse
+    from moenode.sim.market import MarketSim
 
     sc = parse(f"""
 [sim]
@@ -101,7 +96,7 @@ cbtm_clusters = 32
 def sampler_ratio(nodes: int, draws: int) -> dict:
     from moenode.core.crypto import H
     from moenode.core.selection import sample_shard, shard_size, voting_power
-    from sim.draw import ShardSampler
+    from moenode.sim.draw import ShardSampler
 
     power = voting_power({H("pk", i.to_bytes(4, "big")): 100 for i in range(nodes)})
     n, _ = shard_size(nodes)
@@ -117,10 +112,10 @@ def sampler_ratio(nodes: int, draws: int) -> dict:
 def routing(submissions: int) -> dict:
     from dataclasses import replace
 
-    from sim.config import parse
-    from sim.scenario import run_scenario
+    from moenode.sim.config import parse
+    from moenode.sim.scenario import run_scenario
 
-    sc = parse((ROOT / "sim" / "scenarios" / "routing.toml").read_text())
+    sc = parse((SCENARIOS / "routing.toml").read_text())
     sc = replace(sc, sim=replace(sc.sim, submissions=submissions))
     r = run_scenario(sc)
     return {"submissions": submissions, "routing_ratio": r["routing_ratio"], "routing_ratio_cbtm":

@@ -12,7 +12,6 @@ Prints the ratios and writes JSON (`--json` prints it as the last line).
 """
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,9 +20,6 @@ import trio
 from _report import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "node"))
-
-from nodekit import Cluster, certified_transfers, make_genesis, seed, synced_node, write_log  # noqa: E402
 
 from moenode.core.authority import replay  # noqa: E402
 from moenode.core.crypto import Ed25519Signer, ed25519_verify  # noqa: E402
@@ -31,6 +27,14 @@ from moenode.core.ledger import Ledger  # noqa: E402
 from moenode.net.host import default_limits  # noqa: E402
 from moenode.node import sync  # noqa: E402
 from moenode.store.ledger_db import LedgerDB, open_authority  # noqa: E402
+from moenode.testing.nodekit import (  # noqa: E402
+    Cluster,
+    certified_transfers,
+    make_genesis,
+    seed,
+    synced_node,
+    write_log,
+)
 
 
 def cpu() -> float:

@@ -43,7 +43,7 @@ from tokenizers import Tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from moenode.corpus import MAX_TOKENS, MIN_TOKENS, bert_tokenizer_json  # noqa: E402
+from moenode.encoders.corpus import MAX_TOKENS, MIN_TOKENS, bert_tokenizer_json  # noqa: E402
 
 OUT = ROOT / "moenode" / "data" / "corpus"
 TARGET = 450

@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests" / "core"), str(ROOT / "protocol" / "vectors")]
+sys.path.insert(0, str(ROOT / "protocol" / "vectors"))
 
-from roundkit import Scenario, make_signers  # noqa: E402
 from tagged import to_json  # noqa: E402
 
 from moenode.core.codec import canonical  # noqa: E402
 from moenode.core.crypto import Ed25519Signer, H, body_digest  # noqa: E402
 from moenode.core.genesis import genesis_to_toml  # noqa: E402
 from moenode.core.selection import sample_shard, shard_size, voting_power  # noqa: E402
+from moenode.testing.roundkit import Scenario, make_signers  # noqa: E402
 
 OUT = ROOT / "protocol" / "vectors"
 

@@ -87,7 +87,7 @@ def ensure_venv(venv: Path, torch_wheel: str | None) -> Path:
 
 
 def pick_texts() -> list[dict]:
-    from moenode import corpus
+    from moenode.encoders import corpus
     from moenode.encoders.runtime import content_ids
 
     picked = []

@@ -1,6 +1,6 @@
 """Test-wide setup: numeric libraries on one thread, and each test folder's helper kits importable by name.
 
-Tests run with `--import-mode=importlib` (folders hold files with the same basename, like test_cli.py), so the
+Tests run with `--import-mode=importlib` (folders hold files with the same basename, like test_testnet.py), so the
 folders are put on sys.path here rather than by pytest.
 """
 

@@ -62,14 +62,6 @@ def uint(high: int = (1 << 63) - 1) -> Check:
     return check
 
 
-def sint(low: int, high: int) -> Check:
-    @holds(1)
-    def check(v: Any, where: str) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
-            raise _fail(where, f"expected an integer in [{low}, {high}], got {v!r:.40}")
-        return v
-    return check
-
 
 def blob(exact: int | None = None, max_len: int = MiB) -> Check:
     @holds(1)
@@ -92,14 +84,6 @@ def text(max_len: int = 256) -> Check:
         return v
     return check
 
-
-def boolean() -> Check:
-    @holds(1)
-    def check(v: Any, where: str) -> bool:
-        if not isinstance(v, bool):
-            raise _fail(where, "expected a bool")
-        return v
-    return check
 
 
 def mapping(values: int) -> Check:

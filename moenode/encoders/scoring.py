@@ -371,8 +371,8 @@ def additive_losses(encoder: Encoder, items: Sequence[str], shard_seed: bytes, p
 def reference_texts() -> list[str]:
     """The network's reference corpus, in its fixed order: every domain's reference split, domains sorted.
 
-    Nodes prove they hold the same one by comparing `moenode.corpus.reference_digest()`.
+    Nodes prove they hold the same one by comparing `moenode.encoders.corpus.reference_digest()`.
     """
-    from moenode import corpus
+    from moenode.encoders import corpus
 
     return [item.text for d in corpus.domains() for item in corpus.split(d, "reference")]

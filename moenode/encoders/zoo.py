@@ -101,10 +101,6 @@ def is_adversary(name: str) -> bool:
     return name in ADVERSARIES
 
 
-def base_of(name: str) -> str:
-    return L6 if name.startswith("spec-") else name
-
-
 def model_bytes(name_or_path: str) -> tuple[str, bytes]:
     """(display name, ONNX bytes) of a zoo name or a file path."""
     recipes = _recipes()

@@ -135,10 +135,6 @@ async def read_frame(r: Reader, cap: int) -> bytes | None:
     return await _read_exactly(r, value, "frame body")
 
 
-async def write_frame(w: Writer, data: bytes) -> None:
-    await w.write(encode_frame(data))
-
-
 def _header(data: bytes) -> bytes:
     return encode_frame(canonical({"len": len(data), "hash": H("transfer", data)}))
 

@@ -1,11 +1,26 @@
 """The daemon (`moenode.node`): see `moenode.node.daemon` for the theory of operation.
 
 Modules: `daemon` (the Node and `run_node`), `rounds` (shard rounds over the network, the expert's proxy RPC and
-the submitter gateway), `payments` (ledger, authority and the order-certifying client), `sync` (catch-up for late
-joiners), `compute` (encoders on worker threads), `decoding` (large peer inputs decoded on worker threads),
-`archive` (the verified history on disk).
+the submitter gateway), `payments` (ledger, authority and the order-certifying client), `epochs` (checkpoints),
+`sync` (catch-up for late joiners), `compute` (encoders on worker threads), `decoding` (large peer inputs decoded on
+worker threads), `winner_index` (where past winners were, for routing), `control_server` (the control API on
+127.0.0.1), `config` (config.toml) and `home` (creating a node home).
+
+`Node` and `run_node` are loaded on first use, so that `moenode.node.config` and `moenode.node.home` stay cheap to
+import (`moenode init` needs them, not the daemon).
 """
 
-from moenode.node.daemon import Node, run_node
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from moenode.node.daemon import Node, run_node
 
 __all__ = ["Node", "run_node"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from moenode.node import daemon
+
+        return getattr(daemon, name)
+    raise AttributeError(f"module 'moenode.node' has no attribute {name!r}")

@@ -24,7 +24,7 @@ from moenode.core.messages import Payload
 @lru_cache(maxsize=1)
 def reference_texts() -> tuple[str, ...]:
     """The shipped reference corpus (every domain's `reference` split, domains in name order)."""
-    from moenode import corpus
+    from moenode.encoders import corpus
 
     return tuple(it.text for d in corpus.domains() for it in corpus.split(d, "reference"))
 

@@ -1,13 +1,13 @@
 """The daemon: one `Node` wires identity, genesis, ledger, network, encoders, winner index and shard rounds.
 
-Theory of operation: `Node(home)` reads the home directory (config.toml, key, genesis.toml; see moenode.config)
+Theory of operation: `Node(home)` reads the home directory (config.toml, key, genesis.toml; see moenode.node.config)
 and opens the ledger store (replayed and re-checked) and the certificate archive. A home whose key or archive
 exists but whose ledger is missing, empty or unusable is refused with one line that names the way out (`moenode
 resync`): the ledger holds the vote locks, and a node that started afresh could vote twice. `Node.run()` then, in order: loads the encoder and the
 router model on a worker thread, opens the winner index snapshot, starts the libp2p host (`moenode.net`) with the
 round driver as its envelope handler, registers the RPCs (`order` and `checkpoint` for the authority, `proxy` for the
 expert, `sync` for late joiners) and the gossip topics (`certs`, `orders`, `adverts`, `checkpoints`), starts the control
-API on 127.0.0.1 (every request carries HOME/control.token: moenode.control), the advert and housekeeping loops and the catch-up sync, writes `run.json`, and serves until
+API on 127.0.0.1 (every request carries HOME/control.token: moenode.node.control_server), the advert and housekeeping loops and the catch-up sync, writes `run.json`, and serves until
 `stop()`. Leaving `run()` cancels the node's tasks, saves the winner index, removes run.json and closes the
 stores; the net layer disconnects every peer before the libp2p services stop (py-libp2p needs that order).
 
@@ -34,18 +34,18 @@ from typing import Any, Callable
 import numpy as np
 import trio
 
-from moenode.config import Config, atomic_write, load_config
 from moenode.core.checkpoint import Checkpoint, CheckpointCert
 from moenode.core.crypto import Ed25519Signer, ed25519_verify
 from moenode.core.errors import ProtocolError, SignatureError
 from moenode.core.genesis import Genesis, parse_genesis
 from moenode.core.messages import Advert, Certificate, Evidence, ProxyRequest, decode_certificate, open_signed, seal
 from moenode.core.orders import CertifiedOrder, OrderAnswer, OrderRequest
-from moenode.node.archive import Archive
+from moenode.node.config import Config, atomic_write, load_config
 from moenode.node.epochs import Epochs
 from moenode.node.payments import ORDERS_TOPIC_CAP, Payments
 from moenode.node.rounds import PROXY_RESPONSE_CAP, Rounds
 from moenode.node.sync import PAGE_LIMIT, Sync
+from moenode.store.archive import Archive
 from moenode.store.keys import load_or_create_key, load_or_create_token
 from moenode.store.ledger_db import StoreError, require_ledger
 
@@ -148,11 +148,11 @@ class Node:
 
     # lifecycle ---------------------------------------------------------------------------------------------------------
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        from moenode import control
         from moenode.net import NetConfig, open_host
         from moenode.net.gossip import DEFAULT_TOPIC_CAPS, GossipConfig
+        from moenode.node import control_server
         from moenode.node.compute import Compute
-        from moenode.winner_index import WinnerIndex
+        from moenode.node.winner_index import WinnerIndex
 
         cfg, p = self.config, self.params
         self._stop = trio.Event()
@@ -175,7 +175,7 @@ class Node:
                     self._nursery = nursery
                     nursery.start_soon(self.payments.run)
                     nursery.start_soon(self.rounds.run_local_queue)
-                    self.control_url = await nursery.start(control.serve, self, cfg.control_port)
+                    self.control_url = await nursery.start(control_server.serve, self, cfg.control_port)
                     nursery.start_soon(self._advert_loop)
                     nursery.start_soon(self._housekeeping)
                     nursery.start_soon(self.sync.run)

@@ -1,8 +1,8 @@
 """The round driver: real-network glue around the sans-IO shard rounds of `moenode.core.round`.
 
 Theory of operation: a *slot* holds one shard's rounds on this node: our `MemberRound` if we are in the shard,
-our `SubmitterRound` if we submitted the batch, or both. The driver does for them what `moenode.inproc` does on a
-virtual clock, on the real one:
+our `SubmitterRound` if we submitted the batch, or both. The driver does for them what `moenode.testing.inproc`
+does on a virtual clock, on the real one:
 
 * **Ingress.** Every envelope from a peer goes through `messages.open_signed` first (size cap, value budget,
   canonical decoding, network, schema, signature; on a worker thread when it is large, `node.decoding`). An

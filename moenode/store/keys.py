@@ -2,8 +2,9 @@
 
 The key file holds one line, `ed25519-seed:<64 hex digits>`: a 32-byte Ed25519 seed, the node's account, signer and
 libp2p identity at once. The control token file (`HOME/control.token`) holds one line of 64 hex digits, the secret
-every request to the node's control API must carry (`moenode.control`); it is the whole file, so a Prometheus
-scrape config can name it as its `credentials_file`.
+every request to the node's control API must carry (`moenode.node.control_server`); it is the whole file, so a
+Prometheus scrape config can name it as its `credentials_file`. The token's format and the checks on reading a
+secret file are shared with the control client (`moenode.client`), which reads the token the same way.
 
 Theory of operation: a secret file is created once, atomically and private from its first byte: the text is
 written to a temporary file opened with mode 0600 and O_EXCL, flushed to disk, then hard-linked to its final name,
@@ -13,12 +14,12 @@ does) or that is not exactly one well-formed secret, with a one-line error that 
 """
 
 import os
-import stat
 from pathlib import Path
+
+from moenode.client import TOKEN_BYTES, parse_token, read_private
 
 PREFIX = "ed25519-seed:"
 SEED_BYTES = 32
-TOKEN_BYTES = 32
 KEEP = "the node never replaces it"
 
 
@@ -40,34 +41,8 @@ def _parse_seed(path: Path, text: str) -> bytes:
     return seed
 
 
-def _parse_token(path: Path, text: str) -> str:
-    token = text.strip()
-    try:
-        ok = len(bytes.fromhex(token)) == TOKEN_BYTES and token == token.lower()
-    except ValueError:
-        ok = False
-    if not ok:
-        raise KeyFileError(f"{path}: not a control token ({2 * TOKEN_BYTES} lowercase hex digits); delete it and "
-                           "restart the node to make a new one")
-    return token
-
-
 def _read_private(path: str | os.PathLike, missing: str) -> tuple[Path, str]:
-    p = Path(path)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise KeyFileError(f"{p}: {missing}") from None
-    except OSError as e:
-        raise KeyFileError(f"{p}: cannot read it ({e.strerror}); run this as the user the node runs as") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"{p}: permissions {stat.filemode(st.st_mode)} are too open; run `chmod 600 {p}`")
-    try:
-        return p, p.read_text(encoding="ascii")
-    except PermissionError:
-        raise KeyFileError(f"{p}: permission denied; run this as the user the node runs as") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise KeyFileError(f"{p}: cannot read it ({e})") from None
+    return read_private(path, missing, KeyFileError)
 
 
 def _create_private(path: str | os.PathLike, text: str, what: str) -> None:
@@ -113,7 +88,7 @@ def load_or_create_key(path: str | os.PathLike) -> tuple[bytes, bool]:
 # the control token -------------------------------------------------------------------------------------------------
 def load_token(path: str | os.PathLike) -> str:
     """The control token stored at `path` (hex). Raises KeyFileError."""
-    return _parse_token(*_read_private(path, "no control token (the node writes it when it starts)"))
+    return parse_token(*_read_private(path, "no control token (the node writes it when it starts)"), KeyFileError)
 
 
 def create_token(path: str | os.PathLike) -> str:

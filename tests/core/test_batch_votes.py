@@ -6,7 +6,6 @@ signature plus the order's membership proof, and whoever applies it checks both.
 
 import pytest
 
-from ledgerkit import T0, Net
 from moenode.core.authority import Conflict
 from moenode.core.codec import canonical, decode
 from moenode.core.errors import Replay, SchemaError, SignatureError
@@ -24,6 +23,7 @@ from moenode.core.orders import (
     fold_proof,
     vote_digest,
 )
+from moenode.testing.ledgerkit import T0, Net
 
 
 def _transfers(net: Net, n: int, amount: int = 10) -> list:

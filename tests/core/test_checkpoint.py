@@ -2,11 +2,11 @@
 
 import pytest
 
-from ledgerkit import EPOCH_MS, T0, Net
 from moenode.core.checkpoint import ZERO, Checkpoint, CheckpointCert, Item, next_table, slash_bps
 from moenode.core.errors import SchemaError, SignatureError, StateError
 from moenode.core.genesis import Params, next_epoch_seed
 from moenode.core.orders import Transfer
+from moenode.testing.ledgerkit import EPOCH_MS, T0, Net
 
 P = Params()
 A, B, C = b"\x0a" * 32, b"\x0b" * 32, b"\x0c" * 32

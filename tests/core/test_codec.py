@@ -3,9 +3,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fuzzkit import SHAPES, dense, measure, values_in
 from moenode.core.codec import MAX_DEPTH, canonical, decode
 from moenode.core.errors import DecodeError, ProtocolError, TooLarge
+from moenode.testing.fuzzkit import SHAPES, dense, measure, values_in
 
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-(1 << 63), (1 << 64) - 1) | st.binary(max_size=64) | st.text(max_size=32),

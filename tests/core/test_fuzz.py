@@ -13,9 +13,9 @@ the input's index and its bytes; `MOENODE_FUZZ_SEED=N` reruns another sequence. 
 import os
 
 import pytest
-from fuzzkit import _count, _deviant, _Spliced, fuzz, targets
 
 from moenode.core.errors import ProtocolError
+from moenode.testing.fuzzkit import _count, _deviant, _Spliced, fuzz, targets
 
 SEED = int(os.environ.get("MOENODE_FUZZ_SEED", "20261206"))
 TOTAL = 100_000

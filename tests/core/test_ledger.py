@@ -2,12 +2,12 @@
 
 import pytest
 
-from ledgerkit import EPOCH_MS, T0, Net, seal_unchecked, unchecked
 from moenode.core.authority import Conflict
 from moenode.core.crypto import H
 from moenode.core.errors import Replay, SchemaError, SignatureError, StateError
 from moenode.core.ledger import InsufficientFunds, Ledger, SequenceGap, settle_split
 from moenode.core.orders import BatchVote, CertifiedOrder, PayEscrow, Refund, Stake, Transfer, Unstake, escrow_account
+from moenode.testing.ledgerkit import EPOCH_MS, T0, Net, seal_unchecked, unchecked
 
 
 @pytest.fixture(scope="module")

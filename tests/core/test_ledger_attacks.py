@@ -2,7 +2,6 @@
 
 import pytest
 
-from ledgerkit import EPOCH_MS, T0, Net, signers
 from moenode.core.authority import Conflict
 from moenode.core.checkpoint import CheckpointCert, check_evidence
 from moenode.core.crypto import Ed25519Signer
@@ -20,6 +19,7 @@ from moenode.core.orders import (
     open_order,
     vote_digest,
 )
+from moenode.testing.ledgerkit import EPOCH_MS, T0, Net, signers
 
 
 def _all_supply(net: Net) -> None:

@@ -1,7 +1,6 @@
 """The sans-IO submitter, driven in process against real authorities (Ed25519), its requests and answers going
 through their wire encodings."""
 
-from ledgerkit import EPOCH_MS, T0, Net
 import pytest
 
 from moenode.core.errors import ProtocolError, SchemaError
@@ -18,6 +17,7 @@ from moenode.core.ledger_client import (
     vote_epoch_for,
 )
 from moenode.core.orders import MAX_ATTACH, BatchVote, OrderAnswer, OrderRequest, Transfer
+from moenode.testing.ledgerkit import EPOCH_MS, T0, Net
 
 
 def drive(net: Net, sub: OrderSubmitter, now: int = T0, lose: set[bytes] = frozenset()) -> list:

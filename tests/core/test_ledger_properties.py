@@ -12,14 +12,14 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledgerkit import EPOCH_MS, T0, Net
 from moenode.core.authority import Authority, MemoryStore
 from moenode.core.checkpoint import CheckpointCert
 from moenode.core.errors import ProtocolError
 from moenode.core.ledger import Ledger
-from moenode.core.orders import PayEscrow, Refund, Stake, Transfer, Unstake, certify, escrow_account, vote_digest
 from moenode.core.messages import shard_id as derive_shard_id
+from moenode.core.orders import PayEscrow, Refund, Stake, Transfer, Unstake, certify, escrow_account, vote_digest
 from moenode.core.selection import data_hash
+from moenode.testing.ledgerkit import EPOCH_MS, T0, Net
 
 OP = st.tuples(st.sampled_from(["transfer", "transfer", "pay", "stake", "unstake"]),
                st.integers(0, 20), st.integers(0, 20), st.integers(1, 400_000))

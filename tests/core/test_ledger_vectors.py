@@ -16,9 +16,7 @@ import pytest
 
 VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
 sys.path.insert(0, str(VECTORS))
-sys.path.insert(0, str(Path(__file__).parent))
 
-from ledgerkit import seal_unchecked, unchecked  # noqa: E402
 from tagged import from_json, to_json  # noqa: E402
 
 import pytest  # noqa: E402
@@ -48,6 +46,7 @@ from moenode.core.orders import (  # noqa: E402
     open_order,
     vote_digest,
 )
+from moenode.testing.ledgerkit import seal_unchecked, unchecked  # noqa: E402
 
 NET = H("network", b"settlement-vectors")
 SEEDS = [bytes([i + 1]) * 32 for i in range(4)]  # 0: user, 1..3: authorities

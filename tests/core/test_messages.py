@@ -12,8 +12,8 @@ from moenode.core.messages import (
     Submission, envelope_values, open_signed, seal, shard_id,
 )
 from moenode.core.selection import data_hash
-from fuzzkit import SHAPES, dense_envelope, largest_messages, measure, values_in
-from roundkit import own_submission, proxied_submission
+from moenode.testing.fuzzkit import SHAPES, dense_envelope, largest_messages, measure, values_in
+from moenode.testing.roundkit import own_submission, proxied_submission
 
 NET = H("network", b"unit")
 S = Ed25519Signer.from_entropy(b"s")

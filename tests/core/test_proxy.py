@@ -10,8 +10,8 @@ from moenode.core.errors import NotInShard, SchemaError, SignatureError
 from moenode.core.messages import open_signed, seal
 from moenode.core.proxy import Accepted, ProxyAnswer, ProxyDesk, Refusal, open_answer, proxy_request
 from moenode.core.round import ShardContext
-from moenode.inproc import InProcessShard
-from roundkit import FAST, make_genesis, make_signers, payload
+from moenode.testing.inproc import InProcessShard
+from moenode.testing.roundkit import FAST, make_genesis, make_signers, payload
 
 SUBMITTER = Ed25519Signer.from_entropy(b"submitter")
 

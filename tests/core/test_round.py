@@ -4,7 +4,7 @@ from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.errors import NotInShard, StateError
 from moenode.core.messages import Commit, Signed, open_signed, seal
 from moenode.core.round import LocalRoundError, MemberRound, Phase, ShardContext, TRANSITIONS
-from roundkit import FAST, Scenario, make_signers, own_submission
+from moenode.testing.roundkit import FAST, Scenario, make_signers, own_submission
 
 SUBMITTER = Ed25519Signer.from_entropy(b"submitter")
 ITEMS = ["first text to embed", "second text", "third one"]

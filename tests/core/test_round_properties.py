@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from moenode.core.crypto import Ed25519Signer
-from roundkit import Scenario, make_signers
+from moenode.testing.roundkit import Scenario, make_signers
 
 SIGNERS = make_signers(12)  # n = 5, q = 4 per round
 SUBMITTER = Ed25519Signer.from_entropy(b"prop-submitter")

@@ -9,7 +9,6 @@ import pytest
 VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
 sys.path.insert(0, str(VECTORS))
 
-from roundkit import Scenario, make_signers  # noqa: E402
 from tagged import from_json  # noqa: E402
 
 from moenode.core.codec import canonical, decode  # noqa: E402
@@ -17,6 +16,7 @@ from moenode.core.crypto import Ed25519Signer, H, body_digest, ed25519_verify  #
 from moenode.core.genesis import parse_genesis  # noqa: E402
 from moenode.core.messages import decode_certificate  # noqa: E402
 from moenode.core.selection import sample_shard, shard_size, voting_power  # noqa: E402
+from moenode.testing.roundkit import Scenario, make_signers  # noqa: E402
 
 
 def load(name):

@@ -12,7 +12,7 @@ import pytest
 
 from e2ekit import E2E_EPOCH_MS, E2E_NODES, GENESIS_MODELS
 
-from moenode.testnet import Testnet
+from moenode.testing.testnet import Testnet
 
 
 @pytest.fixture(scope="session")

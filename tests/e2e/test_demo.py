@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from moenode.testnet import wait_ledgers_equal
-from moenode.testnet_demo import DemoConfig, run_workload
+from moenode.testing.demo import DemoConfig, run_workload
+from moenode.testing.ledger_tools import wait_ledgers_equal
 
 from e2ekit import GENESIS_MODELS, SPECIALTY
 

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from moenode.testnet import ControlError, ledger_views, wait_ledgers_equal
-from moenode.testnet_demo import DemoConfig, run_workload
+from moenode.client import ControlError
+from moenode.testing.demo import DemoConfig, run_workload
+from moenode.testing.ledger_tools import ledger_views, wait_ledgers_equal
 
 
 @pytest.mark.slow

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from moenode.testnet import Node, node_env, wait_ledgers_equal
-from moenode.testnet_demo import DemoConfig, run_workload
+from moenode.testing.demo import DemoConfig, run_workload
+from moenode.testing.ledger_tools import wait_ledgers_equal
+from moenode.testing.testnet import NodeProcess, node_env
 
 from e2ekit import JOINER_MODEL, SPECIALTY
 
@@ -41,7 +42,7 @@ def test_late_joiner_catches_up_stakes_and_wins_in_its_specialty(testnet):
     info = cli("init", "--home", str(home), "--model", JOINER_MODEL)
 
     # run: --genesis and --bootstrap given on the command line, the way an operator joins
-    joiner = Node(len(testnet.nodes), home, JOINER_MODEL, account=info["account"], peer_id=info["peer_id"])
+    joiner = NodeProcess(len(testnet.nodes), home, JOINER_MODEL, account=info["account"], peer_id=info["peer_id"])
     testnet.nodes.append(joiner)  # the session fixture stops it with the others
     testnet.start_node(joiner, timeout=180)
     testnet.wait_connected(timeout=120)

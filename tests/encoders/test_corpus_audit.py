@@ -8,9 +8,9 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from moenode import corpus
 from moenode.core.crypto import H
 from moenode.core.genesis import Params
+from moenode.encoders import corpus
 from moenode.encoders import scoring, zoo
 
 P = Params()

@@ -12,9 +12,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from moenode import corpus
 from moenode.core.crypto import H
 from moenode.core.genesis import Params
+from moenode.encoders import corpus
 from moenode.encoders import graphs, mpnet, scoring, zoo
 from moenode.encoders.runtime import CLS, MASK, PAD, SEP, UNK, ModelError, full_ids, normalise
 

@@ -11,15 +11,16 @@ import dataclasses
 import numpy as np
 import pytest
 import trio
-from nodekit import TEXTS, Cluster, ahttp, cluster, make_genesis, seed, wait_for
+from controlkit import ahttp
 
-from moenode.config import Config
 from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.messages import Commit, Input, Reveal, decode_certificate, seal, shard_id
 from moenode.core.orders import escrow_account
 from moenode.core.round import ShardContext
 from moenode.core.selection import data_hash
 from moenode.net import NetConfig, open_host
+from moenode.node.config import Config
+from moenode.testing.nodekit import TEXTS, Cluster, cluster, make_genesis, seed, wait_for
 
 REASONS = ("malformed", "oversized", "bad_signature", "wrong_network", "out_of_shard", "replay")
 

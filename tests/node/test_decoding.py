@@ -3,12 +3,12 @@
 import threading
 
 import pytest
-from fuzzkit import NET, SIGNER, dense_envelope
 
 from moenode.core.crypto import H, ed25519_verify
 from moenode.core.errors import TooLarge
 from moenode.core.messages import Commit, Payload, Reveal, Submission, open_signed, seal
 from moenode.node.decoding import INLINE_BYTES, decode_off_loop
+from moenode.testing.fuzzkit import NET, SIGNER, dense_envelope
 
 
 def _reveal(blob: int) -> bytes:

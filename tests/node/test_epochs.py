@@ -18,11 +18,12 @@ import time
 
 import pytest
 import trio
-from nodekit import PARAMS, ahttp, as_nobody, cluster, make_genesis, raw_http, seed, wait_for
+from controlkit import ahttp, as_nobody, raw_http
 
 from moenode.core.crypto import Ed25519Signer, H, ed25519_verify
 from moenode.core.messages import Commit, Evidence, seal
 from moenode.store.ledger_db import open_authority
+from moenode.testing.nodekit import PARAMS, cluster, make_genesis, seed, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +116,7 @@ def test_the_checkpoints_topic_decodes_a_full_checkpoint_certificate():
     takes the certificate's value budget (4,096 items and 1,024 votes), not the small default of untyped bytes."""
     from types import SimpleNamespace
 
-    from fuzzkit import largest_messages
+    from moenode.testing.fuzzkit import largest_messages
 
     from moenode.core.checkpoint import CheckpointCert
     from moenode.node.epochs import Epochs

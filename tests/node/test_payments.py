@@ -9,7 +9,6 @@ import time
 
 import pytest
 import trio
-from nodekit import cluster, make_genesis, seed, wait_for
 
 from moenode.core.crypto import Ed25519Signer, ed25519_verify
 from moenode.core.ledger_client import Certified, OrderSubmitter
@@ -17,6 +16,7 @@ from moenode.core.messages import seal
 from moenode.core.orders import BatchVote, OrderAnswer, OrderRequest, Transfer, signed_digest, vote_digest, vote_entry
 from moenode.net import RemoteError
 from moenode.node.payments import PaymentError, Unreachable
+from moenode.testing.nodekit import cluster, make_genesis, seed, wait_for
 
 pytestmark = pytest.mark.slow
 

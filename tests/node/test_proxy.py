@@ -12,11 +12,11 @@ import contextlib
 
 import pytest
 import trio
-from nodekit import PARAMS, TEXTS, cluster, make_genesis, seed, wait_for
 
 from moenode.core.crypto import H, ed25519_verify
 from moenode.core.orders import escrow_account
 from moenode.node.rounds import SubmitError
+from moenode.testing.nodekit import PARAMS, TEXTS, cluster, make_genesis, seed, wait_for
 
 pytestmark = pytest.mark.slow
 

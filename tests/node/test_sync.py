@@ -1,13 +1,12 @@
 """Catch-up sync over real libp2p hosts, between real nodes' stores (sqlite) and sync drivers.
 
 Each node here is the daemon's `Node` (keys, ledger store, certificate archive, sync) on a real host that serves the
-`sync` pages, without encoders or rounds (`nodekit.synced_node`): the walks below move tens of thousands of
-certified orders, and what they measure is the walk.
+`sync` pages, without encoders or rounds (`moenode.testing.nodekit.synced_node`): the walks below move tens of
+thousands of certified orders, and what they measure is the walk.
 """
 
 import pytest
 import trio
-from nodekit import Cluster, certified_transfers, make_genesis, seed, synced_node, wait_for, write_log
 
 from moenode.core.codec import canonical
 from moenode.core.crypto import Ed25519Signer
@@ -17,6 +16,7 @@ from moenode.net import NetConfig, Rate, open_host
 from moenode.net.host import default_limits
 from moenode.node import sync as sync_mod
 from moenode.node.sync import BACKOFF_MAX_S, PAGE_LIMIT, backoff_s, transient
+from moenode.testing.nodekit import Cluster, certified_transfers, make_genesis, seed, synced_node, wait_for, write_log
 
 
 def _network(tmp_path, servers: int, users: int = 4):

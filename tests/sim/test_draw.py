@@ -6,7 +6,7 @@ import numpy as np
 
 from moenode.core.crypto import H
 from moenode.core.selection import sample_shard, voting_power
-from sim.draw import ShardSampler, Uniforms
+from moenode.sim.draw import ShardSampler, Uniforms
 
 
 def test_fast_sampler_equals_sample_shard():

@@ -2,11 +2,11 @@
 
 import pytest
 
-from sim.config import override
+from moenode.sim.config import override
+from moenode.testing.simkit import small
 
-from sim.market import MarketSim
-from sim.message import MessageSim
-from simkit import small
+from moenode.sim.market import MarketSim
+from moenode.sim.message import MessageSim
 
 
 def both(sc):

@@ -4,8 +4,8 @@ import numpy as np
 
 from moenode.core.genesis import Params
 from moenode.core.routing import Candidate, decide
-from sim.config import parse
-from sim.market import MarketSim, decide_many
+from moenode.sim.config import parse
+from moenode.sim.market import MarketSim, decide_many
 
 SMALL = """
 [sim]

@@ -4,10 +4,10 @@ import numpy as np
 
 from moenode.core.checkpoint import check_evidence
 from moenode.core.crypto import ed25519_verify
-from sim.config import override
-from sim.market import MarketSim
-from sim.message import MessageSim, Network
-from simkit import small
+from moenode.sim.config import override
+from moenode.sim.market import MarketSim
+from moenode.sim.message import MessageSim, Network
+from moenode.testing.simkit import small
 
 
 def key(t):

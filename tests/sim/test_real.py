@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from sim.config import parse
-from sim.market import MarketSim
+from moenode.sim.config import parse
+from moenode.sim.market import MarketSim
 
 
 @pytest.mark.slow

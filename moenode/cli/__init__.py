@@ -1,0 +1,43 @@
+"""The `moenode` command.
+
+Commands are grouped by who uses them: the operator's and the submitter's commands at the top level (init, run,
+resync, submit, status, transfer, stake: `moenode.cli.node`), `testnet` for local networks of daemons
+(`moenode.cli.testnet`), `expert` for encoders and scoring (`moenode.cli.expert`) and `sim` for the simulator
+(`moenode.cli.sim`); `moenode.cli.output` holds what they share. Each keeps heavy imports (onnxruntime, libp2p,
+faiss) inside its commands, so `moenode --help` stays instant. Nothing else in the package imports this one.
+"""
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import typer  # noqa: E402
+
+app = typer.Typer(
+    name="moenode",
+    help="A peer-to-peer market of encoder experts: run a node, submit text for embedding, run a testnet or the "
+    "simulator.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+def _mount() -> None:
+    from moenode.cli import expert, node, sim, testnet
+
+    node.register(app)
+    for mod, name, help_ in (
+        (testnet, "testnet", "Run a local multi-node testnet: up, status, demo, down."),
+        (expert, "expert", "Encoders: score a model on text, train a domain specialist, list the zoo."),
+        (sim, "sim", "The simulator: thousands of nodes on the real protocol core."),
+    ):
+        app.add_typer(mod.app, name=name, help=help_)
+
+
+_mount()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,214 @@
+"""`moenode expert`: score a model on text, train a domain specialist, list the zoo.
+
+Heavy imports (onnxruntime via the zoo, numpy) stay inside the commands so `moenode --help` stays instant.
+Input texts are JSON Lines with a "text" field per line (and optionally "source", used as a label by `train`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+def read_jsonl(path: Path) -> tuple[list[str], list[str | None]]:
+    """(texts, sources) from a JSON Lines file; a bad line is a clear error naming the line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"cannot read {path}: {e}")
+    texts, sources = [], []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            _fail(f"{path}:{n}: not JSON ({e.msg})")
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            _fail(f'{path}:{n}: expected an object with a string "text" field')
+        texts.append(obj["text"])
+        src = obj.get("source")
+        sources.append(src if isinstance(src, str) else None)
+    if not texts:
+        _fail(f"{path}: no texts")
+    return texts, sources
+
+
+def _load(name: str):
+    from moenode.encoders import zoo
+    from moenode.encoders.runtime import ModelError
+
+    try:
+        return zoo.load(name)
+    except ModelError as e:
+        _fail(str(e))
+
+
+@app.command()
+def score(
+    model: str = typer.Option(..., "--model", help="A zoo name or a path to an .onnx file."),
+    texts: Path = typer.Option(..., "--texts", help='JSON Lines, one {"text": ...} per line.'),
+    seed: Optional[str] = typer.Option(None, "--seed", help="Shard seed, 64 hex digits (default: from the texts)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Split-half differential loss of a model on texts: per-item losses, batch loss and timing."""
+    items, _ = read_jsonl(texts)
+    from moenode.core.crypto import H
+    from moenode.core.genesis import Params
+    from moenode.core.selection import data_hash
+    from moenode.encoders import scoring
+
+    if seed is None:
+        shard_seed = H("shard", data_hash([t.encode("utf-8") for t in items]))
+    else:
+        try:
+            shard_seed = bytes.fromhex(seed)
+        except ValueError:
+            shard_seed = b""
+        if len(shard_seed) != 32:
+            _fail("--seed must be 64 hex digits")
+    t0 = time.perf_counter()
+    enc = _load(model)
+    t1 = time.perf_counter()
+    reference = scoring.reference_texts()
+    s = scoring.score(enc, items, shard_seed, Params(), reference)
+    t2 = time.perf_counter()
+    enc.embed(items)
+    t3 = time.perf_counter()
+    scored = sum(1 for x in s.losses if x != scoring.UNSCORED) if s.plan.rows else 0
+    out = {
+        "model": enc.name, "model_id": enc.model_id.hex(), "dim": enc.dim, "adversary": enc.adversary,
+        "seed": shard_seed.hex(), "items": len(items), "scored_items": scored,
+        "batch_loss": s.batch_loss / scoring.MICRO, "batch_loss_micro": s.batch_loss,
+        "losses": [x / scoring.MICRO for x in s.losses], "losses_micro": s.losses,
+        "buckets": [{"t": b.t, "items": len(b.members), "reference_negatives": len(b.refs)} for b in s.plan.buckets],
+        "view_rows": s.plan.rows,
+        "timing": {"load_s": round(t1 - t0, 3), "score_s": round(t2 - t1, 3), "embed_s": round(t3 - t2, 3),
+                   "score_ms_per_item": round(1000 * (t2 - t1) / len(items), 2),
+                   "embed_ms_per_item": round(1000 * (t3 - t2) / len(items), 2)},
+    }
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{enc.name} ({enc.model_id.hex()[:16]}) on {texts}")
+    table.add_column("#", justify="right")
+    table.add_column("loss", justify="right")
+    table.add_column("text")
+    for i, (x, t) in enumerate(zip(s.losses, items)):
+        table.add_row(str(i), "unscored" if x == scoring.UNSCORED else f"{x / scoring.MICRO:.4f}", t[:70].replace("\n", " "))
+    con = Console()
+    con.print(table)
+    con.print(f"batch loss {s.batch_loss / scoring.MICRO:.6f} ({scored}/{len(items)} items scored); "
+              f"score {t2 - t1:.2f} s ({out['timing']['score_ms_per_item']} ms/item), "
+              f"embed {t3 - t2:.2f} s, load {t1 - t0:.2f} s")
+
+
+@app.command()
+def train(
+    base: str = typer.Option("minilm-l6", "--base", help="Zoo name of the base model."),
+    domain: str = typer.Option(..., "--domain", help="Domain name (a corpus domain, or any label)."),
+    texts: Optional[Path] = typer.Option(None, "--texts", help="JSON Lines of in-domain texts "
+                                         "(default: the corpus's adapter split of --domain)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the composed ONNX model."),
+    adapter_out: Optional[Path] = typer.Option(None, "--adapter-out", help="Also save W as .npy (zoo format)."),
+    steps: int = typer.Option(300, "--steps", min=1, max=10_000),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fit a domain adapter on the base model and write the composed specialist."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from moenode.encoders import corpus
+    from moenode.encoders import graphs, zoo
+    from moenode.encoders import train as trainer
+
+    in_corpus = domain in corpus.domains()
+    if texts is not None:
+        items, sources = read_jsonl(texts)
+    elif in_corpus:
+        split = corpus.split(domain, "adapter")
+        items, sources = [i.text for i in split], [i.source for i in split]
+    else:
+        _fail(f"--domain {domain!r} is not a corpus domain ({', '.join(corpus.domains())}); give --texts")
+    if in_corpus:
+        ev = corpus.split(domain, "eval")[:150]
+        labelled = ([i.text for i in ev], [i.source for i in ev])
+    elif all(s is not None for s in sources):
+        labelled = (items, [s or "" for s in sources])
+    else:
+        labelled = None
+    enc = _load(base)
+    t0 = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), transient=as_json, disable=as_json or not sys.stderr.isatty()) as bar:
+        tasks = {"embed": bar.add_task("embed views", total=None), "train": bar.add_task("train adapter", total=steps)}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.update(tasks[stage], completed=done, total=total)
+
+        try:
+            res = trainer.train_adapter(enc, items, domain, labelled, steps=steps, progress=progress)
+        except ValueError as e:
+            _fail(str(e))
+    _, base_bytes = zoo.model_bytes(base)
+    data = graphs.compose_adapter(base_bytes, res.w)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    if adapter_out is not None:
+        import numpy as np
+
+        adapter_out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(adapter_out, res.w)
+    from moenode.encoders.runtime import model_id_of
+
+    report = {"base": base, "domain": domain, "items": len(items), "out": str(out), "model_id": model_id_of(data).hex(),
+              "steps": res.steps, "best_step": res.best_step, "heldout_loss_before": round(res.loss_before, 6),
+              "heldout_loss_after": round(res.loss_after, 6), "audit_mrr_before": res.mrr_before,
+              "audit_mrr_after": res.mrr_after, "seconds": round(time.perf_counter() - t0, 1)}
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(f"specialist {out} ({report['model_id'][:16]}), {res.steps} steps (best {res.best_step}), "
+               f"{report['seconds']} s")
+    typer.echo(f"held-out split-half loss: {res.loss_before:.4f} -> {res.loss_after:.4f}")
+    if res.mrr_before is not None:
+        typer.echo(f"labelled audit (same-source MRR): {res.mrr_before:.4f} -> {res.mrr_after:.4f}")
+
+
+@app.command()
+def zoo(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the zoo: model ids, dims, sizes, and which models are adversaries."""
+    from moenode.encoders import zoo as z
+
+    rows = []
+    for name in z.names():
+        enc = z.load(name)
+        rows.append({"name": name, "model_id": enc.model_id.hex(), "dim": enc.dim, "bytes": enc.size,
+                     "adversary": enc.adversary})
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="moenode model zoo")
+    for col in ("name", "model id", "dim", "size", "kind"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["model_id"][:32], str(r["dim"]), f"{r['bytes'] / 1e6:.1f} MB",
+                      "[red]ADVERSARY[/red]" if r["adversary"] else "model")
+    Console().print(table)

@@ -1,0 +1,521 @@
+"""The operator's and the submitter's commands: init, run, resync, submit, status, transfer, stake.
+
+Theory of operation: every command except `init`, `run` and `resync` is a thin client of a running daemon. It finds
+the daemon through `HOME/run.json` (written by the daemon once it is up) and speaks the control API on 127.0.0.1
+(`moenode.client.Control`) with the token in `HOME/control.token`; both files are readable by the node's user
+only, so these commands run as that user. `run` is the daemon itself, in the foreground, and stops cleanly on
+SIGINT/SIGTERM.
+
+Output: human tables (rich) by default, `--json` for machine-readable output on stdout. Errors are one line on
+stderr and exit code 1 (2 for bad usage); nothing is half-done on error. Heavy imports (trio, libp2p, numpy,
+onnxruntime) stay inside the commands so `moenode --help` is instant.
+
+The home directory is `--home`, else $MOENODE_HOME, else ~/.moenode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from moenode.cli.output import fail, fmt, out_json, short
+
+HOME_HELP = "Node home directory (key, config.toml, genesis, ledger, logs). Default: $MOENODE_HOME or ~/.moenode."
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("MOENODE_HOME") or Path.home() / ".moenode")
+
+
+def _home(home: Path | None) -> Path:
+    return (home or default_home()).expanduser().resolve()
+
+
+STATUS_ORDER = ("peer_id", "account", "model", "addrs", "peers", "epoch", "sync", "sync_state", "stake", "balance",
+                "member", "member_from_epoch", "pending_stake", "rounds", "wins", "proxies", "proxied", "strikes",
+                "rejections", "supply", "ledger_digest")
+
+
+def membership(st: dict[str, Any]) -> str:
+    """Where a node is on the way to serving rounds: synced, funded, staked, member."""
+    sync = st.get("sync") if isinstance(st.get("sync"), dict) else {}
+    if sync.get("state") not in (None, "synced"):
+        return f"catching up ({sync.get('state')}, {sync.get('applied', 0)} applied)"
+    if st.get("voting_power"):
+        return f"shard member in epoch {st.get('epoch')} ({st['voting_power']}/10000 voting power)"
+    if st.get("stake"):
+        return "staked; a member once its stake table is in force"
+    if st.get("balance"):
+        return "synced and funded; not staked (`moenode stake AMOUNT --model M`: member from epoch E+2)"
+    return "synced; no balance yet (ask an operator for `moenode transfer`)"
+
+
+def status_table(st: dict[str, Any], title: str = "node status"):
+    from rich.table import Table
+
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column("field", style="bold cyan")
+    t.add_column("value", overflow="fold")
+    t.add_row("membership", membership(st))
+    keys = [k for k in STATUS_ORDER if k in st] + sorted(k for k in st if k not in STATUS_ORDER)
+    for k in keys:
+        v = st[k]
+        if k == "peers" and isinstance(v, (list, dict)):
+            v = f"{len(v)} connected" + (f" ({fmt(list(v))})" if v else "")
+        t.add_row(k, fmt(v))
+    return t
+
+
+def _read_texts(texts: list[str], file: Path | None) -> list[str]:
+    """Texts from the arguments, or from a .jsonl file of strings or objects with a "text" field."""
+    if texts and file:
+        fail("give TEXT arguments or --file, not both", 2)
+    if file is None:
+        return list(texts)
+    items: list[str] = []
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        fail(f"{file}: cannot read ({e})")
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            fail(f"{file}:{n}: not JSON ({e})")
+        text = obj.get("text") if isinstance(obj, dict) else obj
+        if not isinstance(text, str) or not text:
+            fail(f'{file}:{n}: each line must be a JSON string or an object with a non-empty "text" field')
+        items.append(text)
+    return items
+
+
+def resolve_account(to: str) -> str:
+    """Hex account id of a hex key, a peer id (12D3KooW...) or a node home directory; only accounts someone can spend
+    from (an Ed25519 public key, not an escrow)."""
+    from moenode.core.crypto import is_ed25519_public_key
+    from moenode.core.orders import is_escrow
+
+    s = to.strip()
+    if len(s) == 64:
+        try:
+            account = bytes.fromhex(s)
+        except ValueError:
+            pass
+        else:
+            if is_escrow(account):
+                fail(f"{s} is an escrow account: a balance there could never be spent", 2)
+            if not is_ed25519_public_key(account):
+                fail(f"{s} is not an Ed25519 public key, so no one could spend from it (a typo?)", 2)
+            return s.lower()
+    p = Path(s).expanduser()
+    if p.is_dir():
+        from moenode.core.crypto import Ed25519Signer
+        from moenode.store.keys import KeyFileError, load_key
+
+        try:
+            return Ed25519Signer(load_key(p / "key")).public_key.hex()
+        except KeyFileError as e:
+            fail(str(e))
+    if s.startswith(("12D3", "Qm")):
+        from moenode.core.errors import ProtocolError
+        from moenode.net.identity import account_id_from_text
+
+        try:
+            return account_id_from_text(s).hex()
+        except ProtocolError as e:
+            fail(f"{s}: not a valid peer id ({e})", 2)
+    fail(f"{to!r} is not an account (64 hex digits), a peer id (12D3KooW...) or a node home directory", 2)
+
+
+def _control(home: Path, timeout: float = 10.0):
+    from moenode.client import Control, ControlError
+
+    try:
+        return Control.for_home(home, timeout)
+    except ControlError as e:
+        fail(str(e))
+
+
+# --- commands --------------------------------------------------------------------------------------------------
+def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists every command
+    """Add the node commands to the root command."""
+
+    @app.command()
+    def init(
+        home: Path = typer.Option(None, "--home", help=HOME_HELP),
+        model: str = typer.Option("minilm-l6", help="The encoder this node serves: a zoo name (see `moenode expert "
+                                  "list`) or an .onnx path."),
+        listen: list[str] = typer.Option([], help="Listen multiaddr (repeatable). Default /ip4/127.0.0.1/tcp/0."),
+        force: bool = typer.Option(False, "--force", help="Rewrite config.toml. The key is never replaced."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Create a node home: a new Ed25519 key (mode 0600), a default config.toml and an empty ledger store.
+
+        Examples:
+
+          moenode init --home ~/mynode --model minilm-l6
+
+          moenode init --home ./n1 --listen /ip4/0.0.0.0/tcp/4001
+        """
+        from moenode.node.config import ConfigError
+        from moenode.node.home import init_home
+        from moenode.store.keys import KeyFileError
+        from moenode.store.ledger_db import StoreError
+
+        h = _home(home)
+        if (h / "config.toml").exists() and not force:
+            fail(f"{h} is already a node home (config.toml exists); use --force to rewrite the config")
+        try:
+            info = init_home(h, model, force=force, listen=listen)
+        except (ConfigError, KeyFileError, StoreError) as e:
+            fail(str(e))
+        if as_json:
+            return out_json(info)
+        from rich.console import Console
+
+        c = Console()
+        c.print(f"[green]node home ready[/] {h}")
+        c.print(f"  account  {info['account']}\n  peer id  {info['peer_id']}\n  key      {info['key']} (0600)"
+                f"\n  config   {info['config']}")
+        c.print(f"next: copy the network's genesis and run  [bold]moenode run --home {h} --genesis GENESIS.toml "
+                f"--bootstrap ADDR[/]")
+
+    @app.command()
+    def run(
+        home: Path = typer.Option(None, "--home", help=HOME_HELP),
+        genesis: Path = typer.Option(None, "--genesis", help="Genesis TOML of the network to join (copied into "
+                                     "HOME/genesis.toml on first run)."),
+        bootstrap: list[str] = typer.Option([], "--bootstrap", help="Multiaddr of a running node, "
+                                            "/ip4/IP/tcp/PORT/p2p/PEERID (repeatable)."),
+        log_level: str = typer.Option("", help="debug, info, warning or error (default: config.toml)."),
+    ) -> None:
+        """Run the node in the foreground until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly.
+
+        The node syncs the ledger from its peers, then follows gossip, serves rounds and writes HOME/run.json with its peer id, addresses and control URL (127.0.0.1: /status, /metrics).
+
+        Examples:
+
+          moenode run --home ~/mynode --genesis genesis.toml --bootstrap /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
+
+          moenode run --home ~/mynode            # later runs: genesis and peers are remembered
+        """
+        h = _home(home)
+        if not (h / "key").exists():
+            fail(f"{h} has no key; create the home first with `moenode init --home {h}`")
+        if genesis is not None and not genesis.is_file():
+            fail(f"{genesis}: no such genesis file")
+        if genesis is None and not (h / "genesis.toml").exists():
+            fail(f"{h} has no genesis.toml; pass --genesis with the network's genesis file")
+        for addr in bootstrap:
+            if not addr.startswith("/") or "/p2p/" not in addr:
+                fail(f"--bootstrap {addr!r}: expected a multiaddr ending in /p2p/<peer id>, such as "
+                     "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... (a running node's `addrs` in run.json)", 2)
+        from moenode.core.errors import SchemaError
+        from moenode.node.config import ConfigError
+        from moenode.store.keys import KeyFileError
+        from moenode.store.ledger_db import StoreError
+
+        try:
+            code = run_daemon(h, genesis, bootstrap, log_level or None)
+        except (ConfigError, KeyFileError, StoreError) as e:  # a corrupt key, token or ledger: one line, files kept
+            fail(str(e))
+        except SchemaError as e:  # the home's genesis.toml, damaged (a --genesis file is checked before it is copied)
+            fail(f"{h / 'genesis.toml'}: {e}; copy the network's genesis there again (or pass --genesis)")
+        raise typer.Exit(code)
+
+    @app.command()
+    def resync(
+        home: Path = typer.Option(None, "--home", help=HOME_HELP),
+        force: bool = typer.Option(False, "--force", help="Resync a ledger that still opens (its locks are set "
+                                   "aside with it)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Set a lost or broken ledger aside and start an empty one that the node fetches again from its peers.
+
+        For a home whose ledger.sqlite is missing, empty or corrupt (`moenode run` refuses it and says so). The key
+        and the certificate archive are kept; the old files are renamed, never deleted. The ledger held this node's
+        vote locks, which peers cannot give back: so the node votes on no order and no checkpoint for two epochs,
+        until everything it may have voted for before has closed. Stop the node first. A ledger that still opens
+        is left alone unless you pass --force.
+
+        Examples:
+
+          moenode resync --home ~/mynode
+
+          moenode resync --home ./testnet/node2 --json
+        """
+        import time
+
+        from moenode.client import pid_alive, read_run
+        from moenode.core.crypto import Ed25519Signer, ed25519_verify
+        from moenode.core.errors import SchemaError
+        from moenode.core.genesis import parse_genesis
+        from moenode.node.config import ConfigError, load_config
+        from moenode.store.keys import KeyFileError, load_key
+        from moenode.store.ledger_db import StoreError, open_authority, resync_ledger
+
+        h = _home(home)
+        if not (h / "key").exists():
+            fail(f"{h} has no key: there is nothing to resync (`moenode run` starts a new home from scratch)")
+        run = read_run(h)
+        if run is not None and pid_alive(int(run.get("pid", 0))):
+            fail(f"a node is running in {h} (pid {run.get('pid')}); stop it first")
+        try:
+            cfg = load_config(h)
+            genesis = parse_genesis(cfg.path("genesis").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            fail(f"{h} has no genesis.toml; copy the network's genesis there first")
+        except (ConfigError, SchemaError, OSError) as e:
+            fail(str(e))
+        ledger = cfg.path("ledger")
+        if ledger.exists() and ledger.stat().st_size > 0 and not force:
+            try:
+                open_authority(ledger, genesis, Ed25519Signer(load_key(h / "key")), ed25519_verify).store.close()
+            except KeyFileError as e:
+                fail(str(e))
+            except StoreError as e:
+                if not e.resyncable:
+                    fail(str(e))
+            else:
+                fail(f"{ledger} is a usable ledger, with this node's vote locks; resync only a missing, empty or "
+                     "broken one (--force to set it aside anyway)")
+        now_ms = int(time.time() * 1000)
+        try:
+            moved, votes_from = resync_ledger(ledger, genesis, now_ms,
+                                              time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_ms / 1000)))
+        except (StoreError, OSError) as e:
+            fail(str(e))
+        minutes = max(0, genesis.epoch_start(votes_from) - now_ms) / 60_000
+        info = {"home": str(h), "set_aside": [str(m) for m in moved], "ledger": str(ledger),
+                "votes_from_epoch": votes_from, "minutes_until_voting": round(minutes, 1)}
+        if as_json:
+            return out_json(info)
+        typer.echo(f"ledger reset: {info['ledger']} is empty; the next `moenode run` fetches it from peers")
+        for m in moved:
+            typer.echo(f"  set aside: {m}")
+        typer.echo(f"warning: this node's vote locks are lost; it will not vote on orders or checkpoints before "
+                   f"epoch {votes_from} (about {minutes:.0f} min from now)", err=True)
+
+    @app.command()
+    def submit(
+        texts: list[str] = typer.Argument(None, help="Text items of the batch (one round embeds one batch)."),
+        file: Path = typer.Option(None, "--file", "-f", help=".jsonl file: one JSON string, or object with a "
+                                  '"text" field, per line.'),
+        home: Path = typer.Option(None, "--home", help=HOME_HELP),
+        fee: int = typer.Option(None, help="Fee paid into escrow for the round (default: config.toml submit_fee)."),
+        out: Path = typer.Option(None, "--out", "-o", help="Write the embeddings to this .npy file (float32, items x "
+                                 "dim)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON (embeddings base64)."),
+        timeout: float = typer.Option(600.0, help="Seconds to wait for a certificate."),
+    ) -> None:
+        """Embed one batch of text through the network: pay, send to a shard, wait for the certificate.
+
+        Prints the embedding summary, the winning member and producer (when it proxied), the loss and the certificate. If a shard cannot certify, the fee is refunded and the node retries on a fresh shard.
+
+        Examples:
+
+          moenode submit --home ~/mynode "first text" "second text"
+
+          moenode submit --home ./testnet/node2 --file batch.jsonl --out vectors.npy --json
+        """
+        items = _read_texts(texts or [], file)
+        if not items:
+            fail("nothing to submit: give TEXT arguments or --file F.jsonl", 2)
+        if len(items) > 256:
+            fail(f"a batch holds at most 256 items, got {len(items)}; split the file", 2)
+        if fee is not None and fee < 1:
+            fail("--fee must be a positive integer", 2)
+        from moenode.client import ControlError, decode_embeddings
+
+        ctl = _control(_home(home), timeout)
+        try:
+            res = ctl.submit(items, fee, timeout=timeout)
+        except ControlError as e:
+            fail(str(e))
+        emb = decode_embeddings(res)
+        if out is not None:
+            import numpy as np
+
+            np.save(out, emb)
+        if as_json:
+            res = dict(res, items=len(items), shape=list(emb.shape))
+            if out is not None:
+                res["out"] = str(out)
+            return out_json(res)
+        print_submit(res, emb, len(items), out)
+
+    @app.command()
+    def status(
+        home: Path = typer.Option(None, "--home", help=HOME_HELP),
+        as_json: bool = typer.Option(False, "--json", help="Print the raw /status JSON."),
+    ) -> None:
+        """Show a running node: peers, epoch, stake, balance, rounds, wins, proxies, strikes, sync state.
+
+        For a joining node, `sync` shows catch-up progress and the stake fields show from which epoch it becomes a shard member (stake takes effect at epoch E+2).
+
+        Examples:
+
+          moenode status --home ~/mynode
+
+          moenode status --home ./testnet/node0 --json | jq .balance
+        """
+        from moenode.client import ControlError
+
+        try:
+            st = _control(_home(home)).status()
+        except ControlError as e:
+            fail(str(e))
+        if as_json:
+            return out_json(st)
+        from rich.console import Console
+
+        Console().print(status_table(st, f"node {_home(home)}"))
+
+    @app.command()
+    def transfer(
+        to: str = typer.Argument(..., help="Recipient: account (64 hex), peer id (12D3KooW...) or a node home dir."),
+        amount: int = typer.Argument(..., help="Amount in base units."),
+        home: Path = typer.Option(None, "--home", help="Home of the running node that pays. " + HOME_HELP),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Move balance to another account with a certified Transfer order.
+
+        Examples:
+
+          moenode transfer --home ./testnet/node0 ~/newnode 50000      # fund a new operator from the faucet
+
+          moenode transfer --home ~/mynode 3f2a...e9 100
+        """
+        if amount < 1:
+            fail("AMOUNT must be a positive integer", 2)
+        from moenode.client import ControlError
+
+        account = resolve_account(to)
+        ctl = _control(_home(home), 60)
+        try:
+            res = ctl.transfer(account, amount)
+        except ControlError as e:
+            fail(str(e))
+        if as_json:
+            return out_json(res)
+        typer.echo(f"transferred {amount} to {account}" + (f"  ({fmt(res)})" if res else ""))
+
+    @app.command()
+    def stake(
+        amount: int = typer.Argument(..., help="Amount of balance to lock as stake."),
+        model: str = typer.Option(None, "--model", help="The model you serve (default: the node's config)."),
+        home: Path = typer.Option(None, "--home", help=HOME_HELP),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Stake balance to become a shard member. Stake placed in epoch E counts from epoch E+2.
+
+        Examples:
+
+          moenode stake 1000 --model spec-legal --home ~/newnode
+
+          moenode status --home ~/newnode        # shows the epoch membership starts
+        """
+        if amount < 1:
+            fail("AMOUNT must be a positive integer", 2)
+        from moenode.client import ControlError
+
+        ctl = _control(_home(home), 60)
+        try:
+            res = ctl.stake(amount, model)
+        except ControlError as e:
+            fail(str(e))
+        if as_json:
+            return out_json(res)
+        try:
+            epoch = ctl.status().get("epoch")
+        except ControlError:
+            epoch = None
+        typer.echo(f"staked {amount}" + (f" for model {model}" if model else "") + (f"  ({fmt(res)})" if res else ""))
+        if isinstance(epoch, int):
+            typer.echo(f"placed in epoch {epoch}: counts from epoch {epoch + 2} (watch `moenode status`)")
+
+
+
+def run_daemon(home: Path, genesis: Path | None, bootstrap: list[str], log_level: str | None) -> int:
+    """Run the daemon under trio until it stops (it handles SIGINT/SIGTERM itself). Returns the exit code."""
+    from dataclasses import replace
+
+    import trio
+
+    from moenode.node import run_node
+    from moenode.node.config import load_config
+
+    cfg = load_config(home)
+    if genesis is not None:
+        install_genesis(genesis, cfg.path("genesis"))
+    overrides: dict[str, Any] = {}
+    if bootstrap:
+        overrides["bootstrap"] = tuple(dict.fromkeys(list(cfg.bootstrap) + list(bootstrap)))
+    if log_level:
+        overrides["log_level"] = log_level.lower()
+    cfg = replace(cfg, **overrides) if overrides else cfg
+    trio.run(lambda: run_node(home, config=cfg))
+    return 0
+
+
+def install_genesis(src: Path, dst: Path) -> None:
+    """Copy the network's genesis into the home; a home that already belongs to another network is refused."""
+    from moenode.core.errors import SchemaError
+    from moenode.core.genesis import parse_genesis
+
+    text = src.read_text(encoding="utf-8")
+    try:
+        g = parse_genesis(text)
+    except SchemaError as e:
+        fail(f"{src}: {e}")
+    if dst.exists():
+        try:
+            current = parse_genesis(dst.read_text(encoding="utf-8"))
+        except SchemaError:
+            current = None
+        if current is not None and current.network_id != g.network_id:
+            fail(f"{dst.parent} already belongs to network {current.name!r} ({current.network_id.hex()[:16]}); "
+                 f"{src} is another network ({g.name!r}). Use a fresh home for it.")
+        if current is not None:
+            return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(text, encoding="utf-8")
+
+
+def print_submit(res: dict[str, Any], emb, items: int, out: Path | None) -> None:
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="certified round", show_header=False, title_justify="left")
+    t.add_column(style="bold cyan")
+    t.add_column(overflow="fold")
+    norms = np.linalg.norm(emb, axis=1) if emb.size else np.zeros(0)
+    t.add_row("embeddings", f"{emb.shape[0]} items x {emb.shape[1] if emb.ndim == 2 else 0} dims (float32), "
+              f"norm mean {norms.mean() if norms.size else 0:.3f}")
+    if emb.size:
+        t.add_row("first vector", "[" + ", ".join(f"{x:+.3f}" for x in emb[0, :6]) + ", …]")
+    winner, producer = res.get("winner", ""), res.get("producer", "")
+    t.add_row("winner", str(winner))
+    t.add_row("producer", f"{producer}" + (" (proxied)" if producer and producer != winner else ""))
+    micro = res.get("loss_micro", res.get("loss") if isinstance(res.get("loss"), int) else None)
+    t.add_row("loss", f"{micro / 1e6:.6f} (split-half, lower is better)" if micro is not None else fmt(res.get("loss")))
+    if res.get("elapsed_ms") is not None:
+        t.add_row("elapsed", f"{res['elapsed_ms']} ms")
+    cert = res.get("certificate", "")
+    t.add_row("certificate", f"{short(cert, 48)} ({len(cert) // 2} bytes)")
+    attempts = res.get("attempts") or []
+    t.add_row("attempts", f"{len(attempts)}" + (f" ({fmt(attempts)})" if len(attempts) > 1 else ""))
+    if out is not None:
+        t.add_row("saved", str(out))
+    Console().print(t)
+    if items != emb.shape[0]:
+        fail(f"the node returned {emb.shape[0]} vectors for {items} items")
+
+

@@ -1,0 +1,356 @@
+"""The node's local control API: HTTP/1.1 with JSON bodies on 127.0.0.1 only (trio + h11), token required.
+
+Contract (what `moenode submit/status/transfer/stake` and the testnet rely on):
+
+    GET  /status    200 {"peer_id", "account", "network", "addrs", "peers": int, "peer_accounts", "epoch", "model",
+                         "model_id", "stake", "voting_power", "balance", "sequence", "rounds": {status: count, ...,
+                         "active"}, "submissions", "wins", "certificates", "proxies": {"sent", "served", "refused",
+                         "fallbacks", "wins"}, "strikes", "rejections": {reason: count}, "sync": {"state", ...},
+                         "index": {"entries", "producers"}, "latency_ms": {"rounds", "p50", "max"}, "adverts",
+                         "uptime_s"}
+    GET  /metrics   200 Prometheus text exposition (a per-node CollectorRegistry)
+    POST /submit    {"texts": [str, ...], "fee"?: int}
+                    200 {"embeddings": base64 of items x dim little-endian float32, "dim", "items", "winner": hex,
+                         "producer": hex, "model_id": hex, "loss": float, "loss_micro": int, "shard_id": hex,
+                         "certificate": hex (canonical Certificate), "elapsed_ms", "attempts": [{"shard_id",
+                         "status", "reason", "refunded", "elapsed_ms", "pay_ms"}, ...]}
+                    402 {"error"} payment could not be certified; 502 {"error", "attempts"} no certificate
+    POST /transfer  {"to": hex account, "amount": int}  200 {"order_id": hex, "balance": int}
+    POST /stake     {"amount": int, "model"?: str}      200 {"order_id": hex, "balance": int, "bonding": int}
+
+Every error is {"error": message} with a 4xx/5xx status. Bodies are capped at 8 MiB.
+
+Who may call it. The API moves the node's money, so a request must come from the node's operator, and binding
+127.0.0.1 is not enough for that: every local user and every web page the operator opens can reach a loopback port.
+So each request, /metrics included, passes four checks before anything else (`Guard`), in this order:
+1. `Host` is `127.0.0.1:PORT` or `localhost:PORT` (421): a page on a DNS-rebound name carries its own host name;
+2. no `Origin` header (403): browsers send one with every cross-origin POST and every fetch, scripts never need one;
+3. `Authorization: Bearer TOKEN`, compared in constant time (401): the token is 32 random bytes in
+   `HOME/control.token`, mode 0600, created once by the daemon and kept across restarts, so only the node's user
+   (and root) can read it; the control client (`moenode.client`: the CLI, the testnet tools) reads it from the home;
+4. a POST's `Content-Type` is `application/json` (415): a cross-site form or `text/plain` fetch cannot send it
+   without a CORS preflight, which this server never answers.
+A refused request is answered without reading its body, on a connection that then closes, and counted by reason
+(`control_refused_<host|origin|token|content_type>`). `HOME/run.json`, which names the port, is 0600 too.
+
+Why a token and not a unix socket: the socket would give the same uid check, but Prometheus scrapes only TCP, and
+every HTTP client speaks TCP; a bearer token in a 0600 file is what Prometheus' `credentials_file` expects.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import h11
+import trio
+
+if TYPE_CHECKING:
+    from moenode.node.daemon import Node
+
+log = logging.getLogger("moenode.control")
+
+MAX_BODY = 8 << 20
+READ_CHUNK = 65536
+IDLE_TIMEOUT = 60.0
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, extra: dict | None = None):
+        super().__init__(message)
+        self.status, self.extra = status, extra or {}
+
+
+class Guard:
+    """The checks every request passes before it is read further (see the module docstring)."""
+
+    def __init__(self, token: str, port: int):
+        self.token = token.encode()
+        self.hosts = {f"127.0.0.1:{port}".encode(), f"localhost:{port}".encode()}
+
+    def refusal(self, req: h11.Request) -> tuple[str, HTTPError] | None:
+        """(reason, error) if `req` must be refused, else None."""
+        headers: dict[bytes, list[bytes]] = {}
+        for name, value in req.headers:  # h11 lower-cases the names
+            headers.setdefault(name, []).append(value)
+        host = headers.get(b"host", [])
+        if len(host) != 1 or host[0].lower() not in self.hosts:
+            return "host", HTTPError(421, "the Host header must be 127.0.0.1:PORT or localhost:PORT")
+        if b"origin" in headers:
+            return "origin", HTTPError(403, "requests from web pages (with an Origin header) are refused")
+        auth = headers.get(b"authorization", [])
+        scheme, _, given = auth[0].partition(b" ") if len(auth) == 1 else (b"", b"", b"")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+            return "token", HTTPError(401, "missing or wrong token: send 'Authorization: Bearer <HOME/control.token>'")
+        if req.method == b"POST":
+            ctype = headers.get(b"content-type", [b""])[0].partition(b";")[0].strip().lower()
+            if ctype != b"application/json":
+                return "content_type", HTTPError(415, "a POST body must be Content-Type: application/json")
+        return None
+
+
+async def serve(node: Node, port: int = 0, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+    bound = listeners[0].socket.getsockname()[1]
+    url = f"http://127.0.0.1:{bound}"
+    registry = make_registry(node)
+    guard = Guard(node.control_token, bound)
+    task_status.started(url)
+    await trio.serve_listeners(partial(_connection, node, registry, guard), listeners)
+
+
+async def _connection(node: Node, registry: Any, guard: Guard, stream: trio.SocketStream) -> None:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+    try:
+        while True:
+            req, refused, body = None, None, b""
+            with trio.move_on_after(IDLE_TIMEOUT) as idle:
+                req = await _read_head(conn, stream)
+                refused = guard.refusal(req) if req is not None else None
+                if req is not None and refused is None:
+                    body = await _read_body(conn, stream)
+            if idle.cancelled_caught or req is None:
+                return
+            if refused is not None:  # answered unread, then the connection closes
+                reason, err = refused
+                _count_refusal(node, reason, req, err)
+                await _respond(conn, stream, *_json(err.status, {"error": str(err)}), close=True)
+                return
+            await _respond(conn, stream, *await _route(node, registry, req, body))
+            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                return
+            conn.start_next_cycle()
+    except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as e:
+        log.debug("control connection ended: %r", e)
+    finally:
+        with trio.move_on_after(1):
+            await stream.aclose()
+
+
+async def _respond(conn: h11.Connection, stream: trio.SocketStream, status: int, ctype: str, payload: bytes,
+                   close: bool = False) -> None:
+    headers = [("content-type", ctype), ("content-length", str(len(payload))), ("server", "moenode")]
+    if status == 401:
+        headers.append(("www-authenticate", 'Bearer realm="moenode"'))
+    if close:
+        headers.append(("connection", "close"))
+    await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
+    await stream.send_all(conn.send(h11.Data(data=payload)))
+    await stream.send_all(conn.send(h11.EndOfMessage()))
+
+
+def _count_refusal(node: Node, reason: str, req: h11.Request, err: HTTPError) -> None:
+    name = f"control_refused_{reason}"
+    node.metrics.inc(name)
+    n = node.metrics.get(name)
+    if n <= 3 or not n & (n - 1):  # a flood logs its first few, then only the 2^k-th
+        log.warning("control API refused %s %s (%s): %s (#%d)", req.method.decode(errors="replace"),
+                    req.target.decode(errors="replace")[:64], reason, err, n)
+
+
+async def _receive(conn: h11.Connection, stream: trio.SocketStream) -> Any:
+    """The next h11 event, reading from the socket as it needs."""
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        conn.receive_data(await stream.receive_some(READ_CHUNK))  # b"" marks the end of the stream
+
+
+async def _read_head(conn: h11.Connection, stream: trio.SocketStream) -> h11.Request | None:
+    """The next request's line and headers; None when the client closed the connection."""
+    event = await _receive(conn, stream)
+    return event if isinstance(event, h11.Request) else None
+
+
+async def _read_body(conn: h11.Connection, stream: trio.SocketStream) -> bytes:
+    body = bytearray()
+    while True:
+        event = await _receive(conn, stream)
+        if isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > MAX_BODY:
+                raise h11.RemoteProtocolError("request body too large")
+        elif isinstance(event, h11.EndOfMessage):
+            return bytes(body)
+        else:  # the connection closed mid-body
+            raise h11.RemoteProtocolError("the request body was cut short")
+
+
+def _json(status: int, obj: Any) -> tuple[int, str, bytes]:
+    return status, "application/json", json.dumps(obj).encode()
+
+
+async def _route(node: Node, registry: Any, req: h11.Request, body: bytes) -> tuple[int, str, bytes]:
+    method, path = req.method.decode(), req.target.decode().split("?", 1)[0]
+    routes = {
+        ("GET", "/status"): lambda: _status(node),
+        ("POST", "/submit"): lambda: _submit(node, _body(body)),
+        ("POST", "/transfer"): lambda: _transfer(node, _body(body)),
+        ("POST", "/stake"): lambda: _stake(node, _body(body)),
+    }
+    try:
+        if (method, path) == ("GET", "/metrics"):
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            return 200, CONTENT_TYPE_LATEST, generate_latest(registry)
+        handler = routes.get((method, path))
+        if handler is None:
+            known = {p for _, p in routes} | {"/metrics"}
+            raise HTTPError(405 if path in known else 404, f"{method} {path} is not part of the control API")
+        return _json(200, await handler())
+    except HTTPError as e:
+        return _json(e.status, {"error": str(e), **e.extra})
+    except Exception as e:  # a bug must not take the control server down; say what failed
+        log.exception("control %s %s failed", method, path)
+        return _json(500, {"error": f"internal error: {e!r:.300}"})
+
+
+def _body(body: bytes) -> dict:
+    try:
+        obj = json.loads(body or b"{}")
+    except ValueError as e:
+        raise HTTPError(400, f"the body is not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise HTTPError(400, "the body must be a JSON object")
+    return obj
+
+
+def _int(obj: dict, key: str, default: int | None = None, low: int = 1) -> int:
+    v = obj.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or v < low or v >= 1 << 62:
+        raise HTTPError(400, f"{key!r} must be an integer >= {low}")
+    return v
+
+
+async def _status(node: Node) -> dict:
+    return node.status()
+
+
+async def _submit(node: Node, obj: dict) -> dict:
+    from moenode.node.payments import PaymentError
+    from moenode.node.rounds import SubmitError
+
+    texts = obj.get("texts")
+    p = node.params
+    if not isinstance(texts, list) or not 1 <= len(texts) <= p.max_batch_items:
+        raise HTTPError(400, f"'texts' must be a list of 1..{p.max_batch_items} strings")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise HTTPError(400, f"texts[{i}] must be a non-empty string")
+        if len(t.encode("utf-8")) > p.max_item_bytes:
+            raise HTTPError(400, f"texts[{i}] exceeds {p.max_item_bytes} bytes")
+    fee = _int(obj, "fee", node.config.submit_fee, low=max(1, p.min_fee))
+    extra = set(obj) - {"texts", "fee"}
+    if extra:
+        raise HTTPError(400, f"unknown fields {sorted(extra)}")
+    assert node.rounds is not None
+    try:
+        final, attempts = await node.rounds.submit(texts, fee, node.config.submit_attempts)
+    except PaymentError as e:
+        raise HTTPError(402, f"payment failed: {e}") from None
+    except SubmitError as e:
+        raise HTTPError(502, str(e), {"attempts": [a.summary() for a in e.attempts]}) from None
+    out = final.outcome
+    assert out is not None and out.certificate is not None and out.winner_reveal is not None
+    report = out.certificate.report
+    payload = out.winner_reveal.msg.submission.payload  # type: ignore[attr-defined]
+    return {
+        "embeddings": base64.b64encode(payload.embeddings).decode(), "dim": payload.dim,
+        "items": len(payload.item_losses), "winner": report.winner.hex(), "producer": report.producer.hex(),
+        "model_id": report.model_id.hex(), "loss": report.loss_micro / 1e6, "loss_micro": report.loss_micro,
+        "shard_id": report.shard_id.hex(), "certificate": out.certificate.encode().hex(),
+        "elapsed_ms": sum(a.elapsed_ms for a in attempts), "attempts": [a.summary() for a in attempts],
+    }
+
+
+def _account(v: Any) -> bytes:
+    """A recipient someone can spend from: an Ed25519 public key, never an escrow account."""
+    from moenode.core.crypto import is_ed25519_public_key
+    from moenode.core.orders import is_escrow
+
+    try:
+        b = bytes.fromhex(v) if isinstance(v, str) else b""
+    except ValueError:
+        b = b""
+    if len(b) != 32:
+        raise HTTPError(400, "'to' must be a 64-hex-digit account id")
+    if is_escrow(b):
+        raise HTTPError(400, "'to' is an escrow account: a balance there could never be spent")
+    if not is_ed25519_public_key(b):
+        raise HTTPError(400, "'to' is not an Ed25519 public key, so no one could spend from it (a typo?)")
+    return b
+
+
+async def _transfer(node: Node, obj: dict) -> dict:
+    from moenode.node.payments import PaymentError
+
+    to, amount = _account(obj.get("to")), _int(obj, "amount")
+    if to == node.account:
+        raise HTTPError(400, "cannot transfer to yourself")
+    bal = node.payments.ledger.balance(node.account)
+    if amount > bal:
+        raise HTTPError(400, f"amount {amount} exceeds the balance {bal}")
+    try:
+        cert = await node.payments.transfer(to, amount)
+    except PaymentError as e:
+        raise HTTPError(402, str(e)) from None
+    return {"order_id": cert.id.hex(), "balance": node.payments.ledger.balance(node.account)}
+
+
+async def _stake(node: Node, obj: dict) -> dict:
+    from moenode.node.payments import PaymentError
+
+    amount = _int(obj, "amount")
+    model = obj.get("model")
+    if model is not None and model != node.config.model:
+        raise HTTPError(400, f"this node serves {node.config.model!r}; change config.toml to serve {model!r}")
+    bal = node.payments.ledger.balance(node.account)
+    if amount > bal:
+        raise HTTPError(400, f"amount {amount} exceeds the balance {bal}")
+    try:
+        cert = await node.payments.stake(amount)
+    except PaymentError as e:
+        raise HTTPError(402, str(e)) from None
+    led = node.payments.ledger
+    return {"order_id": cert.id.hex(), "balance": led.balance(node.account),
+            "bonding": led.bonding.get(node.account, 0)}
+
+
+# metrics ------------------------------------------------------------------------------------------------------------------
+def make_registry(node: Node) -> Any:
+    """A registry of this node only, read at scrape time (several nodes can share one process)."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    class NodeCollector:
+        def collect(self):  # noqa: ANN202 - prometheus_client's protocol
+            for name, value in sorted(node.counters().items()):
+                c = CounterMetricFamily(f"moenode_{_metric_name(name)}", f"count of {name}")
+                c.add_metric([], value)
+                yield c
+            st = node.status()
+            for key in ("peers", "balance", "stake", "voting_power", "epoch", "strikes", "wins"):
+                g = GaugeMetricFamily(f"moenode_{key}", f"current {key}")
+                g.add_metric([], st[key])
+                yield g
+            g = GaugeMetricFamily("moenode_index_entries", "winner index entries")
+            g.add_metric([], st["index"]["entries"])
+            yield g
+            rej = CounterMetricFamily("moenode_rejected", "peer messages rejected, by reason", labels=["reason"])
+            for reason, v in sorted(st["rejections"].items()):
+                rej.add_metric([reason], v)
+            yield rej
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(NodeCollector())
+    return reg
+
+
+def _metric_name(name: str) -> str:
+    out = "".join(ch if ch.isalnum() else "_" for ch in name).lower()
+    return out[:-6] if out.endswith("_total") else out

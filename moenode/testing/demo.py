@@ -1,0 +1,287 @@
+"""The testnet demo and benchmark flow: real corpus text through a running testnet, measured against one node alone.
+
+Theory of operation: `workload` cuts the shipped corpus into batches, each from one domain (domains in turn), so the
+market has regions for its specialists to win. `run_workload` first measures the baseline in this process, one node
+embedding and scoring each batch alone with the genesis parameters (`embed_ms_single`: the same Payload work a
+shard member does), then submits the batches through the testnet's nodes in turn, `concurrency` at a time, waits
+until every node holds the same ledger, and `summarize`s: certified/failed, latency percentiles and their ratio to
+the baseline, throughput against the compute ceiling `cores / (shard size x embed_ms_single)`, proxied rounds,
+winners by domain, and the total supply before and after (it must not change). `run_demo` wraps it with a testnet
+of its own. Progress goes to a UI object with `phase(name, total)`, `advance(info)` and `close()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moenode.client import ControlError
+from moenode.core.genesis import Params, parse_genesis
+from moenode.testing.ledger_tools import ledger_views, wait_ledgers_equal
+from moenode.testing.testnet import Testnet, testnet_params
+
+log = logging.getLogger("moenode.testnet")
+
+
+@dataclass
+class DemoConfig:
+    nodes: int = 5
+    submissions: int = 20
+    batch: int = 16  # items per submission, all from one corpus domain
+    concurrency: int = 1  # submissions in flight at once
+    epoch_ms: int = 30_000
+    keep: bool = False  # leave the testnet running
+    fee: int | None = None  # None: each node's config (submit_fee)
+    models: list[str] | None = None
+    seed: int = 0
+    baseline_model: str = "minilm-l6"  # the single node of embed_ms_single
+    submit_timeout_s: float = 600.0
+    settle_timeout_s: float = 60.0
+    measure_baseline: bool = True  # embed_ms_single (costs one node's work per batch, in this process)
+    gateways: list[str] | None = None  # node names to submit through (default: every live node in turn)
+    domains: list[str] | None = None  # corpus domains to draw batches from (default: all, in turn)
+
+
+class NullUI:
+    def phase(self, name: str, total: int) -> None:
+        log.info("phase %s total=%d", name, total)
+
+    def advance(self, info: str = "") -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def workload(submissions: int, batch: int, seed: int = 0, domains: Sequence[str] | None = None
+             ) -> list[tuple[str, list[str]]]:
+    """`submissions` batches of real text, each from one domain of the shipped corpus (domains in turn).
+
+    Items come from each domain's eval split in a seed-determined order, so runs are reproducible and batches of one
+    run do not repeat items until a domain is exhausted.
+    """
+    from moenode.core.crypto import H
+    from moenode.encoders import corpus
+
+    domains = list(domains or corpus.domains())
+    pools = {}
+    for d in domains:
+        items = corpus.split(d, "eval")
+        pools[d] = [it.text for it in sorted(items, key=lambda it: H("demo-order", f"{seed}/{it.id}".encode()))]
+    out, cursor = [], dict.fromkeys(domains, 0)
+    for i in range(submissions):
+        d = domains[i % len(domains)]
+        pool = pools[d]
+        texts = [pool[(cursor[d] + k) % len(pool)] for k in range(batch)]
+        cursor[d] += batch
+        out.append((d, texts))
+    return out
+
+
+def percentile(xs: Sequence[float], q: float) -> float:
+    if not xs:
+        return 0.0
+    import numpy as np
+
+    return float(np.percentile(np.asarray(xs, dtype=float), q))
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@dataclass
+class Submitted:
+    index: int
+    domain: str
+    node: str
+    start: float
+    end: float
+    ok: bool
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def latency_ms(self) -> float:
+        return (self.end - self.start) * 1000
+
+
+def submit_all(tn: Testnet, batches: Sequence[tuple[str, list[str]]], *, concurrency: int = 1,
+               fee: int | None = None, timeout: float = 600.0, ui: Any = None,
+               on_done: Any = None, gateways: Sequence[str] | None = None) -> list[Submitted]:
+    """Send each batch through a live node (nodes in turn), `concurrency` at a time. Never raises for a round."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ui = ui or NullUI()
+    pool_nodes = [nd for nd in tn.nodes if gateways is None or nd.name in gateways]
+
+    def one(i: int, domain: str, texts: list[str]) -> Submitted:
+        live = [nd for nd in pool_nodes if nd.alive()] or pool_nodes
+        nd = live[i % len(live)]
+        t0 = time.monotonic()
+        try:
+            res = nd.control(timeout).submit(texts, fee, timeout=timeout)
+            ok = bool(res.get("certificate"))
+            sub = Submitted(i, domain, nd.name, t0, time.monotonic(), ok, res, "" if ok else "no certificate")
+        except ControlError as e:
+            sub = Submitted(i, domain, nd.name, t0, time.monotonic(), False, {}, str(e))
+        return sub
+
+    results: list[Submitted] = []
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = [pool.submit(one, i, d, t) for i, (d, t) in enumerate(batches)]
+        for f in futures:
+            sub = f.result()
+            results.append(sub)
+            ui.advance(f"{sub.domain}: {'certified' if sub.ok else 'FAILED'} in {sub.latency_ms / 1000:.1f}s")
+            if on_done is not None:
+                on_done(sub)
+    return results
+
+
+def proxy_counters(tn: Testnet) -> dict[str, dict[str, int]]:
+    """{node: {"sent", "served", "fallbacks", ...}} from every live node's /status."""
+    out = {}
+    for nd, st in zip(tn.nodes, tn.statuses(10)):
+        if st and isinstance(st.get("proxies"), dict):
+            out[nd.name] = {k: int(v or 0) for k, v in st["proxies"].items()}
+    return out
+
+
+def proxy_delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], key: str) -> int:
+    """How much `key` grew over the run, summed over nodes (a restarted node counts from zero again)."""
+    total = 0
+    for name, now in after.items():
+        was = before.get(name, {}).get(key, 0)
+        got = now.get(key, 0)
+        total += got - was if got >= was else got
+    return total
+
+
+def summarize(tn: Testnet, cfg: DemoConfig, subs: Sequence[Submitted], single_ms: Sequence[float],
+              supply_before: Any, supply_after: Any, proxies: dict[str, int] | None = None) -> dict[str, Any]:
+    from moenode.core.selection import shard_size
+
+    model_of = {nd.account: nd.model for nd in tn.nodes}
+    ok = [s for s in subs if s.ok]
+    lat = [s.latency_ms for s in ok]
+    winners: dict[str, dict[str, int]] = {}
+    proxied_wins = retried = 0
+    proxies = proxies or {}
+    for s in ok:
+        w, p = s.result.get("winner", ""), s.result.get("producer", "") or s.result.get("winner", "")
+        proxied_wins += bool(p and w and p != w)
+        retried += max(0, len(s.result.get("attempts") or [1]) - 1)
+        label = model_of.get(p, short_hex(p))
+        winners.setdefault(s.domain, {})
+        winners[s.domain][label] = winners[s.domain].get(label, 0) + 1
+    wall = (max(s.end for s in subs) - min(s.start for s in subs)) if subs else 0.0
+    staked = len(tn.nodes)
+    n_shard = shard_size(staked)[0]
+    cores = min(usable_cores(), staked)
+    single_p50 = percentile(single_ms, 50)
+    single_mean = sum(single_ms) / len(single_ms) if single_ms else 0.0
+    ceiling = cores / (n_shard * single_mean / 1000) if single_mean else 0.0
+    throughput = len(ok) / wall if wall else 0.0
+    p50, p99 = percentile(lat, 50), percentile(lat, 99)
+    return {
+        "nodes": len(tn.nodes),
+        "node_models": [{"name": nd.name, "model": nd.model, "account": nd.account} for nd in tn.nodes],
+        "submissions": len(subs),
+        "batch": cfg.batch,
+        "concurrency": cfg.concurrency,
+        "certified": len(ok),
+        "failed": len(subs) - len(ok),
+        "errors": [{"index": s.index, "node": s.node, "error": s.error} for s in subs if not s.ok],
+        "retried": retried,
+        "latency_ms": {"p50": p50, "p99": p99, "mean": sum(lat) / len(lat) if lat else 0.0},
+        "embed_ms_single": {"p50": single_p50, "p99": percentile(single_ms, 99), "mean": single_mean,
+                            "model": cfg.baseline_model},
+        "latency_ratio_p50": p50 / single_p50 if single_p50 else 0.0,
+        "latency_ratio_p99": p99 / percentile(single_ms, 99) if single_ms else 0.0,
+        "throughput_per_s": throughput,
+        "compute_ceiling_per_s": ceiling,
+        "throughput_ratio": throughput / ceiling if ceiling else 0.0,
+        "cores": cores,
+        "shard_size": n_shard,
+        "wall_s": wall,
+        # a proxied round: a member had an expert produce its submission (served proxy requests over the run)
+        "proxied": max(proxies.get("served", 0), proxied_wins),
+        "proxy_requests": proxies.get("sent", 0),
+        "proxy_fallbacks": proxies.get("fallbacks", 0),
+        "proxied_wins": proxied_wins,
+        "winners_by_domain": winners,
+        "supply_before": supply_before,
+        "supply_after": supply_after,
+        "rounds": [{"index": s.index, "domain": s.domain, "node": s.node, "ok": s.ok,
+                    "latency_ms": round(s.latency_ms, 1), "winner": s.result.get("winner"),
+                    "producer": s.result.get("producer"), "loss": s.result.get("loss"),
+                    "attempts": len(s.result.get("attempts") or []), "error": s.error} for s in subs],
+    }
+
+
+def short_hex(h: str) -> str:
+    return h[:12] if h else "?"
+
+
+def run_workload(tn: Testnet, cfg: DemoConfig, ui: Any = None, on_done: Any = None) -> dict[str, Any]:
+    """Submit the demo workload through a running testnet and summarise it (the testnet keeps running)."""
+    ui = ui or NullUI()
+    batches = workload(cfg.submissions, cfg.batch, cfg.seed, cfg.domains)
+    supply_before = next(iter(ledger_views(tn).values()), (None, None))[0]
+    single: list[float] = []
+    if cfg.measure_baseline:
+        ui.phase("single-node baseline", len(batches))
+        params = parse_genesis(tn.genesis_path.read_text()).params
+        for ms in measure_single_iter([t for _, t in batches], cfg.baseline_model, params):
+            single.append(ms)
+            ui.advance(f"{ms:.0f} ms")
+    counters_before = proxy_counters(tn)
+    ui.phase("submissions", len(batches))
+    subs = submit_all(tn, batches, concurrency=cfg.concurrency, fee=cfg.fee, timeout=cfg.submit_timeout_s, ui=ui,
+                      on_done=on_done, gateways=cfg.gateways)
+    ui.close()
+    views = wait_ledgers_equal(tn, cfg.settle_timeout_s)
+    supplies = {v[0] for v in views.values()}
+    supply_after = supplies.pop() if len(supplies) == 1 else sorted(supplies, key=str)
+    counters_after = proxy_counters(tn)
+    proxies = {k: proxy_delta(counters_before, counters_after, k) for k in ("sent", "served", "fallbacks")}
+    return summarize(tn, cfg, subs, single, supply_before, supply_after, proxies)
+
+
+def measure_single_iter(batches: Sequence[list[str]], model: str, params: Params | None = None):
+    """ms for ONE node to embed and score each batch alone (the same work a shard member does: its Payload), one
+    batch at a time so a progress bar can follow."""
+    from moenode.core.crypto import H
+    from moenode.node.compute import Compute
+
+    params = params or testnet_params()
+    comp = Compute(model, params.router_model, params)
+    comp.payload(list(batches[0]), H("demo-warmup", b""))
+    for i, texts in enumerate(batches):
+        t0 = time.perf_counter()
+        comp.payload(list(texts), H("demo-single", i.to_bytes(4, "big")))
+        yield (time.perf_counter() - t0) * 1000
+
+
+def run_demo(root: Path, cfg: DemoConfig, ui: Any = None) -> dict[str, Any]:
+    """Start a testnet in `root`, run the workload, stop the testnet (unless cfg.keep) and return the summary."""
+    ui = ui or NullUI()
+    tn = Testnet.create(root, cfg.nodes, models=cfg.models, epoch_ms=cfg.epoch_ms)
+    try:
+        ui.phase("starting nodes", cfg.nodes)
+        tn.start(progress=lambda nd: ui.advance(f"{nd.name} ({nd.model})"))
+        ui.close()
+        return run_workload(tn, cfg, ui)
+    finally:
+        ui.close()
+        if not cfg.keep:
+            tn.stop()

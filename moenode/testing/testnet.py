@@ -1,0 +1,444 @@
+"""A local testnet: N daemon processes on loopback, each with its own home, key, log and control API.
+
+Theory of operation
+-------------------
+`create` makes one home per node (key and config, through the same code as `moenode init`: `moenode.node.home`),
+then writes one genesis naming every node's account with a distinct model (general models first, then the domain
+specialists the zoo ships), a balance to pay fees with, stake, and a faucet balance on node 0. The genesis uses
+short timers (`testnet_params`) so rounds, refunds and epochs happen in seconds. `start` spawns `python -m moenode run` per home,
+each in its own process group with stdout/stderr in `HOME/console.log` (the daemon writes `HOME/node.log`).
+Node i bootstraps from the addresses of nodes 0..i-1, read from their `run.json`, so the mesh is complete without
+waiting for discovery. The testnet is ready when every node's `/status` reports all the others as peers.
+`D/testnet.json` records what other tools need: per node its peer id, addresses, home, control/status URL, pid and
+model.
+
+Stopping is SIGTERM, a wait, then SIGKILL of the whole process group. `Testnet` is a context manager whose exit
+always stops every process it started, so a failing test or an interrupted demo leaves nothing behind; `down`
+stops a testnet started by another process, from the pids in `testnet.json` (checked against /proc so a reused
+pid is never signalled).
+
+Each node (`NodeProcess`, a handle on one daemon process) is reached through its control API with the control
+client (`moenode.client`); `moenode.testing.ledger_tools` reads and compares the nodes' ledgers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from moenode.client import RUN_FILE, TOKEN_FILE, Control, ControlError, peer_count, pid_alive, read_run, read_token
+from moenode.core.genesis import Account, Genesis, Params, genesis_to_toml
+from moenode.node.home import init_home
+
+log = logging.getLogger("moenode.testnet")
+
+TESTNET_FILE = "testnet.json"
+GENESIS_FILE = "genesis.toml"
+GENERAL_MODELS = ("minilm-l6", "minilm-l3")
+NODE_BALANCE = 1_000_000  # each node's spending money for fees
+NODE_STAKE = 1_000
+FAUCET_BALANCE = 100_000_000  # node 0 also holds the faucet: `moenode transfer --home <node0>` funds newcomers
+DEFAULT_FEE = 100
+ADVERT_INTERVAL_S = 5  # testnet nodes re-advertise often so a late joiner learns the experts quickly
+
+
+class TestnetError(RuntimeError):
+    """The testnet could not be brought up or reached; the message says which node and where its log is."""
+
+    __test__ = False
+
+
+# --- genesis ---------------------------------------------------------------------------------------------------
+def testnet_params(**overrides: Any) -> Params:
+    """Protocol parameters with timers short enough for a laptop testnet (rounds in seconds, refunds in a minute).
+
+    Commit timeouts stay generous: every node shares the same few cores, so one member's embedding can wait behind
+    the others'.
+    """
+    short = dict(
+        commit_timeout_ms=30_000,
+        commit_ms_per_mib=1_000,
+        grace_min_ms=200,
+        grace_cap_ms=5_000,
+        vote_timeout_ms=10_000,
+        reveal_timeout_ms=10_000,
+        verify_timeout_ms=30_000,
+        report_timeout_ms=10_000,
+        round_abort_ms=90_000,
+        # every node of a local testnet shares one machine's cores: half the split-half patterns and negatives
+        # keep a round to seconds (the ranking of models barely moves: L6 beats L3 on 76 % of items at M=4
+        # against 78 % at M=8)
+        mask_views=4,
+        min_negatives=15,
+        # a testnet's winner index holds a few hundred entries, not hundreds of thousands: two nearby wins by one
+        # producer are evidence enough to route to it
+        routing_min_hits=2,
+    )
+    short.update(overrides)
+    return replace(Params(), **short)
+
+
+def zoo_names() -> list[str]:
+    """Real zoo models (general ones and specialists), without the adversaries."""
+    try:
+        from moenode.encoders import zoo
+    except ImportError:  # encoders not installed: general names only
+        return list(GENERAL_MODELS)
+    return [n for n in zoo.names() if not zoo.is_adversary(n)]
+
+
+def default_models(n: int, available: Sequence[str] | None = None) -> list[str]:
+    """n distinct models where possible: the general models, then the specialists, then repeats from the top.
+
+    Specialists are what give the market something to route: with only general models one of them wins everywhere.
+    """
+    names = list(available if available is not None else zoo_names())
+    general = [m for m in GENERAL_MODELS if m in names] or names[:1]
+    specs = [m for m in names if m.startswith("spec-")]
+    order = general + specs + [m for m in names if m not in general and m not in specs]
+    if not order:
+        raise TestnetError("no models available to assign")
+    return [order[i % len(order)] for i in range(n)]
+
+
+def make_genesis(name: str, accounts: Sequence[tuple[bytes, str]], *, epoch_ms: int, now_ms: int | None = None,
+                 params: Params | None = None, balance: int = NODE_BALANCE, stake: int = NODE_STAKE,
+                 faucet: int = FAUCET_BALANCE) -> Genesis:
+    """A genesis for (account, model) pairs; the first account also holds the faucet balance."""
+    accs = [Account(pubkey=pk, balance=balance + (faucet if i == 0 else 0), stake=stake, model_id=model, price=0)
+            for i, (pk, model) in enumerate(accounts)]
+    gtime = int(time.time() * 1000) if now_ms is None else now_ms
+    g = Genesis(name=name, genesis_time_ms=gtime, epoch_ms=epoch_ms, params=params or testnet_params())
+    g = g.with_accounts(sorted(accs, key=lambda a: a.pubkey))
+    return g
+
+
+# --- processes -------------------------------------------------------------------------------------------------
+def node_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def spawn_node(home: Path, genesis: Path | None, bootstrap: Sequence[str], extra: Sequence[str] = ()
+               ) -> subprocess.Popen:
+    """Start `moenode run` for one home in its own process group (so it and its children stop together)."""
+    cmd = [sys.executable, "-m", "moenode", "run", "--home", str(home)]
+    if genesis is not None:
+        cmd += ["--genesis", str(genesis)]
+    for addr in bootstrap:
+        cmd += ["--bootstrap", addr]
+    cmd += list(extra)
+    console = open(home / "console.log", "ab")
+    try:
+        return subprocess.Popen(cmd, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=node_env(), start_new_session=True)
+    finally:
+        console.close()
+
+
+def _is_our_node(pid: int, home: Path) -> bool:
+    """True if pid is a `moenode run` of this home (guards against signalling a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"run" in cmdline and str(home).encode() in cmdline
+
+
+def stop_pid(pid: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> str:
+    """SIGTERM, wait up to `timeout`, then SIGKILL the process group. Returns "stopped", "killed" or "gone"."""
+    def alive() -> bool:
+        if proc is not None:
+            return proc.poll() is None
+        return pid_alive(pid) and not _zombie(pid)
+
+    if not alive():
+        return "gone"
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return "gone"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            _reap_group(pid)
+            return "stopped"
+        time.sleep(0.1)
+    _reap_group(pid, force=True)
+    if proc is not None:
+        proc.wait(timeout=10)
+    return "killed"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def _reap_group(pgid: int, force: bool = False) -> None:
+    """Kill whatever is left in the node's process group (its worker children, if any)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL if force else signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# --- the testnet -----------------------------------------------------------------------------------------------
+@dataclass
+class NodeProcess:
+    """One daemon process of a testnet: its home, model and identity, and while it runs its pid and control URL
+    (`proc` when this process started it)."""
+
+    index: int
+    home: Path
+    model: str
+    account: str = ""
+    peer_id: str = ""
+    addrs: list[str] = field(default_factory=list)
+    control_url: str = ""
+    pid: int | None = None
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.home.name
+
+    def control(self, timeout: float = 10.0) -> Control:
+        if not self.control_url:
+            return Control.for_home(self.home, timeout)
+        return Control(self.control_url, read_token(self.home), timeout)
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.pid is not None and pid_alive(self.pid) and not _zombie(self.pid)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "index": self.index, "peer_id": self.peer_id, "account": self.account,
+                "addrs": self.addrs, "home": str(self.home), "model": self.model, "control_url": self.control_url,
+                "status_url": self.control_url + "/status" if self.control_url else "",
+                "metrics_url": self.control_url + "/metrics" if self.control_url else "",
+                "token_file": str(self.home / TOKEN_FILE), "pid": self.pid}
+
+
+class Testnet:
+    """N local daemons. Use as a context manager (`with Testnet.create(...) as tn: tn.start()`): exit stops all."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, root: Path, nodes: list[NodeProcess], genesis_path: Path):
+        self.root = root
+        self.nodes = nodes
+        self.genesis_path = genesis_path
+        self.extra_args: list[str] = []
+
+    # creation ----------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: Path, n: int, *, models: Sequence[str] | None = None, epoch_ms: int = 30_000,
+               name: str = "", params: Params | None = None, start_in_ms: int = 0) -> "Testnet":
+        """Homes root/node0..node{n-1} with keys and configs, and one genesis copied into every home."""
+        if n < 1:
+            raise TestnetError("a testnet needs at least one node")
+        root = root.resolve()
+        if (root / TESTNET_FILE).exists():
+            prev = load_testnet_json(root)
+            if any(nd.get("pid") and pid_alive(nd["pid"]) and _is_our_node(nd["pid"], Path(nd["home"]))
+                   for nd in prev.get("nodes", [])):
+                raise TestnetError(f"a testnet is already running in {root}; `moenode testnet down --dir {root}`")
+        root.mkdir(parents=True, exist_ok=True)
+        models = list(models) if models else default_models(n)
+        if len(models) < n:
+            models = [models[i % len(models)] for i in range(n)]
+        nodes: list[NodeProcess] = []
+        for i in range(n):
+            home = root / f"node{i}"
+            info = init_home(home, models[i], force=True, advert_interval_s=ADVERT_INTERVAL_S)
+            nodes.append(NodeProcess(i, home, models[i], account=info["account"], peer_id=info.get("peer_id", "")))
+        g = make_genesis(name or f"testnet-{root.name}"[:64], [(bytes.fromhex(nd.account), nd.model) for nd in nodes],
+                         epoch_ms=epoch_ms, params=params, now_ms=int(time.time() * 1000) + start_in_ms)
+        text = genesis_to_toml(g)
+        gpath = root / GENESIS_FILE
+        gpath.write_text(text)
+        for nd in nodes:
+            (nd.home / GENESIS_FILE).write_text(text)
+        tn = cls(root, nodes, gpath)
+        tn.write_json()
+        log.info("testnet created dir=%s nodes=%d models=%s", root, n, ",".join(models))
+        return tn
+
+    @classmethod
+    def load(cls, root: Path) -> "Testnet":
+        root = root.resolve()
+        doc = load_testnet_json(root)
+        nodes = [NodeProcess(d.get("index", i), Path(d["home"]), d.get("model", ""), account=d.get("account", ""),
+                      peer_id=d.get("peer_id", ""), addrs=list(d.get("addrs", [])),
+                      control_url=d.get("control_url", ""), pid=d.get("pid"))
+                 for i, d in enumerate(doc["nodes"])]
+        return cls(root, nodes, Path(doc.get("genesis", root / GENESIS_FILE)))
+
+    def write_json(self) -> None:
+        doc = {"dir": str(self.root), "genesis": str(self.genesis_path),
+               "faucet": {"home": str(self.nodes[0].home), "account": self.nodes[0].account},
+               "nodes": [nd.as_json() for nd in self.nodes]}
+        tmp = self.root / (TESTNET_FILE + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        os.replace(tmp, self.root / TESTNET_FILE)
+
+    # running -----------------------------------------------------------------------------------------------
+    def start(self, timeout: float = 180.0, progress=None) -> None:
+        """Start every node in order (each bootstraps from those already up) and wait until all are connected."""
+        for nd in self.nodes:
+            self.start_node(nd, timeout=timeout)
+            if progress:
+                progress(nd)
+        self.wait_connected(timeout=timeout)
+        self.write_json()
+
+    def bootstrap_for(self, nd: NodeProcess) -> list[str]:
+        addrs: list[str] = []
+        for other in self.nodes:
+            if other is not nd and other.addrs and other.alive():
+                addrs += other.addrs[:1]
+        return addrs
+
+    def start_node(self, nd: NodeProcess, timeout: float = 180.0, wait: bool = True) -> None:
+        if nd.alive():
+            raise TestnetError(f"{nd.name} is already running (pid {nd.pid})")
+        (nd.home / RUN_FILE).unlink(missing_ok=True)
+        nd.proc = spawn_node(nd.home, self.genesis_path, self.bootstrap_for(nd), self.extra_args)
+        _STARTED.add(self)
+        nd.pid = nd.proc.pid
+        nd.control_url = ""
+        log.info("node started name=%s pid=%d model=%s", nd.name, nd.pid, nd.model)
+        if wait:
+            self.wait_up(nd, timeout)
+
+    def wait_up(self, nd: NodeProcess, timeout: float = 180.0) -> None:
+        """Until run.json names this process and /status answers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not nd.alive():
+                raise TestnetError(f"{nd.name} exited during start-up (code {nd.proc.poll() if nd.proc else '?'});"
+                                   f" see {nd.home / 'console.log'} and {nd.home / 'node.log'}")
+            run = read_run(nd.home)
+            if run and run.get("pid") == nd.pid and run.get("control_url"):
+                try:
+                    Control(run["control_url"], read_token(nd.home), 5).status()
+                except ControlError:
+                    pass
+                else:
+                    nd.peer_id, nd.addrs = run.get("peer_id", nd.peer_id), list(run.get("addrs", []))
+                    nd.account = run.get("account", nd.account)
+                    nd.control_url = run["control_url"]
+                    self.write_json()
+                    return
+            if time.monotonic() > deadline:
+                raise TestnetError(f"{nd.name} did not come up within {timeout:.0f}s; see {nd.home / 'node.log'}")
+            time.sleep(0.2)
+
+    def wait_connected(self, timeout: float = 120.0, nodes: Sequence[NodeProcess] | None = None) -> None:
+        """Until each live node reports every other live node as a peer."""
+        deadline = time.monotonic() + timeout
+        live = [nd for nd in (nodes or self.nodes) if nd.alive()]
+        want = len([nd for nd in self.nodes if nd.alive()]) - 1
+        while True:
+            counts = {}
+            for nd in live:
+                try:
+                    counts[nd.name] = peer_count(nd.control(5).status())
+                except ControlError:
+                    counts[nd.name] = -1
+            if all(c >= want for c in counts.values()):
+                return
+            if time.monotonic() > deadline:
+                raise TestnetError(f"nodes not connected after {timeout:.0f}s (peers seen: {counts}, want {want})")
+            time.sleep(0.3)
+
+    def statuses(self, timeout: float = 10.0) -> list[dict[str, Any] | None]:
+        out: list[dict[str, Any] | None] = []
+        for nd in self.nodes:
+            try:
+                out.append(nd.control(timeout).status() if nd.alive() else None)
+            except ControlError:
+                out.append(None)
+        return out
+
+    def kill(self, nd: NodeProcess) -> None:
+        """kill -9, as a crash would: no clean shutdown, run.json left behind."""
+        if nd.pid is not None and nd.alive():
+            _reap_group(nd.pid, force=True)
+            if nd.proc is not None:
+                nd.proc.wait(timeout=10)
+        log.info("node killed name=%s pid=%s", nd.name, nd.pid)
+
+    def stop(self, timeout: float = 20.0) -> dict[str, str]:
+        """Stop every node: SIGTERM to all at once, wait up to `timeout`, then SIGKILL the stragglers' groups."""
+        live = [nd for nd in self.nodes if nd.pid is not None and nd.alive()
+                and (nd.proc is not None or _is_our_node(nd.pid, nd.home))]
+        for nd in live:
+            try:
+                os.kill(nd.pid, signal.SIGTERM)  # type: ignore[arg-type]
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while any(nd.alive() for nd in live) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        result = {}
+        for nd in live:
+            if nd.alive():
+                _reap_group(nd.pid, force=True)  # type: ignore[arg-type]
+                result[nd.name] = "killed"
+            else:
+                _reap_group(nd.pid)  # type: ignore[arg-type]  # leftovers of its group, if any
+                result[nd.name] = "stopped"
+            if nd.proc is not None:
+                nd.proc.wait(timeout=10)
+            log.info("node stopped name=%s pid=%s how=%s", nd.name, nd.pid, result[nd.name])
+        return result
+
+    def detach(self) -> None:
+        """Leave the nodes running after this process exits (`moenode testnet up`); `down` stops them later."""
+        _STARTED.discard(self)
+        for nd in self.nodes:
+            nd.proc = None
+
+    def __enter__(self) -> "Testnet":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+_STARTED: "weakref.WeakSet[Testnet]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_started() -> None:
+    """Safety net: a process that started nodes stops them when it exits (testnet up hands them over instead)."""
+    for tn in list(_STARTED):
+        tn.stop(timeout=10)
+
+
+def load_testnet_json(root: Path) -> dict[str, Any]:
+    path = root / TESTNET_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TestnetError(f"no testnet in {root} (no {TESTNET_FILE}); start one with "
+                           f"`moenode testnet up --dir {root}`") from None
+    except ValueError as e:
+        raise TestnetError(f"{path} is not valid JSON: {e}") from None

@@ -1,0 +1,85 @@
+"""`moenode expert score|train|zoo` through the real command root."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from moenode.cli import app
+from moenode.core.crypto import H
+from moenode.encoders import corpus
+from moenode.encoders import zoo
+
+runner = CliRunner()
+
+
+def write_jsonl(path, items):
+    path.write_text("".join(json.dumps({"text": it.text, "source": it.source}) + "\n" for it in items))
+
+
+def test_score_json(tmp_path):
+    items = corpus.split("manpages", "eval")[:6]
+    f = tmp_path / "t.jsonl"
+    write_jsonl(f, items)
+    seed = H("test", b"cli").hex()
+    r = runner.invoke(app, ["expert", "score", "--model", "minilm-l3", "--texts", str(f), "--seed", seed, "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["model_id"] == zoo.load("minilm-l3").model_id.hex()
+    assert len(out["losses"]) == 6 and all(0 <= x <= 1 for x in out["losses"])
+    assert abs(out["batch_loss"] - np.mean(out["losses"])) < 1e-5
+    again = runner.invoke(app, ["expert", "score", "--model", "minilm-l3", "--texts", str(f), "--seed", seed, "--json"])
+    assert json.loads(again.stdout)["losses_micro"] == out["losses_micro"]
+
+
+@pytest.mark.slow
+def test_score_json_with_the_large_expert(tmp_path):
+    """`expert score --model mpnet-base`: the reference top-up makes even 3 items a few hundred 768-d view rows."""
+    items = corpus.split("code_py", "eval")[:3]
+    f = tmp_path / "t.jsonl"
+    write_jsonl(f, items)
+    r = runner.invoke(app, ["expert", "score", "--model", "mpnet-base", "--texts", str(f), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["model_id"] == zoo.load("mpnet-base").model_id.hex() and out["dim"] == 768
+    assert len(out["losses"]) == 3 and all(0 <= x <= 1 for x in out["losses"]) and out["scored_items"] == 3
+
+
+def test_score_refuses_bad_input(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"text": "fine text here"}\n{"txt": "no"}\n')
+    r = runner.invoke(app, ["expert", "score", "--model", "minilm-l3", "--texts", str(f)])
+    assert r.exit_code == 2 and ":2:" in r.output
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text('{"text": "fine text here"}\n')
+    r = runner.invoke(app, ["expert", "score", "--model", "no-such-model", "--texts", str(ok)])
+    assert r.exit_code == 2 and "unknown model" in r.output
+    r = runner.invoke(app, ["expert", "score", "--model", "minilm-l3", "--texts", str(ok), "--seed", "abc"])
+    assert r.exit_code == 2 and "--seed" in r.output
+
+
+def test_train_writes_a_loadable_specialist(tmp_path):
+    items = corpus.split("legal", "adapter")[:20]
+    f = tmp_path / "legal.jsonl"
+    write_jsonl(f, items)
+    out, npy = tmp_path / "spec.onnx", tmp_path / "spec.npy"
+    r = runner.invoke(app, ["expert", "train", "--base", "minilm-l6", "--domain", "my-legal", "--texts", str(f),
+                            "--out", str(out), "--adapter-out", str(npy), "--steps", "10", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rep["audit_mrr_before"] is not None and rep["heldout_loss_before"] >= 0
+    enc = zoo.load(str(out))
+    assert enc.model_id.hex() == rep["model_id"] and enc.dim == 384
+    w = zoo.load_adapter(npy)
+    assert w.shape == (384, 384)
+
+
+def test_zoo_lists_adversaries():
+    r = runner.invoke(app, ["expert", "zoo", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["adv-noise"]["adversary"] and not rows["minilm-l6"]["adversary"]
+    assert {"spec-code", "spec-legal", "spec-man"} <= set(rows)
+    assert rows["mpnet-base"]["dim"] == 768 and not rows["mpnet-base"]["adversary"]
+    assert rows["mpnet-base"]["model_id"] == zoo.load("mpnet-base").model_id.hex()

@@ -1,0 +1,60 @@
+"""`moenode sim run` end to end on a tiny scenario: results.json with the agreed keys, PNGs, a self-contained page."""
+
+import json
+
+from typer.testing import CliRunner
+
+from moenode.cli.sim import app
+from moenode.sim import SCENARIOS
+from moenode.sim.config import parse
+
+TINY = """
+description = "tiny"
+[sim]
+name = "tiny"
+nodes = 80
+submissions = 1200
+epoch_submissions = 400
+chunk = 200
+cbtm_clusters = 8
+[[variants]]
+label = "proxy off"
+"sim.proxy" = false
+"""
+
+
+def test_run_writes_results_plots_and_report(tmp_path):
+    f = tmp_path / "tiny.toml"
+    f.write_text(TINY)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["run", str(f), "--out", str(out), "--seed", "3", "--quiet"])
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    for k in ("scenario", "seed", "nodes", "submissions", "fidelity", "wall_s", "events_per_s", "policies",
+              "routing_ratio", "supply_before", "supply_after", "apgr"):
+        assert k in r
+    assert r["seed"] == 3 and r["scenario"] == "tiny" and r["supply_before"] == r["supply_after"]
+    assert set(r["policies"]) == {"market", "cbtm", "random", "oracle"}
+    for p in r["policies"].values():
+        assert {"mean_loss", "win_rate_specialists", "proxy_rate"} <= set(p)
+    assert r["variants"][0]["label"] == "proxy off"
+    pngs = {p.name for p in out.glob("*.png")}
+    assert {"loss_over_time.png", "win_heatmap.png", "rewards.png", "proxy_rate.png", "strikes.png",
+            "latency_cdf.png", "routing_curve.png", "variants.png"} <= pngs
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(pngs) and "<table>" in page
+
+
+def test_bad_scenario_is_a_clear_error(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text("[sim]\nnodez = 3\n")
+    res = CliRunner().invoke(app, ["run", str(f), "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "nodez" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_bundled_scenarios_parse():
+    names = {f.stem for f in SCENARIOS.glob("*.toml")}
+    assert {"specialization", "proxy", "routing", "slashing", "byzantine", "scale"} <= names
+    for f in SCENARIOS.glob("*.toml"):
+        parse(f.read_text())

@@ -1,0 +1,42 @@
+"""`moenode testnet` against processes that stand in for daemons: what `down` stops and what it spares.
+
+tests/e2e runs the testnet commands' library (`moenode.testing.testnet`) against real daemons.
+"""
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from moenode.cli import app
+from moenode.testing.testnet import Testnet
+
+runner = CliRunner()
+
+
+def test_testnet_down_without_a_testnet_is_a_clear_error(tmp_path):
+    r = runner.invoke(app, ["testnet", "down", "--dir", str(tmp_path)])
+    assert r.exit_code == 1 and "no testnet" in r.output
+
+
+def test_testnet_down_stops_the_recorded_processes_and_spares_strangers(tmp_path):
+    tn = Testnet.create(tmp_path / "tn", 2, models=["minilm-l3", "minilm-l3"], epoch_ms=5_000)
+    code = "import time; time.sleep(60)"
+    procs = [subprocess.Popen([sys.executable, "-c", code, "run", "--home", str(nd.home)], start_new_session=True)
+             for nd in tn.nodes]
+    stranger = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        for nd, p in zip(tn.nodes, procs):
+            nd.pid = p.pid
+        tn.nodes.append(tn.nodes[0].__class__(2, tmp_path / "tn" / "ghost", "minilm-l3", pid=stranger.pid))
+        tn.write_json()
+        r = runner.invoke(app, ["testnet", "down", "--dir", str(tmp_path / "tn"), "--timeout", "5"])
+        assert r.exit_code == 0, r.output
+        assert "node0: stopped" in r.output and "node1: stopped" in r.output
+        assert all(p.wait(timeout=10) is not None for p in procs)
+        assert stranger.poll() is None  # its pid is in testnet.json, but it is not a node of that home
+    finally:
+        for p in procs + [stranger]:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
