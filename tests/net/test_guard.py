@@ -241,6 +241,9 @@ PINNED = {
     "libp2p.network.connection.swarm_connection:SwarmConn._cleanup": "84470a285af6c287",
     "libp2p.pubsub.pubsub:Pubsub.stream_handler": "4be06aba2f448b7b",
     "libp2p.pubsub.pubsub:Pubsub.continuously_read_stream": "ac0c4ad87ca39288",
+    "libp2p.pubsub.pubsub:Pubsub.push_msg": "1531483ab4d77674",  # calls validate_msg, which gossip.py replaces
+    "libp2p.pubsub.pubsub:Pubsub.get_msg_validators": "cde25937d750f574",
+    "libp2p.pubsub.pubsub:Pubsub.validate_msg": "9bc61633d2338dc5",
     "libp2p.pubsub.validators:signature_validator": "4ef201cd300c8e3e",
     "libp2p.tools.anyio_service.context:background_trio_service": "8eba8aeea610bcb6",
     "libp2p.tools.anyio_service.api:Service.manager": "2afb425eeeb6ffc5",
