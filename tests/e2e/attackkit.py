@@ -36,6 +36,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -644,6 +645,45 @@ def control_api(arena: Arena) -> dict[str, Any]:
     return out
 
 
+def control_flood(arena: Arena) -> dict[str, Any]:
+    """A local user opens 1,100 connections to the control API and sends nothing, while the node runs under the
+    usual limit of 1,024 file descriptors (set here with prlimit). They used to use up the descriptors: /status
+    timed out and no peer could connect to the node. Meanwhile an outside key tries to connect over libp2p."""
+    victim = arena.victim
+    port = int(victim.control_url.rsplit(":", 1)[1])
+    resource.prlimit(victim.pid, resource.RLIMIT_NOFILE, (1024, 1024))  # type: ignore[arg-type]
+    evicted0 = arena.metric(victim, "moenode_node_control_evicted_total")
+    held: list[socket.socket] = []
+    try:
+        for _ in range(1_100):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            held.append(s)
+        time.sleep(1)
+        t0 = time.monotonic()
+        try:
+            answer: Any = arena.status(victim, 5)["peers"]
+        except ControlError as e:
+            answer = str(e)[:100]
+        status_s = time.monotonic() - t0
+
+        async def outsider() -> str:
+            try:
+                with trio.fail_after(15):
+                    async with attacker_of(arena.addr(victim)):
+                        return "connected"
+            except Exception as e:  # noqa: BLE001 - the finding, whatever its form
+                return type(e).__name__
+
+        libp2p = trio.run(outsider)
+        descriptors = len(os.listdir(f"/proc/{victim.pid}/fd"))
+    finally:
+        for s in held:
+            s.close()
+    return {"connections": len(held), "status_s": round(status_s, 3), "status_peers": answer,
+            "outsider_over_libp2p": libp2p, "descriptors_in_use": descriptors,
+            "evicted": arena.metric(victim, "moenode_node_control_evicted_total") - evicted0}
+
+
 def escrow_transfer(arena: Arena) -> dict[str, Any]:
     """A Transfer into an escrow account (whose balance no key could ever spend), signed by a funded outsider and
     sent to every authority over the order RPC, and asked of the control API. It used to get votes, and the funds
@@ -893,6 +933,8 @@ ATTACKS = [
     Attack("partial-messages", "freeze", "15 MiB envelopes sent 1 MiB in, then silence", partial_messages),
     Attack("conns-per-ip", "freeze", "20 connections from one address", conns_per_ip, needs="outside_ip"),
     Attack("control-api", "rob", "control API: no token, browser-style, another uid", control_api),
+    Attack("control-flood", "freeze", "1,100 silent connections to the control API of a node with 1,024 fds",
+           control_flood),
     Attack("escrow-transfer", "rob", "a transfer into an escrow account", escrow_transfer),
     Attack("proxy-answers", "rob", "malformed proxy answers from a favoured expert", proxy_answers, needs="primed"),
     Attack("authorities-down", "freeze", "2 of 4 authorities down during a transfer, then back", authorities_down),
