@@ -879,6 +879,28 @@ def corrupt_key(arena: Arena) -> dict[str, Any]:
     return out
 
 
+def double_start(arena: Arena) -> dict[str, Any]:
+    """The operator starts a second `moenode run` on the home of a node that is running (a service and a shell,
+    say). It used to start: two processes sharing one ledger and outbox, each with its own view, one peer id twice
+    on the network. It must stop in one line, and leave the running node as it was."""
+    nd = arena.nodes[3]
+    run_before = (nd.home / "run.json").read_text()
+    console = nd.home / "console.log"
+    offset = console.stat().st_size
+    second = spawn_node(nd.home, None, [])
+    try:
+        code: int | None = second.wait(30)
+    except subprocess.TimeoutExpired:  # it runs: that is the finding
+        os.killpg(second.pid, signal.SIGKILL)
+        second.wait(10)
+        code = None
+    with console.open("rb") as f:
+        f.seek(offset)
+        lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    return {"exit_code": code, "lines": len(lines), "said": lines[-1] if lines else "",
+            "first_untouched": (nd.home / "run.json").read_text() == run_before and nd.alive()}
+
+
 def long_sync(arena: Arena) -> dict[str, Any]:
     """A node is down while its peers apply a history of `long_log` entries (certified transfers among four funded
     accounts, voted by every authority: written into the peers' stores while the testnet is stopped, then
@@ -941,6 +963,7 @@ ATTACKS = [
     Attack("payer-kill", "fork", "kill -9 of a payer inside its own transfer", payer_kill),
     Attack("lost-ledger", "fork", "a 0-byte, then deleted, ledger.sqlite", lost_ledger),
     Attack("corrupt-key", "operator", "a corrupt key file and control token", corrupt_key),
+    Attack("double-start", "operator", "a second `moenode run` on a running node's home", double_start),
     Attack("long-sync", "fork", "catch-up of a long log after a restart, killed midway", long_sync),
 ]
 BY_NAME = {a.name: a for a in ATTACKS}

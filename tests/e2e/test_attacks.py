@@ -94,3 +94,17 @@ def test_an_emptied_or_deleted_ledger_is_refused_in_one_line(arena):
     for case in ("0-byte", "deleted"):
         assert seen[case]["exit_code"] == 1 and seen[case]["lines"] == 1, seen[case]
         assert "moenode resync" in seen[case]["said"]
+
+
+@pytest.mark.slow
+def test_silent_control_connections_cannot_use_up_the_node(arena):
+    seen = attack(arena, "control-flood")
+    assert seen["status_s"] < STATUS_BOUND_S and seen["outsider_over_libp2p"] == "connected"
+    assert seen["evicted"] >= 1_000
+
+
+@pytest.mark.slow
+def test_a_second_daemon_on_a_running_home_is_refused_in_one_line(arena):
+    seen = attack(arena, "double-start")
+    assert seen["exit_code"] == 1 and seen["lines"] == 1 and "another node is running" in seen["said"], seen
+    assert seen["first_untouched"]
