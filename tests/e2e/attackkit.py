@@ -48,7 +48,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ class Arena:
     def __post_init__(self) -> None:
         self.genesis = parse_genesis(self.tn.genesis_path.read_text(encoding="utf-8"))
         self.net_id = self.genesis.network_id
-        self.supply = sum(a.balance + a.stake for a in self.genesis.accounts)
+        self.supply = self.genesis.supply()
 
     @property
     def nodes(self) -> list[Node]:
