@@ -11,6 +11,7 @@ Theory of operation: a home directory holds everything one node owns, at fixed n
     HOME/node.log        the node's log
     HOME/control.token   the secret every control API request carries (moenode.store.keys; 0600)
     HOME/run.json        written atomically (0600) once the node is up, removed on clean exit
+    HOME/node.lock       locked by the running daemon, so a second one on this home is refused
 
 `load_config(home)` reads and validates the file; an unknown key, a wrong type or an out-of-range value is a
 `ConfigError` that names the key. `write_default_config(home, **overrides)` writes a commented file that loads

@@ -33,6 +33,12 @@ So each request, /metrics included, passes four checks before anything else (`Gu
 A refused request is answered without reading its body, on a connection that then closes, and counted by reason
 (`control_refused_<host|origin|token|content_type>`). `HOME/run.json`, which names the port, is 0600 too.
 
+Anyone can connect, though, token or not, so connections are capped (`MAX_CONNECTIONS`): over the cap, a new
+connection takes the place of the one that has waited longest for its next request head (counted as
+`control_evicted`), and if every connection is inside a request the new one is closed (`control_refused_busy`).
+So connections that send nothing cannot use up the node's file descriptors (1,100 of them cut a node running under
+the usual limit of 1,024 off from its peers), and a client that sends its request at once always gets in.
+
 Why a token and not a unix socket: the socket would give the same uid check, but Prometheus scrapes only TCP, and
 every HTTP client speaks TCP; a bearer token in a 0600 file is what Prometheus' `credentials_file` expects.
 """
@@ -43,6 +49,9 @@ import base64
 import hmac
 import json
 import logging
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +66,7 @@ log = logging.getLogger("moenode.control")
 MAX_BODY = 8 << 20
 READ_CHUNK = 65536
 IDLE_TIMEOUT = 60.0
+MAX_CONNECTIONS = 64  # control connections open at once
 
 
 class HTTPError(Exception):
@@ -93,6 +103,39 @@ class Guard:
         return None
 
 
+class Slots:
+    """At most `cap` connections. Over it, a new connection takes the slot of the one that has waited longest for
+    its next request head; if none is waiting (all are inside a request), the new one gets no slot."""
+
+    def __init__(self, cap: int):
+        self.cap, self.taken = cap, 0
+        self.waiting: OrderedDict[int, trio.CancelScope] = OrderedDict()  # by connection, oldest first
+
+    def take(self) -> str | None:
+        """Take a slot: None, or "evicted" if an idle connection was closed for it, or "busy" if there is none."""
+        if self.taken < self.cap:
+            self.taken += 1
+            return None
+        if not self.waiting:
+            return "busy"
+        _, idle = self.waiting.popitem(last=False)
+        idle.cancel()  # its handler returns, closes its stream and gives its slot back
+        self.taken += 1
+        return "evicted"
+
+    def give_back(self) -> None:
+        self.taken -= 1
+
+    @contextmanager
+    def head(self, scope: trio.CancelScope) -> Iterator[None]:
+        """While the connection waits for a request head, a new one may take its slot (cancelling `scope`)."""
+        self.waiting[id(scope)] = scope
+        try:
+            yield
+        finally:
+            self.waiting.pop(id(scope), None)
+
+
 async def serve(node: Node, port: int = 0, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
     bound = listeners[0].socket.getsockname()[1]
@@ -100,16 +143,32 @@ async def serve(node: Node, port: int = 0, *, task_status: Any = trio.TASK_STATU
     registry = make_registry(node)
     guard = Guard(node.control_token, bound)
     task_status.started(url)
-    await trio.serve_listeners(partial(_connection, node, registry, guard), listeners)
+    await trio.serve_listeners(partial(_connection, node, registry, guard, Slots(MAX_CONNECTIONS)), listeners)
 
 
-async def _connection(node: Node, registry: Any, guard: Guard, stream: trio.SocketStream) -> None:
+async def _connection(node: Node, registry: Any, guard: Guard, slots: Slots, stream: trio.SocketStream) -> None:
+    taken = slots.take()
+    if taken is not None:
+        node.metrics.inc(f"control_{'evicted' if taken == 'evicted' else 'refused_busy'}")
+    if taken == "busy":
+        with trio.move_on_after(1):
+            await stream.aclose()
+        return
+    try:
+        await _serve_connection(node, registry, guard, slots, stream)
+    finally:
+        slots.give_back()
+
+
+async def _serve_connection(node: Node, registry: Any, guard: Guard, slots: Slots, stream: trio.SocketStream
+                            ) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
     try:
         while True:
             req, refused, body = None, None, b""
             with trio.move_on_after(IDLE_TIMEOUT) as idle:
-                req = await _read_head(conn, stream)
+                with slots.head(idle):
+                    req = await _read_head(conn, stream)
                 refused = guard.refusal(req) if req is not None else None
                 if req is not None and refused is None:
                     body = await _read_body(conn, stream)

@@ -16,11 +16,13 @@ Everything that mutates protocol state runs on the trio thread; ONNX and FAISS c
 the recomputed shard, archived, added to the winner index, gossiped once if ours, and settled if we won.
 
 Rejections of peers' messages are counted by reason in the net layer's counters and logged with the peer id.
-`run_node(home)` is what `moenode run` calls: logging to HOME/node.log, SIGINT/SIGTERM stop the node cleanly.
+`run_node(home)` is what `moenode run` calls: it claims the home (HOME/node.lock: a second daemon on one home stops in
+one line), logs to HOME/node.log, and SIGINT/SIGTERM stop the node cleanly.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -29,7 +31,7 @@ import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 import numpy as np
 import trio
@@ -53,6 +55,7 @@ log = logging.getLogger("moenode.node")
 
 HOUSEKEEPING_S = 1.0
 INDEX_SAVE_S = 30.0
+LOCK_FILE = "node.lock"  # held by the running daemon (`hold_home`)
 REASON_ALIASES = {"schema": "malformed"}  # the node reports schema violations as malformed messages
 
 
@@ -412,23 +415,43 @@ def setup_logging(config: Config) -> None:
     root.setLevel(config.log_level.upper())
 
 
+def hold_home(home: Path) -> IO[bytes]:
+    """Claim `home` for this process: an exclusive lock on HOME/node.lock, which the kernel releases when the
+    process ends, however it ends. Keep the returned file open for as long as the node runs.
+
+    Two daemons on one home share its ledger and outbox but each keeps its own view in memory: each could sign a
+    different order of the node's account at one sequence (which can lock that sequence for good), and both speak
+    on the network as one peer. Raises StoreError (one line) if another process holds the home."""
+    f = (home / LOCK_FILE).open("ab")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        run = home / "run.json"
+        raise StoreError(f"another node is running in {home} (see {run}); stop it before starting this one",
+                         resyncable=False) from None
+    return f
+
+
 async def run_node(home: str | os.PathLike, *, config: Config | None = None, log_to_file: bool = True,
                    task_status: Any = trio.TASK_STATUS_IGNORED, **overrides: Any) -> None:
-    """Run the node of `home` until SIGINT/SIGTERM (or cancellation); shut down cleanly."""
+    """Run the node of `home` until SIGINT/SIGTERM (or cancellation); shut down cleanly. A home another process is
+    running is refused (`hold_home`)."""
     cfg = config or load_config(home)
     if overrides:
         cfg = replace(cfg, **overrides)
-    if log_to_file:
-        setup_logging(cfg)
-    node = Node(home, config=cfg)
-    async with trio.open_nursery() as n:
-        async def on_signals() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for sig in signals:
-                    log.info("signal %s: stopping", signal.Signals(sig).name)
-                    node.stop()
-                    return
+    with hold_home(Path(home)):  # released when the node stops, or by the kernel if the process dies
+        if log_to_file:
+            setup_logging(cfg)
+        node = Node(home, config=cfg)
+        async with trio.open_nursery() as n:
+            async def on_signals() -> None:
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for sig in signals:
+                        log.info("signal %s: stopping", signal.Signals(sig).name)
+                        node.stop()
+                        return
 
-        n.start_soon(on_signals)
-        await node.run(task_status=task_status)  # returns once stopped, after a clean shutdown
-        n.cancel_scope.cancel()
+            n.start_soon(on_signals)
+            await node.run(task_status=task_status)  # returns once stopped, after a clean shutdown
+            n.cancel_scope.cancel()

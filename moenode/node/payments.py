@@ -73,6 +73,7 @@ from moenode.core.orders import (
     escrow_account,
     open_order,
 )
+from moenode.node.decoding import decode_off_loop
 from moenode.store.ledger_db import open_authority
 from moenode.store.outbox import Outbox
 
@@ -258,7 +259,7 @@ class Payments:
 
     # the authority's RPC -------------------------------------------------------------------------------------------
     async def serve_order(self, peer: bytes, req: bytes) -> bytes:
-        q = OrderRequest.decode(req)  # a malformed request raises: the net layer counts and refuses it
+        q = await decode_off_loop(OrderRequest.decode, req)  # malformed raises: the net layer counts and refuses it
         self.node.metrics.inc("orders_served")
         answer = await self.vote(q.order, q.attach, q.vote_epoch)
         if isinstance(answer, ProtocolError):  # a refusal is an answer: the client may retry with what we lack

@@ -13,9 +13,9 @@ stakes + escrows never changes, and `check()` says so.
 from dataclasses import dataclass, field
 
 from moenode.core.checkpoint import Item, next_table
-from moenode.core.crypto import H
 from moenode.core.genesis import Params
 from moenode.core.ledger import settle_split
+from moenode.core.orders import escrow_account as escrow_id  # a shard's escrow is the ledger's account
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,3 @@ class Book:
         lost = {pk: s - new.get(pk, 0) for pk, s in before.items() if s > new.get(pk, 0)}
         self.slashed_total += sum(lost.values())
         return lost
-
-
-def escrow_id(shard_id: bytes) -> bytes:
-    return H("escrow", shard_id)

@@ -365,3 +365,36 @@ def test_two_certificates_of_one_order_are_one_order():
         led.assert_supply()
         states.add(led.state_digest())
     assert len(states) == 1
+
+
+def test_the_state_digest_costs_the_same_however_long_the_history():
+    """/status and /metrics report the ledger's digest. It used to hash every order ever applied, sorted and encoded
+    anew on each call, on the node's event loop: 77 ms with 24,000 orders and 0.56 s with 100,000, so a node with
+    a long history froze under its own health checks. The applied orders now enter a running sum as they apply:
+    a call allocates the same little at 3,000 orders as at one, and the digest still tells two ledgers apart and
+    does not depend on the order certificates arrived in."""
+    import tracemalloc
+
+    net = Net(n=1, users=2, cheap=True)
+    a, b = net.user_keys
+    first = net.run(Transfer(a.public_key, 0, 0, b.public_key, 1), a)
+    late = Ledger(net.genesis, net.verify)  # gets the same orders later, in another order
+
+    def peak_of_digest() -> int:
+        tracemalloc.start()
+        try:
+            net.ledger.state_digest()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak_of_digest()  # the first call may warm caches up
+    small = peak_of_digest()
+    certs = [first] + [net.run(Transfer(a.public_key, seq, 0, b.public_key, 1), a) for seq in range(1, 3_000)]
+    assert peak_of_digest() < small + 4096
+    before = late.state_digest()
+    for cert in reversed(certs[1:]):  # a gap until the first arrives: applied out of order, as certificates may
+        late.apply_certified(cert)
+    assert late.state_digest() not in (before, net.ledger.state_digest())
+    late.apply_certified(certs[0])
+    assert late.state_digest() == net.ledger.state_digest()

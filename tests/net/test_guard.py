@@ -13,14 +13,11 @@ from dataclasses import replace
 import pytest
 import trio
 from libp2p.identity.identify.identify import ID as IDENTIFY
-from libp2p.identity.identify_push.identify_push import ID_PUSH
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.tools.anyio_service import Service, background_trio_service
 
-from moenode.core.codec import canonical
-from moenode.core.crypto import H
 from moenode.net import account_id_of, topic_name
 from moenode.net.direct import DirectConfig, envelope_protocol, rpc_protocol
 from moenode.net.framing import MiB, encode_frame, encode_uvarint
@@ -32,35 +29,20 @@ from moenode.net.guard import (
     protocol_group,
     reason_of,
 )
-from netkit import NET, Inbox, attacker_of, echo, hosts, send_raw, source_digest, wait_until
+from netkit import (
+    NET,
+    Inbox,
+    attacker_of,
+    echo,
+    envelope_head,
+    hosts,
+    send_malformed_frames,
+    send_raw,
+    source_digest,
+    wait_until,
+)
 
-MULTISTREAM = b"/multistream/1.0.0\n"
 FAST = GuardConfig(idle_timeout=0.4, read_timeout=0.4, min_read_rate=64 * MiB)
-
-
-def line(text: bytes) -> bytes:
-    """One multistream-select line: uvarint length, the text, a newline."""
-    return encode_uvarint(len(text) + 1) + text + b"\n"
-
-
-async def send_unnegotiated(evil, pid: ID, raw: bytes) -> None:
-    """Open a Yamux stream and write `raw` with no protocol negotiated first."""
-    stream = await evil.get_network().connections[pid][0].new_stream()
-    try:
-        await stream.write(raw)
-        await stream.close()
-    except Exception:  # the victim may reset first
-        pass
-
-
-def publish_rpc(topic: str, **message) -> bytes:
-    rpc = rpc_pb2.RPC(publish=[rpc_pb2.Message(topicIDs=[topic], **message)])
-    return encode_frame(rpc.SerializeToString())
-
-
-def envelope_head(length: int) -> bytes:
-    """A well-formed message header declaring `length` bytes (whose hash nothing will match)."""
-    return encode_frame(canonical({"len": length, "hash": H("transfer", b"never sent")}))
 
 
 async def test_malformed_library_protocol_frames_are_contained_and_counted():
@@ -73,22 +55,8 @@ async def test_malformed_library_protocol_frames_are_contained_and_counted():
             await friend.gossip.subscribe("adverts", Inbox())
             async with attacker_of(victim) as (evil, pid):
                 attacker = account_id_of(evil.get_id())
-                topic = topic_name(NET, "adverts")
-                rsa_style_origin = b"\x12\x20" + b"\x07" * 32  # a sha256 peer id: its key must come in `key`
-                attacks = [
-                    (PROTOCOL_ID_V11, b"\x02\x0a\xff"),  # field 1, length-delimited, length 255: truncated
-                    (PROTOCOL_ID_V11, encode_frame(b"\xff" * 9)),  # not protobuf at all
-                    (PROTOCOL_ID_V11, encode_uvarint(1 << 40)),  # a frame claiming a terabyte
-                    (PROTOCOL_ID_V11, publish_rpc(topic, from_id=rsa_style_origin, data=b"x", seqno=b"\0" * 8,
-                                                  signature=b"s", key=b"\x08\x01\x12\x03abc")),  # garbage key
-                    (ID_PUSH, encode_frame(b"\x0a\xff")),  # identify push: a truncated field
-                    (ID_PUSH, encode_uvarint(1 << 30)),  # identify push claiming a gigabyte
-                ]
-                for proto, raw in attacks:
-                    await send_raw(evil, pid, proto, raw)
-                # before any protocol: a multistream line that is not UTF-8
-                await send_unnegotiated(evil, pid, line(MULTISTREAM[:-1]) + line(b"\xff\xfe"))
-                await wait_until(lambda: victim.counters.peer_rejections(attacker) >= len(attacks) + 1)
+                sent = await send_malformed_frames(evil, pid, topic_name(NET, "adverts"))
+                await wait_until(lambda: victim.counters.peer_rejections(attacker) >= sent)
 
             # the victim still serves honest peers: direct requests, envelopes and gossip
             await friend.connect(victim.addrs()[0])
@@ -273,6 +241,9 @@ PINNED = {
     "libp2p.network.connection.swarm_connection:SwarmConn._cleanup": "84470a285af6c287",
     "libp2p.pubsub.pubsub:Pubsub.stream_handler": "4be06aba2f448b7b",
     "libp2p.pubsub.pubsub:Pubsub.continuously_read_stream": "ac0c4ad87ca39288",
+    "libp2p.pubsub.pubsub:Pubsub.push_msg": "1531483ab4d77674",  # calls validate_msg, which gossip.py replaces
+    "libp2p.pubsub.pubsub:Pubsub.get_msg_validators": "cde25937d750f574",
+    "libp2p.pubsub.pubsub:Pubsub.validate_msg": "9bc61633d2338dc5",
     "libp2p.pubsub.validators:signature_validator": "4ef201cd300c8e3e",
     "libp2p.tools.anyio_service.context:background_trio_service": "8eba8aeea610bcb6",
     "libp2p.tools.anyio_service.api:Service.manager": "2afb425eeeb6ffc5",

@@ -175,3 +175,25 @@ async def test_the_client_reads_the_token_from_the_home(server, home):
     assert (await trio.to_thread.run_sync(ctl.status))["balance"] == 5
     assert "moenode_balance" in await trio.to_thread.run_sync(ctl.metrics)
     assert node.control_token not in repr(ctl)
+
+
+async def test_idle_connections_cannot_use_up_the_node_and_the_operator_still_gets_in(server):
+    """Anyone who can reach 127.0.0.1 can connect without the token. 1,100 connections left silent used up the
+    file descriptors of a live node running under the usual limit of 1,024: /status timed out, and its peers could
+    not connect to it. Connections are now capped: over the cap, a new connection takes the place of the one that
+    has waited longest without sending a request, so the silent ones are closed at once and a real request is
+    answered."""
+    node, port = server
+    idle = []
+    with trio.fail_after(30):
+        for _ in range(200):  # well over the cap
+            s = trio.socket.socket()
+            await s.connect(("127.0.0.1", port))
+            idle.append(s)
+        assert (await acall(port, "GET", "/status", good(port, node.control_token)))[0] == 200
+        closed = 0
+        for s in idle:  # the oldest silent ones were closed by the server
+            with trio.move_on_after(0.02):
+                closed += await s.recv(1) == b""
+            s.close()
+    assert closed >= 100 and node.metrics.get("control_evicted") >= 100

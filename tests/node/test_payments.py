@@ -245,3 +245,34 @@ async def test_orders_that_arrive_together_share_one_lock_write_and_one_signatur
         store.put_locks = put
         envs, votes = await ask_all(users[16:])
         assert all(v is not None and not isinstance(v, Exception) for v in votes)
+
+
+async def test_a_large_order_request_is_decoded_off_the_event_loop(tmp_path, monkeypatch):
+    """The order RPC takes requests of up to 4 MiB (a Settle carries a shard certificate, and so may each
+    attachment), and it decoded them on the event loop, the last peer input above 64 KiB that did. A small request
+    still decodes inline, where a thread hop would cost more than the decoding."""
+    import threading
+
+    from nodekit import Cluster
+
+    from moenode.config import Config
+    from moenode.node import Node
+
+    genesis = make_genesis([(seed(0), 1_000, "minilm-l3"), (seed(1), 0, "minilm-l3")])
+    m = Cluster(tmp_path, genesis, None).add(seed(0))
+    node = Node(m.home, config=Config(home=m.home, model=m.model), genesis=genesis)
+    decoded_on: list[int] = []
+    decode = OrderRequest.decode
+    monkeypatch.setattr(OrderRequest, "decode", classmethod(
+        lambda cls, data: decoded_on.append(threading.get_ident()) or decode(data)))
+    payer = Ed25519Signer(seed(1))
+    order = seal(Transfer(payer.public_key, 0, 0, m.account, 1), payer, genesis.network_id).encode()
+    try:
+        small = OrderAnswer.decode(await node.payments.serve_order(payer.public_key, OrderRequest(order, ()).encode()))
+        large = OrderRequest(order, (bytes(256 << 10),)).encode()  # an attachment that is no certificate
+        refused = OrderAnswer.decode(await node.payments.serve_order(payer.public_key, large))
+    finally:
+        node.archive.close()
+        node.payments.close()
+    assert small.vote is not None and refused.refusal == "malformed"
+    assert decoded_on[0] == threading.get_ident() != decoded_on[1]

@@ -80,3 +80,16 @@ def test_specialization_emerges_from_generalists_who_invest():
     assert (m.world.kind == "specialist").sum() > 0
     _, flat = run("[world]\nspecialists = 0.0\nweak = 0.1")
     assert r["policies"]["market"]["mean_loss"] < flat["policies"]["market"]["mean_loss"]
+
+
+def test_fees_go_into_the_ledgers_escrow_accounts(monkeypatch):
+    """A shard's escrow in the simulator is the ledger's escrow account (marked, so no transfer can reach it), not
+    a hash of the simulator's own."""
+    from moenode.core.orders import is_escrow
+    from sim.book import Book
+
+    paid, pay = [], Book.pay
+    monkeypatch.setattr(Book, "pay", lambda book, payer, escrow, fee: paid.append(escrow) or pay(book, payer, escrow,
+                                                                                                   fee))
+    run()
+    assert paid and all(is_escrow(e) for e in paid)
