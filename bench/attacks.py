@@ -3,7 +3,7 @@
 A fresh local testnet (`--nodes` daemons on this machine, real libp2p, real ledgers) is attacked once per attack,
 in the order of `--list`. Most attackers are outsiders: keys that speak Noise and hold no stake. Some attacks
 replay a scenario with an insider (the operator, a crash, authorities going down). The kit is
-tests/e2e/attackkit.py, whose docstring says how each figure is taken. Per attack it prints a row:
+moenode/testing/attacks.py, whose docstring says how each figure is taken. Per attack it prints a row:
 
   alive         nodes alive at its end (a node an attack stops on purpose is started again by the attack)
   RSS MB        the largest peak resident memory of a node during the attack (kernel high-water mark)
@@ -26,20 +26,17 @@ Examples:
 
 import argparse
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from _report import write_result
 
+from moenode.testing.attacks import (ATTACKS, BY_NAME, IDLE, Arena, StatusProbe, done_when, measure, outside_address,
+                                     prepare)
+from moenode.testing.testnet import Testnet
+
 ROOT = Path(__file__).resolve().parents[1]
-for kit in ("e2e", "net", "node", "core"):
-    sys.path.insert(0, str(ROOT / "tests" / kit))
-
-from attackkit import ATTACKS, BY_NAME, IDLE, Arena, StatusProbe, done_when, measure, outside_address, prepare  # noqa: E402
-
-from moenode.testnet import Testnet  # noqa: E402
 
 
 def worst(result: dict, key: str, phase: str | None = None) -> float | None:

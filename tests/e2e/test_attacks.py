@@ -10,7 +10,7 @@ moved. `bench/attacks.py` runs every attack of the suite, with longer holds and 
 """
 
 import pytest
-from attackkit import BY_NAME, Arena, StatusProbe, done_when, measure
+from moenode.testing.attacks import BY_NAME, Arena, StatusProbe, done_when, measure
 
 STATUS_BOUND_S = 1.0  # /status must answer within this after each attack: a health check's bound, not a race
 

@@ -104,6 +104,8 @@ async def test_network_certifies_pays_syncs_rejects_and_restarts(tmp_path):
             assert led.balance(cert.report.winner) > before[cert.report.winner]
         assert sum(led.balance(m.account) for m in ms) == sum(before.values())  # the fee moved, nothing vanished
 
+        # a connection that a loaded machine dropped is dialled again: /status counts the peers connected now
+        await c.connected(60)
         code, st = await ahttp(n0, "/status")
         assert code == 200 and st["peers"] == 3 and st["certificates"] == 1 and st["index"]["entries"] == len(TEXTS)
         assert st["account"] == ms[0].account.hex() and st["sync"]["state"] == "synced"

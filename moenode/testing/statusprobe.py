@@ -1,6 +1,6 @@
 """A probe of live nodes' control API: how long /status takes to answer, while an attack runs and after it.
 
-It runs as a process of its own (`python statusprobe.py`), so that what the attacker does in the bench's process
+It runs as a process of its own (`python -m moenode.testing.statusprobe`), so that what the attacker does in the bench's process
 (CPU, the GIL, a trio loop busy with 2,000 streams) never shows up as the nodes' latency. It reads JSON lines on
 stdin:
 

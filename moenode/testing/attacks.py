@@ -2,14 +2,14 @@
 
 Theory of operation
 -------------------
-An `Arena` is a running local testnet (`moenode.testnet.Testnet`: daemon processes, real libp2p, real ledgers on
+An `Arena` is a running local testnet (`moenode.testing.testnet.Testnet`: daemon processes, real libp2p, real ledgers on
 disk) plus what an attacker learns about it from outside: the network id, the nodes' addresses and accounts. An
 `Attack` is a function of the arena that attacks it and returns what the attacker saw (refused, counted by reason,
 the round's outcome). `measure(arena, attack, probe)` runs one and reports:
 
 * per node: alive at the end; its peak resident memory during the attack (the kernel's high-water mark, reset
   when the attack starts); its CPU seconds during the attack; its /status latency (p50, max) while the attack ran
-  and after it, measured by `statusprobe.py` in a process of its own so the attacker's CPU is not counted;
+  and after it, measured by `moenode.testing.statusprobe` in a process of its own so the attacker's CPU is not counted;
 * whether every node holds the same ledger once the attack is over (the digests in /status, waited for up to
   `settle_s` as gossip and sync deliver), and whether the supply is still the genesis supply;
 * the attacker's side.
@@ -53,12 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from fuzzkit import SHAPES, dense, dense_envelope
-from ledgerkit import seal_unchecked
-from netkit import attacker_of, envelope_head, send_malformed_frames, send_raw
-from nodekit import TEXTS, as_nobody, certified_transfers, raw_http, write_log
-
-from moenode.config import load_config, write_default_config
+from moenode.client import ControlError
 from moenode.core.codec import canonical
 from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.genesis import parse_genesis
@@ -69,14 +64,20 @@ from moenode.net import NetConfig, open_host, topic_name
 from moenode.net.direct import envelope_protocol
 from moenode.net.framing import MiB, encode_frame
 from moenode.net.gossip import DEFAULT_TOPIC_CAPS, GossipConfig
+from moenode.net.outsider import attacker_of, envelope_head, send_malformed_frames, send_raw
+from moenode.node.config import load_config, write_default_config
 from moenode.node.sync import PAGE_LIMIT
+from moenode.node.winner_index import WinnerIndex
 from moenode.store.keys import load_key
-from moenode.testnet import ControlError, Node, Testnet, spawn_node, wait_ledgers_equal
-from moenode.winner_index import WinnerIndex
+from moenode.testing.fuzzkit import SHAPES, dense, dense_envelope
+from moenode.testing.ledger_tools import wait_ledgers_equal
+from moenode.testing.ledgerkit import seal_unchecked
+from moenode.testing.localuser import as_nobody, raw_http
+from moenode.testing.nodekit import TEXTS, certified_transfers, write_log
+from moenode.testing.testnet import NodeProcess, Testnet, spawn_node
 
 log = logging.getLogger("attacks")
 
-PROBE = Path(__file__).with_name("statusprobe.py")
 KINDS = ("kill", "freeze", "fork", "rob", "operator", "baseline")  # what an attack could do if a defence failed
 EXPERT_SEED = H("key", b"attacks/lying-expert")  # the outsider the primed winner indexes route batches to
 ATTACKER_CAPS = {kind: 8 * MiB for kind in DEFAULT_TOPIC_CAPS}  # an attacker ignores the topic caps
@@ -100,41 +101,41 @@ class Arena:
         self.supply = self.genesis.supply()
 
     @property
-    def nodes(self) -> list[Node]:
+    def nodes(self) -> list[NodeProcess]:
         return self.tn.nodes
 
     @property
-    def faucet(self) -> Node:
+    def faucet(self) -> NodeProcess:
         return self.nodes[0]
 
     @property
-    def victim(self) -> Node:
+    def victim(self) -> NodeProcess:
         return self.nodes[1]
 
-    def status(self, nd: Node, timeout: float = 10.0) -> dict[str, Any]:
+    def status(self, nd: NodeProcess, timeout: float = 10.0) -> dict[str, Any]:
         return nd.control(timeout).status()
 
-    def rejections(self, nodes: list[Node] | None = None) -> Counter[str]:
+    def rejections(self, nodes: list[NodeProcess] | None = None) -> Counter[str]:
         """Rejections by reason, summed over `nodes` (all by default)."""
         total: Counter[str] = Counter()
         for nd in nodes or self.nodes:
             total.update(self.status(nd)["rejections"])
         return total
 
-    def metric(self, nd: Node, name: str) -> int:
+    def metric(self, nd: NodeProcess, name: str) -> int:
         """One counter of the node's /metrics, e.g. `moenode_net_partial_waits_total` (0 if absent)."""
         for row in nd.control(10).metrics().splitlines():
             if row.startswith(name + " "):
                 return int(float(row.split()[1]))
         return 0
 
-    def account(self, nd: Node) -> bytes:
+    def account(self, nd: NodeProcess) -> bytes:
         return bytes.fromhex(nd.account)
 
-    def addr(self, nd: Node, ip: str = "127.0.0.1") -> str:
+    def addr(self, nd: NodeProcess, ip: str = "127.0.0.1") -> str:
         return next(a for a in nd.addrs if a.startswith(f"/ip4/{ip}/"))
 
-    def restart(self, *nodes: Node) -> None:
+    def restart(self, *nodes: NodeProcess) -> None:
         """Start the nodes that are down (each bootstraps from those up), and wait until all are connected."""
         for nd in nodes:
             if not nd.alive():
@@ -186,10 +187,11 @@ def outside_address() -> str | None:
 
 # --- measuring -----------------------------------------------------------------------------------------------------
 class StatusProbe:
-    """`statusprobe.py` in a process of its own, polling every node's /status (see its docstring)."""
+    """`moenode.testing.statusprobe` in a process of its own, polling every node's /status (see its docstring)."""
 
     def __init__(self, homes: list[Path], interval: float = 0.1, timeout: float = 10.0):
-        self.proc = subprocess.Popen([sys.executable, str(PROBE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "moenode.testing.statusprobe"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE,
                                      text=True)
         self._send({"homes": [str(h) for h in homes], "interval": interval, "timeout": timeout})
 
@@ -256,10 +258,10 @@ class Meter:
     peak_reset: bool
 
     @classmethod
-    def start(cls, nd: Node) -> Meter:
+    def start(cls, nd: NodeProcess) -> Meter:
         return cls(nd.pid, cpu_s(nd.pid), reset_peak(nd.pid))
 
-    def read(self, nd: Node) -> dict[str, Any]:
+    def read(self, nd: NodeProcess) -> dict[str, Any]:
         pid = nd.pid if nd.alive() else None
         restarted = pid != self.pid
         return {"restarted": restarted, "cpu_s": round(cpu_s(pid) - (0.0 if restarted else self.cpu0), 2),
@@ -336,7 +338,7 @@ def done_when(result: dict[str, Any], bound_s: float = 1.0) -> list[str]:
 
 # --- helpers of the attacks ----------------------------------------------------------------------------------------
 @contextlib.asynccontextmanager
-async def moenode_host(arena: Arena, seed: bytes, nodes: list[Node] | None = None, **net: Any):
+async def moenode_host(arena: Arena, seed: bytes, nodes: list[NodeProcess] | None = None, **net: Any):
     """moenode's own host, with `seed` and the testnet's network id, its topic caps lifted, connected to `nodes`
     (all by default): an outsider that speaks every protocol and means harm."""
     config = NetConfig(seed=seed, net_id=arena.net_id, gossip=GossipConfig(topic_caps=dict(ATTACKER_CAPS)), **net)
@@ -360,7 +362,7 @@ async def wait_mesh(host: Any, kind: str, n: int, timeout: float = 20.0) -> None
             await trio.sleep(0.05)
 
 
-def log_rows(nd: Node) -> int:
+def log_rows(nd: NodeProcess) -> int:
     """Certified orders in the node's ledger log, read from its store without disturbing the daemon."""
     db = sqlite3.connect(f"file:{nd.home / 'ledger.sqlite'}?mode=ro", uri=True, timeout=10)
     try:
@@ -374,7 +376,7 @@ def moenode_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProces
                           timeout=timeout, env=os.environ | {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
 
 
-def failed_start(tn: Testnet, nd: Node, timeout: float = 60.0) -> dict[str, Any]:
+def failed_start(tn: Testnet, nd: NodeProcess, timeout: float = 60.0) -> dict[str, Any]:
     """Start a node that should refuse to: its exit code and what it printed (console.log's new lines)."""
     console = nd.home / "console.log"
     offset = console.stat().st_size if console.exists() else 0
@@ -461,7 +463,7 @@ def future_orders(arena: Arena) -> dict[str, Any]:
     return seen
 
 
-def restart_from(arena: Arena, nd: Node, bootstrap: str, entries: int) -> dict[str, Any]:
+def restart_from(arena: Arena, nd: NodeProcess, bootstrap: str, entries: int) -> dict[str, Any]:
     """Stop `nd`, set its ledger aside (`moenode resync`), and start it with `bootstrap` as its only peer, so that
     its first walk asks that peer; return its sync state once it has fetched `entries` (or given up)."""
     arena.tn.stop_node(nd)
