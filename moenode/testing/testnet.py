@@ -385,6 +385,14 @@ class Testnet:
                 nd.proc.wait(timeout=10)
         log.info("node killed name=%s pid=%s", nd.name, nd.pid)
 
+    def stop_node(self, nd: NodeProcess, timeout: float = 20.0) -> str:
+        """SIGTERM one node (SIGKILL its group after `timeout`): "stopped", "killed", or "gone" if it was not ours."""
+        if nd.pid is None or (nd.proc is None and not _is_our_node(nd.pid, nd.home)):
+            return "gone"
+        how = stop_pid(nd.pid, timeout, nd.proc)
+        log.info("node stopped name=%s pid=%s how=%s", nd.name, nd.pid, how)
+        return how
+
     def stop(self, timeout: float = 20.0) -> dict[str, str]:
         """Stop every node: SIGTERM to all at once, wait up to `timeout`, then SIGKILL the stragglers' groups."""
         live = [nd for nd in self.nodes if nd.pid is not None and nd.alive()
