@@ -12,6 +12,10 @@ the simulator's real-encoder mode, and the labelled audit (same-`source` nearest
 
 Splits are a stable hash of the item id, not of its position in a list: 6/9 eval, 1/9 reference, 2/9 adapter
 (about 300/50/100 of 450). Every item has MIN_TOKENS..MAX_TOKENS WordPiece tokens, so it fits one 128-token window.
+
+`moenode/data/audit/` is a second, held-out labelled set in the same format (built by `scripts/build_audit.py` from
+other text than the corpus: `audit_domains()`, `audit(domain)`). Nothing is fitted or tuned on it; it only reports
+whether what was tuned on the corpus holds on text never seen.
 """
 
 from __future__ import annotations
@@ -42,32 +46,36 @@ class CorpusItem:
     text: str
 
 
-def _dir():
-    return importlib.resources.files("moenode") / "data" / "corpus"
+def _dir(kind: str = "corpus"):
+    return importlib.resources.files("moenode") / "data" / kind
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=2)
+def _manifest(kind: str) -> dict[str, dict]:
+    return json.loads((_dir(kind) / "manifest.json").read_text(encoding="utf-8"))
+
+
 def manifest() -> dict[str, dict]:
     """{domain: {"items": n, "sources": k, "sha256": hex}} as shipped."""
-    return json.loads((_dir() / "manifest.json").read_text(encoding="utf-8"))
+    return _manifest("corpus")
 
 
 def domains() -> list[str]:
     return sorted(manifest())
 
 
-def domain_bytes(domain: str) -> bytes:
+def domain_bytes(domain: str, kind: str = "corpus") -> bytes:
     """The raw bytes of one domain file (what the manifest's sha256 covers)."""
-    if domain not in manifest():
-        raise KeyError(f"no corpus domain {domain!r}; have {domains()}")
-    return (_dir() / f"{domain}.jsonl").read_bytes()
+    if domain not in _manifest(kind):
+        raise KeyError(f"no {kind} domain {domain!r}; have {sorted(_manifest(kind))}")
+    return (_dir(kind) / f"{domain}.jsonl").read_bytes()
 
 
 @lru_cache(maxsize=None)
-def _load_domain(domain: str) -> tuple[CorpusItem, ...]:
-    data = domain_bytes(domain)
-    if hashlib.sha256(data).hexdigest() != manifest()[domain]["sha256"]:
-        raise ValueError(f"corpus file {domain}.jsonl does not match its manifest hash")
+def _load_domain(domain: str, kind: str = "corpus") -> tuple[CorpusItem, ...]:
+    data = domain_bytes(domain, kind)
+    if hashlib.sha256(data).hexdigest() != _manifest(kind)[domain]["sha256"]:
+        raise ValueError(f"{kind} file {domain}.jsonl does not match its manifest hash")
     items = []
     for line in data.decode("utf-8").splitlines():
         obj = json.loads(line)
@@ -91,6 +99,16 @@ def split(domain: str, part: str) -> list[CorpusItem]:
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, not {part!r}")
     return [item for item in _load_domain(domain) if part_of(item.id) == part]
+
+
+def audit_domains() -> list[str]:
+    """The domains of the held-out audit set."""
+    return sorted(_manifest("audit"))
+
+
+def audit(domain: str) -> list[CorpusItem]:
+    """Every item of one held-out audit domain (labelled like the corpus; never used for fitting or tuning)."""
+    return list(_load_domain(domain, "audit"))
 
 
 def reference_digest() -> bytes:

@@ -72,7 +72,7 @@ def squash(text: str) -> str:
 Candidates = Iterator[tuple[str, str]]  # (source, text) in reading order
 
 
-def select(domain: str, cands: Candidates, cap: int) -> list[tuple[str, str]]:
+def select(domain: str, cands: Candidates, cap: int, target: int = TARGET) -> list[tuple[str, str]]:
     """First `cap` in-range items per source, deduplicated in the domain; sources with >= 2 items, hash order."""
     seen: set[str] = set()
     groups: dict[str, list[str]] = {}
@@ -86,7 +86,7 @@ def select(domain: str, cands: Candidates, cap: int) -> list[tuple[str, str]]:
                    key=lambda s: hashlib.sha256(f"{domain}\x00{s}".encode()).digest())
     picked: list[tuple[str, str]] = []
     for source in order:
-        if len(picked) >= TARGET:
+        if len(picked) >= target:
             break
         picked += [(source, t) for t in groups[source]]
     picked.sort(key=lambda st: st[0])  # stable: keeps reading order inside a source

@@ -110,3 +110,23 @@ def test_provenance_names_every_domain():
     text = (corpus._dir() / "PROVENANCE.md").read_text(encoding="utf-8")
     for name in corpus.domains():
         assert f"`{name}`" in text
+
+
+def test_the_held_out_audit_set_is_labelled_bounded_and_disjoint_from_the_corpus(tokenizer):
+    names = corpus.audit_domains()
+    assert len(names) >= 3
+    seen = {item.text for item in corpus.load()}
+    manifest = json.loads((corpus._dir("audit") / "manifest.json").read_text(encoding="utf-8"))
+    provenance = (corpus._dir("audit") / "PROVENANCE.md").read_text(encoding="utf-8")
+    for name in names:
+        items = corpus.audit(name)
+        assert 300 <= len(items) == manifest[name]["items"], name
+        assert f"`{name}`" in provenance
+        texts = [item.text for item in items]
+        assert len(set(texts)) == len(texts) and seen.isdisjoint(texts), name
+        per_source = collections.Counter(item.source for item in items)
+        assert 2 <= min(per_source.values()) and max(per_source.values()) <= 4, name
+        lengths = [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+        assert corpus.MIN_TOKENS <= min(lengths) and max(lengths) <= corpus.MAX_TOKENS, name
+    with pytest.raises(KeyError):
+        corpus.audit("legal")  # a corpus domain is not an audit domain
