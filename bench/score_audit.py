@@ -37,6 +37,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from _report import write_result
+from encoders import spearman
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -44,6 +45,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from moenode import corpus  # noqa: E402
+from moenode.core.crypto import H  # noqa: E402
 from moenode.encoders import score_variants as sv  # noqa: E402
 from moenode.encoders import zoo  # noqa: E402
 from moenode.encoders.runtime import content_ids, normalise  # noqa: E402
@@ -129,6 +131,374 @@ def embed(models: list[str], seeds: list[str]) -> None:
                   f"{cpu:.0f} s CPU", file=sys.stderr, flush=True)
 
 
+# stage 2: simulated rounds ------------------------------------------------------------------------------------------
+def available_models(seeds: list[str]) -> list[str]:
+    have = [m for m in zoo.names() + EXTRA if all((CACHE / base_name(m) / f"views-{s}.npy").exists() for s in seeds)
+            and (CACHE / base_name(m) / "full.npy").exists()]
+    return have
+
+
+EXTRA: list[str] = []  # models beyond the zoo (e.g. new adapters) whose vectors derive from a cached base
+
+
+def base_name(model: str) -> str:
+    return L6 if model in DERIVED_FROM_L6 or model.startswith("spec-") or model.startswith("sup-") else model
+
+
+@lru_cache(maxsize=None)
+def adapter(model: str) -> np.ndarray | None:
+    if model == L6:
+        return None
+    path = zoo.adapter_dir() / f"{model}.npy"
+    if not path.exists():
+        path = CACHE / "adapters" / f"{model}.npy"
+    return zoo.load_adapter(path)
+
+
+def _derive(pooled: np.ndarray, model: str) -> np.ndarray:
+    w = adapter(model)
+    return normalise(pooled if w is None else pooled @ w)
+
+
+@lru_cache(maxsize=None)
+def full(model: str) -> np.ndarray:
+    arr = np.load(CACHE / base_name(model) / "full.npy")
+    return _derive(arr, model) if base_name(model) == L6 else arr.astype(np.float32)
+
+
+_views: dict[tuple[str, str], np.ndarray] = {}
+
+
+def views(model: str, seed: str) -> np.ndarray:
+    key = (model, seed)
+    if key not in _views:
+        if len(_views) > 40:
+            _views.clear()
+        arr = np.load(CACHE / base_name(model) / f"views-{seed}.npy", mmap_mode="r")
+        _views[key] = sv.scoring.to_f16(_derive(np.asarray(arr), model)) if base_name(model) == L6 else np.asarray(arr)
+    return _views[key]
+
+
+@dataclass
+class Variant:
+    name: str
+    grouping: str  # protocol | batch | ladder | refonly
+    m: int = 8
+    losses: tuple[str, ...] = ("count",)
+    top_up: int = 0  # reference negatives: enough to reach this many negatives
+    n_ref: int = 0  # or a fixed number per bucket
+    near: float = 0.0  # drop negatives the router puts at cosine >= near (0: keep all)
+    sample: int = 0  # score a seed-drawn sample of this many queries (0: all)
+    sample_negatives: bool = False  # only the sampled items serve as batch negatives
+    families: tuple[str, ...] = ("mask",)
+
+
+def groups_for(v: Variant, batch: np.ndarray, seed_name: str, batch_key: bytes, router_sim) -> list[sv.Group]:
+    u = universe()
+    _, seed = sv.seed_of(seed_name)
+    seed = seed + batch_key  # each round draws its own references and sample; patterns stay per seed
+    if v.grouping == "protocol":
+        return sv.protocol_groups(list(batch), u.ids, list(u.ref), seed, v.m, v.top_up or 31)
+    queries = None
+    if v.sample:
+        pick = sv.Stream("sample", seed).choose(len(batch), v.sample)
+        queries = [int(batch[i]) for i in sorted(pick)]
+    near = None
+    if v.near:
+        near = lambda x, y: router_sim(x, y) >= v.near  # noqa: E731
+    return sv.batch_groups(list(map(int, batch)), u.ids, ladder=v.grouping == "ladder",
+                           peers=v.grouping != "refonly", ref=list(u.ref) if (v.top_up or v.n_ref) else [],
+                           n_ref=v.n_ref, top_up=v.top_up, seed=seed, queries=queries,
+                           sample_negatives=v.sample_negatives, near=near)
+
+
+@lru_cache(maxsize=None)
+def router_matrix() -> np.ndarray:
+    r = full(L3)
+    return r @ r.T
+
+
+def make_batches(items: np.ndarray, size: int, draws: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(draws):
+        perm = rng.permutation(items)
+        out += [np.sort(perm[i : i + size]) for i in range(0, len(perm) - size + 1, size)]
+    return out
+
+
+@dataclass
+class Rounds:
+    """Per-item losses of every model on every batch of one (labelled set, domain, batch size, seed) cell."""
+
+    batches: list[np.ndarray]
+    losses: dict[str, np.ndarray]  # loss name -> (batches, batch size, models), NaN where unscored
+    rows: np.ndarray  # (batches, 2): batch view rows and reference view rows needed
+    tokens: np.ndarray  # (batches, 3): batch view tokens, reference view tokens, plain-embed tokens
+
+
+def simulate(v: Variant, models: list[str], kind: str, domain: str, size: int, seed_name: str,
+             draws: int) -> Rounds:
+    u = universe()
+    items = u.domain_items(kind, domain)
+    key = H("score-audit/batches", f"{kind}/{domain}/{size}/{seed_name}".encode())
+    batches = make_batches(items, size, draws, seed=int.from_bytes(key[:8], "big"))
+    tab = table(seed_name)
+    rm = router_matrix()
+    out = {name: np.full((len(batches), size, len(models)), np.nan) for name in v.losses}
+    rows = np.zeros((len(batches), 2))
+    tokens = np.zeros((len(batches), 3))
+    for b, batch in enumerate(batches):
+        groups = groups_for(v, batch, seed_name, b.to_bytes(4, "big"), lambda x, y: rm[x, y])
+        slot = {int(g): i for i, g in enumerate(batch)}
+        for mi, model in enumerate(models):
+            per = sv.item_losses(views(model, seed_name), tab, groups, v.m, v.losses)
+            for name, d in per.items():
+                for item, value in d.items():
+                    out[name][b, slot[item], mi] = value
+        br, rr = sv.rows_used(tab, groups, v.m)
+        rows[b] = len(br), len(rr)
+        tokens[b] = (tab.tokens(np.array(sorted(br), np.int64)), tab.tokens(np.array(sorted(rr), np.int64)),
+                     sum(len(u.ids[g]) + 2 for g in batch))
+    return Rounds(batches, out, rows, tokens)
+
+
+# metrics ------------------------------------------------------------------------------------------------------------
+@dataclass
+class Labels:
+    items: np.ndarray
+    rr: dict[str, np.ndarray]  # per-item reciprocal rank, domain order
+    mrr: dict[str, float]
+    significant: dict[tuple[str, str], bool]  # source-bootstrap 95% interval of the MRR difference excludes 0
+
+
+@lru_cache(maxsize=None)
+def labels(kind: str, domain: str, models: tuple[str, ...]) -> Labels:
+    u = universe()
+    items = u.domain_items(kind, domain)
+    src = u.source[items]
+    rr = {m: sv.reciprocal_ranks(full(m)[items], src) for m in models}
+    mrr = {m: float(np.nanmean(r)) for m, r in rr.items()}
+    sig = {}
+    for i, a in enumerate(models):
+        for b in models[i + 1 :]:
+            _, lo, hi = sv.bootstrap_diff(rr[a], rr[b], src)
+            sig[a, b] = sig[b, a] = lo > 0 or hi < 0
+    return Labels(items, rr, mrr, sig)
+
+
+def batch_scores(r: Rounds, loss: str) -> np.ndarray:
+    """(batches, models): mean over the items every model was scored on."""
+    x = r.losses[loss]
+    ok = ~np.isnan(x).any(2)
+    return np.array([x[b][ok[b]].mean(0) if ok[b].any() else np.full(x.shape[2], np.nan) for b in range(len(x))])
+
+
+def pair_agreement(scores: np.ndarray, quality: np.ndarray, pairs: list[tuple[int, int]]) -> float:
+    """Share of (batch, pair) where the lower score has the higher quality; ties in score count half."""
+    vals = []
+    for i, j in pairs:
+        if quality[i] == quality[j]:
+            continue
+        hi, lo = (i, j) if quality[i] > quality[j] else (j, i)
+        vals.append((scores[:, hi] < scores[:, lo]) + 0.5 * (scores[:, hi] == scores[:, lo]))
+    return float(np.mean(np.concatenate(vals))) if vals else float("nan")
+
+
+def within_batch_agreement(r: Rounds, scores: np.ndarray, models: list[str], honest: list[int]) -> float:
+    u = universe()
+    vals = []
+    for b, batch in enumerate(r.batches):
+        q = np.array([np.nanmean(sv.reciprocal_ranks(full(models[i])[batch], u.source[batch]))
+                      if np.isfinite(sv.reciprocal_ranks(full(models[i])[batch], u.source[batch])).any() else np.nan
+                      for i in honest])
+        for x in range(len(honest)):
+            for y in range(x + 1, len(honest)):
+                if np.isnan(q[x]) or q[x] == q[y]:
+                    continue
+                hi, lo = (honest[x], honest[y]) if q[x] > q[y] else (honest[y], honest[x])
+                vals.append((scores[b, hi] < scores[b, lo]) + 0.5 * (scores[b, hi] == scores[b, lo]))
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def best_of_three(scores: np.ndarray, quality: np.ndarray, pool: list[int]) -> float:
+    from itertools import combinations
+
+    hits = []
+    for shard in combinations(pool, 3):
+        q = quality[list(shard)]
+        if (q == q.max()).sum() > 1:
+            continue
+        best = shard[int(np.argmax(q))]
+        s = scores[:, list(shard)]
+        hits.append(np.array(shard)[np.argmin(s, 1)] == best)
+    return float(np.mean(np.concatenate(hits))) if hits else float("nan")
+
+
+def cheat_wins(scores: np.ndarray, cheat: int, pool: list[int]) -> float:
+    from itertools import combinations
+
+    wins = [scores[:, cheat] <= np.minimum(scores[:, a], scores[:, b]) for a, b in combinations(pool, 2)]
+    return float(np.mean(np.concatenate(wins)))
+
+
+def delivered(r: Rounds, scores: np.ndarray, models: list[str], pool: list[int], kind: str, domain: str,
+              reps: int = 10) -> dict:
+    """One index over the winners' full vectors of every batch of a draw (random honest shards of 3), MRR against
+    each model alone on the same items."""
+    u = universe()
+    rng = np.random.default_rng(0)
+    per_draw = len(universe().domain_items(kind, domain)) // len(r.batches[0])
+    res, alone = [], {m: [] for m in (models[i] for i in pool)}
+    for d0 in range(0, len(r.batches), per_draw):
+        bs = range(d0, min(d0 + per_draw, len(r.batches)))
+        items = np.concatenate([r.batches[b] for b in bs])
+        for m in alone:
+            alone[m].append(np.nanmean(sv.reciprocal_ranks(full(m)[items], u.source[items])))
+        for _ in range(reps):
+            vec = np.zeros((len(items), 1024), np.float32)
+            dim = 0
+            k = 0
+            for b in bs:
+                shard = rng.choice(pool, 3, replace=False)
+                w = models[int(shard[np.argmin(scores[b, shard])])]
+                v = full(w)[r.batches[b]]
+                dim = max(dim, v.shape[1])
+                vec[k : k + len(v), : v.shape[1]] = v
+                k += len(v)
+            res.append(np.nanmean(sv.reciprocal_ranks(vec[:, :dim], u.source[items])))
+    alone_m = {m: float(np.mean(v)) for m, v in alone.items()}
+    best = max(alone_m.values())
+    return {"mrr": float(np.mean(res)), "best_alone": best, "vs_best": float(np.mean(res)) / best,
+            "alone": alone_m}
+
+
+RANKING = (L6, L3, "adv-bag-of-tokens", "adv-noise", "adv-constant")
+
+
+def cell_metrics(r: Rounds, loss: str, models: list[str], kind: str, domain: str, with_delivered: bool) -> dict:
+    honest = [i for i, m in enumerate(models) if not zoo.is_adversary(m)]
+    l6space = [i for i in honest if base_name(models[i]) == L6]
+    lab = labels(kind, domain, tuple(models))
+    q = np.array([lab.mrr[m] for m in models])
+    sc = batch_scores(r, loss)
+    pairs = [(a, b) for x, a in enumerate(honest) for b in honest[x + 1 :]]
+    sig = [(a, b) for a, b in pairs if lab.significant[models[a], models[b]]]
+    mean = np.nanmean(sc, 0)
+    out = {
+        "agree_all": pair_agreement(sc, q, pairs),
+        "agree_sig": pair_agreement(sc, q, sig),
+        "agree_l6": pair_agreement(sc, q, [(a, b) for a, b in pairs if a in l6space and b in l6space]),
+        "agree_l6_sig": pair_agreement(sc, q, [(a, b) for a, b in sig if a in l6space and b in l6space]),
+        "n_sig_pairs": len(sig), "n_pairs": len(pairs),
+        "best_of_3": best_of_three(sc, q, honest),
+        "cheats": {models[c]: cheat_wins(sc, c, honest) for c in range(len(models)) if zoo.is_adversary(models[c])},
+        "spearman": spearman(-mean, q),
+        "mean_loss": {m: float(mean[i]) for i, m in enumerate(models)},
+        "ranking_holds": bool(all(mean[models.index(a)] < mean[models.index(b)]
+                                  for a, b in zip(RANKING, RANKING[1:]) if a in models and b in models)),
+        "batches": len(r.batches),
+    }
+    if with_delivered:
+        out["within_batch"] = within_batch_agreement(r, sc, models, honest)
+        out["delivered_all"] = delivered(r, sc, models, honest, kind, domain)
+        out["delivered_l6"] = delivered(r, sc, models, l6space, kind, domain)
+    return out
+
+
+def cost_of(r: Rounds, size: int) -> dict:
+    return {"batch_rows_per_item": float(r.rows[:, 0].mean() / size),
+            "ref_rows_per_item": float(r.rows[:, 1].mean() / size),
+            "batch_view_tokens_per_plain": float(r.tokens[:, 0].sum() / r.tokens[:, 2].sum()),
+            "ref_view_tokens_per_plain": float(r.tokens[:, 1].sum() / r.tokens[:, 2].sum())}
+
+
+VARIANTS = {v.name: v for v in [
+    Variant("protocol", "protocol", 8, tuple(sv.LOSSES)),
+    Variant("protocol-m1", "protocol", 1, tuple(sv.LOSSES)),
+    Variant("protocol-m2", "protocol", 2, tuple(sv.LOSSES)),
+    Variant("protocol-m4", "protocol", 4, tuple(sv.LOSSES)),
+    Variant("protocol-m16", "protocol", 16, tuple(sv.LOSSES)),
+    Variant("batch", "batch", 8, tuple(sv.LOSSES)),
+    Variant("ladder", "ladder", 8, tuple(sv.LOSSES)),
+    Variant("ladder-ref31", "ladder", 8, tuple(sv.LOSSES), top_up=31),
+    Variant("ref31-near80", "batch", 8, tuple(sv.LOSSES), top_up=31, near=0.8),
+    Variant("ref31-near70", "batch", 8, tuple(sv.LOSSES), top_up=31, near=0.7),
+    Variant("ladder-near70", "ladder", 8, tuple(sv.LOSSES), near=0.7),
+    Variant("refonly31", "refonly", 8, tuple(sv.LOSSES), n_ref=31),
+    Variant("blocks", "protocol", 8, tuple(sv.LOSSES), families=("blocks",)),
+    Variant("blocks-ladder", "ladder", 8, tuple(sv.LOSSES), families=("blocks",)),
+]}
+SETS = {"corpus": corpus.domains, "audit": corpus.audit_domains}
+
+
+def run(variants: list[str], seeds: list[str], sizes: list[int], draws16: int, sets: list[str],
+        with_delivered: bool) -> dict:
+    fam_seeds = {f: [s for s in seeds if sv.seed_of(s)[0] == f] for f in ("mask", "blocks")}
+    out: dict = {}
+    for vname in variants:
+        v = VARIANTS[vname]
+        vseeds = [s for f in v.families for s in fam_seeds[f]]
+        if not vseeds:
+            continue
+        models = available_models(vseeds)
+        t0 = time.process_time()
+        for size in sizes:
+            draws = draws16 if size == 16 else max(1, draws16 * 2)
+            for kind in sets:
+                for domain in SETS[kind]():
+                    parts = [simulate(v, models, kind, domain, size, sd, draws) for sd in vseeds]
+                    r = Rounds([b for p in parts for b in p.batches],
+                               {n: np.concatenate([p.losses[n] for p in parts]) for n in v.losses},
+                               np.concatenate([p.rows for p in parts]), np.concatenate([p.tokens for p in parts]))
+                    cell = {"cost": cost_of(r, size), "models": models}
+                    for loss in v.losses:
+                        cell[loss] = cell_metrics(r, loss, models, kind, domain, with_delivered and loss == "count")
+                    out.setdefault(vname, {}).setdefault(str(size), {}).setdefault(kind, {})[domain] = cell
+        print(f"  {vname}: {time.process_time() - t0:.0f} s CPU", file=sys.stderr, flush=True)
+    return out
+
+
+def summary(res: dict) -> list[dict]:
+    rows = []
+    for vname, by_size in res.items():
+        for size, by_set in by_size.items():
+            any_cell = next(iter(next(iter(by_set.values())).values()))
+            for loss in (k for k in any_cell if k not in ("cost", "models")):
+                row = {"variant": vname, "size": int(size), "loss": loss}
+                for kind, cells in by_set.items():
+                    m = [c[loss] for c in cells.values()]
+                    row[f"{kind}_sig_min"] = min(x["agree_sig"] for x in m)
+                    row[f"{kind}_sig_mean"] = float(np.mean([x["agree_sig"] for x in m]))
+                    row[f"{kind}_all_mean"] = float(np.mean([x["agree_all"] for x in m]))
+                    row[f"{kind}_l6_mean"] = float(np.nanmean([x["agree_l6"] for x in m]))
+                    row[f"{kind}_best3"] = float(np.mean([x["best_of_3"] for x in m]))
+                    row[f"{kind}_cheat_max"] = max(max(x["cheats"].values()) for x in m)
+                    row[f"{kind}_spearman_min"] = min(x["spearman"] for x in m)
+                    row[f"{kind}_ranking"] = all(x["ranking_holds"] for x in m)
+                    row[f"{kind}_cost"] = float(np.mean([c["cost"]["batch_view_tokens_per_plain"]
+                                                         for c in cells.values()]))
+                    row[f"{kind}_refcost"] = float(np.mean([c["cost"]["ref_view_tokens_per_plain"]
+                                                            for c in cells.values()]))
+                rows.append(row)
+    return rows
+
+
+def print_summary(rows: list[dict], sets: list[str]) -> None:
+    head = f"{'variant':16s} {'B':>3s} {'loss':7s}"
+    for k in sets:
+        head += f" | {k[:6]:6s} sig-min sig-mean all  L6   best3 cheat  rho  rank  cost+ref"
+    print(head)
+    for r in rows:
+        line = f"{r['variant']:16s} {r['size']:3d} {r['loss']:7s}"
+        for k in sets:
+            line += (f" | {'':6s} {r[f'{k}_sig_min']:.2f}    {r[f'{k}_sig_mean']:.2f}    {r[f'{k}_all_mean']:.2f} "
+                     f"{r[f'{k}_l6_mean']:.2f} {r[f'{k}_best3']:.2f}  {r[f'{k}_cheat_max']:.3f} "
+                     f"{r[f'{k}_spearman_min']:.2f} {'yes' if r[f'{k}_ranking'] else 'NO ':4s} "
+                     f"{r[f'{k}_cost']:.2f}+{r[f'{k}_refcost']:.2f}")
+        print(line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -136,15 +506,24 @@ def main() -> None:
     e.add_argument("--models", nargs="*", default=[L6, L3] + list(CHEATS))
     e.add_argument("--seeds", nargs="*", default=["s0", "s1", "b0"])
     r = sub.add_parser("run", help="simulate rounds on the cache and report")
-    r.add_argument("--seeds", nargs="*", default=["s0", "s1"])
+    r.add_argument("--seeds", nargs="*", default=["s0", "s1", "b0"])
     r.add_argument("--batch", nargs="*", type=int, default=[16, 64])
+    r.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    r.add_argument("--sets", nargs="*", default=list(SETS))
+    r.add_argument("--draws", type=int, default=2, help="partitions of each domain per seed at batch 16")
+    r.add_argument("--no-delivered", action="store_true", help="skip the delivered-quality simulation")
     r.add_argument("--json", action="store_true")
     r.add_argument("--out", default=str(ROOT / "bench" / "results" / "score_audit.json"))
     a = ap.parse_args()
     if a.cmd == "embed":
         embed(a.models, a.seeds)
-    else:
-        raise SystemExit("run: not yet")
+        return
+    t0 = time.perf_counter()
+    res = run(a.variants, a.seeds, a.batch, a.draws, a.sets, not a.no_delivered)
+    rows = summary(res)
+    print_summary(rows, a.sets)
+    write_result({"seeds": a.seeds, "draws": a.draws, "variants": res, "summary": rows,
+                  "seconds": round(time.perf_counter() - t0, 1)}, a.out, a.json)
 
 
 if __name__ == "__main__":

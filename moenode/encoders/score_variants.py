@@ -121,12 +121,12 @@ def _distinct(ids: Sequence[Sequence[int]], a: int, b: int, t: int) -> bool:
     return list(ids[a][:t]) != list(ids[b][:t])
 
 
-def batch_groups(batch: Sequence[int], ids: Sequence[Sequence[int]], *, ladder: bool = False,
+def batch_groups(batch: Sequence[int], ids: Sequence[Sequence[int]], *, ladder: bool = False, peers: bool = True,
                  ref: Sequence[int] = (), n_ref: int = 0, top_up: int = 0, seed: bytes = b"",
                  queries: Sequence[int] | None = None, sample_negatives: bool = False,
                  near: Callable[[int, int], bool] | None = None) -> list[Group]:
-    """Batch negatives, optionally cut down to the query's bucket (`ladder`), plus `n_ref` seeded reference items per
-    bucket (or enough to reach `top_up` negatives). `queries` restricts who is scored (a sample); with
+    """Batch negatives, optionally cut down to the query's bucket (`ladder`) or none (`peers=False`), plus `n_ref`
+    seeded reference items per bucket (or enough to reach `top_up` negatives). `queries` restricts who is scored (a sample); with
     `sample_negatives` only the sampled items serve as batch negatives too. `near(x, y)` drops y as a negative of x."""
     qset = list(batch if queries is None else queries)
     pool = list(qset if sample_negatives else batch)
@@ -144,6 +144,8 @@ def batch_groups(batch: Sequence[int], ids: Sequence[Sequence[int]], *, ladder: 
         refs = [eligible[e] for e in Stream("refdraw", seed + t.to_bytes(2, "big")).choose(len(eligible), k)]
         c = np.array(cand + refs, np.int64)
         neg = np.ones((len(q), len(c)), bool)
+        if not peers:
+            neg[:, : len(cand)] = False
         for i, x in enumerate(q):
             for col, y in enumerate(c):
                 if y == x or not _distinct(ids, x, int(y), t) or (near is not None and near(x, int(y))):
@@ -163,29 +165,32 @@ def group_rows(tab: ViewTable, g: Group, m: int) -> tuple[np.ndarray, np.ndarray
 
 
 # losses -------------------------------------------------------------------------------------------------------------
-Loss = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (pos (q,), sims (q, c), neg (q, c)) -> (q,)
+# A loss maps (pos (..., q), sims (..., q, c), neg (q, c)) to (..., q): leading axes are patterns.
+Loss = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+TIE = EPS / (FIX * FIX)  # the protocol's 1e-6 tie margin
+
+
+def _mean_over_neg(x: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    return (x * neg).sum(-1) / np.maximum(neg.sum(-1), 1)
 
 
 def loss_count(pos, s, neg):
     """The protocol's: share of negatives at least as close as the positive (ties against the query)."""
-    return ((s + EPS / (FIX * FIX) >= pos[:, None]) & neg).sum(1) / np.maximum(neg.sum(1), 1)
+    return _mean_over_neg(s + TIE >= pos[..., None], neg)
 
 
 def loss_ramp(delta: float) -> Loss:
     """Share of negatives within `delta` of the positive, linearly weighted: 0 when the positive leads by >= delta,
     1 when the negative ties or leads. delta -> 0 gives the count. Piecewise linear, so exact in integers."""
     def f(pos, s, neg):
-        r = np.clip((s - pos[:, None]) / delta + 1.0, 0.0, 1.0)
-        return (r * neg).sum(1) / np.maximum(neg.sum(1), 1)
+        return _mean_over_neg(np.clip((s + TIE - pos[..., None]) / delta + 1.0, 0.0, 1.0), neg)
     return f
 
 
 def loss_z(pos, s, neg, zmax: float = 10.0):
     """-(pos - mean neg) / std neg, clipped to [-zmax, zmax]; a constant encoder (std 0) gets +zmax."""
-    n = np.maximum(neg.sum(1), 1)
-    mu = (s * neg).sum(1) / n
-    var = (((s - mu[:, None]) ** 2) * neg).sum(1) / n
-    sd = np.sqrt(var)
+    mu = _mean_over_neg(s, neg)
+    sd = np.sqrt(_mean_over_neg((s - mu[..., None]) ** 2, neg))
     z = np.where(sd > 1e-9, (pos - mu) / np.maximum(sd, 1e-12), -zmax)
     return np.clip(-z, -zmax, zmax)
 
@@ -194,19 +199,20 @@ def loss_infonce(tau: float) -> Loss:
     def f(pos, s, neg):
         lg = np.where(neg, s / tau, -np.inf)
         p = pos / tau
-        mx = np.maximum(lg.max(1), p)
-        return np.log(np.exp(p - mx) + np.exp(lg - mx[:, None]).sum(1)) + mx - p
+        mx = np.maximum(lg.max(-1), p)
+        return np.log(np.exp(p - mx) + np.exp(lg - mx[..., None]).sum(-1)) + mx - p
     return f
 
 
 def loss_gap(pos, s, neg):
     """Hardest negative minus the positive (lower is better), in [-2, 2]."""
-    return np.where(neg, s, -np.inf).max(1) - pos
+    return np.where(neg, s, -np.inf).max(-1) - pos
 
 
 LOSSES: dict[str, Loss] = {
     "count": loss_count, "ramp05": loss_ramp(0.05), "ramp10": loss_ramp(0.10), "ramp20": loss_ramp(0.20),
-    "z": loss_z, "nce05": loss_infonce(0.05), "nce10": loss_infonce(0.10), "gap": loss_gap,
+    "ramp40": loss_ramp(0.40), "z": loss_z, "nce05": loss_infonce(0.05), "nce10": loss_infonce(0.10),
+    "gap": loss_gap,
 }
 
 
@@ -216,17 +222,16 @@ def item_losses(views: np.ndarray, tab: ViewTable, groups: Sequence[Group], m: i
     out: dict[str, dict[int, float]] = {name: {} for name in losses}
     for g in groups:
         a, b = group_rows(tab, g, m)
-        acc = {name: np.zeros(len(g.q)) for name in losses}
-        for j in range(m):
-            s = views[a[j]].astype(np.float64) @ views[b[j]].astype(np.float64).T
-            pos = s[np.arange(len(g.q)), g.pos]
-            for name in losses:
-                acc[name] += LOSSES[name](pos, s, g.neg)
+        va = views[a].astype(np.float64)  # (m, q, d)
+        vb = views[b].astype(np.float64)  # (m, c, d)
+        s = np.einsum("jqd,jcd->jqc", va, vb)
+        pos = s[:, np.arange(len(g.q)), g.pos]
         scored = g.neg.any(1)
         for name in losses:
+            per = LOSSES[name](pos, s, g.neg).mean(0)
             for i, x in enumerate(g.q):
                 if scored[i]:
-                    out[name][int(x)] = float(acc[name][i] / m)
+                    out[name][int(x)] = float(per[i])
     return out
 
 
