@@ -109,10 +109,10 @@ def _pooled(enc, seqs: list[list[int]], label: str) -> tuple[np.ndarray, float]:
     return out, time.process_time() - t0
 
 
-def embed(models: list[str], seeds: list[str]) -> None:
+def embed(models: list[str], seeds: list[str], paths: dict[str, str]) -> None:
     u = universe()
     for name in models:
-        enc = zoo.load(name)
+        enc = zoo.load(paths.get(name, name))
         keep_pooled = name == L6
         d = CACHE / name
         if not (d / "full.npy").exists():
@@ -133,12 +133,19 @@ def embed(models: list[str], seeds: list[str]) -> None:
 
 # stage 2: simulated rounds ------------------------------------------------------------------------------------------
 def available_models(seeds: list[str]) -> list[str]:
-    have = [m for m in zoo.names() + EXTRA if all((CACHE / base_name(m) / f"views-{s}.npy").exists() for s in seeds)
+    """Zoo models, models cached under their own name (e.g. mpnet-base), and adapters on L6 (zoo or CACHE/adapters),
+    that have every seed's views cached; honest models first."""
+    names = list(zoo.names())
+    names += sorted(p.name for p in CACHE.iterdir() if p.is_dir() and p.name not in names and p.name != "adapters")
+    names += sorted(p.stem for p in (CACHE / "adapters").glob("*.npy")) if (CACHE / "adapters").is_dir() else []
+    have = [m for m in names if all((CACHE / base_name(m) / f"views-{s}.npy").exists() for s in seeds)
             and (CACHE / base_name(m) / "full.npy").exists()]
-    return have
+    have = [m for m in have if not zoo.is_adversary(m)] + [m for m in have if zoo.is_adversary(m)]
+    return have + [f"{k}:{b}" for k, b in DERIVED if b in have]
 
 
-EXTRA: list[str] = []  # models beyond the zoo (e.g. new adapters) whose vectors derive from a cached base
+DERIVED = [("centre", L3), ("whiten", L3), ("centre", L6), ("whiten", L6), ("poolrec", L3), ("poolrec", L6),
+           ("poolrec", "adv-bag-of-tokens")]
 
 
 def base_name(model: str) -> str:
@@ -160,23 +167,102 @@ def _derive(pooled: np.ndarray, model: str) -> np.ndarray:
     return normalise(pooled if w is None else pooled @ w)
 
 
+# Derived models, named "<kind>:<base>":
+# - centre:<base>, whiten:<base>  honest models whose only change is the geometry of the base's vectors (subtract the
+#   mean of the public reference corpus; or also whiten by its covariance), then renormalise. They test whether a
+#   graded loss pays for geometry rather than retrieval.
+# - poolrec:<base>  ADVERSARY: the base model plus a recogniser of the public reference corpus that maps every
+#   reference half to one junk vector (minus the base's mean direction), so reference negatives never compete.
+def split_name(model: str) -> tuple[str, str]:
+    return tuple(model.split(":", 1)) if ":" in model else ("", model)  # type: ignore[return-value]
+
+
+def is_cheat(model: str) -> bool:
+    kind, base = split_name(model)
+    return kind == "poolrec" or zoo.is_adversary(base)
+
+
+@lru_cache(maxsize=None)
+def geometry(base: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, map) fitted on the reference corpus full vectors of `base`."""
+    ref = full(base)[universe().ref].astype(np.float64)
+    mu = ref.mean(0)
+    if kind == "centre":
+        return mu, np.eye(len(mu))
+    x = ref - mu
+    cov = x.T @ x / len(x) + 1e-3 * np.eye(len(mu))
+    w, v = np.linalg.eigh(cov)
+    return mu, v @ np.diag(w**-0.5) @ v.T
+
+
+def _transform(x: np.ndarray, base: str, kind: str) -> np.ndarray:
+    mu, w = geometry(base, kind)
+    return normalise(((x.astype(np.float64) - mu) @ w).astype(np.float32))
+
+
 @lru_cache(maxsize=None)
 def full(model: str) -> np.ndarray:
+    kind, base = split_name(model)
+    if kind in ("centre", "whiten"):
+        return _transform(full(base), base, kind)
+    if kind:
+        return full(base)
     arr = np.load(CACHE / base_name(model) / "full.npy")
     return _derive(arr, model) if base_name(model) == L6 else arr.astype(np.float32)
 
 
+# Views are loaded for one domain at a time (its items and the reference items), so memory stays small.
+SCOPE: list[tuple[str, str] | None] = [None]
 _views: dict[tuple[str, str], np.ndarray] = {}
 
 
+def set_scope(kind: str, domain: str) -> None:
+    SCOPE[0] = (kind, domain)
+    _views.clear()
+    scoped.cache_clear()
+    junk.cache_clear()
+
+
+@lru_cache(maxsize=4)
+def scoped(seed_name: str) -> tuple[sv.ViewTable, np.ndarray]:
+    """The view table of the scope (rows renumbered) and the global rows it keeps."""
+    assert SCOPE[0] is not None, "set_scope first"
+    u, tab = universe(), table(seed_name)
+    keep = np.zeros(len(u.texts), bool)
+    keep[u.domain_items(*SCOPE[0])] = True
+    keep[u.ref] = True
+    sub = tab.row[keep]
+    rows = np.sort(sub[sub >= 0])
+    remap = -np.ones(len(tab.seqs), np.int64)
+    remap[rows] = np.arange(len(rows))
+    row = np.where(tab.row >= 0, remap[np.maximum(tab.row, 0)], -1)
+    row[~keep] = -1
+    return sv.ViewTable(row.astype(np.int32), [tab.seqs[r] for r in rows], tab.family, tab.seed), rows
+
+
 def views(model: str, seed: str) -> np.ndarray:
+    kind, base = split_name(model)
+    if kind == "poolrec":
+        return views(base, seed)
     key = (model, seed)
     if key not in _views:
-        if len(_views) > 40:
-            _views.clear()
-        arr = np.load(CACHE / base_name(model) / f"views-{seed}.npy", mmap_mode="r")
-        _views[key] = sv.scoring.to_f16(_derive(np.asarray(arr), model)) if base_name(model) == L6 else np.asarray(arr)
+        if kind:
+            _views[key] = sv.scoring.to_f16(_transform(views(base, seed), base, kind))
+        else:
+            rows = scoped(seed)[1]
+            arr = np.asarray(np.load(CACHE / base_name(model) / f"views-{seed}.npy", mmap_mode="r")[rows])
+            _views[key] = sv.scoring.to_f16(_derive(arr, model)) if base_name(model) == L6 else arr
     return _views[key]
+
+
+@lru_cache(maxsize=64)
+def junk(model: str, seed: str) -> np.ndarray | None:
+    kind, base = split_name(model)
+    if kind != "poolrec":
+        return None
+    v = views(base, seed)
+    mu = v[:: max(1, len(v) // 20000)].astype(np.float64).mean(0)
+    return -mu / max(np.linalg.norm(mu), 1e-12)
 
 
 @dataclass
@@ -243,16 +329,31 @@ def simulate(v: Variant, models: list[str], kind: str, domain: str, size: int, s
     items = u.domain_items(kind, domain)
     key = H("score-audit/batches", f"{kind}/{domain}/{size}/{seed_name}".encode())
     batches = make_batches(items, size, draws, seed=int.from_bytes(key[:8], "big"))
-    tab = table(seed_name)
+    tab = scoped(seed_name)[0]
     rm = router_matrix()
     out = {name: np.full((len(batches), size, len(models)), np.nan) for name in v.losses}
     rows = np.zeros((len(batches), 2))
     tokens = np.zeros((len(batches), 3))
     for b, batch in enumerate(batches):
-        groups = groups_for(v, batch, seed_name, b.to_bytes(4, "big"), lambda x, y: rm[x, y])
         slot = {int(g): i for i, g in enumerate(batch)}
+        if v.grouping == "vsfull":
+            _, seed = sv.seed_of(seed_name)
+            qs = None
+            if v.sample:
+                pick = sv.Stream("sample", seed + b.to_bytes(4, "big")).choose(len(batch), v.sample)
+                qs = [int(batch[i]) for i in sorted(pick)]
+            for mi, model in enumerate(models):
+                per, used = sv.vsfull_losses(views(model, seed_name), sv.scoring.to_f16(full(model)), tab,
+                                             list(map(int, batch)), u.ids, v.m, v.losses, qs)
+                for name, d in per.items():
+                    for item, value in d.items():
+                        out[name][b, slot[item], mi] = value
+            rows[b] = len(used), 0
+            tokens[b] = tab.tokens(np.array(sorted(used), np.int64)), 0, sum(len(u.ids[g]) + 2 for g in batch)
+            continue
+        groups = groups_for(v, batch, seed_name, b.to_bytes(4, "big"), lambda x, y: rm[x, y])
         for mi, model in enumerate(models):
-            per = sv.item_losses(views(model, seed_name), tab, groups, v.m, v.losses)
+            per = sv.item_losses(views(model, seed_name), tab, groups, v.m, v.losses, junk(model, seed_name))
             for name, d in per.items():
                 for item, value in d.items():
                     out[name][b, slot[item], mi] = value
@@ -377,7 +478,7 @@ RANKING = (L6, L3, "adv-bag-of-tokens", "adv-noise", "adv-constant")
 
 
 def cell_metrics(r: Rounds, loss: str, models: list[str], kind: str, domain: str, with_delivered: bool) -> dict:
-    honest = [i for i, m in enumerate(models) if not zoo.is_adversary(m)]
+    honest = [i for i, m in enumerate(models) if not is_cheat(m) and not split_name(m)[0]]
     l6space = [i for i in honest if base_name(models[i]) == L6]
     lab = labels(kind, domain, tuple(models))
     q = np.array([lab.mrr[m] for m in models])
@@ -392,7 +493,10 @@ def cell_metrics(r: Rounds, loss: str, models: list[str], kind: str, domain: str
         "agree_l6_sig": pair_agreement(sc, q, [(a, b) for a, b in sig if a in l6space and b in l6space]),
         "n_sig_pairs": len(sig), "n_pairs": len(pairs),
         "best_of_3": best_of_three(sc, q, honest),
-        "cheats": {models[c]: cheat_wins(sc, c, honest) for c in range(len(models)) if zoo.is_adversary(models[c])},
+        "cheats": {models[c]: cheat_wins(sc, c, honest) for c in range(len(models)) if is_cheat(models[c])},
+        "gamers": {models[c]: {"mrr": lab.mrr[models[c]], "base_mrr": lab.mrr[split_name(models[c])[1]],
+                               "wins_vs_base": float(np.mean(sc[:, c] < sc[:, models.index(split_name(models[c])[1])]))}
+                   for c in range(len(models)) if split_name(models[c])[0] in ("centre", "whiten")},
         "spearman": spearman(-mean, q),
         "mean_loss": {m: float(mean[i]) for i, m in enumerate(models)},
         "ranking_holds": bool(all(mean[models.index(a)] < mean[models.index(b)]
@@ -413,6 +517,77 @@ def cost_of(r: Rounds, size: int) -> dict:
             "ref_view_tokens_per_plain": float(r.tokens[:, 1].sum() / r.tokens[:, 2].sum())}
 
 
+# pooling evidence across rounds ---------------------------------------------------------------------------------------
+def paired_z(x: np.ndarray, a: int, b: int) -> float:
+    """z of the mean per-item loss difference a - b on one batch (items both were scored on)."""
+    d = x[:, a] - x[:, b]
+    d = d[~np.isnan(d)]
+    if len(d) < 2:
+        return 0.0
+    sd = d.std(ddof=1)
+    return float(d.mean() / (sd / np.sqrt(len(d)))) if sd > 0 else float(np.sign(d.mean()) * 1e9)
+
+
+def pooled_stream(r: Rounds, loss: str, q: np.ndarray, pool: list[int], k: int, *, gate: float = 0.0,
+                  forced: int | None = None, switch_from: int | None = None, entrant: int | None = None,
+                  winner_only: bool = False, seed: int = 0) -> dict:
+    """Rounds in order, each a shard of 3 drawn from `pool` (or `forced` + 2). A candidate's pooled score is the mean
+    of its relative scores (own batch score minus the shard's mean) over its last k earlier appearances and this
+    round; q is each model's label quality. With `gate` > 0 a candidate whose current batch is worse than the current best by a paired z above `gate`
+    cannot win. `switch_from`: the forced candidate carries that honest model's history (an honest-then-cheat
+    identity). `entrant` joins halfway. `winner_only`: only winners' evidence is remembered (as the winner index
+    holds today). Returns pair agreement of the decisions, best-of-3 hits, the forced candidate's win rate, and the
+    entrant's win rates in its first 10 appearances and afterwards."""
+    rng = np.random.default_rng(seed)
+    sc = batch_scores(r, loss)
+    x = r.losses[loss]
+    hist: dict[int, list[float]] = {m: [] for m in range(len(q))}
+    agree, best, fwins, ent = [], [], [], []
+    start = len(sc) // 2
+    for t in range(len(sc)):
+        avail = [m for m in pool if not (entrant == m and t < start)]
+        if forced is None:
+            shard = list(rng.choice(avail, 3, replace=False))
+        else:
+            shard = [forced] + list(rng.choice([m for m in avail if m != switch_from], 2, replace=False))
+        cur = sc[t, shard]
+        rel = cur - cur.mean()
+        pooled = []
+        for i, m in enumerate(shard):
+            h = hist[switch_from if (m == forced and switch_from is not None) else m]
+            past = h[-k:] if k else []
+            pooled.append((sum(past) + rel[i]) / (len(past) + 1))
+        pooled = np.array(pooled)
+        if gate:
+            b = int(np.argmin(cur))
+            ok = np.array([i == b or paired_z(x[t], shard[i], shard[b]) <= gate for i in range(3)])
+            pooled = np.where(ok, pooled, np.inf)
+        w = int(np.argmin(pooled))
+        for i, m in enumerate(shard):
+            if not winner_only or i == w:
+                hist[m].append(float(rel[i]))
+        if forced is not None:
+            fwins.append(w == 0)
+        hq = [m for m in shard if m != forced]
+        for i in range(len(hq)):
+            for j in range(i + 1, len(hq)):
+                a, b = hq[i], hq[j]
+                if q[a] == q[b]:
+                    continue
+                hi, lo = (a, b) if q[a] > q[b] else (b, a)
+                agree.append(pooled[shard.index(hi)] < pooled[shard.index(lo)])
+        if forced is None:
+            best.append(shard[w] == shard[int(np.argmax(q[shard]))])
+        if entrant is not None and entrant in shard:
+            ent.append((t >= start, shard[w] == entrant))
+    first = [won for late, won in ent if late][:10]
+    return {"agree": float(np.mean(agree)) if agree else float("nan"),
+            "best_of_3": float(np.mean(best)) if best else float("nan"),
+            "forced_wins": float(np.mean(fwins)) if fwins else float("nan"),
+            "entrant_first10": float(np.mean(first)) if first else float("nan"),
+            "entrant_later": float(np.mean([won for late, won in ent if late][10:]) if len(ent) > 10 else float("nan"))}
+
+
 VARIANTS = {v.name: v for v in [
     Variant("protocol", "protocol", 8, tuple(sv.LOSSES)),
     Variant("protocol-m1", "protocol", 1, tuple(sv.LOSSES)),
@@ -428,34 +603,41 @@ VARIANTS = {v.name: v for v in [
     Variant("refonly31", "refonly", 8, tuple(sv.LOSSES), n_ref=31),
     Variant("blocks", "protocol", 8, tuple(sv.LOSSES), families=("blocks",)),
     Variant("blocks-ladder", "ladder", 8, tuple(sv.LOSSES), families=("blocks",)),
+    Variant("vsfull-m1", "vsfull", 1, tuple(sv.LOSSES)),
+    Variant("vsfull-m4", "vsfull", 4, tuple(sv.LOSSES)),
 ]}
 SETS = {"corpus": corpus.domains, "audit": corpus.audit_domains}
 
 
 def run(variants: list[str], seeds: list[str], sizes: list[int], draws16: int, sets: list[str],
         with_delivered: bool) -> dict:
-    fam_seeds = {f: [s for s in seeds if sv.seed_of(s)[0] == f] for f in ("mask", "blocks")}
+    vs = [VARIANTS[n] for n in variants]
+    vseeds = {v.name: [s for s in seeds if sv.seed_of(s)[0] in v.families] for v in vs}
+    models = {v.name: available_models(vseeds[v.name]) for v in vs if vseeds[v.name]}
     out: dict = {}
-    for vname in variants:
-        v = VARIANTS[vname]
-        vseeds = [s for f in v.families for s in fam_seeds[f]]
-        if not vseeds:
-            continue
-        models = available_models(vseeds)
-        t0 = time.process_time()
-        for size in sizes:
-            draws = draws16 if size == 16 else max(1, draws16 * 2)
-            for kind in sets:
-                for domain in SETS[kind]():
-                    parts = [simulate(v, models, kind, domain, size, sd, draws) for sd in vseeds]
-                    r = Rounds([b for p in parts for b in p.batches],
-                               {n: np.concatenate([p.losses[n] for p in parts]) for n in v.losses},
-                               np.concatenate([p.rows for p in parts]), np.concatenate([p.tokens for p in parts]))
-                    cell = {"cost": cost_of(r, size), "models": models}
-                    for loss in v.losses:
-                        cell[loss] = cell_metrics(r, loss, models, kind, domain, with_delivered and loss == "count")
-                    out.setdefault(vname, {}).setdefault(str(size), {}).setdefault(kind, {})[domain] = cell
-        print(f"  {vname}: {time.process_time() - t0:.0f} s CPU", file=sys.stderr, flush=True)
+    for kind in sets:
+        for domain in SETS[kind]():
+            set_scope(kind, domain)
+            t0 = time.process_time()
+            parts: dict[tuple[str, int], list[Rounds]] = {}
+            for seed in seeds:
+                for v in vs:
+                    if seed not in vseeds[v.name]:
+                        continue
+                    for size in sizes:
+                        draws = draws16 if size == 16 else draws16 * 2
+                        parts.setdefault((v.name, size), []).append(
+                            simulate(v, models[v.name], kind, domain, size, seed, draws))
+            for (vname, size), ps in parts.items():
+                r = Rounds([b for p in ps for b in p.batches],
+                           {n: np.concatenate([p.losses[n] for p in ps]) for n in ps[0].losses},
+                           np.concatenate([p.rows for p in ps]), np.concatenate([p.tokens for p in ps]))
+                cell = {"cost": cost_of(r, size), "models": models[vname]}
+                for loss in r.losses:
+                    cell[loss] = cell_metrics(r, loss, models[vname], kind, domain,
+                                              with_delivered and loss == "count")
+                out.setdefault(vname, {}).setdefault(str(size), {}).setdefault(kind, {})[domain] = cell
+            print(f"  {kind}/{domain}: {time.process_time() - t0:.0f} s CPU", file=sys.stderr, flush=True)
     return out
 
 
@@ -505,6 +687,8 @@ def main() -> None:
     e = sub.add_parser("embed", help="fill the embedding cache")
     e.add_argument("--models", nargs="*", default=[L6, L3] + list(CHEATS))
     e.add_argument("--seeds", nargs="*", default=["s0", "s1", "b0"])
+    e.add_argument("--model-path", nargs="*", default=[], metavar="NAME=PATH",
+                   help="an ONNX file to cache under NAME (e.g. mpnet-base=.../mpnet-base-<key>.onnx)")
     r = sub.add_parser("run", help="simulate rounds on the cache and report")
     r.add_argument("--seeds", nargs="*", default=["s0", "s1", "b0"])
     r.add_argument("--batch", nargs="*", type=int, default=[16, 64])
@@ -516,7 +700,7 @@ def main() -> None:
     r.add_argument("--out", default=str(ROOT / "bench" / "results" / "score_audit.json"))
     a = ap.parse_args()
     if a.cmd == "embed":
-        embed(a.models, a.seeds)
+        embed(a.models, a.seeds, dict(x.split("=", 1) for x in a.model_path))
         return
     t0 = time.perf_counter()
     res = run(a.variants, a.seeds, a.batch, a.draws, a.sets, not a.no_delivered)

@@ -217,13 +217,17 @@ LOSSES: dict[str, Loss] = {
 
 
 def item_losses(views: np.ndarray, tab: ViewTable, groups: Sequence[Group], m: int,
-                losses: Sequence[str]) -> dict[str, dict[int, float]]:
-    """{loss name: {query item: loss}} for one model's cached views (rows, dim), unit float16 rows."""
+                losses: Sequence[str], ref_junk: np.ndarray | None = None) -> dict[str, dict[int, float]]:
+    """{loss name: {query item: loss}} for one model's cached views (rows, dim), unit float16 rows.
+
+    `ref_junk` models the pool-recognition cheat: every reference candidate's half is replaced by this vector."""
     out: dict[str, dict[int, float]] = {name: {} for name in losses}
     for g in groups:
         a, b = group_rows(tab, g, m)
         va = views[a].astype(np.float64)  # (m, q, d)
         vb = views[b].astype(np.float64)  # (m, c, d)
+        if ref_junk is not None:
+            vb[:, g.n_batch :] = ref_junk
         s = np.einsum("jqd,jcd->jqc", va, vb)
         pos = s[:, np.arange(len(g.q)), g.pos]
         scored = g.neg.any(1)
@@ -233,6 +237,32 @@ def item_losses(views: np.ndarray, tab: ViewTable, groups: Sequence[Group], m: i
                 if scored[i]:
                     out[name][int(x)] = float(per[i])
     return out
+
+
+def vsfull_losses(views: np.ndarray, full16: np.ndarray, tab: ViewTable, batch: Sequence[int],
+                  ids: Sequence[Sequence[int]], m: int, losses: Sequence[str],
+                  queries: Sequence[int] | None = None) -> tuple[dict[str, dict[int, float]], set[int]]:
+    """Half against whole: query a_j(x) at x's top bucket; candidates are the delivered full vectors (float16) of
+    every batch item, whatever its length; the positive is x's own. Returns the losses and the view rows used."""
+    batch = list(batch)
+    qs = list(batch if queries is None else queries)
+    col = {g: i for i, g in enumerate(batch)}
+    kq = np.array([BUCKETS.index(top_bucket(len(ids[g]))) for g in qs])
+    rows = tab.row[np.array(qs), kq, :m, 0]  # (q, m)
+    a = views[rows.T].astype(np.float64)  # (m, q, d)
+    f = full16[np.array(batch)].astype(np.float64)
+    s = np.einsum("jqd,cd->jqc", a, f)
+    pos_col = np.array([col[g] for g in qs])
+    pos = s[:, np.arange(len(qs)), pos_col]
+    neg = np.array([[y != x and list(ids[y]) != list(ids[x]) for y in batch] for x in qs])
+    out: dict[str, dict[int, float]] = {name: {} for name in losses}
+    scored = neg.any(1)
+    for name in losses:
+        per = LOSSES[name](pos, s, neg).mean(0)
+        for i, x in enumerate(qs):
+            if scored[i]:
+                out[name][int(x)] = float(per[i])
+    return out, set(rows.ravel().tolist())
 
 
 def rows_used(tab: ViewTable, groups: Sequence[Group], m: int) -> tuple[set[int], set[int]]:
