@@ -588,6 +588,62 @@ def pooled_stream(r: Rounds, loss: str, q: np.ndarray, pool: list[int], k: int, 
             "entrant_later": float(np.mean([won for late, won in ent if late][10:]) if len(ent) > 10 else float("nan"))}
 
 
+def pooled_metrics(r: Rounds, loss: str, models: list[str], kind: str, domain: str) -> dict:
+    """Decisions on the current batch plus the last k appearances' relative scores (same region = same domain)."""
+    honest = [i for i, m in enumerate(models) if not is_cheat(m) and not split_name(m)[0]]
+    l6space = [i for i in honest if base_name(models[i]) == L6]
+    lab = labels(kind, domain, tuple(models))
+    q = np.array([lab.mrr[m] for m in models])
+    best = max(honest, key=lambda i: q[i])
+    out: dict = {}
+    for k in (0, 2, 4, 8, 16):
+        row: dict = {}
+        for gate in (0.0, 2.0):
+            runs = [pooled_stream(r, loss, q, honest, k, gate=gate, seed=s, entrant=best) for s in range(4)]
+            row[f"gate{gate:g}"] = {key: float(np.nanmean([x[key] for x in runs])) for key in runs[0]}
+            row[f"gate{gate:g}"]["agree_l6"] = float(np.nanmean(
+                [pooled_stream(r, loss, q, l6space, k, gate=gate, seed=s)["agree"] for s in range(4)]))
+            row[f"gate{gate:g}"]["cheats"] = {
+                models[c]: float(np.mean([pooled_stream(r, loss, q, honest, k, gate=gate, forced=c, seed=s)
+                                          ["forced_wins"] for s in range(2)]))
+                for c in range(len(models)) if is_cheat(models[c])}
+            row[f"gate{gate:g}"]["switch_from_l6"] = {
+                models[c]: float(np.mean([pooled_stream(r, loss, q, honest, k, gate=gate, forced=c,
+                                                        switch_from=models.index(L6), seed=s)["forced_wins"]
+                                          for s in range(2)]))
+                for c in range(len(models)) if zoo.is_adversary(models[c])}
+        row["winner_only"] = float(np.nanmean(
+            [pooled_stream(r, loss, q, honest, k, winner_only=True, seed=s)["agree"] for s in range(4)]))
+        out[str(k)] = row
+    return out
+
+
+def grind_metrics(r: Rounds, loss: str, models: list[str], k: int, tries=(1, 16, 256, 4096)) -> dict:
+    """A batch scored on a sample of k items: if a producer could steer the sample (try G samples, keep the best
+    for itself), how often does it win a shard against two honest models? Worst case: it knows their item losses."""
+    honest = [i for i, m in enumerate(models) if not is_cheat(m) and not split_name(m)[0]]
+    grinders = [i for i, m in enumerate(models) if zoo.is_adversary(m)] + [models.index(L3)]
+    x = r.losses[loss]
+    rng = np.random.default_rng(0)
+    out = {}
+    for g in grinders:
+        pool = [h for h in honest if h != g]
+        wins = {t: [] for t in tries}
+        for b in range(len(x)):
+            ok = np.flatnonzero(~np.isnan(x[b]).any(1))
+            if len(ok) < k:
+                continue
+            samp = np.argsort(rng.random((max(tries), len(ok))), 1)[:, :k]
+            means = x[b][ok][samp].mean(1)  # (tries, models)
+            for a_i in range(len(pool)):
+                for b_i in range(a_i + 1, len(pool)):
+                    adv = means[:, g] - np.minimum(means[:, pool[a_i]], means[:, pool[b_i]])
+                    for t in tries:
+                        wins[t].append(adv[:t].min() <= 0)
+        out[models[g]] = {str(t): float(np.mean(w)) for t, w in wins.items()}
+    return out
+
+
 VARIANTS = {v.name: v for v in [
     Variant("protocol", "protocol", 8, tuple(sv.LOSSES)),
     Variant("protocol-m1", "protocol", 1, tuple(sv.LOSSES)),
@@ -610,7 +666,8 @@ SETS = {"corpus": corpus.domains, "audit": corpus.audit_domains}
 
 
 def run(variants: list[str], seeds: list[str], sizes: list[int], draws16: int, sets: list[str],
-        with_delivered: bool) -> dict:
+        with_delivered: bool, pooled: list[str] = (), grind: list[str] = ()) -> dict:
+    """`pooled` and `grind` name "variant:loss" cells that also get the pooling and grinding analyses."""
     vs = [VARIANTS[n] for n in variants]
     vseeds = {v.name: [s for s in seeds if sv.seed_of(s)[0] in v.families] for v in vs}
     models = {v.name: available_models(vseeds[v.name]) for v in vs if vseeds[v.name]}
@@ -636,6 +693,10 @@ def run(variants: list[str], seeds: list[str], sizes: list[int], draws16: int, s
                 for loss in r.losses:
                     cell[loss] = cell_metrics(r, loss, models[vname], kind, domain,
                                               with_delivered and loss == "count")
+                    if f"{vname}:{loss}" in pooled:
+                        cell[loss]["pooled"] = pooled_metrics(r, loss, models[vname], kind, domain)
+                    if f"{vname}:{loss}" in grind:
+                        cell[loss]["grind"] = {str(k): grind_metrics(r, loss, models[vname], k) for k in (4, 8)}
                 out.setdefault(vname, {}).setdefault(str(size), {}).setdefault(kind, {})[domain] = cell
             print(f"  {kind}/{domain}: {time.process_time() - t0:.0f} s CPU", file=sys.stderr, flush=True)
     return out
@@ -681,6 +742,61 @@ def print_summary(rows: list[dict], sets: list[str]) -> None:
         print(line)
 
 
+# measured cost --------------------------------------------------------------------------------------------------------
+def measure_cost(variants: list[str], models: dict[str, str], sizes: list[int], per_domain: int) -> dict:
+    """CPU ms per item: the views a variant needs for one batch (and its reference views, which a producer can
+    compute once per epoch when patterns are fixed per epoch), against a plain embed of the same items by the same
+    model. Real model runs, one ORT thread, process time."""
+    u = universe()
+    out: dict = {}
+    for name, path in models.items():
+        enc = zoo.load(path)
+        enc.embed(u.texts[:8])
+        for size in sizes:
+            batches = []
+            for kind in SETS:
+                for domain in SETS[kind]():
+                    items = u.domain_items(kind, domain)
+                    batches += make_batches(items, size, 1, seed=len(batches))[:per_domain]
+            plain = 0.0
+            cost = {v: [0.0, 0.0] for v in variants}
+            for b, batch in enumerate(batches):
+                t = time.process_time()
+                enc.embed([u.texts[g] for g in batch])
+                plain += time.process_time() - t
+                for vname in variants:
+                    v = VARIANTS[vname]
+                    seed = "b0" if v.families == ("blocks",) else "s0"
+                    tab = table(seed)
+                    if v.grouping == "vsfull":
+                        kq = [sv.BUCKETS.index(sv.top_bucket(len(u.ids[g]))) for g in batch]
+                        qs = list(batch)
+                        if v.sample:
+                            pick = sv.Stream("sample", sv.seed_of(seed)[1] + b.to_bytes(4, "big")).choose(
+                                len(batch), v.sample)
+                            qs = [batch[i] for i in sorted(pick)]
+                            kq = [sv.BUCKETS.index(sv.top_bucket(len(u.ids[g]))) for g in qs]
+                        br, rr = set(tab.row[qs, kq, : v.m, 0].ravel().tolist()), set()
+                    else:
+                        groups = groups_for(v, batch, seed, b.to_bytes(4, "big"), lambda x, y: router_matrix()[x, y])
+                        br, rr = sv.rows_used(tab, groups, v.m)
+                    for k, rows in enumerate((br, rr)):
+                        if rows:
+                            t = time.process_time()
+                            enc.embed_ids([tab.seqs[r] for r in sorted(rows)])
+                            cost[vname][k] += time.process_time() - t
+            n = sum(len(b) for b in batches)
+            res = {"plain_ms_per_item": 1000 * plain / n}
+            for vname, (tb, tr) in cost.items():
+                res[vname] = {"views_ms_per_item": 1000 * tb / n, "ref_ms_per_item": 1000 * tr / n,
+                              "views_per_plain": tb / plain, "refs_per_plain": tr / plain}
+            out.setdefault(name, {})[str(size)] = res
+            print(f"  cost {name} B={size}: plain {res['plain_ms_per_item']:.1f} ms/item; " + ", ".join(
+                f"{v} {res[v]['views_per_plain']:.2f}+{res[v]['refs_per_plain']:.2f}" for v in variants),
+                file=sys.stderr, flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -696,14 +812,28 @@ def main() -> None:
     r.add_argument("--sets", nargs="*", default=list(SETS))
     r.add_argument("--draws", type=int, default=2, help="partitions of each domain per seed at batch 16")
     r.add_argument("--no-delivered", action="store_true", help="skip the delivered-quality simulation")
+    r.add_argument("--pooled", nargs="*", default=[], metavar="VARIANT:LOSS", help="also simulate pooled decisions")
+    r.add_argument("--grind", nargs="*", default=[], metavar="VARIANT:LOSS", help="also simulate sample grinding")
     r.add_argument("--json", action="store_true")
     r.add_argument("--out", default=str(ROOT / "bench" / "results" / "score_audit.json"))
+    c = sub.add_parser("cost", help="measure CPU per item of each variant's views against a plain embed")
+    c.add_argument("--variants", nargs="*", default=["protocol", "vsfull-m1"])
+    c.add_argument("--models", nargs="*", default=[L6, L3], metavar="NAME[=PATH]")
+    c.add_argument("--batch", nargs="*", type=int, default=[16, 64])
+    c.add_argument("--per-domain", type=int, default=2)
+    c.add_argument("--out", default=str(ROOT / "bench" / "results" / "score_cost.json"))
+    c.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    if a.cmd == "cost":
+        models = dict(x.split("=", 1) if "=" in x else (x, x) for x in a.models)
+        write_result({"variants": a.variants, "cost": measure_cost(a.variants, models, a.batch, a.per_domain)},
+                     a.out, a.json)
+        return
     if a.cmd == "embed":
         embed(a.models, a.seeds, dict(x.split("=", 1) for x in a.model_path))
         return
     t0 = time.perf_counter()
-    res = run(a.variants, a.seeds, a.batch, a.draws, a.sets, not a.no_delivered)
+    res = run(a.variants, a.seeds, a.batch, a.draws, a.sets, not a.no_delivered, a.pooled, a.grind)
     rows = summary(res)
     print_summary(rows, a.sets)
     write_result({"seeds": a.seeds, "draws": a.draws, "variants": res, "summary": rows,
