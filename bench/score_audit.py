@@ -109,7 +109,27 @@ def _pooled(enc, seqs: list[list[int]], label: str) -> tuple[np.ndarray, float]:
     return out, time.process_time() - t0
 
 
-def embed(models: list[str], seeds: list[str], paths: dict[str, str]) -> None:
+def lite_rows(tab: sv.ViewTable) -> np.ndarray:
+    """Rows a costly model computes in --lite mode: 8 patterns at each item's top bucket, and at every bucket of
+    the reference items."""
+    u = universe()
+    keep = np.zeros(tab.row.shape, bool)
+    tops = np.array([sv.BUCKETS.index(sv.top_bucket(len(x))) for x in u.ids])
+    keep[np.arange(len(tops)), tops, :8] = True
+    keep[u.ref, :, :8] = True
+    return np.unique(tab.row[keep & (tab.row >= 0)])
+
+
+def lite_ok(v: Variant) -> bool:
+    """Whether a variant needs only lite rows."""
+    return v.grouping in ("protocol", "batch", "refonly", "vsfull") and v.m <= 8
+
+
+def is_lite(model: str, seed: str) -> bool:
+    return (CACHE / base_name(split_name(model)[1]) / f"views-{seed}.lite").exists()
+
+
+def embed(models: list[str], seeds: list[str], paths: dict[str, str], lite: bool = False) -> None:
     u = universe()
     for name in models:
         enc = zoo.load(paths.get(name, name))
@@ -125,7 +145,12 @@ def embed(models: list[str], seeds: list[str], paths: dict[str, str]) -> None:
             if path.exists():
                 continue
             tab = table(seed)
-            pooled, cpu = _pooled(enc, tab.seqs, f"{name} {seed}")
+            rows = lite_rows(tab) if lite else np.arange(len(tab.seqs))
+            got, cpu = _pooled(enc, [tab.seqs[r] for r in rows], f"{name} {seed}")
+            pooled = np.zeros((len(tab.seqs), enc.dim), np.float32)
+            pooled[rows] = got
+            if lite:
+                (d / f"views-{seed}.lite").write_text(f"{len(rows)} of {len(tab.seqs)} rows\n")
             _save(path, pooled if keep_pooled else sv.scoring.to_f16(normalise(pooled)))
             print(f"{name} {seed}: {len(tab.seqs)} rows, {tab.tokens(np.arange(len(tab.seqs)))} tokens, "
                   f"{cpu:.0f} s CPU", file=sys.stderr, flush=True)
@@ -670,7 +695,8 @@ def run(variants: list[str], seeds: list[str], sizes: list[int], draws16: int, s
     """`pooled` and `grind` name "variant:loss" cells that also get the pooling and grinding analyses."""
     vs = [VARIANTS[n] for n in variants]
     vseeds = {v.name: [s for s in seeds if sv.seed_of(s)[0] in v.families] for v in vs}
-    models = {v.name: available_models(vseeds[v.name]) for v in vs if vseeds[v.name]}
+    models = {v.name: [m for m in available_models(vseeds[v.name])
+                       if lite_ok(v) or not any(is_lite(m, sd) for sd in vseeds[v.name])] for v in vs if vseeds[v.name]}
     out: dict = {}
     for kind in sets:
         for domain in SETS[kind]():
@@ -797,12 +823,65 @@ def measure_cost(variants: list[str], models: dict[str, str], sizes: list[int], 
     return out
 
 
+# specialists trained on labels, not on the score ---------------------------------------------------------------------
+def sup_training_texts(domain: str) -> list[tuple[str, str]]:
+    """(source, text) from this machine, same kind as a corpus domain but from sources the corpus and the audit set
+    do not use: stdlib modules outside the corpus (code), man1/8 pages outside the corpus (man pages)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import build_corpus as bc  # noqa: PLC0415
+
+    known = {it.text for it in corpus.load()} | {it.text for d in corpus.audit_domains() for it in corpus.audit(d)}
+    used = {it.source for it in corpus.load()}
+    if domain == "code_py":
+        cands = bc.code_candidates(m for m in bc.stdlib_modules() if m[0] not in used)
+    elif domain == "manpages":
+        cands = bc.manpage_candidates(bc.debian_main_packages())
+    else:
+        raise ValueError(f"no label-trained specialist for {domain}")
+    fresh = ((src, t) for src, t in cands if src not in used and t not in known)
+    return bc.select(f"sup/{domain}", fresh, 4, 900)
+
+
+def train_sup(domain: str, name: str) -> dict:
+    """An L6 adapter fitted by same-source InfoNCE on full texts (labels), with train.fit; never sees the score."""
+    from collections import defaultdict
+
+    from moenode.encoders import train as tr
+    from moenode.encoders.runtime import full_ids
+
+    pairs = sup_training_texts(domain)
+    by_src: dict[str, list[int]] = defaultdict(list)
+    for i, (src, _) in enumerate(pairs):
+        by_src[src].append(i)
+    enc = zoo.load(L6)
+    pooled = enc.pooled_ids(full_ids([t for _, t in pairs]))
+    srcs = sorted(by_src, key=lambda x: H("sup", x.encode()))
+    held_src = set(srcs[: len(srcs) // 5])
+
+    def views(sources: list[str]) -> tr.Views:
+        groups = []
+        for a_k, b_k in ((0, 1), (1, 0), (0, 2), (1, 2)):
+            ss = [x for x in sources if len(by_src[x]) > max(a_k, b_k)]
+            for g in range(0, len(ss), 32):
+                chunk = ss[g : g + 32]
+                if len(chunk) >= 4:
+                    groups.append((np.array([by_src[x][a_k] for x in chunk]), np.array([by_src[x][b_k] for x in chunk])))
+        return tr.Views(pooled, groups)
+
+    w, best_step, hist = tr.fit(views([x for x in srcs if x not in held_src]), views(sorted(held_src)), steps=400,
+                                lr=1e-4, patience=100)
+    (CACHE / "adapters").mkdir(parents=True, exist_ok=True)
+    np.save(CACHE / "adapters" / f"{name}.npy", w.astype(np.float32))
+    return {"items": len(pairs), "sources": len(srcs), "best_step": best_step, "held_infonce": hist[-1][1]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("embed", help="fill the embedding cache")
     e.add_argument("--models", nargs="*", default=[L6, L3] + list(CHEATS))
     e.add_argument("--seeds", nargs="*", default=["s0", "s1", "b0"])
+    e.add_argument("--lite", action="store_true", help="only each item's top bucket with 8 patterns (costly models)")
     e.add_argument("--model-path", nargs="*", default=[], metavar="NAME=PATH",
                    help="an ONNX file to cache under NAME (e.g. mpnet-base=.../mpnet-base-<key>.onnx)")
     r = sub.add_parser("run", help="simulate rounds on the cache and report")
@@ -823,14 +902,21 @@ def main() -> None:
     c.add_argument("--per-domain", type=int, default=2)
     c.add_argument("--out", default=str(ROOT / "bench" / "results" / "score_cost.json"))
     c.add_argument("--json", action="store_true")
+    t = sub.add_parser("train-sup", help="fit label-trained L6 adapters (sup-code, sup-man) into the cache")
+    t.add_argument("--domains", nargs="*", default=["code_py", "manpages"])
     a = ap.parse_args()
+    if a.cmd == "train-sup":
+        for d in a.domains:
+            name = {"code_py": "sup-code", "manpages": "sup-man"}[d]
+            print(name, train_sup(d, name))
+        return
     if a.cmd == "cost":
         models = dict(x.split("=", 1) if "=" in x else (x, x) for x in a.models)
         write_result({"variants": a.variants, "cost": measure_cost(a.variants, models, a.batch, a.per_domain)},
                      a.out, a.json)
         return
     if a.cmd == "embed":
-        embed(a.models, a.seeds, dict(x.split("=", 1) for x in a.model_path))
+        embed(a.models, a.seeds, dict(x.split("=", 1) for x in a.model_path), a.lite)
         return
     t0 = time.perf_counter()
     res = run(a.variants, a.seeds, a.batch, a.draws, a.sets, not a.no_delivered, a.pooled, a.grind)
