@@ -517,6 +517,10 @@ def cell_metrics(r: Rounds, loss: str, models: list[str], kind: str, domain: str
         "agree_l6": pair_agreement(sc, q, [(a, b) for a, b in pairs if a in l6space and b in l6space]),
         "agree_l6_sig": pair_agreement(sc, q, [(a, b) for a, b in sig if a in l6space and b in l6space]),
         "n_sig_pairs": len(sig), "n_pairs": len(pairs),
+        # validity: over significant pairs, does the mean score over every batch order them as the labels do?
+        "valid_sig": pair_agreement(mean[None, :], q, sig),
+        "invalid_pairs": [(models[a], models[b]) for a, b in sig
+                          if pair_agreement(mean[None, :], q, [(a, b)]) < 1],
         "best_of_3": best_of_three(sc, q, honest),
         "cheats": {models[c]: cheat_wins(sc, c, honest) for c in range(len(models)) if is_cheat(models[c])},
         "gamers": {models[c]: {"mrr": lab.mrr[models[c]], "base_mrr": lab.mrr[split_name(models[c])[1]],
@@ -742,7 +746,11 @@ def summary(res: dict) -> list[dict]:
                     row[f"{kind}_all_mean"] = float(np.mean([x["agree_all"] for x in m]))
                     row[f"{kind}_l6_mean"] = float(np.nanmean([x["agree_l6"] for x in m]))
                     row[f"{kind}_best3"] = float(np.mean([x["best_of_3"] for x in m]))
-                    row[f"{kind}_cheat_max"] = max(max(x["cheats"].values()) for x in m)
+                    row[f"{kind}_cheat_max"] = max(max(v for c, v in x["cheats"].items() if c in CHEATS) for x in m)
+                    row[f"{kind}_poolrec_max"] = max(max([v for c, v in x["cheats"].items() if c not in CHEATS],
+                                                         default=0.0) for x in m)
+                    row[f"{kind}_valid"] = float(np.nanmean([x["valid_sig"] for x in m]))
+                    row[f"{kind}_n_sig"] = int(sum(x["n_sig_pairs"] for x in m))
                     row[f"{kind}_spearman_min"] = min(x["spearman"] for x in m)
                     row[f"{kind}_ranking"] = all(x["ranking_holds"] for x in m)
                     row[f"{kind}_cost"] = float(np.mean([c["cost"]["batch_view_tokens_per_plain"]
@@ -756,13 +764,14 @@ def summary(res: dict) -> list[dict]:
 def print_summary(rows: list[dict], sets: list[str]) -> None:
     head = f"{'variant':16s} {'B':>3s} {'loss':7s}"
     for k in sets:
-        head += f" | {k[:6]:6s} sig-min sig-mean all  L6   best3 cheat  rho  rank  cost+ref"
+        head += f" | {k[:6]:6s} sig-min sig-mean valid all  L6   best3 cheat  prec  rho  rank  cost+ref"
     print(head)
     for r in rows:
         line = f"{r['variant']:16s} {r['size']:3d} {r['loss']:7s}"
         for k in sets:
-            line += (f" | {'':6s} {r[f'{k}_sig_min']:.2f}    {r[f'{k}_sig_mean']:.2f}    {r[f'{k}_all_mean']:.2f} "
-                     f"{r[f'{k}_l6_mean']:.2f} {r[f'{k}_best3']:.2f}  {r[f'{k}_cheat_max']:.3f} "
+            line += (f" | {'':6s} {r[f'{k}_sig_min']:.2f}    {r[f'{k}_sig_mean']:.2f}     {r[f'{k}_valid']:.2f}  "
+                     f"{r[f'{k}_all_mean']:.2f} {r[f'{k}_l6_mean']:.2f} {r[f'{k}_best3']:.2f}  "
+                     f"{r[f'{k}_cheat_max']:.3f} {r[f'{k}_poolrec_max']:.2f} "
                      f"{r[f'{k}_spearman_min']:.2f} {'yes' if r[f'{k}_ranking'] else 'NO ':4s} "
                      f"{r[f'{k}_cost']:.2f}+{r[f'{k}_refcost']:.2f}")
         print(line)
