@@ -136,8 +136,8 @@ def batch_groups(batch: Sequence[int], ids: Sequence[Sequence[int]], *, ladder: 
         q = [g for g in qset if tops.get(g, top_bucket(len(ids[g]))) == t]
         if not q:
             continue
-        peers = [g for g in pool if (tops[g] >= t if ladder else tops[g] == t) and g not in q]
-        cand = q + peers
+        others = [g for g in pool if (tops[g] >= t if ladder else tops[g] == t) and g not in q]
+        cand = q + others
         eligible = [r for r in ref if len(ids[r]) >= t and all(_distinct(ids, r, g, t) for g in cand)]
         k = n_ref if not top_up else max(0, top_up - (len(cand) - 1))
         k = min(k, len(eligible))

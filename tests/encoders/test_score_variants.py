@@ -38,6 +38,8 @@ def test_batch_groups_without_references_or_peers(small):
     n = len(items)
     plain = sv.batch_groups(list(range(n)), ids)
     assert all(g.n_batch == len(g.c) for g in plain)  # no reference candidates
+    for g in plain:  # every other item of the bucket is a negative
+        assert (g.neg.sum(1) == len(g.q) - 1).all()
     ladder = sv.batch_groups(list(range(n)), ids, ladder=True)
     assert sum(g.neg.sum() for g in ladder) > sum(g.neg.sum() for g in plain)  # longer items join shorter buckets
     alone = sv.batch_groups(list(range(n)), ids, peers=False, ref=list(range(n, len(ids))), n_ref=5, seed=SEED)
