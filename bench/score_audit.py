@@ -559,13 +559,13 @@ def paired_z(x: np.ndarray, a: int, b: int) -> float:
 
 def pooled_stream(r: Rounds, loss: str, q: np.ndarray, pool: list[int], k: int, *, gate: float = 0.0,
                   forced: int | None = None, switch_from: int | None = None, entrant: int | None = None,
-                  winner_only: bool = False, seed: int = 0) -> dict:
+                  winner_only: bool = False, seed: int = 0, counted: set | None = None) -> dict:
     """Rounds in order, each a shard of 3 drawn from `pool` (or `forced` + 2). A candidate's pooled score is the mean
     of its relative scores (own batch score minus the shard's mean) over its last k earlier appearances and this
     round; q is each model's label quality. With `gate` > 0 a candidate whose current batch is worse than the current best by a paired z above `gate`
     cannot win. `switch_from`: the forced candidate carries that honest model's history (an honest-then-cheat
     identity). `entrant` joins halfway. `winner_only`: only winners' evidence is remembered (as the winner index
-    holds today). Returns pair agreement of the decisions, best-of-3 hits, the forced candidate's win rate, and the
+    holds today). `counted`: the pairs agreement counts (default all). Returns pair agreement of the decisions, best-of-3 hits, the forced candidate's win rate, and the
     entrant's win rates in its first 10 appearances and afterwards."""
     rng = np.random.default_rng(seed)
     sc = batch_scores(r, loss)
@@ -601,7 +601,7 @@ def pooled_stream(r: Rounds, loss: str, q: np.ndarray, pool: list[int], k: int, 
         for i in range(len(hq)):
             for j in range(i + 1, len(hq)):
                 a, b = hq[i], hq[j]
-                if q[a] == q[b]:
+                if q[a] == q[b] or (counted is not None and (a, b) not in counted):
                     continue
                 hi, lo = (a, b) if q[a] > q[b] else (b, a)
                 agree.append(pooled[shard.index(hi)] < pooled[shard.index(lo)])
@@ -624,14 +624,16 @@ def pooled_metrics(r: Rounds, loss: str, models: list[str], kind: str, domain: s
     lab = labels(kind, domain, tuple(models))
     q = np.array([lab.mrr[m] for m in models])
     best = max(honest, key=lambda i: q[i])
+    sig = {(a, b) for a in honest for b in honest if a != b and lab.significant[models[a], models[b]]}
     out: dict = {}
     for k in (0, 2, 4, 8, 16):
         row: dict = {}
         for gate in (0.0, 2.0):
-            runs = [pooled_stream(r, loss, q, honest, k, gate=gate, seed=s, entrant=best) for s in range(4)]
+            runs = [pooled_stream(r, loss, q, honest, k, gate=gate, seed=s, entrant=best, counted=sig)
+                    for s in range(4)]
             row[f"gate{gate:g}"] = {key: float(np.nanmean([x[key] for x in runs])) for key in runs[0]}
             row[f"gate{gate:g}"]["agree_l6"] = float(np.nanmean(
-                [pooled_stream(r, loss, q, l6space, k, gate=gate, seed=s)["agree"] for s in range(4)]))
+                [pooled_stream(r, loss, q, l6space, k, gate=gate, seed=s, counted=sig)["agree"] for s in range(4)]))
             row[f"gate{gate:g}"]["cheats"] = {
                 models[c]: float(np.mean([pooled_stream(r, loss, q, honest, k, gate=gate, forced=c, seed=s)
                                           ["forced_wins"] for s in range(2)]))
@@ -642,7 +644,7 @@ def pooled_metrics(r: Rounds, loss: str, models: list[str], kind: str, domain: s
                                           for s in range(2)]))
                 for c in range(len(models)) if zoo.is_adversary(models[c])}
         row["winner_only"] = float(np.nanmean(
-            [pooled_stream(r, loss, q, honest, k, winner_only=True, seed=s)["agree"] for s in range(4)]))
+            [pooled_stream(r, loss, q, honest, k, winner_only=True, seed=s, counted=sig)["agree"] for s in range(4)]))
         out[str(k)] = row
     return out
 
@@ -690,6 +692,13 @@ VARIANTS = {v.name: v for v in [
     Variant("blocks-ladder", "ladder", 8, tuple(sv.LOSSES), families=("blocks",)),
     Variant("vsfull-m1", "vsfull", 1, tuple(sv.LOSSES)),
     Variant("vsfull-m4", "vsfull", 4, tuple(sv.LOSSES)),
+    Variant("vsfull-s4-m1", "vsfull", 1, tuple(sv.LOSSES), sample=4),
+    Variant("vsfull-s8-m1", "vsfull", 1, tuple(sv.LOSSES), sample=8),
+    Variant("vsfull-s8-m2", "vsfull", 2, tuple(sv.LOSSES), sample=8),
+    Variant("samp4-m2-ref31", "batch", 2, tuple(sv.LOSSES), sample=4, sample_negatives=True, top_up=31),
+    Variant("samp8-m1-ref31", "batch", 1, tuple(sv.LOSSES), sample=8, sample_negatives=True, top_up=31),
+    Variant("samp4-m2-batch", "batch", 2, tuple(sv.LOSSES), sample=4),
+    Variant("samp8-m1-ladder", "ladder", 1, tuple(sv.LOSSES), sample=8, sample_negatives=True),
 ]}
 SETS = {"corpus": corpus.domains, "audit": corpus.audit_domains}
 
@@ -884,6 +893,46 @@ def train_sup(domain: str, name: str) -> dict:
     return {"items": len(pairs), "sources": len(srcs), "best_step": best_step, "held_infonce": hist[-1][1]}
 
 
+def print_pooled(res: dict) -> list[dict]:
+    """One line per (variant, loss, batch size, k, gate): pooled decisions over both labelled sets."""
+    rows = []
+    for vname, by_size in res.items():
+        for size, by_set in by_size.items():
+            losses = {loss for cells in by_set.values() for c in cells.values() for loss, x in c.items()
+                      if isinstance(x, dict) and "pooled" in x}
+            for loss in sorted(losses):
+                for k in ("0", "2", "4", "8", "16"):
+                    for gate in ("gate0", "gate2"):
+                        row = {"variant": vname, "size": int(size), "loss": loss, "k": int(k), "gate": gate}
+                        for kind, cells in by_set.items():
+                            p = [c[loss]["pooled"][k] for c in cells.values()]
+                            g = [x[gate] for x in p]
+                            row[f"{kind}_agree_min"] = min(x["agree"] for x in g)
+                            row[f"{kind}_agree_mean"] = float(np.mean([x["agree"] for x in g]))
+                            row[f"{kind}_agree_l6"] = float(np.nanmean([x["agree_l6"] for x in g]))
+                            row[f"{kind}_best3"] = float(np.mean([x["best_of_3"] for x in g]))
+                            row[f"{kind}_cheat_max"] = max(max(v for c, v in x["cheats"].items() if c in CHEATS)
+                                                           for x in g)
+                            row[f"{kind}_switch_max"] = max(max(x["switch_from_l6"].values()) for x in g)
+                            row[f"{kind}_winner_only"] = float(np.mean([x["winner_only"] for x in p]))
+                            row[f"{kind}_entrant"] = (float(np.nanmean([x["entrant_first10"] for x in g])),
+                                                      float(np.nanmean([x["entrant_later"] for x in g])))
+                        rows.append(row)
+    if rows:
+        print("\npooled decisions (significant pairs): agreement min/mean, L6-space, best-of-3, cheat max, honest-then-cheat max, "
+              "winner-only history agreement, best model entering: wins in first 10 / later")
+        for r in rows:
+            line = f"{r['variant']:14s} {r['size']:3d} {r['loss']:7s} k={r['k']:<2d} {r['gate']:5s}"
+            for kind in SETS:
+                if f"{kind}_agree_min" in r:
+                    e = r[f"{kind}_entrant"]
+                    line += (f" | {kind[:6]} {r[f'{kind}_agree_min']:.2f}/{r[f'{kind}_agree_mean']:.2f} "
+                             f"{r[f'{kind}_agree_l6']:.2f} {r[f'{kind}_best3']:.2f} {r[f'{kind}_cheat_max']:.3f} "
+                             f"{r[f'{kind}_switch_max']:.2f} {r[f'{kind}_winner_only']:.2f} {e[0]:.2f}/{e[1]:.2f}")
+            print(line)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -931,7 +980,8 @@ def main() -> None:
     res = run(a.variants, a.seeds, a.batch, a.draws, a.sets, not a.no_delivered, a.pooled, a.grind)
     rows = summary(res)
     print_summary(rows, a.sets)
-    write_result({"seeds": a.seeds, "draws": a.draws, "variants": res, "summary": rows,
+    pooled_rows = print_pooled(res)
+    write_result({"seeds": a.seeds, "draws": a.draws, "variants": res, "summary": rows, "pooled": pooled_rows,
                   "seconds": round(time.perf_counter() - t0, 1)}, a.out, a.json)
 
 
