@@ -511,6 +511,7 @@ def cell_metrics(r: Rounds, loss: str, models: list[str], kind: str, domain: str
     pairs = [(a, b) for x, a in enumerate(honest) for b in honest[x + 1 :]]
     sig = [(a, b) for a, b in pairs if lab.significant[models[a], models[b]]]
     mean = np.nanmean(sc, 0)
+    zoo_i = [i for i, m in enumerate(models) if not split_name(m)[0]]  # the zoo (and mpnet), not derived models
     out = {
         "agree_all": pair_agreement(sc, q, pairs),
         "agree_sig": pair_agreement(sc, q, sig),
@@ -526,7 +527,7 @@ def cell_metrics(r: Rounds, loss: str, models: list[str], kind: str, domain: str
         "gamers": {models[c]: {"mrr": lab.mrr[models[c]], "base_mrr": lab.mrr[split_name(models[c])[1]],
                                "wins_vs_base": float(np.mean(sc[:, c] < sc[:, models.index(split_name(models[c])[1])]))}
                    for c in range(len(models)) if split_name(models[c])[0] in ("centre", "whiten")},
-        "spearman": spearman(-mean, q),
+        "spearman": spearman(-mean[zoo_i], q[zoo_i]),
         "mean_loss": {m: float(mean[i]) for i, m in enumerate(models)},
         "ranking_holds": bool(all(mean[models.index(a)] < mean[models.index(b)]
                                   for a, b in zip(RANKING, RANKING[1:]) if a in models and b in models)),
@@ -750,8 +751,8 @@ def summary(res: dict) -> list[dict]:
                 row = {"variant": vname, "size": int(size), "loss": loss}
                 for kind, cells in by_set.items():
                     m = [c[loss] for c in cells.values()]
-                    row[f"{kind}_sig_min"] = min(x["agree_sig"] for x in m)
-                    row[f"{kind}_sig_mean"] = float(np.mean([x["agree_sig"] for x in m]))
+                    row[f"{kind}_sig_min"] = float(np.nanmin([x["agree_sig"] for x in m]))
+                    row[f"{kind}_sig_mean"] = float(np.nanmean([x["agree_sig"] for x in m]))
                     row[f"{kind}_all_mean"] = float(np.mean([x["agree_all"] for x in m]))
                     row[f"{kind}_l6_mean"] = float(np.nanmean([x["agree_l6"] for x in m]))
                     row[f"{kind}_best3"] = float(np.mean([x["best_of_3"] for x in m]))
