@@ -122,7 +122,7 @@ def lite_rows(tab: sv.ViewTable) -> np.ndarray:
 
 def lite_ok(v: Variant) -> bool:
     """Whether a variant needs only lite rows."""
-    return v.grouping in ("protocol", "batch", "refonly", "vsfull") and v.m <= 8
+    return v.grouping in ("protocol", "batch", "refonly", "vsfull") and v.m <= 8 and not v.cap
 
 
 def is_lite(model: str, seed: str) -> bool:
@@ -302,6 +302,7 @@ class Variant:
     sample: int = 0  # score a seed-drawn sample of this many queries (0: all)
     sample_negatives: bool = False  # only the sampled items serve as batch negatives
     families: tuple[str, ...] = ("mask",)
+    cap: int = 0  # cut every item to at most this bucket, so the whole batch meets in one contest
 
 
 def groups_for(v: Variant, batch: np.ndarray, seed_name: str, batch_key: bytes, router_sim) -> list[sv.Group]:
@@ -320,7 +321,7 @@ def groups_for(v: Variant, batch: np.ndarray, seed_name: str, batch_key: bytes, 
     return sv.batch_groups(list(map(int, batch)), u.ids, ladder=v.grouping == "ladder",
                            peers=v.grouping != "refonly", ref=list(u.ref) if (v.top_up or v.n_ref) else [],
                            n_ref=v.n_ref, top_up=v.top_up, seed=seed, queries=queries,
-                           sample_negatives=v.sample_negatives, near=near)
+                           sample_negatives=v.sample_negatives, near=near, cap=v.cap)
 
 
 @lru_cache(maxsize=None)
@@ -700,6 +701,13 @@ VARIANTS = {v.name: v for v in [
     Variant("samp8-m1-ref31", "batch", 1, tuple(sv.LOSSES), sample=8, sample_negatives=True, top_up=31),
     Variant("samp4-m2-batch", "batch", 2, tuple(sv.LOSSES), sample=4),
     Variant("samp8-m1-ladder", "ladder", 1, tuple(sv.LOSSES), sample=8, sample_negatives=True),
+    Variant("cap16-m2", "batch", 2, tuple(sv.LOSSES), cap=16),
+    Variant("cap16-m8", "batch", 8, tuple(sv.LOSSES), cap=16),
+    Variant("cap32-m2", "batch", 2, tuple(sv.LOSSES), cap=32),
+    Variant("cap32-m8", "batch", 8, tuple(sv.LOSSES), cap=32),
+    Variant("cap32-m1-s4", "batch", 1, tuple(sv.LOSSES), cap=32, sample=4),
+    Variant("cap16-m2-s4", "batch", 2, tuple(sv.LOSSES), cap=16, sample=4),
+    Variant("cap32-m2-s8", "batch", 2, tuple(sv.LOSSES), cap=32, sample=8),
 ]}
 SETS = {"corpus": corpus.domains, "audit": corpus.audit_domains}
 

@@ -124,16 +124,22 @@ def _distinct(ids: Sequence[Sequence[int]], a: int, b: int, t: int) -> bool:
 def batch_groups(batch: Sequence[int], ids: Sequence[Sequence[int]], *, ladder: bool = False, peers: bool = True,
                  ref: Sequence[int] = (), n_ref: int = 0, top_up: int = 0, seed: bytes = b"",
                  queries: Sequence[int] | None = None, sample_negatives: bool = False,
-                 near: Callable[[int, int], bool] | None = None) -> list[Group]:
+                 near: Callable[[int, int], bool] | None = None, cap: int = 0) -> list[Group]:
     """Batch negatives, optionally cut down to the query's bucket (`ladder`) or none (`peers=False`), plus `n_ref`
     seeded reference items per bucket (or enough to reach `top_up` negatives). `queries` restricts who is scored (a sample); with
-    `sample_negatives` only the sampled items serve as batch negatives too. `near(x, y)` drops y as a negative of x."""
+    `sample_negatives` only the sampled items serve as batch negatives too. `near(x, y)` drops y as a negative of x.
+    `cap` cuts every item to at most that bucket (a common short window), so items of all lengths meet."""
     qset = list(batch if queries is None else queries)
     pool = list(qset if sample_negatives else batch)
-    tops = {g: top_bucket(len(ids[g])) for g in pool}
+
+    def level(g: int) -> int:
+        t = top_bucket(len(ids[g]))
+        return min(t, cap) if cap else t
+
+    tops = {g: level(g) for g in set(pool) | set(qset)}
     out = []
     for t in BUCKETS:
-        q = [g for g in qset if tops.get(g, top_bucket(len(ids[g]))) == t]
+        q = [g for g in qset if tops[g] == t]
         if not q:
             continue
         others = [g for g in pool if (tops[g] >= t if ladder else tops[g] == t) and g not in q]

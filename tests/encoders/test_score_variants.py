@@ -45,6 +45,8 @@ def test_batch_groups_without_references_or_peers(small):
     alone = sv.batch_groups(list(range(n)), ids, peers=False, ref=list(range(n, len(ids))), n_ref=5, seed=SEED)
     for g in alone:
         assert not g.neg[:, : g.n_batch].any() and (g.neg[:, g.n_batch :].sum(1) == len(g.c) - g.n_batch).all()
+    capped = sv.batch_groups(list(range(n)), ids, cap=16)  # one short window: items of every length meet
+    assert {g.t for g in capped} <= {8, 16} and max(len(g.q) for g in capped) >= n - 2
     sample = sv.batch_groups(list(range(n)), ids, queries=[0, 3, 5])
     assert sorted(int(x) for g in sample for x in g.q) == [0, 3, 5]
     batch_rows, ref_rows = sv.rows_used(tab, alone, 4)
