@@ -44,7 +44,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from moenode import corpus  # noqa: E402
+from moenode.encoders import corpus  # noqa: E402
 from moenode.core.crypto import H  # noqa: E402
 from moenode.encoders import score_variants as sv  # noqa: E402
 from moenode.encoders import zoo  # noqa: E402
@@ -303,6 +303,7 @@ class Variant:
     sample_negatives: bool = False  # only the sampled items serve as batch negatives
     families: tuple[str, ...] = ("mask",)
     cap: int = 0  # cut every item to at most this bucket, so the whole batch meets in one contest
+    j0: int = 0  # first cached pattern used: variants at disjoint offsets are independent pattern sets
 
 
 def groups_for(v: Variant, batch: np.ndarray, seed_name: str, batch_key: bytes, router_sim) -> list[sv.Group]:
@@ -379,11 +380,11 @@ def simulate(v: Variant, models: list[str], kind: str, domain: str, size: int, s
             continue
         groups = groups_for(v, batch, seed_name, b.to_bytes(4, "big"), lambda x, y: rm[x, y])
         for mi, model in enumerate(models):
-            per = sv.item_losses(views(model, seed_name), tab, groups, v.m, v.losses, junk(model, seed_name))
+            per = sv.item_losses(views(model, seed_name), tab, groups, v.m, v.losses, junk(model, seed_name), v.j0)
             for name, d in per.items():
                 for item, value in d.items():
                     out[name][b, slot[item], mi] = value
-        br, rr = sv.rows_used(tab, groups, v.m)
+        br, rr = sv.rows_used(tab, groups, v.m, v.j0)
         rows[b] = len(br), len(rr)
         tokens[b] = (tab.tokens(np.array(sorted(br), np.int64)), tab.tokens(np.array(sorted(rr), np.int64)),
                      sum(len(u.ids[g]) + 2 for g in batch))
@@ -708,6 +709,20 @@ VARIANTS = {v.name: v for v in [
     Variant("cap32-m1-s4", "batch", 1, tuple(sv.LOSSES), cap=32, sample=4),
     Variant("cap16-m2-s4", "batch", 2, tuple(sv.LOSSES), cap=16, sample=4),
     Variant("cap32-m2-s8", "batch", 2, tuple(sv.LOSSES), cap=32, sample=8),
+    Variant("batch-m1", "batch", 1, tuple(sv.LOSSES)),
+    Variant("batch-m2", "batch", 2, tuple(sv.LOSSES)),
+    Variant("batch-m4", "batch", 4, tuple(sv.LOSSES)),
+    Variant("batch-s8-m2", "batch", 2, tuple(sv.LOSSES), sample=8),
+    Variant("batch-s8-m4", "batch", 4, tuple(sv.LOSSES), sample=8),
+    Variant("batch-s4-m4", "batch", 4, tuple(sv.LOSSES), sample=4),
+    Variant("cap32-m4", "batch", 4, tuple(sv.LOSSES), cap=32),
+    Variant("cap32-m4-s8", "batch", 4, tuple(sv.LOSSES), cap=32, sample=8),
+    Variant("cap32-m4-s4", "batch", 4, tuple(sv.LOSSES), cap=32, sample=4),
+    Variant("cap64-m2", "batch", 2, tuple(sv.LOSSES), cap=64),
+    Variant("cap64-m2-s8", "batch", 2, tuple(sv.LOSSES), cap=64, sample=8),
+    Variant("cap32-m1", "batch", 1, tuple(sv.LOSSES), cap=32),
+    *(Variant(f"cap32-m2-j{j}", "batch", 2, tuple(sv.LOSSES), cap=32, j0=j) for j in (2, 4, 6)),
+    *(Variant(f"cap32-m4-j{j}", "batch", 4, tuple(sv.LOSSES), cap=32, j0=j) for j in (4,)),
 ]}
 SETS = {"corpus": corpus.domains, "audit": corpus.audit_domains}
 
@@ -956,6 +971,7 @@ def main() -> None:
     r.add_argument("--batch", nargs="*", type=int, default=[16, 64])
     r.add_argument("--variants", nargs="*", default=list(VARIANTS))
     r.add_argument("--sets", nargs="*", default=list(SETS))
+    r.add_argument("--losses", nargs="*", default=list(sv.LOSSES), help="losses to report (default: all)")
     r.add_argument("--draws", type=int, default=2, help="partitions of each domain per seed at batch 16")
     r.add_argument("--no-delivered", action="store_true", help="skip the delivered-quality simulation")
     r.add_argument("--pooled", nargs="*", default=[], metavar="VARIANT:LOSS", help="also simulate pooled decisions")
@@ -986,6 +1002,8 @@ def main() -> None:
         embed(a.models, a.seeds, dict(x.split("=", 1) for x in a.model_path), a.lite)
         return
     t0 = time.perf_counter()
+    for name in a.variants:
+        VARIANTS[name].losses = tuple(x for x in VARIANTS[name].losses if x in a.losses)
     res = run(a.variants, a.seeds, a.batch, a.draws, a.sets, not a.no_delivered, a.pooled, a.grind)
     rows = summary(res)
     print_summary(rows, a.sets)

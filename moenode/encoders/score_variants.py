@@ -160,11 +160,12 @@ def batch_groups(batch: Sequence[int], ids: Sequence[Sequence[int]], *, ladder: 
     return out
 
 
-def group_rows(tab: ViewTable, g: Group, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of the a-halves of the queries and b-halves of the candidates: (m, |q|), (m, |c|)."""
+def group_rows(tab: ViewTable, g: Group, m: int, j0: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the a-halves of the queries and b-halves of the candidates: (m, |q|), (m, |c|), with the cached
+    patterns j0 .. j0+m-1 (disjoint offsets give independent pattern sets from one cache)."""
     k = BUCKETS.index(g.t)
-    a = tab.row[g.q, k, :m, 0].T
-    b = tab.row[g.c, k, :m, 1].T
+    a = tab.row[g.q, k, j0 : j0 + m, 0].T
+    b = tab.row[g.c, k, j0 : j0 + m, 1].T
     if (a < 0).any() or (b < 0).any():
         raise ValueError(f"bucket {g.t}: a view needed for M={m} is not cached")
     return a, b
@@ -223,13 +224,13 @@ LOSSES: dict[str, Loss] = {
 
 
 def item_losses(views: np.ndarray, tab: ViewTable, groups: Sequence[Group], m: int,
-                losses: Sequence[str], ref_junk: np.ndarray | None = None) -> dict[str, dict[int, float]]:
+                losses: Sequence[str], ref_junk: np.ndarray | None = None, j0: int = 0) -> dict[str, dict[int, float]]:
     """{loss name: {query item: loss}} for one model's cached views (rows, dim), unit float16 rows.
 
     `ref_junk` models the pool-recognition cheat: every reference candidate's half is replaced by this vector."""
     out: dict[str, dict[int, float]] = {name: {} for name in losses}
     for g in groups:
-        a, b = group_rows(tab, g, m)
+        a, b = group_rows(tab, g, m, j0)
         va = views[a].astype(np.float64)  # (m, q, d)
         vb = views[b].astype(np.float64)  # (m, c, d)
         if ref_junk is not None:
@@ -271,12 +272,12 @@ def vsfull_losses(views: np.ndarray, full16: np.ndarray, tab: ViewTable, batch: 
     return out, set(rows.ravel().tolist())
 
 
-def rows_used(tab: ViewTable, groups: Sequence[Group], m: int) -> tuple[set[int], set[int]]:
+def rows_used(tab: ViewTable, groups: Sequence[Group], m: int, j0: int = 0) -> tuple[set[int], set[int]]:
     """(batch-item rows, reference rows) a variant needs: what a producer must embed for one batch."""
     batch_rows: set[int] = set()
     ref_rows: set[int] = set()
     for g in groups:
-        a, b = group_rows(tab, g, m)
+        a, b = group_rows(tab, g, m, j0)
         batch_rows.update(a.ravel().tolist())
         batch_rows.update(b[:, : g.n_batch].ravel().tolist())
         ref_rows.update(b[:, g.n_batch :].ravel().tolist())

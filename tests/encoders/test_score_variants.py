@@ -4,7 +4,7 @@ losses and label helpers behave at their edges."""
 import numpy as np
 import pytest
 
-from moenode import corpus
+from moenode.encoders import corpus
 from moenode.core.crypto import H
 from moenode.core.genesis import Params
 from moenode.encoders import score_variants as sv
