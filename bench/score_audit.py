@@ -296,7 +296,7 @@ class Variant:
     grouping: str  # protocol | batch | ladder | refonly
     m: int = 8
     losses: tuple[str, ...] = ("count",)
-    top_up: int = 0  # reference negatives: enough to reach this many negatives
+    top_up: int = 0  # reference negatives: enough to reach this many negatives (protocol grouping: -1 = 31)
     n_ref: int = 0  # or a fixed number per bucket
     near: float = 0.0  # drop negatives the router puts at cosine >= near (0: keep all)
     sample: int = 0  # score a seed-drawn sample of this many queries (0: all)
@@ -304,6 +304,7 @@ class Variant:
     families: tuple[str, ...] = ("mask",)
     cap: int = 0  # cut every item to at most this bucket, so the whole batch meets in one contest
     j0: int = 0  # first cached pattern used: variants at disjoint offsets are independent pattern sets
+    window: int = 128  # protocol grouping: the paying plan's score_window
 
 
 def groups_for(v: Variant, batch: np.ndarray, seed_name: str, batch_key: bytes, router_sim) -> list[sv.Group]:
@@ -311,7 +312,8 @@ def groups_for(v: Variant, batch: np.ndarray, seed_name: str, batch_key: bytes, 
     _, seed = sv.seed_of(seed_name)
     seed = seed + batch_key  # each round draws its own references and sample; patterns stay per seed
     if v.grouping == "protocol":
-        return sv.protocol_groups(list(batch), u.ids, list(u.ref), seed, v.m, v.top_up or 31)
+        return sv.protocol_groups(list(batch), u.ids, list(u.ref), seed, v.m, v.top_up if v.top_up >= 0 else 31,
+                                  v.window)
     queries = None
     if v.sample:
         pick = sv.Stream("sample", seed).choose(len(batch), v.sample)
@@ -679,11 +681,14 @@ def grind_metrics(r: Rounds, loss: str, models: list[str], k: int, tries=(1, 16,
 
 
 VARIANTS = {v.name: v for v in [
-    Variant("protocol", "protocol", 8, tuple(sv.LOSSES)),
-    Variant("protocol-m1", "protocol", 1, tuple(sv.LOSSES)),
-    Variant("protocol-m2", "protocol", 2, tuple(sv.LOSSES)),
-    Variant("protocol-m4", "protocol", 4, tuple(sv.LOSSES)),
-    Variant("protocol-m16", "protocol", 16, tuple(sv.LOSSES)),
+    Variant("protocol", "protocol", 8, tuple(sv.LOSSES), top_up=-1),
+    Variant("protocol-m1", "protocol", 1, tuple(sv.LOSSES), top_up=-1),
+    Variant("protocol-m2", "protocol", 2, tuple(sv.LOSSES), top_up=-1),
+    Variant("protocol-m4", "protocol", 4, tuple(sv.LOSSES), top_up=-1),
+    Variant("protocol-m16", "protocol", 16, tuple(sv.LOSSES), top_up=-1),
+    # the paying plan of protocol/scoring.md: a 32-token window, in-batch negatives, demotion of lonely buckets
+    Variant("paying", "protocol", 2, ("z", "count"), top_up=0, window=32),
+    Variant("paying-j2", "protocol", 2, ("z",), top_up=0, window=32, j0=2),
     Variant("batch", "batch", 8, tuple(sv.LOSSES)),
     Variant("ladder", "ladder", 8, tuple(sv.LOSSES)),
     Variant("ladder-ref31", "ladder", 8, tuple(sv.LOSSES), top_up=31),

@@ -29,7 +29,7 @@ import numpy as np
 from moenode.core.crypto import H
 from moenode.core.genesis import Params
 from moenode.encoders import scoring
-from moenode.encoders.scoring import EPS, FIX, Stream, bucket_of, half
+from moenode.encoders.scoring import Stream, bucket_of, half
 
 BUCKETS = (8, 16, 32, 64)  # labelled items have <= 126 content tokens, so 128 never occurs
 M_TOP, M_LOW = 16, 8
@@ -104,11 +104,11 @@ class Group:
 
 
 def protocol_groups(batch: Sequence[int], ids: Sequence[Sequence[int]], ref: Sequence[int], seed: bytes,
-                    m: int, min_negatives: int = 31) -> list[Group]:
+                    m: int, min_negatives: int = 31, window: int = 128) -> list[Group]:
     """The paying score's plan (scoring.make_plan) over global item indices; `ref` = indices of the reference items
     in protocol order."""
-    plan = scoring.make_plan([list(ids[g]) for g in batch], seed, Params(mask_views=m, min_negatives=min_negatives),
-                             [list(ids[g]) for g in ref])
+    params = Params(mask_views=m, min_negatives=min_negatives, score_window=window)
+    plan = scoring.make_plan([list(ids[g]) for g in batch], seed, params, [list(ids[g]) for g in ref])
     out = []
     for b in plan.buckets:
         q = np.array([batch[i] for i in b.members])
@@ -174,7 +174,7 @@ def group_rows(tab: ViewTable, g: Group, m: int, j0: int = 0) -> tuple[np.ndarra
 # losses -------------------------------------------------------------------------------------------------------------
 # A loss maps (pos (..., q), sims (..., q, c), neg (q, c)) to (..., q): leading axes are patterns.
 Loss = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-TIE = EPS / (FIX * FIX)  # the protocol's 1e-6 tie margin
+TIE = 1e-6  # the former count loss's tie margin
 
 
 def _mean_over_neg(x: np.ndarray, neg: np.ndarray) -> np.ndarray:
