@@ -760,7 +760,7 @@ def run(variants: list[str], seeds: list[str], sizes: list[int], draws16: int, s
                 cell = {"cost": cost_of(r, size), "models": models[vname]}
                 for loss in r.losses:
                     cell[loss] = cell_metrics(r, loss, models[vname], kind, domain,
-                                              with_delivered and loss == "count")
+                                              with_delivered and loss in ("count", "z"))
                     if f"{vname}:{loss}" in pooled:
                         cell[loss]["pooled"] = pooled_metrics(r, loss, models[vname], kind, domain)
                     if f"{vname}:{loss}" in grind:
