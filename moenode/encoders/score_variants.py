@@ -1,17 +1,18 @@
 """Research variants of the paying score, computed on cached view vectors. Nothing here pays.
 
-Theory of operation. The paying score (`scoring.py`, protocol/scoring.md) embeds 2M half-length views of every item
-and counts, per (pattern, negative), whether a negative's half comes at least as close as the item's own other half.
+Theory of operation. The paying score (`moenode.core.scoring`, protocol/scoring.md) embeds 2M half-length views of
+every item and grades, per pattern, how far the item's own other half stands above the negatives' halves (a z-score;
+the former paying loss counted the negatives at least as close).
 To compare many alternatives without re-running models, every model embeds once, per pattern seed, the views of
 every labelled item at its own bucket (M_TOP patterns) and at each smaller bucket (M_LOW patterns; reference items
 get M_TOP everywhere). A variant is then numpy over those cached rows:
 
 - a **grouping** says which items are queries and which are candidates, at which bucket length, with which
-  negatives: the protocol's plan (same-bucket batch items plus a seeded reference top-up), batch-only negatives,
+  negatives: the protocol's plan (`scoring.make_plan` with any window and reference top-up), batch-only negatives,
   negatives cut down to the query's bucket ("ladder"), a seed-drawn sample of queries, negatives that exclude
   items the router model puts near the query (same-source siblings, near-duplicates);
-- a **loss** turns a query's positive similarity and its negatives' similarities into a number: the protocol's
-  0/1 count, a margin ramp, a z-score, InfoNCE, or the gap to the hardest negative;
+- a **loss** turns a query's positive similarity and its negatives' similarities into a number: the former 0/1
+  count, a margin ramp, the z-score (the paying one, in floats), InfoNCE, or the gap to the hardest negative;
 - per-item losses average into a batch score; lower wins.
 
 `ViewTable` fixes the cached row of every (item, bucket, pattern, half); `Group` is one contest. Pattern families:
