@@ -22,6 +22,14 @@ variant's per-item losses. Reported per variant and domain:
   tokens, and CPU ms per item at measured per-token speeds.
 Stage 3 (`run`, same call): pooling evidence across rounds, sampled scoring and grinding, as separate tables.
 
+The variant `paying` is the paying score of protocol/scoring.md (its own plan, a 32-token window, in-batch
+negatives, M = 2; loss `z`); `paying-j2` and the `-jN` variants use other cached patterns of the same seed, as
+independent pattern sets. The evidence table of scoring.md 5.11 came from:
+
+    run --seeds s0 --sets audit --draws 3 --losses count z --variants paying paying-j2 [--grind paying:z]
+    run --seeds s0 --sets audit corpus --draws 3 --losses count z --no-delivered --variants cap32-m1 cap32-m2 ...
+    cost --variants paying cap32-m4 --models minilm-l6 --per-domain 1
+
     .venv/bin/python bench/score_audit.py embed [--models ...] [--seeds s0 s1 b0]
     .venv/bin/python bench/score_audit.py run [--seeds s0 s1] [--batch 16 64] [--json]
 """
