@@ -313,6 +313,7 @@ class Variant:
     cap: int = 0  # cut every item to at most this bucket, so the whole batch meets in one contest
     j0: int = 0  # first cached pattern used: variants at disjoint offsets are independent pattern sets
     window: int = 128  # protocol grouping: the paying plan's score_window
+    both: bool = False  # score each pattern in both directions (the same rows)
 
 
 def groups_for(v: Variant, batch: np.ndarray, seed_name: str, batch_key: bytes, router_sim) -> list[sv.Group]:
@@ -390,7 +391,8 @@ def simulate(v: Variant, models: list[str], kind: str, domain: str, size: int, s
             continue
         groups = groups_for(v, batch, seed_name, b.to_bytes(4, "big"), lambda x, y: rm[x, y])
         for mi, model in enumerate(models):
-            per = sv.item_losses(views(model, seed_name), tab, groups, v.m, v.losses, junk(model, seed_name), v.j0)
+            per = sv.item_losses(views(model, seed_name), tab, groups, v.m, v.losses, junk(model, seed_name), v.j0,
+                                 v.both)
             for name, d in per.items():
                 for item, value in d.items():
                     out[name][b, slot[item], mi] = value
@@ -697,6 +699,8 @@ VARIANTS = {v.name: v for v in [
     # the paying plan of protocol/scoring.md: a 32-token window, in-batch negatives, demotion of lonely buckets
     Variant("paying", "protocol", 2, ("z", "count"), top_up=0, window=32),
     Variant("paying-j2", "protocol", 2, ("z",), top_up=0, window=32, j0=2),
+    *(Variant(f"paying-both{s}", "protocol", 2, ("z",), top_up=0, window=32, j0=j, both=True)
+      for s, j in (("", 0), ("-j2", 2), ("-j4", 4), ("-j6", 6))),
     Variant("batch", "batch", 8, tuple(sv.LOSSES)),
     Variant("ladder", "ladder", 8, tuple(sv.LOSSES)),
     Variant("ladder-ref31", "ladder", 8, tuple(sv.LOSSES), top_up=31),

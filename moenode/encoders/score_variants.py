@@ -161,12 +161,13 @@ def batch_groups(batch: Sequence[int], ids: Sequence[Sequence[int]], *, ladder: 
     return out
 
 
-def group_rows(tab: ViewTable, g: Group, m: int, j0: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def group_rows(tab: ViewTable, g: Group, m: int, j0: int = 0, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the a-halves of the queries and b-halves of the candidates: (m, |q|), (m, |c|), with the cached
-    patterns j0 .. j0+m-1 (disjoint offsets give independent pattern sets from one cache)."""
+    patterns j0 .. j0+m-1 (disjoint offsets give independent pattern sets from one cache). `flip`: the other
+    direction (b-halves of the queries against a-halves of the candidates), the same rows."""
     k = BUCKETS.index(g.t)
-    a = tab.row[g.q, k, j0 : j0 + m, 0].T
-    b = tab.row[g.c, k, j0 : j0 + m, 1].T
+    a = tab.row[g.q, k, j0 : j0 + m, int(flip)].T
+    b = tab.row[g.c, k, j0 : j0 + m, 1 - int(flip)].T
     if (a < 0).any() or (b < 0).any():
         raise ValueError(f"bucket {g.t}: a view needed for M={m} is not cached")
     return a, b
@@ -225,19 +226,26 @@ LOSSES: dict[str, Loss] = {
 
 
 def item_losses(views: np.ndarray, tab: ViewTable, groups: Sequence[Group], m: int,
-                losses: Sequence[str], ref_junk: np.ndarray | None = None, j0: int = 0) -> dict[str, dict[int, float]]:
+                losses: Sequence[str], ref_junk: np.ndarray | None = None, j0: int = 0,
+                both: bool = False) -> dict[str, dict[int, float]]:
     """{loss name: {query item: loss}} for one model's cached views (rows, dim), unit float16 rows.
 
-    `ref_junk` models the pool-recognition cheat: every reference candidate's half is replaced by this vector."""
+    `ref_junk` models the pool-recognition cheat: every reference candidate's half is replaced by this vector.
+    `both`: each pattern scores in both directions (a against the candidates' b, b against their a), twice the
+    evidence from the same rows."""
     out: dict[str, dict[int, float]] = {name: {} for name in losses}
     for g in groups:
-        a, b = group_rows(tab, g, m, j0)
-        va = views[a].astype(np.float64)  # (m, q, d)
-        vb = views[b].astype(np.float64)  # (m, c, d)
-        if ref_junk is not None:
-            vb[:, g.n_batch :] = ref_junk
-        s = np.einsum("jqd,jcd->jqc", va, vb)
-        pos = s[:, np.arange(len(g.q)), g.pos]
+        pos_s = []
+        for flip in (False, True) if both else (False,):
+            a, b = group_rows(tab, g, m, j0, flip)
+            va = views[a].astype(np.float64)  # (m, q, d)
+            vb = views[b].astype(np.float64)  # (m, c, d)
+            if ref_junk is not None:
+                vb[:, g.n_batch :] = ref_junk
+            s = np.einsum("jqd,jcd->jqc", va, vb)
+            pos_s.append((s[:, np.arange(len(g.q)), g.pos], s))
+        pos = np.concatenate([p for p, _ in pos_s])
+        s = np.concatenate([x for _, x in pos_s])
         scored = g.neg.any(1)
         for name in losses:
             per = LOSSES[name](pos, s, g.neg).mean(0)
