@@ -39,6 +39,8 @@ def test_cached_views_reproduce_the_paying_score(small):
         assert len(scored) >= len(items) - 2 and set(scored) <= set(got)
         research = [scoring.MICRO // 2 + got[i] * 50_000 for i in scored]
         assert np.allclose(research, [want[i] for i in scored], atol=1.0), (research, want)
+    both = sv.item_losses(views, tab, groups, 2, ["z"], both=True)["z"]
+    assert both.keys() == got.keys() and any(abs(both[i] - got[i]) > 1e-6 for i in got)  # a second direction
 
 
 def test_batch_groups_without_references_or_peers(small):
