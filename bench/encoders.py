@@ -1,7 +1,7 @@
 """Audit and benchmark of the zoo under the split-half loss, beside the additive variant that never pays.
 
 For every domain of the shipped corpus, the first N eval items are scored with one seed by every zoo model and
-adversary, with the real scorer (reference top-up included). For each model the table gives:
+adversary, with the paying score under the genesis defaults. For each model the table gives:
 - the mean loss;
 - the per-item win rate of L6 against it (L6 strictly lower; ties are reported apart);
 - a label-based audit: same-source nearest-neighbour retrieval MRR on the full texts.

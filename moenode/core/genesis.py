@@ -31,8 +31,9 @@ class Params:
     verify_timeout_ms: int = 120_000
     report_timeout_ms: int = 60_000
     round_abort_ms: int = 3_600_000
-    mask_views: int = 8  # M, split-half patterns per bucket
-    min_negatives: int = 31
+    mask_views: int = 2  # M, split-half patterns per bucket
+    min_negatives: int = 0  # reference items top a bucket up to this many negatives (0: in-batch negatives only)
+    score_window: int = 32  # tokens of an item the score sees (spec 5.4): one contest for the whole batch
     verify_views: int = 4  # views re-run per verified item
     verify_items: int = 4  # items sampled for re-execution
     verify_cos_micro: int = 999_000
@@ -65,7 +66,8 @@ BOUNDS: dict[str, tuple[int, int]] = {
     "report_timeout_ms": (50, 3_600_000),
     "round_abort_ms": (1_000, 86_400_000),
     "mask_views": (1, 32),
-    "min_negatives": (1, 255),
+    "min_negatives": (0, 255),
+    "score_window": (8, 128),
     "verify_views": (1, 64),
     "verify_items": (1, 256),
     "verify_cos_micro": (0, 1_000_000),

@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from moenode.core.crypto import H
+from moenode.core.scoring import CLS, SEP  # noqa: F401  (re-exported)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread per encoder, like the ORT session
 
-CLS, SEP, PAD, UNK, MASK = 101, 102, 0, 100, 103
+PAD, UNK, MASK = 0, 100, 103  # [CLS] and [SEP] are the protocol's (core.scoring)
 SPECIAL_IDS = (PAD, UNK, CLS, SEP, MASK)
 VOCAB = 30_522
 MAX_TOKENS = 256  # full-text embedding window, as sentence-transformers' max_seq_length

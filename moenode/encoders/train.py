@@ -54,7 +54,7 @@ def collect_views(encoder: Encoder, ids: list[list[int]], domain: str, progress:
                   mask_views: int = 8) -> Views:
     seqs: list[list[int]] = []
     groups: list[tuple[list[int], list[int]]] = []
-    params = Params(mask_views=mask_views, min_negatives=1)
+    params = Params(mask_views=mask_views, min_negatives=1, score_window=128)  # every item at its own length
     for k in range(ROUNDS):
         plan = scoring.make_plan(ids, H("train", f"{domain}/{k}".encode()), params, [])
         base = len(seqs)

@@ -76,11 +76,6 @@ def testnet_params(**overrides: Any) -> Params:
         verify_timeout_ms=30_000,
         report_timeout_ms=10_000,
         round_abort_ms=90_000,
-        # every node of a local testnet shares one machine's cores: half the split-half patterns and negatives
-        # keep a round to seconds (the ranking of models barely moves: L6 beats L3 on 76 % of items at M=4
-        # against 78 % at M=8)
-        mask_views=4,
-        min_negatives=15,
         # a testnet's winner index holds a few hundred entries, not hundreds of thousands: two nearby wins by one
         # producer are evidence enough to route to it
         routing_min_hits=2,

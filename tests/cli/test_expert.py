@@ -35,7 +35,7 @@ def test_score_json(tmp_path):
 
 @pytest.mark.slow
 def test_score_json_with_the_large_expert(tmp_path):
-    """`expert score --model mpnet-base`: the reference top-up makes even 3 items a few hundred 768-d view rows."""
+    """`expert score --model mpnet-base`: 768-d views of 3 items, each scored against the other two."""
     items = corpus.split("code_py", "eval")[:3]
     f = tmp_path / "t.jsonl"
     write_jsonl(f, items)

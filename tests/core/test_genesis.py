@@ -26,7 +26,7 @@ def test_defaults_fill_in():
 
 
 @pytest.mark.parametrize("patch, match", [
-    ("mask_views = 8", "mask_views = 99"),
+    ("mask_views = 2", "mask_views = 99"),
     ("grace_min_ms = 1000", "grace_min_ms = -1"),
     ("winner_bps = 9000", 'winner_bps = "lots"'),
 ])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from moenode.core.crypto import H
 from moenode.core.genesis import Params
+from moenode.core.scoring import ONE, z_loss
 from moenode.encoders import scoring
 
 OUT = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
@@ -52,19 +53,21 @@ def plan_case(name: str, lengths: list[int], ref_lengths: list[int], params: Par
         ids[3] = list(ids[1])  # a duplicate item: never a negative of its twin
     plan = scoring.make_plan(ids, seed, params, refs)
     return {"name": name, "shard_seed": seed.hex(), "mask_views": params.mask_views,
-            "min_negatives": params.min_negatives, "item_ids": ids, "ref_ids": refs,
+            "min_negatives": params.min_negatives, "score_window": params.score_window, "item_ids": ids,
+            "ref_ids": refs,
             "buckets": [{"t": b.t, "members": b.members, "refs": b.refs, "base": b.base, "rows": b.rows}
                         for b in plan.buckets],
             "rows": plan.rows}
 
 
 def plans() -> dict:
-    p = Params(mask_views=2, min_negatives=4)
+    p = Params(mask_views=2, min_negatives=4, score_window=128)
     cases = [
         plan_case("small", [5, 8, 9, 9, 15, 16, 20, 33, 40, 70, 130], [8, 8, 12, 16, 16, 17, 30, 64, 64, 100], p,
                   SEEDS[1]),
-        plan_case("demote", [140, 129, 65, 12, 8], [10, 11, 12, 20, 40], Params(mask_views=3, min_negatives=6),
-                  SEEDS[2]),
+        plan_case("demote", [140, 129, 65, 12, 8], [10, 11, 12, 20, 40],
+                  Params(mask_views=3, min_negatives=6, score_window=128), SEEDS[2]),
+        plan_case("window", [5, 8, 9, 9, 15, 16, 20, 33, 40, 70, 130], [8, 8, 12, 16], Params(), SEEDS[1]),
     ]
     return {"description": "make_plan on token ids: buckets, demotion, reference draws and row layout", "cases": cases}
 
@@ -73,21 +76,28 @@ def losses() -> dict:
     from moenode.encoders import zoo
 
     enc = zoo.load("minilm-l3")
-    p = Params(mask_views=2, min_negatives=4)
-    case = plan_case("losses", [8, 9, 12, 9, 16, 18, 20, 24, 10], [8, 9, 10, 16, 20, 11], p, SEEDS[1])
-    plan = scoring.make_plan(case["item_ids"], SEEDS[1], p, case["ref_ids"])
-    views = scoring.to_f16(enc.embed_ids(plan.view_seqs()))
-    case["views_f16_hex"] = views.tobytes().hex()
-    case["dim"] = enc.dim
-    case["item_losses"] = scoring.losses_from_views(plan, views)
-    return {"description": "losses recomputed exactly from revealed float16 views (rows x dim, little-endian)",
-            "cases": [case]}
+    cases = []
+    for name, p, lengths in (("losses", Params(mask_views=2, min_negatives=4), [8, 9, 12, 9, 16, 18, 20, 24, 10]),
+                             ("window", Params(), [8, 9, 12, 9, 16, 18, 20, 24, 40, 33, 70, 35])):
+        case = plan_case(name, lengths, [8, 9, 10, 16, 20, 11], p, SEEDS[1])
+        plan = scoring.make_plan(case["item_ids"], SEEDS[1], p, case["ref_ids"])
+        views = scoring.to_f16(enc.embed_ids(plan.view_seqs()))
+        case["views_f16_hex"] = views.tobytes().hex()
+        case["dim"] = enc.dim
+        case["item_losses"] = scoring.losses_from_views(plan, views)
+        cases.append(case)
+    z = [{"pos": pos, "negs": negs, "loss": z_loss(pos, negs)} for pos, negs in (
+        (ONE - 7, [ONE // 2, ONE // 3, -ONE // 5]), (0, [ONE // 2, ONE // 2 + 1]), (5, [5, 5, 5]),
+        (-ONE, [ONE, ONE - 1, ONE - 3]), (ONE // 4, [ONE // 4 + 9, ONE // 4 - 9, ONE // 4]))]
+    return {"description": "losses recomputed exactly from revealed float16 views (rows x dim, little-endian); "
+                           "z_loss on exact integer similarities (units of 2^-48)", "cases": cases, "z": z}
 
 
 def verify_sample() -> dict:
     p = replace(Params(), verify_items=3, verify_views=4)
     s = scoring.Stream("vsample", SEEDS[2])
-    return {"description": "Stream('vsample', sample_seed): choose(scored items, verify_items), then per item "
+    return {"description": "Stream('vsample', sample_seed): choose(scored items (>= 2 negatives), verify_items), "
+                           "then per item "
                            "choose(2M, verify_views), then choose(reference rows, verify_views), then "
                            "choose(items, verify_items) for embeddings and routing",
             "sample_seed": SEEDS[2].hex(), "n_scored": 20, "mask_views": 8, "verify_items": p.verify_items,

@@ -10,6 +10,7 @@ import pytest
 from moenode.core.crypto import H
 from moenode.core.genesis import Params
 from moenode.core.messages import Payload
+from moenode.core.scoring import z_loss
 from moenode.encoders import scoring, zoo
 
 VEC = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
@@ -34,21 +35,28 @@ def test_stream_and_pattern_vectors():
 
 def test_plan_vectors():
     for case in vec("plan")["cases"]:
-        p = Params(mask_views=case["mask_views"], min_negatives=case["min_negatives"])
+        p = Params(mask_views=case["mask_views"], min_negatives=case["min_negatives"],
+                   score_window=case["score_window"])
         plan = scoring.make_plan(case["item_ids"], bytes.fromhex(case["shard_seed"]), p, case["ref_ids"])
         got = [{"t": b.t, "members": b.members, "refs": b.refs, "base": b.base, "rows": b.rows} for b in plan.buckets]
         assert got == case["buckets"] and plan.rows == case["rows"]
 
 
-def test_losses_recompute_exactly_from_revealed_views():
-    case = vec("losses")["cases"][0]
-    p = Params(mask_views=case["mask_views"], min_negatives=case["min_negatives"])
+@pytest.mark.parametrize("k", [0, 1])
+def test_losses_recompute_exactly_from_revealed_views(k):
+    case = vec("losses")["cases"][k]
+    p = Params(mask_views=case["mask_views"], min_negatives=case["min_negatives"], score_window=case["score_window"])
     plan = scoring.make_plan(case["item_ids"], bytes.fromhex(case["shard_seed"]), p, case["ref_ids"])
     views = np.frombuffer(bytes.fromhex(case["views_f16_hex"]), "<f2").reshape(plan.rows, case["dim"])
     assert scoring.losses_from_views(plan, views) == case["item_losses"]
     # the arithmetic is exact, so row order inside a matmul cannot matter: permuting dims gives the same losses
     perm = np.random.default_rng(0).permutation(case["dim"])
     assert scoring.losses_from_views(plan, views[:, perm]) == case["item_losses"]
+
+
+def test_z_loss_vectors():
+    for c in vec("losses")["z"]:
+        assert z_loss(c["pos"], c["negs"]) == c["loss"]
 
 
 def test_verify_sample_vector():
@@ -99,7 +107,10 @@ def test_payload_is_valid_and_recomputes(l3_payload):
     Payload.from_body(pay.to_body())  # passes the message schema
     assert pay.model_id == enc.model_id and len(pay.item_losses) == len(TEXTS)
     assert pay.item_losses[-1] == scoring.UNSCORED  # < 8 tokens: the same constant for every candidate
-    assert all(0 <= x < scoring.MICRO for x in pay.item_losses[:-1])
+    plan = scoring.plan_for(TEXTS, SEED, P, REF)
+    scored = sorted(b.members[m] for b, m in plan.scored())
+    assert scored == [i for i in range(len(TEXTS) - 1) if i != 6]  # 6 is alone in bucket 8: no negatives
+    assert all(0 <= pay.item_losses[i] < scoring.MICRO for i in scored)
     ok, why = scoring.verify_payload(enc, enc, TEXTS, SEED, pay, P, REF)
     assert ok, why
 
