@@ -15,7 +15,8 @@ The round itself is abstracted into its outcome, following `moenode.core.round`:
   and serves one sponsor per shard, the first request by public key); the vote closes when all
   live members committed, or at `t_q + min(max(grace_min, t_q - t_first), grace_cap)`, or at the commit deadline;
   later commits are rejected (strikes). Fewer than q accepted commits: the round fails and the escrow is refunded.
-- equivocators are caught by their two commits (evidence, never accepted); withholders commit but never reveal
+- equivocators are caught by their two commits (evidence, never accepted, and named faulty by the certificate, as
+  the core's report names every member with evidence against it in the round); withholders commit but never reveal
   (strikes); fake-score members claim a loss their vectors do not support and fail verification (faulty) when they
   are the lowest claim; evaluation takes candidates by (claimed batch loss, member) exactly as the core does.
 - the certificate is signed by every live member except equivocators and accepted withholders, whose own view of
@@ -238,8 +239,9 @@ class MarketSim:
         win_claim = cv[rows, win]
         pos = np.arange(n)[None, :]
         tried_before = (claimed < win_claim[:, None]) | ((claimed == win_claim[:, None]) & (pos < win[:, None]))
-        faulty = revealed & fake & tried_before & ok[:, None]
         equiv = (beh == "equivocate") & online
+        # a report names faulty the members that failed verification and those with evidence against them
+        faulty = ((revealed & fake & tried_before) | equiv) & ok[:, None]
         struck = ((~accepted) | (accepted & ~revealed)) & ~faulty & ~equiv
         # settle, strike, learn
         winner = M[rows, win]

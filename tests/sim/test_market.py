@@ -4,8 +4,9 @@ import numpy as np
 
 from moenode.core.genesis import Params
 from moenode.core.routing import Candidate, decide
-from moenode.sim.config import parse
+from moenode.sim.config import override, parse
 from moenode.sim.market import MarketSim, decide_many
+from moenode.testing.simkit import small
 
 SMALL = """
 [sim]
@@ -60,6 +61,27 @@ def test_byzantine_are_punished_and_honest_balances_survive():
     assert cls["honest"]["earned_per_node"] > max(cls[c]["earned_per_node"] for c in cls if c != "honest")
     assert cls["honest"]["slashed_per_node"] == 0
     assert m.book.supply() == m.book.initial
+
+
+def test_an_equivocator_in_a_certified_round_is_also_marked_faulty():
+    """The core's report names faulty every member with evidence against it in the round, so an equivocator that
+    sat in a certified round loses the equivocation and the faulty-mark slash, one caught only in rounds that
+    failed the equivocation slash alone (one epoch, so each slash is taken from the initial stake)."""
+    sc = override(small(nodes=30, submissions=20), {
+        "adversary.equivocate": 0.05, "adversary.fake": 0.05, "adversary.withhold": 0.05,
+        "adversary.collapsed": 0.05, "world.slow": 0.1, "world.slow_factor": 200})
+    m = MarketSim(sc)
+    m.run()
+    p = sc.params
+    equivocators = {k for i, k in enumerate(m.pop.keys) if m.pop.node_class(i) == "equivocate"}
+    caught = {bytes.fromhex(h) for t in m.trace for h in t["members"]} & equivocators
+    certified = {bytes.fromhex(h) for t in m.trace if t["winner"] for h in t["members"]} & equivocators
+    assert certified and caught - certified  # the run covers both cases
+    for k in equivocators:
+        bps = (p.equivocation_slash_bps if k in caught else 0) + (p.reveal_mismatch_slash_bps if k in certified else 0)
+        assert m.rec.slashed[m.pop.index_of[k]] == sc.sim.stake * bps // 10_000
+        assert m.rec.faulty[m.pop.index_of[k]] == sum(t["winner"] is not None and k.hex() in t["members"]
+                                                      for t in m.trace)
 
 
 def test_decide_many_is_decide():
