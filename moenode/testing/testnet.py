@@ -84,6 +84,11 @@ def testnet_params(**overrides: Any) -> Params:
         # a testnet's winner index holds a few hundred entries, not hundreds of thousands: two nearby wins by one
         # producer are evidence enough to route to it
         routing_min_hits=2,
+        # the router (minilm-l3) puts two items of one corpus domain at cosine 0.15-0.33 (median) and two of different
+        # domains at 0.10; at the default 0.5 only 1-14 % of same-domain pairs count, so a testnet's small index
+        # never covered half a batch and no member ever proxied. At 0.35, 85 % of the neighbours that count share
+        # the item's domain (600 corpus items, 5 domains)
+        routing_min_cos_micro=350_000,
     )
     short.update(overrides)
     return replace(Params(), **short)
