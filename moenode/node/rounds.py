@@ -557,28 +557,31 @@ class Rounds:
         return ProxyAnswer.of(sub).encode()
 
     # the submitter ---------------------------------------------------------------------------------------------------------
-    async def submit(self, texts: list[str], fee: int, attempts: int) -> tuple[Attempt, list[Attempt]]:
-        """Pay, send the Input, drive the SubmitterRound; on failure refund after the deadline and retry."""
+    async def submit(self, texts: list[str], fee: int, attempts: int, wait_ms: int = 0
+                     ) -> tuple[Attempt, list[Attempt]]:
+        """Pay, send the Input, drive the SubmitterRound; on failure refund after the deadline and retry.
+        `wait_ms` > 0: members may take that long to commit (the Input's `commit_by_ms`), for slow, strong models."""
         done: list[Attempt] = []
         for _ in range(attempts):
-            a = await self._attempt(texts, fee)
+            a = await self._attempt(texts, fee, wait_ms)
             done.append(a)
             if a.status == "certified":
                 return a, done
         raise SubmitError(f"no certificate after {len(done)} attempt(s)", done)
 
-    async def _attempt(self, texts: list[str], fee: int) -> Attempt:
+    async def _attempt(self, texts: list[str], fee: int, wait_ms: int = 0) -> Attempt:
         node = self.node
         t0 = node.now_ms()
         epoch = max(0, node.genesis.epoch(t0))
         nonce = os.urandom(32)
         dh = data_hash([t.encode("utf-8") for t in texts])
         sid = derive_shard_id(epoch, dh, nonce, self.me)
-        deadline = t0 + node.params.round_abort_ms
+        commit_by = t0 + wait_ms if wait_ms > 0 else 0
+        deadline = t0 + wait_ms + node.params.round_abort_ms
         pay = await node.payments.pay_escrow(sid, fee, deadline)
         paid = node.now_ms()
         try:
-            a = await self._run_round(texts, fee, epoch, nonce, dh, sid, deadline, pay, t0)
+            a = await self._run_round(texts, fee, epoch, nonce, dh, sid, deadline, pay, t0, commit_by)
         except (ProtocolError, LocalRoundError) as e:  # e.g. the epoch's table closed between paying and sending
             a = Attempt(sid, "failed", f"could not start the round: {e}", None, elapsed_ms=node.now_ms() - t0)
         a.pay_ms = paid - t0
@@ -596,10 +599,11 @@ class Rounds:
         return a
 
     async def _run_round(self, texts: list[str], fee: int, epoch: int, nonce: bytes, dh: bytes, sid: bytes,
-                         deadline: int, pay, t0: int) -> Attempt:
+                         deadline: int, pay, t0: int, commit_by: int = 0) -> Attempt:
         node = self.node
         inp = Input(shard_id=sid, epoch=epoch, submitter=self.me, pay_id=pay.id, pay_cert=pay.encode(), fee=fee,
-                    data_hash=dh, nonce=nonce, modality="text", deadline_ms=deadline, items=tuple(texts))
+                    data_hash=dh, nonce=nonce, modality="text", deadline_ms=deadline, items=tuple(texts),
+                    commit_by_ms=commit_by)
         env = seal(inp, node.signer, node.net_id)
         ctx = self._derive(inp)
         rnd = SubmitterRound(ctx, env)
