@@ -19,6 +19,13 @@ def test_default_models_are_distinct_general_models_then_specialists():
     assert default_models(7, names)[5:] == ["minilm-l6", "minilm-l3"]
 
 
+def test_default_market_has_the_large_expert_specialists_and_generalists():
+    names = ["minilm-l6", "minilm-l3", "mpnet-base", "spec-code", "spec-legal", "spec-man", "adv-noise"]
+    assert default_models(5, names) == ["minilm-l6", "mpnet-base", "spec-code", "spec-legal", "spec-man"]
+    assert default_models(6, names)[5] == "minilm-l3"
+    assert "mpnet-base" not in default_models(4, names)  # a small testnet stays light
+
+
 def test_testnet_genesis_round_trips_and_funds_the_faucet(tmp_path):
     tn = Testnet.create(tmp_path / "tn", 3, models=["minilm-l6", "minilm-l3", "minilm-l6"], epoch_ms=5_000)
     g = parse_genesis((tmp_path / "tn" / "genesis.toml").read_text())
