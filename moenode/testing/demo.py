@@ -64,20 +64,20 @@ class NullUI:
         pass
 
 
-def workload(submissions: int, batch: int, seed: int = 0, domains: Sequence[str] | None = None
-             ) -> list[tuple[str, list[str]]]:
+def workload(submissions: int, batch: int, seed: int = 0, domains: Sequence[str] | None = None,
+             audit: bool = False) -> list[tuple[str, list[str]]]:
     """`submissions` batches of real text, each from one domain of the shipped corpus (domains in turn).
 
-    Items come from each domain's eval split in a seed-determined order, so runs are reproducible and batches of one
-    run do not repeat items until a domain is exhausted.
+    Items come from each domain's eval split (with `audit`: the held-out audit set) in a seed-determined order, so
+    runs are reproducible and batches of one run do not repeat items until a domain is exhausted.
     """
     from moenode.core.crypto import H
     from moenode.encoders import corpus
 
-    domains = list(domains or corpus.domains())
+    domains = list(domains or (corpus.audit_domains() if audit else corpus.domains()))
     pools = {}
     for d in domains:
-        items = corpus.split(d, "eval")
+        items = corpus.audit(d) if audit else corpus.split(d, "eval")
         pools[d] = [it.text for it in sorted(items, key=lambda it: H("demo-order", f"{seed}/{it.id}".encode()))]
     out, cursor = [], dict.fromkeys(domains, 0)
     for i in range(submissions):
@@ -284,44 +284,66 @@ def run_workload(tn: Testnet, cfg: DemoConfig, ui: Any = None, on_done: Any = No
     return summary
 
 
-def delivered_quality(subs: Sequence[Submitted], models: Sequence[str], ui: Any = None) -> dict[str, Any]:
-    """Label quality (same-source MRR, one index) of what the certified rounds delivered, per domain and over every
-    batch together, against each of `models` run alone on the same texts. Failed rounds are left out of both."""
+def delivered_quality(subs: Sequence[Submitted], models: Sequence[str], label_of: dict[str, str] | None = None,
+                      candidates: dict[int, list[str]] | None = None, model_of: dict[str, str] | None = None,
+                      ui: Any = None) -> dict[str, Any]:
+    """Label quality (MRR of same-label neighbours, one index) of what the certified rounds delivered, per domain and
+    over every batch together, against each of `models` run alone on the same texts. Failed rounds are left out.
+
+    `label_of` maps a text to its label (default: its source in the shipped corpus). With `candidates` (round index
+    -> the models of that round's honest candidates) and `model_of` (account hex -> model), also the per-batch
+    agreement of the winner with label quality (`quality.batch_agreement` over within-batch MRR)."""
     from moenode.client import decode_embeddings
     from moenode.encoders import corpus
-    from moenode.testing.quality import one_index_mrr, solo_vectors
+    from moenode.testing.quality import batch_agreement, one_index_mrr, solo_vectors
 
     ui = ui or NullUI()
     ok = [s for s in subs if s.ok]
-    sources: dict[str, str] = {}
-    for d in sorted({s.domain for s in ok}):
-        sources.update((it.text, it.source) for it in corpus.load(d))
-    texts = {s.index: s.texts for s in ok}
+    if label_of is None:
+        label_of = {}
+        for d in sorted({s.domain for s in ok}):
+            label_of.update((it.text, it.source) for it in corpus.load(d))
     delivered = {s.index: decode_embeddings(s.result) for s in ok}
-    solo: dict[str, dict[int, Any]] = {}
+    labels = {s.index: [f"{s.domain}/{label_of.get(t, '?')}" for t in s.texts] for s in ok}
+    solo: dict[str, dict[int, Any]] = {m: {} for m in models}
     for m in models:
-        allt = [t for s in ok for t in texts[s.index]]
-        vecs = solo_vectors(m, allt) if allt else None
-        at, solo[m] = 0, {}
+        vecs = solo_vectors(m, [t for s in ok for t in s.texts]) if ok else None
+        at = 0
         for s in ok:
-            solo[m][s.index] = vecs[at:at + len(texts[s.index])]
-            at += len(texts[s.index])
+            solo[m][s.index] = vecs[at:at + len(s.texts)]
+            at += len(s.texts)
         ui.advance(m)
 
     def score(group: Sequence[Submitted]) -> dict[str, Any]:
-        labels = [f"{s.domain}/{sources.get(t, '?')}" for s in group for t in texts[s.index]]
-        got = one_index_mrr([delivered[s.index] for s in group], labels)
-        alone = {m: one_index_mrr([solo[m][s.index] for s in group], labels) for m in models}
+        lab = [x for s in group for x in labels[s.index]]
+        got = one_index_mrr([delivered[s.index] for s in group], lab)
+        alone = {m: one_index_mrr([solo[m][s.index] for s in group], lab) for m in models}
         best = max((v for v in alone.values() if v is not None), default=None)
-        best_model = next((m for m, v in alone.items() if v == best), None)
-        return {"rounds": len(group), "delivered_mrr": got, "alone_mrr": alone, "best_single": best_model,
-                "ratio_to_best": got / best if got is not None and best else None}
+        row: dict[str, Any] = {
+            "rounds": len(group), "delivered_mrr": got, "alone_mrr": alone,
+            "best_single": next((m for m, v in alone.items() if v == best), None),
+            "ratio_to_best": got / best if got is not None and best else None,
+            "ratio_to_each": {m: got / v if got is not None and v else None for m, v in alone.items()},
+            "proxied_rounds": sum(1 for s in group if (s.served or 0) > 0
+                                  or s.result.get("producer") != s.result.get("winner")),
+            "proxied_wins": sum(1 for s in group if s.result.get("producer") != s.result.get("winner")),
+        }
+        if candidates is not None and model_of is not None:
+            agree = pairs = 0
+            for s in group:
+                cands = [m for m in candidates.get(s.index, []) if m in solo]
+                within = {m: one_index_mrr([solo[m][s.index]], labels[s.index]) for m in set(cands)}
+                within = {m: v for m, v in within.items() if v is not None}
+                a, n = batch_agreement(within, model_of.get(s.result.get("producer", ""), "?"))
+                agree, pairs = agree + a, pairs + n
+            row["agreement"] = agree / pairs if pairs else None
+            row["agreement_pairs"] = pairs
+        return row
 
-    out = {"mixed": score(ok) if ok else None, "domains": {}}
+    out: dict[str, Any] = {"mixed": score(ok) if ok else None, "domains": {}}
     for d in sorted({s.domain for s in ok}):
         out["domains"][d] = score([s for s in ok if s.domain == d])
     return out
-
 
 
 def measure_single_iter(batches: Sequence[list[str]], model: str, params: Params | None = None):
