@@ -260,16 +260,17 @@ def run_workload(tn: Testnet, cfg: DemoConfig, ui: Any = None, on_done: Any = No
     batches = workload(cfg.submissions, cfg.batch, cfg.seed, cfg.domains)
     supply_before = next(iter(ledger_views(tn).values()), (None, None))[0]
     single: list[float] = []
+    params = parse_genesis(tn.genesis_path.read_text()).params
+    deadline_ms = min(cfg.deadline_ms, params.round_abort_ms)  # the most a node's control API accepts
     if cfg.measure_baseline:
         ui.phase("single-node baseline", len(batches))
-        params = parse_genesis(tn.genesis_path.read_text()).params
         for ms in measure_single_iter([t for _, t in batches], cfg.baseline_model, params):
             single.append(ms)
             ui.advance(f"{ms:.0f} ms")
     counters_before = proxy_counters(tn)
     ui.phase("submissions", len(batches))
     subs = submit_all(tn, batches, concurrency=cfg.concurrency, fee=cfg.fee, timeout=cfg.submit_timeout_s, ui=ui,
-                      on_done=on_done, gateways=cfg.gateways, deadline_ms=cfg.deadline_ms)
+                      on_done=on_done, gateways=cfg.gateways, deadline_ms=deadline_ms)
     ui.close()
     views = wait_ledgers_equal(tn, cfg.settle_timeout_s)
     supplies = {v[0] for v in views.values()}
