@@ -439,8 +439,7 @@ class Rounds:
         own = await trio.to_thread.run_sync(self.node.compute.payload, list(w.items), w.shard_seed,
                                             abandon_on_cancel=True)
         self._learn(own.batch_loss)
-        vecs = self.routing_vectors_of(own)
-        await trio.to_thread.run_sync(self.history.add, w.shard_id, vecs, self.me, own.item_losses, 0)
+        await self._remember(w.shard_id, own)
         slot.route = slot.route or "self"
         return Submission(shard_id=w.shard_id, member=self.me, producer=self.me, payload=own, proxy=None)
 
@@ -486,6 +485,17 @@ class Rounds:
         if not expert_done.is_set():
             node.metrics.inc("proxy_hedged")  # the expert had not answered when the vote came near
         return own[0]
+
+    async def _remember(self, shard_id: bytes, payload: Payload) -> None:
+        """Our per-item losses of a payload we computed, into our own history (bounded: the oldest go first)."""
+        epoch = max(0, self.node.genesis.epoch(self.node.now_ms()))
+        vecs = self.routing_vectors_of(payload)
+
+        def add() -> None:
+            self.history.add(shard_id, vecs, self.me, payload.item_losses, epoch)
+            self.history.trim(epoch)
+
+        await trio.to_thread.run_sync(add)
 
     def _learn(self, loss: int) -> None:
         self.own_loss = loss if self.own_loss is None else (3 * self.own_loss + loss) // 4
@@ -550,8 +560,7 @@ class Rounds:
         if isinstance(res, Refusal):
             return ProxyAnswer.of(res).encode()
         payload = await trio.to_thread.run_sync(node.compute.payload, list(inp.items), ctx.shard_seed)
-        await trio.to_thread.run_sync(self.history.add, inp.shard_id, self.routing_vectors_of(payload), self.me,
-                                      payload.item_losses, 0)
+        await self._remember(inp.shard_id, payload)
         sub = self.desk.sign(inp.shard_id, env.signer, payload)
         node.metrics.inc("proxies_served")
         return ProxyAnswer.of(sub).encode()
