@@ -30,34 +30,20 @@ import numpy as np
 def one_index_mrr(batches: Sequence[np.ndarray], labels: Sequence[str]) -> float | None:
     """Global MRR of the first same-label neighbour over one index holding every batch's vectors (`labels` in the
     order of the concatenated rows). Rows of another dimension are never neighbours. None if no label repeats."""
+    from moenode.encoders.train import mrr_of_similarities
+
     dims = [b.shape[1] for b in batches]
-    rows = [b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12) for b in batches]
-    lab = np.asarray(labels)
-    space = np.concatenate([np.full(len(b), d) for b, d in zip(batches, dims)])
-    if len(lab) != len(space):
-        raise ValueError(f"{len(lab)} labels for {len(space)} vectors")
-    sims = np.full((len(lab), len(lab)), -np.inf, dtype=np.float32)
     offsets = np.cumsum([0] + [len(b) for b in batches])
+    if len(labels) != offsets[-1]:
+        raise ValueError(f"{len(labels)} labels for {offsets[-1]} vectors")
+    sims = np.full((offsets[-1], offsets[-1]), -np.inf, dtype=np.float32)
     for d in sorted(set(dims)):
         idx = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i, dd in enumerate(dims) if dd == d])
-        group = np.concatenate([r for r, dd in zip(rows, dims) if dd == d]).astype(np.float32)
+        group = np.concatenate([b for b, dd in zip(batches, dims) if dd == d]).astype(np.float32)
+        group /= np.maximum(np.linalg.norm(group, axis=1, keepdims=True), 1e-12)
         sims[np.ix_(idx, idx)] = group @ group.T
     np.fill_diagonal(sims, -np.inf)
-    rr = []
-    for i in range(len(lab)):
-        same = lab == lab[i]
-        same[i] = False
-        if not same.any():
-            continue
-        reachable = same & (space == space[i])
-        if not reachable.any():
-            rr.append(0.0)
-            continue
-        best = sims[i][reachable].max()
-        other = ~same
-        other[i] = False
-        rr.append(1.0 / (1 + int((sims[i][other] >= best).sum())))
-    return float(np.mean(rr)) if rr else None
+    return mrr_of_similarities(sims, labels)
 
 
 def solo_vectors(model: str, texts: Sequence[str]) -> np.ndarray:
