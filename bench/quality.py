@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         tn.stop()
     market = sorted({nd.model for nd in tn.nodes})
-    q = delivered_quality(subs, market, label_of, candidates, model_of)
+    q = delivered_quality(subs, market, label_of=label_of, candidates=candidates, model_of=model_of)
     result = {
         "bench": "quality", "nodes": args.nodes, "models": [nd.model for nd in tn.nodes], "domains": domains,
         "batches_per_domain": args.batches, "batch": args.batch, "deadline_ms": int(args.deadline * 1000),

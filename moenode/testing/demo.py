@@ -280,12 +280,12 @@ def run_workload(tn: Testnet, cfg: DemoConfig, ui: Any = None, on_done: Any = No
     summary = summarize(tn, cfg, subs, single, supply_before, supply_after, proxies)
     if cfg.measure_quality:
         ui.phase("quality: each model alone", len({nd.model for nd in tn.nodes}))
-        summary["quality"] = delivered_quality(subs, sorted({nd.model for nd in tn.nodes}), ui)
+        summary["quality"] = delivered_quality(subs, sorted({nd.model for nd in tn.nodes}), ui=ui)
         ui.close()
     return summary
 
 
-def delivered_quality(subs: Sequence[Submitted], models: Sequence[str], label_of: dict[str, str] | None = None,
+def delivered_quality(subs: Sequence[Submitted], models: Sequence[str], *, label_of: dict[str, str] | None = None,
                       candidates: dict[int, list[str]] | None = None, model_of: dict[str, str] | None = None,
                       ui: Any = None) -> dict[str, Any]:
     """Label quality (MRR of same-label neighbours, one index) of what the certified rounds delivered, per domain and
