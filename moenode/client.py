@@ -149,10 +149,13 @@ class Control:
     def metrics(self) -> str:
         return self._call("GET", "/metrics")
 
-    def submit(self, texts: Sequence[str], fee: int | None = None, timeout: float = 300.0) -> dict[str, Any]:
+    def submit(self, texts: Sequence[str], fee: int | None = None, timeout: float = 300.0,
+               deadline_ms: int = 0) -> dict[str, Any]:
         body: dict[str, Any] = {"texts": list(texts)}
         if fee is not None:
             body["fee"] = fee
+        if deadline_ms:
+            body["deadline_ms"] = deadline_ms
         return self._call("POST", "/submit", body, timeout=timeout)
 
     def transfer(self, to: str, amount: int, timeout: float = 60.0) -> dict[str, Any]:

@@ -73,27 +73,29 @@ def selection() -> None:
 
 
 def rounds() -> None:
-    """Three recorded rounds through the in-process driver with real Ed25519 keys and synthetic payloads."""
+    """Four recorded rounds through the in-process driver with real Ed25519 keys and synthetic payloads."""
     out = []
     submitter = Ed25519Signer.from_entropy(b"vector-submitter")
     items = ["The quick brown fox jumps over the lazy dog.", "Shards embed, the best loss wins.",
              "def f(x): return x + 1"]
-    for name in ("happy_path", "straggler_struck", "fake_score_caught"):
+    for name in ("happy_path", "straggler_struck", "fake_score_caught", "straggler_waited_for"):
         sc = Scenario(make_signers(10, b"vector"))
         nonce = H("vector-nonce", name.encode())
         first = sc.shard().run(submitter, items, nonce)
         members = sorted(first.members)
-        if name == "straggler_struck":
+        wait_ms = 6_000 if name == "straggler_waited_for" else 0  # the submitter's commit deadline: 6 s
+        if name in ("straggler_struck", "straggler_waited_for"):
             sc.took[members[0]] = 4_000
         if name == "fake_score_caught":
             sc.cheaters.add(members[1])
         trace: list[str] = []
         shard = sc.shard(link=lambda src, dst, env: (trace.append(H("trace", env.encode()).hex()), [1])[1])
-        res = shard.run(submitter, items, nonce)
+        res = shard.run(submitter, items, nonce, wait_ms=wait_ms)
         cert = res.submitter.certificate
         out.append({"name": name, "genesis_toml": genesis_to_toml(sc.genesis), "submitter_entropy": "vector-submitter",
                     "member_entropy_tag": "vector", "items": items, "nonce": nonce.hex(),
-                    "behaviour": {"slow": [m.hex() for m in members[:1]] if name == "straggler_struck" else [],
+                    "wait_ms": wait_ms,
+                    "behaviour": {"slow": [m.hex() for m in members[:1]] if "straggler" in name else [],
                                   "cheaters": [members[1].hex()] if name == "fake_score_caught" else []},
                     "members": [m.hex() for m in members], "messages": len(trace),
                     "trace_digest": H("trace", "".join(trace).encode()).hex(),

@@ -313,6 +313,9 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
                                  "dim)."),
         as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON (embeddings base64)."),
         timeout: float = typer.Option(600.0, help="Seconds to wait for a certificate."),
+        deadline: float = typer.Option(0.0, "--deadline", help="Seconds the shard's members may take to commit "
+                                       "(0: the network's timers). Trades latency for quality: members wait for "
+                                       "every commit until then, so a slow, strong model is not struck."),
     ) -> None:
         """Embed one batch of text through the network: pay, send to a shard, wait for the certificate.
 
@@ -323,6 +326,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
           moenode submit --home ~/mynode "first text" "second text"
 
           moenode submit --home ./testnet/node2 --file batch.jsonl --out vectors.npy --json
+
+          moenode submit --home ./testnet/node1 --deadline 60 "wait for the large expert"
         """
         items = _read_texts(texts or [], file)
         if not items:
@@ -331,11 +336,13 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
             fail(f"a batch holds at most 256 items, got {len(items)}; split the file", 2)
         if fee is not None and fee < 1:
             fail("--fee must be a positive integer", 2)
+        if not 0 <= deadline <= 86_400:
+            fail("--deadline must be between 0 and 86400 seconds", 2)
         from moenode.client import ControlError, decode_embeddings
 
         ctl = _control(_home(home), timeout)
         try:
-            res = ctl.submit(items, fee, timeout=timeout)
+            res = ctl.submit(items, fee, timeout=max(timeout, deadline + 60), deadline_ms=int(deadline * 1000))
         except ControlError as e:
             fail(str(e))
         emb = decode_embeddings(res)

@@ -129,14 +129,21 @@ def demo(
     dir: Path = typer.Option(None, "--dir", "-d", help="Testnet directory (default: a new temporary one)."),
     keep: bool = typer.Option(False, "--keep", help="Leave the testnet running afterwards."),
     epoch_ms: int = typer.Option(30_000, help="Epoch length in ms."),
+    deadline: float = typer.Option(60.0, "--deadline", min=0, max=90, help="Seconds each submission lets the "
+                                   "shard's members take to commit (0: the network's timers); the large expert "
+                                   "needs it."),
+    quality: bool = typer.Option(True, "--quality/--no-quality", help="Also measure the label quality delivered "
+                                 "against each model alone (embeds every batch locally with each model)."),
 ) -> None:
     """The whole flow: start a testnet, submit real text batches, check every certificate, print a summary.
 
-    Each submission is a batch from one domain of the shipped corpus, sent through the nodes in turn; the nodes include domain specialists, so members proxy to experts. Also measures one node embedding and scoring the same batches alone (embed_ms_single), for the latency ratio and the compute ceiling.
+    Each submission is a batch from one domain of the shipped corpus, sent through the nodes in turn; from 5 nodes on, the market holds the large expert (mpnet-base), the domain specialists and the general models, so members that expect to lose proxy to experts. The table shows proxied rounds and wins, wins per producer and per domain, and the label quality delivered against each model alone. Also measures one node embedding and scoring the same batches alone (embed_ms_single), for the latency ratio and the compute ceiling.
 
     Example:
 
       moenode testnet demo --nodes 5 --submissions 20 --json demo.json
+
+      moenode testnet demo --nodes 6 --deadline 0 --no-quality
     """
     import tempfile
 
@@ -146,7 +153,7 @@ def demo(
     setup_logging("warning")
     root = dir or Path(tempfile.mkdtemp(prefix="moenode-demo-"))
     cfg = DemoConfig(nodes=nodes, submissions=submissions, batch=batch, concurrency=concurrency,
-                     epoch_ms=epoch_ms, keep=keep)
+                     epoch_ms=epoch_ms, keep=keep, deadline_ms=int(deadline * 1000), measure_quality=quality)
     try:
         summary = run_demo(root, cfg, ui=_demo_ui())
     except TestnetError as e:
@@ -251,8 +258,12 @@ def print_demo_summary(s: dict[str, Any]) -> None:
         ("certified", s["certified"], ""),
         ("failed", s["failed"], ""),
         ("refunded attempts", s.get("retried", 0), "rounds that could not certify and were retried"),
-        ("proxied", s["proxied"], f"rounds where an expert produced a member's submission "
-                                   f"({s.get('proxied_wins', 0)} of them won)"),
+        ("proxied", s["proxied"], f"proxy requests experts served ({s.get('proxied_wins', 0)} proxied wins)"),
+        ("proxied rounds", "?" if s.get("proxied_rounds") is None else
+         f"{s['proxied_rounds']} ({100 * (s.get('proxied_share') or 0):.0f} %)",
+         "rounds in which an expert outside the shard served a member; goal >= 20 %"),
+        ("commit deadline", f"{s.get('deadline_ms', 0) / 1000:.0f} s", "the submitter waits this long for every "
+         "commit (0: the network's timers)"),
         ("latency p50 / p99", f"{lat.get('p50', 0):.0f} / {lat.get('p99', 0):.0f} ms", "submit to certificate"),
         ("embed_ms_single p50", f"{single.get('p50', 0):.0f} ms", "one node embeds + scores the batch alone"),
         ("latency_ratio p50 / p99", f"{s['latency_ratio_p50']:.2f} / {s.get('latency_ratio_p99', 0):.2f}",
@@ -272,4 +283,28 @@ def print_demo_summary(s: dict[str, Any]) -> None:
     w.add_column("wins")
     for dom, counts in sorted(s.get("winners_by_domain", {}).items()):
         w.add_row(dom, ", ".join(f"{m} {k}" for m, k in sorted(counts.items(), key=lambda x: -x[1])))
+    w.add_row("[bold]all[/]", ", ".join(f"{m} {k}" for m, k in sorted((s.get("wins_by_producer") or {}).items(),
+                                                                       key=lambda x: -x[1])))
     c.print(w)
+    _print_quality(c, s.get("quality"))
+
+
+def _print_quality(c, q: dict[str, Any] | None) -> None:
+    """Delivered label quality (same-source MRR, one index) against each model alone."""
+    if not q or not q.get("mixed"):
+        return
+    from rich.table import Table
+
+    models = sorted(q["mixed"]["alone_mrr"])
+    t = Table(title="quality delivered (same-source MRR, one index) against each model alone", title_justify="left")
+    for col in ["corpus", "rounds", "delivered", *models, "vs best single"]:
+        t.add_column(col, justify="left" if col == "corpus" else "right")
+
+    def cell(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    for name, row in [("all domains (mixed)", q["mixed"]), *sorted(q.get("domains", {}).items())]:
+        ratio = row.get("ratio_to_best")
+        t.add_row(name, str(row["rounds"]), cell(row["delivered_mrr"]), *[cell(row["alone_mrr"][m]) for m in models],
+                  "-" if ratio is None else f"{ratio:.3f}x ({row['best_single']})")
+    c.print(t)

@@ -16,7 +16,7 @@ Other modules register further types (ledger orders) with `@register`, so the re
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from functools import cache, cached_property
 from typing import Any, ClassVar, TypeVar
 
@@ -136,9 +136,10 @@ PK = blob(PUBKEY_SIZE)
 SIG = blob(SIG_SIZE)
 
 
-def spec(check: Check) -> Any:
-    """A dataclass field whose value is checked by `check` when decoded."""
-    return field(metadata={"check": check})
+def spec(check: Check, default: Any = MISSING) -> Any:
+    """A dataclass field whose value is checked by `check` when decoded (a default only spares constructors: the
+    field is on the wire either way)."""
+    return field(default=default, metadata={"check": check})
 
 
 # the message base -------------------------------------------------------------------------------------------------
@@ -383,10 +384,15 @@ class Input(Message):
     modality: str = spec(text(16))
     deadline_ms: int = spec(uint())
     items: tuple[str, ...] = spec(seq(ITEM, MAX_ITEMS, 1))
+    # the submitter's commit deadline (unix ms; 0: the genesis timers): members wait for every commit until then, so a
+    # slow, strong model can take part without a latency strike; the submitter trades latency for quality
+    commit_by_ms: int = spec(uint(), 0)
 
     def validate(self) -> None:
         from moenode.core.selection import data_hash
 
+        if self.commit_by_ms and self.commit_by_ms >= self.deadline_ms:
+            raise SchemaError("Input: commit_by_ms must come before deadline_ms")
         if self.modality != "text":
             raise SchemaError(f"Input: modality {self.modality!r} is not supported")
         if data_hash([s.encode("utf-8") for s in self.items]) != self.data_hash:

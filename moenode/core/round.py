@@ -12,7 +12,8 @@ A member moves through these phases (the table `TRANSITIONS` below is the whole 
 
     WORKING     the driver embeds, routes and scores (effect `Work`); commits of faster members are already kept
     COMMITTING  own `Commit` sent to every member; vote once all n committed, or q committed plus the adaptive grace
-                `max(grace_min, t_q - t_first)` (capped), or at the commit deadline
+                `max(grace_min, t_q - t_first)` (capped; never before the submitter's `commit_by_ms`), or at the commit
+                deadline (the later of the genesis window and `commit_by_ms`)
     VOTING      `CommitVotes` sent; a member's digest is accepted with >= q votes for it, rejected once q is out of
                 reach (missing votes count as rejects at the vote deadline)
     REVEALING   accepted members send `Reveal`; a reveal must match its accepted digest (else: evidence, faulty)
@@ -196,7 +197,9 @@ class ShardContext:
         return self.params.commit_timeout_ms + self.params.commit_ms_per_mib * -(-size // MiB)
 
     def commit_deadline(self, start: int) -> int:
-        return start + self._commit_window
+        """The latest a commit counts: the genesis window from `start` (the Input's arrival), or the submitter's
+        `commit_by_ms` when that is later."""
+        return max(start + self._commit_window, self.input.commit_by_ms)
 
 
 # the member ------------------------------------------------------------------------------------------------------------
@@ -498,7 +501,9 @@ class MemberRound:
             times = sorted(self.commit_times)
             t_first, t_q = times[0], times[self.ctx.q - 1]
             p = self.ctx.params
-            self.vote_at = t_q + min(max(p.grace_min_ms, t_q - t_first), p.grace_cap_ms)
+            # the submitter's commit deadline holds the grace open: it asked to wait for the slowest member
+            self.vote_at = max(t_q + min(max(p.grace_min_ms, t_q - t_first), p.grace_cap_ms),
+                               self.ctx.input.commit_by_ms)
         return self._vote(now) if now >= self.vote_due() else []
 
     def vote_due(self) -> int:

@@ -22,7 +22,16 @@ those neighbour lists. Everything from there on is this pure function: integers 
    (default 9,500: proxy only when the expert is expected to be more than ~5 % better) keeps members from paying a
    producer's share for noise.
 
-`rank` and `decide` are the two halves of `route`; a driver that routes many members of one shard against the same
+5. **The member's own estimate** (`own_estimate`, used by `plan`). Winners' losses are only comparable with what
+   the member would score *in the same region*: losses differ between domains by a factor of three, so a moving
+   average over all of a member's batches says little about this one. A node keeps a second index of its own
+   computed per-item losses (every payload it produced, won or lost), and its estimate is that history aggregated
+   exactly like an expert's (`rank` over its own neighbours); a region it has never worked in falls back to its
+   running average, and a node with neither takes the region's typical winning loss (`region_norm`), so it
+   proxies only to an expert better than the norm there.
+
+`plan` is what a driver executes: the own estimate, then the experts to ask in rank order (each one beyond the
+margin), at most `tries` of them. `rank` and `decide` are the two halves of `route`; a driver that routes many members of one shard against the same
 index (the simulator's market level) ranks once and decides per member, which is exactly `route` for each of them
 (tests/core/test_routing.py checks the identity).
 
@@ -133,3 +142,75 @@ def route(
     if me:
         banned.add(me)
     return decide(own_estimate_micro, rank(neighbours, prices, params, banned, max_price_bps), params, me)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a member does with a batch: `experts` (best first, each expected to beat `own_estimate_micro` by the
+    margin) to ask in turn, or nobody (do the work yourself). `own_source` says where the estimate came from:
+    "region" (own history near these items), "average" (own running average), "region norm" (the winners' typical
+    loss near these items, for a member with no history at all) or "none"."""
+
+    experts: tuple[Candidate, ...]
+    own_estimate_micro: int | None
+    own_source: str
+    reason: str
+
+    @property
+    def proxy(self) -> bool:
+        return bool(self.experts)
+
+    @property
+    def expected_loss_micro(self) -> int | None:
+        return self.experts[0].loss_micro if self.experts else self.own_estimate_micro
+
+
+def own_estimate(own_neighbours: Sequence[Iterable[Neighbour]], me: bytes, params: Params,
+                 average_micro: int | None = None) -> tuple[int | None, str]:
+    """The member's expected batch loss: its own per-item history near the batch's items, aggregated like an expert's
+    evidence (lower median per item, mean over covered items, at least half the batch covered); else its running
+    average; else unknown."""
+    mine = [[nb for nb in item if nb[0] == me] for item in own_neighbours]
+    region = rank(mine, {me: 0}, params)
+    if region:
+        return region[0].loss_micro, "region"
+    if average_micro is not None:
+        return average_micro, "average"
+    return None, "none"
+
+
+def region_norm(neighbours: Sequence[Iterable[Neighbour]], params: Params) -> int | None:
+    """The typical winning loss near the batch (lower median of every qualifying neighbour's loss): the estimate of a
+    member that knows nothing of itself yet, so its first rounds proxy only to an expert better than the norm."""
+    losses = [loss for item in neighbours for _, loss, cos in item if cos >= params.routing_min_cos_micro]
+    return median_low(losses) if losses else None
+
+
+def plan(
+    neighbours: Sequence[Iterable[Neighbour]],
+    own_neighbours: Sequence[Iterable[Neighbour]],
+    prices: Mapping[bytes, int],
+    params: Params,
+    me: bytes,
+    members: Iterable[bytes],
+    own_average_micro: int | None = None,
+    max_price_bps: int | None = None,
+    tries: int = 3,
+) -> Plan:
+    """The routing plan for one member and one batch: whom to ask, in which order, and why (pure, integers only).
+
+    `neighbours[i]`: item i's winner-index neighbours; `own_neighbours[i]`: item i's neighbours in the member's own
+    history (entries produced by `me`). Shard members and `me` never serve; see `rank` for the rest."""
+    own, source = own_estimate(own_neighbours, me, params, own_average_micro)
+    if own is None:
+        own = region_norm(neighbours, params)
+        source = "none" if own is None else "region norm"
+    ranked = rank(neighbours, prices, params, set(members) | {me}, max_price_bps)
+    if not ranked:
+        return Plan((), own, source, "cold: no expert outside the shard qualifies")
+    if own is None:
+        return Plan((), own, source, "no own estimate yet")
+    experts = tuple(c for c in ranked if own * 10_000 > params.routing_margin_bps * c.loss_micro)[:max(0, tries)]
+    if not experts:
+        return Plan((), own, source, "own estimate within the margin")
+    return Plan(experts, own, source, "expert expected to win")

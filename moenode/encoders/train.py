@@ -118,10 +118,16 @@ def counting_loss(views: Views, w: np.ndarray) -> float:
 
 def mrr(vectors: np.ndarray, labels: Sequence[str]) -> float | None:
     """Mean reciprocal rank of the first same-label neighbour, over items whose label occurs more than once."""
-    lab = np.array(labels)
     v = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     s = v @ v.T
     np.fill_diagonal(s, -np.inf)
+    return mrr_of_similarities(s, labels)
+
+
+def mrr_of_similarities(s: np.ndarray, labels: Sequence[str]) -> float | None:
+    """`mrr` from a similarity matrix whose diagonal is -inf; a -inf entry is a pair that can never be retrieved
+    (an item whose same-label items are all out of reach scores 0)."""
+    lab = np.array(labels)
     rr = []
     for i in range(len(lab)):
         same = lab == lab[i]
@@ -131,6 +137,9 @@ def mrr(vectors: np.ndarray, labels: Sequence[str]) -> float | None:
         other = ~same
         other[i] = False
         best = s[i][same].max()
+        if best == -np.inf:
+            rr.append(0.0)
+            continue
         rank = 1 + int((s[i][other] >= best).sum())  # ties count against the model (a constant encoder gets 1/n)
         rr.append(1.0 / rank)
     return float(np.mean(rr)) if rr else None

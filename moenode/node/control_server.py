@@ -9,7 +9,8 @@ Contract (what `moenode submit/status/transfer/stake` and the testnet rely on):
                          "index": {"entries", "producers"}, "latency_ms": {"rounds", "p50", "max"}, "adverts",
                          "uptime_s"}
     GET  /metrics   200 Prometheus text exposition (a per-node CollectorRegistry)
-    POST /submit    {"texts": [str, ...], "fee"?: int}
+    POST /submit    {"texts": [str, ...], "fee"?: int, "deadline_ms"?: int (members may take this long to commit;
+                     0..round_abort_ms, 0 = the genesis timers)}
                     200 {"embeddings": base64 of items x dim little-endian float32, "dim", "items", "winner": hex,
                          "producer": hex, "model_id": hex, "loss": float, "loss_micro": int, "shard_id": hex,
                          "certificate": hex (canonical Certificate), "elapsed_ms", "attempts": [{"shard_id",
@@ -304,12 +305,15 @@ async def _submit(node: Node, obj: dict) -> dict:
         if len(t.encode("utf-8")) > p.max_item_bytes:
             raise HTTPError(400, f"texts[{i}] exceeds {p.max_item_bytes} bytes")
     fee = _int(obj, "fee", node.config.submit_fee, low=max(1, p.min_fee))
-    extra = set(obj) - {"texts", "fee"}
+    wait_ms = _int(obj, "deadline_ms", 0, low=0)
+    if wait_ms > p.round_abort_ms:
+        raise HTTPError(400, f"'deadline_ms' must be at most the network's round_abort_ms ({p.round_abort_ms})")
+    extra = set(obj) - {"texts", "fee", "deadline_ms"}
     if extra:
         raise HTTPError(400, f"unknown fields {sorted(extra)}")
     assert node.rounds is not None
     try:
-        final, attempts = await node.rounds.submit(texts, fee, node.config.submit_attempts)
+        final, attempts = await node.rounds.submit(texts, fee, node.config.submit_attempts, wait_ms)
     except PaymentError as e:
         raise HTTPError(402, f"payment failed: {e}") from None
     except SubmitError as e:

@@ -18,8 +18,9 @@ does on a virtual clock, on the real one:
   (certificates: verify, settle, index, gossip). `EvidenceFound` goes to the ledger.
 * **Timers.** One task per slot sleeps until the earliest `deadline` of its rounds, or until an effect changed
   the state, then calls `on_timer`.
-* **Work.** Embed the batch with the router model, look up the winner index, and apply `core.routing`: do it
-  ourselves, or proxy to the best expert with a deadline and fall back to ourselves if it fails or its payload
+* **Work.** Embed the batch with the router model, look up the winner index and our own history (the per-item
+  losses of every payload we computed), and execute `core.routing.plan`: do it ourselves, or proxy to the best
+  expert with a deadline and fall back to ourselves if it fails or its payload
   does not verify. The fallback is hedged: our own computation runs while the expert is being waited for, and
   once it is ready we wait for the expert only until the shard's vote is near, so a slow expert does not make us
   late (the price is our own compute, spent in rounds we proxy).
@@ -49,6 +50,7 @@ from moenode.core.messages import (
     CommitVotes,
     Input,
     OptOut,
+    Payload,
     ProxyRequest,
     Report,
     Reveal,
@@ -71,9 +73,10 @@ from moenode.core.round import (
     Verify,
     Work,
 )
-from moenode.core.routing import decide, median_low, rank
+from moenode.core.routing import plan
 from moenode.core.selection import data_hash
 from moenode.node.decoding import decode_off_loop
+from moenode.node.winner_index import WinnerIndex
 
 if TYPE_CHECKING:
     from moenode.node.daemon import Node
@@ -97,6 +100,7 @@ PROXY_MIN_MS = 1_000  # do not start a proxy request with less time than this be
 PROXY_RESPONSE_CAP = ProxyAnswer.MAX_BYTES
 HEDGE_MARGIN_MS = 300  # with our own work ready, wait for an expert until this long before the shard's vote
 HEDGE_POLL_S = 0.05
+OWN_HISTORY_MAX = 20_000  # items of our own past work kept for the own estimate
 
 
 @dataclass
@@ -169,8 +173,19 @@ class Rounds:
         self._outboxes: dict[bytes, trio.MemorySendChannel] = {}
         self._local_send, self._local_recv = trio.open_memory_channel[Signed](OUTBOX)
         self.desk = ProxyDesk(node.signer, node.net_id, ed25519_verify, node.params, node.config.price_bps)
-        self.own_loss: int | None = None  # moving estimate of our own batch loss, for the routing rule
+        self.own_loss: int | None = None  # running average of our own batch loss: the estimate outside known regions
+        self._history: WinnerIndex | None = None
         self.latencies: list[int] = []  # ms from Input to our member outcome, last 100 rounds
+
+    @property
+    def history(self) -> WinnerIndex:
+        """Our own per-item losses near each routing vector, from every payload we computed (won or lost): the
+        routing rule's estimate of what we would score on a batch in that region (in memory; it refills as we work)."""
+        if self._history is None:
+            p = self.node.params
+            self._history = WinnerIndex(self.node.compute.routing_dim, epochs=p.index_epochs,
+                                        max_entries=OWN_HISTORY_MAX)
+        return self._history
 
     @property
     def me(self) -> bytes:
@@ -410,21 +425,21 @@ class Rounds:
         if len(node.index):
             vecs = await trio.to_thread.run_sync(node.compute.routing_vectors, items)
             neigh = await trio.to_thread.run_sync(node.index.neighbours, vecs, p.routing_k, p.routing_min_cos_micro)
-            ranked = rank(neigh, node.prices(), p, exclude=set(slot.ctx.members) | {self.me})
-            estimate, experts = self._estimate(neigh), []
-            for cand in ranked[:PROXY_TRIES]:  # an expert already serving another sponsor refuses: ask the next
-                d = decide(estimate, [cand], p, self.me)
-                if not d.proxy or d.producer is None:
-                    break
-                experts.append((d.producer, d.price_bps))
-            if experts:
-                return await self._proxy_hedged(slot, w, experts)
+            mine = await trio.to_thread.run_sync(self.history.neighbours, vecs, p.routing_k, p.routing_min_cos_micro)
+            pl = plan(neigh, mine, node.prices(), p, self.me, slot.ctx.members, self.own_loss, tries=PROXY_TRIES)
+            log.info("route shard %s: %s (own %s from %s; experts %s)", slot.shard_id.hex()[:16], pl.reason,
+                     pl.own_estimate_micro, pl.own_source,
+                     [(c.producer.hex()[:12], c.loss_micro) for c in pl.experts] or "-",
+                     extra={"event": "route", "shard": slot.shard_id.hex(), "proxy": pl.proxy})
+            if pl.proxy:
+                return await self._proxy_hedged(slot, w, [(c.producer, c.price_bps) for c in pl.experts])
         return await self._own(slot, w)
 
     async def _own(self, slot: Slot, w: Work) -> Submission:
         own = await trio.to_thread.run_sync(self.node.compute.payload, list(w.items), w.shard_seed,
                                             abandon_on_cancel=True)
         self._learn(own.batch_loss)
+        await self._remember(w.shard_id, own)
         slot.route = slot.route or "self"
         return Submission(shard_id=w.shard_id, member=self.me, producer=self.me, payload=own, proxy=None)
 
@@ -471,13 +486,16 @@ class Rounds:
             node.metrics.inc("proxy_hedged")  # the expert had not answered when the vote came near
         return own[0]
 
-    def _estimate(self, neigh: list[list[tuple[bytes, int, int]]]) -> int:
-        """Our expected batch loss, without computing it (the choice must be fast): the moving average of our own
-        past batch losses; before we have any, the typical winning loss of this region (the median of the
-        neighbours' losses), so a first round proxies only to an expert clearly better than the region's norm."""
-        if self.own_loss is not None:
-            return self.own_loss
-        return median_low([loss for item in neigh for _, loss, _ in item] or [1_000_000])
+    async def _remember(self, shard_id: bytes, payload: Payload) -> None:
+        """Our per-item losses of a payload we computed, into our own history (bounded: the oldest go first)."""
+        epoch = max(0, self.node.genesis.epoch(self.node.now_ms()))
+        vecs = self.routing_vectors_of(payload)
+
+        def add() -> None:
+            self.history.add(shard_id, vecs, self.me, payload.item_losses, epoch)
+            self.history.trim(epoch)
+
+        await trio.to_thread.run_sync(add)
 
     def _learn(self, loss: int) -> None:
         self.own_loss = loss if self.own_loss is None else (3 * self.own_loss + loss) // 4
@@ -542,33 +560,37 @@ class Rounds:
         if isinstance(res, Refusal):
             return ProxyAnswer.of(res).encode()
         payload = await trio.to_thread.run_sync(node.compute.payload, list(inp.items), ctx.shard_seed)
+        await self._remember(inp.shard_id, payload)
         sub = self.desk.sign(inp.shard_id, env.signer, payload)
         node.metrics.inc("proxies_served")
         return ProxyAnswer.of(sub).encode()
 
     # the submitter ---------------------------------------------------------------------------------------------------------
-    async def submit(self, texts: list[str], fee: int, attempts: int) -> tuple[Attempt, list[Attempt]]:
-        """Pay, send the Input, drive the SubmitterRound; on failure refund after the deadline and retry."""
+    async def submit(self, texts: list[str], fee: int, attempts: int, wait_ms: int = 0
+                     ) -> tuple[Attempt, list[Attempt]]:
+        """Pay, send the Input, drive the SubmitterRound; on failure refund after the deadline and retry.
+        `wait_ms` > 0: members may take that long to commit (the Input's `commit_by_ms`), for slow, strong models."""
         done: list[Attempt] = []
         for _ in range(attempts):
-            a = await self._attempt(texts, fee)
+            a = await self._attempt(texts, fee, wait_ms)
             done.append(a)
             if a.status == "certified":
                 return a, done
         raise SubmitError(f"no certificate after {len(done)} attempt(s)", done)
 
-    async def _attempt(self, texts: list[str], fee: int) -> Attempt:
+    async def _attempt(self, texts: list[str], fee: int, wait_ms: int = 0) -> Attempt:
         node = self.node
         t0 = node.now_ms()
         epoch = max(0, node.genesis.epoch(t0))
         nonce = os.urandom(32)
         dh = data_hash([t.encode("utf-8") for t in texts])
         sid = derive_shard_id(epoch, dh, nonce, self.me)
-        deadline = t0 + node.params.round_abort_ms
+        commit_by = t0 + wait_ms if wait_ms > 0 else 0
+        deadline = t0 + wait_ms + node.params.round_abort_ms
         pay = await node.payments.pay_escrow(sid, fee, deadline)
         paid = node.now_ms()
         try:
-            a = await self._run_round(texts, fee, epoch, nonce, dh, sid, deadline, pay, t0)
+            a = await self._run_round(texts, fee, epoch, nonce, dh, sid, deadline, pay, t0, commit_by)
         except (ProtocolError, LocalRoundError) as e:  # e.g. the epoch's table closed between paying and sending
             a = Attempt(sid, "failed", f"could not start the round: {e}", None, elapsed_ms=node.now_ms() - t0)
         a.pay_ms = paid - t0
@@ -586,10 +608,11 @@ class Rounds:
         return a
 
     async def _run_round(self, texts: list[str], fee: int, epoch: int, nonce: bytes, dh: bytes, sid: bytes,
-                         deadline: int, pay, t0: int) -> Attempt:
+                         deadline: int, pay, t0: int, commit_by: int = 0) -> Attempt:
         node = self.node
         inp = Input(shard_id=sid, epoch=epoch, submitter=self.me, pay_id=pay.id, pay_cert=pay.encode(), fee=fee,
-                    data_hash=dh, nonce=nonce, modality="text", deadline_ms=deadline, items=tuple(texts))
+                    data_hash=dh, nonce=nonce, modality="text", deadline_ms=deadline, items=tuple(texts),
+                    commit_by_ms=commit_by)
         env = seal(inp, node.signer, node.net_id)
         ctx = self._derive(inp)
         rnd = SubmitterRound(ctx, env)
@@ -633,6 +656,6 @@ class Rounds:
     def counts(self) -> dict[str, int]:
         return {"active": sum(1 for s in self.slots.values() if not s.finished), "buffered_shards": len(self.early)}
 
-    def routing_vectors_of(self, report: Report) -> np.ndarray:
+    def routing_vectors_of(self, report: Report | Payload) -> np.ndarray:
         n = len(report.item_losses)
         return np.frombuffer(report.routing, "<f2").reshape(n, -1).astype(np.float32)

@@ -5,9 +5,13 @@ market has regions for its specialists to win. `run_workload` first measures the
 embedding and scoring each batch alone with the genesis parameters (`embed_ms_single`: the same Payload work a
 shard member does), then submits the batches through the testnet's nodes in turn, `concurrency` at a time, waits
 until every node holds the same ledger, and `summarize`s: certified/failed, latency percentiles and their ratio to
-the baseline, throughput against the compute ceiling `cores / (shard size x embed_ms_single)`, proxied rounds,
-winners by domain, and the total supply before and after (it must not change). `run_demo` wraps it with a testnet
-of its own. Progress goes to a UI object with `phase(name, total)`, `advance(info)` and `close()`.
+the baseline, throughput against the compute ceiling `cores / (shard size x embed_ms_single)`, proxied rounds and
+proxied wins, wins per producer and per domain, the total supply before and after (it must not change), and the
+quality delivered (`moenode.testing.quality`: one index per domain and one over every batch, against each model of
+the market run alone on the same texts). Submissions carry a commit deadline (`deadline_ms`), so the large expert
+takes part without latency strikes. With `concurrency` 1 a round counts as proxied when an expert served a member
+of it (the nodes' counters, read around each submission); with more in flight only the totals are known.
+`run_demo` wraps it with a testnet of its own. Progress goes to a UI object with `phase(name, total)`, `advance(info)` and `close()`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 from moenode.client import ControlError
 from moenode.core.genesis import Params, parse_genesis
 from moenode.testing.ledger_tools import ledger_views, wait_ledgers_equal
-from moenode.testing.testnet import Testnet, testnet_params
+from moenode.testing.testnet import DEFAULT_DEADLINE_MS, Testnet, testnet_params
 
 log = logging.getLogger("moenode.testnet")
 
@@ -45,6 +49,8 @@ class DemoConfig:
     measure_baseline: bool = True  # embed_ms_single (costs one node's work per batch, in this process)
     gateways: list[str] | None = None  # node names to submit through (default: every live node in turn)
     domains: list[str] | None = None  # corpus domains to draw batches from (default: all, in turn)
+    deadline_ms: int = DEFAULT_DEADLINE_MS  # the submitter's commit deadline (0: the genesis timers)
+    measure_quality: bool = True  # label quality of what was delivered against each model alone (embeds locally)
 
 
 class NullUI:
@@ -58,20 +64,20 @@ class NullUI:
         pass
 
 
-def workload(submissions: int, batch: int, seed: int = 0, domains: Sequence[str] | None = None
-             ) -> list[tuple[str, list[str]]]:
+def workload(submissions: int, batch: int, seed: int = 0, domains: Sequence[str] | None = None,
+             audit: bool = False) -> list[tuple[str, list[str]]]:
     """`submissions` batches of real text, each from one domain of the shipped corpus (domains in turn).
 
-    Items come from each domain's eval split in a seed-determined order, so runs are reproducible and batches of one
-    run do not repeat items until a domain is exhausted.
+    Items come from each domain's eval split (with `audit`: the held-out audit set) in a seed-determined order, so
+    runs are reproducible and batches of one run do not repeat items until a domain is exhausted.
     """
     from moenode.core.crypto import H
     from moenode.encoders import corpus
 
-    domains = list(domains or corpus.domains())
+    domains = list(domains or (corpus.audit_domains() if audit else corpus.domains()))
     pools = {}
     for d in domains:
-        items = corpus.split(d, "eval")
+        items = corpus.audit(d) if audit else corpus.split(d, "eval")
         pools[d] = [it.text for it in sorted(items, key=lambda it: H("demo-order", f"{seed}/{it.id}".encode()))]
     out, cursor = [], dict.fromkeys(domains, 0)
     for i in range(submissions):
@@ -108,6 +114,8 @@ class Submitted:
     ok: bool
     result: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    served: int | None = None  # proxy requests experts served during this round (None: not attributable)
+    texts: list[str] = field(default_factory=list, repr=False)
 
     @property
     def latency_ms(self) -> float:
@@ -116,7 +124,7 @@ class Submitted:
 
 def submit_all(tn: Testnet, batches: Sequence[tuple[str, list[str]]], *, concurrency: int = 1,
                fee: int | None = None, timeout: float = 600.0, ui: Any = None,
-               on_done: Any = None, gateways: Sequence[str] | None = None) -> list[Submitted]:
+               on_done: Any = None, gateways: Sequence[str] | None = None, deadline_ms: int = 0) -> list[Submitted]:
     """Send each batch through a live node (nodes in turn), `concurrency` at a time. Never raises for a round."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -126,13 +134,17 @@ def submit_all(tn: Testnet, batches: Sequence[tuple[str, list[str]]], *, concurr
     def one(i: int, domain: str, texts: list[str]) -> Submitted:
         live = [nd for nd in pool_nodes if nd.alive()] or pool_nodes
         nd = live[i % len(live)]
+        before = proxy_counters(tn) if concurrency == 1 else None
         t0 = time.monotonic()
         try:
-            res = nd.control(timeout).submit(texts, fee, timeout=timeout)
+            res = nd.control(timeout).submit(texts, fee, timeout=timeout, deadline_ms=deadline_ms)
             ok = bool(res.get("certificate"))
             sub = Submitted(i, domain, nd.name, t0, time.monotonic(), ok, res, "" if ok else "no certificate")
         except ControlError as e:
             sub = Submitted(i, domain, nd.name, t0, time.monotonic(), False, {}, str(e))
+        if before is not None:
+            sub.served = proxy_delta(before, proxy_counters(tn), "served")
+        sub.texts = texts
         return sub
 
     results: list[Submitted] = []
@@ -176,6 +188,7 @@ def summarize(tn: Testnet, cfg: DemoConfig, subs: Sequence[Submitted], single_ms
     winners: dict[str, dict[str, int]] = {}
     proxied_wins = retried = 0
     proxies = proxies or {}
+    by_producer: dict[str, int] = {}
     for s in ok:
         w, p = s.result.get("winner", ""), s.result.get("producer", "") or s.result.get("winner", "")
         proxied_wins += bool(p and w and p != w)
@@ -183,6 +196,10 @@ def summarize(tn: Testnet, cfg: DemoConfig, subs: Sequence[Submitted], single_ms
         label = model_of.get(p, short_hex(p))
         winners.setdefault(s.domain, {})
         winners[s.domain][label] = winners[s.domain].get(label, 0) + 1
+        by_producer[label] = by_producer.get(label, 0) + 1
+    attributable = all(s.served is not None for s in subs)
+    proxied_rounds = sum(1 for s in ok if (s.served or 0) > 0 or s.result.get("producer") != s.result.get("winner")) \
+        if attributable else None
     wall = (max(s.end for s in subs) - min(s.start for s in subs)) if subs else 0.0
     staked = len(tn.nodes)
     n_shard = shard_size(staked)[0]
@@ -215,6 +232,10 @@ def summarize(tn: Testnet, cfg: DemoConfig, subs: Sequence[Submitted], single_ms
         "wall_s": wall,
         # a proxied round: a member had an expert produce its submission (served proxy requests over the run)
         "proxied": max(proxies.get("served", 0), proxied_wins),
+        "proxied_rounds": proxied_rounds,  # certified rounds in which an expert served a member (None: unknown)
+        "proxied_share": proxied_rounds / len(subs) if proxied_rounds is not None and subs else None,
+        "deadline_ms": cfg.deadline_ms,
+        "wins_by_producer": by_producer,
         "proxy_requests": proxies.get("sent", 0),
         "proxy_fallbacks": proxies.get("fallbacks", 0),
         "proxied_wins": proxied_wins,
@@ -224,6 +245,7 @@ def summarize(tn: Testnet, cfg: DemoConfig, subs: Sequence[Submitted], single_ms
         "rounds": [{"index": s.index, "domain": s.domain, "node": s.node, "ok": s.ok,
                     "latency_ms": round(s.latency_ms, 1), "winner": s.result.get("winner"),
                     "producer": s.result.get("producer"), "loss": s.result.get("loss"),
+                    "served": s.served, "dim": s.result.get("dim"),
                     "attempts": len(s.result.get("attempts") or []), "error": s.error} for s in subs],
     }
 
@@ -238,23 +260,91 @@ def run_workload(tn: Testnet, cfg: DemoConfig, ui: Any = None, on_done: Any = No
     batches = workload(cfg.submissions, cfg.batch, cfg.seed, cfg.domains)
     supply_before = next(iter(ledger_views(tn).values()), (None, None))[0]
     single: list[float] = []
+    params = parse_genesis(tn.genesis_path.read_text()).params
+    deadline_ms = min(cfg.deadline_ms, params.round_abort_ms)  # the most a node's control API accepts
     if cfg.measure_baseline:
         ui.phase("single-node baseline", len(batches))
-        params = parse_genesis(tn.genesis_path.read_text()).params
         for ms in measure_single_iter([t for _, t in batches], cfg.baseline_model, params):
             single.append(ms)
             ui.advance(f"{ms:.0f} ms")
     counters_before = proxy_counters(tn)
     ui.phase("submissions", len(batches))
     subs = submit_all(tn, batches, concurrency=cfg.concurrency, fee=cfg.fee, timeout=cfg.submit_timeout_s, ui=ui,
-                      on_done=on_done, gateways=cfg.gateways)
+                      on_done=on_done, gateways=cfg.gateways, deadline_ms=deadline_ms)
     ui.close()
     views = wait_ledgers_equal(tn, cfg.settle_timeout_s)
     supplies = {v[0] for v in views.values()}
     supply_after = supplies.pop() if len(supplies) == 1 else sorted(supplies, key=str)
     counters_after = proxy_counters(tn)
     proxies = {k: proxy_delta(counters_before, counters_after, k) for k in ("sent", "served", "fallbacks")}
-    return summarize(tn, cfg, subs, single, supply_before, supply_after, proxies)
+    summary = summarize(tn, cfg, subs, single, supply_before, supply_after, proxies)
+    if cfg.measure_quality:
+        ui.phase("quality: each model alone", len({nd.model for nd in tn.nodes}))
+        summary["quality"] = delivered_quality(subs, sorted({nd.model for nd in tn.nodes}), ui=ui)
+        ui.close()
+    return summary
+
+
+def delivered_quality(subs: Sequence[Submitted], models: Sequence[str], *, label_of: dict[str, str] | None = None,
+                      candidates: dict[int, list[str]] | None = None, model_of: dict[str, str] | None = None,
+                      ui: Any = None) -> dict[str, Any]:
+    """Label quality (MRR of same-label neighbours, one index) of what the certified rounds delivered, per domain and
+    over every batch together, against each of `models` run alone on the same texts. Failed rounds are left out.
+
+    `label_of` maps a text to its label (default: its source in the shipped corpus). With `candidates` (round index
+    -> the models of that round's honest candidates) and `model_of` (account hex -> model), also the per-batch
+    agreement of the winner with label quality (`quality.batch_agreement` over within-batch MRR)."""
+    from moenode.client import decode_embeddings
+    from moenode.encoders import corpus
+    from moenode.testing.quality import batch_agreement, one_index_mrr, solo_vectors
+
+    ui = ui or NullUI()
+    ok = [s for s in subs if s.ok]
+    if label_of is None:
+        label_of = {}
+        for d in sorted({s.domain for s in ok}):
+            label_of.update((it.text, it.source) for it in corpus.load(d))
+    delivered = {s.index: decode_embeddings(s.result) for s in ok}
+    labels = {s.index: [f"{s.domain}/{label_of.get(t, '?')}" for t in s.texts] for s in ok}
+    solo: dict[str, dict[int, Any]] = {m: {} for m in models}
+    for m in models:
+        vecs = solo_vectors(m, [t for s in ok for t in s.texts]) if ok else None
+        at = 0
+        for s in ok:
+            solo[m][s.index] = vecs[at:at + len(s.texts)]
+            at += len(s.texts)
+        ui.advance(m)
+
+    def score(group: Sequence[Submitted]) -> dict[str, Any]:
+        lab = [x for s in group for x in labels[s.index]]
+        got = one_index_mrr([delivered[s.index] for s in group], lab)
+        alone = {m: one_index_mrr([solo[m][s.index] for s in group], lab) for m in models}
+        best = max((v for v in alone.values() if v is not None), default=None)
+        row: dict[str, Any] = {
+            "rounds": len(group), "delivered_mrr": got, "alone_mrr": alone,
+            "best_single": next((m for m, v in alone.items() if v == best), None),
+            "ratio_to_best": got / best if got is not None and best else None,
+            "ratio_to_each": {m: got / v if got is not None and v else None for m, v in alone.items()},
+            "proxied_rounds": sum(1 for s in group if (s.served or 0) > 0
+                                  or s.result.get("producer") != s.result.get("winner")),
+            "proxied_wins": sum(1 for s in group if s.result.get("producer") != s.result.get("winner")),
+        }
+        if candidates is not None and model_of is not None:
+            agree = pairs = 0
+            for s in group:
+                cands = [m for m in candidates.get(s.index, []) if m in solo]
+                within = {m: one_index_mrr([solo[m][s.index]], labels[s.index]) for m in set(cands)}
+                within = {m: v for m, v in within.items() if v is not None}
+                a, n = batch_agreement(within, model_of.get(s.result.get("producer", ""), "?"))
+                agree, pairs = agree + a, pairs + n
+            row["agreement"] = agree / pairs if pairs else None
+            row["agreement_pairs"] = pairs
+        return row
+
+    out: dict[str, Any] = {"mixed": score(ok) if ok else None, "domains": {}}
+    for d in sorted({s.domain for s in ok}):
+        out["domains"][d] = score([s for s in ok if s.domain == d])
+    return out
 
 
 def measure_single_iter(batches: Sequence[list[str]], model: str, params: Params | None = None):

@@ -68,18 +68,21 @@ class InProcessShard:
             self.epoch_seed = self.genesis.seed0()
 
     def make_input(self, submitter: Signer, items: list[str], nonce: bytes, now: int, fee: int = 100,
-                   epoch: int = 0) -> Signed:
+                   epoch: int = 0, wait_ms: int = 0) -> Signed:
+        """The signed Input; `wait_ms` > 0 sets the submitter's commit deadline `now + wait_ms`."""
         dh = data_hash([s.encode("utf-8") for s in items])
         sid = shard_id(epoch, dh, nonce, submitter.public_key)
         inp = Input(shard_id=sid, epoch=epoch, submitter=submitter.public_key, pay_id=H("pay", sid), pay_cert=b"",
                     fee=fee, data_hash=dh, nonce=nonce, modality="text",
-                    deadline_ms=now + self.genesis.params.round_abort_ms, items=tuple(items))
+                    deadline_ms=now + wait_ms + self.genesis.params.round_abort_ms, items=tuple(items),
+                    commit_by_ms=now + wait_ms if wait_ms else 0)
         return seal(inp, submitter, self.genesis.network_id)
 
-    def run(self, submitter: Signer, items: list[str], nonce: bytes, now: int = 0, fee: int = 100) -> RoundResult:
+    def run(self, submitter: Signer, items: list[str], nonce: bytes, now: int = 0, fee: int = 100,
+            wait_ms: int = 0) -> RoundResult:
         net = self.genesis.network_id
         self._early = {}
-        input_env = self.make_input(submitter, items, nonce, now, fee)
+        input_env = self.make_input(submitter, items, nonce, now, fee, wait_ms=wait_ms)
         ctx = ShardContext.derive(net, self.genesis.params, input_env.msg, self.power, self.epoch_seed)  # type: ignore
         sub_round = SubmitterRound(ctx, input_env)
         rounds: dict[bytes, MemberRound] = {}

@@ -46,6 +46,9 @@ log = logging.getLogger("moenode.testnet")
 TESTNET_FILE = "testnet.json"
 GENESIS_FILE = "genesis.toml"
 GENERAL_MODELS = ("minilm-l6", "minilm-l3")
+LARGE_MODEL = "mpnet-base"  # the large expert: about 6x L6's compute per item, so it needs a submitter's deadline
+MARKET_NODES = 5  # testnets of at least this many nodes get the large expert by default (see default_models)
+DEFAULT_DEADLINE_MS = 60_000  # the demo's commit deadline: long enough for the large expert on a shared machine
 NODE_BALANCE = 1_000_000  # each node's spending money for fees
 NODE_STAKE = 1_000
 FAUCET_BALANCE = 100_000_000  # node 0 also holds the faucet: `moenode transfer --home <node0>` funds newcomers
@@ -79,6 +82,11 @@ def testnet_params(**overrides: Any) -> Params:
         # a testnet's winner index holds a few hundred entries, not hundreds of thousands: two nearby wins by one
         # producer are evidence enough to route to it
         routing_min_hits=2,
+        # the router (minilm-l3) puts two items of one corpus domain at cosine 0.15-0.33 (median) and two of different
+        # domains at 0.10; at the default 0.5 only 1-14 % of same-domain pairs count, so a testnet's small index
+        # never covered half a batch and no member ever proxied. At 0.35, 85 % of the neighbours that count share
+        # the item's domain (600 corpus items, 5 domains)
+        routing_min_cos_micro=350_000,
     )
     short.update(overrides)
     return replace(Params(), **short)
@@ -94,14 +102,19 @@ def zoo_names() -> list[str]:
 
 
 def default_models(n: int, available: Sequence[str] | None = None) -> list[str]:
-    """n distinct models where possible: the general models, then the specialists, then repeats from the top.
+    """n distinct models where possible, then repeats from the top.
 
-    Specialists are what give the market something to route: with only general models one of them wins everywhere.
+    From `MARKET_NODES` nodes on, a market: L6, the large expert, the specialists, then L3. Smaller testnets (most
+    tests) keep to the small general models, then the specialists: the large expert costs 0.5 GB in every node that
+    verifies it and about 6x L6's compute, and a 3-node shard would hold it in every round. Specialists are what
+    give the market something to route: with only general models one of them wins everywhere.
     """
     names = list(available if available is not None else zoo_names())
     general = [m for m in GENERAL_MODELS if m in names] or names[:1]
     specs = [m for m in names if m.startswith("spec-")]
-    order = general + specs + [m for m in names if m not in general and m not in specs]
+    large = [LARGE_MODEL] if LARGE_MODEL in names else []
+    head = general[:1] + large + specs + general[1:] if n >= MARKET_NODES and large else general + specs
+    order = head + [m for m in names if m not in head and m != LARGE_MODEL]
     if not order:
         raise TestnetError("no models available to assign")
     return [order[i % len(order)] for i in range(n)]

@@ -96,6 +96,15 @@ def test_input_binds_items_and_shard_id():
         Input(**{**inp.__dict__, "epoch": 1}).validate()
 
 
+def test_input_commit_deadline_comes_before_the_rounds_deadline():
+    inp = an_input()
+    assert inp.commit_by_ms == 0  # the genesis timers
+    Input(**{**inp.__dict__, "commit_by_ms": inp.deadline_ms - 1}).validate()
+    for late in (inp.deadline_ms, inp.deadline_ms + 1):
+        with pytest.raises(SchemaError, match="commit_by_ms"):
+            Input(**{**inp.__dict__, "commit_by_ms": late}).validate()
+
+
 def test_submission_proxy_rules():
     good = proxied_submission(S.public_key, P, SID, 2, 4000, NET)
     assert good.check_proxy(NET, ed25519_verify) == 5000

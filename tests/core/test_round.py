@@ -43,6 +43,23 @@ def test_straggler_is_struck_and_round_still_certifies():
     assert res.submitter.certificate.report.winner != slow
 
 
+def test_a_submitters_commit_deadline_waits_for_the_slow_strong_member():
+    """The straggler above, but the submitter's Input carries `commit_by_ms`: members hold the vote open for it, it
+    commits in time, is not struck, and its better payload wins. A member slower than that deadline is still struck."""
+    sc = Scenario(make_signers(10))
+    shard, res = run(sc)
+    slow = sorted(res.members)[0]
+    sc.took[slow] = 4_000
+    sc.loss[slow] = 1  # the slow member's model is the strongest
+    res = shard.run(SUBMITTER, ITEMS, b"\x01" * 32, wait_ms=6_000)
+    report = res.submitter.certificate.report
+    assert report.strikes == () and report.winner == slow
+    assert all(o.status == "certified" for o in res.members.values())
+    sc.took[slow] = 7_000  # later than the submitter was willing to wait
+    report = shard.run(SUBMITTER, ITEMS, b"\x01" * 32, wait_ms=6_000).submitter.certificate.report
+    assert report.strikes == (slow,) and report.winner != slow
+
+
 def test_fake_score_is_caught_and_the_next_candidate_wins():
     sc = Scenario(make_signers(5))
     _, res = run(sc)

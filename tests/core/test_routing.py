@@ -86,3 +86,48 @@ def test_order_of_neighbours_does_not_matter_and_rank_then_decide_is_route():
         assert all(isinstance(c, Candidate) and c.producer not in members for c in ranked)
         if d.proxy:
             assert own * 10_000 > P.routing_margin_bps * d.expected_loss_micro
+
+
+# the plan a member executes: its own estimate from its own history near the batch, then the experts to ask ---------
+from moenode.core.routing import Plan, own_estimate, plan  # noqa: E402
+
+
+def test_own_estimate_comes_from_own_history_in_the_region_then_the_average():
+    region = [hits(ME, [80_000, 90_000, 100_000]), hits(ME, [60_000] * 3)]
+    assert own_estimate(region, ME, P) == ((90_000 + 60_000) // 2, "region")
+    # entries of other producers in the member's history list are not its own evidence
+    assert own_estimate([hits(A, [1] * 3)], ME, P, 70_000) == (70_000, "average")
+    # a region the member has covered on fewer than half of the items is not known to it
+    assert own_estimate([hits(ME, [1] * 3), [], []], ME, P, 70_000) == (70_000, "average")
+    assert own_estimate([[]], ME, P) == (None, "none")
+
+
+def test_plan_compares_the_expert_with_the_members_own_score_in_that_region():
+    """A member's running average mixes regions whose losses differ threefold; in a region where it scores 0.30 it
+    must proxy to an expert that won at 0.20 there, even if its average over all batches is 0.15."""
+    winners = [hits(A, [200_000] * 3) + hits(B, [250_000] * 3)]
+    mine = [hits(ME, [300_000] * 3)]
+    assert not route(150_000, winners, PRICES, P, me=ME).proxy  # the old rule, fed the running average
+    pl = plan(winners, mine, PRICES, P, ME, members=[ME, C], own_average_micro=150_000)
+    assert pl.proxy and pl.own_source == "region" and pl.own_estimate_micro == 300_000
+    assert [c.producer for c in pl.experts] == [A, B] and pl.expected_loss_micro == 200_000
+    # each expert asked must beat the own estimate by the margin: 0.95 x 0.25 (B) is not below 0.235
+    pl = plan(winners, [hits(ME, [235_000] * 3)], PRICES, P, ME, members=[ME])
+    assert [c.producer for c in pl.experts] == [A]
+    assert plan(winners, mine, PRICES, P, ME, members=[ME], tries=1).experts[0].producer == A
+
+
+def test_plan_stays_home_when_cold_unknown_or_the_expert_sits_in_the_shard():
+    winners = [hits(A, [200_000] * 3)]
+    mine = [hits(ME, [300_000] * 3)]
+    assert plan([[]], mine, PRICES, P, ME, members=[ME]) == Plan((), 300_000, "region",
+                                                                  "cold: no expert outside the shard qualifies")
+    assert not plan(winners, mine, PRICES, P, ME, members=[ME, A]).proxy  # A is in the shard
+    # a member with no history of its own takes the region's norm: it proxies to an expert better than that
+    region = [hits(A, [200_000] * 3) + hits(B, [430_000] * 3) + hits(C, [400_000])]
+    pl = plan(region, [[]], PRICES, P, ME, members=[ME])
+    assert pl.proxy and pl.own_source == "region norm" and pl.own_estimate_micro == 400_000
+    assert [c.producer for c in pl.experts] == [A]
+    assert plan([[]], [[]], PRICES, P, ME, members=[ME]).own_source == "none"
+    pl = plan(winners, [hits(ME, [150_000] * 3)], PRICES, P, ME, members=[ME])
+    assert not pl.proxy and pl.reason == "own estimate within the margin" and pl.expected_loss_micro == 150_000

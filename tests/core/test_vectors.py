@@ -71,7 +71,7 @@ def test_recorded_rounds(case):
     trace: list[str] = []
     shard = sc.shard(link=lambda src, dst, env: (trace.append(H("trace", env.encode()).hex()), [1])[1])
     submitter = Ed25519Signer.from_entropy(case["submitter_entropy"].encode())
-    res = shard.run(submitter, case["items"], bytes.fromhex(case["nonce"]))
+    res = shard.run(submitter, case["items"], bytes.fromhex(case["nonce"]), wait_ms=case["wait_ms"])
     assert sorted(m.hex() for m in res.members) == case["members"]
     assert len(trace) == case["messages"]
     assert H("trace", "".join(trace).encode()).hex() == case["trace_digest"]

@@ -84,6 +84,25 @@ async def test_a_slow_expert_does_not_get_its_sponsor_struck(tmp_path):
         assert hedged == 1 and report.strikes == () and report.producer != expert.account
 
 
+async def test_a_submitters_deadline_lets_the_slow_expert_win_without_strikes(tmp_path):
+    """The same slow expert, but the submitter is willing to wait (`commit_by_ms`): the members hold the vote open,
+    the sponsor waits for its expert instead of hedging, and the expert's better payload wins with nobody struck."""
+    from moenode.core.messages import ProxyRequest
+    from moenode.node.rounds import PROXY_RESPONSE_CAP
+
+    async with expert_market(tmp_path, "patient") as (_, ms, expert):
+        async def slow_proxy(peer: bytes, req: bytes) -> bytes:
+            await trio.sleep(PARAMS.commit_timeout_ms / 2000)
+            return await expert.rounds.serve_proxy(peer, req)
+
+        expert.net.set_request_handler("proxy", slow_proxy, max_request=ProxyRequest.MAX_BYTES,
+                                       max_response=PROXY_RESPONSE_CAP)
+        final, _ = await ms[0].node.rounds.submit(TEXTS, 100, 1, wait_ms=PARAMS.commit_timeout_ms)
+        report = final.outcome.certificate.report
+        assert report.producer == expert.account and report.strikes == ()
+        assert sum(m.node.metrics.get("proxy_hedged") for m in ms[:3]) == 0
+
+
 async def test_a_lying_expert_is_counted_against_it_and_its_sponsors_do_their_own_work(tmp_path):
     """Three answers that break the contract, one per sponsor: `{"x": 1}` and `{"submission": null}` (they raised
     KeyError and TypeError in the sponsor and were logged as a network failure, not counted against the expert),
