@@ -86,7 +86,7 @@ def test_fees_go_into_the_ledgers_escrow_accounts(monkeypatch):
     """A shard's escrow in the simulator is the ledger's escrow account (marked, so no transfer can reach it), not
     a hash of the simulator's own."""
     from moenode.core.orders import is_escrow
-    from sim.book import Book
+    from moenode.sim.book import Book
 
     paid, pay = [], Book.pay
     monkeypatch.setattr(Book, "pay", lambda book, payer, escrow, fee: paid.append(escrow) or pay(book, payer, escrow,
