@@ -137,7 +137,7 @@ class EvidenceFound:
 
 @dataclass(frozen=True)
 class Outcome:
-    """The end of a round, once. status: certified | reported | failed | opted_out."""
+    """The end of a round, once. status: certified | reported | failed | opted_out; role: whose round ended."""
 
     shard_id: bytes
     status: str
@@ -148,6 +148,7 @@ class Outcome:
     accepted: tuple[bytes, ...] = ()
     strikes: tuple[bytes, ...] = ()
     faulty: tuple[bytes, ...] = ()
+    role: str = "member"
 
 
 Effect = Send | Work | Verify | EvidenceFound | Outcome
@@ -253,9 +254,12 @@ class MemberRound:
         signer: Signer,
         verify: Verifier,
         now: int,
-        check_payment: Callable[[Input], None] | None = None,
+        payment_problem: str = "",
     ) -> tuple["MemberRound", list[Effect]]:
-        """Accept an Input: raises ProtocolError if it is not ours to answer; opts out if it is ours but bad."""
+        """Accept an Input: raises ProtocolError if it is not ours to answer; opts out if it is ours but bad.
+
+        `payment_problem` is what the caller's check of the Input's payment certificate against its ledger found
+        ("" when the payment holds); the round opts out with it after its own checks of the Input."""
         inp = input_env.msg
         if not isinstance(inp, Input) or inp != ctx.input:
             raise LocalRoundError("the context was derived from another input")
@@ -264,12 +268,12 @@ class MemberRound:
         if signer.public_key not in ctx.member_set:
             raise NotInShard(f"{signer.public_key.hex()[:16]} is not in shard {inp.shard_id.hex()[:16]}")
         rnd = cls(ctx=ctx, signer=signer, verify=verify, started=now)
-        reason = rnd._input_problem(check_payment, now)
+        reason = rnd._input_problem(payment_problem, now)
         if reason:
             return rnd, rnd._opt_out(reason, now)
         return rnd, [Work(inp.shard_id, inp.items, ctx.shard_seed)]
 
-    def _input_problem(self, check_payment: Callable[[Input], None] | None, now: int) -> str:
+    def _input_problem(self, payment_problem: str, now: int) -> str:
         inp, p = self.ctx.input, self.ctx.params
         if len(inp.items) > p.max_batch_items:
             return f"batch of {len(inp.items)} items exceeds {p.max_batch_items}"
@@ -279,11 +283,8 @@ class MemberRound:
             return f"fee {inp.fee} below the minimum {p.min_fee}"
         if now >= inp.deadline_ms:
             return "the round's deadline has passed"
-        if check_payment is not None:
-            try:
-                check_payment(inp)
-            except ProtocolError as e:
-                return f"payment: {e}"
+        if payment_problem:
+            return f"payment: {payment_problem}"
         return ""
 
     def _opt_out(self, reason: str, now: int) -> list[Effect]:
@@ -779,5 +780,6 @@ class SubmitterRound:
 
     def _finish(self, status: str, reason: str = "") -> list[Effect]:
         self.outcome = Outcome(self.ctx.shard_id, status, reason, self.certificate,
-                               self.certificate.report if self.certificate else None, self.winner_reveal)
+                               self.certificate.report if self.certificate else None, self.winner_reveal,
+                               role="submitter")
         return [self.outcome]

@@ -22,6 +22,11 @@ those neighbour lists. Everything from there on is this pure function: integers 
    (default 9,500: proxy only when the expert is expected to be more than ~5 % better) keeps members from paying a
    producer's share for noise.
 
+`plan` is the rule as a member's driver runs it: the experts to ask in rank order (an expert already serving another
+sponsor refuses, so the next one is asked), each one the rule would proxy to; empty means do the work yourself.
+`OwnLoss` is the member's own estimate the rule compares with: a moving average of its past batch losses, and before
+it has any, the median loss of the batch's neighbourhood.
+
 `rank` and `decide` are the two halves of `route`; a driver that routes many members of one shard against the same
 index (the simulator's market level) ranks once and decides per member, which is exactly `route` for each of them
 (tests/core/test_routing.py checks the identity).
@@ -133,3 +138,33 @@ def route(
     if me:
         banned.add(me)
     return decide(own_estimate_micro, rank(neighbours, prices, params, banned, max_price_bps), params, me)
+
+
+def plan(own_estimate_micro: int, ranked: Sequence[Candidate], params: Params, me: bytes = b"", tries: int = 1
+         ) -> list[Decision]:
+    """The experts to ask, best first, before doing the work ourselves: of the first `tries` ranked candidates, each
+    that the rule would proxy to, up to the first it would not. `plan(...)[:1]` is `route`'s proxy decision."""
+    out: list[Decision] = []
+    for cand in ranked[:tries]:
+        d = decide(own_estimate_micro, [cand], params, me)
+        if not d.proxy or d.producer is None:
+            break
+        out.append(d)
+    return out
+
+
+@dataclass
+class OwnLoss:
+    """A member's expected batch loss, without computing it (the choice must be fast): the moving average of its own
+    past batch losses; before it has any, the typical winning loss of the region (the median of the neighbours'
+    losses), so a first round proxies only to an expert clearly better than the region's norm."""
+
+    average: int | None = None
+
+    def estimate(self, neighbours: Sequence[Iterable[Neighbour]]) -> int:
+        if self.average is not None:
+            return self.average
+        return median_low([loss for item in neighbours for _, loss, _ in item] or [1_000_000])
+
+    def learn(self, loss_micro: int) -> None:
+        self.average = loss_micro if self.average is None else (3 * self.average + loss_micro) // 4

@@ -86,3 +86,26 @@ def test_order_of_neighbours_does_not_matter_and_rank_then_decide_is_route():
         assert all(isinstance(c, Candidate) and c.producer not in members for c in ranked)
         if d.proxy:
             assert own * 10_000 > P.routing_margin_bps * d.expected_loss_micro
+
+
+def test_plan_asks_experts_in_rank_order_while_the_rule_would_proxy():
+    from moenode.core.routing import plan
+
+    items = [hits(A, [100_000] * 3) + hits(B, [200_000] * 3) + hits(C, [600_000] * 3)]
+    ranked = rank(items, PRICES, P, exclude={ME})
+    asked = plan(500_000, ranked, P, ME, tries=3)
+    assert [d.producer for d in asked] == [A, B]  # C is not better than our own estimate by the margin
+    assert plan(500_000, ranked, P, ME, tries=1) == [route(500_000, items, PRICES, P, me=ME)]
+    assert plan(50_000, ranked, P, ME, tries=3) == []
+
+
+def test_own_loss_starts_at_the_regions_median_then_follows_our_losses():
+    from moenode.core.routing import OwnLoss
+
+    est = OwnLoss()
+    assert est.estimate([]) == 1_000_000
+    assert est.estimate([hits(A, [300, 100]), hits(B, [200])]) == 200
+    est.learn(1_000)
+    assert est.estimate([hits(A, [1])]) == 1_000
+    est.learn(2_000)
+    assert est.average == 1_250
