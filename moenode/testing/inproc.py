@@ -68,9 +68,12 @@ class InProcessShard:
                     deadline_ms=now + self.genesis.params.round_abort_ms, items=tuple(items))
         return seal(inp, submitter, self.genesis.network_id)
 
-    def run(self, submitter: Signer, items: list[str], nonce: bytes, now: int = 0, fee: int = 100) -> RoundResult:
+    def run(self, submitter: Signer, items: list[str], nonce: bytes, now: int = 0, fee: int = 100,
+            input_env: Signed | None = None) -> RoundResult:
+        """One round of `items` from `submitter`; `input_env` is its Input when the caller made one (with a
+        certified payment, say), else `make_input` makes it."""
         net = self.genesis.network_id
-        input_env = self.make_input(submitter, items, nonce, now, fee)
+        input_env = input_env or self.make_input(submitter, items, nonce, now, fee)
         ctx = ShardContext.derive(net, self.genesis.params, input_env.msg, self.power, self.epoch_seed)  # type: ignore
         me = submitter.public_key
         tables = {pk: ShardTable(s, self.verify) for pk, s in self.signers.items()}
