@@ -29,12 +29,23 @@ problem it found (or "") to `open_member`; nothing here calls out. Time is the c
 """
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from moenode.core.crypto import Signer, Verifier
 from moenode.core.errors import NotInShard, ProtocolError, Replay, StateError
-from moenode.core.messages import Commit, CommitVotes, Input, OptOut, Report, Reveal, Signed, Submission
+from moenode.core.messages import (
+    Commit,
+    CommitVotes,
+    Input,
+    Message,
+    OptOut,
+    Report,
+    Reveal,
+    Signed,
+    Submission,
+    narrow,
+)
 from moenode.core.round import Effect, LocalRoundError, MemberRound, ShardContext, SubmitterRound
 
 MEMBER_TYPES = (OptOut, Commit, CommitVotes, Reveal, Report)
@@ -54,12 +65,12 @@ class Refused:
 SessionEffect = Effect | Refused
 
 
-def envelope_key(env: Signed) -> bytes:
+def envelope_key(env: Signed[Message]) -> bytes:
     """What makes two deliveries the same envelope: its id and its signer."""
     return env.id + env.signer
 
 
-def buffered_size(env: Signed) -> int:
+def buffered_size(env: Signed[Message]) -> int:
     """A cheap upper bound of an envelope's size: its payload blobs (a Reveal's vectors) dominate."""
     msg = env.msg
     if isinstance(msg, Reveal):
@@ -73,7 +84,7 @@ class ShardSession:
     """Our rounds in one shard: the member's, the submitter's, or both."""
 
     ctx: ShardContext
-    input_env: Signed
+    input_env: Signed[Message]
     signer: Signer
     verify: Verifier
     member: MemberRound | None = None
@@ -94,14 +105,14 @@ class ShardSession:
         return self.me in self.ctx.member_set
 
     # opening ----------------------------------------------------------------------------------------------------
-    def submit(self, now: int) -> list[SessionEffect]:
+    def submit(self, now: int) -> list[Effect]:
         """Take the submitter's role: send our Input to every member."""
         if self.submitter is not None:
             raise LocalRoundError("this session already submitted")
         self.submitter = SubmitterRound(self.ctx, self.input_env)
         return self._after(self.submitter.start(now), now)
 
-    def open_member(self, input_env: Signed, now: int, payment_problem: str = "") -> list[SessionEffect]:
+    def open_member(self, input_env: Signed[Message], now: int, payment_problem: str = "") -> list[Effect]:
         """Take the member's role on the shard's Input. `payment_problem` is what the driver's check of the payment
         certificate found ("" if it holds); a problem makes us opt out."""
         if self.member is not None:
@@ -110,12 +121,12 @@ class ShardSession:
         self.seen.add(envelope_key(input_env))
         return self._after(out, now)
 
-    def awaits_input(self, env: Signed) -> bool:
+    def awaits_input(self, env: Signed[Message]) -> bool:
         """A message for our member round, which our Input has not opened yet: it must wait."""
         return self.member is None and isinstance(env.msg, MEMBER_TYPES) and self.in_shard
 
     # inputs -----------------------------------------------------------------------------------------------------
-    def receive(self, peer: bytes, env: Signed, now: int) -> list[SessionEffect]:
+    def receive(self, peer: bytes, env: Signed[Message], now: int) -> list[Effect]:
         """A checked envelope from `peer` for this shard; raises ProtocolError if no role of ours takes it."""
         msg = env.msg
         key = envelope_key(env)
@@ -125,7 +136,7 @@ class ShardSession:
                 return []  # by design: members send the submitter what they broadcast; two couriers carry a reveal
             raise Replay(f"{msg.TYPE} delivered twice")
         self.seen.add(key)
-        out: list[SessionEffect] = []
+        out: list[Effect] = []
         errors: list[ProtocolError] = []
         handled = False
         if self.member is not None and isinstance(msg, MEMBER_TYPES):
@@ -147,17 +158,17 @@ class ShardSession:
             raise errors[0]
         return self._after(out, now)
 
-    def forget(self, env: Signed) -> None:
+    def forget(self, env: Signed[Message]) -> None:
         """`env` was kept for later rather than read now: when it comes back, it is not a replay."""
         self.seen.discard(envelope_key(env))
 
-    def work_done(self, submission: Submission, now: int) -> list[SessionEffect]:
+    def work_done(self, submission: Submission, now: int) -> list[Effect]:
         m = self.member
         if m is None or m.outcome is not None:
             return []
         return self._after(m.on_work_done(submission, now), now)
 
-    def verified(self, member: bytes, ok: bool, now: int, reason: str = "") -> list[SessionEffect]:
+    def verified(self, member: bytes, ok: bool, now: int, reason: str = "") -> list[Effect]:
         m = self.member
         if m is None or m.outcome is not None:
             return []
@@ -172,8 +183,8 @@ class ShardSession:
             return s
         return m if s is None or m < s else s
 
-    def handle_timer(self, now: int) -> list[SessionEffect]:
-        out: list[SessionEffect] = []
+    def handle_timer(self, now: int) -> list[Effect]:
+        out: list[Effect] = []
         for rnd in (self.member, self.submitter):
             if rnd is not None:
                 due = rnd.deadline
@@ -186,7 +197,7 @@ class ShardSession:
         return (self.member is None or self.member.outcome is not None) and \
             (self.submitter is None or self.submitter.done)
 
-    def _after(self, out: list[SessionEffect], now: int) -> list[SessionEffect]:
+    def _after(self, out: list[Effect], now: int) -> list[Effect]:
         if self.finished_at is None and self.finished:
             self.finished_at = now
         return out
@@ -218,7 +229,7 @@ class ShardTable:
     staked: Callable[[bytes], bool] = _everyone  # could this signer be a member of a current shard (read-only)
     bounds: EarlyBounds = field(default_factory=EarlyBounds)
     sessions: dict[bytes, ShardSession] = field(default_factory=dict)
-    early: OrderedDict[bytes, list[tuple[bytes, Signed, int]]] = field(default_factory=OrderedDict)
+    early: OrderedDict[bytes, list[tuple[bytes, Signed[Message], int]]] = field(default_factory=OrderedDict)
     early_bytes: int = 0
     closed: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     dropped: int = 0  # early messages dropped for want of room
@@ -227,16 +238,17 @@ class ShardTable:
     def me(self) -> bytes:
         return self.signer.public_key
 
-    def submit(self, ctx: ShardContext, input_env: Signed, now: int) -> tuple[ShardSession, list[SessionEffect]]:
+    def submit(self, ctx: ShardContext, input_env: Signed[Message], now: int
+               ) -> tuple[ShardSession, Sequence[SessionEffect]]:
         """Open our submitter's session for an Input we signed, and send it."""
         session = self.sessions.get(ctx.shard_id)
         if session is None:
             session = self.sessions[ctx.shard_id] = ShardSession(ctx, input_env, self.signer, self.verify)
         return session, session.submit(now)
 
-    def check_input(self, env: Signed) -> ShardContext | None:
+    def check_input(self, env: Signed[Message]) -> ShardContext | None:
         """Before the caller derives the shard of an Input: refuse a replay or a flood; the context when known."""
-        sid = env.msg.shard_id  # type: ignore[attr-defined]
+        sid = narrow(env, Input).msg.shard_id
         session = self.sessions.get(sid)
         if session is not None and session.member is not None:
             if envelope_key(env) in session.seen:
@@ -248,7 +260,7 @@ class ShardTable:
             raise StateError(f"{len(self.sessions)} rounds open: not taking more", reason="rate_limited")
         return session.ctx if session is not None else None
 
-    def open_member(self, ctx: ShardContext, env: Signed, now: int, payment_problem: str = ""
+    def open_member(self, ctx: ShardContext, env: Signed[Message], now: int, payment_problem: str = ""
                     ) -> tuple[ShardSession, list[SessionEffect]]:
         """Our member round on the shard's Input (`check_input` first), then what waited for it."""
         self.check_input(env)
@@ -257,7 +269,7 @@ class ShardTable:
         session = self.sessions.get(ctx.shard_id)
         if session is None:
             session = ShardSession(ctx, env, self.signer, self.verify)
-        out = session.open_member(env, now, payment_problem)
+        out: list[SessionEffect] = list(session.open_member(env, now, payment_problem))
         self.sessions[ctx.shard_id] = session
         for peer, early, _t in self.early.pop(ctx.shard_id, []):
             self.early_bytes -= buffered_size(early)
@@ -267,7 +279,7 @@ class ShardTable:
                 out.append(Refused(peer, early.msg.TYPE, e))
         return session, out
 
-    def receive(self, peer: bytes, env: Signed, now: int) -> list[SessionEffect]:
+    def receive(self, peer: bytes, env: Signed[Message], now: int) -> Sequence[SessionEffect]:
         """A checked round message other than an Input; raises ProtocolError if it is refused."""
         sid: bytes = env.msg.shard_id  # type: ignore[attr-defined]
         session = self.sessions.get(sid)
@@ -285,7 +297,7 @@ class ShardTable:
         finally:
             session.forget(env)
 
-    def _buffer(self, sid: bytes, peer: bytes, env: Signed, now: int) -> None:
+    def _buffer(self, sid: bytes, peer: bytes, env: Signed[Message], now: int) -> None:
         """Keep a message for a shard whose Input we have not seen, if its signer could be a member at all."""
         if not self.staked(env.signer):
             raise NotInShard(f"{env.msg.TYPE} from {env.signer.hex()[:16]}, who holds no stake")
