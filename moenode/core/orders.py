@@ -30,6 +30,7 @@ state: a Transfer to an escrow account is invalid, because a balance there could
 out only its escrowed fee, by Settle or Refund). No key anyone generates starts with them (2^-48 per key).
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -376,7 +377,7 @@ class UnderQuorum(SignatureError):
     reason = "under_quorum"
 
 
-def certify(order: Signed[Order], votes: "dict[bytes, bytes] | dict[bytes, bytes | BatchVote]",
+def certify(order: Signed[Order], votes: "Mapping[bytes, bytes | BatchVote]",
             vote_epoch: int | None = None) -> CertifiedOrder:
     """The certificate of `order` from `votes` cast in `vote_epoch` (None: the order's own epoch)."""
     renewed_in = None if vote_epoch is None or vote_epoch == order.msg.epoch else vote_epoch

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -146,7 +148,7 @@ class Rounds:
             if isinstance(env.msg, Input):
                 self._on_input(env)
             else:
-                sid: bytes = env.msg.shard_id  # type: ignore[attr-defined]
+                sid: bytes = env.msg.shard_id
                 out = self.table.receive(peer, env, self.node.now_ms())
                 slot = self.slots.get(sid)
                 if slot is not None:
@@ -195,7 +197,7 @@ class Rounds:
         return ShardContext.derive(self.node.net_id, self.node.params, inp, power, seed)
 
     def _on_input(self, env: Signed) -> None:
-        inp: Input = env.msg  # type: ignore[assignment]
+        inp: Input = env.msg
         ctx = self.table.check_input(env) or self._derive(inp)
         problem = self._payment_problem(inp) if self.me in ctx.member_set else ""  # else open_member refuses it
         session, out = self.table.open_member(ctx, env, self.node.now_ms(), problem)
@@ -211,7 +213,7 @@ class Rounds:
         return slot
 
     # effects -----------------------------------------------------------------------------------------------------------
-    def _effects(self, slot: Slot, out: list[SessionEffect]) -> None:
+    def _effects(self, slot: Slot, out: Sequence[SessionEffect]) -> None:
         for e in out:
             if isinstance(e, Send):
                 self._send(e.to, e.env)
@@ -315,8 +317,8 @@ class Rounds:
         return await self._own(slot, w)
 
     async def _own(self, slot: Slot, w: Work) -> Submission:
-        own = await trio.to_thread.run_sync(self.node.compute.payload, list(w.items), w.shard_seed,
-                                            abandon_on_cancel=True)
+        work = partial(self.node.compute.payload, list(w.items), w.shard_seed)
+        own = await trio.to_thread.run_sync(work, abandon_on_cancel=True)  # type: ignore[call-arg]  # mypy 1.19: Unpack[Ts]
         self.own_loss.learn(own.batch_loss)
         slot.route = slot.route or "self"
         return Submission(shard_id=w.shard_id, member=self.me, producer=self.me, payload=own, proxy=None)

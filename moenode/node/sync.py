@@ -134,7 +134,8 @@ class Sync:
         after = int.from_bytes(cursor, "big") if cursor else 0
         limit = min(limit, PAGE_LIMIT)
         rows = self._rows(query, after, limit)
-        items, size, last = [], 0, after
+        items: list[bytes] = []
+        size, last = 0, after
         for seq, kind, data in rows:
             if items and size + len(data) > PAGE_BYTES:
                 break

@@ -39,7 +39,7 @@ a round already settled reach nothing and are not counted; neither is what an of
 import heapq
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -317,7 +317,7 @@ class MessageSim:
         self._effects(self.idx[client], sid, out)
 
     # effects ------------------------------------------------------------------------------------------------------
-    def _effects(self, who: int, sid: bytes, out: list[SessionEffect]) -> None:
+    def _effects(self, who: int, sid: bytes, out: Sequence[SessionEffect]) -> None:
         """Carry out a round's effects, then re-arm its timer."""
         client = who >= self.nodes
         beh = "honest" if client else self.behaviour[who]
@@ -488,7 +488,7 @@ class MessageSim:
             desk = self.desks[expert] = ProxyDesk(self.pop.signers[self.keys[expert]], self.net_id, self.verify,
                                                   self.p, int(self.world.price_bps[expert]))
         sponsor = self.idx[env.signer]
-        req: ProxyRequest = env.msg  # type: ignore[assignment]
+        req: ProxyRequest = env.msg
         back = int(self.network.median(expert, sponsor))
         if self.now + self._compute_ms(expert, m) + back >= req.deadline_ms:
             got: object = Refusal("expired", "cannot answer before the sponsor's deadline")  # it knows its speed

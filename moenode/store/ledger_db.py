@@ -132,7 +132,7 @@ class LedgerDB:
 
     # reading ------------------------------------------------------------------------------------------------------
     def entries(self) -> list[tuple[str, bytes, bytes]]:
-        return [tuple(r) for r in self.db.execute("SELECT kind, ident, data FROM log ORDER BY seq")]  # type: ignore
+        return [tuple(r) for r in self.db.execute("SELECT kind, ident, data FROM log ORDER BY seq")]
 
     def log_page(self, after: int, limit: int, kinds: tuple[str, ...] | None = None
                  ) -> list[tuple[int, str, bytes, bytes]]:

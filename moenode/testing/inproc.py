@@ -10,8 +10,9 @@ Latency and loss are callables too, which is how tests drop, duplicate and reord
 
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from moenode.core.crypto import H, Signer, Verifier, ed25519_verify
 from moenode.core.errors import ProtocolError
@@ -44,7 +45,7 @@ class RoundResult:
 @dataclass
 class InProcessShard:
     genesis: Genesis
-    signers: dict[bytes, Signer]
+    signers: Mapping[bytes, Signer]
     work: WorkFn
     verify_candidate: VerifyFn
     link: LinkFn = one_ms
@@ -60,7 +61,7 @@ class InProcessShard:
             self.epoch_seed = self.genesis.seed0()
 
     def make_input(self, submitter: Signer, items: list[str], nonce: bytes, now: int, fee: int = 100,
-                   epoch: int = 0) -> Signed:
+                   epoch: int = 0) -> Signed[Input]:
         dh = data_hash([s.encode("utf-8") for s in items])
         sid = shard_id(epoch, dh, nonce, submitter.public_key)
         inp = Input(shard_id=sid, epoch=epoch, submitter=submitter.public_key, pay_id=H("pay", sid), pay_cert=b"",
@@ -69,17 +70,17 @@ class InProcessShard:
         return seal(inp, submitter, self.genesis.network_id)
 
     def run(self, submitter: Signer, items: list[str], nonce: bytes, now: int = 0, fee: int = 100,
-            input_env: Signed | None = None) -> RoundResult:
+            input_env: Signed[Input] | None = None) -> RoundResult:
         """One round of `items` from `submitter`; `input_env` is its Input when the caller made one (with a
         certified payment, say), else `make_input` makes it."""
         net = self.genesis.network_id
         input_env = input_env or self.make_input(submitter, items, nonce, now, fee)
-        ctx = ShardContext.derive(net, self.genesis.params, input_env.msg, self.power, self.epoch_seed)  # type: ignore
+        ctx = ShardContext.derive(net, self.genesis.params, input_env.msg, self.power, self.epoch_seed)
         me = submitter.public_key
         tables = {pk: ShardTable(s, self.verify) for pk, s in self.signers.items()}
         tables[me] = ShardTable(submitter, self.verify)
         sid = ctx.shard_id
-        heap: list[tuple[int, int, str, bytes, object]] = []
+        heap: list[tuple[int, int, str, bytes, Any]] = []  # (at, seq, kind, who, what kind carries)
         seq = itertools.count()
         evidence: list[EvidenceFound] = []
         rejections: list[tuple[bytes, str]] = []
@@ -87,10 +88,10 @@ class InProcessShard:
         stats = {"messages": 0, "bytes": 0}
         timers: dict[bytes, int | None] = {}
 
-        def push(at: int, kind: str, who: bytes, payload: object) -> None:
+        def push(at: int, kind: str, who: bytes, payload: Any) -> None:
             heapq.heappush(heap, (at, next(seq), kind, who, payload))
 
-        def effects(who: bytes, out: list[SessionEffect], t: int) -> None:
+        def effects(who: bytes, out: Sequence[SessionEffect], t: int) -> None:
             for e in out:
                 if isinstance(e, Send):
                     data = e.env.encode()
@@ -125,11 +126,11 @@ class InProcessShard:
             t, _, kind, who, payload = heapq.heappop(heap)
             try:
                 if kind == "deliver":
-                    effects(who, self._deliver(tables[who], ctx, payload, t), t)  # type: ignore[arg-type]
+                    effects(who, self._deliver(tables[who], ctx, payload, t), t)
                 elif kind == "work_done":
-                    effects(who, tables[who].sessions[sid].work_done(payload, t), t)  # type: ignore[arg-type]
+                    effects(who, tables[who].sessions[sid].work_done(payload, t), t)
                 elif kind == "verified":
-                    member, ok = payload  # type: ignore[misc]
+                    member, ok = payload
                     effects(who, tables[who].sessions[sid].verified(member, ok, t), t)
                 elif kind == "timer" and timers.get(who) == payload:
                     timers[who] = None
@@ -142,7 +143,7 @@ class InProcessShard:
                            stats["messages"], stats["bytes"], t)
 
     def _deliver(self, table: ShardTable, ctx: ShardContext, payload: tuple[bytes, bytes, Signed], t: int
-                 ) -> list[SessionEffect]:
+                 ) -> Sequence[SessionEffect]:
         src, data, env = payload
         if self.decode:
             env = open_signed(data, self.genesis.network_id, self.verify)
