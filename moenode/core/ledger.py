@@ -47,7 +47,18 @@ from moenode.core.checkpoint import (
 )
 from moenode.core.codec import canonical
 from moenode.core.crypto import H, Verifier
-from moenode.core.errors import ProtocolError, Replay, SchemaError, SignatureError, StateError
+from moenode.core.errors import (  # the ledger's refusals live in errors.py with the other protocol errors
+    ConflictingCertificates,
+    FutureCertificate,
+    InsufficientFunds,
+    ProtocolError,
+    Replay,
+    SchemaError,
+    SequenceGap,
+    SignatureError,
+    StateError,
+    UnknownEscrow,
+)
 from moenode.core.genesis import Genesis, next_epoch_seed
 from moenode.core.messages import Certificate, Evidence, Input, Message, Report, Signed, shard_id as derive_shard_id
 from moenode.core.orders import (
@@ -77,48 +88,6 @@ def _uncount(counter: "Counter[K]", key: K) -> None:
     counter[key] -= 1
     if not counter[key]:
         del counter[key]
-
-
-class InsufficientFunds(StateError):
-    """The account's balance in this authority's view is short; credit certificates may fix it."""
-
-    reason = "insufficient_funds"
-
-    def __init__(self, message: str, *, account: bytes, shortfall: int):
-        super().__init__(message)
-        self.account, self.shortfall = account, shortfall
-
-
-class SequenceGap(StateError):
-    """The order's sequence is ahead of this authority's view; the sender's earlier certificates fill the gap."""
-
-    reason = "sequence_gap"
-
-    def __init__(self, message: str, *, account: bytes, have: int, want: int):
-        super().__init__(message)
-        self.account, self.have, self.want = account, have, want
-
-
-class UnknownEscrow(StateError):
-    """The escrow's PayEscrow is not applied in this authority's view; attach its certificate."""
-
-    reason = "unknown_escrow"
-
-    def __init__(self, message: str, *, account: bytes):
-        super().__init__(message)
-        self.account = account
-
-
-class ConflictingCertificates(RuntimeError):
-    """Two certified orders for one (account, sequence): the byzantine bound was broken. Never silently ignored."""
-
-
-class FutureCertificate(StateError):
-    """A certified order of an epoch whose stake table is not fixed here, and that is not held to wait for it: too
-    far ahead, its votes do not carry a third of the newest known table, or too many wait already. Nothing of it is
-    kept; once the table is known it can be sent again (sync brings it, from any peer that applied it)."""
-
-    reason = "future_epoch"
 
 
 class Pending:

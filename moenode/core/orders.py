@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 from moenode.core.codec import canonical, decode
 from moenode.core.crypto import H, Verifier
-from moenode.core.errors import ProtocolError, SchemaError, SignatureError
+from moenode.core.errors import ProtocolError, SchemaError, SignatureError, UnderQuorum
 from moenode.core.messages import (
     B32,
     KiB,
@@ -371,10 +371,6 @@ class CertifiedOrder:
         if total < threshold:
             raise UnderQuorum(f"CertifiedOrder: votes carry {total} of 10000 voting power, need {threshold}")
         return total
-
-
-class UnderQuorum(SignatureError):
-    reason = "under_quorum"
 
 
 def certify(order: Signed[Order], votes: "Mapping[bytes, bytes | BatchVote]",

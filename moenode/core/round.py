@@ -37,11 +37,11 @@ from enum import Enum
 from functools import cached_property
 from operator import itemgetter
 from collections.abc import Sequence
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from moenode.core.codec import canonical
 from moenode.core.crypto import H, Signer, Verifier
-from moenode.core.errors import NotInShard, ProtocolError, SchemaError, StateError
+from moenode.core.errors import LocalRoundError, NotInShard, ProtocolError, SchemaError, StateError
 from moenode.core.genesis import Params
 from moenode.core.messages import (
     Certificate,
@@ -93,10 +93,6 @@ ACCEPTS: dict[type[Message], frozenset[Phase]] = {
 }
 
 
-class LocalRoundError(RuntimeError):
-    """The driver called the round in a way its state does not allow: a bug on our side."""
-
-
 # effects -----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Send:
@@ -136,12 +132,16 @@ class EvidenceFound:
     evidence: Evidence
 
 
+Status = Literal["certified", "reported", "failed", "opted_out"]
+Role = Literal["member", "submitter"]
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """The end of a round, once. status: certified | reported | failed | opted_out; role: whose round ended."""
+    """The end of a round, once: how it ended, and whose round it was."""
 
     shard_id: bytes
-    status: str
+    status: Status
     reason: str = ""
     certificate: Certificate | None = None
     report: Report | None = None
@@ -149,7 +149,7 @@ class Outcome:
     accepted: tuple[bytes, ...] = ()
     strikes: tuple[bytes, ...] = ()
     faulty: tuple[bytes, ...] = ()
-    role: str = "member"
+    role: Role = "member"
 
 
 Effect = Send | Work | Verify | EvidenceFound | Outcome
@@ -341,7 +341,7 @@ class MemberRound:
                 due = t
         return due
 
-    def _finish(self, status: str, reason: str = "", certificate: Certificate | None = None) -> Outcome:
+    def _finish(self, status: Status, reason: str = "", certificate: Certificate | None = None) -> Outcome:
         self._to("finish")
         strikes, faulty = self._strikes_and_faulty() if self.accepted else ((), tuple(sorted(self.faulty)))
         winner_reveal = None
@@ -780,7 +780,7 @@ class SubmitterRound:
             return self._finish("certified", "the winning reveal never arrived")
         return self._finish("failed", "no certificate before the deadline")
 
-    def _finish(self, status: str, reason: str = "") -> list[Effect]:
+    def _finish(self, status: Status, reason: str = "") -> list[Effect]:
         self.outcome = Outcome(self.ctx.shard_id, status, reason, self.certificate,
                                self.certificate.report if self.certificate else None, self.winner_reveal,
                                role="submitter")

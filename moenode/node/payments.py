@@ -43,8 +43,8 @@ import trio
 
 from moenode.core.authority import Authority
 from moenode.core.crypto import ed25519_verify
-from moenode.core.errors import ProtocolError
-from moenode.core.ledger import ConflictingCertificates, Ledger
+from moenode.core.errors import ConflictingCertificates, ProtocolError
+from moenode.core.ledger import Ledger
 from moenode.core.ledger_client import (
     Certified,
     CertPool,

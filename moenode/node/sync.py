@@ -43,8 +43,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from moenode.core.codec import canonical, decode
-from moenode.core.errors import ProtocolError, SchemaError, StateError
-from moenode.core.ledger import FutureCertificate
+from moenode.core.errors import FutureCertificate, ProtocolError, SchemaError, StateError
 from moenode.core.messages import Evidence, decode_certificate
 
 if TYPE_CHECKING:

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from moenode.core.authority import Authority, replay
 from moenode.core.crypto import Signer, Verifier
-from moenode.core.errors import ProtocolError
+from moenode.core.errors import ConflictingCertificates, FutureCertificate, ProtocolError
 from moenode.core.genesis import Genesis
-from moenode.core.ledger import ConflictingCertificates, FutureCertificate, Ledger, VerifyCache
+from moenode.core.ledger import Ledger, VerifyCache
 from moenode.store import cursors
 
 log = logging.getLogger("moenode.store")
