@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from moenode.core.crypto import Signer, Verifier
-from moenode.core.errors import NotInShard, ProtocolError, Replay, StateError
+from moenode.core.errors import LocalRoundError, NotInShard, ProtocolError, Replay, StateError
 from moenode.core.messages import (
     Commit,
     CommitVotes,
@@ -46,7 +46,7 @@ from moenode.core.messages import (
     Submission,
     narrow,
 )
-from moenode.core.round import Effect, LocalRoundError, MemberRound, ShardContext, SubmitterRound
+from moenode.core.round import Effect, MemberRound, ShardContext, SubmitterRound
 
 MEMBER_TYPES = (OptOut, Commit, CommitVotes, Reveal, Report)
 SUBMITTER_TYPES = (Report, Reveal, OptOut)
@@ -139,18 +139,15 @@ class ShardSession:
         out: list[Effect] = []
         errors: list[ProtocolError] = []
         handled = False
-        if self.member is not None and isinstance(msg, MEMBER_TYPES):
-            try:
-                out += self.member.handle(env, now)
-                handled = True
-            except ProtocolError as e:
-                errors.append(e)
-        if self.submitter is not None and isinstance(msg, SUBMITTER_TYPES):
-            try:
-                out += self.submitter.handle(env, now)
-                handled = True
-            except ProtocolError as e:
-                errors.append(e)
+        roles: tuple[tuple[MemberRound | SubmitterRound | None, tuple[type[Message], ...]], ...] = (
+            (self.member, MEMBER_TYPES), (self.submitter, SUBMITTER_TYPES))
+        for rnd, takes in roles:
+            if rnd is not None and isinstance(msg, takes):
+                try:
+                    out += rnd.handle(env, now)
+                    handled = True
+                except ProtocolError as e:
+                    errors.append(e)
         if self.submitter is not None and self.member is None and not isinstance(msg, SUBMITTER_TYPES) \
                 and not self.in_shard:
             errors.append(StateError(f"{msg.TYPE} is not for the submitter"))

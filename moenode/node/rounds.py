@@ -36,13 +36,13 @@ import os
 from functools import partial
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import trio
 
 from moenode.core.crypto import ed25519_verify
-from moenode.core.errors import ProtocolError, StateError
+from moenode.core.errors import LocalRoundError, ProtocolError, StateError
 from moenode.core.messages import (
     Input,
     ProxyRequest,
@@ -55,7 +55,7 @@ from moenode.core.messages import (
     shard_id as derive_shard_id,
 )
 from moenode.core.proxy import ProxyAnswer, ProxyDesk, Refusal, open_answer, proxy_request
-from moenode.core.round import EvidenceFound, LocalRoundError, Outcome, Send, ShardContext, Verify, Work
+from moenode.core.round import EvidenceFound, Outcome, Send, ShardContext, Status, Verify, Work
 from moenode.core.routing import OwnLoss, plan, rank
 from moenode.core.shard import ROUND_TYPES, Refused, SessionEffect, ShardSession, ShardTable
 from moenode.core.selection import data_hash
@@ -99,8 +99,11 @@ class Slot:
 
 @dataclass
 class Attempt:
+    """One try at a round of ours: how its submitter's round ended ("incomplete": certified, but the winning
+    reveal never reached us), and what it cost."""
+
     shard_id: bytes
-    status: str
+    status: Status | Literal["incomplete"]
     reason: str = ""
     outcome: Outcome | None = None
     refunded: bool = False
