@@ -552,16 +552,20 @@ class MessageSim:
         else:
             self._finish(m, None)
 
-    def _finish(self, m: RoundMeta, cert) -> None:
+    def _free(self, m: RoundMeta) -> None:
+        """The shard's sessions and what the driver kept for them are done with: free them."""
         m.settled = True
         for data in self.opened_by_shard.pop(m.ctx.shard_id, ()):
             del self.opened[data]
-        for i in m.members:  # the shard's sessions are done with: free them
+        for i in m.members:
             t = self.shards.get(int(i))
             if t is not None:
                 t.close(m.ctx.shard_id)
             self.pending_proxy.pop((int(i), m.ctx.shard_id), None)
             self.timers.pop((int(i), m.ctx.shard_id), None)
+
+    def _finish(self, m: RoundMeta, cert) -> None:
+        self._free(m)
         s, rec = self.sc.sim, self.rec
         esc = escrow_id(m.ctx.shard_id)
         sid = m.ctx.shard_id

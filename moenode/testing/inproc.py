@@ -71,15 +71,12 @@ class InProcessShard:
 
     def run(self, submitter: Signer, items: list[str], nonce: bytes, now: int = 0, fee: int = 100,
             input_env: Signed[Input] | None = None) -> RoundResult:
-        """One round of `items` from `submitter`; `input_env` is its Input when the caller made one (with a
-        certified payment, say), else `make_input` makes it."""
-        net = self.genesis.network_id
+        """One round of `items` from `submitter`, or of its ready `input_env` (with a certified payment, say)."""
         input_env = input_env or self.make_input(submitter, items, nonce, now, fee)
-        ctx = ShardContext.derive(net, self.genesis.params, input_env.msg, self.power, self.epoch_seed)
+        ctx = ShardContext.derive(self.genesis.network_id, self.genesis.params, input_env.msg, self.power,
+                                  self.epoch_seed)
         me = submitter.public_key
-        tables = {pk: ShardTable(s, self.verify) for pk, s in self.signers.items()}
-        tables[me] = ShardTable(submitter, self.verify)
-        sid = ctx.shard_id
+        tables = {pk: ShardTable(s, self.verify) for pk, s in [*self.signers.items(), (me, submitter)]}
         heap: list[tuple[int, int, str, bytes, Any]] = []  # (at, seq, kind, who, what kind carries)
         seq = itertools.count()
         evidence: list[EvidenceFound] = []
@@ -113,7 +110,7 @@ class InProcessShard:
                         outcomes[who] = e
                 elif isinstance(e, Refused):
                     rejections.append((who, f"{e.error.reason}: {e.error}"))
-            session = tables[who].sessions.get(sid)
+            session = tables[who].sessions.get(ctx.shard_id)
             deadline = session.deadline if session is not None else None
             if deadline is not None and timers.get(who) != deadline:
                 timers[who] = deadline
@@ -125,22 +122,28 @@ class InProcessShard:
         while heap:
             t, _, kind, who, payload = heapq.heappop(heap)
             try:
-                if kind == "deliver":
-                    effects(who, self._deliver(tables[who], ctx, payload, t), t)
-                elif kind == "work_done":
-                    effects(who, tables[who].sessions[sid].work_done(payload, t), t)
-                elif kind == "verified":
-                    member, ok = payload
-                    effects(who, tables[who].sessions[sid].verified(member, ok, t), t)
-                elif kind == "timer" and timers.get(who) == payload:
-                    timers[who] = None
-                    effects(who, tables[who].sessions[sid].handle_timer(t), t)
+                effects(who, self._event(kind, who, payload, t, tables[who], ctx, timers), t)
             except ProtocolError as e:
                 rejections.append((who, f"{e.reason}: {e}"))
             if session.finished and len(outcomes) == ctx.n:
                 break
         return RoundResult(session.submitter.outcome if session.submitter else None, outcomes, evidence, rejections,
                            stats["messages"], stats["bytes"], t)
+
+    def _event(self, kind: str, who: bytes, payload: Any, t: int, table: ShardTable, ctx: ShardContext,
+               timers: dict[bytes, int | None]) -> Sequence[SessionEffect]:
+        """What one event of the heap does to `who`'s session."""
+        if kind == "deliver":
+            return self._deliver(table, ctx, payload, t)
+        if kind == "work_done":
+            return table.sessions[ctx.shard_id].work_done(payload, t)
+        if kind == "verified":
+            member, ok = payload
+            return table.sessions[ctx.shard_id].verified(member, ok, t)
+        if kind == "timer" and timers.get(who) == payload:
+            timers[who] = None  # a timer superseded by a later deadline does nothing
+            return table.sessions[ctx.shard_id].handle_timer(t)
+        return []
 
     def _deliver(self, table: ShardTable, ctx: ShardContext, payload: tuple[bytes, bytes, Signed], t: int
                  ) -> Sequence[SessionEffect]:
