@@ -1,6 +1,7 @@
-"""One scripted round through two drivers of `moenode.core.shard`: the daemon's (`moenode.node.rounds`, on real
-nodes: real keys, ledger stores and payment checks, envelopes as bytes through `open_signed`) and the in-process
-one (`moenode.testing.inproc`). Same Input, same members, same candidates: the same certificate comes out.
+"""One round through the three drivers of `moenode.core.shard`, against the in-process one
+(`moenode.testing.inproc`): the daemon's (`moenode.node.rounds`, on real nodes: real keys, ledger stores and
+payment checks, envelopes as bytes through `open_signed`) on a scripted round, and the simulator's
+(`moenode.sim.message`) on its first round. Same Input, same members, same candidates: the same report comes out.
 
 The daemon's network and encoders are its boundaries here: envelopes go from one node's outbox straight to the
 other node's `on_envelope`, and each node's compute returns the scripted payload (tests/node runs both for real).
@@ -131,3 +132,31 @@ def test_the_daemons_driver_and_the_in_process_driver_certify_the_same_report(tm
     assert not rejected
     assert outcome.status == "certified" and outcome.certificate.report == res.submitter.certificate.report
     assert certified == inproc_reports and len(certified) == len(res.members)
+
+
+def test_the_simulators_driver_and_the_in_process_driver_certify_the_same_report():
+    """The simulator's first round, run again through the in-process driver with the same Input, the same members
+    and the candidates the simulator's world computes: the same report (so the same certificate digest)."""
+    from moenode.core.messages import Submission
+    from moenode.sim.message import MessageSim
+    from moenode.testing.simkit import small
+
+    sim = MessageSim(small(nodes=12, submissions=1, sim="proxy = false"))
+    power, epoch_seed = sim.power, sim.epoch_seed
+    sim.run()
+    (sid, m), = sim.meta.items()
+    cert = m.sub.certificate
+    assert cert is not None
+
+    def work(member, w):
+        i = sim.idx[member]
+        sub = Submission(shard_id=sid, member=member, producer=member, payload=sim._payload(i, m), proxy=None)
+        return sub, sim._compute_ms(i, m)
+
+    signers = {pk: sim.pop.signers[pk] for pk in m.ctx.members}
+    shard = InProcessShard(sim.pop.genesis, signers, work, lambda _who, v: sim._check(sid, v.submission),
+                           verify=sim.verify, power=power, epoch_seed=epoch_seed)
+    client = sim.pop.signers[m.client]
+    res = shard.run(client, list(m.input_env.msg.items), m.input_env.msg.nonce, now=0, input_env=m.input_env)
+    assert res.submitter.status == "certified" and not res.rejections
+    assert res.submitter.certificate.report == cert.report
