@@ -129,7 +129,7 @@ class ShardSession:
     def receive(self, peer: bytes, env: Signed[Message], now: int) -> list[Effect]:
         """A checked envelope from `peer` for this shard; raises ProtocolError if no role of ours takes it."""
         msg = env.msg
-        key = envelope_key(env)
+        key = env.id + env.signer  # envelope_key, inline: this runs for every delivery
         if key in self.seen:
             if (self.member is not None and self.submitter is not None) or \
                     (self.submitter is not None and isinstance(msg, Reveal)):
@@ -195,7 +195,7 @@ class ShardSession:
             (self.submitter is None or self.submitter.done)
 
     def _after(self, out: list[Effect], now: int) -> list[Effect]:
-        if self.finished_at is None and self.finished:
+        if out and self.finished_at is None and self.finished:  # a round ends with an Outcome: never on []
             self.finished_at = now
         return out
 
@@ -280,12 +280,12 @@ class ShardTable:
         """A checked round message other than an Input; raises ProtocolError if it is refused."""
         sid: bytes = env.msg.shard_id  # type: ignore[attr-defined]
         session = self.sessions.get(sid)
-        if session is None or session.awaits_input(env) and not isinstance(env.msg, SUBMITTER_TYPES):
-            if sid in self.closed:
-                return []  # a straggler after the round: normal, not misbehaviour
-            self._buffer(sid, peer, env, now)
-            return []
-        if not session.awaits_input(env) or envelope_key(env) in session.seen:
+        if session is None:
+            return self._hold(sid, peer, env, now)
+        waits = session.member is None and session.awaits_input(env)
+        if waits and not isinstance(env.msg, SUBMITTER_TYPES):
+            return self._hold(sid, peer, env, now)
+        if not waits or envelope_key(env) in session.seen:
             return session.receive(peer, env, now)
         # a Report, Reveal or OptOut for our submitter's role, which our member round must see too once it opens
         self._buffer(sid, peer, env, now)
@@ -293,6 +293,12 @@ class ShardTable:
             return session.receive(peer, env, now)
         finally:
             session.forget(env)
+
+    def _hold(self, sid: bytes, peer: bytes, env: Signed[Message], now: int) -> list[SessionEffect]:
+        """Keep a message until its shard's Input opens our member round; a straggler after the round is dropped."""
+        if sid not in self.closed:  # after the round: normal, not misbehaviour
+            self._buffer(sid, peer, env, now)
+        return []
 
     def _buffer(self, sid: bytes, peer: bytes, env: Signed[Message], now: int) -> None:
         """Keep a message for a shard whose Input we have not seen, if its signer could be a member at all."""
