@@ -37,7 +37,7 @@ from typing import Protocol
 from moenode.core.checkpoint import Checkpoint, CheckpointCert, disagreement
 from moenode.core.codec import canonical
 from moenode.core.crypto import Signer, Verifier
-from moenode.core.errors import ProtocolError, StateError
+from moenode.core.errors import Conflict, ProtocolError, StateError
 from moenode.core.ledger import Ledger, VerifyCache
 from moenode.core.messages import Evidence, body_of
 from moenode.core.orders import (
@@ -50,12 +50,6 @@ from moenode.core.orders import (
     open_order,
     vote_digest,
 )
-
-
-class Conflict(StateError):
-    """This authority already signed a different order for this (account, sequence), or checkpoint epoch."""
-
-    reason = "conflict"
 
 
 class LedgerStore(Protocol):

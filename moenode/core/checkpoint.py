@@ -277,7 +277,7 @@ def check_evidence(ev: Evidence, net: bytes, verify: Verifier) -> bytes:
     return ev.offender
 
 
-def _mismatch(a: Signed, b: Signed) -> bool:
+def _mismatch(a: Signed[Message], b: Signed[Message]) -> bool:
     if isinstance(a.msg, Reveal) and isinstance(b.msg, Reveal):
         return True  # two different reveals by one member for one shard
     commit, reveal = (a, b) if isinstance(a.msg, Commit) else (b, a)

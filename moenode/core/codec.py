@@ -67,7 +67,8 @@ def _normalise(obj: Any, depth: int) -> Any:
 def canonical(obj: Any) -> bytes:
     """The canonical msgpack bytes of `obj`. Raises DecodeError for values outside the allowed types."""
     try:
-        return msgpack.packb(_normalise(obj, 0), use_bin_type=True)
+        out: bytes = msgpack.packb(_normalise(obj, 0), use_bin_type=True)
+        return out
     except UnicodeEncodeError:
         raise DecodeError("a string is not valid UTF-8 (lone surrogate)") from None
 
@@ -127,13 +128,13 @@ class _Budget:
     def __init__(self, budget: int):
         self.left = budget - 1
 
-    def array(self, v: list) -> list:
+    def array(self, v: list[Any]) -> list[Any]:
         self.left -= len(v)
         if self.left < 0:
             raise _OverBudget
         return v
 
-    def map(self, v: dict) -> dict:
+    def map(self, v: dict[Any, Any]) -> dict[Any, Any]:
         self.left -= 2 * len(v)
         if self.left < 0:
             raise _OverBudget

@@ -10,7 +10,7 @@ The signer and the verifier are values the caller passes in: the daemon always u
 
 import hashlib
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import nacl.bindings
 import nacl.exceptions
@@ -36,10 +36,10 @@ def H(tag: str, data: bytes) -> bytes:
     return h.digest()
 
 
-_PREFIXES: dict[str, "hashlib._Hash"] = {}
+_PREFIXES: dict[str, "hashlib.blake2b"] = {}
 
 
-def body_digest(body: dict) -> bytes:
+def body_digest(body: dict[str, Any]) -> bytes:
     """What a signature covers: H("msg", canonical(body))."""
     return H("msg", canonical(body))
 

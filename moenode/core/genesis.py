@@ -168,7 +168,7 @@ def _int(section: str, key: str, value: Any, low: int, high: int) -> int:
         raise SchemaError(f"genesis: {section}.{key} must be an integer, got {value!r}")
     if not low <= value <= high:
         raise SchemaError(f"genesis: {section}.{key} = {value} is outside [{low}, {high}]")
-    return value
+    return int(value)
 
 
 def _hex(section: str, key: str, value: Any, size: int) -> bytes:

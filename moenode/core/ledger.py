@@ -33,6 +33,7 @@ Nothing here reads a clock: callers pass `now_ms`.
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from moenode.core.checkpoint import (
     ZERO,
@@ -46,9 +47,20 @@ from moenode.core.checkpoint import (
 )
 from moenode.core.codec import canonical
 from moenode.core.crypto import H, Verifier
-from moenode.core.errors import ProtocolError, Replay, SchemaError, SignatureError, StateError
+from moenode.core.errors import (  # the ledger's refusals live in errors.py with the other protocol errors
+    ConflictingCertificates,
+    FutureCertificate,
+    InsufficientFunds,
+    ProtocolError,
+    Replay,
+    SchemaError,
+    SequenceGap,
+    SignatureError,
+    StateError,
+    UnknownEscrow,
+)
 from moenode.core.genesis import Genesis, next_epoch_seed
-from moenode.core.messages import Certificate, Evidence, Input, Report, Signed, shard_id as derive_shard_id
+from moenode.core.messages import Certificate, Evidence, Input, Message, Report, Signed, shard_id as derive_shard_id
 from moenode.core.orders import (
     CertifiedOrder,
     Order,
@@ -69,46 +81,13 @@ PENDING_PER_EPOCH = 4096  # certified orders that wait, per epoch ...
 PENDING_PER_ACCOUNT = 64  # ... and per account whose order it is
 
 
-class InsufficientFunds(StateError):
-    """The account's balance in this authority's view is short; credit certificates may fix it."""
-
-    reason = "insufficient_funds"
-
-    def __init__(self, message: str, *, account: bytes, shortfall: int):
-        super().__init__(message)
-        self.account, self.shortfall = account, shortfall
+K = TypeVar("K")
 
 
-class SequenceGap(StateError):
-    """The order's sequence is ahead of this authority's view; the sender's earlier certificates fill the gap."""
-
-    reason = "sequence_gap"
-
-    def __init__(self, message: str, *, account: bytes, have: int, want: int):
-        super().__init__(message)
-        self.account, self.have, self.want = account, have, want
-
-
-class UnknownEscrow(StateError):
-    """The escrow's PayEscrow is not applied in this authority's view; attach its certificate."""
-
-    reason = "unknown_escrow"
-
-    def __init__(self, message: str, *, account: bytes):
-        super().__init__(message)
-        self.account = account
-
-
-class ConflictingCertificates(RuntimeError):
-    """Two certified orders for one (account, sequence): the byzantine bound was broken. Never silently ignored."""
-
-
-class FutureCertificate(StateError):
-    """A certified order of an epoch whose stake table is not fixed here, and that is not held to wait for it: too
-    far ahead, its votes do not carry a third of the newest known table, or too many wait already. Nothing of it is
-    kept; once the table is known it can be sent again (sync brings it, from any peer that applied it)."""
-
-    reason = "future_epoch"
+def _uncount(counter: "Counter[K]", key: K) -> None:
+    counter[key] -= 1
+    if not counter[key]:
+        del counter[key]
 
 
 class Pending:
@@ -141,10 +120,8 @@ class Pending:
     def discard(self, order_id: bytes) -> None:
         cert = self._certs.pop(order_id, None)
         if cert is not None:
-            for counter, key in ((self._per_epoch, cert.vote_epoch), (self._per_account, cert.msg.account)):
-                counter[key] -= 1
-                if not counter[key]:
-                    del counter[key]
+            _uncount(self._per_epoch, cert.vote_epoch)
+            _uncount(self._per_account, cert.msg.account)
 
     def due(self, through: int) -> list[CertifiedOrder]:
         """Take out every certificate of an epoch <= `through`, in order id order."""
@@ -314,14 +291,14 @@ class Ledger:
         return check
 
     # the authority's view -----------------------------------------------------------------------------------------
-    def check_order(self, signed: Signed, now_ms: int, vote_epoch: int | None = None) -> None:
+    def check_order(self, signed: Signed[Order], now_ms: int, vote_epoch: int | None = None) -> None:
         """Raise a ProtocolError unless the order is valid in this view (the lock is the authority's business).
 
         `vote_epoch`: a renewal (SPEC 6.8) asks for a vote in that epoch, later than the order's; the epoch rule
         applies to it instead of the order's, and the rules that only time makes fail and that protect no one
         but the account that signed (a PayEscrow's deadline, an Unstake's bound) are not judged again.
         """
-        o: Order = signed.msg  # type: ignore[assignment]
+        o = signed.msg
         cur = self.genesis.epoch(now_ms)
         renewal = vote_epoch is not None
         epoch = o.epoch if vote_epoch is None else vote_epoch
@@ -358,13 +335,13 @@ class Ledger:
         elif isinstance(o, Settle):
             self._check_settle(o)
         elif isinstance(o, Refund):
-            esc = self._escrow(o.account)
-            if signed.signer != esc.payer:
+            info = self._escrow(o.account)
+            if signed.signer != info.payer:
                 raise SignatureError("Refund: only the payer may sign a refund")
-            if o.pay_id != esc.pay_id or o.amount != esc.fee:
+            if o.pay_id != info.pay_id or o.amount != info.fee:
                 raise SchemaError("Refund: pay_id or amount does not match the escrow")
-            if now_ms < esc.deadline_ms:
-                raise StateError(f"Refund: the escrow's deadline is {esc.deadline_ms}, now is {now_ms}",
+            if now_ms < info.deadline_ms:
+                raise StateError(f"Refund: the escrow's deadline is {info.deadline_ms}, now is {now_ms}",
                                  reason="too_early")
 
     def _escrow(self, account: bytes) -> EscrowInfo:

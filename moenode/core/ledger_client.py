@@ -32,15 +32,17 @@ each durable before the next, so a crash between two steps resumes with at most 
 step is idempotent).
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from moenode.core.crypto import Verifier
 from moenode.core.errors import ProtocolError
-from moenode.core.messages import Signed
+from moenode.core.messages import Message, Signed
 from moenode.core.orders import (
     MAX_ATTACH,
     BatchVote,
     CertifiedOrder,
+    Order,
     PayEscrow,
     Refund,
     Settle,
@@ -111,7 +113,7 @@ def refusal_of(err: ProtocolError) -> tuple[str, bytes | None]:
 
 @dataclass
 class OrderSubmitter:
-    order: Signed
+    order: Signed[Order]
     power: dict[bytes, int]  # the voting power of the epoch the votes are asked in (`vote_epoch` or the order's)
     verify: Verifier
     pool: CertPool = field(default_factory=CertPool)
@@ -125,7 +127,7 @@ class OrderSubmitter:
     _retries: dict[bytes, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        epoch = self.order.msg.epoch if self.vote_epoch is None else self.vote_epoch  # type: ignore[attr-defined]
+        epoch = self.order.msg.epoch if self.vote_epoch is None else self.vote_epoch
         self._digest = vote_digest(self.order.id, epoch)
         self._data = self.order.encode()
         self.first = self.first[:MAX_ATTACH]
@@ -144,7 +146,7 @@ class OrderSubmitter:
                 out.append(SendOrder(pk, self._data, first, self.vote_epoch))
         return out
 
-    def power_of(self, pks) -> int:
+    def power_of(self, pks: Iterable[bytes]) -> int:
         return sum(self.power.get(pk, 0) for pk in pks)
 
     def on_vote(self, authority: bytes, vote: bytes | BatchVote) -> list[Effect]:

@@ -18,7 +18,7 @@ Other modules register further types (ledger orders) with `@register`, so the re
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from functools import cache, cached_property
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from moenode.core.codec import canonical, decode
 from moenode.core.crypto import DIGEST_SIZE, PUBKEY_SIZE, SIG_SIZE, H, Signer, Verifier
@@ -40,7 +40,7 @@ def _fail(where: str, what: str) -> SchemaError:
 def holds(values: int) -> Callable[[Check], Check]:
     """Declare that a check's valid input holds at most `values` msgpack values (1 for a scalar)."""
     def mark(check: Check) -> Check:
-        check.values = values  # type: ignore[attr-defined]
+        setattr(check, "values", values)  # noqa: B010 (an attribute of a function: typed code sets it so)
         return check
     return mark
 
@@ -48,7 +48,7 @@ def holds(values: int) -> Callable[[Check], Check]:
 def values_of(check: Check) -> int:
     """How many msgpack values a check's valid input holds at most (see `holds`)."""
     try:
-        return check.values  # type: ignore[attr-defined]
+        return int(getattr(check, "values"))  # noqa: B009
     except AttributeError:
         raise TypeError(f"field check {check!r} does not declare its value budget (use @holds)") from None
 
@@ -56,9 +56,9 @@ def values_of(check: Check) -> int:
 def uint(high: int = (1 << 63) - 1) -> Check:
     @holds(1)
     def check(v: Any, where: str) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= high:
-            raise _fail(where, f"expected an integer in [0, {high}], got {v!r:.40}")
-        return v
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= high:
+            return v
+        raise _fail(where, f"expected an integer in [0, {high}], got {v!r:.40}")
     return check
 
 
@@ -90,7 +90,7 @@ def mapping(values: int) -> Check:
     """A map checked later by its consumer (an envelope nested inside another message) of at most `values` values
     (`envelope_values` of the types it may hold)."""
     @holds(values)
-    def check(v: Any, where: str) -> dict:
+    def check(v: Any, where: str) -> dict[str, Any]:
         if not isinstance(v, dict):
             raise _fail(where, "expected a map")
         return v
@@ -106,7 +106,7 @@ def optional(inner: Check) -> Check:
 
 def seq(inner: Check, max_len: int, min_len: int = 0) -> Check:
     @holds(1 + max_len * values_of(inner))
-    def check(v: Any, where: str) -> tuple:
+    def check(v: Any, where: str) -> tuple[Any, ...]:
         if not isinstance(v, list) or not min_len <= len(v) <= max_len:
             raise _fail(where, f"expected a list of {min_len}..{max_len} entries")
         return tuple(inner(x, f"{where}[{i}]") for i, x in enumerate(v))
@@ -115,7 +115,7 @@ def seq(inner: Check, max_len: int, min_len: int = 0) -> Check:
 
 def pair(a: Check, b: Check) -> Check:
     @holds(1 + values_of(a) + values_of(b))
-    def check(v: Any, where: str) -> tuple:
+    def check(v: Any, where: str) -> tuple[Any, ...]:
         if not isinstance(v, list) or len(v) != 2:
             raise _fail(where, "expected a pair")
         return a(v[0], where + "[0]"), b(v[1], where + "[1]")
@@ -240,11 +240,17 @@ def _plain(v: Any) -> Any:
     return v
 
 
-@dataclass(frozen=True)
-class Signed:
-    """A message with its network id, signer and signature. `id` is what the signature covers."""
+M_co = TypeVar("M_co", bound=Message, covariant=True)  # the message type of an envelope
 
-    msg: Message
+
+@dataclass(frozen=True)
+class Signed(Generic[M_co]):
+    """A message with its network id, signer and signature. `id` is what the signature covers.
+
+    `Signed[Commit]` is an envelope known to hold a Commit: `seal` keeps the type of what it seals, and `narrow`
+    gives an opened envelope (a `Signed[Message]`) the type of its message."""
+
+    msg: M_co
     net: bytes
     signer: bytes
     sig: bytes
@@ -283,14 +289,14 @@ def body_of(msg: Message, net: bytes) -> dict[str, Any]:
     return body
 
 
-def seal(msg: Message, signer: Signer, net: bytes) -> Signed:
+def seal(msg: M, signer: Signer, net: bytes) -> Signed[M]:
     msg.validate()
     body_bytes = canonical(body_of(msg, net))
     digest = H("msg", body_bytes)
     return _envelope(msg, net, signer.public_key, signer.sign(digest), body_bytes, digest)
 
 
-def _envelope(msg: Message, net: bytes, signer: bytes, sig: bytes, body_bytes: bytes, digest: bytes) -> Signed:
+def _envelope(msg: M, net: bytes, signer: bytes, sig: bytes, body_bytes: bytes, digest: bytes) -> Signed[M]:
     """A Signed whose body encoding and id are the ones just signed or verified (they fill the cached_property
     slots, so neither `encode()` nor `id` encodes the message again)."""
     env = Signed(msg=msg, net=net, signer=signer, sig=sig)
@@ -307,7 +313,14 @@ def envelope_values(*types: type[Message]) -> int:
     return 6 + max(t.max_values() for t in types)
 
 
-def open_wire(wire: Any, net: bytes, verify: Verifier, expect: tuple[type[Message], ...] = ()) -> Signed:
+def narrow(env: Signed[Message], kind: type[M]) -> Signed[M]:
+    """`env` typed by its message class; SchemaError if it holds another (callers that chose `expect` know)."""
+    if not isinstance(env.msg, kind):
+        raise SchemaError(f"envelope: got {env.msg.TYPE}, expected {kind.TYPE}")
+    return cast(Signed[M], env)
+
+
+def open_wire(wire: Any, net: bytes, verify: Verifier, expect: tuple[type[Message], ...] = ()) -> Signed[Message]:
     """Check an already-decoded envelope map (for envelopes nested in other messages)."""
     if not isinstance(wire, dict) or set(wire) != {"body", "signer", "sig"}:
         raise SchemaError("envelope: expected {body, signer, sig}")
@@ -345,7 +358,8 @@ def _any_envelope_caps(registered: int) -> tuple[int, int]:
     return MAX_ENVELOPE, envelope_values(*REGISTRY.values())
 
 
-def open_signed(data: bytes, net: bytes, verify: Verifier, expect: tuple[type[Message], ...] = ()) -> Signed:
+def open_signed(data: bytes, net: bytes, verify: Verifier, expect: tuple[type[Message], ...] = ()
+                ) -> Signed[Message]:
     """Decode and check untrusted envelope bytes. Raises only ProtocolError subclasses."""
     cap, values = _envelope_caps(expect) if expect else _any_envelope_caps(len(REGISTRY))
     try:
@@ -421,7 +435,7 @@ class Commit(Message):
     TYPE: ClassVar[str] = "Commit"
     MAX_BYTES: ClassVar[int] = 1 * KiB
     shard_id: bytes = spec(B32)
-    digest: bytes = spec(B32)
+    digest: bytes = spec(B32)  # type: ignore[assignment]  # the wire name; it shadows Message.digest() on a Commit
 
 
 @register
@@ -482,7 +496,7 @@ class ProxyRequest(Message):
     sponsor: bytes = spec(PK)
     price_bps: int = spec(BPS)
     deadline_ms: int = spec(uint())
-    input: dict = spec(mapping(envelope_values(Input)))
+    input: dict[str, Any] = spec(mapping(envelope_values(Input)))
 
 
 @register
@@ -514,7 +528,7 @@ class Submission(Message):
     member: bytes = spec(PK)
     producer: bytes = spec(PK)
     payload: Payload = spec(nested(Payload))
-    proxy: dict | None = spec(optional(mapping(envelope_values(ProxySubmission))))
+    proxy: dict[str, Any] | None = spec(optional(mapping(envelope_values(ProxySubmission))))
 
     def validate(self) -> None:
         if (self.proxy is None) != (self.producer == self.member):
@@ -524,8 +538,8 @@ class Submission(Message):
         """Verify the producer's ProxySubmission; return its producer_share_bps (0 when self-produced)."""
         if self.proxy is None:
             return 0
-        env = open_wire(self.proxy, net, verify, (ProxySubmission,))
-        ps: ProxySubmission = env.msg  # type: ignore[assignment]
+        env = narrow(open_wire(self.proxy, net, verify, (ProxySubmission,)), ProxySubmission)
+        ps = env.msg
         if env.signer != self.producer or ps.producer != self.producer or ps.sponsor != self.member:
             raise SignatureError("Submission: proxy envelope is not the producer's for this sponsor")
         if ps.shard_id != self.shard_id or ps.payload_digest != self.payload.digest():
@@ -646,8 +660,8 @@ class Evidence(Message):
     kind: str = spec(text(32))
     offender: bytes = spec(PK)
     shard_id: bytes = spec(B32)
-    first: dict = spec(mapping(EVIDENCE_VALUES))
-    second: dict = spec(mapping(EVIDENCE_VALUES))
+    first: dict[str, Any] = spec(mapping(EVIDENCE_VALUES))
+    second: dict[str, Any] = spec(mapping(EVIDENCE_VALUES))
 
     KINDS: ClassVar[tuple[str, ...]] = ("equivocation", "commit_after_optout", "double_proxy", "reveal_mismatch")
 

@@ -30,12 +30,13 @@ state: a Transfer to an escrow account is invalid, because a balance there could
 out only its escrowed fee, by Settle or Refund). No key anyone generates starts with them (2^-48 per key).
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from moenode.core.codec import canonical, decode
 from moenode.core.crypto import H, Verifier
-from moenode.core.errors import ProtocolError, SchemaError, SignatureError
+from moenode.core.errors import ProtocolError, SchemaError, SignatureError, UnderQuorum
 from moenode.core.messages import (
     B32,
     KiB,
@@ -47,6 +48,7 @@ from moenode.core.messages import (
     blob,
     envelope_values,
     holds,
+    narrow,
     nested,
     open_signed,
     open_wire,
@@ -130,13 +132,13 @@ def fold_proof(leaf: bytes, index: int, path: tuple[bytes, ...]) -> bytes:
     return h
 
 
-def signed_digest(leaf: bytes, vote: tuple) -> bytes:
+def signed_digest(leaf: bytes, vote: tuple[Any, ...]) -> bytes:
     """What the signature of `vote` ((pk, sig) or (pk, sig, index, path)) covers, for the order whose vote digest
     is `leaf`."""
     return leaf if len(vote) == 2 else batch_vote_digest(fold_proof(leaf, vote[2], vote[3]))
 
 
-def vote_entry(pk: bytes, vote: "bytes | BatchVote") -> tuple:
+def vote_entry(pk: bytes, vote: "bytes | BatchVote") -> tuple[Any, ...]:
     """A certificate's entry for one authority's vote."""
     return (pk, vote) if isinstance(vote, bytes) else (pk, vote.sig, vote.index, vote.path)
 
@@ -152,9 +154,10 @@ def _proof_check(v: Any, where: str) -> tuple[int, tuple[bytes, ...]]:
 
 
 @holds(1 + 1 + 1 + 1 + 1 + MAX_PROOF_DEPTH)  # [pk, sig, index, [sibling, ...]]
-def _vote_check(v: Any, where: str) -> tuple:
+def _vote_check(v: Any, where: str) -> tuple[Any, ...]:
     if isinstance(v, list) and len(v) == 2:
-        return pair(PK, SIG)(v, where)
+        out: tuple[Any, ...] = pair(PK, SIG)(v, where)
+        return out
     if not isinstance(v, list) or len(v) != 4:
         raise SchemaError(f"{where}: expected [pk, sig] or [pk, sig, index, path]")
     return (PK(v[0], f"{where}[0]"), SIG(v[1], f"{where}[1]"), *_proof_check(v[2:], where))
@@ -276,15 +279,15 @@ ORDER_TYPES: tuple[type[Order], ...] = (Transfer, PayEscrow, Settle, Refund, Sta
 MAX_ORDER_BYTES = max(c.MAX_BYTES for c in ORDER_TYPES)
 
 
-def open_order(data: bytes, net: bytes, verify: Verifier) -> Signed:
+def open_order(data: bytes, net: bytes, verify: Verifier) -> Signed[Order]:
     """Decode and check an order envelope (size cap, network, schema, signature, account-signs rule)."""
-    signed = open_signed(data, net, verify, ORDER_TYPES)
+    signed = narrow(open_signed(data, net, verify, ORDER_TYPES), Order)
     check_signer(signed)
     return signed
 
 
-def check_signer(signed: Signed) -> None:
-    order: Order = signed.msg  # type: ignore[assignment]
+def check_signer(signed: Signed[Order]) -> None:
+    order = signed.msg
     if order.SIGNED_BY_ACCOUNT and signed.signer != order.account:
         raise SignatureError(f"{order.TYPE}: signed by {signed.signer.hex()[:16]}, not by its account")
 
@@ -294,8 +297,8 @@ def check_signer(signed: Signed) -> None:
 class CertifiedOrder:
     """An order envelope plus authority votes. `check` proves the quorum; construction alone proves nothing."""
 
-    order: Signed
-    votes: tuple[tuple, ...]  # (pk, sig) or (pk, sig, index, path), sorted by pk
+    order: Signed[Order]
+    votes: tuple[tuple[Any, ...], ...]  # (pk, sig) or (pk, sig, index, path), sorted by pk
     renewed_in: int | None = None  # the epoch the votes were cast in, when later than the order's (a renewal)
 
     # a vote: pk 34 + sig 66 + list header 1, and for a batch vote index 3 + path 3 + 34 per level
@@ -310,7 +313,7 @@ class CertifiedOrder:
 
     @property
     def msg(self) -> Order:
-        return self.order.msg  # type: ignore[return-value]
+        return self.order.msg
 
     @property
     def vote_epoch(self) -> int:
@@ -334,11 +337,11 @@ class CertifiedOrder:
         if signers != sorted(set(signers)):
             raise SchemaError("CertifiedOrder: voters must be unique and sorted")
         renewed_in = uint()(wire["vote_epoch"], "CertifiedOrder.vote_epoch") if "vote_epoch" in wire else None
-        order = open_wire(wire["order"], net, verify, ORDER_TYPES)
+        order = narrow(open_wire(wire["order"], net, verify, ORDER_TYPES), Order)
         check_signer(order)
         if len(order.encode()) > type(order.msg).MAX_BYTES:
             raise SchemaError(f"CertifiedOrder: the {order.msg.TYPE} exceeds its size cap")
-        if renewed_in is not None and renewed_in <= order.msg.epoch:  # type: ignore[attr-defined]
+        if renewed_in is not None and renewed_in <= order.msg.epoch:
             raise SchemaError("CertifiedOrder: vote_epoch must be later than the order's epoch (else absent)")
         return cls(order=order, votes=votes, renewed_in=renewed_in)
 
@@ -370,14 +373,10 @@ class CertifiedOrder:
         return total
 
 
-class UnderQuorum(SignatureError):
-    reason = "under_quorum"
-
-
-def certify(order: Signed, votes: "dict[bytes, bytes] | dict[bytes, bytes | BatchVote]",
+def certify(order: Signed[Order], votes: "Mapping[bytes, bytes | BatchVote]",
             vote_epoch: int | None = None) -> CertifiedOrder:
     """The certificate of `order` from `votes` cast in `vote_epoch` (None: the order's own epoch)."""
-    renewed_in = None if vote_epoch is None or vote_epoch == order.msg.epoch else vote_epoch  # type: ignore[attr-defined]
+    renewed_in = None if vote_epoch is None or vote_epoch == order.msg.epoch else vote_epoch
     return CertifiedOrder(order=order, votes=tuple(vote_entry(pk, votes[pk]) for pk in sorted(votes)),
                           renewed_in=renewed_in)
 
@@ -407,7 +406,7 @@ class OrderAnswer(Message):
     TYPE: ClassVar[str] = "OrderAnswer"
     MAX_BYTES: ClassVar[int] = 1 * KiB
     sig: bytes | None = spec(optional(SIG))
-    proof: tuple | None = spec(optional(_proof_check))
+    proof: tuple[Any, ...] | None = spec(optional(_proof_check))
     refusal: str | None = spec(optional(text(32)))
     account: bytes | None = spec(optional(B32))
     why: str = spec(text(320))

@@ -41,6 +41,7 @@ from moenode.core.messages import (
     ProxySubmission,
     Signed,
     Submission,
+    narrow,
     nested,
     open_wire,
     optional,
@@ -63,11 +64,11 @@ class Accepted:
     """The request to work on: embed `input.items` and call `ProxyDesk.sign` with the payload."""
 
     request: ProxyRequest
-    input_env: Signed
+    input_env: Signed[Input]
 
     @property
     def input(self) -> Input:
-        return self.input_env.msg  # type: ignore[return-value]
+        return self.input_env.msg
 
 
 @dataclass
@@ -93,15 +94,15 @@ class ProxyDesk:
     def me(self) -> bytes:
         return self.signer.public_key
 
-    def accept(self, env: Signed, members: Sequence[bytes], now: int) -> Accepted | Refusal:
+    def accept(self, env: Signed[Message], members: Sequence[bytes], now: int) -> Accepted | Refusal:
         """Check a ProxyRequest envelope (already through open_signed). `members` = the shard, derived locally."""
         req = env.msg
         if not isinstance(req, ProxyRequest):
             raise SchemaError(f"{req.TYPE} is not a ProxyRequest")
         if env.signer != req.sponsor:
             raise SignatureError("ProxyRequest: not signed by its sponsor")
-        input_env = open_wire(req.input, self.net, self.verify, (Input,))
-        inp: Input = input_env.msg  # type: ignore[assignment]
+        input_env = narrow(open_wire(req.input, self.net, self.verify, (Input,)), Input)
+        inp = input_env.msg
         if input_env.signer != inp.submitter:
             raise SignatureError("ProxyRequest: the Input is not signed by its submitter")
         if inp.shard_id != req.shard_id:
@@ -144,9 +145,10 @@ class ProxyDesk:
         return len(old)
 
 
-def proxy_request(sponsor: Signer, net: bytes, input_env: Signed, price_bps: int, deadline_ms: int) -> Signed:
+def proxy_request(sponsor: Signer, net: bytes, input_env: Signed[Input], price_bps: int, deadline_ms: int
+                  ) -> Signed[ProxyRequest]:
     """The sponsor's side: a signed ProxyRequest carrying the submitter's Input envelope."""
-    inp: Input = input_env.msg  # type: ignore[assignment]
+    inp = input_env.msg
     req = ProxyRequest(shard_id=inp.shard_id, sponsor=sponsor.public_key, price_bps=price_bps,
                        deadline_ms=deadline_ms, input=input_env.as_wire())
     return seal(req, sponsor, net)

@@ -37,11 +37,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
 from operator import itemgetter
-from typing import Callable
+from collections.abc import Sequence
+from typing import Any, Callable, Literal
 
 from moenode.core.codec import canonical
 from moenode.core.crypto import H, Signer, Verifier
-from moenode.core.errors import NotInShard, ProtocolError, SchemaError, StateError
+from moenode.core.errors import LocalRoundError, NotInShard, ProtocolError, SchemaError, StateError
 from moenode.core.genesis import Params
 from moenode.core.messages import (
     Certificate,
@@ -93,17 +94,13 @@ ACCEPTS: dict[type[Message], frozenset[Phase]] = {
 }
 
 
-class LocalRoundError(RuntimeError):
-    """The driver called the round in a way its state does not allow: a bug on our side."""
-
-
 # effects -----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Send:
     """Deliver a signed envelope to one peer (a shard member or the submitter) over a direct stream."""
 
     to: bytes
-    env: Signed
+    env: Signed[Message]
 
 
 @dataclass(frozen=True)
@@ -136,19 +133,24 @@ class EvidenceFound:
     evidence: Evidence
 
 
+Status = Literal["certified", "reported", "failed", "opted_out"]
+Role = Literal["member", "submitter"]
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """The end of a round, once. status: certified | reported | failed | opted_out."""
+    """The end of a round, once: how it ended, and whose round it was."""
 
     shard_id: bytes
-    status: str
+    status: Status
     reason: str = ""
     certificate: Certificate | None = None
     report: Report | None = None
-    winner_reveal: Signed | None = None
+    winner_reveal: Signed[Message] | None = None
     accepted: tuple[bytes, ...] = ()
     strikes: tuple[bytes, ...] = ()
     faulty: tuple[bytes, ...] = ()
+    role: Role = "member"
 
 
 Effect = Send | Work | Verify | EvidenceFound | Outcome
@@ -207,11 +209,11 @@ class ShardContext:
 class _Seen:
     """What one other member has told us in this round."""
 
-    commit: Signed | None = None
-    optout: Signed | None = None
-    votes: Signed | None = None
-    reveal: Signed | None = None
-    report: Signed | None = None
+    commit: Signed[Commit] | None = None
+    optout: Signed[OptOut] | None = None
+    votes: Signed[CommitVotes] | None = None
+    reveal: Signed[Reveal] | None = None
+    report: Signed[Report] | None = None
 
 
 @dataclass
@@ -242,7 +244,7 @@ class MemberRound:
     reveal_cursor: int = 0  # reveal_wait[:reveal_cursor] have revealed or are faulty
     candidate: bytes | None = None
     report: Report | None = None
-    reports_unread: list[Signed] = field(default_factory=list)  # reports not yet compared with ours
+    reports_unread: list[Signed[Message]] = field(default_factory=list)  # reports not yet compared with ours
     agreeing: list[tuple[bytes, bytes]] = field(default_factory=list)  # (signer, sig) of reports identical to ours
     evidence: list[Evidence] = field(default_factory=list)
     outcome: Outcome | None = None
@@ -252,13 +254,16 @@ class MemberRound:
     def open(
         cls,
         ctx: ShardContext,
-        input_env: Signed,
+        input_env: Signed[Message],
         signer: Signer,
         verify: Verifier,
         now: int,
-        check_payment: Callable[[Input], None] | None = None,
+        payment_problem: str = "",
     ) -> tuple["MemberRound", list[Effect]]:
-        """Accept an Input: raises ProtocolError if it is not ours to answer; opts out if it is ours but bad."""
+        """Accept an Input: raises ProtocolError if it is not ours to answer; opts out if it is ours but bad.
+
+        `payment_problem` is what the caller's check of the Input's payment certificate against its ledger found
+        ("" when the payment holds); the round opts out with it after its own checks of the Input."""
         inp = input_env.msg
         if not isinstance(inp, Input) or inp != ctx.input:
             raise LocalRoundError("the context was derived from another input")
@@ -267,12 +272,12 @@ class MemberRound:
         if signer.public_key not in ctx.member_set:
             raise NotInShard(f"{signer.public_key.hex()[:16]} is not in shard {inp.shard_id.hex()[:16]}")
         rnd = cls(ctx=ctx, signer=signer, verify=verify, started=now)
-        reason = rnd._input_problem(check_payment, now)
+        reason = rnd._input_problem(payment_problem, now)
         if reason:
             return rnd, rnd._opt_out(reason, now)
         return rnd, [Work(inp.shard_id, inp.items, ctx.shard_seed)]
 
-    def _input_problem(self, check_payment: Callable[[Input], None] | None, now: int) -> str:
+    def _input_problem(self, payment_problem: str, now: int) -> str:
         inp, p = self.ctx.input, self.ctx.params
         if len(inp.items) > p.max_batch_items:
             return f"batch of {len(inp.items)} items exceeds {p.max_batch_items}"
@@ -282,11 +287,8 @@ class MemberRound:
             return f"fee {inp.fee} below the minimum {p.min_fee}"
         if now >= inp.deadline_ms:
             return "the round's deadline has passed"
-        if check_payment is not None:
-            try:
-                check_payment(inp)
-            except ProtocolError as e:
-                return f"payment: {e}"
+        if payment_problem:
+            return f"payment: {payment_problem}"
         return ""
 
     def _opt_out(self, reason: str, now: int) -> list[Effect]:
@@ -319,7 +321,7 @@ class MemberRound:
             raise LocalRoundError(f"event {event!r} is illegal in phase {self.phase.value}")
         self.phase = moves[self.phase]
 
-    def _broadcast(self, env: Signed) -> list[Effect]:
+    def _broadcast(self, env: Signed[Message]) -> list[Effect]:
         me = self.signer.public_key
         return [Send(m, env) for m in self.ctx.members if m != me]
 
@@ -342,7 +344,7 @@ class MemberRound:
                 due = t
         return due
 
-    def _finish(self, status: str, reason: str = "", certificate: Certificate | None = None) -> Outcome:
+    def _finish(self, status: Status, reason: str = "", certificate: Certificate | None = None) -> Outcome:
         self._to("finish")
         strikes, faulty = self._strikes_and_faulty() if self.accepted else ((), tuple(sorted(self.faulty)))
         winner_reveal = None
@@ -394,7 +396,7 @@ class MemberRound:
         return []
 
     # remote messages ----------------------------------------------------------------------------------------------
-    def handle(self, env: Signed, now: int) -> list[Effect]:
+    def handle(self, env: Signed[Message], now: int) -> list[Effect]:
         """A checked envelope (already through `open_signed`) from a peer."""
         msg, signer, ctx = env.msg, env.signer, self.ctx
         kind = type(msg)
@@ -413,18 +415,18 @@ class MemberRound:
             raise StateError(f"{msg.TYPE} arrived in phase {self.phase.value}")
         return _HANDLERS[kind](self, env, now)
 
-    def _evidence(self, kind: str, offender: bytes, first: Signed, second: Signed) -> list[Effect]:
+    def _evidence(self, kind: str, offender: bytes, first: Signed[Message], second: Signed[Message]) -> list[Effect]:
         ev = Evidence(kind, offender, self.shard_id, first.as_wire(), second.as_wire())
         self.evidence.append(ev)
         self.faulty.add(offender)
         return [EvidenceFound(ev)]
 
-    def _record_commit(self, member: bytes, env: Signed, now: int) -> None:
+    def _record_commit(self, member: bytes, env: Signed[Commit], now: int) -> None:
         self._seen(member).commit = env
-        self.commits[member] = env.msg.digest  # type: ignore[attr-defined]
+        self.commits[member] = env.msg.digest
         self.commit_times.append(now)
 
-    def _on_commit(self, env: Signed, now: int) -> list[Effect]:
+    def _on_commit(self, env: Signed[Commit], now: int) -> list[Effect]:
         s = self._seen(env.signer)
         if s.commit is not None:
             if s.commit.msg == env.msg:
@@ -437,7 +439,7 @@ class MemberRound:
         self._record_commit(env.signer, env, now)
         return self._maybe_vote(now)
 
-    def _on_optout(self, env: Signed, now: int) -> list[Effect]:
+    def _on_optout(self, env: Signed[OptOut], now: int) -> list[Effect]:
         s = self._seen(env.signer)
         if s.optout is not None:
             return []
@@ -453,27 +455,27 @@ class MemberRound:
             return self._decide(now, final=False)
         return []
 
-    def _on_votes(self, env: Signed, now: int) -> list[Effect]:
+    def _on_votes(self, env: Signed[CommitVotes], now: int) -> list[Effect]:
         s = self._seen(env.signer)
         if s.votes is not None:
             if s.votes.msg == env.msg:
                 return []
             raise StateError("a second, different CommitVotes from one member")
-        if not self.ctx.member_set.issuperset(map(_first, env.msg.votes)):  # type: ignore[attr-defined]
+        if not self.ctx.member_set.issuperset(map(_first, env.msg.votes)):
             raise NotInShard("CommitVotes lists a non-member")
         s.votes = env
-        self._tally_votes(env.signer, env.msg)  # type: ignore[arg-type]
+        self._tally_votes(env.signer, env.msg)
         if self.phase is Phase.VOTING:
             return self._decide(now, final=False)
         return []
 
-    def _on_reveal(self, env: Signed, now: int) -> list[Effect]:
+    def _on_reveal(self, env: Signed[Reveal], now: int) -> list[Effect]:
         s = self._seen(env.signer)
         if s.reveal is not None:
             if s.reveal.msg == env.msg:
                 return []
             return self._evidence("reveal_mismatch", env.signer, s.reveal, env)
-        sub: Submission = env.msg.submission  # type: ignore[attr-defined]
+        sub = env.msg.submission
         if sub.member != env.signer:
             raise SchemaError("Reveal: submission names another member")
         s.reveal = env
@@ -481,7 +483,7 @@ class MemberRound:
             return self._check_reveal(env.signer) + self._maybe_close_reveals(now)
         return []
 
-    def _on_report(self, env: Signed, now: int) -> list[Effect]:
+    def _on_report(self, env: Signed[Report], now: int) -> list[Effect]:
         s = self._seen(env.signer)
         if s.report is not None:
             return []
@@ -517,7 +519,7 @@ class MemberRound:
         votes = tuple(sorted(self._committed().items()))
         env = seal(CommitVotes(self.shard_id, votes), self.signer, self.ctx.net)
         self._seen(self.me).votes = env
-        self._tally_votes(self.me, env.msg)  # type: ignore[arg-type]
+        self._tally_votes(self.me, env.msg)
         self.vote_deadline = now + self.ctx.params.vote_timeout_ms
         return self._broadcast(env) + self._decide(now, final=False)
 
@@ -572,7 +574,7 @@ class MemberRound:
         s = self._seen(member)
         if member not in self.accepted or s.reveal is None or member in self.faulty:
             return []
-        sub: Submission = s.reveal.msg.submission  # type: ignore[attr-defined]
+        sub = s.reveal.msg.submission
         if sub.digest() != self.accepted[member]:
             assert s.commit is not None or member == self.me
             return self._evidence("reveal_mismatch", member, s.commit or s.reveal, s.reveal)
@@ -589,7 +591,7 @@ class MemberRound:
         for other, s in self.seen.items():
             if other == member or s.reveal is None or other not in self.accepted:
                 continue
-            o: Submission = s.reveal.msg.submission  # type: ignore[attr-defined]
+            o = s.reveal.msg.submission
             if o.proxy is not None and o.producer == sub.producer and o.proxy != sub.proxy:
                 first = open_wire(o.proxy, self.ctx.net, self.verify)
                 second = open_wire(sub.proxy, self.ctx.net, self.verify)
@@ -603,7 +605,7 @@ class MemberRound:
         for m in self.accepted:
             s = self._seen(m)
             if s.reveal is not None and m not in self.faulty:
-                out[m] = s.reveal.msg.submission  # type: ignore[attr-defined]
+                out[m] = s.reveal.msg.submission
         return out
 
     def _maybe_close_reveals(self, now: int) -> list[Effect]:
@@ -682,7 +684,8 @@ class MemberRound:
         return [self._finish("certified", certificate=cert)]
 
 
-_HANDLERS: dict[type[Message], Callable[[MemberRound, Signed, int], list[Effect]]] = {
+# each handler takes the envelope of its message type (`handle` picks it by that type)
+_HANDLERS: dict[type[Message], Callable[[MemberRound, Any, int], list[Effect]]] = {
     Commit: MemberRound._on_commit, OptOut: MemberRound._on_optout, CommitVotes: MemberRound._on_votes,
     Reveal: MemberRound._on_reveal, Report: MemberRound._on_report,
 }
@@ -692,7 +695,7 @@ _first = itemgetter(0)
 _ACCEPTS_SEQ: dict[type[Message], tuple[Phase, ...]] = {t: tuple(ps) for t, ps in ACCEPTS.items()}
 
 
-def assemble_certificate(report: Report, reports: list[Signed], q: int) -> Certificate | None:
+def assemble_certificate(report: Report, reports: Sequence[Signed[Message]], q: int) -> Certificate | None:
     """A certificate from every signed report identical to `report`, once there are at least q of them."""
     sigs = sorted((env.signer, env.sig) for env in reports if env.msg == report)
     if len(sigs) < q:
@@ -706,13 +709,13 @@ class SubmitterRound:
     """The submitter's side: send the Input, gather q identical reports and the winning reveal."""
 
     ctx: ShardContext
-    input_env: Signed
-    reports: dict[bytes, Signed] = field(default_factory=dict)
-    groups: dict[bytes, list[Signed]] = field(default_factory=dict)  # report digest -> its signed copies
+    input_env: Signed[Message]
+    reports: dict[bytes, Signed[Message]] = field(default_factory=dict)
+    groups: dict[bytes, list[Signed[Message]]] = field(default_factory=dict)  # report digest -> its signed copies
     optouts: set[bytes] = field(default_factory=set)
-    reveals: dict[bytes, Signed] = field(default_factory=dict)  # submission digest -> the member's Reveal
+    reveals: dict[bytes, Signed[Message]] = field(default_factory=dict)  # submission digest -> the member's Reveal
     certificate: Certificate | None = None
-    winner_reveal: Signed | None = None
+    winner_reveal: Signed[Message] | None = None
     outcome: Outcome | None = None
 
     def start(self, now: int) -> list[Effect]:
@@ -726,7 +729,7 @@ class SubmitterRound:
     def done(self) -> bool:
         return self.outcome is not None
 
-    def handle(self, env: Signed, now: int) -> list[Effect]:
+    def handle(self, env: Signed[Message], now: int) -> list[Effect]:
         if self.outcome is not None:
             return []  # late reports and reveals after the outcome are normal
         msg = env.msg
@@ -745,7 +748,7 @@ class SubmitterRound:
             return []
         raise StateError(f"{msg.TYPE} is not for the submitter")
 
-    def _on_report(self, env: Signed, report: Report) -> list[Effect]:
+    def _on_report(self, env: Signed[Message], report: Report) -> list[Effect]:
         inp = self.ctx.input
         binding = (report.epoch, report.submitter, report.data_hash, report.nonce, report.pay_id, report.fee)
         if binding != (inp.epoch, inp.submitter, inp.data_hash, inp.nonce, inp.pay_id, inp.fee):
@@ -757,10 +760,10 @@ class SubmitterRound:
             group = self.groups.setdefault(report.digest(), [])
             group.append(env)
             if len(group) >= self.ctx.q:
-                self.certificate = assemble_certificate(group[0].msg, group, self.ctx.q)  # type: ignore[arg-type]
+                self.certificate = assemble_certificate(report, group, self.ctx.q)
         return self._maybe_done()
 
-    def _on_reveal(self, env: Signed, reveal: Reveal) -> list[Effect]:
+    def _on_reveal(self, env: Signed[Message], reveal: Reveal) -> list[Effect]:
         if env.signer != reveal.submission.member:
             return []  # couriers forward the winner's own envelope, never one they signed themselves
         self.reveals.setdefault(reveal.submission.digest(), env)
@@ -782,7 +785,8 @@ class SubmitterRound:
             return self._finish("certified", "the winning reveal never arrived")
         return self._finish("failed", "no certificate before the deadline")
 
-    def _finish(self, status: str, reason: str = "") -> list[Effect]:
+    def _finish(self, status: Status, reason: str = "") -> list[Effect]:
         self.outcome = Outcome(self.ctx.shard_id, status, reason, self.certificate,
-                               self.certificate.report if self.certificate else None, self.winner_reveal)
+                               self.certificate.report if self.certificate else None, self.winner_reveal,
+                               role="submitter")
         return [self.outcome]

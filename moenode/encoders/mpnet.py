@@ -125,7 +125,7 @@ class PartsReader(io.RawIOBase):
         self._pos = max(0, base + offset)
         return self._pos
 
-    def readinto(self, buf) -> int:  # type: ignore[override]
+    def readinto(self, buf) -> int:
         view = memoryview(buf).cast("B")
         done = 0
         while done < len(view) and self._pos < self._size:

@@ -99,7 +99,7 @@ class _CountingPubsub(ContainedTasks, Pubsub):
             return
         await super().push_msg(msg_forwarder, msg)
 
-    async def stream_handler(self, stream) -> None:  # type: ignore[no-untyped-def]
+    async def stream_handler(self, stream) -> None:
         async with self.guard.watch(stream, MAX_RPC) as watched:
             await super().stream_handler(watched)  # type: ignore[arg-type]
 

@@ -64,7 +64,7 @@ class Epochs:
     async def on_gossip(self, origin: bytes, data: bytes) -> None:
         msg = self.decode(data)
         if isinstance(msg, Signed):
-            fresh = self.authority.add_evidence(msg.msg, self.node.now_ms())  # type: ignore[arg-type]
+            fresh = self.authority.add_evidence(msg.msg, self.node.now_ms())
             self.node.metrics.inc("evidence_received" if fresh else "evidence_duplicate")
             return
         self.accept(data)

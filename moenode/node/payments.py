@@ -43,8 +43,8 @@ import trio
 
 from moenode.core.authority import Authority
 from moenode.core.crypto import ed25519_verify
-from moenode.core.errors import ProtocolError
-from moenode.core.ledger import ConflictingCertificates, Ledger
+from moenode.core.errors import ConflictingCertificates, ProtocolError
+from moenode.core.ledger import Ledger
 from moenode.core.ledger_client import (
     Certified,
     CertPool,
@@ -201,7 +201,7 @@ class Outgoing:
 
     @property
     def order(self) -> Order:
-        return self.env.msg  # type: ignore[return-value]
+        return self.env.msg
 
 
 class Payments:
@@ -328,10 +328,10 @@ class Payments:
         order for the same (account, sequence) (a Refund whose collection failed, say), that one is finished
         instead: signing a second one there could lock the sequence for good. None if there is nothing to do.
         """
-        o: Order = env.msg  # type: ignore[assignment]
-        for out in self._open(o.account, o.sequence):
-            if out.env.id != env.id:
-                return await self._finish(out)
+        o: Order = env.msg
+        for earlier in self._open(o.account, o.sequence):
+            if earlier.env.id != env.id:
+                return await self._finish(earlier)
         out = self.outgoing.get(env.id)
         if out is None:
             out = Outgoing(env, tuple(attach))
@@ -402,7 +402,7 @@ class Payments:
     async def _collect(self, env: Signed, attach: tuple[bytes, ...]) -> CertifiedOrder:
         """Collect votes from the authorities until they carry the threshold (in a later epoch, a renewal, if the
         order's has passed). Nothing is asked while the reachable voting power is below the quorum."""
-        order: Order = env.msg  # type: ignore[assignment]
+        order: Order = env.msg
         what = f"{order.TYPE} at sequence {order.sequence}"
         try:
             vote_epoch = vote_epoch_for(order.epoch, self._epoch(), self.ledger.known_through)

@@ -1,27 +1,25 @@
-"""The round driver: real-network glue around the sans-IO shard rounds of `moenode.core.round`.
+"""The round driver: real-network glue around the sans-IO shard sessions of `moenode.core.shard`.
 
-Theory of operation: a *slot* holds one shard's rounds on this node: our `MemberRound` if we are in the shard,
-our `SubmitterRound` if we submitted the batch, or both. The driver does for them what `moenode.testing.inproc`
-does on a virtual clock, on the real one:
+Theory of operation: our `ShardTable` holds one `ShardSession` per shard we take part in (our member round, our
+submitter round, or both), the messages that outran their Input, and the replay rules. The driver does for it what
+`moenode.testing.inproc` and the simulator do on a virtual clock, on the real one, and keeps no protocol rules:
 
 * **Ingress.** Every envelope from a peer goes through `messages.open_signed` first (size cap, value budget,
   canonical decoding, network, schema, signature; on a worker thread when it is large, `node.decoding`). An
-  `Input` opens the member round (after deriving the shard from our ledger's stake table and checking the payment
-  certificate); any other round message goes to the slot of its shard. A message whose Input has not arrived yet
-  is buffered if its signer holds stake (only they can be members), within bounds per shard, in shards and in
-  bytes, and for a limited time.
-  An envelope (its id and signer: equal bodies from two members share an id) seen twice in one round is a replay, except when we hold both roles: members legitimately send
-  the submitter the same Report and Reveal they broadcast to the shard, and two couriers carry the winning Reveal.
+  `Input` opens the member session after we derive the shard from our ledger's stake table and check the payment
+  certificate (the problem found, if any, is the session's input); any other round message goes to the table.
+  The table's one question to the ledger is whether a message's signer holds stake (only stakers are kept early).
 * **Effects.** `Send` goes to a per-peer outbox (one sender task per peer keeps each peer's messages in order
   without blocking the handler); a Send to ourselves is delivered through a local queue. `Work` and `Verify` run on
   worker threads and feed their result back (`on_work_done`, `on_verified`). `Outcome` is handed to the node
-  (certificates: verify, settle, index, gossip). `EvidenceFound` goes to the ledger.
-* **Timers.** One task per slot sleeps until the earliest `deadline` of its rounds, or until an effect changed
-  the state, then calls `on_timer`.
+  (certificates: verify, settle, index, gossip). `EvidenceFound` goes to the ledger; `Refused` (a message that
+  waited for its Input) is counted against its sender.
+* **Timers.** One task per session sleeps until its `deadline`, or until an effect changed the state, then calls
+  `handle_timer`.
 * **Work.** Embed the batch with the router model, look up the winner index and our own history (the per-item
-  losses of every payload we computed), and execute `core.routing.plan`: do it ourselves, or proxy to the best
-  expert with a deadline and fall back to ourselves if it fails or its payload
-  does not verify. The fallback is hedged: our own computation runs while the expert is being waited for, and
+  losses of every payload we computed), and execute `core.routing.plan`: do it ourselves, or proxy to the experts
+  it names in rank order, with a deadline, and fall back to ourselves if they fail or a payload does not verify.
+  The fallback is hedged: our own computation runs while the expert is being waited for, and
   once it is ready we wait for the expert only until the shard's vote is near, so a slow expert does not make us
   late (the price is our own compute, spent in rounds we proxy).
 * **Expert.** The `proxy` RPC serves other members through `core.proxy.ProxyDesk` (one sponsor per shard, never a
@@ -36,24 +34,21 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import OrderedDict
+from functools import partial
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import trio
 
 from moenode.core.crypto import ed25519_verify
-from moenode.core.errors import NotInShard, ProtocolError, Replay, StateError
+from moenode.core.errors import LocalRoundError, ProtocolError, StateError
 from moenode.core.messages import (
-    Commit,
-    CommitVotes,
     Input,
-    OptOut,
     Payload,
     ProxyRequest,
     Report,
-    Reveal,
     Signed,
     Submission,
     open_signed,
@@ -62,18 +57,9 @@ from moenode.core.messages import (
     shard_id as derive_shard_id,
 )
 from moenode.core.proxy import ProxyAnswer, ProxyDesk, Refusal, open_answer, proxy_request
-from moenode.core.round import (
-    EvidenceFound,
-    LocalRoundError,
-    MemberRound,
-    Outcome,
-    Send,
-    ShardContext,
-    SubmitterRound,
-    Verify,
-    Work,
-)
+from moenode.core.round import EvidenceFound, Outcome, Send, ShardContext, Status, Verify, Work
 from moenode.core.routing import plan
+from moenode.core.shard import ROUND_TYPES, Refused, SessionEffect, ShardSession, ShardTable
 from moenode.core.selection import data_hash
 from moenode.node.decoding import decode_off_loop
 from moenode.node.winner_index import WinnerIndex
@@ -83,18 +69,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("moenode.node")
 
-ROUND_TYPES = (Input, OptOut, Commit, CommitVotes, Reveal, Report)
-MEMBER_TYPES = (OptOut, Commit, CommitVotes, Reveal, Report)
-SUBMITTER_TYPES = (Report, Reveal, OptOut)
-EARLY_PER_SHARD = 64
-EARLY_SHARDS = 256
-EARLY_TTL = 300.0  # seconds a message may wait for its Input
-EARLY_BYTES = 64 << 20  # all buffered messages together
-CLOSED_KEEP = 10_000
-LINGER = 30.0  # seconds a finished slot stays to absorb stragglers quietly
 OUTBOX = 1024
 SEND_RETRIES = (0.2, 1.0, None)  # seconds before each retry of a failed send; None: give up
-MAX_SLOTS = 512  # rounds open at once (a bound on memory under a flood of Inputs)
 PROXY_TRIES = 3  # experts asked in rank order before doing the work ourselves
 PROXY_MIN_MS = 1_000  # do not start a proxy request with less time than this before the commit deadline
 PROXY_RESPONSE_CAP = ProxyAnswer.MAX_BYTES
@@ -105,34 +81,33 @@ OWN_HISTORY_MAX = 20_000  # items of our own past work kept for the own estimate
 
 @dataclass
 class Slot:
-    ctx: ShardContext
-    input_env: Signed
-    member: MemberRound | None = None
-    submitter: SubmitterRound | None = None
-    seen: set[bytes] = field(default_factory=set)
+    """A session and what the driver keeps beside it: the events its tasks wait on, and the route taken."""
+
+    session: ShardSession
     changed: trio.Event = field(default_factory=trio.Event)
     sub_done: trio.Event = field(default_factory=trio.Event)
-    finished_at: float | None = None
     route: str = ""
 
     @property
-    def shard_id(self) -> bytes:
-        return self.ctx.shard_id
-
-    def deadline(self) -> int | None:
-        ds = [r.deadline for r in (self.member, self.submitter) if r is not None and r.deadline is not None]
-        return min(ds) if ds else None
+    def ctx(self) -> ShardContext:
+        return self.session.ctx
 
     @property
-    def finished(self) -> bool:
-        return (self.member is None or self.member.outcome is not None) and \
-            (self.submitter is None or self.submitter.done)
+    def input_env(self) -> Signed:
+        return self.session.input_env
+
+    @property
+    def shard_id(self) -> bytes:
+        return self.session.shard_id
 
 
 @dataclass
 class Attempt:
+    """One try at a round of ours: how its submitter's round ended ("incomplete": certified, but the winning
+    reveal never reached us), and what it cost."""
+
     shard_id: bytes
-    status: str
+    status: Status | Literal["incomplete"]
     reason: str = ""
     outcome: Outcome | None = None
     refunded: bool = False
@@ -144,19 +119,6 @@ class Attempt:
                 "refunded": self.refunded, "elapsed_ms": self.elapsed_ms, "pay_ms": self.pay_ms}
 
 
-def _key(env: Signed) -> bytes:
-    return env.id + env.signer
-
-
-def _size(env: Signed) -> int:
-    """A cheap upper bound of an envelope's size: its payload blobs (a Reveal's vectors) dominate."""
-    msg = env.msg
-    if isinstance(msg, Reveal):
-        p = msg.submission.payload
-        return len(p.embeddings) + len(p.views) + len(p.routing) + 4096
-    return 4096
-
-
 class SubmitError(RuntimeError):
     def __init__(self, message: str, attempts: list[Attempt]):
         super().__init__(message)
@@ -166,10 +128,8 @@ class SubmitError(RuntimeError):
 class Rounds:
     def __init__(self, node: Node):
         self.node = node
+        self.table = ShardTable(node.signer, ed25519_verify, staked=self._staked)
         self.slots: dict[bytes, Slot] = {}
-        self.early: OrderedDict[bytes, list[tuple[bytes, Signed, float]]] = OrderedDict()
-        self.early_bytes = 0
-        self.closed: OrderedDict[bytes, None] = OrderedDict()
         self._outboxes: dict[bytes, trio.MemorySendChannel] = {}
         self._local_send, self._local_recv = trio.open_memory_channel[Signed](OUTBOX)
         self.desk = ProxyDesk(node.signer, node.net_id, ed25519_verify, node.params, node.config.price_bps)
@@ -201,21 +161,47 @@ class Rounds:
         self.dispatch(peer, env)
 
     def dispatch(self, peer: bytes, env: Signed) -> None:
+        dropped = self.table.dropped
         try:
             if isinstance(env.msg, Input):
                 self._on_input(env)
             else:
-                self._on_round_message(peer, env)
+                sid: bytes = env.msg.shard_id
+                out = self.table.receive(peer, env, self.node.now_ms())
+                slot = self.slots.get(sid)
+                if slot is not None:
+                    self._effects(slot, out)
         except ProtocolError as e:
             self.node.reject(peer, e, env.msg.TYPE)
+        if self.table.dropped != dropped:
+            self.node.metrics.inc("early_dropped", self.table.dropped - dropped)
 
     async def run_local_queue(self) -> None:
         async for env in self._local_recv:
             self.dispatch(self.me, env)
 
     def _check_payment(self, inp: Input) -> None:
+        """Raise a ProtocolError unless the Input's payment certificate holds; a good one's escrow enters our ledger,
+        so that our Settle vote can check it later."""
         self.node.payments.ledger.payment_check()(inp)
-        self.node.payments.accept(inp.pay_cert)  # the escrow, so that our Settle vote can check it later
+        self.node.payments.accept(inp.pay_cert)
+
+    def _payment_problem(self, inp: Input) -> str:
+        """`_check_payment` as the member session's input: what is wrong with the payment, or ""."""
+        try:
+            self._check_payment(inp)
+        except ProtocolError as e:
+            return str(e)
+        return ""
+
+    def _staked(self, signer: bytes) -> bool:
+        """Whether `signer` holds stake in the current or the previous epoch (only stakers can be members)."""
+        led = self.node.payments.ledger
+        epoch = max(0, self.node.genesis.epoch(self.node.now_ms()))
+        try:
+            return any(led.power_at(e).get(signer, 0) > 0 for e in {max(0, epoch - 1), epoch})
+        except KeyError:
+            return True  # our table is behind: give the benefit of the doubt, the buffer's bounds still hold
 
     def _derive(self, inp: Input) -> ShardContext:
         led = self.node.payments.ledger
@@ -229,104 +215,23 @@ class Rounds:
         return ShardContext.derive(self.node.net_id, self.node.params, inp, power, seed)
 
     def _on_input(self, env: Signed) -> None:
-        inp: Input = env.msg  # type: ignore[assignment]
-        sid = inp.shard_id
-        slot = self.slots.get(sid)
-        if slot is not None and slot.member is not None:
-            if _key(env) in slot.seen:
-                raise Replay("Input delivered twice")
-            raise StateError("a second, different Input for this shard")
-        if sid in self.closed:
-            raise Replay("Input for a round that is already over")
-        if slot is None and len(self.slots) >= MAX_SLOTS:
-            raise StateError(f"{len(self.slots)} rounds open: not taking more", reason="rate_limited")
-        ctx = slot.ctx if slot is not None else self._derive(inp)
-        if self.me not in ctx.members:
-            raise NotInShard(f"we are not in shard {sid.hex()[:16]}")
-        now = self.node.now_ms()
-        member, out = MemberRound.open(ctx, env, self.node.signer, ed25519_verify, now, self._check_payment)
-        if slot is None:
-            slot = Slot(ctx, env)
-            self.slots[sid] = slot
-            self.node.spawn(self._timer, slot)
-        slot.member = member
-        slot.seen.add(_key(env))
+        inp: Input = env.msg
+        ctx = self.table.check_input(env) or self._derive(inp)
+        problem = self._payment_problem(inp) if self.me in ctx.member_set else ""  # else open_member refuses it
+        session, out = self.table.open_member(ctx, env, self.node.now_ms(), problem)
         self.node.metrics.inc("rounds_opened")
-        self._effects(slot, out, "member")
-        for peer, early, _t in self.early.pop(sid, []):
-            self.early_bytes -= _size(early)
-            self.dispatch(peer, early)
+        self._effects(self._slot(session), out)
 
-    def _on_round_message(self, peer: bytes, env: Signed) -> None:
-        msg = env.msg
-        sid: bytes = msg.shard_id  # type: ignore[attr-defined]
-        slot = self.slots.get(sid)
-        if slot is None or (slot.member is None and self.me in slot.ctx.members and isinstance(msg, MEMBER_TYPES)
-                            and not isinstance(msg, SUBMITTER_TYPES)):
-            if sid in self.closed:
-                return  # a straggler after the round: normal, not misbehaviour
-            self._buffer(sid, peer, env)
-            return
-        key = _key(env)
-        if key in slot.seen:
-            if (slot.member is not None and slot.submitter is not None) or \
-                    (slot.submitter is not None and isinstance(msg, Reveal)):
-                return  # by design: members send the submitter what they broadcast; two couriers carry one reveal
-            raise Replay(f"{msg.TYPE} delivered twice")
-        slot.seen.add(key)
-        now = self.node.now_ms()
-        errors: list[ProtocolError] = []
-        handled = False
-        if slot.member is not None and isinstance(msg, MEMBER_TYPES):
-            try:
-                self._effects(slot, slot.member.handle(env, now), "member")
-                handled = True
-            except ProtocolError as e:
-                errors.append(e)
-        elif slot.member is None and self.me in slot.ctx.members and isinstance(msg, MEMBER_TYPES):
-            self._buffer(sid, peer, env)  # our own Input has not been processed yet
-            slot.seen.discard(key)
-        if slot.submitter is not None and isinstance(msg, SUBMITTER_TYPES):
-            try:
-                self._effects(slot, slot.submitter.handle(env, now), "submitter")
-                handled = True
-            except ProtocolError as e:
-                errors.append(e)
-        if slot.submitter is not None and slot.member is None and not isinstance(msg, SUBMITTER_TYPES) \
-                and self.me not in slot.ctx.members:
-            errors.append(StateError(f"{msg.TYPE} is not for the submitter"))
-        if errors and not handled:
-            raise errors[0]
-
-    def _buffer(self, sid: bytes, peer: bytes, env: Signed) -> None:
-        """Keep a message for a shard whose Input we have not seen, if its signer could be a member at all."""
-        led = self.node.payments.ledger
-        epoch = max(0, self.node.genesis.epoch(self.node.now_ms()))
-        try:
-            staked = any(led.power_at(e).get(env.signer, 0) > 0 for e in {max(0, epoch - 1), epoch})
-        except KeyError:
-            staked = True  # our table is behind: give the benefit of the doubt, the budget still holds
-        if not staked:
-            raise NotInShard(f"{env.msg.TYPE} from {env.signer.hex()[:16]}, who holds no stake")
-        size = _size(env)
-        if self.early_bytes + size > EARLY_BYTES:
-            self.node.metrics.inc("early_dropped")
-            return
-        box = self.early.get(sid)
-        if box is None:
-            if len(self.early) >= EARLY_SHARDS:
-                _, dropped = self.early.popitem(last=False)
-                self.early_bytes -= sum(_size(b[1]) for b in dropped)
-                self.node.metrics.inc("early_dropped")
-            box = self.early[sid] = []
-        if len(box) >= EARLY_PER_SHARD:
-            self.node.metrics.inc("early_dropped")
-            return
-        box.append((peer, env, trio.current_time()))
-        self.early_bytes += size
+    def _slot(self, session: ShardSession) -> Slot:
+        """The driver's side of a session, made (with its timer task) the first time the session is seen."""
+        slot = self.slots.get(session.shard_id)
+        if slot is None:
+            slot = self.slots[session.shard_id] = Slot(session)
+            self.node.spawn(self._timer, slot)
+        return slot
 
     # effects -----------------------------------------------------------------------------------------------------------
-    def _effects(self, slot: Slot, out: list, role: str) -> None:
+    def _effects(self, slot: Slot, out: Sequence[SessionEffect]) -> None:
         for e in out:
             if isinstance(e, Send):
                 self._send(e.to, e.env)
@@ -337,12 +242,12 @@ class Rounds:
             elif isinstance(e, EvidenceFound):
                 self.node.on_evidence(e.evidence)
             elif isinstance(e, Outcome):
-                if role == "member":
+                if e.role == "member":
                     self._member_outcome(slot, e)
                 else:
                     slot.sub_done.set()
-        if slot.finished and slot.finished_at is None:
-            slot.finished_at = trio.current_time()
+            elif isinstance(e, Refused):
+                self.node.reject(e.peer, e.error, e.what)
         slot.changed.set()
 
     def _send(self, to: bytes, env: Signed) -> None:
@@ -379,8 +284,8 @@ class Rounds:
 
     def _member_outcome(self, slot: Slot, out: Outcome) -> None:
         self.node.metrics.inc(f"rounds_{out.status}")
-        assert slot.member is not None
-        took = self.node.now_ms() - slot.member.started
+        assert slot.session.member is not None
+        took = self.node.now_ms() - slot.session.member.started
         self.latencies = (self.latencies + [took])[-100:]
         log.info("round %s: %s %s (%d ms, route %s)", slot.shard_id.hex()[:16], out.status, out.reason, took,
                  slot.route or "-")
@@ -389,9 +294,10 @@ class Rounds:
 
     # timers ------------------------------------------------------------------------------------------------------------
     async def _timer(self, slot: Slot) -> None:
-        while not slot.finished:
+        session = slot.session
+        while not session.finished and self.slots.get(slot.shard_id) is slot:
             slot.changed = trio.Event()
-            due = slot.deadline()
+            due = session.deadline
             if due is None:
                 await slot.changed.wait()
                 continue
@@ -400,11 +306,8 @@ class Rounds:
                 with trio.move_on_after(delay):
                     await slot.changed.wait()
                 continue
-            now = self.node.now_ms()
-            for role, rnd in (("member", slot.member), ("submitter", slot.submitter)):
-                if rnd is not None and rnd.deadline is not None and rnd.deadline <= now:
-                    self._effects(slot, rnd.on_timer(now), role)
-            if slot.deadline() == due:
+            self._effects(slot, session.handle_timer(self.node.now_ms()))
+            if session.deadline == due:
                 await trio.sleep(0.05)  # the round did not move its deadline: do not spin
 
     # work --------------------------------------------------------------------------------------------------------------
@@ -415,9 +318,8 @@ class Rounds:
             self.node.metrics.inc("work_failed")
             log.exception("work for shard %s failed", slot.shard_id.hex()[:16])
             return
-        m = slot.member
-        if sub is not None and m is not None and m.outcome is None:
-            self._effects(slot, m.on_work_done(sub, self.node.now_ms()), "member")
+        if sub is not None:
+            self._effects(slot, slot.session.work_done(sub, self.node.now_ms()))
 
     async def _produce(self, slot: Slot, w: Work) -> Submission:
         node, items = self.node, list(w.items)
@@ -436,8 +338,8 @@ class Rounds:
         return await self._own(slot, w)
 
     async def _own(self, slot: Slot, w: Work) -> Submission:
-        own = await trio.to_thread.run_sync(self.node.compute.payload, list(w.items), w.shard_seed,
-                                            abandon_on_cancel=True)
+        work = partial(self.node.compute.payload, list(w.items), w.shard_seed)
+        own = await trio.to_thread.run_sync(work, abandon_on_cancel=True)  # type: ignore[call-arg]  # mypy 1.19: Unpack[Ts]
         self._learn(own.batch_loss)
         await self._remember(w.shard_id, own)
         slot.route = slot.route or "self"
@@ -452,7 +354,7 @@ class Rounds:
         expert_done = trio.Event()
 
         def vote_due() -> int:
-            m = slot.member
+            m = slot.session.member
             return m.vote_due() if m is not None else slot.ctx.commit_deadline(node.now_ms())
 
         async def hedge(nursery: trio.Nursery) -> None:
@@ -502,7 +404,8 @@ class Rounds:
 
     async def _proxy(self, slot: Slot, producer: bytes, price_bps: int) -> Submission | None:
         now = self.node.now_ms()
-        budget = slot.ctx.commit_deadline(slot.member.started if slot.member else now) - now - PROXY_MIN_MS
+        m = slot.session.member
+        budget = slot.ctx.commit_deadline(m.started if m else now) - now - PROXY_MIN_MS
         if budget < PROXY_MIN_MS:
             return None
         req = proxy_request(self.node.signer, self.node.net_id, slot.input_env, price_bps, now + budget)
@@ -531,8 +434,6 @@ class Rounds:
         return sub
 
     async def _verify(self, slot: Slot, v: Verify) -> None:
-        m = slot.member
-        assert m is not None
         try:
             ok, why = await trio.to_thread.run_sync(self.node.compute.verify, list(slot.ctx.input.items),
                                                     slot.ctx.shard_seed, v.submission.payload, v.sample_seed)
@@ -543,8 +444,7 @@ class Rounds:
             self.node.metrics.inc("verify_failed")
             log.warning("candidate %s of shard %s failed verification: %s", v.member.hex()[:16],
                         slot.shard_id.hex()[:16], why)
-        if m.outcome is None:
-            self._effects(slot, m.on_verified(v.member, ok, self.node.now_ms(), why), "member")
+        self._effects(slot, slot.session.verified(v.member, ok, self.node.now_ms(), why))
 
     # the expert ----------------------------------------------------------------------------------------------------------
     async def serve_proxy(self, peer: bytes, req: bytes) -> bytes:
@@ -615,14 +515,12 @@ class Rounds:
                     commit_by_ms=commit_by)
         env = seal(inp, node.signer, node.net_id)
         ctx = self._derive(inp)
-        rnd = SubmitterRound(ctx, env)
-        slot = Slot(ctx, env, submitter=rnd)
-        self.slots[sid] = slot
-        node.spawn(self._timer, slot)
+        session, effects = self.table.submit(ctx, env, node.now_ms())
+        slot = self._slot(session)
         node.metrics.inc("submissions")
-        self._effects(slot, rnd.start(node.now_ms()), "submitter")
+        self._effects(slot, effects)
         await slot.sub_done.wait()
-        out = rnd.outcome
+        out = session.submitter.outcome if session.submitter is not None else None
         if out is None:
             return Attempt(sid, "failed", "the round was abandoned", None, elapsed_ms=node.now_ms() - t0)
         a = Attempt(sid, out.status, out.reason, out, elapsed_ms=node.now_ms() - t0)
@@ -635,26 +533,15 @@ class Rounds:
 
     # housekeeping -----------------------------------------------------------------------------------------------------------
     def prune(self) -> None:
-        now_t, now_ms = trio.current_time(), self.node.now_ms()
-        for sid, slot in list(self.slots.items()):
-            over = slot.ctx.input.deadline_ms + int(LINGER * 1000) < now_ms
-            if over or (slot.finished_at is not None and now_t - slot.finished_at > LINGER):
-                del self.slots[sid]
+        for sid in self.table.prune(self.node.now_ms()):
+            slot = self.slots.pop(sid, None)
+            if slot is not None:
                 slot.changed.set()
                 slot.sub_done.set()
-                self.closed[sid] = None
-                while len(self.closed) > CLOSED_KEEP:
-                    self.closed.popitem(last=False)
-        for sid, box in list(self.early.items()):
-            keep = [b for b in box if now_t - b[2] < EARLY_TTL]
-            self.early_bytes -= sum(_size(b[1]) for b in box if b not in keep)
-            box[:] = keep
-            if not box:
-                del self.early[sid]
-        self.desk.prune(now_ms)
+        self.desk.prune(self.node.now_ms())
 
     def counts(self) -> dict[str, int]:
-        return {"active": sum(1 for s in self.slots.values() if not s.finished), "buffered_shards": len(self.early)}
+        return self.table.counts()
 
     def routing_vectors_of(self, report: Report | Payload) -> np.ndarray:
         n = len(report.item_losses)

@@ -43,8 +43,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from moenode.core.codec import canonical, decode
-from moenode.core.errors import ProtocolError, SchemaError, StateError
-from moenode.core.ledger import FutureCertificate
+from moenode.core.errors import FutureCertificate, ProtocolError, SchemaError, StateError
 from moenode.core.messages import Evidence, decode_certificate
 
 if TYPE_CHECKING:
@@ -134,7 +133,8 @@ class Sync:
         after = int.from_bytes(cursor, "big") if cursor else 0
         limit = min(limit, PAGE_LIMIT)
         rows = self._rows(query, after, limit)
-        items, size, last = [], 0, after
+        items: list[bytes] = []
+        size, last = 0, after
         for seq, kind, data in rows:
             if items and size + len(data) > PAGE_BYTES:
                 break

@@ -6,6 +6,8 @@ rebuilt lazily from the buffer when it changed, so many searches between certifi
 turns a search into the `[(producer, item_loss_micro, cos_micro)]` lists that `moenode.core.routing` takes.
 """
 
+from typing import Any
+
 import numpy as np
 
 
@@ -16,7 +18,7 @@ class WinnerIndex:
         self.producer = np.full(cap, -1, dtype=np.int64)
         self.loss = np.zeros(cap, dtype=np.int64)
         self.n = 0  # entries ever added
-        self._faiss = None
+        self._faiss: Any = None  # a faiss.IndexFlatIP over vec[:len], rebuilt when dirty
         self._dirty = True
 
     def __len__(self) -> int:

@@ -6,12 +6,13 @@ One heap of timed events drives the whole network on a virtual clock (integer ms
 
     submit      a client seals an `Input`, pays the fee into escrow, and starts a `SubmitterRound`
     deliver     an envelope reaches a node or a client; its bytes go through `open_signed` (unless the scenario
-                turns decoding off), then to the member's `MemberRound`, the expert's `ProxyDesk`, or a buffer
-                for rounds whose Input has not arrived yet. The bytes are opened once per envelope and the frozen
-                result is shared by every recipient of a broadcast: each would compute the same from the bytes
-    work_done   a member's (or, via proxy, an expert's) payload is ready: `MemberRound.on_work_done`
-    verified    the lazy verification of one candidate finished: `MemberRound.on_verified`
-    timer       a round's `deadline` came: `on_timer`
+                turns decoding off), then to the expert's `ProxyDesk` or to the receiver's `ShardTable`
+                (`moenode.core.shard`: its session, or the early buffer while the shard's Input has not arrived,
+                as in the daemon). The bytes are opened once per envelope and the frozen result is shared by every
+                recipient of a broadcast: each would compute the same from the bytes
+    work_done   a member's (or, via proxy, an expert's) payload is ready: `ShardSession.work_done`
+    verified    the lazy verification of one candidate finished: `ShardSession.verified`
+    timer       a session's `deadline` came: `handle_timer`
     proxy_*     the ProxyRequest / reply exchange between a sponsor and an expert's desk
     settle      a certificate's reports are collected and the escrow is released through the balance book
     epoch       strikes, faulty marks and evidence slash stake (`checkpoint.next_table`); the new table and seed
@@ -21,7 +22,8 @@ One heap of timed events drives the whole network on a virtual clock (integer ms
 Effects map one to one: `Send` becomes a delivery after the link's latency (per-link log-normal medians, jitter,
 bandwidth for the bytes; packet loss costs a retransmission timeout, since direct streams are reliable; a partition
 or an offline receiver drops the message), `Work` becomes routing plus a synthetic
-payload (`moenode.sim.world` losses; the routing decision is `moenode.core.routing.route` on the shared winner index),
+payload (`moenode.sim.world` losses; the routing decision is `moenode.core.routing.plan` on the shared winner index,
+with the member's own estimate taken from the world, where the daemon learns it from its own history),
 `Verify` checks the claimed losses against the world's, `EvidenceFound` and `Outcome` are recorded. Byzantine
 nodes are the honest state machine with a twist in the driver: equivocators send a second, different Commit;
 withholders never send their Reveal; fake-score nodes claim 30 % of their real loss; collapsed encoders score 1.0.
@@ -37,7 +39,7 @@ a round already settled reach nothing and are not counted; neither is what an of
 import heapq
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,7 +64,6 @@ from moenode.core.messages import (
 from moenode.core.proxy import Accepted, ProxyDesk, Refusal, proxy_request
 from moenode.core.round import (
     EvidenceFound,
-    MemberRound,
     Outcome,
     Send,
     ShardContext,
@@ -71,7 +72,8 @@ from moenode.core.round import (
     Work,
     assemble_certificate,
 )
-from moenode.core.routing import route
+from moenode.core.routing import plan
+from moenode.core.shard import Refused, SessionEffect, ShardSession, ShardTable
 from moenode.core.selection import quorum, shard_size, voting_power
 from moenode.sim.book import Book, escrow_id
 from moenode.sim.config import Scenario
@@ -91,7 +93,7 @@ class RoundMeta:
     client: bytes
     input_env: Signed
     ctx: ShardContext
-    sub: SubmitterRound
+    sub: SubmitterRound | None  # the client's round, once the fee is paid and the Input sent
     domain: int
     ids: np.ndarray  # item ids (b,)
     x: np.ndarray  # routing vectors (b, D)
@@ -192,8 +194,7 @@ class MessageSim:
         self.oracle_short = self.world.top_experts(s.oracle_shortlist)
         self.heap: list = []
         self.seq = itertools.count()
-        self.rounds: dict[tuple[int, bytes], MemberRound] = {}
-        self.early: dict[tuple[int, bytes], list[Signed]] = {}
+        self.shards: dict[int, ShardTable] = {}  # node or client index -> its shard sessions, made on first use
         self.timers: dict[tuple[int, bytes], int] = {}
         self.meta: dict[bytes, RoundMeta] = {}
         self.desks: dict[int, ProxyDesk] = {}
@@ -226,6 +227,16 @@ class MessageSim:
     # scheduling ---------------------------------------------------------------------------------------------------
     def push(self, at: int, kind: str, who: int, payload: object) -> None:
         heapq.heappush(self.heap, (at, next(self.seq), kind, who, payload))
+
+    def table(self, who: int) -> ShardTable:
+        t = self.shards.get(who)
+        if t is None:
+            t = self.shards[who] = ShardTable(self.pop.signers[self.keys[who]], self.verify)
+        return t
+
+    def session(self, who: int, sid: bytes) -> ShardSession | None:
+        t = self.shards.get(who)
+        return t.sessions.get(sid) if t is not None else None
 
     def _tables_for_epoch(self) -> None:
         power = voting_power(self.tables[self.epoch])
@@ -292,8 +303,7 @@ class MessageSim:
         env = seal(inp, self.pop.signers[client], self.net_id)
         members = tuple(self.sampler.sample(seed, self.n))  # == sample_shard (tests/sim/test_draw.py)
         ctx = ShardContext(self.net_id, p, inp, seed, members, quorum(len(members)))
-        sub = SubmitterRound(ctx, env)
-        m = RoundMeta(k, client, env, ctx, sub, domain, ids, x, self.world.region(x), self.now,
+        m = RoundMeta(k, client, env, ctx, None, domain, ids, x, self.world.region(x), self.now,
                       np.array([self.idx[pk] for pk in members]))
         self.meta[sid] = m
         self.network.warm([*m.members.tolist(), self.idx[client]])
@@ -301,10 +311,13 @@ class MessageSim:
             m.settled = True
             return
         self.push(self.now + p.round_abort_ms + p.report_timeout_ms, "settle", -1, sid)
-        self._effects(self.idx[client], sid, sub.start(self.now))
+        session, out = self.table(self.idx[client]).submit(ctx, env, self.now)
+        assert session.submitter is not None
+        m.sub = session.submitter
+        self._effects(self.idx[client], sid, out)
 
     # effects ------------------------------------------------------------------------------------------------------
-    def _effects(self, who: int, sid: bytes, out: list) -> None:
+    def _effects(self, who: int, sid: bytes, out: Sequence[SessionEffect]) -> None:
         """Carry out a round's effects, then re-arm its timer."""
         client = who >= self.nodes
         beh = "honest" if client else self.behaviour[who]
@@ -332,16 +345,18 @@ class MessageSim:
                     kind = e.evidence.kind
                     self.items_pending.append(Item(self.epoch, kind, e.evidence.offender, key, 1))
             elif isinstance(e, Outcome):
-                if client:
+                if e.role == "submitter":
                     self._on_client_outcome(sid, e)
+            elif isinstance(e, Refused):
+                self.rejections[e.error.reason] = self.rejections.get(e.error.reason, 0) + 1
         if sends:
             self._send(who, sends)
-        self._arm(who, sid, self.meta[sid].sub if client else self.rounds.get((who, sid)))
+        self._arm(who, sid, self.session(who, sid))
 
-    def _arm(self, who: int, sid: bytes, rnd: MemberRound | SubmitterRound | None) -> None:
-        """Schedule the round's `on_timer` for its deadline, unless that timer is already pending."""
-        if rnd is not None:
-            d = rnd.deadline
+    def _arm(self, who: int, sid: bytes, session: ShardSession | None) -> None:
+        """Schedule the session's `handle_timer` for its deadline, unless that timer is already pending."""
+        if session is not None:
+            d = session.deadline
             if d is not None and self.timers.get((who, sid)) != d:
                 self.timers[(who, sid)] = d
                 heapq.heappush(self.heap, (d, next(self.seq), "timer", who, (sid, d)))
@@ -381,7 +396,7 @@ class MessageSim:
 
     # events -------------------------------------------------------------------------------------------------------
     def _ev_deliver(self, to: int, payload: tuple) -> None:
-        _src, data, env = payload
+        src, data, env = payload
         self.deliveries += 1
         if self.decode:
             env = self._open(data)
@@ -391,41 +406,21 @@ class MessageSim:
         if m is None or m.settled:
             return  # stragglers after settlement: every round of that shard is over
         kind = type(msg)
-        if to >= self.nodes:
-            self._effects(to, sid, m.sub.handle(env, self.now))  # type: ignore[arg-type]
-            if kind is Report:
-                m.reports.setdefault(env.signer, env)
-            return
         if kind is ProxyRequest:
             self._on_proxy_request(to, m, env)
             return
-        key = (to, sid)
-        rnd = self.rounds.get(key)
+        table = self.table(to)
         if kind is Input:
-            if rnd is None:
-                self._open_round(to, m, env)
+            if sid not in table.sessions:
+                self._effects(to, sid, table.open_member(m.ctx, env, self.now)[1])  # type: ignore[arg-type]
             return
-        if rnd is None:
-            self.early.setdefault(key, []).append(env)  # type: ignore[arg-type]
-            return
-        out = rnd.handle(env, self.now)
+        out = table.receive(self.keys[src], env, self.now)
+        if to >= self.nodes and kind is Report:
+            m.reports.setdefault(env.signer, env)
         if out:
             self._effects(to, sid, out)  # type: ignore[arg-type]
-        else:  # most deliveries change only the round's state: just its timer may move
-            self._arm(to, sid, rnd)
-
-    def _open_round(self, to: int, m: RoundMeta, env: Signed) -> None:
-        """A member's Input arrived: start its round and hand it what arrived before the Input."""
-        sid = m.ctx.shard_id
-        key = (to, sid)
-        rnd, out = MemberRound.open(m.ctx, env, self.pop.signers[self.keys[to]], self.verify, self.now)
-        self.rounds[key] = rnd
-        self._effects(to, sid, out)  # type: ignore[arg-type]
-        for early in self.early.pop(key, []):
-            try:
-                self._effects(to, sid, rnd.handle(early, self.now))  # type: ignore[arg-type]
-            except ProtocolError as e:
-                self.rejections[e.reason] = self.rejections.get(e.reason, 0) + 1
+        else:  # most deliveries change only the session's state: just its timer may move
+            self._arm(to, sid, table.sessions.get(sid))  # type: ignore[arg-type]
 
     def _ev_timer(self, who: int, payload: tuple) -> None:
         sid, d = payload
@@ -433,21 +428,21 @@ class MessageSim:
             self.events -= 1  # superseded by a later deadline: nothing reaches the round, so it is no event
             return
         del self.timers[(who, sid)]
-        rnd = self.meta[sid].sub if who >= self.nodes else self.rounds.get((who, sid))
-        if rnd is not None:
-            self._effects(who, sid, rnd.on_timer(self.now))
+        session = self.session(who, sid)
+        if session is not None:
+            self._effects(who, sid, session.handle_timer(self.now))
 
     def _ev_work_done(self, who: int, payload: tuple) -> None:
         sid, sub = payload
-        rnd = self.rounds.get((who, sid))
-        if rnd is not None:
-            self._effects(who, sid, rnd.on_work_done(sub, self.now))
+        session = self.session(who, sid)
+        if session is not None:
+            self._effects(who, sid, session.work_done(sub, self.now))
 
     def _ev_verified(self, who: int, payload: tuple) -> None:
         sid, member, ok = payload
-        rnd = self.rounds.get((who, sid))
-        if rnd is not None:
-            self._effects(who, sid, rnd.on_verified(member, ok, self.now))
+        session = self.session(who, sid)
+        if session is not None:
+            self._effects(who, sid, session.verified(member, ok, self.now))
 
     # work: routing, payloads, proxies -----------------------------------------------------------------------------
     def _payload(self, producer: int, m: RoundMeta) -> Payload:
@@ -469,13 +464,15 @@ class MessageSim:
         if self.sc.sim.proxy and self.pop.behaviour[who] != "collapsed":
             own = int(self.world.estimate_micro(np.full(len(m.ids), who), m.w))
             prod, loss, cos = self.index.search(m.x, self.p.routing_k)
-            d = route(own, WinnerIndex.lists(prod, loss, cos, self.keys), self.prices, self.p, me=me,
-                      exclude=m.ctx.members)
-            if d.proxy and d.producer is not None:
-                expert = self.idx[d.producer]
+            neighbours = WinnerIndex.lists(prod, loss, cos, self.keys)
+            # the member's own estimate comes from the world model (as its running average would), so no history
+            pl = plan(neighbours, [[] for _ in neighbours], self.prices, self.p, me, m.ctx.members,
+                      own_average_micro=own, tries=1)
+            for c in pl.experts:  # one expert: after proxy_wait_ms we do our own work
+                expert = self.idx[c.producer]
                 # the expert gets proxy_wait_ms to answer; after that the member does its own work
                 deadline = self.now + self.sc.sim.proxy_wait_ms
-                req = proxy_request(self.pop.signers[me], self.net_id, m.input_env, d.price_bps, deadline)
+                req = proxy_request(self.pop.signers[me], self.net_id, m.input_env, c.price_bps, deadline)
                 self.pending_proxy[(who, sid)] = True
                 self._send(who, [(expert, req)])
                 self.push(deadline, "proxy_timeout", who, sid)
@@ -493,7 +490,7 @@ class MessageSim:
             desk = self.desks[expert] = ProxyDesk(self.pop.signers[self.keys[expert]], self.net_id, self.verify,
                                                   self.p, int(self.world.price_bps[expert]))
         sponsor = self.idx[env.signer]
-        req: ProxyRequest = env.msg  # type: ignore[assignment]
+        req: ProxyRequest = env.msg
         back = int(self.network.median(expert, sponsor))
         if self.now + self._compute_ms(expert, m) + back >= req.deadline_ms:
             got: object = Refusal("expired", "cannot answer before the sponsor's deadline")  # it knows its speed
@@ -515,13 +512,13 @@ class MessageSim:
         sid, sub = payload
         if not self.pending_proxy.pop((who, sid), False):
             return  # timed out: the sponsor already did its own work
-        rnd = self.rounds.get((who, sid))
-        if rnd is None:
+        session = self.session(who, sid)
+        if session is None:
             return
         if sub is None:
             self._own_work(who, self.meta[sid])
         else:
-            self._effects(who, sid, rnd.on_work_done(sub, self.now))
+            self._effects(who, sid, session.work_done(sub, self.now))
 
     def _ev_proxy_timeout(self, who: int, sid: bytes) -> None:
         if self.pending_proxy.pop((who, sid), False):
@@ -549,7 +546,7 @@ class MessageSim:
         if m.settled:
             self.events -= 1  # the fallback settlement of a round already settled does nothing: no event
             return
-        cert = m.sub.certificate
+        cert = m.sub.certificate if m.sub is not None else None
         if cert is not None:
             full = assemble_certificate(cert.report, list(m.reports.values()), m.ctx.q) or cert
             full.check(self.net_id, self.verify, list(m.ctx.members), m.ctx.q)
@@ -557,15 +554,20 @@ class MessageSim:
         else:
             self._finish(m, None)
 
-    def _finish(self, m: RoundMeta, cert) -> None:
+    def _free(self, m: RoundMeta) -> None:
+        """The shard's sessions and what the driver kept for them are done with: free them."""
         m.settled = True
         for data in self.opened_by_shard.pop(m.ctx.shard_id, ()):
             del self.opened[data]
-        for i in m.members:  # the shard's state machines are done with: free them
-            self.rounds.pop((int(i), m.ctx.shard_id), None)
-            self.early.pop((int(i), m.ctx.shard_id), None)
+        for i in m.members:
+            t = self.shards.get(int(i))
+            if t is not None:
+                t.close(m.ctx.shard_id)
             self.pending_proxy.pop((int(i), m.ctx.shard_id), None)
             self.timers.pop((int(i), m.ctx.shard_id), None)
+
+    def _finish(self, m: RoundMeta, cert) -> None:
+        self._free(m)
         s, rec = self.sc.sim, self.rec
         esc = escrow_id(m.ctx.shard_id)
         sid = m.ctx.shard_id

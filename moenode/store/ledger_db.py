@@ -29,9 +29,9 @@ from pathlib import Path
 
 from moenode.core.authority import Authority, replay
 from moenode.core.crypto import Signer, Verifier
-from moenode.core.errors import ProtocolError
+from moenode.core.errors import ConflictingCertificates, FutureCertificate, ProtocolError
 from moenode.core.genesis import Genesis
-from moenode.core.ledger import ConflictingCertificates, FutureCertificate, Ledger, VerifyCache
+from moenode.core.ledger import Ledger, VerifyCache
 from moenode.store import cursors
 
 log = logging.getLogger("moenode.store")
@@ -132,7 +132,7 @@ class LedgerDB:
 
     # reading ------------------------------------------------------------------------------------------------------
     def entries(self) -> list[tuple[str, bytes, bytes]]:
-        return [tuple(r) for r in self.db.execute("SELECT kind, ident, data FROM log ORDER BY seq")]  # type: ignore
+        return [tuple(r) for r in self.db.execute("SELECT kind, ident, data FROM log ORDER BY seq")]
 
     def log_page(self, after: int, limit: int, kinds: tuple[str, ...] | None = None
                  ) -> list[tuple[int, str, bytes, bytes]]:

@@ -1,31 +1,25 @@
 """An in-process driver for shard rounds: every member and the submitter in one process, on a virtual clock.
 
 Theory of operation: a heap of timed events (deliveries, finished work, verdicts, timers) drives the real
-`moenode.core.round` state machines. Messages travel as encoded bytes and go through `open_signed`, exactly as they
-do over libp2p, so a round here exercises the same validation as the daemon. Work (embedding and scoring) and
+`moenode.core.shard` sessions, one `ShardTable` per node as in the daemon, so the early buffer and the replay rules
+are the daemon's too. Messages travel as encoded bytes and go through `open_signed`, exactly as they do over libp2p,
+so a round here exercises the same validation as the daemon. Work (embedding and scoring) and
 verification are callables the caller supplies: real encoders in the demo, synthetic payloads in unit tests.
 Latency and loss are callables too, which is how tests drop, duplicate and reorder messages.
 """
 
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from moenode.core.crypto import H, Signer, Verifier, ed25519_verify
 from moenode.core.errors import ProtocolError
 from moenode.core.genesis import Genesis
 from moenode.core.messages import Input, Signed, Submission, open_signed, seal, shard_id
-from moenode.core.round import (
-    EvidenceFound,
-    MemberRound,
-    Outcome,
-    Send,
-    ShardContext,
-    SubmitterRound,
-    Verify,
-    Work,
-)
+from moenode.core.round import EvidenceFound, Outcome, Send, ShardContext, Verify, Work
+from moenode.core.shard import Refused, SessionEffect, ShardTable
 from moenode.core.selection import data_hash, voting_power
 
 WorkFn = Callable[[bytes, Work], tuple[Submission, int] | None]  # member -> (submission, ms it took) or None (silent)
@@ -51,7 +45,7 @@ class RoundResult:
 @dataclass
 class InProcessShard:
     genesis: Genesis
-    signers: dict[bytes, Signer]
+    signers: Mapping[bytes, Signer]
     work: WorkFn
     verify_candidate: VerifyFn
     link: LinkFn = one_ms
@@ -59,7 +53,6 @@ class InProcessShard:
     decode: bool = True  # run every delivery through open_signed (as the daemon does)
     epoch_seed: bytes = b""
     power: dict[bytes, int] = field(default_factory=dict)
-    _early: dict[bytes, list[Signed]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.power:
@@ -68,7 +61,7 @@ class InProcessShard:
             self.epoch_seed = self.genesis.seed0()
 
     def make_input(self, submitter: Signer, items: list[str], nonce: bytes, now: int, fee: int = 100,
-                   epoch: int = 0, wait_ms: int = 0) -> Signed:
+                   epoch: int = 0, wait_ms: int = 0) -> Signed[Input]:
         """The signed Input; `wait_ms` > 0 sets the submitter's commit deadline `now + wait_ms`."""
         dh = data_hash([s.encode("utf-8") for s in items])
         sid = shard_id(epoch, dh, nonce, submitter.public_key)
@@ -79,14 +72,15 @@ class InProcessShard:
         return seal(inp, submitter, self.genesis.network_id)
 
     def run(self, submitter: Signer, items: list[str], nonce: bytes, now: int = 0, fee: int = 100,
-            wait_ms: int = 0) -> RoundResult:
-        net = self.genesis.network_id
-        self._early = {}
-        input_env = self.make_input(submitter, items, nonce, now, fee, wait_ms=wait_ms)
-        ctx = ShardContext.derive(net, self.genesis.params, input_env.msg, self.power, self.epoch_seed)  # type: ignore
-        sub_round = SubmitterRound(ctx, input_env)
-        rounds: dict[bytes, MemberRound] = {}
-        heap: list[tuple[int, int, str, bytes, object]] = []
+            input_env: Signed[Input] | None = None, wait_ms: int = 0) -> RoundResult:
+        """One round of `items` from `submitter`, or of its ready `input_env` (with a certified payment, say);
+        `wait_ms` > 0 gives the members a commit deadline of `now + wait_ms` (the submitter's order deadline)."""
+        input_env = input_env or self.make_input(submitter, items, nonce, now, fee, wait_ms=wait_ms)
+        ctx = ShardContext.derive(self.genesis.network_id, self.genesis.params, input_env.msg, self.power,
+                                  self.epoch_seed)
+        me = submitter.public_key
+        tables = {pk: ShardTable(s, self.verify) for pk, s in [*self.signers.items(), (me, submitter)]}
+        heap: list[tuple[int, int, str, bytes, Any]] = []  # (at, seq, kind, who, what kind carries)
         seq = itertools.count()
         evidence: list[EvidenceFound] = []
         rejections: list[tuple[bytes, str]] = []
@@ -94,15 +88,10 @@ class InProcessShard:
         stats = {"messages": 0, "bytes": 0}
         timers: dict[bytes, int | None] = {}
 
-        def push(at: int, kind: str, who: bytes, payload: object) -> None:
+        def push(at: int, kind: str, who: bytes, payload: Any) -> None:
             heapq.heappush(heap, (at, next(seq), kind, who, payload))
 
-        def arm(who: bytes, deadline: int | None) -> None:
-            if deadline is not None and timers.get(who) != deadline:
-                timers[who] = deadline
-                push(deadline, "timer", who, deadline)
-
-        def effects(who: bytes, out: list, t: int) -> None:
+        def effects(who: bytes, out: Sequence[SessionEffect], t: int) -> None:
             for e in out:
                 if isinstance(e, Send):
                     data = e.env.encode()
@@ -119,59 +108,51 @@ class InProcessShard:
                     push(t, "verified", who, (e.member, self.verify_candidate(who, e)))
                 elif isinstance(e, EvidenceFound):
                     evidence.append(e)
-                elif isinstance(e, Outcome) and who != submitter.public_key:
-                    outcomes[who] = e
-            rnd = rounds.get(who) if who != submitter.public_key else sub_round
-            if rnd is not None:
-                arm(who, rnd.deadline)
+                elif isinstance(e, Outcome):
+                    if e.role == "member":
+                        outcomes[who] = e
+                elif isinstance(e, Refused):
+                    rejections.append((who, f"{e.error.reason}: {e.error}"))
+            session = tables[who].sessions.get(ctx.shard_id)
+            deadline = session.deadline if session is not None else None
+            if deadline is not None and timers.get(who) != deadline:
+                timers[who] = deadline
+                push(deadline, "timer", who, deadline)
 
-        effects(submitter.public_key, sub_round.start(now), now)
+        session, out = tables[me].submit(ctx, input_env, now)
+        effects(me, out, now)
         t = now
         while heap:
             t, _, kind, who, payload = heapq.heappop(heap)
             try:
-                if kind == "deliver":
-                    self._deliver(who, payload, t, submitter, sub_round, rounds, ctx, effects)  # type: ignore
-                elif kind == "work_done":
-                    effects(who, rounds[who].on_work_done(payload, t), t)  # type: ignore[arg-type]
-                elif kind == "verified":
-                    member, ok = payload  # type: ignore[misc]
-                    effects(who, rounds[who].on_verified(member, ok, t), t)
-                elif kind == "timer":
-                    if timers.get(who) != payload:
-                        continue
-                    timers[who] = None
-                    rnd = sub_round if who == submitter.public_key else rounds[who]
-                    effects(who, rnd.on_timer(t), t)
+                effects(who, self._event(kind, who, payload, t, tables[who], ctx, timers), t)
             except ProtocolError as e:
                 rejections.append((who, f"{e.reason}: {e}"))
-            if sub_round.done and all(r.outcome is not None for r in rounds.values()) and len(rounds) == ctx.n:
+            if session.finished and len(outcomes) == ctx.n:
                 break
-        return RoundResult(sub_round.outcome, outcomes, evidence, rejections, stats["messages"], stats["bytes"], t)
+        return RoundResult(session.submitter.outcome if session.submitter else None, outcomes, evidence, rejections,
+                           stats["messages"], stats["bytes"], t)
 
-    def _deliver(self, to: bytes, payload: tuple[bytes, bytes, Signed], t: int, submitter: Signer,
-                 sub_round: SubmitterRound, rounds: dict[bytes, MemberRound], ctx: ShardContext,
-                 effects: Callable[[bytes, list, int], None]) -> None:
-        _src, data, env = payload
+    def _event(self, kind: str, who: bytes, payload: Any, t: int, table: ShardTable, ctx: ShardContext,
+               timers: dict[bytes, int | None]) -> Sequence[SessionEffect]:
+        """What one event of the heap does to `who`'s session."""
+        if kind == "deliver":
+            return self._deliver(table, ctx, payload, t)
+        if kind == "work_done":
+            return table.sessions[ctx.shard_id].work_done(payload, t)
+        if kind == "verified":
+            member, ok = payload
+            return table.sessions[ctx.shard_id].verified(member, ok, t)
+        if kind == "timer" and timers.get(who) == payload:
+            timers[who] = None  # a timer superseded by a later deadline does nothing
+            return table.sessions[ctx.shard_id].handle_timer(t)
+        return []
+
+    def _deliver(self, table: ShardTable, ctx: ShardContext, payload: tuple[bytes, bytes, Signed], t: int
+                 ) -> Sequence[SessionEffect]:
+        src, data, env = payload
         if self.decode:
             env = open_signed(data, self.genesis.network_id, self.verify)
-        if to == submitter.public_key:
-            effects(to, sub_round.handle(env, t), t)
-            return
         if isinstance(env.msg, Input):
-            if to in rounds:
-                return  # a duplicate Input
-            rnd, out = MemberRound.open(ctx, env, self.signers[to], self.verify, t)
-            rounds[to] = rnd
-            effects(to, out, t)
-            for early in self._early.pop(to, []):  # messages that outran the Input, as a node buffers them
-                try:
-                    effects(to, rnd.handle(early, t), t)
-                except ProtocolError:
-                    pass
-            return
-        rnd = rounds.get(to)
-        if rnd is None:
-            self._early.setdefault(to, []).append(env)
-            return
-        effects(to, rnd.handle(env, t), t)
+            return table.open_member(ctx, env, t)[1]
+        return table.receive(src, env, t)

@@ -253,7 +253,7 @@ async def test_a_large_order_request_is_decoded_off_the_event_loop(tmp_path, mon
     still decodes inline, where a thread hop would cost more than the decoding."""
     import threading
 
-    from nodekit import Cluster
+    from moenode.testing.nodekit import Cluster
 
     from moenode.config import Config
     from moenode.node import Node
