@@ -46,6 +46,7 @@ from moenode.node.config import Config, atomic_write, load_config
 from moenode.node.epochs import Epochs
 from moenode.node.payments import ORDERS_TOPIC_CAP, Payments
 from moenode.node.rounds import PROXY_RESPONSE_CAP, Rounds
+from moenode.node.stages import STAGES
 from moenode.node.sync import PAGE_LIMIT, Sync
 from moenode.store.archive import Archive
 from moenode.store.keys import load_or_create_key, load_or_create_token
@@ -387,6 +388,7 @@ class Node:
                            "max": lat[-1] if lat else None},
             "adverts": len(self.adverts),
             "uptime_s": int(time.time() - self.started_at),
+            "cpu_stages": STAGES.snapshot(),  # thread CPU seconds by stage of round work, this process
         }
 
     def counters(self) -> dict[str, int]:

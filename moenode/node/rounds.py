@@ -74,6 +74,7 @@ from moenode.core.round import (
 from moenode.core.routing import decide, median_low, rank
 from moenode.core.selection import data_hash
 from moenode.node.decoding import decode_off_loop
+from moenode.node.stages import STAGES
 
 if TYPE_CHECKING:
     from moenode.node.daemon import Node
@@ -187,10 +188,11 @@ class Rounds:
 
     def dispatch(self, peer: bytes, env: Signed) -> None:
         try:
-            if isinstance(env.msg, Input):
-                self._on_input(env)
-            else:
-                self._on_round_message(peer, env)
+            with STAGES.measure("codec_signatures"):  # the round steps: they check, seal and sign
+                if isinstance(env.msg, Input):
+                    self._on_input(env)
+                else:
+                    self._on_round_message(peer, env)
         except ProtocolError as e:
             self.node.reject(peer, e, env.msg.TYPE)
 
@@ -240,7 +242,7 @@ class Rounds:
         self._effects(slot, out, "member")
         for peer, early, _t in self.early.pop(sid, []):
             self.early_bytes -= _size(early)
-            self.dispatch(peer, early)
+            self._on_early(peer, early)
 
     def _on_round_message(self, peer: bytes, env: Signed) -> None:
         msg = env.msg
@@ -282,6 +284,13 @@ class Rounds:
             errors.append(StateError(f"{msg.TYPE} is not for the submitter"))
         if errors and not handled:
             raise errors[0]
+
+    def _on_early(self, peer: bytes, env: Signed) -> None:
+        """`dispatch` of a buffered message, already inside the codec stage of the Input that released it."""
+        try:
+            self._on_round_message(peer, env)
+        except ProtocolError as e:
+            self.node.reject(peer, e, env.msg.TYPE)
 
     def _buffer(self, sid: bytes, peer: bytes, env: Signed) -> None:
         """Keep a message for a shard whose Input we have not seen, if its signer could be a member at all."""
@@ -343,7 +352,7 @@ class Rounds:
             self._outboxes[to] = box
             self.node.spawn(self._sender, to, recv)
         try:
-            box.send_nowait(env.encode())
+            box.send_nowait(env.encode())  # inside the codec stage of the step that sent it
         except trio.WouldBlock:
             self.node.metrics.inc("outbox_dropped")
 
@@ -388,7 +397,8 @@ class Rounds:
             now = self.node.now_ms()
             for role, rnd in (("member", slot.member), ("submitter", slot.submitter)):
                 if rnd is not None and rnd.deadline is not None and rnd.deadline <= now:
-                    self._effects(slot, rnd.on_timer(now), role)
+                    with STAGES.measure("codec_signatures"):
+                        self._effects(slot, rnd.on_timer(now), role)
             if slot.deadline() == due:
                 await trio.sleep(0.05)  # the round did not move its deadline: do not spin
 
@@ -402,7 +412,8 @@ class Rounds:
             return
         m = slot.member
         if sub is not None and m is not None and m.outcome is None:
-            self._effects(slot, m.on_work_done(sub, self.node.now_ms()), "member")
+            with STAGES.measure("codec_signatures"):
+                self._effects(slot, m.on_work_done(sub, self.node.now_ms()), "member")
 
     async def _produce(self, slot: Slot, w: Work) -> Submission:
         node, items = self.node, list(w.items)
@@ -526,7 +537,8 @@ class Rounds:
             log.warning("candidate %s of shard %s failed verification: %s", v.member.hex()[:16],
                         slot.shard_id.hex()[:16], why)
         if m.outcome is None:
-            self._effects(slot, m.on_verified(v.member, ok, self.node.now_ms(), why), "member")
+            with STAGES.measure("codec_signatures"):
+                self._effects(slot, m.on_verified(v.member, ok, self.node.now_ms(), why), "member")
 
     # the expert ----------------------------------------------------------------------------------------------------------
     async def serve_proxy(self, peer: bytes, req: bytes) -> bytes:
@@ -597,7 +609,8 @@ class Rounds:
         self.slots[sid] = slot
         node.spawn(self._timer, slot)
         node.metrics.inc("submissions")
-        self._effects(slot, rnd.start(node.now_ms()), "submitter")
+        with STAGES.measure("codec_signatures"):
+            self._effects(slot, rnd.start(node.now_ms()), "submitter")
         await slot.sub_done.wait()
         out = rnd.outcome
         if out is None:
