@@ -111,6 +111,7 @@ class Slot:
     sub_done: trio.Event = field(default_factory=trio.Event)
     finished_at: float | None = None
     route: str = ""
+    checked: Submission | None = None  # the submission we committed, computed or verified by us
 
     @property
     def shard_id(self) -> bytes:
@@ -418,6 +419,7 @@ class Rounds:
     async def _produce(self, slot: Slot, w: Work) -> Submission:
         node, items = self.node, list(w.items)
         p = node.params
+        vecs = None
         if len(node.index):
             vecs = await trio.to_thread.run_sync(node.compute.routing_vectors, items)
             neigh = await trio.to_thread.run_sync(node.index.neighbours, vecs, p.routing_k, p.routing_min_cos_micro)
@@ -429,17 +431,21 @@ class Rounds:
                     break
                 experts.append((d.producer, d.price_bps))
             if experts:
-                return await self._proxy_hedged(slot, w, experts)
-        return await self._own(slot, w)
+                return await self._proxy_hedged(slot, w, experts, vecs)
+        return await self._own(slot, w, vecs)
 
-    async def _own(self, slot: Slot, w: Work) -> Submission:
-        own = await trio.to_thread.run_sync(self.node.compute.payload, list(w.items), w.shard_seed,
+    async def _own(self, slot: Slot, w: Work, routing: np.ndarray | None) -> Submission:
+        """Our own payload; `routing`: the router's vectors if we computed them to route (the payload reuses them)."""
+        own = await trio.to_thread.run_sync(self.node.compute.payload, list(w.items), w.shard_seed, routing,
                                             abandon_on_cancel=True)
         self._learn(own.batch_loss)
         slot.route = slot.route or "self"
-        return Submission(shard_id=w.shard_id, member=self.me, producer=self.me, payload=own, proxy=None)
+        sub = Submission(shard_id=w.shard_id, member=self.me, producer=self.me, payload=own, proxy=None)
+        slot.checked = sub
+        return sub
 
-    async def _proxy_hedged(self, slot: Slot, w: Work, experts: list[tuple[bytes, int]]) -> Submission:
+    async def _proxy_hedged(self, slot: Slot, w: Work, experts: list[tuple[bytes, int]],
+                            routing: np.ndarray | None) -> Submission:
         """Ask the experts in rank order while computing our own submission as a hedge. A member whose commit comes
         after the shard's vote is struck, so once ours is ready we wait for the expert only until the vote is near
         (the round knows when it is due once a quorum has committed; until then the commit deadline bounds it).
@@ -453,7 +459,7 @@ class Rounds:
 
         async def hedge(nursery: trio.Nursery) -> None:
             try:
-                own.append(await self._own(slot, w))
+                own.append(await self._own(slot, w, routing))
             except Exception:  # the expert may still answer
                 log.exception("own work for shard %s failed while proxying", slot.shard_id.hex()[:16])
                 return
@@ -468,6 +474,7 @@ class Rounds:
                 sub = await self._proxy(slot, producer, price_bps)
                 if sub is not None:
                     slot.route = f"proxy:{producer.hex()[:12]}"
+                    slot.checked = sub  # _proxy verified it
                     got.append(sub)
                     nursery.cancel_scope.cancel()  # our own computation is not needed
                     break
@@ -527,8 +534,12 @@ class Rounds:
         m = slot.member
         assert m is not None
         try:
-            ok, why = await trio.to_thread.run_sync(self.node.compute.verify, list(slot.ctx.input.items),
-                                                    slot.ctx.shard_seed, v.submission.payload, v.sample_seed)
+            if v.member == self.me and v.submission == slot.checked:
+                ok, why = True, "our own submission"  # we computed it, or re-executed the expert's: not again
+                self.node.metrics.inc("verify_own_skipped")
+            else:
+                ok, why = await trio.to_thread.run_sync(self.node.compute.verify, list(slot.ctx.input.items),
+                                                        slot.ctx.shard_seed, v.submission.payload, v.sample_seed)
         except Exception as e:
             log.exception("verification crashed")
             ok, why = False, f"verification failed locally: {e!r:.100}"
