@@ -94,6 +94,14 @@ def stage_cpu(tn) -> dict[str, float]:
     return out
 
 
+def idle_cpu(tn, seconds: float) -> float:
+    """CPU seconds per second of all daemons together while nothing is submitted (after a pause to settle)."""
+    time.sleep(5)
+    c0, w0 = network_cpu(tn), time.monotonic()
+    time.sleep(seconds)
+    return delta(network_cpu(tn), c0) / (time.monotonic() - w0)
+
+
 def delta(after: dict[str, float], before: dict[str, float]) -> float:
     return sum(v - before.get(k, 0.0) for k, v in after.items())
 
@@ -101,20 +109,21 @@ def delta(after: dict[str, float], before: dict[str, float]) -> float:
 def run_testnet(args, batch_sizes: list[int]) -> dict:
     from moenode.testing.demo import submit_all, workload
     from moenode.testing.ledger_tools import wait_ledgers_equal
-    from moenode.testing.testnet import Testnet
+    from moenode.testing.testnet import Testnet, testnet_params
 
     root = args.dir or Path(tempfile.mkdtemp(prefix="moenode-cost-"))
-    out: dict = {"driver": "testnet", "nodes": args.nodes, "dir": str(root), "batches": {}}
-    with Testnet.create(root, args.nodes, epoch_ms=args.epoch_ms) as tn:
+    # a shared machine can take minutes over a batch of 64: a round that times out measures the timeout, not the cost
+    commit_ms = int(args.commit_timeout_s * 1000)
+    params = testnet_params(commit_timeout_ms=commit_ms, round_abort_ms=commit_ms + 120_000)
+    out: dict = {"driver": "testnet", "nodes": args.nodes, "dir": str(root), "commit_timeout_ms": commit_ms,
+                 "batches": {}}
+    with Testnet.create(root, args.nodes, epoch_ms=args.epoch_ms, params=params) as tn:
         tn.start()
         out["node_models"] = [nd.model for nd in tn.nodes]
         warm = workload(args.warmup, 16, seed=99)
         submit_all(tn, warm, timeout=600)  # loads every model a member may have to verify
         wait_ledgers_equal(tn, 60)
-        time.sleep(2)
-        c0, w0 = network_cpu(tn), time.monotonic()
-        time.sleep(args.idle_s)
-        idle_rate = delta(network_cpu(tn), c0) / (time.monotonic() - w0)
+        idle_rate = idle_cpu(tn, args.idle_s)
         out["idle_cpu_per_s"] = idle_rate
         print(f"idle: the {args.nodes} daemons use {idle_rate * 1000:.0f} ms CPU per second doing nothing",
               flush=True)
@@ -219,7 +228,8 @@ def summarize(batch: int, certified_items: int, rounds: int, total_s: float, sta
 
 def report(r: dict) -> None:
     tgt = f" (target <= {r['target']:.0f}x)" if r["target"] else ""
-    print(f"\nbatch {r['batch']}: {r['certified_items']} items certified; network {r['network_ms_per_item']:.1f} ms "
+    done = r["certified_items"] // r["batch"]
+    print(f"\nbatch {r['batch']}: {done}/{r['rounds']} rounds certified; network {r['network_ms_per_item']:.1f} ms "
           f"CPU per item, local embed {r['local_ms_per_item']:.2f} ms per item: ratio {r['ratio']:.1f}x{tgt}")
     for k in STAGE_ORDER:
         v = r["breakdown"][k]
@@ -238,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", type=int, nargs="+", default=[16, 64], help="batch sizes to measure")
     ap.add_argument("--rounds", type=int, default=8, help="measured rounds per batch size")
     ap.add_argument("--warmup", type=int, default=3, help="testnet: rounds before measuring")
-    ap.add_argument("--idle-s", type=float, default=10.0, help="testnet: seconds to measure idle CPU")
+    ap.add_argument("--idle-s", type=float, default=20.0, help="testnet: seconds to measure idle CPU")
+    ap.add_argument("--commit-timeout-s", type=float, default=120.0, help="testnet: the genesis commit timeout")
     ap.add_argument("--epoch-ms", type=int, default=60_000)
     ap.add_argument("--reuse-routing", action=argparse.BooleanOptionalAction, default=True,
                     help="inproc: the payload reuses the routing vectors computed to route (as the daemon does)")

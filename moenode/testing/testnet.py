@@ -95,7 +95,7 @@ def zoo_names() -> list[str]:
         from moenode.encoders import zoo
     except ImportError:  # encoders not installed: general names only
         return list(GENERAL_MODELS)
-    return [n for n in zoo.names() if not zoo.is_adversary(n)]
+    return [n for n in zoo.names() if not zoo.is_adversary(n) and not zoo.is_router(n)]
 
 
 def default_models(n: int, available: Sequence[str] | None = None) -> list[str]:
