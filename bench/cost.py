@@ -149,6 +149,7 @@ def run_testnet(args, batch_sizes: list[int]) -> dict:
             ok = [s for s in subs if s.ok]
             lat = [s.latency_ms for s in ok]
             out["batches"][str(b)] = summarize(b, len(ok) * b, len(subs), total, stages, base, lat, wall)
+            out["batches"][str(b)]["errors"] = sorted({s.error[:300] for s in subs if not s.ok})
             report(out["batches"][str(b)])
         tn.stop()
     return out
@@ -245,6 +246,8 @@ def report(r: dict) -> None:
     for k in STAGE_ORDER:
         v = r["breakdown"][k]
         print(f"  {k:20s} {v['ms_per_item']:8.2f} ms/item  {v['x_local']:6.2f}x local")
+    for e in r.get("errors", []):
+        print(f"  a round failed: {e}")
     if "latency_ratio" in r:
         lr, lm = r["latency_ratio"], r["latency_ms"]
         print(f"  latency p50 {lm['p50']:.0f} ms = {lr['p50']:.1f}x, p99 {lm['p99']:.0f} ms = {lr['p99']:.1f}x of "
