@@ -14,6 +14,7 @@ Every piece of work is accounted to its stage in `moenode.node.stages.STAGES` (t
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -31,19 +32,27 @@ def reference_texts() -> tuple[str, ...]:
     return tuple(it.text for d in corpus.domains() for it in corpus.split(d, "reference"))
 
 
-@lru_cache(maxsize=1)
-def model_names_by_id() -> dict[bytes, str]:
-    """The zoo's installed models by model id (hashing every model's bytes once per process, not per node)."""
+_ids_lock = threading.Lock()
+_ids: dict[str, bytes | None] = {}  # zoo name -> model id (None: not installed here), filled as names are needed
+
+
+def model_name_of(model_id: bytes) -> str | None:
+    """The zoo name whose bytes hash to `model_id`, or None. Names are hashed lazily, the cheap ones first, each once
+    per process: a verifier meeting minilm-l6 never builds and hashes the 436 MB mpnet graph to find it."""
     from moenode.encoders import zoo
     from moenode.encoders.runtime import ModelError, model_id_of
 
-    table: dict[bytes, str] = {}
-    for name in zoo.names():
-        try:
-            table[model_id_of(zoo.model_bytes(name)[1])] = name
-        except ModelError:
-            continue  # a model whose package is not installed here
-    return table
+    order = sorted(zoo.names(), key=lambda n: n == zoo.MPNET)  # the one that must be built at first use, last
+    with _ids_lock:
+        for name in order:
+            if name not in _ids:
+                try:
+                    _ids[name] = model_id_of(zoo.model_bytes(name)[1])
+                except ModelError:
+                    _ids[name] = None  # a model whose package is not installed here
+            if _ids[name] == model_id:
+                return name
+    return None
 
 
 class Compute:
@@ -81,7 +90,7 @@ class Compute:
             return self.encoder
         if model_id == self.router.model_id:
             return self.router
-        name = model_names_by_id().get(model_id)
+        name = model_name_of(model_id)
         return zoo.load(name) if name else None
 
     def verify(self, items: list[str], shard_seed: bytes, payload: Payload,
