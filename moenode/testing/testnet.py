@@ -50,7 +50,7 @@ NODE_BALANCE = 1_000_000  # each node's spending money for fees
 NODE_STAKE = 1_000
 FAUCET_BALANCE = 100_000_000  # node 0 also holds the faucet: `moenode transfer --home <node0>` funds newcomers
 DEFAULT_FEE = 100
-ADVERT_INTERVAL_S = 5  # testnet nodes re-advertise often so a late joiner learns the experts quickly
+ADVERT_INTERVAL_S = 30  # a late joiner still learns the experts at once: nodes re-advertise to newcomers
 
 
 class TestnetError(RuntimeError):
