@@ -102,6 +102,18 @@ def stage_cpu(tn) -> dict[str, float]:
     return out
 
 
+def settle(tn, timeout: float = 120.0) -> None:
+    """Until every node holds the same ledger and no round is open (members may verify after the certificate)."""
+    from moenode.testing.ledger_tools import wait_ledgers_equal
+
+    wait_ledgers_equal(tn, timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(((st or {}).get("rounds") or {}).get("active", 0) == 0 for st in tn.statuses(10)):
+            return
+        time.sleep(1)
+
+
 def idle_cpu(tn, seconds: float) -> float:
     """CPU seconds per second of all daemons together while nothing is submitted (after a pause to settle)."""
     time.sleep(5)
@@ -116,7 +128,6 @@ def delta(after: dict[str, float], before: dict[str, float]) -> float:
 
 def run_testnet(args, batch_sizes: list[int]) -> dict:
     from moenode.testing.demo import submit_all, workload
-    from moenode.testing.ledger_tools import wait_ledgers_equal
     from moenode.testing.testnet import Testnet, testnet_params
 
     root = args.dir or Path(tempfile.mkdtemp(prefix="moenode-cost-"))
@@ -129,8 +140,8 @@ def run_testnet(args, batch_sizes: list[int]) -> dict:
         tn.start()
         out["node_models"] = [nd.model for nd in tn.nodes]
         warm = workload(args.warmup, 16, seed=99)
-        submit_all(tn, warm, timeout=600)  # loads every model a member may have to verify
-        wait_ledgers_equal(tn, 60)
+        submit_all(tn, warm, timeout=600)  # loads the models a member may have to verify
+        settle(tn)
         idle_rate = idle_cpu(tn, args.idle_s)
         out["idle_cpu_per_s"] = idle_rate
         print(f"idle: the {args.nodes} daemons use {idle_rate * 1000:.0f} ms CPU per second doing nothing",
@@ -138,9 +149,10 @@ def run_testnet(args, batch_sizes: list[int]) -> dict:
         for b in batch_sizes:
             batches = [t for _, t in workload(args.rounds, b, seed=b)]
             base = local_embed(batches)
+            settle(tn)
             c0, s0, w0 = network_cpu(tn), stage_cpu(tn), time.monotonic()
             subs = submit_all(tn, [("", t) for t in batches], timeout=600)
-            wait_ledgers_equal(tn, 60)
+            settle(tn)
             wall = time.monotonic() - w0
             total, stages1 = delta(network_cpu(tn), c0), stage_cpu(tn)
             stages = {k: stages1[k] - s0.get(k, 0.0) for k in stages1}
@@ -261,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", type=int, default=5)
     ap.add_argument("--batches", type=int, nargs="+", default=[16, 64], help="batch sizes to measure")
     ap.add_argument("--rounds", type=int, default=8, help="measured rounds per batch size")
-    ap.add_argument("--warmup", type=int, default=3, help="testnet: rounds before measuring")
+    ap.add_argument("--warmup", type=int, default=6,
+                    help="testnet: rounds before measuring (a member loads a model the first time it verifies it)")
     ap.add_argument("--idle-s", type=float, default=20.0, help="testnet: seconds to measure idle CPU")
     ap.add_argument("--commit-timeout-s", type=float, default=120.0, help="testnet: the genesis commit timeout")
     ap.add_argument("--epoch-ms", type=int, default=60_000)
