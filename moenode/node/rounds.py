@@ -19,7 +19,7 @@ does on a virtual clock, on the real one:
 * **Timers.** One task per slot sleeps until the earliest `deadline` of its rounds, or until an effect changed
   the state, then calls `on_timer`.
 * **Work.** Embed the batch with the router model, look up the winner index, and apply `core.routing`: do it
-  ourselves, or proxy to the best expert with a deadline and fall back to ourselves if it fails or its payload
+  ourselves (the payload reuses those routing vectors), or proxy to the best expert with a deadline and fall back to ourselves if it fails or its payload
   does not verify. The fallback is hedged: our own computation runs while the expert is being waited for, and
   once it is ready we wait for the expert only until the shard's vote is near, so a slow expert does not make us
   late (the price is our own compute, spent in rounds we proxy).
@@ -27,6 +27,11 @@ does on a virtual clock, on the real one:
   shard we are in, only paid shards) and answers a `ProxyAnswer`. As a sponsor we open the expert's answer with
   `core.proxy.open_answer`; a malformed answer, a submission that is not what we asked for, or a payload that does
   not verify is a rejection counted by reason against the expert, and we fall back to our own work.
+
+* **Verification.** A member re-executes the round's candidate on a worker thread, except its own submission:
+  that one it computed, or it re-executed the expert's answer before committing it.
+* **CPU by stage.** Round steps (decoding, checking, sealing, signing) count as `codec_signatures`, the work as
+  its own stages (`moenode.node.stages`, shown in /status).
 
 Protocol errors are counted by reason and logged with the peer id by the node; they never end a round or the node.
 """
