@@ -131,10 +131,6 @@ class Plan:
         out = [(b, m) for b in self.buckets for m in range(len(b.members)) if b.neg[m].any()]
         return sorted(out, key=lambda bm: bm[0].members[bm[1]])
 
-    def ref_rows(self) -> list[int]:
-        """The view rows of reference negatives, ascending."""
-        return sorted(b.row_ref(r, j) for b in self.buckets for r in range(len(b.refs)) for j in range(len(b.patterns)))
-
     def view_seqs(self) -> list[list[int]]:
         """The token sequences of every view row, in row order."""
         seqs: list[list[int]] = [[] for _ in range(self.rows)]
@@ -278,7 +274,8 @@ def score(encoder: Encoder, items: Sequence[str], shard_seed: bytes, params: Par
     with timer("scoring_views"):
         plan = plan_for(items, shard_seed, params, reference)
         seqs = plan.view_seqs()
-        refs = plan.ref_rows()
+        refs = sorted(b.row_ref(r, j) for b in plan.buckets
+                      for r in range(len(b.refs)) for j in range(len(b.patterns)))
         is_ref = np.zeros(plan.rows, bool)
         is_ref[refs] = True
         own = np.flatnonzero(~is_ref)
