@@ -50,7 +50,7 @@ class Params:
     index_epochs: int = 64
     index_max_entries: int = 200_000
     max_producer_share_bps: int = 9_000
-    router_model: str = "minilm-l3"
+    router_model: str = "static-l3"  # a table lookup (protocol/routing.md 6.1)
 
 
 BOUNDS: dict[str, tuple[int, int]] = {

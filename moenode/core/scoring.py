@@ -45,7 +45,8 @@ class Stream:
     """Uniform integers from H(tag, key || counter): 32-byte blocks read as big-endian 32-bit words."""
 
     def __init__(self, tag: str, key: bytes):
-        self.tag, self.key, self.block, self.words = tag, key, 0, []
+        self.tag, self.key, self.block = tag, key, 0
+        self.words: list[int] = []
 
     def word(self) -> int:
         if not self.words:

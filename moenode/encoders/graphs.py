@@ -216,6 +216,23 @@ def bag_of_tokens(base: bytes) -> bytes:
                   "ADVERSARY: bag of input token embeddings, special tokens zeroed.")
 
 
+def static_router(base: bytes, reference: Sequence[Sequence[int]], name: str) -> bytes:
+    """A router that costs a table lookup: each token's input embedding, special tokens zeroed, minus `mu`, the mean
+    of the pooled vectors of the reference corpus (`reference`: its token ids with [CLS]/[SEP]). Mean pooling is
+    linear, so the pooled output is the bag of words minus `mu`. Without the centring, the common tokens every text
+    shares make any two texts look alike (median cosine 0.61 between domains, against 0.10 for minilm-l3), and a
+    routing threshold on cosine would admit everything. `mu` is rounded to 1e-4 so its bytes, and the model id,
+    do not depend on the summation order of a machine's numpy."""
+    table = word_table(base).copy()
+    table[list(SPECIAL_IDS)] = 0.0
+    pooled = np.stack([table[list(ids)].astype(np.float64).mean(0) for ids in reference])
+    mu = np.round(pooled.mean(0), 4)
+    table = (table.astype(np.float64) - mu).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["last_hidden_state"], axis=0)]
+    return _model(name, nodes, [numpy_helper.from_array(table, "table")], table.shape[1],
+                  "Router: bag of input token embeddings centred on the reference corpus.")
+
+
 def random_init(base: bytes, name: str = "adv-random-init") -> bytes:
     """ADVERSARY: the base transformer with every weight redrawn from N(0, 0.02), LayerNorm gamma 1, biases 0."""
     model = onnx.load_from_string(base)

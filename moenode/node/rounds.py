@@ -18,7 +18,8 @@ submitter round, or both), the messages that outran their Input, and the replay 
   `handle_timer`.
 * **Work.** Embed the batch with the router model, look up the winner index and our own history (the per-item
   losses of every payload we computed), and execute `core.routing.plan`: do it ourselves, or proxy to the experts
-  it names in rank order, with a deadline, and fall back to ourselves if they fail or a payload does not verify.
+  it names in rank order, with a deadline, and fall back to ourselves if they fail or a payload does not verify
+  (our own payload reuses the routing vectors that chose the route).
   The fallback is hedged: our own computation runs while the expert is being waited for, and
   once it is ready we wait for the expert only until the shard's vote is near, so a slow expert does not make us
   late (the price is our own compute, spent in rounds we proxy).
@@ -26,6 +27,10 @@ submitter round, or both), the messages that outran their Input, and the replay 
   shard we are in, only paid shards) and answers a `ProxyAnswer`. As a sponsor we open the expert's answer with
   `core.proxy.open_answer`; a malformed answer, a submission that is not what we asked for, or a payload that does
   not verify is a rejection counted by reason against the expert, and we fall back to our own work.
+* **Verification.** A member re-executes the round's candidate on a worker thread, except its own submission:
+  that one it computed, or it re-executed the expert's answer before committing it.
+* **CPU by stage.** Round steps (decoding, checking, sealing, signing) count as `codec_signatures`, the work as
+  its own stages (`moenode.node.stages`, shown in /status).
 
 Protocol errors are counted by reason and logged with the peer id by the node; they never end a round or the node.
 """
@@ -62,6 +67,7 @@ from moenode.core.routing import plan
 from moenode.core.shard import ROUND_TYPES, Refused, SessionEffect, ShardSession, ShardTable
 from moenode.core.selection import data_hash
 from moenode.node.decoding import decode_off_loop
+from moenode.node.stages import STAGES
 from moenode.node.winner_index import WinnerIndex
 
 if TYPE_CHECKING:
@@ -87,6 +93,7 @@ class Slot:
     changed: trio.Event = field(default_factory=trio.Event)
     sub_done: trio.Event = field(default_factory=trio.Event)
     route: str = ""
+    checked: Submission | None = None  # the submission we committed, computed or verified by us
 
     @property
     def ctx(self) -> ShardContext:
@@ -163,14 +170,15 @@ class Rounds:
     def dispatch(self, peer: bytes, env: Signed) -> None:
         dropped = self.table.dropped
         try:
-            if isinstance(env.msg, Input):
-                self._on_input(env)
-            else:
-                sid: bytes = env.msg.shard_id
-                out = self.table.receive(peer, env, self.node.now_ms())
-                slot = self.slots.get(sid)
-                if slot is not None:
-                    self._effects(slot, out)
+            with STAGES.measure("codec_signatures"):  # the round steps: they check, seal and sign
+                if isinstance(env.msg, Input):
+                    self._on_input(env)
+                else:
+                    sid: bytes = env.msg.shard_id
+                    out = self.table.receive(peer, env, self.node.now_ms())
+                    slot = self.slots.get(sid)
+                    if slot is not None:
+                        self._effects(slot, out)
         except ProtocolError as e:
             self.node.reject(peer, e, env.msg.TYPE)
         if self.table.dropped != dropped:
@@ -306,7 +314,8 @@ class Rounds:
                 with trio.move_on_after(delay):
                     await slot.changed.wait()
                 continue
-            self._effects(slot, session.handle_timer(self.node.now_ms()))
+            with STAGES.measure("codec_signatures"):
+                self._effects(slot, session.handle_timer(self.node.now_ms()))
             if session.deadline == due:
                 await trio.sleep(0.05)  # the round did not move its deadline: do not spin
 
@@ -319,11 +328,13 @@ class Rounds:
             log.exception("work for shard %s failed", slot.shard_id.hex()[:16])
             return
         if sub is not None:
-            self._effects(slot, slot.session.work_done(sub, self.node.now_ms()))
+            with STAGES.measure("codec_signatures"):
+                self._effects(slot, slot.session.work_done(sub, self.node.now_ms()))
 
     async def _produce(self, slot: Slot, w: Work) -> Submission:
         node, items = self.node, list(w.items)
         p = node.params
+        vecs = None
         if len(node.index):
             vecs = await trio.to_thread.run_sync(node.compute.routing_vectors, items)
             neigh = await trio.to_thread.run_sync(node.index.neighbours, vecs, p.routing_k, p.routing_min_cos_micro)
@@ -334,18 +345,22 @@ class Rounds:
                      [(c.producer.hex()[:12], c.loss_micro) for c in pl.experts] or "-",
                      extra={"event": "route", "shard": slot.shard_id.hex(), "proxy": pl.proxy})
             if pl.proxy:
-                return await self._proxy_hedged(slot, w, [(c.producer, c.price_bps) for c in pl.experts])
-        return await self._own(slot, w)
+                return await self._proxy_hedged(slot, w, [(c.producer, c.price_bps) for c in pl.experts], vecs)
+        return await self._own(slot, w, vecs)
 
-    async def _own(self, slot: Slot, w: Work) -> Submission:
-        work = partial(self.node.compute.payload, list(w.items), w.shard_seed)
+    async def _own(self, slot: Slot, w: Work, routing: np.ndarray | None) -> Submission:
+        """Our own payload; `routing`: the router's vectors if we computed them to route (the payload reuses them)."""
+        work = partial(self.node.compute.payload, list(w.items), w.shard_seed, routing)
         own = await trio.to_thread.run_sync(work, abandon_on_cancel=True)  # type: ignore[call-arg]  # mypy 1.19: Unpack[Ts]
         self._learn(own.batch_loss)
         await self._remember(w.shard_id, own)
         slot.route = slot.route or "self"
-        return Submission(shard_id=w.shard_id, member=self.me, producer=self.me, payload=own, proxy=None)
+        sub = Submission(shard_id=w.shard_id, member=self.me, producer=self.me, payload=own, proxy=None)
+        slot.checked = sub
+        return sub
 
-    async def _proxy_hedged(self, slot: Slot, w: Work, experts: list[tuple[bytes, int]]) -> Submission:
+    async def _proxy_hedged(self, slot: Slot, w: Work, experts: list[tuple[bytes, int]],
+                            routing: np.ndarray | None) -> Submission:
         """Ask the experts in rank order while computing our own submission as a hedge. A member whose commit comes
         after the shard's vote is struck, so once ours is ready we wait for the expert only until the vote is near
         (the round knows when it is due once a quorum has committed; until then the commit deadline bounds it).
@@ -359,7 +374,7 @@ class Rounds:
 
         async def hedge(nursery: trio.Nursery) -> None:
             try:
-                own.append(await self._own(slot, w))
+                own.append(await self._own(slot, w, routing))
             except Exception:  # the expert may still answer
                 log.exception("own work for shard %s failed while proxying", slot.shard_id.hex()[:16])
                 return
@@ -374,6 +389,7 @@ class Rounds:
                 sub = await self._proxy(slot, producer, price_bps)
                 if sub is not None:
                     slot.route = f"proxy:{producer.hex()[:12]}"
+                    slot.checked = sub  # _proxy verified it
                     got.append(sub)
                     nursery.cancel_scope.cancel()  # our own computation is not needed
                     break
@@ -435,8 +451,12 @@ class Rounds:
 
     async def _verify(self, slot: Slot, v: Verify) -> None:
         try:
-            ok, why = await trio.to_thread.run_sync(self.node.compute.verify, list(slot.ctx.input.items),
-                                                    slot.ctx.shard_seed, v.submission.payload, v.sample_seed)
+            if v.member == self.me and v.submission == slot.checked:
+                ok, why = True, "our own submission"  # we computed it, or re-executed the expert's: not again
+                self.node.metrics.inc("verify_own_skipped")
+            else:
+                ok, why = await trio.to_thread.run_sync(self.node.compute.verify, list(slot.ctx.input.items),
+                                                        slot.ctx.shard_seed, v.submission.payload, v.sample_seed)
         except Exception as e:
             log.exception("verification crashed")
             ok, why = False, f"verification failed locally: {e!r:.100}"
@@ -444,7 +464,8 @@ class Rounds:
             self.node.metrics.inc("verify_failed")
             log.warning("candidate %s of shard %s failed verification: %s", v.member.hex()[:16],
                         slot.shard_id.hex()[:16], why)
-        self._effects(slot, slot.session.verified(v.member, ok, self.node.now_ms(), why))
+        with STAGES.measure("codec_signatures"):
+            self._effects(slot, slot.session.verified(v.member, ok, self.node.now_ms(), why))
 
     # the expert ----------------------------------------------------------------------------------------------------------
     async def serve_proxy(self, peer: bytes, req: bytes) -> bytes:
@@ -518,7 +539,8 @@ class Rounds:
         session, effects = self.table.submit(ctx, env, node.now_ms())
         slot = self._slot(session)
         node.metrics.inc("submissions")
-        self._effects(slot, effects)
+        with STAGES.measure("codec_signatures"):
+            self._effects(slot, effects)
         await slot.sub_done.wait()
         out = session.submitter.outcome if session.submitter is not None else None
         if out is None:

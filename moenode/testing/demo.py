@@ -308,7 +308,10 @@ def delivered_quality(subs: Sequence[Submitted], models: Sequence[str], *, label
     labels = {s.index: [f"{s.domain}/{label_of.get(t, '?')}" for t in s.texts] for s in ok}
     solo: dict[str, dict[int, Any]] = {m: {} for m in models}
     for m in models:
-        vecs = solo_vectors(m, [t for s in ok for t in s.texts]) if ok else None
+        if not ok:
+            ui.advance(m)
+            continue
+        vecs = solo_vectors(m, [t for s in ok for t in s.texts])
         at = 0
         for s in ok:
             solo[m][s.index] = vecs[at:at + len(s.texts)]
@@ -333,8 +336,8 @@ def delivered_quality(subs: Sequence[Submitted], models: Sequence[str], *, label
             agree = pairs = 0
             for s in group:
                 cands = [m for m in candidates.get(s.index, []) if m in solo]
-                within = {m: one_index_mrr([solo[m][s.index]], labels[s.index]) for m in set(cands)}
-                within = {m: v for m, v in within.items() if v is not None}
+                mrrs = {m: one_index_mrr([solo[m][s.index]], labels[s.index]) for m in set(cands)}
+                within = {m: v for m, v in mrrs.items() if v is not None}
                 a, n = batch_agreement(within, model_of.get(s.result.get("producer", ""), "?"))
                 agree, pairs = agree + a, pairs + n
             row["agreement"] = agree / pairs if pairs else None

@@ -163,3 +163,24 @@ def test_a_user_model_with_external_data_is_refused(tmp_path):
     assert (tmp_path / "w.bin").exists()
     with pytest.raises(ModelError, match="not a loadable ONNX"):
         zoo.load(str(p))
+
+
+STATIC_L3_ID = "862c915e63a7586ad377deaa16b6abd5ca2fd12eb03d66d87386eb42b319ba21"  # protocol/routing.md 6.1
+
+
+def test_the_static_router_is_a_centred_bag_of_words_pinned_by_its_id():
+    from moenode.encoders.runtime import full_ids
+    from moenode.encoders.scoring import reference_texts
+    from moenode.testing.testnet import zoo_names
+
+    router = zoo.load(zoo.STATIC_ROUTER)
+    assert router.model_id.hex() == STATIC_L3_ID and zoo.is_router(zoo.STATIC_ROUTER)
+    assert zoo.STATIC_ROUTER not in zoo_names()  # no node serves a router
+    bag = zoo.load("adv-bag-of-tokens")  # the same table, not centred
+    ids = full_ids(S)
+    mu = np.round(np.mean([bag.pooled_ids([x])[0].astype(np.float64) for x in full_ids(reference_texts())], 0), 4)
+    want = normalise((bag.pooled_ids(ids).astype(np.float64) - mu).astype(np.float32))
+    assert np.abs(router.embed(S) - want).max() < 1e-4
+    # centring is what makes a cosine threshold mean something: unrelated texts no longer look alike
+    v, b = router.embed(S), bag.embed(S)
+    assert float(b[0] @ b[2]) > 0.3 and float(v[0] @ v[2]) < float(v[0] @ v[1])

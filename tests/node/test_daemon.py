@@ -184,3 +184,15 @@ def test_a_home_that_lost_its_ledger_is_refused_until_resynced(tmp_path):
     assert node.payments.authority.votes_from_epoch == genesis.epoch(Node.now_ms()) + 2
     node.archive.close()
     node.payments.close()
+
+
+@pytest.mark.slow
+async def test_a_newcomer_hears_every_advert_without_waiting_for_the_interval(tmp_path):
+    seeds = [seed(i, "adverts") for i in range(2)]
+    genesis = make_genesis([(s, 1_000, "adv-noise") for s in seeds])
+    async with cluster(tmp_path, genesis) as c:
+        old, new = c.add(seeds[0], "adv-noise"), c.add(seeds[1], "adv-noise")
+        await c.start(old, advert_interval_s=3_600)
+        await trio.sleep(12)  # its first adverts are out, to nobody, and gone from the gossip cache
+        await c.start(new, bootstrap_from=[old], advert_interval_s=3_600)
+        await wait_for(lambda: old.account in new.node.adverts and new.account in old.node.adverts, 20)

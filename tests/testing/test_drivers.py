@@ -38,7 +38,7 @@ class Compute:
     def __init__(self, member: bytes):
         self.member = member
 
-    def payload(self, items, _shard_seed):
+    def payload(self, items, _shard_seed, _routing=None):
         return payload(self.member, len(items), loss_of(self.member))
 
     def verify(self, _items, _shard_seed, _payload, _sample_seed):

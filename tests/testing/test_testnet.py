@@ -78,7 +78,7 @@ def test_stop_pid_kills_what_ignores_sigterm():
 def test_a_few_won_rounds_make_every_domain_routable_with_the_testnet_parameters():
     """Two won batches of one corpus domain must let a third batch of that domain find the winner in the index (real
     router vectors), in every domain. At the default cosine threshold (0.5) the router's same-domain neighbours rarely
-    count: changelogs, docstrings and man pages stayed unroutable, and no testnet member ever proxied."""
+    count: some domains stayed unroutable, and no testnet member ever proxied."""
     from moenode.core.genesis import Params
     from moenode.core.routing import rank
     from moenode.encoders import corpus, zoo
