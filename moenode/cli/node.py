@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +36,24 @@ def _home(home: Path | None) -> Path:
     return (home or default_home()).expanduser().resolve()
 
 
-STATUS_ORDER = ("peer_id", "account", "model", "addrs", "peers", "epoch", "sync", "sync_state", "stake", "balance",
-                "member", "member_from_epoch", "pending_stake", "rounds", "wins", "proxies", "proxied", "strikes",
-                "rejections", "supply", "ledger_digest")
+STATUS_ORDER = ("peer_id", "account", "model", "addrs", "peers", "epoch", "sync", "sync_state", "stake", "bonding",
+                "stake_by_epoch", "member_from_epoch", "voting_power", "balance", "rounds", "wins", "proxies",
+                "strikes", "rejections", "ledger", "counters_since")
 
 
 def membership(st: dict[str, Any]) -> str:
-    """Where a node is on the way to serving rounds: synced, funded, staked, member."""
+    """Where a node is on the way to serving rounds: synced, funded, staked (bonding, then in a table), member."""
     sync = st.get("sync") if isinstance(st.get("sync"), dict) else {}
     if sync.get("state") not in (None, "synced"):
         return f"catching up ({sync.get('state')}, {sync.get('applied', 0)} applied)"
+    epoch, start = st.get("epoch"), st.get("member_from_epoch")
     if st.get("voting_power"):
-        return f"shard member in epoch {st.get('epoch')} ({st['voting_power']}/10000 voting power)"
+        return f"shard member in epoch {epoch} ({st['voting_power']}/10000 voting power)"
+    if isinstance(start, int) and isinstance(epoch, int) and start > epoch:
+        return f"staked; a shard member from epoch {start} (now {epoch})"
+    if st.get("bonding"):
+        e = f" (placed by epoch {epoch}: member from epoch {epoch + 2} at the latest)" if isinstance(epoch, int) else ""
+        return f"stake of {st['bonding']} bonding: it joins the stake table at the next checkpoint{e}"
     if st.get("stake"):
         return "staked; a member once its stake table is in force"
     if st.get("balance"):
@@ -194,6 +201,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
         bootstrap: list[str] = typer.Option([], "--bootstrap", help="Multiaddr of a running node, "
                                             "/ip4/IP/tcp/PORT/p2p/PEERID (repeatable)."),
         log_level: str = typer.Option("", help="debug, info, warning or error (default: config.toml)."),
+        log_format: str = typer.Option("", help="HOME/node.log as json (one object per line, the default) or "
+                                       "text (for people)."),
     ) -> None:
         """Run the node in the foreground until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly.
 
@@ -212,6 +221,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
             fail(f"{genesis}: no such genesis file")
         if genesis is None and not (h / "genesis.toml").exists():
             fail(f"{h} has no genesis.toml; pass --genesis with the network's genesis file")
+        if log_format and log_format.lower() not in ("json", "text"):
+            fail(f"--log-format {log_format!r}: expected json or text", 2)
         for addr in bootstrap:
             if not addr.startswith("/") or "/p2p/" not in addr:
                 fail(f"--bootstrap {addr!r}: expected a multiaddr ending in /p2p/<peer id>, such as "
@@ -222,11 +233,16 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
         from moenode.store.ledger_db import StoreError
 
         try:
-            code = run_daemon(h, genesis, bootstrap, log_level or None)
-        except (ConfigError, KeyFileError, StoreError) as e:  # a corrupt key, token or ledger: one line, files kept
-            fail(str(e))
-        except SchemaError as e:  # the home's genesis.toml, damaged (a --genesis file is checked before it is copied)
-            fail(f"{h / 'genesis.toml'}: {e}; copy the network's genesis there again (or pass --genesis)")
+            code = run_daemon(h, genesis, bootstrap, log_level or None, log_format or None)
+        except BaseException as e:  # noqa: BLE001 - the daemon's errors can come wrapped in a trio ExceptionGroup
+            err = single_error(e)
+            if isinstance(err, (ConfigError, KeyFileError, StoreError)):  # a corrupt key, token or ledger, a port
+                fail(str(err))                                              # in use: one line, files kept
+            if isinstance(err, SchemaError):  # the home's genesis.toml, damaged (a --genesis file is checked first)
+                fail(f"{h / 'genesis.toml'}: {err}; copy the network's genesis there again (or pass --genesis)")
+            if type(err).__name__ == "ModelError":  # moenode.encoders.runtime, not imported for --help
+                fail(f"{err} (config.toml [node] model in {h})")
+            raise
         raise typer.Exit(code)
 
     @app.command()
@@ -442,26 +458,58 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
 
 
 
-def run_daemon(home: Path, genesis: Path | None, bootstrap: list[str], log_level: str | None) -> int:
-    """Run the daemon under trio until it stops (it handles SIGINT/SIGTERM itself). Returns the exit code."""
+def single_error(e: BaseException) -> BaseException:
+    """The one exception inside (nested) exception groups of one leaf, else `e` itself."""
+    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
+        e = e.exceptions[0]
+    return e
+
+
+def run_daemon(home: Path, genesis: Path | None, bootstrap: list[str], log_level: str | None,
+               log_format: str | None = None) -> int:
+    """Run the daemon under trio until it stops (it handles SIGINT/SIGTERM itself). Returns the exit code.
+
+    New --bootstrap addresses are saved in config.toml, so later runs need no flags."""
     from dataclasses import replace
 
     import trio
 
     from moenode.node import run_node
-    from moenode.node.config import load_config
+    from moenode.node.config import load_config, update_config
 
     cfg = load_config(home)
     if genesis is not None:
         install_genesis(genesis, cfg.path("genesis"))
     overrides: dict[str, Any] = {}
-    if bootstrap:
-        overrides["bootstrap"] = tuple(dict.fromkeys(list(cfg.bootstrap) + list(bootstrap)))
+    if log_format:
+        overrides["log_format"] = log_format.lower()
+    new = [a for a in bootstrap if a not in cfg.bootstrap]
+    if new:
+        cfg = update_config(home, bootstrap=list(cfg.bootstrap) + new)
     if log_level:
         overrides["log_level"] = log_level.lower()
     cfg = replace(cfg, **overrides) if overrides else cfg
-    trio.run(lambda: run_node(home, config=cfg))
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            node = await n.start(partial(run_node, home, config=cfg))
+            typer.echo(banner(node))
+
+    trio.run(main)
+    typer.echo("node stopped")
     return 0
+
+
+def banner(node: Any) -> str:
+    """What `moenode run` prints once the node is up: who it is, where it listens, where to look."""
+    cfg = node.config
+    lines = [f"moenode node up  (pid {os.getpid()}, network {node.genesis.name!r})",
+             f"  peer id   {node.net.peer_id}",
+             *[f"  listen    {a}" for a in node.net.addrs()],
+             f"  control   {node.control_url}  (/status, /metrics; token in {cfg.token_path})",
+             f"  log       {cfg.path('log')}  ({cfg.log_format})",
+             f"  status:   moenode status --home {node.home}    stop: Ctrl-C"]
+    return "\n".join(lines)
 
 
 def install_genesis(src: Path, dst: Path) -> None:

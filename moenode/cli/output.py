@@ -27,8 +27,11 @@ def setup_logging(level: str = "info") -> None:
     """key=value lines on stderr: time, level, logger, message (the daemon formats its own log file)."""
     import logging
 
+    from moenode.node.logs import quiet_third_parties
+
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
+    quiet_third_parties()
 
 
 def short(v: Any, n: int = 16) -> str:
