@@ -27,6 +27,7 @@ from typing import Any
 
 from moenode.client import RUN_FILE, TOKEN_FILE
 
+LOCK_FILE = "node.lock"  # held by the running daemon (moenode.node.daemon.hold_home)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "text")  # HOME/node.log: one JSON object per line, or plain lines for people
 

@@ -42,7 +42,7 @@ from moenode.core.errors import ProtocolError, SignatureError
 from moenode.core.genesis import Genesis, parse_genesis
 from moenode.core.messages import Advert, Certificate, Evidence, ProxyRequest, decode_certificate, open_signed, seal
 from moenode.core.orders import CertifiedOrder, OrderAnswer, OrderRequest
-from moenode.node.config import Config, atomic_write, load_config
+from moenode.node.config import LOCK_FILE, Config, atomic_write, load_config
 from moenode.node.epochs import Epochs
 from moenode.node.payments import ORDERS_TOPIC_CAP, Payments
 from moenode.node.rounds import PROXY_RESPONSE_CAP, Rounds
@@ -56,7 +56,6 @@ log = logging.getLogger("moenode.node")
 HOUSEKEEPING_S = 1.0
 INDEX_SAVE_S = 30.0
 PEERS_SAVE_S = 5.0  # how often the connected peers' addresses are written to HOME/peers.json
-LOCK_FILE = "node.lock"  # held by the running daemon (`hold_home`)
 REASON_ALIASES = {"schema": "malformed"}  # the node reports schema violations as malformed messages
 
 

@@ -40,3 +40,31 @@ def test_testnet_down_stops_the_recorded_processes_and_spares_strangers(tmp_path
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_testnet_down_stops_every_daemon_whose_home_is_under_its_directory(tmp_path):
+    """`down` stopped only the pids in testnet.json: two nodes restarted under the testnet's directory kept
+    running. Each stand-in here holds its home's lock as a daemon does (the real `hold_home`); the one outside
+    the directory is spared."""
+    from moenode.testing.testnet import daemons_under
+
+    tn = Testnet.create(tmp_path / "tn", 2, models=["minilm-l3", "minilm-l3"], epoch_ms=5_000)
+    hold = "import sys, time; from pathlib import Path; from moenode.node.daemon import hold_home; " \
+           "f = hold_home(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)"
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    homes = [nd.home for nd in tn.nodes] + [outside]
+    procs = [subprocess.Popen([sys.executable, "-c", hold, str(h)], stdout=subprocess.PIPE, text=True) for h in homes]
+    try:
+        assert all(p.stdout.readline().strip() == "held" for p in procs)
+        assert set(daemons_under(tmp_path / "tn").values()) == {nd.home for nd in tn.nodes}
+        r = runner.invoke(app, ["testnet", "down", "--dir", str(tmp_path / "tn"), "--timeout", "5"])
+        assert r.exit_code == 0, r.output
+        assert all(p.wait(timeout=10) is not None for p in procs[:2])
+        assert "node0 (pid" in r.output and "node1 (pid" in r.output
+        assert procs[2].poll() is None  # not under the testnet's directory
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
