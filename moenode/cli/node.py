@@ -23,7 +23,7 @@ from typing import Any
 
 import typer
 
-from moenode.cli.output import fail, fmt, out_json, short
+from moenode.cli.output import console, fail, fmt, out_json, short
 
 HOME_HELP = "Node home directory (key, config.toml, genesis, ledger, logs). Default: $MOENODE_HOME or ~/.moenode."
 
@@ -157,7 +157,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
     def init(
         home: Path = typer.Option(None, "--home", help=HOME_HELP),
         model: str = typer.Option("minilm-l6", help="The encoder this node serves: a zoo name (see `moenode expert "
-                                  "list`) or an .onnx path."),
+                                  "zoo`) or an .onnx path (stored absolute)."),
         listen: list[str] = typer.Option([], help="Listen multiaddr (repeatable). Default /ip4/127.0.0.1/tcp/0."),
         force: bool = typer.Option(False, "--force", help="Rewrite config.toml. The key is never replaced."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -184,9 +184,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
             fail(str(e))
         if as_json:
             return out_json(info)
-        from rich.console import Console
-
-        c = Console()
+        c = console()
         c.print(f"[green]node home ready[/] {h}")
         c.print(f"  account  {info['account']}\n  peer id  {info['peer_id']}\n  key      {info['key']} (0600)"
                 f"\n  config   {info['config']}")
@@ -389,9 +387,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
             fail(str(e))
         if as_json:
             return out_json(st)
-        from rich.console import Console
-
-        Console().print(status_table(st, f"node {_home(home)}"))
+        console().print(status_table(st, f"node {_home(home)}"))
 
     @app.command()
     def transfer(
@@ -538,7 +534,6 @@ def install_genesis(src: Path, dst: Path) -> None:
 
 def print_submit(res: dict[str, Any], emb, items: int, out: Path | None) -> None:
     import numpy as np
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title="certified round", show_header=False, title_justify="left")
@@ -562,7 +557,7 @@ def print_submit(res: dict[str, Any], emb, items: int, out: Path | None) -> None
     t.add_row("attempts", f"{len(attempts)}" + (f" ({fmt(attempts)})" if len(attempts) > 1 else ""))
     if out is not None:
         t.add_row("saved", str(out))
-    Console().print(t)
+    console().print(t)
     if items != emb.shape[0]:
         fail(f"the node returned {emb.shape[0]} vectors for {items} items")
 

@@ -21,7 +21,12 @@ def _resolve(name: str) -> Path:
 
 @app.command("list")
 def list_() -> None:
-    """List the bundled scenarios."""
+    """List the bundled scenarios: name, fidelity, nodes, submissions, variants, description.
+
+    Example:
+
+      moenode sim list
+    """
     from moenode.sim.config import parse
 
     for f in sorted(SCENARIOS.glob("*.toml")):
@@ -37,7 +42,14 @@ def run(
     seed: int | None = typer.Option(None, "--seed", help="override the scenario's seed"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
-    """Run SCENARIO; write DIR/results.json, PNG plots and DIR/report.html."""
+    """Run SCENARIO; write DIR/results.json, PNG plots and DIR/report.html (docs/simulator.md reads them).
+
+    Examples:
+
+      moenode sim run routing --out ./sim-routing
+
+      moenode sim run ./my-scenario.toml --out ./sim-mine --seed 7 --quiet
+    """
     import os
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from moenode.cli.output import fail, fmt, out_json, setup_logging
+from moenode.cli.output import console, fail, fmt, out_json, setup_logging
 
 if TYPE_CHECKING:
     from moenode.testing.testnet import Testnet
@@ -75,9 +75,7 @@ def up(
     if as_json:
         return out_json(json.loads((tn.root / "testnet.json").read_text()))
     _print_nodes(tn, None)
-    from rich.console import Console
-
-    Console().print(f"testnet up: {tn.root / 'testnet.json'}\n"
+    console().print(f"testnet up: {tn.root / 'testnet.json'}\n"
                     f"  submit:  moenode submit --home {tn.nodes[-1].home} \"some text\"\n"
                     f"  status:  moenode testnet status --dir {dir}\n"
                     f"  stop:    moenode testnet down --dir {dir}")
@@ -178,7 +176,6 @@ def _count(v: Any, key: str) -> str:
 
 
 def _print_nodes(tn, sts) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from moenode.client import peer_count
@@ -204,7 +201,7 @@ def _print_nodes(tn, sts) -> None:
                     _count(st.get("proxies"), "sent"), _count(st.get("proxies"), "served"), fmt(st.get("strikes")),
                     sync.get("state", "-") if isinstance(sync, dict) else fmt(sync)]
         t.add_row(*row)
-    Console().print(t)
+    console().print(t)
 
 
 def _demo_ui():
@@ -236,10 +233,9 @@ def _demo_ui():
 
 
 def print_demo_summary(s: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    c = Console()
+    c = console()
     t = Table(title="testnet demo", show_header=False, title_justify="left")
     t.add_column(style="bold cyan")
     t.add_column(justify="right")

@@ -68,3 +68,13 @@ def test_testnet_down_stops_every_daemon_whose_home_is_under_its_directory(tmp_p
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_testnet_status_prints_whole_rows_into_a_pipe(tmp_path):
+    """Without a terminal, tables were cut at 80 columns: `testnet status | cat` showed `no… │ mi… │ 60…`."""
+    Testnet.create(tmp_path / "tn", 2, models=["minilm-l3", "spec-legal"], epoch_ms=5_000)
+    r = runner.invoke(app, ["testnet", "status", "--dir", str(tmp_path / "tn")])
+    assert r.exit_code == 0, r.output
+    assert "…" not in r.output
+    rows = [line for line in r.output.splitlines() if "node0" in line or "node1" in line]
+    assert len(rows) == 2 and "minilm-l3" in rows[0] and "spec-legal" in rows[1]
