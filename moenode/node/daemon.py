@@ -44,6 +44,7 @@ from moenode.core.messages import Advert, Certificate, Evidence, ProxyRequest, d
 from moenode.core.orders import CertifiedOrder, OrderAnswer, OrderRequest
 from moenode.node.config import LOCK_FILE, Config, atomic_write, load_config
 from moenode.node.epochs import Epochs
+from moenode.node.logs import event
 from moenode.node.payments import ORDERS_TOPIC_CAP, Payments
 from moenode.node.rounds import PROXY_RESPONSE_CAP, Rounds
 from moenode.node.sync import PAGE_LIMIT, Sync
@@ -260,6 +261,10 @@ class Node:
             log.warning("certificate %s: routing vectors not indexable: %s", cid.hex()[:16], e)
         if r.winner == self.account:
             self.metrics.inc("wins")
+            event(log, "win", shard=r.shard_id, fee=r.fee, loss_micro=r.loss_micro, producer=r.producer,
+                  producer_share_bps=r.producer_share_bps, epoch=r.epoch)
+        if self.account in r.strikes:
+            event(log, "strike", account=self.account, shard=r.shard_id, kind="latency", epoch=r.epoch)
         if r.producer == self.account and r.winner != self.account:
             self.metrics.inc("proxy_wins")
         if publish:
@@ -291,7 +296,7 @@ class Node:
 
     def on_evidence(self, ev: Evidence) -> None:
         self.metrics.inc("evidence")
-        log.warning("evidence %s against %s in shard %s", ev.kind, ev.offender.hex()[:16], ev.shard_id.hex()[:16])
+        event(log, "strike", account=ev.offender, shard=ev.shard_id, kind=ev.kind, by=self.account)
         try:
             fresh = self.payments.authority.add_evidence(ev, self.now_ms())
         except ProtocolError as e:

@@ -74,6 +74,7 @@ from moenode.core.round import (
 from moenode.core.routing import decide, median_low, rank
 from moenode.core.selection import data_hash
 from moenode.node.decoding import decode_off_loop
+from moenode.node.logs import event
 
 if TYPE_CHECKING:
     from moenode.node.daemon import Node
@@ -510,6 +511,8 @@ class Rounds:
             self.node.reject(producer, ProtocolError(f"ProxyAnswer: the payload does not verify: {why}",
                                                      reason="bad_payload"), "proxy answer")
             return None
+        event(log, "proxy", role="member", shard=slot.shard_id, producer=producer, price_bps=price_bps,
+              fee=slot.ctx.input.fee)
         return sub
 
     async def _verify(self, slot: Slot, v: Verify) -> None:
@@ -544,6 +547,8 @@ class Rounds:
         payload = await trio.to_thread.run_sync(node.compute.payload, list(inp.items), ctx.shard_seed)
         sub = self.desk.sign(inp.shard_id, env.signer, payload)
         node.metrics.inc("proxies_served")
+        event(log, "proxy", role="expert", shard=inp.shard_id, member=env.signer,
+              price_bps=env.msg.price_bps, fee=inp.fee)  # type: ignore[attr-defined]
         return ProxyAnswer.of(sub).encode()
 
     # the submitter ---------------------------------------------------------------------------------------------------------
