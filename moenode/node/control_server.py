@@ -140,6 +140,8 @@ async def serve(node: Node, port: int = 0, *, task_status: Any = trio.TASK_STATU
     listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
     bound = listeners[0].socket.getsockname()[1]
     url = f"http://127.0.0.1:{bound}"
+    from moenode.node.metrics import make_registry
+
     registry = make_registry(node)
     guard = Guard(node.control_token, bound)
     task_status.started(url)
@@ -380,36 +382,3 @@ async def _stake(node: Node, obj: dict) -> dict:
             "bonding": led.bonding.get(node.account, 0)}
 
 
-# metrics ------------------------------------------------------------------------------------------------------------------
-def make_registry(node: Node) -> Any:
-    """A registry of this node only, read at scrape time (several nodes can share one process)."""
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-    class NodeCollector:
-        def collect(self):  # noqa: ANN202 - prometheus_client's protocol
-            for name, value in sorted(node.counters().items()):
-                c = CounterMetricFamily(f"moenode_{_metric_name(name)}", f"count of {name}")
-                c.add_metric([], value)
-                yield c
-            st = node.status()
-            for key in ("peers", "balance", "stake", "voting_power", "epoch", "strikes", "wins"):
-                g = GaugeMetricFamily(f"moenode_{key}", f"current {key}")
-                g.add_metric([], st[key])
-                yield g
-            g = GaugeMetricFamily("moenode_index_entries", "winner index entries")
-            g.add_metric([], st["index"]["entries"])
-            yield g
-            rej = CounterMetricFamily("moenode_rejected", "peer messages rejected, by reason", labels=["reason"])
-            for reason, v in sorted(st["rejections"].items()):
-                rej.add_metric([reason], v)
-            yield rej
-
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(NodeCollector())
-    return reg
-
-
-def _metric_name(name: str) -> str:
-    out = "".join(ch if ch.isalnum() else "_" for ch in name).lower()
-    return out[:-6] if out.endswith("_total") else out
