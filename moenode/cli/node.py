@@ -102,6 +102,22 @@ def _read_texts(texts: list[str], file: Path | None) -> list[str]:
     return items
 
 
+def check_batch(items: list[str], home: Path, file: Path | None) -> None:
+    """Refuse, before anything is paid, a batch over the network's limits (its genesis: `max_batch_items` items of
+    at most `max_item_bytes` bytes; 256 and 8,192 by default)."""
+    from moenode.core.errors import SchemaError
+    from moenode.core.genesis import Params, parse_genesis
+    from moenode.core.round import batch_problem
+
+    try:
+        params = parse_genesis((home / "genesis.toml").read_text(encoding="utf-8")).params
+    except (OSError, SchemaError):  # the daemon checks again with its own genesis
+        params = Params()
+    problem = batch_problem(items, params)
+    if problem:
+        fail(f"{problem}" + (f" (in {file}); split it" if file else ""), 2)
+
+
 def resolve_account(to: str) -> str:
     """Hex account id of a hex key, a peer id (12D3KooW...) or a node home directory; only accounts someone can spend
     from (an Ed25519 public key, not an escrow)."""
@@ -341,8 +357,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
         items = _read_texts(texts or [], file)
         if not items:
             fail("nothing to submit: give TEXT arguments or --file F.jsonl", 2)
-        if len(items) > 256:
-            fail(f"a batch holds at most 256 items, got {len(items)}; split the file", 2)
+        check_batch(items, _home(home), file)
         if fee is not None and fee < 1:
             fail("--fee must be a positive integer", 2)
         from moenode.client import ControlError, decode_embeddings

@@ -296,15 +296,18 @@ async def _submit(node: Node, obj: dict) -> dict:
     from moenode.node.payments import PaymentError
     from moenode.node.rounds import SubmitError
 
+    from moenode.core.round import batch_problem
+
     texts = obj.get("texts")
     p = node.params
-    if not isinstance(texts, list) or not 1 <= len(texts) <= p.max_batch_items:
-        raise HTTPError(400, f"'texts' must be a list of 1..{p.max_batch_items} strings")
+    if not isinstance(texts, list):
+        raise HTTPError(400, "'texts' must be a list of strings")
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
             raise HTTPError(400, f"texts[{i}] must be a non-empty string")
-        if len(t.encode("utf-8")) > p.max_item_bytes:
-            raise HTTPError(400, f"texts[{i}] exceeds {p.max_item_bytes} bytes")
+    problem = batch_problem(texts, p)
+    if problem:
+        raise HTTPError(400, problem)
     fee = _int(obj, "fee", node.config.submit_fee, low=max(1, p.min_fee))
     extra = set(obj) - {"texts", "fee"}
     if extra:

@@ -513,3 +513,20 @@ def test_a_restarted_node_reconnects_without_flags(tmp_path):
         for p in (pa, pb):
             if p is not None and p.poll() is None:
                 _stop(p)
+
+
+def test_submit_refuses_a_batch_over_the_network_limits_before_sending(daemon, tmp_path):
+    """The 8,192-byte item limit went unchecked until the daemon, and the count was a literal 256 in the command
+    while the network's genesis sets it."""
+    home = tmp_path / "home"
+    g = make_genesis("limits", [(b"\x01" * 32, "minilm-l6")], epoch_ms=1000, now_ms=1)
+    (home / "genesis.toml").write_text(genesis_to_toml(g))
+    r = runner.invoke(app, ["submit", "--home", str(home), "x" * 8193])
+    assert r.exit_code == 2 and "item 0 is 8,193 bytes" in r.output and "8,192" in r.output
+    lines = tmp_path / "b.jsonl"
+    lines.write_text("\n".join(json.dumps(f"t{i}") for i in range(300)))
+    r = runner.invoke(app, ["submit", "--home", str(home), "--file", str(lines)])
+    assert r.exit_code == 2 and "1 to 256 items, got 300" in r.output
+    assert not any(p == "/submit" for _, p, _ in daemon.requests)
+    r = runner.invoke(app, ["submit", "--home", str(home), "é" * 4096])  # 8,192 bytes: at the limit
+    assert r.exit_code == 0, r.output
