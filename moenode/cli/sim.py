@@ -1,5 +1,6 @@
 """`moenode sim`: run a scenario and write results.json, PNG plots and a self-contained report.html."""
 
+import sys
 from pathlib import Path
 
 import typer
@@ -72,10 +73,18 @@ def run(
         pass
     cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*cols, disable=quiet) as bar:
+    live = sys.stderr.isatty()
+    with Progress(*cols, disable=quiet or not live) as bar:
         tasks: dict[str, int] = {}
+        tenths: dict[str, int] = {}
 
         def progress(label: str, done: int, total: int) -> None:
+            if not live:  # a log or a pipe: a plain line at every tenth, not one bar at the end
+                tenth = 10 * done // max(total, 1)
+                if not quiet and tenth > tenths.get(label, -1):
+                    tenths[label] = tenth
+                    typer.echo(f"{label}: {done}/{total} submissions", err=True)
+                return
             if label not in tasks:
                 tasks[label] = bar.add_task(label, total=total)
             bar.update(tasks[label], completed=done)

@@ -88,3 +88,13 @@ def test_a_report_explains_its_figures_and_draws_no_empty_plot(tmp_path):
     pngs = {p.name for p in out.glob("*.png")}
     assert "strikes.png" not in pngs  # the base run has no strikes and no faulty marks
     assert page.count("data:image/png;base64,") == len(pngs)
+
+
+def test_progress_is_reported_as_it_goes_without_a_terminal(tmp_path):
+    """Without a TTY the progress bar of `sim run` printed once, at the end."""
+    f = tmp_path / "tiny.toml"
+    f.write_text(TINY)
+    res = CliRunner().invoke(app, ["run", str(f), "--out", str(tmp_path / "o"), "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    steps = [line for line in res.output.splitlines() if line.startswith("base: ")]
+    assert len(steps) >= 3 and steps[-1].endswith("1200/1200 submissions"), res.output
