@@ -530,3 +530,20 @@ def test_submit_refuses_a_batch_over_the_network_limits_before_sending(daemon, t
     assert not any(p == "/submit" for _, p, _ in daemon.requests)
     r = runner.invoke(app, ["submit", "--home", str(home), "é" * 4096])  # 8,192 bytes: at the limit
     assert r.exit_code == 0, r.output
+
+
+def test_a_ledger_whose_log_does_not_replay_is_one_line_naming_resync(tmp_path):
+    """A log entry that did not replay stopped `moenode run` with a 100-line traceback, and no doc said what to do."""
+    from moenode.store.ledger_db import LedgerDB
+
+    (home,) = _homes(tmp_path, 1)
+    g = parse_genesis((home / "genesis.toml").read_text())
+    db = LedgerDB(home / "ledger.sqlite", g.network_id)
+    db.append("checkpoint", b"\x07" * 32, b"not a checkpoint certificate")
+    db.close()
+    r = _moenode("run", "--home", str(home))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert "does not replay" in lines[0] and f"moenode resync --home {home}" in lines[0]
+    r = _moenode("resync", "--home", str(home), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["set_aside"], r.stderr
