@@ -472,6 +472,19 @@ def _stop_started() -> None:
         tn.stop(timeout=10)
 
 
+def wait_peers(home: Path, want: int, timeout: float) -> float:
+    """Until the node of `home` reports at least `want` connected peers; returns the seconds it took."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if peer_count(Control.for_home(home, 10).status()) >= want:
+                return time.monotonic() - t0
+        except ControlError:  # not up yet, or restarting
+            pass
+        time.sleep(0.2)
+    raise TestnetError(f"{home}: fewer than {want} peers after {timeout:.0f}s")
+
+
 def load_testnet_json(root: Path) -> dict[str, Any]:
     path = root / TESTNET_FILE
     try:

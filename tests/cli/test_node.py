@@ -24,7 +24,7 @@ from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.genesis import genesis_to_toml, parse_genesis
 from moenode.core.orders import escrow_account
 from moenode.store.keys import load_or_create_token
-from moenode.testing.testnet import make_genesis
+from moenode.testing.testnet import make_genesis, wait_peers
 
 runner = CliRunner()
 
@@ -358,21 +358,6 @@ def _stop(proc: subprocess.Popen) -> tuple[str, str]:
     return proc.communicate(timeout=60)
 
 
-def _peers(home: Path) -> int:
-    from moenode.client import Control, peer_count
-
-    return peer_count(Control.for_home(home, 10).status())
-
-
-def _wait_peers(home: Path, want: int, timeout: float) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if _peers(home) >= want:
-            return time.monotonic() - t0
-        time.sleep(0.2)
-    raise AssertionError(f"{home}: fewer than {want} peers after {timeout:.0f}s")
-
-
 def _free_port() -> int:
     import socket
 
@@ -496,7 +481,7 @@ def test_a_restarted_node_reconnects_without_flags(tmp_path):
         pb = _start(b, "--bootstrap", addr)
         b_addr = _wait_up(b, pb)["addrs"][0]
         assert addr in (b / "config.toml").read_text()  # saved for the next start
-        _wait_peers(b, 1, 60)
+        wait_peers(b, 1, 60)
         deadline = time.monotonic() + 30  # a learns b's address from its advert and remembers it
         while b_addr not in ((a / "peers.json").read_text() if (a / "peers.json").exists() else ""):
             assert time.monotonic() < deadline, "a never wrote b into peers.json"
@@ -504,11 +489,11 @@ def test_a_restarted_node_reconnects_without_flags(tmp_path):
         _stop(pb)
         pb = _start(b)  # no flags: the bootstrap address was saved in config.toml
         _wait_up(b, pb)
-        _wait_peers(b, 1, 20)
+        wait_peers(b, 1, 20)
         _stop(pa)
         pa = _start(a)  # no flags, and no bootstrap ever given to a: it dials the peer it learnt
         _wait_up(a, pa)
-        _wait_peers(a, 1, 20)
+        wait_peers(a, 1, 20)
     finally:
         for p in (pa, pb):
             if p is not None and p.poll() is None:
