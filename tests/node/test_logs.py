@@ -63,3 +63,25 @@ async def test_a_stake_a_transfer_a_win_and_its_payment_are_logged_with_their_am
         win, paid = ev["win"][0], ev["paid"][0]
         assert win.fee == 100 and win.shard == paid.shard and paid.amount == 100
         assert isinstance(win.loss_micro, int)
+
+
+def test_a_checkpoint_logs_each_strike_and_each_slash_with_its_amount(caplog):
+    """No log line recorded a strike or a slash."""
+    from types import SimpleNamespace
+
+    from moenode.core.checkpoint import Checkpoint, Item
+    from moenode.core.genesis import Params
+    from moenode.node.epochs import Epochs
+
+    a, b, c = b"\x0a" * 32, b"\x0b" * 32, b"\x0c" * 32
+    items = tuple(sorted([Item(4, "strike", a, b"\x01" * 32, 1), Item(4, "strike", a, b"\x02" * 32, 1),
+                          Item(4, "equivocation", b, b"\x03" * 32, 1), Item(4, "stake", c, b"\x04" * 32, 100)]))
+    cp = Checkpoint(epoch=4, prev=b"\x00" * 32, items=items)
+    caplog.set_level(logging.INFO, logger="moenode")
+    Epochs(SimpleNamespace(params=Params()))._log_stake_changes(cp, {a: 10_000, b: 2_000, c: 50})
+    ev = [(r.event, r.account, getattr(r, "amount", None), getattr(r, "kind", None)) for r in caplog.records
+          if getattr(r, "event", None)]
+    assert ev.count(("strike", a.hex(), None, "strike")) == 2 and ("strike", b.hex(), None, "equivocation") in ev
+    assert ("slash", a.hex(), 10_000 * 20 // 10_000, None) in ev  # 2 strikes x 10 bps
+    assert ("slash", b.hex(), 1_000, None) in ev  # equivocation: 50 %
+    assert not any(e[1] == c.hex() for e in ev)  # a stake is not a strike
