@@ -496,7 +496,7 @@ def run_daemon(home: Path, genesis: Path | None, bootstrap: list[str], log_level
         overrides["log_format"] = log_format.lower()
     new = [a for a in bootstrap if a not in cfg.bootstrap]
     if new:
-        cfg = update_config(home, bootstrap=list(cfg.bootstrap) + new)
+        overrides["bootstrap"] = cfg.bootstrap + tuple(new)
     if log_level:
         overrides["log_level"] = log_level.lower()
     cfg = replace(cfg, **overrides) if overrides else cfg
@@ -504,6 +504,8 @@ def run_daemon(home: Path, genesis: Path | None, bootstrap: list[str], log_level
     async def main() -> None:
         async with trio.open_nursery() as n:
             node = await n.start(partial(run_node, home, config=cfg))
+            if new:  # saved once this process holds the home (a refused second daemon changes nothing)
+                update_config(home, bootstrap=list(cfg.bootstrap))
             typer.echo(banner(node))
 
     trio.run(main)
