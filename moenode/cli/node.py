@@ -386,7 +386,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
     ) -> None:
         """Show a running node: peers, epoch, stake, balance, rounds, wins, proxies, strikes, sync state.
 
-        For a joining node, `sync` shows catch-up progress and the stake fields show from which epoch it becomes a shard member (stake takes effect at epoch E+2).
+        For a joining node, `sync` shows catch-up progress; after `moenode stake`, `bonding` shows the stake waiting for its checkpoint, `stake_by_epoch` the stake of each fixed table ahead and `member_from_epoch` the epoch it becomes a shard member (stake placed in epoch E counts from E+2). Counters (rounds, wins, proxies) count from `counters_since`, the node's start.
 
         Examples:
 
