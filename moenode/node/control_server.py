@@ -137,7 +137,13 @@ class Slots:
 
 
 async def serve(node: Node, port: int = 0, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+    try:
+        listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+    except OSError as e:  # taken since moenode.node.ports checked it: still one line, not a traceback
+        from moenode.node.config import ConfigError
+
+        raise ConfigError(f"control port {port} on 127.0.0.1: {e.strerror}; choose another (config.toml [node] "
+                          "control_port, 0 picks a free one)") from None
     bound = listeners[0].socket.getsockname()[1]
     url = f"http://127.0.0.1:{bound}"
     from moenode.node.metrics import make_registry

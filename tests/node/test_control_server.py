@@ -228,3 +228,21 @@ def test_the_metrics_reference_lists_every_series():
     for name in [n + "_total" for n, _ in COUNTERS.values()] + [f.name + "_total" for f in FAMILIES] + \
             [n for n, _ in GAUGES.values()]:
         assert f"`{name}" in doc, name
+
+
+async def test_a_control_port_taken_at_the_last_moment_is_one_config_error(home):
+    import socket
+
+    from moenode.node.config import ConfigError
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        with pytest.raises(ConfigError, match=f"control port {holder.getsockname()[1]}"):
+            async with trio.open_nursery() as n:
+                await n.start(control_server.serve, NodeBoundary(home), holder.getsockname()[1])
+    except BaseExceptionGroup as eg:  # trio wraps what a nursery raises
+        assert isinstance(eg.exceptions[0], ConfigError)
+    finally:
+        holder.close()
