@@ -119,7 +119,7 @@ def score(
     table = Table(title=f"{enc.name} ({enc.model_id.hex()[:16]}) on {texts}")
     table.add_column("#", justify="right")
     table.add_column("loss", justify="right")
-    table.add_column("text")
+    table.add_column("text", overflow="fold")
     for i, (x, t) in enumerate(zip(s.losses, items)):
         table.add_row(str(i), "unscored" if x == scoring.UNSCORED else f"{x / scoring.MICRO:.4f}", t[:70].replace("\n", " "))
     con = console()
@@ -234,7 +234,7 @@ def zoo(as_json: bool = typer.Option(False, "--json", help="Print the list as JS
 
     table = Table(title="moenode model zoo")
     for col in ("name", "model id", "dim", "size", "kind"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(r["name"], r["model_id"][:32], str(r["dim"]), f"{r['bytes'] / 1e6:.1f} MB",
                       "[red]ADVERSARY[/red]" if r["adversary"] else "model")

@@ -187,8 +187,8 @@ def _print_nodes(tn, sts) -> None:
     else:
         cols += ["peers", "epoch", "stake", "balance", "rounds", "wins", "proxied", "served", "strikes", "sync"]
     for col in cols:
-        t.add_column(col, justify="right" if col in ("peers", "epoch", "stake", "balance", "rounds", "wins",
-                                                      "proxied", "served", "strikes") else "left")
+        t.add_column(col, overflow="fold", justify="right" if col in (  # folded to fit a terminal, never cut
+            "peers", "epoch", "stake", "balance", "rounds", "wins", "proxied", "served", "strikes") else "left")
     for i, nd in enumerate(tn.nodes):
         row = [nd.name, nd.model, str(nd.pid or "-"), "yes" if nd.alive() else "[red]no[/]"]
         if sts is None:
@@ -265,7 +265,7 @@ def print_demo_summary(s: dict[str, Any]) -> None:
     c.print(t)
     w = Table(title="winners by domain (model of the producer)", title_justify="left")
     w.add_column("domain")
-    w.add_column("wins")
+    w.add_column("wins", overflow="fold")
     for dom, counts in sorted(s.get("winners_by_domain", {}).items()):
         w.add_row(dom, ", ".join(f"{m} {k}" for m, k in sorted(counts.items(), key=lambda x: -x[1])))
     c.print(w)

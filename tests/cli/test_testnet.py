@@ -78,3 +78,20 @@ def test_testnet_status_prints_whole_rows_into_a_pipe(tmp_path):
     assert "…" not in r.output
     rows = [line for line in r.output.splitlines() if "node0" in line or "node1" in line]
     assert len(rows) == 2 and "minilm-l3" in rows[0] and "spec-legal" in rows[1]
+
+
+def test_testnet_status_folds_to_fit_a_narrow_terminal(tmp_path, monkeypatch):
+    """On a terminal, cells are folded to fit its width instead of being cut to `no…`."""
+    import io
+
+    from rich.console import Console
+
+    import moenode.cli.testnet as cli_testnet
+
+    Testnet.create(tmp_path / "tn", 2, models=["minilm-l3", "spec-legal"], epoch_ms=5_000)
+    buf = io.StringIO()
+    monkeypatch.setattr(cli_testnet, "console", lambda: Console(file=buf, width=72))
+    r = runner.invoke(app, ["testnet", "status", "--dir", str(tmp_path / "tn")])
+    assert r.exit_code == 0, r.output
+    text = buf.getvalue()
+    assert "…" not in text and all(len(line) <= 72 for line in text.splitlines())
