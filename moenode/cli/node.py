@@ -487,6 +487,7 @@ def run_daemon(home: Path, genesis: Path | None, bootstrap: list[str], log_level
 
     from moenode.node import run_node
     from moenode.node.config import load_config, update_config
+    from moenode.node.peers import merged
 
     cfg = load_config(home)
     if genesis is not None:
@@ -495,8 +496,8 @@ def run_daemon(home: Path, genesis: Path | None, bootstrap: list[str], log_level
     if log_format:
         overrides["log_format"] = log_format.lower()
     new = [a for a in bootstrap if a not in cfg.bootstrap]
-    if new:
-        overrides["bootstrap"] = cfg.bootstrap + tuple(new)
+    if new:  # one address per peer: a new one replaces what config.toml had for that peer id
+        overrides["bootstrap"] = tuple(merged(new, cfg.bootstrap, limit=1_000))
     if log_level:
         overrides["log_level"] = log_level.lower()
     cfg = replace(cfg, **overrides) if overrides else cfg
