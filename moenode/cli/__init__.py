@@ -13,6 +13,27 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import typer  # noqa: E402
+import typer.core  # noqa: E402
+
+METAVARS = {"int": "N", "float": "NUMBER", "str": "TEXT", "Path": "PATH"}
+
+
+def _value_hint(self, ctx) -> str | None:  # noqa: ANN001 - typer's TyperOption and click's Context
+    """What `--help` shows after an option: nothing for a flag, a short click-style hint (PATH, N, TEXT) for a
+    value, instead of typer's `<bool>`, `<str>`, `<list[str]>` type tags."""
+    if self.metavar is not None:
+        return self.metavar
+    if self.is_flag:
+        return None
+    label = (typer.core.TyperOption.display_type(self, ctx) or "").strip("<>")
+    many = label.startswith("list[")
+    label = label.removeprefix("list[").removesuffix("]")
+    hint = METAVARS.get(label, label.upper())
+    return f"{hint}..." if many else hint
+
+
+typer.core.TyperOption.display_type_rich = _value_hint
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # the argument's name says it already
 
 app = typer.Typer(
     name="moenode",

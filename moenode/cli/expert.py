@@ -14,6 +14,8 @@ from typing import Optional
 
 import typer
 
+from moenode.cli.output import console
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 
 
@@ -63,7 +65,17 @@ def score(
     seed: Optional[str] = typer.Option(None, "--seed", help="Shard seed, 64 hex digits (default: from the texts)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Split-half differential loss of a model on texts: per-item losses, batch loss and timing."""
+    """Split-half differential loss of a model on texts: per-item losses, batch loss and timing.
+
+    Lower is better: how well the model's embeddings of two halves of each text find each other among the batch
+    and reference negatives (docs/scoring.md).
+
+    Examples:
+
+      moenode expert score --model minilm-l6 --texts batch.jsonl
+
+      moenode expert score --model ./spec-legal.onnx --texts legal.jsonl --json | jq .batch_loss
+    """
     items, _ = read_jsonl(texts)
     from moenode.core.crypto import H
     from moenode.core.genesis import Params
@@ -102,16 +114,15 @@ def score(
     if as_json:
         typer.echo(json.dumps(out))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{enc.name} ({enc.model_id.hex()[:16]}) on {texts}")
     table.add_column("#", justify="right")
     table.add_column("loss", justify="right")
-    table.add_column("text")
+    table.add_column("text", overflow="fold")
     for i, (x, t) in enumerate(zip(s.losses, items)):
         table.add_row(str(i), "unscored" if x == scoring.UNSCORED else f"{x / scoring.MICRO:.4f}", t[:70].replace("\n", " "))
-    con = Console()
+    con = console()
     con.print(table)
     con.print(f"batch loss {s.batch_loss / scoring.MICRO:.6f} ({scored}/{len(items)} items scored); "
               f"score {t2 - t1:.2f} s ({out['timing']['score_ms_per_item']} ms/item), "
@@ -126,10 +137,20 @@ def train(
                                          "(default: the corpus's adapter split of --domain)."),
     out: Path = typer.Option(..., "--out", help="Where to write the composed ONNX model."),
     adapter_out: Optional[Path] = typer.Option(None, "--adapter-out", help="Also save W as .npy (zoo format)."),
-    steps: int = typer.Option(300, "--steps", min=1, max=10_000),
-    as_json: bool = typer.Option(False, "--json"),
+    steps: int = typer.Option(300, "--steps", min=1, max=10_000, help="Training steps of the adapter (the best "
+                              "step on held-out text is kept)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the training report as one JSON object."),
 ) -> None:
-    """Fit a domain adapter on the base model and write the composed specialist."""
+    """Fit a domain adapter on the base model and write the composed specialist.
+
+    The specialist is one .onnx file that a node serves with `moenode init --model PATH`.
+
+    Examples:
+
+      moenode expert train --domain legal --out spec-legal.onnx
+
+      moenode expert train --base minilm-l3 --domain mydocs --texts mydocs.jsonl --out spec-mydocs.onnx --steps 500
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from moenode.encoders import corpus
@@ -190,8 +211,15 @@ def train(
 
 
 @app.command()
-def zoo(as_json: bool = typer.Option(False, "--json")) -> None:
-    """List the zoo: model ids, dims, sizes, and which models are adversaries."""
+def zoo(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON.")) -> None:
+    """List the zoo: model ids, dims, sizes, and which models are adversaries (the names `--model` accepts).
+
+    Examples:
+
+      moenode expert zoo
+
+      moenode expert zoo --json | jq '.[].name'
+    """
     from moenode.encoders import zoo as z
 
     rows = []
@@ -202,13 +230,12 @@ def zoo(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="moenode model zoo")
     for col in ("name", "model id", "dim", "size", "kind"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(r["name"], r["model_id"][:32], str(r["dim"]), f"{r['bytes'] / 1e6:.1f} MB",
                       "[red]ADVERSARY[/red]" if r["adversary"] else "model")
-    Console().print(table)
+    console().print(table)

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from moenode.cli.output import fail, fmt, out_json, short
+from moenode.cli.output import console, fail, fmt, out_json, short
 
 HOME_HELP = "Node home directory (key, config.toml, genesis, ledger, logs). Default: $MOENODE_HOME or ~/.moenode."
 
@@ -35,18 +36,24 @@ def _home(home: Path | None) -> Path:
     return (home or default_home()).expanduser().resolve()
 
 
-STATUS_ORDER = ("peer_id", "account", "model", "addrs", "peers", "epoch", "sync", "sync_state", "stake", "balance",
-                "member", "member_from_epoch", "pending_stake", "rounds", "wins", "proxies", "proxied", "strikes",
-                "rejections", "supply", "ledger_digest")
+STATUS_ORDER = ("peer_id", "account", "model", "addrs", "peers", "epoch", "sync", "sync_state", "stake", "bonding",
+                "stake_by_epoch", "member_from_epoch", "voting_power", "balance", "rounds", "wins", "proxies",
+                "strikes", "rejections", "ledger", "counters_since")
 
 
 def membership(st: dict[str, Any]) -> str:
-    """Where a node is on the way to serving rounds: synced, funded, staked, member."""
+    """Where a node is on the way to serving rounds: synced, funded, staked (bonding, then in a table), member."""
     sync = st.get("sync") if isinstance(st.get("sync"), dict) else {}
     if sync.get("state") not in (None, "synced"):
         return f"catching up ({sync.get('state')}, {sync.get('applied', 0)} applied)"
+    epoch, start = st.get("epoch"), st.get("member_from_epoch")
     if st.get("voting_power"):
-        return f"shard member in epoch {st.get('epoch')} ({st['voting_power']}/10000 voting power)"
+        return f"shard member in epoch {epoch} ({st['voting_power']}/10000 voting power)"
+    if isinstance(start, int) and isinstance(epoch, int) and start > epoch:
+        return f"staked; a shard member from epoch {start} (now {epoch})"
+    if st.get("bonding"):
+        e = f" (placed by epoch {epoch}: member from epoch {epoch + 2} at the latest)" if isinstance(epoch, int) else ""
+        return f"stake of {st['bonding']} bonding: it joins the stake table at the next checkpoint{e}"
     if st.get("stake"):
         return "staked; a member once its stake table is in force"
     if st.get("balance"):
@@ -93,6 +100,22 @@ def _read_texts(texts: list[str], file: Path | None) -> list[str]:
             fail(f'{file}:{n}: each line must be a JSON string or an object with a non-empty "text" field')
         items.append(text)
     return items
+
+
+def check_batch(items: list[str], home: Path, file: Path | None) -> None:
+    """Refuse, before anything is paid, a batch over the network's limits (its genesis: `max_batch_items` items of
+    at most `max_item_bytes` bytes; 256 and 8,192 by default)."""
+    from moenode.core.errors import SchemaError
+    from moenode.core.genesis import Params, parse_genesis
+    from moenode.core.round import batch_problem
+
+    try:
+        params = parse_genesis((home / "genesis.toml").read_text(encoding="utf-8")).params
+    except (OSError, SchemaError):  # the daemon checks again with its own genesis
+        params = Params()
+    problem = batch_problem(items, params)
+    if problem:
+        fail(f"{problem}" + (f" (in {file}); split it" if file else ""), 2)
 
 
 def resolve_account(to: str) -> str:
@@ -150,7 +173,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
     def init(
         home: Path = typer.Option(None, "--home", help=HOME_HELP),
         model: str = typer.Option("minilm-l6", help="The encoder this node serves: a zoo name (see `moenode expert "
-                                  "list`) or an .onnx path."),
+                                  "zoo`) or an .onnx path (stored absolute)."),
         listen: list[str] = typer.Option([], help="Listen multiaddr (repeatable). Default /ip4/127.0.0.1/tcp/0."),
         force: bool = typer.Option(False, "--force", help="Rewrite config.toml. The key is never replaced."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -177,9 +200,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
             fail(str(e))
         if as_json:
             return out_json(info)
-        from rich.console import Console
-
-        c = Console()
+        c = console()
         c.print(f"[green]node home ready[/] {h}")
         c.print(f"  account  {info['account']}\n  peer id  {info['peer_id']}\n  key      {info['key']} (0600)"
                 f"\n  config   {info['config']}")
@@ -194,6 +215,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
         bootstrap: list[str] = typer.Option([], "--bootstrap", help="Multiaddr of a running node, "
                                             "/ip4/IP/tcp/PORT/p2p/PEERID (repeatable)."),
         log_level: str = typer.Option("", help="debug, info, warning or error (default: config.toml)."),
+        log_format: str = typer.Option("", help="HOME/node.log as json (one object per line, the default) or "
+                                       "text (for people)."),
     ) -> None:
         """Run the node in the foreground until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly.
 
@@ -212,6 +235,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
             fail(f"{genesis}: no such genesis file")
         if genesis is None and not (h / "genesis.toml").exists():
             fail(f"{h} has no genesis.toml; pass --genesis with the network's genesis file")
+        if log_format and log_format.lower() not in ("json", "text"):
+            fail(f"--log-format {log_format!r}: expected json or text", 2)
         for addr in bootstrap:
             if not addr.startswith("/") or "/p2p/" not in addr:
                 fail(f"--bootstrap {addr!r}: expected a multiaddr ending in /p2p/<peer id>, such as "
@@ -222,11 +247,16 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
         from moenode.store.ledger_db import StoreError
 
         try:
-            code = run_daemon(h, genesis, bootstrap, log_level or None)
-        except (ConfigError, KeyFileError, StoreError) as e:  # a corrupt key, token or ledger: one line, files kept
-            fail(str(e))
-        except SchemaError as e:  # the home's genesis.toml, damaged (a --genesis file is checked before it is copied)
-            fail(f"{h / 'genesis.toml'}: {e}; copy the network's genesis there again (or pass --genesis)")
+            code = run_daemon(h, genesis, bootstrap, log_level or None, log_format or None)
+        except BaseException as e:  # noqa: BLE001 - the daemon's errors can come wrapped in a trio ExceptionGroup
+            err = single_error(e)
+            if isinstance(err, (ConfigError, KeyFileError, StoreError)):  # a corrupt key, token or ledger, a port
+                fail(str(err))                                              # in use: one line, files kept
+            if isinstance(err, SchemaError):  # the home's genesis.toml, damaged (a --genesis file is checked first)
+                fail(f"{h / 'genesis.toml'}: {err}; copy the network's genesis there again (or pass --genesis)")
+            if type(err).__name__ == "ModelError":  # moenode.encoders.runtime, not imported for --help
+                fail(f"{err} (config.toml [node] model in {h})")
+            raise
         raise typer.Exit(code)
 
     @app.command()
@@ -332,8 +362,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
         items = _read_texts(texts or [], file)
         if not items:
             fail("nothing to submit: give TEXT arguments or --file F.jsonl", 2)
-        if len(items) > 256:
-            fail(f"a batch holds at most 256 items, got {len(items)}; split the file", 2)
+        check_batch(items, _home(home), file)
         if fee is not None and fee < 1:
             fail("--fee must be a positive integer", 2)
         if not 0 <= deadline <= 86_400:
@@ -364,7 +393,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
     ) -> None:
         """Show a running node: peers, epoch, stake, balance, rounds, wins, proxies, strikes, sync state.
 
-        For a joining node, `sync` shows catch-up progress and the stake fields show from which epoch it becomes a shard member (stake takes effect at epoch E+2).
+        For a joining node, `sync` shows catch-up progress; after `moenode stake`, `bonding` shows the stake waiting for its checkpoint, `stake_by_epoch` the stake of each fixed table ahead and `member_from_epoch` the epoch it becomes a shard member (stake placed in epoch E counts from E+2). Counters (rounds, wins, proxies) count from `counters_since`, the node's start.
 
         Examples:
 
@@ -380,9 +409,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
             fail(str(e))
         if as_json:
             return out_json(st)
-        from rich.console import Console
-
-        Console().print(status_table(st, f"node {_home(home)}"))
+        console().print(status_table(st, f"node {_home(home)}"))
 
     @app.command()
     def transfer(
@@ -449,26 +476,61 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
 
 
 
-def run_daemon(home: Path, genesis: Path | None, bootstrap: list[str], log_level: str | None) -> int:
-    """Run the daemon under trio until it stops (it handles SIGINT/SIGTERM itself). Returns the exit code."""
+def single_error(e: BaseException) -> BaseException:
+    """The one exception inside (nested) exception groups of one leaf, else `e` itself."""
+    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
+        e = e.exceptions[0]
+    return e
+
+
+def run_daemon(home: Path, genesis: Path | None, bootstrap: list[str], log_level: str | None,
+               log_format: str | None = None) -> int:
+    """Run the daemon under trio until it stops (it handles SIGINT/SIGTERM itself). Returns the exit code.
+
+    New --bootstrap addresses are saved in config.toml, so later runs need no flags."""
     from dataclasses import replace
 
     import trio
 
     from moenode.node import run_node
-    from moenode.node.config import load_config
+    from moenode.node.config import load_config, update_config
+    from moenode.node.peers import merged
 
     cfg = load_config(home)
     if genesis is not None:
         install_genesis(genesis, cfg.path("genesis"))
     overrides: dict[str, Any] = {}
-    if bootstrap:
-        overrides["bootstrap"] = tuple(dict.fromkeys(list(cfg.bootstrap) + list(bootstrap)))
+    if log_format:
+        overrides["log_format"] = log_format.lower()
+    new = [a for a in bootstrap if a not in cfg.bootstrap]
+    if new:  # one address per peer: a new one replaces what config.toml had for that peer id
+        overrides["bootstrap"] = tuple(merged(new, cfg.bootstrap, limit=1_000))
     if log_level:
         overrides["log_level"] = log_level.lower()
     cfg = replace(cfg, **overrides) if overrides else cfg
-    trio.run(lambda: run_node(home, config=cfg))
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            node = await n.start(partial(run_node, home, config=cfg))
+            if new:  # saved once this process holds the home (a refused second daemon changes nothing)
+                update_config(home, bootstrap=list(cfg.bootstrap))
+            typer.echo(banner(node))
+
+    trio.run(main)
+    typer.echo("node stopped")
     return 0
+
+
+def banner(node: Any) -> str:
+    """What `moenode run` prints once the node is up: who it is, where it listens, where to look."""
+    cfg = node.config
+    lines = [f"moenode node up  (pid {os.getpid()}, network {node.genesis.name!r})",
+             f"  peer id   {node.net.peer_id}",
+             *[f"  listen    {a}" for a in node.net.addrs()],
+             f"  control   {node.control_url}  (/status, /metrics; token in {cfg.token_path})",
+             f"  log       {cfg.path('log')}  ({cfg.log_format})",
+             f"  status:   moenode status --home {node.home}    stop: Ctrl-C"]
+    return "\n".join(lines)
 
 
 def install_genesis(src: Path, dst: Path) -> None:
@@ -497,7 +559,6 @@ def install_genesis(src: Path, dst: Path) -> None:
 
 def print_submit(res: dict[str, Any], emb, items: int, out: Path | None) -> None:
     import numpy as np
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title="certified round", show_header=False, title_justify="left")
@@ -521,7 +582,7 @@ def print_submit(res: dict[str, Any], emb, items: int, out: Path | None) -> None
     t.add_row("attempts", f"{len(attempts)}" + (f" ({fmt(attempts)})" if len(attempts) > 1 else ""))
     if out is not None:
         t.add_row("saved", str(out))
-    Console().print(t)
+    console().print(t)
     if items != emb.shape[0]:
         fail(f"the node returned {emb.shape[0]} vectors for {items} items")
 

@@ -13,10 +13,20 @@ import typer
 
 
 def fail(msg: str, code: int = 1) -> NoReturn:
+    console(stderr=True).print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+PIPE_WIDTH = 1_000  # columns of a table printed into a pipe or a file: as wide as its content, never cut
+
+
+def console(stderr: bool = False):
+    """A rich Console: the terminal's width on a TTY (tables fold to fit), else wide enough that nothing is cut
+    (`moenode testnet status | cat` used to show `no… │ mi… │ 60…` at 80 columns)."""
     from rich.console import Console
 
-    Console(stderr=True).print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else PIPE_WIDTH)
 
 
 def out_json(obj: Any) -> None:
@@ -27,8 +37,11 @@ def setup_logging(level: str = "info") -> None:
     """key=value lines on stderr: time, level, logger, message (the daemon formats its own log file)."""
     import logging
 
+    from moenode.node.logs import quiet_third_parties
+
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
+    quiet_third_parties()
 
 
 def short(v: Any, n: int = 16) -> str:

@@ -1,5 +1,6 @@
 """`moenode sim`: run a scenario and write results.json, PNG plots and a self-contained report.html."""
 
+import sys
 from pathlib import Path
 
 import typer
@@ -21,7 +22,12 @@ def _resolve(name: str) -> Path:
 
 @app.command("list")
 def list_() -> None:
-    """List the bundled scenarios."""
+    """List the bundled scenarios: name, fidelity, nodes, submissions, variants, description.
+
+    Example:
+
+      moenode sim list
+    """
     from moenode.sim.config import parse
 
     for f in sorted(SCENARIOS.glob("*.toml")):
@@ -37,7 +43,14 @@ def run(
     seed: int | None = typer.Option(None, "--seed", help="override the scenario's seed"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
-    """Run SCENARIO; write DIR/results.json, PNG plots and DIR/report.html."""
+    """Run SCENARIO; write DIR/results.json, PNG plots and DIR/report.html (docs/simulator.md reads them).
+
+    Examples:
+
+      moenode sim run routing --out ./sim-routing
+
+      moenode sim run ./my-scenario.toml --out ./sim-mine --seed 7 --quiet
+    """
     import os
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -60,10 +73,18 @@ def run(
         pass
     cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*cols, disable=quiet) as bar:
+    live = sys.stderr.isatty()
+    with Progress(*cols, disable=quiet or not live) as bar:
         tasks: dict[str, int] = {}
+        tenths: dict[str, int] = {}
 
         def progress(label: str, done: int, total: int) -> None:
+            if not live:  # a log or a pipe: a plain line at every tenth, not one bar at the end
+                tenth = 10 * done // max(total, 1)
+                if not quiet and tenth > tenths.get(label, -1):
+                    tenths[label] = tenth
+                    typer.echo(f"{label}: {done}/{total} submissions", err=True)
+                return
             if label not in tasks:
                 tasks[label] = bar.add_task(label, total=total)
             bar.update(tasks[label], completed=done)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from moenode.cli.output import fail, fmt, out_json, setup_logging
+from moenode.cli.output import console, fail, fmt, out_json, setup_logging
 
 if TYPE_CHECKING:
     from moenode.testing.testnet import Testnet
@@ -75,9 +75,7 @@ def up(
     if as_json:
         return out_json(json.loads((tn.root / "testnet.json").read_text()))
     _print_nodes(tn, None)
-    from rich.console import Console
-
-    Console().print(f"testnet up: {tn.root / 'testnet.json'}\n"
+    console().print(f"testnet up: {tn.root / 'testnet.json'}\n"
                     f"  submit:  moenode submit --home {tn.nodes[-1].home} \"some text\"\n"
                     f"  status:  moenode testnet status --dir {dir}\n"
                     f"  stop:    moenode testnet down --dir {dir}")
@@ -185,7 +183,6 @@ def _count(v: Any, key: str) -> str:
 
 
 def _print_nodes(tn, sts) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from moenode.client import peer_count
@@ -197,8 +194,8 @@ def _print_nodes(tn, sts) -> None:
     else:
         cols += ["peers", "epoch", "stake", "balance", "rounds", "wins", "proxied", "served", "strikes", "sync"]
     for col in cols:
-        t.add_column(col, justify="right" if col in ("peers", "epoch", "stake", "balance", "rounds", "wins",
-                                                      "proxied", "served", "strikes") else "left")
+        t.add_column(col, overflow="fold", justify="right" if col in (  # folded to fit a terminal, never cut
+            "peers", "epoch", "stake", "balance", "rounds", "wins", "proxied", "served", "strikes") else "left")
     for i, nd in enumerate(tn.nodes):
         row = [nd.name, nd.model, str(nd.pid or "-"), "yes" if nd.alive() else "[red]no[/]"]
         if sts is None:
@@ -211,7 +208,7 @@ def _print_nodes(tn, sts) -> None:
                     _count(st.get("proxies"), "sent"), _count(st.get("proxies"), "served"), fmt(st.get("strikes")),
                     sync.get("state", "-") if isinstance(sync, dict) else fmt(sync)]
         t.add_row(*row)
-    Console().print(t)
+    console().print(t)
 
 
 def _demo_ui():
@@ -243,10 +240,9 @@ def _demo_ui():
 
 
 def print_demo_summary(s: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    c = Console()
+    c = console()
     t = Table(title="testnet demo", show_header=False, title_justify="left")
     t.add_column(style="bold cyan")
     t.add_column(justify="right")
@@ -280,7 +276,7 @@ def print_demo_summary(s: dict[str, Any]) -> None:
     c.print(t)
     w = Table(title="winners by domain (model of the producer)", title_justify="left")
     w.add_column("domain")
-    w.add_column("wins")
+    w.add_column("wins", overflow="fold")
     for dom, counts in sorted(s.get("winners_by_domain", {}).items()):
         w.add_row(dom, ", ".join(f"{m} {k}" for m, k in sorted(counts.items(), key=lambda x: -x[1])))
     w.add_row("[bold]all[/]", ", ".join(f"{m} {k}" for m, k in sorted((s.get("wins_by_producer") or {}).items(),

@@ -14,6 +14,7 @@ from typing import Any
 from moenode.core.codec import canonical
 from moenode.core.crypto import H
 from moenode.core.errors import SchemaError
+from moenode.core.messages import MAX_ITEM_BYTES, MAX_ITEMS
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,8 @@ class Params:
 
 
 BOUNDS: dict[str, tuple[int, int]] = {
-    "max_batch_items": (1, 256),
-    "max_item_bytes": (64, 65_536),
+    "max_batch_items": (1, MAX_ITEMS),  # within the Input schema's hard caps (moenode.core.messages)
+    "max_item_bytes": (64, MAX_ITEM_BYTES),
     "commit_timeout_ms": (50, 3_600_000),
     "commit_ms_per_mib": (0, 600_000),
     "grace_min_ms": (0, 600_000),

@@ -25,6 +25,8 @@ from moenode.core.crypto import DIGEST_SIZE, PUBKEY_SIZE, SIG_SIZE, H, Signer, V
 from moenode.core.errors import DecodeError, ProtocolError, SchemaError, SignatureError, TooLarge, WrongNetwork
 
 KiB, MiB = 1 << 10, 1 << 20
+# The wire's hard caps on a batch: no network may allow more. A network's own limits are the genesis parameters
+# `max_batch_items` and `max_item_bytes` (default 256 and 8,192; `moenode.core.round.batch_problem` checks them).
 MAX_ITEMS = 256
 MAX_ITEM_BYTES = 16 * KiB
 MAX_DIM = 4096

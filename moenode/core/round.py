@@ -33,6 +33,7 @@ travel or how embeddings are computed.
 """
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
@@ -63,6 +64,20 @@ from moenode.core.selection import quorum, sample_shard, shard_seed, shard_size
 
 MiB = 1 << 20
 
+
+
+def batch_problem(items: Sequence[str], params: Params) -> str:
+    """Why a batch breaks the network's limits (genesis `max_batch_items`, `max_item_bytes` in UTF-8 bytes), or "".
+
+    The one check of those limits: members opt out of such a batch, and the control API and `moenode submit`
+    refuse it before anything is paid."""
+    if not 1 <= len(items) <= params.max_batch_items:
+        return f"a batch holds 1 to {params.max_batch_items} items, got {len(items)}"
+    for i, s in enumerate(items):
+        size = len(s.encode("utf-8"))
+        if size > params.max_item_bytes:
+            return f"item {i} is {size:,} bytes; an item holds at most {params.max_item_bytes:,} bytes of UTF-8"
+    return ""
 
 class Phase(Enum):
     WORKING = "working"
@@ -279,10 +294,9 @@ class MemberRound:
 
     def _input_problem(self, payment_problem: str, now: int) -> str:
         inp, p = self.ctx.input, self.ctx.params
-        if len(inp.items) > p.max_batch_items:
-            return f"batch of {len(inp.items)} items exceeds {p.max_batch_items}"
-        if any(len(s.encode("utf-8")) > p.max_item_bytes for s in inp.items):
-            return f"an item exceeds {p.max_item_bytes} bytes"
+        problem = batch_problem(inp.items, p)
+        if problem:
+            return problem
         if inp.fee < p.min_fee:
             return f"fee {inp.fee} below the minimum {p.min_fee}"
         if now >= inp.deadline_ms:

@@ -176,24 +176,29 @@ class NetHost:
 
     # background -----------------------------------------------------------------------------------------------------
     async def _bootstrap_loop(self) -> None:
-        """Keep every bootstrap peer connected, with per-peer exponential backoff."""
+        """Keep every bootstrap peer connected, with per-address exponential backoff. A peer that stays away is
+        logged once when it is first missed and once when it is back, not at every retry."""
         cfg = self.config
-        state = {peer: (0.0, cfg.backoff_min) for peer, _ in self._bootstrap_peers}  # next try, next backoff
+        state = {addr: (0.0, cfg.backoff_min) for _, addr in self._bootstrap_peers}  # next try, next backoff
+        missing: set[bytes] = set()
         while True:
             now = trio.current_time()
             for peer, addr in self._bootstrap_peers:
-                due, backoff = state[peer]
+                due, backoff = state[addr]
                 if peer == self.account_id or self.is_connected(peer) or now < due:
                     continue
                 try:
                     await self.connect(addr)
-                    state[peer] = (0.0, cfg.backoff_min)
-                    log.info("bootstrap peer %s connected", short(peer), extra={"peer": peer.hex()})
+                    state[addr] = (0.0, cfg.backoff_min)
+                    log.info("bootstrap peer %s connected", short(peer), extra={"peer": peer.hex(), "addr": addr})
+                    missing.discard(peer)
                 except PeerUnreachable as e:
                     self.counters.incr("bootstrap.failed")
-                    state[peer] = (trio.current_time() + backoff, min(cfg.backoff_max, backoff * 2))
-                    log.info("bootstrap %s failed, next in %.2fs: %s", short(peer), backoff, e,
-                             extra={"peer": peer.hex()})
+                    state[addr] = (trio.current_time() + backoff, min(cfg.backoff_max, backoff * 2))
+                    if peer not in missing:
+                        missing.add(peer)
+                        log.info("bootstrap peer %s unreachable, retrying with backoff up to %.0fs: %s", short(peer),
+                                 cfg.backoff_max, e, extra={"peer": peer.hex(), "addr": addr})
             await trio.sleep(cfg.bootstrap_tick)
 
     async def _disconnect_all(self) -> None:

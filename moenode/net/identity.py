@@ -6,10 +6,16 @@ peer id (`12D3KooW...`, an identity multihash of that key) can be converted both
 
 The host is built with exactly one security protocol (Noise), one muxer (Yamux) and one connection per peer:
 py-libp2p enables plaintext by default and waits 250 ms per dial unless `max_connections_per_peer=1`.
+
+Listeners do not share ports: py-libp2p sets SO_REUSEPORT on its TCP listeners (for hole punching, which moenode
+does not use), so a second node told to listen on a port in use would start and the kernel would split incoming
+connections between the two. `_no_port_sharing` keeps SO_REUSEADDR only, so such a bind fails.
 """
 
+import socket
 from collections.abc import Sequence
 
+import libp2p.transport.tcp.tcp as libp2p_tcp
 import multiaddr
 from libp2p import new_host
 from libp2p.abc import IHost
@@ -25,6 +31,13 @@ from moenode.core.crypto import PUBKEY_SIZE
 from moenode.core.errors import ProtocolError
 
 DEFAULT_LISTEN = ("/ip4/127.0.0.1/tcp/0",)
+
+
+def _no_port_sharing(sock) -> None:  # noqa: ANN001 - a trio socket
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # rebinding after a restart (TIME_WAIT) is fine
+
+
+libp2p_tcp._set_reuse_flags = _no_port_sharing
 
 
 def key_pair_from_seed(seed: bytes) -> KeyPair:

@@ -8,7 +8,8 @@ Theory of operation: a home directory holds everything one node owns, at fixed n
     HOME/ledger.sqlite   the ledger store (certified orders, locks, checkpoints)
     HOME/certs.sqlite    the shard certificates this node verified (for restarts and sync)
     HOME/index/          winner index snapshots
-    HOME/node.log        the node's log
+    HOME/node.log        the node's log (JSON lines unless log_format = "text")
+    HOME/peers.json      the peers it learnt, tried again at the next start (moenode.node.peers)
     HOME/control.token   the secret every control API request carries (moenode.store.keys; 0600)
     HOME/run.json        written atomically (0600) once the node is up, removed on clean exit
     HOME/node.lock       locked by the running daemon, so a second one on this home is refused
@@ -26,7 +27,9 @@ from typing import Any
 
 from moenode.client import RUN_FILE, TOKEN_FILE
 
+LOCK_FILE = "node.lock"  # held by the running daemon (moenode.node.daemon.hold_home)
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "text")  # HOME/node.log: one JSON object per line, or plain lines for people
 
 
 class ConfigError(ValueError):
@@ -42,6 +45,7 @@ class Config:
     price_bps: int = 5_000  # the producer share this node asks when it serves as a proxy expert
     control_port: int = 0  # 0 picks a free port; run.json says which
     log_level: str = "info"
+    log_format: str = "json"
     serve_proxies: bool = True
     advert_interval_s: int = 30
     # [submit]
@@ -73,7 +77,8 @@ class Config:
 
 
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "node": ("listen", "bootstrap", "model", "price_bps", "control_port", "log_level", "serve_proxies",
+    "node": ("listen", "bootstrap", "model", "price_bps", "control_port", "log_level", "log_format",
+             "serve_proxies",
              "advert_interval_s"),
     "submit": ("submit_fee", "submit_attempts"),
     "paths": ("genesis", "ledger", "certs", "index", "log"),
@@ -115,7 +120,9 @@ def _check(key: str, value: Any) -> Any:
         raise ConfigError(f"{where} must be a non-empty string")
     if key == "log_level" and value.lower() not in LOG_LEVELS:
         raise ConfigError(f"{where} must be one of {', '.join(LOG_LEVELS)}")
-    return value.lower() if key == "log_level" else value
+    if key == "log_format" and value.lower() not in LOG_FORMATS:
+        raise ConfigError(f"{where} must be one of {', '.join(LOG_FORMATS)}")
+    return value.lower() if key in ("log_level", "log_format") else value
 
 
 def parse_config(text: str, home: Path) -> Config:
@@ -183,6 +190,22 @@ def write_default_config(home: str | os.PathLike, **overrides: Any) -> Config:
         raise ConfigError(f"{p} already exists")
     atomic_write(p, config_to_toml(cfg).encode("utf-8"))
     return parse_config(p.read_text(encoding="utf-8"), h)
+
+
+def update_config(home: str | os.PathLike, **changes: Any) -> Config:
+    """Rewrite HOME/config.toml with `changes` applied (atomically), keeping every other value; returns it."""
+    cfg = replace(load_config(home), **{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
+    atomic_write(Path(home) / "config.toml", config_to_toml(cfg).encode("utf-8"))
+    return cfg
+
+
+def model_setting(model: str) -> str:
+    """What config.toml stores for `--model`: a zoo name as given, a file path made absolute (so the node finds it
+    from any working directory)."""
+    p = Path(model).expanduser()
+    if model.endswith(".onnx") or p.exists() or "/" in model:
+        return str(p.resolve())
+    return model
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:

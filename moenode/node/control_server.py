@@ -138,9 +138,17 @@ class Slots:
 
 
 async def serve(node: Node, port: int = 0, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+    try:
+        listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+    except OSError as e:  # taken since moenode.node.ports checked it: still one line, not a traceback
+        from moenode.node.config import ConfigError
+
+        raise ConfigError(f"control port {port} on 127.0.0.1: {e.strerror}; choose another (config.toml [node] "
+                          "control_port, 0 picks a free one)") from None
     bound = listeners[0].socket.getsockname()[1]
     url = f"http://127.0.0.1:{bound}"
+    from moenode.node.metrics import make_registry
+
     registry = make_registry(node)
     guard = Guard(node.control_token, bound)
     task_status.started(url)
@@ -295,15 +303,18 @@ async def _submit(node: Node, obj: dict) -> dict:
     from moenode.node.payments import PaymentError
     from moenode.node.rounds import SubmitError
 
+    from moenode.core.round import batch_problem
+
     texts = obj.get("texts")
     p = node.params
-    if not isinstance(texts, list) or not 1 <= len(texts) <= p.max_batch_items:
-        raise HTTPError(400, f"'texts' must be a list of 1..{p.max_batch_items} strings")
+    if not isinstance(texts, list):
+        raise HTTPError(400, "'texts' must be a list of strings")
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
             raise HTTPError(400, f"texts[{i}] must be a non-empty string")
-        if len(t.encode("utf-8")) > p.max_item_bytes:
-            raise HTTPError(400, f"texts[{i}] exceeds {p.max_item_bytes} bytes")
+    problem = batch_problem(texts, p)
+    if problem:
+        raise HTTPError(400, problem)
     fee = _int(obj, "fee", node.config.submit_fee, low=max(1, p.min_fee))
     wait_ms = _int(obj, "deadline_ms", 0, low=0)
     if wait_ms > p.round_abort_ms:
@@ -384,36 +395,3 @@ async def _stake(node: Node, obj: dict) -> dict:
             "bonding": led.bonding.get(node.account, 0)}
 
 
-# metrics ------------------------------------------------------------------------------------------------------------------
-def make_registry(node: Node) -> Any:
-    """A registry of this node only, read at scrape time (several nodes can share one process)."""
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-    class NodeCollector:
-        def collect(self):  # noqa: ANN202 - prometheus_client's protocol
-            for name, value in sorted(node.counters().items()):
-                c = CounterMetricFamily(f"moenode_{_metric_name(name)}", f"count of {name}")
-                c.add_metric([], value)
-                yield c
-            st = node.status()
-            for key in ("peers", "balance", "stake", "voting_power", "epoch", "strikes", "wins"):
-                g = GaugeMetricFamily(f"moenode_{key}", f"current {key}")
-                g.add_metric([], st[key])
-                yield g
-            g = GaugeMetricFamily("moenode_index_entries", "winner index entries")
-            g.add_metric([], st["index"]["entries"])
-            yield g
-            rej = CounterMetricFamily("moenode_rejected", "peer messages rejected, by reason", labels=["reason"])
-            for reason, v in sorted(st["rejections"].items()):
-                rej.add_metric([reason], v)
-            yield rej
-
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(NodeCollector())
-    return reg
-
-
-def _metric_name(name: str) -> str:
-    out = "".join(ch if ch.isalnum() else "_" for ch in name).lower()
-    return out[:-6] if out.endswith("_total") else out

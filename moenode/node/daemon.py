@@ -42,8 +42,9 @@ from moenode.core.errors import ProtocolError, SignatureError
 from moenode.core.genesis import Genesis, parse_genesis
 from moenode.core.messages import Advert, Certificate, Evidence, ProxyRequest, decode_certificate, open_signed, seal
 from moenode.core.orders import CertifiedOrder, OrderAnswer, OrderRequest
-from moenode.node.config import Config, atomic_write, load_config
+from moenode.node.config import LOCK_FILE, Config, atomic_write, load_config
 from moenode.node.epochs import Epochs
+from moenode.node.logs import event
 from moenode.node.payments import ORDERS_TOPIC_CAP, Payments
 from moenode.node.rounds import PROXY_RESPONSE_CAP, Rounds
 from moenode.node.stages import STAGES
@@ -58,7 +59,7 @@ HOUSEKEEPING_S = 1.0
 NEWCOMER_CHECK_S = 1.0  # how often the advert loop looks for peers it has not advertised to
 NEWCOMER_DELAY_S = 2.0
 INDEX_SAVE_S = 30.0
-LOCK_FILE = "node.lock"  # held by the running daemon (`hold_home`)
+PEERS_SAVE_S = 5.0  # how often the connected peers' addresses are written to HOME/peers.json
 REASON_ALIASES = {"schema": "malformed"}  # the node reports schema violations as malformed messages
 
 
@@ -124,6 +125,7 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._stop: trio.Event | None = None
         self._last_save = 0.0
+        self._last_peers_save = 0.0
 
     @property
     def account(self) -> bytes:
@@ -262,6 +264,10 @@ class Node:
             log.warning("certificate %s: routing vectors not indexable: %s", cid.hex()[:16], e)
         if r.winner == self.account:
             self.metrics.inc("wins")
+            event(log, "win", shard=r.shard_id, fee=r.fee, loss_micro=r.loss_micro, producer=r.producer,
+                  producer_share_bps=r.producer_share_bps, epoch=r.epoch)
+        if self.account in r.strikes:
+            event(log, "strike", account=self.account, shard=r.shard_id, kind="latency", epoch=r.epoch)
         if r.producer == self.account and r.winner != self.account:
             self.metrics.inc("proxy_wins")
         if publish:
@@ -293,7 +299,7 @@ class Node:
 
     def on_evidence(self, ev: Evidence) -> None:
         self.metrics.inc("evidence")
-        log.warning("evidence %s against %s in shard %s", ev.kind, ev.offender.hex()[:16], ev.shard_id.hex()[:16])
+        event(log, "strike", account=ev.offender, shard=ev.shard_id, kind=ev.kind, by=self.account)
         try:
             fresh = self.payments.authority.add_evidence(ev, self.now_ms())
         except ProtocolError as e:
@@ -351,11 +357,24 @@ class Node:
             self.rounds.prune()
             self.epochs.carry_over()
             self.spawn(self.epochs.tick)
+            if time.monotonic() - self._last_peers_save > PEERS_SAVE_S:
+                self._last_peers_save = time.monotonic()
+                self._remember_peers()
             if self.index.dirty and time.monotonic() - self._last_save > INDEX_SAVE_S:
                 self._last_save = time.monotonic()
                 epoch = max(0, self.genesis.epoch(self.now_ms()))
                 await trio.to_thread.run_sync(self.index.trim, epoch)
                 await trio.to_thread.run_sync(self.index.save)
+
+    def _remember_peers(self) -> None:
+        from moenode.node.peers import remember
+
+        connected = set(self.net.connected())
+        addrs = [a.addrs[0] for pk, a in self.adverts.items() if pk in connected and a.addrs]
+        try:
+            remember(self.home, addrs)
+        except OSError as e:  # a full disk must not stop the node; the file is only a hint for the next start
+            log.warning("could not save peers.json: %s", e)
 
     # status -------------------------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -378,6 +397,7 @@ class Node:
             "model_id": self.compute.model_id.hex() if self.compute else "",
             "stake": led.stake(me),
             "voting_power": power,
+            **self._stake_view(epoch),
             "balance": led.balance(me),
             "sequence": led.sequence(me),
             "orders_open": len(self.payments.outgoing),  # signed by us, not yet certified and out (the outbox)
@@ -402,7 +422,18 @@ class Node:
             "adverts": len(self.adverts),
             "uptime_s": int(time.time() - self.started_at),
             "cpu_stages": STAGES.snapshot(),  # thread CPU seconds by stage of round work, this process
+            # rounds, wins, proxies, submissions, certificates and rejections count from this start
+            "counters_since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
         }
+
+    def _stake_view(self, epoch: int) -> dict[str, Any]:
+        """Where this node's stake is on its way: `bonding` (placed, not yet in a stake table), the stake of every
+        table already fixed from this epoch on, and the first epoch in which it is a member."""
+        led, me = self.payments.ledger, self.account
+        ahead = {e: led.stakes_at(e).get(me, 0) for e in range(max(0, epoch), led.known_through + 1)}
+        member_from = next((e for e, v in ahead.items() if v > 0), None)
+        return {"bonding": led.bonding.get(me, 0), "stake_by_epoch": {str(e): v for e, v in ahead.items()},
+                "member_from_epoch": member_from}
 
     def counters(self) -> dict[str, int]:
         out = {f"node_{k}": v for k, v in self.metrics.c.items()}
@@ -421,13 +452,9 @@ def _shape(decoder: Callable[[bytes], Any]) -> Callable[[bytes], bool]:
 
 # the command's entry point ----------------------------------------------------------------------------------------------
 def setup_logging(config: Config) -> None:
-    root = logging.getLogger()
-    path = config.path("log")
-    if not any(getattr(h, "baseFilename", None) == str(path) for h in root.handlers):
-        h = logging.FileHandler(path, encoding="utf-8")
-        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(h)
-    root.setLevel(config.log_level.upper())
+    from moenode.node.logs import log_to_file
+
+    log_to_file(config.path("log"), config.log_level, config.log_format)
 
 
 def hold_home(home: Path) -> IO[bytes]:
@@ -455,7 +482,12 @@ async def run_node(home: str | os.PathLike, *, config: Config | None = None, log
     cfg = config or load_config(home)
     if overrides:
         cfg = replace(cfg, **overrides)
+    from moenode.node.peers import bootstrap_with_peers
+    from moenode.node.ports import check_ports_free
+
     with hold_home(Path(home)):  # released when the node stops, or by the kernel if the process dies
+        check_ports_free(cfg.listen, cfg.control_port)
+        cfg = replace(cfg, bootstrap=bootstrap_with_peers(Path(home), cfg.bootstrap))
         if log_to_file:
             setup_logging(cfg)
         node = Node(home, config=cfg)

@@ -24,12 +24,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from moenode.core.checkpoint import Checkpoint, CheckpointCert, CheckpointCollector
+from moenode.core.checkpoint import Checkpoint, CheckpointCert, CheckpointCollector, slash_bps
 from moenode.core.codec import decode
 from moenode.core.crypto import ed25519_verify
 from moenode.core.errors import ProtocolError
 from moenode.core.messages import Evidence, Signed, open_signed, seal
 from moenode.node.decoding import decode_off_loop
+from moenode.node.logs import event
 from moenode.node.payments import ask_authorities
 
 if TYPE_CHECKING:
@@ -71,14 +72,28 @@ class Epochs:
 
     def accept(self, data: bytes) -> str:
         """Apply a checkpoint certificate from gossip or sync, counting it; say so when it replaced a carry-over."""
+        stakes = dict(self.node.payments.ledger.table)
         status = self.authority.accept_checkpoint(data)
         self.node.metrics.inc(f"checkpoints_{status}")
+        if status == "applied":
+            self._log_stake_changes(CheckpointCert.decode(data).checkpoint, stakes)
         if status == "adopted":
             log.warning("a checkpoint certificate arrived for an epoch carried over here: adopted it and rebuilt the "
                         "ledger from its log (%d entries dropped)", len(self.authority.dropped))
             for kind, why in self.authority.dropped:
                 log.warning("dropped %s on rebuild: %s", kind, why)
         return status
+
+    def _log_stake_changes(self, cp: Checkpoint, stakes: dict[bytes, int]) -> None:
+        """An event per strike or fault the checkpoint carries and per stake it slashes (`stakes`: the table
+        before it)."""
+        for it in cp.items:
+            if it.kind not in ("stake", "unstake"):
+                event(log, "strike", account=it.account, kind=it.kind, epoch=it.epoch, checkpoint=cp.epoch)
+        for acct, bps in slash_bps(cp.items, self.node.params).items():
+            amount = stakes.get(acct, 0) * min(bps, 10_000) // 10_000
+            if amount:
+                event(log, "slash", account=acct, amount=amount, bps=min(bps, 10_000), checkpoint=cp.epoch)
 
     async def publish_evidence(self, ev: Evidence) -> None:
         data = seal(ev, self.node.signer, self.node.net_id).encode()

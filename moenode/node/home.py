@@ -21,7 +21,7 @@ def init_home(home: Path, model: str | None = None, *, force: bool = False, list
     Returns {"home", "account" (hex), "peer_id", "config", "key", "created"}.
     """
     from moenode.core.crypto import Ed25519Signer
-    from moenode.node.config import load_config, write_default_config
+    from moenode.node.config import load_config, model_setting, write_default_config
     from moenode.store.keys import load_or_create_key
     from moenode.store.ledger_db import init_ledger
 
@@ -32,7 +32,7 @@ def init_home(home: Path, model: str | None = None, *, force: bool = False, list
         cfg_path.unlink(missing_ok=True)
     overrides = dict(config)
     if model:
-        overrides["model"] = model
+        overrides["model"] = model_setting(model)
     if listen:
         overrides["listen"] = list(listen)
     if not cfg_path.exists():

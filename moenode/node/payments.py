@@ -74,6 +74,7 @@ from moenode.core.orders import (
     open_order,
 )
 from moenode.node.decoding import decode_off_loop
+from moenode.node.logs import event
 from moenode.store.ledger_db import open_authority
 from moenode.store.outbox import Outbox
 
@@ -546,7 +547,10 @@ class Payments:
         if self.ledger.sequence(esc) > 0:
             return None  # already settled (or refunded)
         order = Settle(account=esc, sequence=0, epoch=self._epoch(), certificate=cert)
-        return await self.certify(seal(order, self.node.signer, self.node.net_id), [pay_cert] if pay_cert else [])
+        done = await self.certify(seal(order, self.node.signer, self.node.net_id), [pay_cert] if pay_cert else [])
+        r = cert.report
+        event(log, "paid", shard=r.shard_id, amount=r.fee, producer=r.producer, producer_share_bps=r.producer_share_bps)
+        return done
 
     async def refund(self, pay: CertifiedOrder) -> CertifiedOrder | None:
         p: PayEscrow = pay.msg  # type: ignore[assignment]
@@ -555,15 +559,22 @@ class Payments:
             return None
         order = Refund(account=esc, sequence=0, epoch=self._epoch(), shard_id=p.shard_id, pay_id=pay.id,
                        amount=p.fee)
-        return await self.certify(seal(order, self.node.signer, self.node.net_id), [pay.encode()])
+        done = await self.certify(seal(order, self.node.signer, self.node.net_id), [pay.encode()])
+        event(log, "refund", shard=p.shard_id, amount=p.fee, to=p.account)
+        return done
 
     async def transfer(self, to: bytes, amount: int) -> CertifiedOrder:
-        return await self._own_order(lambda seq, epoch: Transfer(
+        done = await self._own_order(lambda seq, epoch: Transfer(
             account=self.me, sequence=seq, epoch=epoch, recipient=to, amount=amount))
+        event(log, "transfer", amount=amount, to=to, order=done.id, balance=self.ledger.balance(self.me))
+        return done
 
     async def stake(self, amount: int) -> CertifiedOrder:
-        return await self._own_order(lambda seq, epoch: Stake(account=self.me, sequence=seq, epoch=epoch,
+        done = await self._own_order(lambda seq, epoch: Stake(account=self.me, sequence=seq, epoch=epoch,
                                                               amount=amount))
+        event(log, "stake", amount=amount, account=self.me, epoch=done.msg.epoch, order=done.id,
+              bonding=self.ledger.bonding.get(self.me, 0))
+        return done
 
     # views -----------------------------------------------------------------------------------------------------------
     def strikes(self, account: bytes) -> int:

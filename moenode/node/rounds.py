@@ -69,6 +69,7 @@ from moenode.core.selection import data_hash
 from moenode.node.decoding import decode_off_loop
 from moenode.node.stages import STAGES
 from moenode.node.winner_index import WinnerIndex
+from moenode.node.logs import event
 
 if TYPE_CHECKING:
     from moenode.node.daemon import Node
@@ -447,6 +448,8 @@ class Rounds:
             self.node.reject(producer, ProtocolError(f"ProxyAnswer: the payload does not verify: {why}",
                                                      reason="bad_payload"), "proxy answer")
             return None
+        event(log, "proxy", role="member", shard=slot.shard_id, producer=producer, price_bps=price_bps,
+              fee=slot.ctx.input.fee)
         return sub
 
     async def _verify(self, slot: Slot, v: Verify) -> None:
@@ -484,6 +487,8 @@ class Rounds:
         await self._remember(inp.shard_id, payload)
         sub = self.desk.sign(inp.shard_id, env.signer, payload)
         node.metrics.inc("proxies_served")
+        event(log, "proxy", role="expert", shard=inp.shard_id, member=env.signer,
+              price_bps=env.msg.price_bps, fee=inp.fee)  # type: ignore[attr-defined]
         return ProxyAnswer.of(sub).encode()
 
     # the submitter ---------------------------------------------------------------------------------------------------------

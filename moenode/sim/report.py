@@ -1,9 +1,18 @@
-"""Plots (PNG) and a self-contained HTML page (plots embedded as base64, plus summary tables) for one run."""
+"""Plots (PNG) and a self-contained HTML page (plots embedded as base64, plus summary tables) for one run.
+
+The page is meant to be read at a glance, so every figure says what it is: each summary row carries its meaning, a
+value that cannot be computed is "n/a" with the reason (never a raw NaN), a routing ratio above 1 is explained
+(the oracle is the best expert by *expected* loss, the market picks among realised losses), every run with node
+classes beyond honest ones (the variants of a byzantine sweep too) gets its own per-class table with earnings
+relative to honest nodes and what the protocol does to that class, and a plot with nothing to show is not drawn.
+"""
 
 import base64
 import html
 import json
 from pathlib import Path
+
+import math
 
 import numpy as np
 
@@ -33,68 +42,71 @@ def plots(res: dict, out: Path) -> list[tuple[str, str]]:
         plt.close(fig)
         made.append((name, caption))
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for p in POLICIES:
-        ax.plot(s["loss"][p]["x"], s["loss"][p]["y"], label=p, color=COLOURS[p])
-    ax.set_xlabel("submissions"), ax.set_ylabel("mean winning loss"), ax.legend()
-    ax.set_title("Winning loss over time per routing policy")
-    save(fig, "loss_over_time.png", "Mean winning loss over time, per policy (same item stream).")
+    if any(len(s["loss"][p]["x"]) > 1 for p in POLICIES):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for p in POLICIES:
+            ax.plot(s["loss"][p]["x"], s["loss"][p]["y"], label=p, color=COLOURS[p])
+        ax.set_xlabel("submissions"), ax.set_ylabel("mean winning loss"), ax.legend()
+        ax.set_title("Winning loss over time per routing policy")
+        save(fig, "loss_over_time.png", "Mean winning loss over time, per policy (same item stream).")
 
-    wins = np.array(s["heat"]["wins"]) if s["heat"]["wins"] else np.zeros((1, 1))
-    fig, ax = plt.subplots(figsize=(7, max(3, 0.18 * len(wins) + 1)))
-    im = ax.imshow(wins, aspect="auto", cmap="viridis")
-    ax.set_yticks(range(len(s["heat"]["experts"])), s["heat"]["experts"], fontsize=6)
-    ax.set_xlabel("domain"), ax.set_title("Wins per expert x domain (top experts, market)")
-    fig.colorbar(im, ax=ax)
-    save(fig, "win_heatmap.png", "Expert x domain win counts under the market policy (producers, top 40).")
+    wins = np.array(s["heat"]["wins"], dtype=float)
+    if wins.size and wins.sum() > 0:
+        fig, ax = plt.subplots(figsize=(7, max(3, 0.18 * len(wins) + 1)))
+        im = ax.imshow(wins, aspect="auto", cmap="viridis")
+        ax.set_yticks(range(len(s["heat"]["experts"])), s["heat"]["experts"], fontsize=6)
+        ax.set_xticks(range(wins.shape[1]), [f"d{k}" for k in range(wins.shape[1])])
+        ax.set_xlabel("domain (d0 the most popular)"), ax.set_title("Wins per expert x domain (top experts, market)")
+        fig.colorbar(im, ax=ax)
+        save(fig, "win_heatmap.png", "Expert x domain win counts under the market policy (producers, top 40).")
 
     earned = np.sort(np.array(s["earned"], dtype=float))
-    fig, ax = plt.subplots(figsize=(6, 4))
     if earned.sum() > 0:
+        fig, ax = plt.subplots(figsize=(6, 4))
         cum = np.concatenate([[0], np.cumsum(earned)]) / earned.sum()
         ax.plot(np.linspace(0, 1, len(cum)), cum, label=f"Lorenz (Gini {res['reward_gini']:.3f})")
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set_xlabel("share of nodes"), ax.set_ylabel("share of rewards"), ax.legend()
-    ax.set_title("Reward distribution")
-    save(fig, "rewards.png", "Reward distribution over nodes (Lorenz curve and Gini).")
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set_xlabel("share of nodes"), ax.set_ylabel("share of rewards"), ax.legend()
+        ax.set_title("Reward distribution")
+        save(fig, "rewards.png", "Reward distribution over nodes (Lorenz curve and Gini).")
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for p in ("market", "cbtm"):
-        pts = s["proxy"][p]
-        ax.plot([a for a, _ in pts], [b for _, b in pts], label=p, color=COLOURS[p])
-    ax.set_ylim(-0.02, 1.02), ax.set_xlabel("submissions"), ax.set_ylabel("served outside the drawn shard")
-    ax.legend(), ax.set_title("Proxy rate over time")
-    save(fig, "proxy_rate.png", "Share of submissions served by an expert outside the drawn shard.")
+    if any(b for p in ("market", "cbtm") for _, b in s["proxy"][p]):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for p in ("market", "cbtm"):
+            pts = s["proxy"][p]
+            ax.plot([a for a, _ in pts], [b for _, b in pts], label=p, color=COLOURS[p])
+        ax.set_ylim(-0.02, 1.02), ax.set_xlabel("submissions"), ax.set_ylabel("served outside the drawn shard")
+        ax.legend(), ax.set_title("Proxy rate over time")
+        save(fig, "proxy_rate.png", "Share of submissions served by an expert outside the drawn shard.")
 
     cls = res["classes"]
     names = sorted(cls)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    xs = np.arange(len(names))
-    ax.bar(xs - 0.2, [cls[c]["strikes_per_node"] for c in names], 0.4, label="strikes per node")
-    ax.bar(xs + 0.2, [cls[c]["faulty_per_node"] for c in names], 0.4, label="faulty marks per node")
-    ax.set_xticks(xs, [f"{c}\n({cls[c]['nodes']})" for c in names])
-    ax.legend(), ax.set_title("Strikes and faulty marks per node class")
-    save(fig, "strikes.png", "Latency strikes and faulty marks per node class (count of nodes in brackets).")
+    if any(cls[c]["strikes_per_node"] or cls[c]["faulty_per_node"] for c in names):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        xs = np.arange(len(names))
+        ax.bar(xs - 0.2, [cls[c]["strikes_per_node"] for c in names], 0.4, label="strikes per node")
+        ax.bar(xs + 0.2, [cls[c]["faulty_per_node"] for c in names], 0.4, label="faulty marks per node")
+        ax.set_xticks(xs, [f"{c}\n({cls[c]['nodes']})" for c in names])
+        ax.legend(), ax.set_title("Strikes and faulty marks per node class")
+        save(fig, "strikes.png", "Latency strikes and faulty marks per node class (count of nodes in brackets).")
 
     lat = np.array(s["latency"], dtype=float)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if len(lat):
+    if len(lat) > 1 and np.ptp(lat) > 0:
+        fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot(np.sort(lat), np.linspace(0, 1, len(lat)))
-    ax.set_xlabel("round latency (ms, virtual)"), ax.set_ylabel("CDF"), ax.set_title("Round latency CDF")
-    save(fig, "latency_cdf.png", "Round latency CDF (virtual time, submission to certificate).")
+        ax.set_xlabel("round latency (ms, virtual)"), ax.set_ylabel("CDF"), ax.set_title("Round latency CDF")
+        save(fig, "latency_cdf.png", "Round latency CDF (virtual time, submission to certificate).")
 
     rc = res.get("routing_curve") or {}
-    fig, ax = plt.subplots(figsize=(6, 4))
     if rc.get("proxied_share"):
+        fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot(rc["proxied_share"], rc["pgr"], label=f"market (APGR {res['apgr']:.3f})")
         ax.legend()
-    else:
-        ax.text(0.5, 0.5, "no routing curve at this fidelity level", ha="center", transform=ax.transAxes)
-    ax.axhline(1.0, color="k", ls=":", lw=0.8)
-    ax.set_xlabel("share of submissions proxied"), ax.set_ylabel("gap recovered (random -> oracle)")
-    ax.set_title("Routing curve")
-    save(fig, "routing_curve.png", "RouteLLM-style routing curve: share of the random->oracle gap recovered "
-                                   "against the share of submissions proxied, highest routing score first.")
+        ax.axhline(1.0, color="k", ls=":", lw=0.8)
+        ax.set_xlabel("share of submissions proxied"), ax.set_ylabel("gap recovered (random -> oracle)")
+        ax.set_title("Routing curve")
+        save(fig, "routing_curve.png", "RouteLLM-style routing curve: share of the random->oracle gap recovered "
+                                       "against the share of submissions proxied, highest routing score first.")
 
     spec = res.get("specialization") or []
     if len(spec) > 1:
@@ -131,8 +143,49 @@ def _table(rows: list[list[str]], head: list[str]) -> str:
     return f"<table><tr>{h}</tr>{body}</table>"
 
 
-def _f(v: object, nd: int = 4) -> str:
+def _f(v: object, nd: int = 4, why: str = "not computable in this run") -> str:
+    """A number for the page: a NaN or None is "n/a (why)", never a raw nan."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return f"n/a ({why})"
     return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+# What the protocol does to each node class (docs/simulator.md, [adversary]); the table shows what happened.
+CLASS_NOTES = {
+    "honest": "the reference: earns as winner, producer and signer",
+    "equivocate": "sends two different Commits: evidence, never accepted, 50 % of its stake slashed",
+    "fake": "claims 30 % of its real loss: fails verification and is marked faulty (5 % slashed) when its claim is "
+            "the lowest; otherwise it still signs reports and earns as a signer, so some earnings are expected",
+    "collapsed": "a collapsed encoder (loss 1.0): never wins, earns only as a signer",
+    "withhold": "commits and never reveals: struck for latency, earns little",
+    "slow": "an honest but slow node: struck when it misses the timers",
+}
+
+
+def routing_note(res: dict) -> str:
+    """Why routing_ratio reads as it does: above 1, unmeasurable, or as expected."""
+    rr = res.get("routing_ratio")
+    if rr is None or (isinstance(rr, float) and math.isnan(rr)):
+        return "n/a: random and oracle policies had the same mean loss, so there is no gap to recover"
+    if rr > 1:
+        return (f"{rr:.3f} > 1: the market beat the oracle. The oracle is the best expert per batch by *expected* "
+                "loss; the market picks the lowest *realised* loss among the shard's candidates and the proxied "
+                "expert, so it also selects on each batch's noise. Above 1 means routing recovered the whole gap.")
+    return "share of the random -> oracle loss gap the market recovers (1 = as good as the oracle)"
+
+
+def class_rows(classes: dict) -> list[list[str]]:
+    honest = classes.get("honest", {}).get("earned_per_node") or 0.0
+    rows = []
+    for c, v in sorted(classes.items()):
+        rel = f"{v['earned_per_node'] / honest:.2f}x" if honest else "n/a (no honest earnings)"
+        rows.append([c, v["nodes"], _f(v["strikes_per_node"], 2), _f(v["faulty_per_node"], 2),
+                     _f(v["slashed_per_node"], 1), _f(v["earned_per_node"], 1), rel, CLASS_NOTES.get(c, "")])
+    return rows
+
+
+CLASS_HEAD = ["class", "nodes", "strikes/node", "faulty/node", "slashed/node", "earned/node", "earned vs honest",
+              "what the protocol does to it"]
 
 
 def write_report(res: dict, out: Path) -> Path:
@@ -145,17 +198,26 @@ def write_report(res: dict, out: Path) -> Path:
     head = [["scenario", res["scenario"]], ["seed", res["seed"]], ["fidelity", res["fidelity"]],
             ["nodes", res["nodes"]], ["submissions", res["submissions"]], ["wall (s)", _f(res["wall_s"], 1)],
             ["protocol events / s", f"{res['events_per_s']:,.0f}"],
-            ["routing_ratio", _f(res["routing_ratio"], 3)], ["routing_ratio (cbtm)", _f(res["routing_ratio_cbtm"], 3)],
-            ["apgr", _f(res["apgr"], 3)], ["certified rate", _f(res["certified_rate"], 3)],
-            ["reward Gini", _f(res["reward_gini"], 3)],
-            ["supply before / after", f"{res['supply_before']} / {res['supply_after']}"],
-            ["supply conserved (all runs)", res["supply_conserved_everywhere"]]]
-    cls = [[c, v["nodes"], _f(v["strikes_per_node"], 2), _f(v["faulty_per_node"], 2), _f(v["slashed_per_node"], 1),
-            _f(v["earned_per_node"], 1)] for c, v in sorted(res["classes"].items())]
+            ["routing_ratio", _f(res["routing_ratio"], 3, "no random -> oracle gap"), routing_note(res)],
+            ["routing_ratio (cbtm)", _f(res["routing_ratio_cbtm"], 3, "no random -> oracle gap"),
+             "the same for the cbtm baseline (clustered routing without a market)"],
+            ["apgr", _f(res["apgr"], 3, "the message level has no per-submission 'proxy this one' counterfactual"
+                                        if res["fidelity"] == "message" else "no routing curve in this run"),
+             "area under the routing curve: gap recovered, averaged over the share of submissions proxied"],
+            ["certified rate", _f(res["certified_rate"], 3, "no rounds"),
+             "share of rounds that ended with a certificate (q of the shard signed one report); the rest timed out "
+             "or lacked signers and their fees were refunded"],
+            ["reward Gini", _f(res["reward_gini"], 3, "nothing earned"), "0 = equal rewards, 1 = one node earns all"],
+            ["supply before / after", f"{res['supply_before']} / {res['supply_after']}", "must be equal"],
+            ["supply conserved (all runs)", res["supply_conserved_everywhere"], ""]]
+    cls = class_rows(res["classes"])
     var = [[v["label"], json.dumps(v["changes"]), _f(v["policies"]["market"]["mean_loss"]),
-            _f(v["routing_ratio"], 3), _f(v["certified_rate"], 3),
+            _f(v["routing_ratio"], 3, "no gap"), _f(v["certified_rate"], 3, "no rounds"),
             _f(v["classes"].get("honest", {}).get("earned_per_node", 0.0), 1), v["supply_conserved"]]
            for v in res.get("variants", [])]
+    var_classes = "".join(f"<h3>Node classes: {html.escape(v['label'])}</h3>" + _table(class_rows(v["classes"]),
+                                                                                          CLASS_HEAD)
+                          for v in res.get("variants", []) if set(v.get("classes", {})) - {"honest"})
     imgs = "".join(
         f"<figure><img src='data:image/png;base64,{base64.b64encode((out / n).read_bytes()).decode()}'>"
         f"<figcaption>{html.escape(c)}</figcaption></figure>" for n, c in made)
@@ -165,10 +227,11 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}figure{{display:in
 img{{max-width:520px}}figcaption{{font-size:12px;max-width:520px}}</style></head><body>
 <h1>moenode simulator: {html.escape(res['scenario'])}</h1><p>{html.escape(res.get('description', ''))}</p>
 <p>Signatures in this run: {'Ed25519' if res['config']['net']['ed25519'] else 'CheapSigner (a keyed-hash stand-in; the real signer runs in the consistency test)'}.</p>
-<h2>Summary</h2>{_table([[a, str(b)] for a, b in head], ['', ''])}
+<h2>Summary</h2>{_table([[r[0], str(r[1]), r[2] if len(r) > 2 else ''] for r in head], ['', 'value', 'meaning'])}
 <h2>Policies (after warm-up)</h2>{_table(pol, ['policy', 'mean loss', 'specialist win rate', 'proxy rate'])}
-<h2>Node classes</h2>{_table(cls, ['class', 'nodes', 'strikes/node', 'faulty/node', 'slashed/node', 'earned/node'])}
+<h2>Node classes</h2>{_table(cls, CLASS_HEAD)}
 {('<h2>Variants</h2>' + _table(var, ['label', 'changes', 'market loss', 'routing_ratio', 'certified', 'honest earned/node', 'supply ok'])) if var else ''}
+{var_classes}
 <h2>Plots</h2>{imgs}</body></html>"""
     path = out / "report.html"
     path.write_text(page)

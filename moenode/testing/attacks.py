@@ -123,7 +123,7 @@ class Arena:
         return total
 
     def metric(self, nd: NodeProcess, name: str) -> int:
-        """One counter of the node's /metrics, e.g. `moenode_net_partial_waits_total` (0 if absent)."""
+        """One counter of the node's /metrics, e.g. `moenode_net_partial_message_waits_total` (0 if absent)."""
         for row in nd.control(10).metrics().splitlines():
             if row.startswith(name + " "):
                 return int(float(row.split()[1]))
@@ -524,7 +524,7 @@ def slow_loris(arena: Arena) -> dict[str, Any]:
     victim, proto = arena.victim, envelope_protocol(arena.net_id)
     keys, per_key = 8, 250
     before = arena.rejections([victim])
-    idle0 = arena.metric(victim, "moenode_net_streams_idle_closed_total")
+    idle0 = arena.metric(victim, "moenode_net_idle_streams_closed_total")
 
     async def one(opened: list[int]) -> None:
         async with attacker_of(arena.addr(victim)) as (evil, pid):
@@ -544,7 +544,7 @@ def slow_loris(arena: Arena) -> dict[str, Any]:
     refused = arena.rejections([victim]) - before
     return {"streams": keys * per_key, "opened_by_attacker": opened, "refused": dict(refused),
             "held_by_victim": keys * per_key - refused["too_many_streams"], "held_s": arena.hold_s,
-            "closed_idle": arena.metric(victim, "moenode_net_streams_idle_closed_total") - idle0}
+            "closed_idle": arena.metric(victim, "moenode_net_idle_streams_closed_total") - idle0}
 
 
 def partial_messages(arena: Arena) -> dict[str, Any]:
@@ -553,7 +553,7 @@ def partial_messages(arena: Arena) -> dict[str, Any]:
     victim, proto = arena.victim, envelope_protocol(arena.net_id)
     keys, per_key = (2, 8) if arena.quick else (4, 8)
     before = arena.rejections([victim])
-    waits0 = arena.metric(victim, "moenode_net_partial_waits_total")
+    waits0 = arena.metric(victim, "moenode_net_partial_message_waits_total")
     rss0 = peak_rss_mb(victim.pid)
     head = envelope_head(15 * MiB) + encode_frame(b"p" * MiB)
 
@@ -572,7 +572,7 @@ def partial_messages(arena: Arena) -> dict[str, Any]:
     trio.run(attack)
     return {"messages": keys * per_key, "declared_mib": keys * per_key * 15, "sent_mib": keys * per_key,
             "held_s": arena.hold_s, "rss_before_mb": rss0,
-            "waited_for_budget": arena.metric(victim, "moenode_net_partial_waits_total") - waits0,
+            "waited_for_budget": arena.metric(victim, "moenode_net_partial_message_waits_total") - waits0,
             "refused": dict(arena.rejections([victim]) - before)}
 
 
@@ -654,7 +654,7 @@ def control_flood(arena: Arena) -> dict[str, Any]:
     victim = arena.victim
     port = int(victim.control_url.rsplit(":", 1)[1])
     resource.prlimit(victim.pid, resource.RLIMIT_NOFILE, (1024, 1024))  # type: ignore[arg-type]
-    evicted0 = arena.metric(victim, "moenode_node_control_evicted_total")
+    evicted0 = arena.metric(victim, "moenode_control_connections_evicted_total")
     held: list[socket.socket] = []
     try:
         for _ in range(1_100):
@@ -683,7 +683,7 @@ def control_flood(arena: Arena) -> dict[str, Any]:
             s.close()
     return {"connections": len(held), "status_s": round(status_s, 3), "status_peers": answer,
             "outsider_over_libp2p": libp2p, "descriptors_in_use": descriptors,
-            "evicted": arena.metric(victim, "moenode_node_control_evicted_total") - evicted0}
+            "evicted": arena.metric(victim, "moenode_control_connections_evicted_total") - evicted0}
 
 
 def escrow_transfer(arena: Arena) -> dict[str, Any]:

@@ -15,7 +15,8 @@ model.
 Stopping is SIGTERM, a wait, then SIGKILL of the whole process group. `Testnet` is a context manager whose exit
 always stops every process it started, so a failing test or an interrupted demo leaves nothing behind; `down`
 stops a testnet started by another process, from the pids in `testnet.json` (checked against /proc so a reused
-pid is never signalled).
+pid is never signalled), and every other daemon whose home lies under the testnet's directory: the processes that
+hold a `HOME/node.lock` there (`daemons_under`), so a node restarted by hand is stopped too.
 
 Each node (`NodeProcess`, a handle on one daemon process) is reached through its control API with the control
 client (`moenode.client`); `moenode.testing.ledger_tools` reads and compares the nodes' ledgers.
@@ -24,6 +25,7 @@ client (`moenode.client`); `moenode.testing.ledger_tools` reads and compares the
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -39,6 +41,7 @@ from typing import Any
 
 from moenode.client import RUN_FILE, TOKEN_FILE, Control, ControlError, peer_count, pid_alive, read_run, read_token
 from moenode.core.genesis import Account, Genesis, Params, genesis_to_toml
+from moenode.node.config import LOCK_FILE
 from moenode.node.home import init_home
 
 log = logging.getLogger("moenode.testnet")
@@ -189,6 +192,28 @@ def stop_pid(pid: int, timeout: float = 20.0, proc: subprocess.Popen | None = No
     if proc is not None:
         proc.wait(timeout=10)
     return "killed"
+
+
+def _running(pid: int) -> bool:
+    return pid_alive(pid) and not _zombie(pid)
+
+
+def daemons_under(root: Path) -> dict[int, Path]:
+    """pid -> home of every process holding a HOME/node.lock under `root` open: what a running daemon does from
+    start to exit (moenode.node.daemon.hold_home), whoever started it. Reads /proc; other users' processes are
+    not visible, and are not ours to stop."""
+    root = root.resolve()
+    found: dict[int, Path] = {}
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            targets = [os.readlink(fd) for fd in fd_dir.iterdir()]
+        except OSError:  # gone, or not ours
+            continue
+        for t in targets:
+            if t.endswith("/" + LOCK_FILE) and Path(t).is_relative_to(root):
+                found[int(fd_dir.parent.name)] = Path(t).parent
+    found.pop(os.getpid(), None)
+    return found
 
 
 def _zombie(pid: int) -> bool:
@@ -403,16 +428,21 @@ class Testnet:
         return how
 
     def stop(self, timeout: float = 20.0) -> dict[str, str]:
-        """Stop every node: SIGTERM to all at once, wait up to `timeout`, then SIGKILL the stragglers' groups."""
+        """Stop every node: SIGTERM to all at once, wait up to `timeout`, then SIGKILL the stragglers' groups.
+
+        Besides the processes recorded in testnet.json, every daemon that holds the lock of a home under the
+        testnet's directory is stopped too, whatever started it (a node restarted by hand, or by a script)."""
         live = [nd for nd in self.nodes if nd.pid is not None and nd.alive()
                 and (nd.proc is not None or _is_our_node(nd.pid, nd.home))]
-        for nd in live:
+        known = {nd.pid for nd in live}
+        others = {pid: home for pid, home in daemons_under(self.root).items() if pid not in known}
+        for pid in [nd.pid for nd in live] + list(others):
             try:
-                os.kill(nd.pid, signal.SIGTERM)  # type: ignore[arg-type]
+                os.kill(pid, signal.SIGTERM)  # type: ignore[arg-type]
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout
-        while any(nd.alive() for nd in live) and time.monotonic() < deadline:
+        while (any(nd.alive() for nd in live) or any(_running(p) for p in others)) and time.monotonic() < deadline:
             time.sleep(0.1)
         result = {}
         for nd in live:
@@ -425,6 +455,15 @@ class Testnet:
             if nd.proc is not None:
                 nd.proc.wait(timeout=10)
             log.info("node stopped name=%s pid=%s how=%s", nd.name, nd.pid, result[nd.name])
+        for pid, home in others.items():
+            name = f"{home.relative_to(self.root) if home.is_relative_to(self.root) else home} (pid {pid})"
+            if _running(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                result[name] = "killed"
+            else:
+                result[name] = "stopped"
+            log.info("node stopped name=%s pid=%s how=%s", name, pid, result[name])
         return result
 
     def detach(self) -> None:
@@ -448,6 +487,19 @@ def _stop_started() -> None:
     """Safety net: a process that started nodes stops them when it exits (testnet up hands them over instead)."""
     for tn in list(_STARTED):
         tn.stop(timeout=10)
+
+
+def wait_peers(home: Path, want: int, timeout: float) -> float:
+    """Until the node of `home` reports at least `want` connected peers; returns the seconds it took."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if peer_count(Control.for_home(home, 10).status()) >= want:
+                return time.monotonic() - t0
+        except ControlError:  # not up yet, or restarting
+            pass
+        time.sleep(0.2)
+    raise TestnetError(f"{home}: fewer than {want} peers after {timeout:.0f}s")
 
 
 def load_testnet_json(root: Path) -> dict[str, Any]:

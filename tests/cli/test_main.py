@@ -42,6 +42,31 @@ def test_every_command_of_the_mounted_app_answers_help():
         assert r.exit_code == 0 and "Usage:" in r.output, (path, r.output)
 
 
+def _help(path: list[str]) -> str:
+    return runner.invoke(app, path + ["--help"], terminal_width=200).output
+
+
+def test_every_command_has_examples_no_type_tags_and_cites_only_commands_that_exist():
+    """`expert zoo/score/train` and `sim run` had no examples, every option showed a `<bool>`/`<str>` tag, and
+    `init --help` cited `moenode expert list`, which does not exist."""
+    import re
+
+    root = typer.main.get_command(app)
+    context = sys.modules[type(root).__mro__[1].__module__].Context
+    paths = [p for p in _command_paths(root, [], context(root, info_name="moenode")) if p and p[-1] not in
+             ("testnet", "expert", "sim")]
+    names = {" ".join(p) for p in paths} | {"testnet", "expert", "sim"}
+    for path in paths:
+        text = _help(path)
+        assert "Example" in text and "moenode " + " ".join(path) in text, path
+        assert not re.search(r"<(bool|str|int|float|path|list\[str\])>", text), (path, text)
+        for cited in re.findall(r"moenode ((?:[a-z]+)(?: [a-z]+)?)", text):
+            words = cited.split()
+            assert words[0] in names or " ".join(words) in names, (path, cited)
+            if words[0] in ("testnet", "expert", "sim") and len(words) > 1:
+                assert " ".join(words) in names, (path, cited)
+
+
 def test_python_m_moenode_runs_the_command():
     r = subprocess.run([sys.executable, "-m", "moenode", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "testnet" in r.stdout and "sim" in r.stdout, r.stderr

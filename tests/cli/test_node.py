@@ -24,7 +24,7 @@ from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.genesis import genesis_to_toml, parse_genesis
 from moenode.core.orders import escrow_account
 from moenode.store.keys import load_or_create_token
-from moenode.testing.testnet import make_genesis
+from moenode.testing.testnet import make_genesis, wait_peers
 
 runner = CliRunner()
 
@@ -323,3 +323,212 @@ def test_run_refuses_a_lost_ledger_in_one_line_and_resync_sets_it_aside(tmp_path
         again.handle_order(order.encode(), int(time.time() * 1000))
     again.store.close()
     assert (home / "key").exists() and info["account"] == signer.public_key.hex()
+
+
+# --- a node an operator runs: ports, banner, logs, restarts -------------------------------------------------------
+def _homes(tmp_path: Path, n: int, model: str = "minilm-l3") -> list[Path]:
+    """n node homes (moenode init) sharing one genesis in which each is staked."""
+    homes = [tmp_path / f"n{i}" for i in range(n)]
+    infos = [json.loads(runner.invoke(app, ["init", "--home", str(h), "--model", model, "--json"]).output)
+             for h in homes]
+    g = make_genesis("ops", [(bytes.fromhex(i["account"]), model) for i in infos], epoch_ms=30_000)
+    for h in homes:
+        (h / "genesis.toml").write_text(genesis_to_toml(g))
+    return homes
+
+
+def _start(home: Path, *args: str) -> subprocess.Popen:
+    (home / "run.json").unlink(missing_ok=True)
+    return subprocess.Popen([sys.executable, "-m", "moenode", "run", "--home", str(home), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_up(home: Path, proc: subprocess.Popen, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if (home / "run.json").exists():
+            return json.loads((home / "run.json").read_text())
+        time.sleep(0.2)
+    raise AssertionError(f"{home} did not come up")
+
+
+def _stop(proc: subprocess.Popen) -> tuple[str, str]:
+    proc.terminate()
+    return proc.communicate(timeout=60)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_port_in_use_is_refused_in_one_line(tmp_path):
+    """A node told to listen on a libp2p port another process listens on (with SO_REUSEPORT, as py-libp2p does)
+    used to start and share the port; a control port in use gave a 557-line ExceptionGroup traceback."""
+    import socket
+
+    (home,) = _homes(tmp_path, 1)
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        cfg = (home / "config.toml").read_text()
+        (home / "config.toml").write_text(cfg.replace('"/ip4/127.0.0.1/tcp/0"', f'"/ip4/127.0.0.1/tcp/{port}"'))
+        r = _moenode("run", "--home", str(home))
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"port {port} is in use" in r.stderr and "Traceback" not in r.stderr + r.stdout
+        (home / "config.toml").write_text(cfg.replace("control_port = 0", f"control_port = {port}"))
+        r = _moenode("run", "--home", str(home))
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"control port {port}" in r.stderr and "Traceback" not in r.stderr + r.stdout
+    finally:
+        holder.close()
+
+
+def test_libp2p_listeners_do_not_share_a_port():
+    """py-libp2p sets SO_REUSEPORT on its listeners, so two of them could bind one port."""
+    import socket
+
+    import libp2p.transport.tcp.tcp as libp2p_tcp
+
+    import moenode.net.identity  # noqa: F401 - installs the listener options
+
+    socks = [socket.socket(), socket.socket()]
+    try:
+        for s in socks:
+            libp2p_tcp._set_reuse_flags(s)
+        socks[0].bind(("127.0.0.1", 0))
+        socks[0].listen()
+        with pytest.raises(OSError):
+            socks[1].bind(socks[0].getsockname())
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_init_stores_a_model_path_absolute(tmp_path, monkeypatch):
+    """`init --model ./spec.onnx` stored the relative path, and `run` from another directory failed."""
+    from moenode.node.config import load_config
+
+    (tmp_path / "spec.onnx").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["init", "--home", "n", "--model", "./spec.onnx"])
+    assert r.exit_code == 0, r.output
+    assert load_config(tmp_path / "n").model == str(tmp_path / "spec.onnx")
+    runner.invoke(app, ["init", "--home", "m", "--model", "minilm-l3"])
+    assert load_config(tmp_path / "m").model == "minilm-l3"
+
+
+def test_an_unknown_model_is_one_line(tmp_path):
+    (home,) = _homes(tmp_path, 1)
+    cfg = (home / "config.toml").read_text()
+    (home / "config.toml").write_text(cfg.replace('model = "minilm-l3"', 'model = "/nowhere/spec.onnx"'))
+    r = _moenode("run", "--home", str(home))
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "/nowhere/spec.onnx" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("st,says", [
+    ({"epoch": 3, "balance": 10, "bonding": 500, "stake": 0}, "500 bonding"),
+    ({"epoch": 3, "balance": 10, "stake": 500, "member_from_epoch": 5}, "member from epoch 5"),
+    ({"epoch": 3, "balance": 10, "stake": 0}, "not staked"),
+])
+def test_membership_shows_bonding_and_pending_stake(st, says):
+    """After a successful stake, status said "not staked" until the epoch ended."""
+    from moenode.cli.node import membership
+
+    assert says in membership(st)
+
+
+def test_run_prints_a_banner_and_logs_json_lines_without_faiss_noise(tmp_path):
+    """`moenode run` printed nothing; node.log was plain text with ten faiss.loader lines on every start."""
+    (home,) = _homes(tmp_path, 1)
+    proc = _start(home)
+    run = _wait_up(home, proc)
+    time.sleep(1)
+    out, err = _stop(proc)
+    assert proc.returncode == 0, err
+    assert run["peer_id"] in out and run["control_url"] in out and str(home / "node.log") in out
+    assert all(a in out for a in run["addrs"]) and "node stopped" in out
+    lines = (home / "node.log").read_text().splitlines()
+    docs = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert docs and all({"ts", "level", "logger", "msg"} <= set(d) for d in docs)
+    assert not any(d["logger"].startswith("faiss") for d in docs)
+    proc = _start(home, "--log-format", "text")
+    _wait_up(home, proc)
+    _stop(proc)
+    assert not (home / "node.log").read_text().splitlines()[-1].startswith("{")
+
+
+@pytest.mark.slow
+def test_a_restarted_node_reconnects_without_flags(tmp_path):
+    """The bootstrap addresses given on the command line were not saved, nor the peers a node learnt: a node
+    restarted without flags stayed at 0 peers for more than 45 s."""
+    a, b = _homes(tmp_path, 2)
+    for h in (a, b):  # fixed ports, as an operator configures them
+        cfg = (h / "config.toml").read_text()
+        (h / "config.toml").write_text(cfg.replace("/tcp/0", f"/tcp/{_free_port()}"))
+    pa = _start(a)
+    pb = None
+    try:
+        addr = _wait_up(a, pa)["addrs"][0]
+        pb = _start(b, "--bootstrap", addr)
+        b_addr = _wait_up(b, pb)["addrs"][0]
+        assert addr in (b / "config.toml").read_text()  # saved for the next start
+        wait_peers(b, 1, 60)
+        deadline = time.monotonic() + 30  # a learns b's address from its advert and remembers it
+        while b_addr not in ((a / "peers.json").read_text() if (a / "peers.json").exists() else ""):
+            assert time.monotonic() < deadline, "a never wrote b into peers.json"
+            time.sleep(0.5)
+        _stop(pb)
+        pb = _start(b)  # no flags: the bootstrap address was saved in config.toml
+        _wait_up(b, pb)
+        wait_peers(b, 1, 20)
+        _stop(pa)
+        pa = _start(a)  # no flags, and no bootstrap ever given to a: it dials the peer it learnt
+        _wait_up(a, pa)
+        wait_peers(a, 1, 20)
+    finally:
+        for p in (pa, pb):
+            if p is not None and p.poll() is None:
+                _stop(p)
+
+
+def test_submit_refuses_a_batch_over_the_network_limits_before_sending(daemon, tmp_path):
+    """The 8,192-byte item limit went unchecked until the daemon, and the count was a literal 256 in the command
+    while the network's genesis sets it."""
+    home = tmp_path / "home"
+    g = make_genesis("limits", [(b"\x01" * 32, "minilm-l6")], epoch_ms=1000, now_ms=1)
+    (home / "genesis.toml").write_text(genesis_to_toml(g))
+    r = runner.invoke(app, ["submit", "--home", str(home), "x" * 8193])
+    assert r.exit_code == 2 and "item 0 is 8,193 bytes" in r.output and "8,192" in r.output
+    lines = tmp_path / "b.jsonl"
+    lines.write_text("\n".join(json.dumps(f"t{i}") for i in range(300)))
+    r = runner.invoke(app, ["submit", "--home", str(home), "--file", str(lines)])
+    assert r.exit_code == 2 and "1 to 256 items, got 300" in r.output
+    assert not any(p == "/submit" for _, p, _ in daemon.requests)
+    r = runner.invoke(app, ["submit", "--home", str(home), "é" * 4096])  # 8,192 bytes: at the limit
+    assert r.exit_code == 0, r.output
+
+
+def test_a_ledger_whose_log_does_not_replay_is_one_line_naming_resync(tmp_path):
+    """A log entry that did not replay stopped `moenode run` with a 100-line traceback, and no doc said what to do."""
+    from moenode.store.ledger_db import LedgerDB
+
+    (home,) = _homes(tmp_path, 1)
+    g = parse_genesis((home / "genesis.toml").read_text())
+    db = LedgerDB(home / "ledger.sqlite", g.network_id)
+    db.append("checkpoint", b"\x07" * 32, b"not a checkpoint certificate")
+    db.close()
+    r = _moenode("run", "--home", str(home))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert "does not replay" in lines[0] and f"moenode resync --home {home}" in lines[0]
+    r = _moenode("resync", "--home", str(home), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["set_aside"], r.stderr

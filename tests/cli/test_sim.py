@@ -39,8 +39,8 @@ def test_run_writes_results_plots_and_report(tmp_path):
         assert {"mean_loss", "win_rate_specialists", "proxy_rate"} <= set(p)
     assert r["variants"][0]["label"] == "proxy off"
     pngs = {p.name for p in out.glob("*.png")}
-    assert {"loss_over_time.png", "win_heatmap.png", "rewards.png", "proxy_rate.png", "strikes.png",
-            "latency_cdf.png", "routing_curve.png", "variants.png"} <= pngs
+    assert {"loss_over_time.png", "win_heatmap.png", "rewards.png", "proxy_rate.png", "routing_curve.png",
+            "variants.png"} <= pngs
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(pngs) and "<table>" in page
 
@@ -58,3 +58,43 @@ def test_bundled_scenarios_parse():
     assert {"specialization", "proxy", "routing", "slashing", "byzantine", "scale"} <= names
     for f in SCENARIOS.glob("*.toml"):
         parse(f.read_text())
+
+
+BYZ = TINY.replace('name = "tiny"', 'name = "byz"') + """
+[[variants]]
+label = "byz 8%"
+"adversary.fake" = 0.04
+"adversary.withhold" = 0.04
+"""
+
+
+def test_a_report_explains_its_figures_and_draws_no_empty_plot(tmp_path):
+    """A routing_ratio over 1 was unexplained, NaN was printed raw, a byzantine run's per-class results were only in
+    results.json, and plots with nothing to show (an empty strikes chart) were drawn."""
+    from moenode.sim.report import write_report
+    from moenode.sim.scenario import run_scenario
+
+    res = run_scenario(parse(BYZ), 3)
+    res["routing_ratio"], res["apgr"] = 1.012, float("nan")  # as a routing run and a message-level run report
+    out = tmp_path / "out"
+    page = write_report(res, out).read_text()
+    import re
+
+    text = re.sub(r"base64,[^']*", "", page)
+    assert not re.search(r"\bnan\b", text, re.I)
+    assert "n/a (" in page and "1.012 &gt; 1: the market beat the oracle" in page and "expected" in page
+    assert "share of rounds that ended with a certificate" in page
+    assert "Node classes: byz 8%" in page and "fake" in page and "earned vs honest" in page
+    pngs = {p.name for p in out.glob("*.png")}
+    assert "strikes.png" not in pngs  # the base run has no strikes and no faulty marks
+    assert page.count("data:image/png;base64,") == len(pngs)
+
+
+def test_progress_is_reported_as_it_goes_without_a_terminal(tmp_path):
+    """Without a TTY the progress bar of `sim run` printed once, at the end."""
+    f = tmp_path / "tiny.toml"
+    f.write_text(TINY)
+    res = CliRunner().invoke(app, ["run", str(f), "--out", str(tmp_path / "o"), "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    steps = [line for line in res.output.splitlines() if line.startswith("base: ")]
+    assert len(steps) >= 3 and steps[-1].endswith("1200/1200 submissions"), res.output

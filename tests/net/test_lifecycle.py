@@ -71,3 +71,21 @@ async def test_caller_exception_comes_out_unwrapped():
     with pytest.raises(KeyError, match="mine"):
         async with hosts("raiser") as (net,):
             raise KeyError("mine")
+
+
+async def test_a_peer_that_stays_away_is_retried_with_backoff_and_logged_once(caplog):
+    """After its peers stopped, a node logged 311 `Failed to open TCP stream` errors and a line per retry."""
+    import logging
+
+    from moenode.node.logs import quiet_third_parties
+
+    quiet_third_parties()  # what the daemon's logging set-up does
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    gone = f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id_of(Ed25519Signer(seed('gone')).public_key).to_base58()}"
+    with trio.fail_after(30):
+        async with open_host(config("waiter", bootstrap=(gone,), backoff_min=0.05, backoff_max=0.2)) as a:
+            await wait_until(lambda: a.counters.get("bootstrap.failed") >= 8)
+    ours = [r for r in caplog.records if r.name.startswith("moenode") and "unreachable" in r.getMessage()]
+    assert len(ours) == 1 and "retrying with backoff" in ours[0].getMessage()
+    assert not [r for r in caplog.records if r.name.startswith("libp2p") and r.levelno >= logging.ERROR]

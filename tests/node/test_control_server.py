@@ -197,3 +197,52 @@ async def test_idle_connections_cannot_use_up_the_node_and_the_operator_still_ge
                 closed += await s.recv(1) == b""
             s.close()
     assert closed >= 100 and node.metrics.get("control_evicted") >= 100
+
+
+async def test_every_metric_exists_from_the_start_with_a_real_help_text(server):
+    """Series appeared only after their first increment, with HELP texts such as `count of net_connected`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from moenode.node.metrics import COUNTERS, FAMILIES
+
+    node, port = server
+    status, body = await acall(port, "GET", "/metrics", good(port, node.control_token))
+    assert status == 200
+    fams = {f.name: f for f in text_string_to_metric_families(body["text"])}
+    for name, help_ in [COUNTERS[k] for k in COUNTERS] + [(f.name, f.help) for f in FAMILIES]:
+        assert name in fams and fams[name].type == "counter" and fams[name].documentation == help_, name
+        assert all(s.value == 0 for s in fams[name].samples if s.name.endswith("_total")), name
+    for f in FAMILIES:
+        assert {s.labels[f.label] for s in fams[f.name].samples if s.name.endswith("_total")} >= set(f.values)
+    for fam in fams.values():
+        assert fam.name.startswith("moenode_") and fam.name == fam.name.lower(), fam.name
+        assert not fam.documentation.startswith(("count of", "current ")), fam.name
+        assert "not yet described" not in fam.documentation, fam.name
+    assert "moenode_rejected_messages" in fams and "moenode_stake_bonding" in fams
+
+
+def test_the_metrics_reference_lists_every_series():
+    from moenode.node.metrics import COUNTERS, FAMILIES, GAUGES
+
+    doc = (Path(__file__).parents[2] / "docs" / "status-and-metrics.md").read_text()
+    for name in [n + "_total" for n, _ in COUNTERS.values()] + [f.name + "_total" for f in FAMILIES] + \
+            [n for n, _ in GAUGES.values()]:
+        assert f"`{name}" in doc, name
+
+
+async def test_a_control_port_taken_at_the_last_moment_is_one_config_error(home):
+    import socket
+
+    from moenode.node.config import ConfigError
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        with pytest.raises(ConfigError, match=f"control port {holder.getsockname()[1]}"):
+            async with trio.open_nursery() as n:
+                await n.start(control_server.serve, NodeBoundary(home), holder.getsockname()[1])
+    except BaseExceptionGroup as eg:  # trio wraps what a nursery raises
+        assert isinstance(eg.exceptions[0], ConfigError)
+    finally:
+        holder.close()

@@ -112,7 +112,7 @@ async def test_network_certifies_pays_syncs_rejects_and_restarts(tmp_path):
         assert st["ledger"]["digest"] == n0.payments.ledger.state_digest().hex()
         assert st["ledger"]["supply"] == st["ledger"]["genesis_supply"] == genesis.supply()
         code, text = await ahttp(n0, "/metrics")
-        assert code == 200 and "moenode_balance" in text and "moenode_node_certificates" in text
+        assert code == 200 and "moenode_balance" in text and "moenode_certificates_total" in text
         code, err = await ahttp(n0, "/submit", "POST", {"texts": []})
         assert code == 400 and "texts" in err["error"]
 
