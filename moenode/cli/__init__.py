@@ -32,8 +32,8 @@ def _value_hint(self, ctx) -> str | None:  # noqa: ANN001 - typer's TyperOption 
     return f"{hint}..." if many else hint
 
 
-typer.core.TyperOption.display_type_rich = _value_hint
-typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # the argument's name says it already
+typer.core.TyperOption.display_type_rich = _value_hint  # type: ignore[method-assign]
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]  # its name says it
 
 app = typer.Typer(
     name="moenode",

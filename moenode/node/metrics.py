@@ -136,9 +136,9 @@ def counter_series(counters: dict[str, int]) -> Iterator[tuple[str, str, dict[st
     for key, n in counters.items():
         if key in COUNTERS or key.startswith("net_rejected_") or key == "net_peers":
             continue
-        f = _family_of(key)
-        if f is not None:
-            values[(f.name, ((f.label, key.removeprefix(f.prefix)),))] = n
+        fam = _family_of(key)
+        if fam is not None:
+            values[(fam.name, ((fam.label, key.removeprefix(fam.prefix)),))] = n
         else:  # not described yet: exported anyway, so nothing counted is hidden
             name = "moenode_" + "".join(ch if ch.isalnum() else "_" for ch in key).lower().removesuffix("_total")
             values[(name, ())] = n
