@@ -50,8 +50,8 @@ class TrainResult:
     history: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out InfoNCE)
 
 
-def collect_views(encoder: Encoder, ids: list[list[int]], domain: str, progress: Callable[[int], None] | None = None,
-                  mask_views: int = 8) -> Views:
+def view_plan(ids: list[list[int]], domain: str, mask_views: int = 8) -> tuple[list[list[int]], list[tuple[np.ndarray, np.ndarray]]]:
+    """The token sequences of every training view, and the contests (a-rows, b-rows) they form; no model runs."""
     seqs: list[list[int]] = []
     groups: list[tuple[list[int], list[int]]] = []
     params = Params(mask_views=mask_views, min_negatives=1)
@@ -65,13 +65,19 @@ def collect_views(encoder: Encoder, ids: list[list[int]], domain: str, progress:
             for j in range(len(b.patterns)):
                 groups.append(([base + b.row_a(m, j) for m in range(len(b.members))],
                                [base + b.row_b(m, j) for m in range(len(b.members))]))
+    return seqs, [(np.array(a), np.array(b)) for a, b in groups]
+
+
+def collect_views(encoder: Encoder, ids: list[list[int]], domain: str, progress: Callable[[int], None] | None = None,
+                  mask_views: int = 8) -> Views:
+    seqs, groups = view_plan(ids, domain, mask_views)
     pooled = np.zeros((len(seqs), encoder.dim), np.float32)
     chunk = 256
     for s in range(0, len(seqs), chunk):
         pooled[s : s + chunk] = encoder.pooled_ids(seqs[s : s + chunk])
         if progress:
             progress(min(chunk, len(seqs) - s))
-    return Views(pooled, [(np.array(a), np.array(b)) for a, b in groups])
+    return Views(pooled, groups)
 
 
 def _infonce(views: Views, w: np.ndarray, grad: bool) -> tuple[float, np.ndarray | None]:
@@ -136,27 +142,92 @@ def mrr(vectors: np.ndarray, labels: Sequence[str]) -> float | None:
     return float(np.mean(rr)) if rr else None
 
 
-def fit(train: Views, held: Views, steps: int = 300, lr: float = 1e-4, patience: int = 60,
-        on_step: Callable[[int, float], None] | None = None) -> tuple[np.ndarray, int, list[tuple[int, float]]]:
-    """Adam on delta; returns (best W, best step, held-out history)."""
-    d = train.pooled.shape[1]
-    eye = np.eye(d, dtype=np.float32)
-    delta = np.zeros((d, d), np.float32)
-    m1, m2 = np.zeros_like(delta), np.zeros_like(delta)
+Objective = Callable[[np.ndarray, bool], tuple[float, np.ndarray | None]]
+
+
+def infonce(views: Views) -> Objective:
+    """The split-half InfoNCE of `views` under W (and its gradient in W)."""
+    return lambda w, grad: _infonce(views, w, grad)
+
+
+def cosine_gap(source: np.ndarray, target: np.ndarray) -> Objective:
+    """mean_i (1 - cos(source_i @ W, target_i)): how far W moves each row from where `target` has it.
+
+    For an adapter, source = target = the base model's pooled vectors, so the term keeps the specialist in the base
+    model's space on those texts; for a head from another model, target is the anchor's vectors of the same texts.
+    """
+    t = target / np.maximum(np.linalg.norm(target, axis=1, keepdims=True), 1e-12)
+    n = len(source)
+
+    def objective(w: np.ndarray, grad: bool) -> tuple[float, np.ndarray | None]:
+        z = source @ w
+        nz = np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+        c = (z * t).sum(1, keepdims=True) / nz
+        loss = float(np.mean(1.0 - c))
+        if not grad:
+            return loss, None
+        dz = -(t / nz - c * z / (nz * nz)) / n
+        return loss, source.T @ dz
+
+    return objective
+
+
+def weighted(terms: Sequence[tuple[float, Objective]]) -> Objective:
+    """sum_k weight_k * objective_k (terms of weight 0 are skipped)."""
+    live = [(c, f) for c, f in terms if c]
+
+    def objective(w: np.ndarray, grad: bool) -> tuple[float, np.ndarray | None]:
+        total, g = 0.0, None
+        for c, f in live:
+            loss, gk = f(w, grad)
+            total += c * loss
+            if grad:
+                assert gk is not None
+                g = c * gk if g is None else g + c * gk
+        return total, g
+
+    return objective
+
+
+def spectral_ball(radius: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Projection of W onto {W : ||W - I||_2 <= radius}: then |x W - x| <= radius |x| for every x, so every input,
+    seen or not, keeps cosine >= sqrt(1 - radius^2) to the base model's vector."""
+
+    def project(w: np.ndarray) -> np.ndarray:
+        eye = np.eye(w.shape[0], dtype=w.dtype)
+        u, s, vt = np.linalg.svd(w - eye)
+        if s[0] <= radius:
+            return w
+        return (eye + (u * np.minimum(s, radius)) @ vt).astype(w.dtype)
+
+    return project
+
+
+def minimise(train_obj: Objective, held_obj: Objective, w0: np.ndarray, steps: int = 300, lr: float = 1e-4,
+             patience: int = 60, on_step: Callable[[int, float], None] | None = None,
+             project: Callable[[np.ndarray], np.ndarray] | None = None,
+             ) -> tuple[np.ndarray, int, list[tuple[int, float]]]:
+    """Adam on W from w0, keeping the W with the lowest held-out objective (checked every 5 steps; stops after
+    `patience` steps without improvement). `project` maps W back into a feasible set after every step.
+    Returns (best W, best step, held-out history)."""
+    w = w0.astype(np.float32).copy()
+    m1, m2 = np.zeros_like(w), np.zeros_like(w)
     b1, b2 = 0.9, 0.999
-    best, best_step, best_w = _infonce(held, eye, False)[0], 0, eye.copy()
+    best, best_step, best_w = held_obj(w, False)[0], 0, w.copy()
     history = [(0, best)]
     for step in range(1, steps + 1):
-        _, g = _infonce(train, eye + delta, True)
+        _, g = train_obj(w, True)
         assert g is not None
         m1 = b1 * m1 + (1 - b1) * g
         m2 = b2 * m2 + (1 - b2) * g * g
-        delta -= (lr * (m1 / (1 - b1**step)) / (np.sqrt(m2 / (1 - b2**step)) + 1e-8)).astype(np.float32)
+        w -= (lr * (m1 / (1 - b1**step)) / (np.sqrt(m2 / (1 - b2**step)) + 1e-8)).astype(np.float32)
+        if project is not None:
+            w = project(w)
         if step % 5 == 0 or step == steps:
-            h = _infonce(held, eye + delta, False)[0]
+            h = held_obj(w, False)[0]
             history.append((step, h))
             if h < best:
-                best, best_step, best_w = h, step, eye + delta
+                best, best_step, best_w = h, step, w.copy()
             elif step - best_step >= patience:
                 break
         if on_step:
@@ -164,14 +235,39 @@ def fit(train: Views, held: Views, steps: int = 300, lr: float = 1e-4, patience:
     return best_w.astype(np.float32), best_step, history
 
 
+def fit(train: Views, held: Views, steps: int = 300, lr: float = 1e-4, patience: int = 60,
+        on_step: Callable[[int, float], None] | None = None, align: float = 0.0,
+        anchor: tuple[np.ndarray, np.ndarray] | None = None, radius: float | None = None,
+        ) -> tuple[np.ndarray, int, list[tuple[int, float]]]:
+    """Adam on W = I + delta for the split-half InfoNCE of `train`, early-stopped on `held`; returns (best W, best
+    step, held-out history). `align` > 0 adds align * cosine_gap over the base vectors of the training texts (the
+    view rows, plus `anchor[0]`; `anchor[1]` for the held-out objective); `radius` keeps ||W - I||_2 <= radius."""
+    d = train.pooled.shape[1]
+
+    def objective(views: Views, extra: np.ndarray | None) -> Objective:
+        rows = views.pooled if extra is None else np.concatenate([views.pooled, extra])
+        return weighted([(1.0, infonce(views)), (align, cosine_gap(rows, rows))])
+
+    return minimise(objective(train, anchor[0] if anchor else None), objective(held, anchor[1] if anchor else None),
+                    np.eye(d, dtype=np.float32), steps, lr, patience, on_step,
+                    spectral_ball(radius) if radius is not None else None)
+
+
+def split_ids(texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+    """(training, held-out) content ids of the scorable texts: every HOLDOUT_EVERY-th is held out."""
+    ids = [x for x in content_ids(texts, 128) if len(x) >= scoring.BUCKETS[0]]
+    held = [x for i, x in enumerate(ids) if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
+    train = [x for i, x in enumerate(ids) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
+    if len(train) < 8 or len(held) < 2:
+        raise ValueError(f"need at least 10 items of >= 8 tokens to fit an adapter, got {len(ids)}")
+    return train, held
+
+
 def train_adapter(encoder: Encoder, texts: Sequence[str], domain: str, labelled: tuple[list[str], list[str]] | None,
                   steps: int = 300, progress: Callable[[str, int, int], None] | None = None) -> TrainResult:
     """Fit W on `texts` (in-domain); `labelled` = (texts, sources) for the retrieval audit, or None."""
-    ids = [x for x in content_ids(texts, 128) if len(x) >= scoring.BUCKETS[0]]
-    held_ids = [x for i, x in enumerate(ids) if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
-    train_ids = [x for i, x in enumerate(ids) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
-    if len(train_ids) < 8 or len(held_ids) < 2:
-        raise ValueError(f"need at least 10 items of >= 8 tokens to fit an adapter, got {len(ids)}")
+    train_ids, held_ids = split_ids(texts)
+    ids = train_ids + held_ids
     total_views = 2 * 8 * ROUNDS * len(ids)
     done = [0]
 

@@ -17,6 +17,7 @@ and they never belong in a real node's configuration.
 | adv-random-init | L3 graph, weights N(0, 0.02) (ADVERSARY) | built from minilm-l3 |
 | adv-constant / adv-zero | one fixed vector / zeros (ADVERSARY) | built |
 | adv-noise | pseudo-random vector per input (ADVERSARY) | built |
+| adv-offspace | minilm-l6 then a fixed signed permutation of the axes (ADVERSARY): L6's quality in another space | built from minilm-l6 |
 
 A path (any name ending in `.onnx` or an existing file) loads that file instead.
 """
@@ -35,7 +36,7 @@ from moenode.encoders import graphs, mpnet
 from moenode.encoders.runtime import Encoder, ModelError, dist_file
 
 L6, L3, MPNET = "minilm-l6", "minilm-l3", mpnet.NAME
-ADVERSARIES = ("adv-bag-of-tokens", "adv-random-init", "adv-constant", "adv-zero", "adv-noise")
+ADVERSARIES = ("adv-bag-of-tokens", "adv-random-init", "adv-constant", "adv-zero", "adv-noise", "adv-offspace")
 DIM = 384
 SPECIALIST_DOMAINS = {"spec-code": "code_py", "spec-legal": "legal", "spec-man": "manpages"}  # shipped adapters
 
@@ -85,6 +86,8 @@ def _recipes() -> dict[str, Callable[[], bytes]]:
         "adv-constant": lambda: graphs.constant(DIM, None, "adv-constant"),
         "adv-zero": lambda: graphs.constant(DIM, 0.0, "adv-zero"),
         "adv-noise": lambda: graphs.noise(DIM),
+        # every dot product is L6's, so it ties L6 under the split-half loss bit for bit; only a space check sees it
+        "adv-offspace": lambda: graphs.compose_adapter(_base_bytes(L6), graphs.signed_permutation(DIM, "adv-offspace")),
     }
     for name, path in _adapters().items():
         r[name] = lambda path=path: graphs.compose_adapter(_base_bytes(L6), load_adapter(path))
