@@ -22,12 +22,14 @@ import numpy as np
 
 from moenode.core.crypto import H
 from moenode.core.genesis import Params
-from moenode.encoders import scoring
-from moenode.encoders.runtime import Encoder, content_ids, full_ids
+from moenode.encoders import scoring, spaces
+from moenode.encoders.runtime import CLS, SEP, Encoder, content_ids, full_ids, normalise
 
 TAU = 0.05
 ROUNDS = 2  # training seeds: fresh patterns each round, so the adapter cannot learn one pattern
 HOLDOUT_EVERY = 5  # every 5th item is held out
+ALIGN = 3.0  # weight of the alignment term (mean 1 - cos to the base model over the training texts)
+BETA = 0.5  # partial whitening the fit starts from (0: the identity)
 
 
 @dataclass
@@ -47,7 +49,8 @@ class TrainResult:
     loss_after: float
     mrr_before: float | None = None
     mrr_after: float | None = None
-    history: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out InfoNCE)
+    history: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out objective)
+    admission: spaces.Admission | None = None  # same-text cosine to the base model on the reference texts
 
 
 def view_plan(ids: list[list[int]], domain: str, mask_views: int = 8) -> tuple[list[list[int]], list[tuple[np.ndarray, np.ndarray]]]:
@@ -235,13 +238,24 @@ def minimise(train_obj: Objective, held_obj: Objective, w0: np.ndarray, steps: i
     return best_w.astype(np.float32), best_step, history
 
 
+def whitening(pooled: np.ndarray, beta: float) -> np.ndarray:
+    """Partial whitening of the rows' covariance (rows unit-normalised first): W = V diag(s) V^T with
+    s_k = (lambda_k + mean lambda)^(-beta/2), scaled so max s = 1. beta = 0 is the identity; larger beta spreads the
+    directions the texts share least, a label-free way to bring out what tells texts of one domain apart."""
+    x = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    lam, v = np.linalg.eigh(np.cov(x.T.astype(np.float64)))
+    lam = np.maximum(lam, 0.0)
+    s = (lam + lam.mean()) ** (-beta / 2)
+    return ((v * (s / s.max())) @ v.T).astype(np.float32)
+
+
 def fit(train: Views, held: Views, steps: int = 300, lr: float = 1e-4, patience: int = 60,
         on_step: Callable[[int, float], None] | None = None, align: float = 0.0,
         anchor: tuple[np.ndarray, np.ndarray] | None = None, radius: float | None = None,
-        ) -> tuple[np.ndarray, int, list[tuple[int, float]]]:
-    """Adam on W = I + delta for the split-half InfoNCE of `train`, early-stopped on `held`; returns (best W, best
-    step, held-out history). `align` > 0 adds align * cosine_gap over the base vectors of the training texts (the
-    view rows, plus `anchor[0]`; `anchor[1]` for the held-out objective); `radius` keeps ||W - I||_2 <= radius."""
+        w0: np.ndarray | None = None) -> tuple[np.ndarray, int, list[tuple[int, float]]]:
+    """Adam on W (from w0, default I) for the split-half InfoNCE of `train`, early-stopped on `held`; returns (best
+    W, best step, held-out history). `align` > 0 adds align * cosine_gap over the base vectors of the training texts
+    (the view rows, plus `anchor[0]`; `anchor[1]` for the held-out objective); `radius` keeps ||W - I||_2 <= radius."""
     d = train.pooled.shape[1]
 
     def objective(views: Views, extra: np.ndarray | None) -> Objective:
@@ -249,7 +263,7 @@ def fit(train: Views, held: Views, steps: int = 300, lr: float = 1e-4, patience:
         return weighted([(1.0, infonce(views)), (align, cosine_gap(rows, rows))])
 
     return minimise(objective(train, anchor[0] if anchor else None), objective(held, anchor[1] if anchor else None),
-                    np.eye(d, dtype=np.float32), steps, lr, patience, on_step,
+                    np.eye(d, dtype=np.float32) if w0 is None else w0, steps, lr, patience, on_step,
                     spectral_ball(radius) if radius is not None else None)
 
 
@@ -263,12 +277,44 @@ def split_ids(texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
     return train, held
 
 
+def specialise(train: Views, held: Views, train_full: np.ndarray, held_full: np.ndarray, *, steps: int = 300,
+               align: float = ALIGN, beta: float = BETA, radius: float | None = None,
+               on_step: Callable[[int, float], None] | None = None) -> tuple[np.ndarray, int, list[tuple[int, float]]]:
+    """The specialist recipe: start from the partial whitening (`beta`) of the training texts and their views, then
+    fit the split-half InfoNCE with the alignment term (`align`, over the views and the full texts) and early
+    stopping on the held-out items. `*_full`: the base model's pooled vectors of the training / held-out texts."""
+    w0 = whitening(np.concatenate([train_full, train.pooled]), beta) if beta else None
+    return fit(train, held, steps, align=align, anchor=(train_full, held_full), radius=radius, w0=w0,
+               on_step=on_step)
+
+
+def ridge(source: np.ndarray, target: np.ndarray, lam: float) -> np.ndarray:
+    """W minimising |unit(source) W - unit(target)|^2 + lam |W|^2: the linear map that best puts one model's vectors
+    on another's (rows: the same texts)."""
+    x, y = normalise(source).astype(np.float64), normalise(target).astype(np.float64)
+    return np.linalg.solve(x.T @ x + lam * np.eye(x.shape[1]), x.T @ y).astype(np.float32)
+
+
+def fit_head(train: Views, held: Views, train_pairs: tuple[np.ndarray, np.ndarray],
+             held_pairs: tuple[np.ndarray, np.ndarray], w0: np.ndarray, *, align: float, steps: int = 300,
+             lr: float = 1e-4, patience: int = 60) -> tuple[np.ndarray, int, list[tuple[int, float]]]:
+    """A head from one model into another's space: the split-half InfoNCE of the source model's views under W (its
+    quality), plus `align` * cosine_gap(source W, target) over (source, target) vectors of the same texts."""
+
+    def objective(views: Views, pairs: tuple[np.ndarray, np.ndarray]) -> Objective:
+        return weighted([(1.0, infonce(views)), (align, cosine_gap(*pairs))])
+
+    return minimise(objective(train, train_pairs), objective(held, held_pairs), w0, steps, lr, patience)
+
+
 def train_adapter(encoder: Encoder, texts: Sequence[str], domain: str, labelled: tuple[list[str], list[str]] | None,
-                  steps: int = 300, progress: Callable[[str, int, int], None] | None = None) -> TrainResult:
-    """Fit W on `texts` (in-domain); `labelled` = (texts, sources) for the retrieval audit, or None."""
+                  steps: int = 300, progress: Callable[[str, int, int], None] | None = None, *,
+                  align: float = ALIGN, beta: float = BETA, reference: Sequence[str] = ()) -> TrainResult:
+    """Fit W on `texts` (in-domain); `labelled` = (texts, sources) for the retrieval audit, or None; `reference`:
+    the public texts the admission rule is checked on (none: no check)."""
     train_ids, held_ids = split_ids(texts)
     ids = train_ids + held_ids
-    total_views = 2 * 8 * ROUNDS * len(ids)
+    total_views = 2 * 8 * ROUNDS * len(ids) + len(ids) + len(reference)
     done = [0]
 
     def tick(n: int) -> None:
@@ -278,10 +324,17 @@ def train_adapter(encoder: Encoder, texts: Sequence[str], domain: str, labelled:
 
     train = collect_views(encoder, train_ids, domain + "/train", tick)
     held = collect_views(encoder, held_ids, domain + "/held", tick)
+    full = encoder.pooled_ids([[CLS] + x + [SEP] for x in ids])
+    tick(len(ids))
     eye = np.eye(encoder.dim, dtype=np.float32)
-    w, best_step, history = fit(train, held, steps,
-                                on_step=(lambda s, _: progress("train", s, steps)) if progress else None)
+    w, best_step, history = specialise(train, held, full[: len(train_ids)], full[len(train_ids):], steps=steps,
+                                       align=align, beta=beta,
+                                       on_step=(lambda s, _: progress("train", s, steps)) if progress else None)
     res = TrainResult(w, history[-1][0], best_step, counting_loss(held, eye), counting_loss(held, w), history=history)
+    if reference:
+        ref = encoder.pooled_ids(full_ids(reference))
+        tick(len(reference))
+        res.admission = spaces.admission(normalise(ref), normalise(ref @ w))
     if labelled is not None:
         ltexts, labels = labelled
         pooled = encoder.pooled_ids(full_ids(ltexts))
