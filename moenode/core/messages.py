@@ -23,6 +23,7 @@ from typing import Any, ClassVar, TypeVar
 from moenode.core.codec import canonical, decode
 from moenode.core.crypto import DIGEST_SIZE, PUBKEY_SIZE, SIG_SIZE, H, Signer, Verifier
 from moenode.core.errors import DecodeError, ProtocolError, SchemaError, SignatureError, TooLarge, WrongNetwork
+from moenode.core.spaces import DEFAULT_SPACE, check_space_id
 
 KiB, MiB = 1 << 10, 1 << 20
 MAX_ITEMS = 256
@@ -136,9 +137,15 @@ PK = blob(PUBKEY_SIZE)
 SIG = blob(SIG_SIZE)
 
 
-def spec(check: Check) -> Any:
-    """A dataclass field whose value is checked by `check` when decoded."""
-    return field(metadata={"check": check})
+_REQUIRED: Any = object()
+
+
+def spec(check: Check, default: Any = _REQUIRED) -> Any:
+    """A dataclass field whose value is checked by `check` when decoded. A default only spares the constructor's
+    callers: the field is on the wire and required there like any other."""
+    if default is _REQUIRED:
+        return field(metadata={"check": check})
+    return field(default=default, metadata={"check": check})
 
 
 # the message base -------------------------------------------------------------------------------------------------
@@ -361,6 +368,7 @@ def open_signed(data: bytes, net: bytes, verify: Verifier, expect: tuple[type[Me
 
 # round messages ---------------------------------------------------------------------------------------------------
 ITEM = text(MAX_ITEM_BYTES)
+SPACE = holds(1)(check_space_id)
 LOSS = uint(1_000_000)
 BPS = uint(10_000)
 
@@ -383,6 +391,7 @@ class Input(Message):
     modality: str = spec(text(16))
     deadline_ms: int = spec(uint())
     items: tuple[str, ...] = spec(seq(ITEM, MAX_ITEMS, 1))
+    space: str = spec(SPACE, DEFAULT_SPACE)
 
     def validate(self) -> None:
         from moenode.core.selection import data_hash
@@ -391,13 +400,14 @@ class Input(Message):
             raise SchemaError(f"Input: modality {self.modality!r} is not supported")
         if data_hash([s.encode("utf-8") for s in self.items]) != self.data_hash:
             raise SchemaError("Input: data_hash does not match the items")
-        if self.shard_id != shard_id(self.epoch, self.data_hash, self.nonce, self.submitter):
-            raise SchemaError("Input: shard_id is not derived from (epoch, data_hash, nonce, submitter)")
+        if self.shard_id != shard_id(self.epoch, self.data_hash, self.nonce, self.submitter, self.space):
+            raise SchemaError("Input: shard_id is not derived from (epoch, data_hash, nonce, submitter, space)")
 
 
-def shard_id(epoch: int, data_hash_: bytes, nonce: bytes, submitter: bytes) -> bytes:
-    """Known before payment, so the fee can go to escrow(shard_id)."""
-    return H("shard_id", canonical([epoch, data_hash_, nonce, submitter]))
+def shard_id(epoch: int, data_hash_: bytes, nonce: bytes, submitter: bytes, space: str = DEFAULT_SPACE) -> bytes:
+    """Known before payment, so the fee can go to escrow(shard_id). The space is bound in, so one payment buys one
+    round in one space."""
+    return H("shard_id", canonical([epoch, data_hash_, nonce, submitter, space]))
 
 
 @register
@@ -564,6 +574,7 @@ class Report(Message):
     routing: bytes = spec(blob(max_len=MAX_ITEMS * 1024 * 2))
     strikes: tuple[bytes, ...] = spec(seq(PK, 128))
     faulty: tuple[bytes, ...] = spec(seq(PK, 128))
+    space: str = spec(SPACE, DEFAULT_SPACE)
 
     def validate(self) -> None:
         for name in ("strikes", "faulty"):

@@ -211,7 +211,7 @@ class Rounds:
             power, seed = led.power_at(inp.epoch), led.epoch_seed(inp.epoch)
         except KeyError as e:
             raise StateError(f"Input: {e}") from None
-        return ShardContext.derive(self.node.net_id, self.node.params, inp, power, seed)
+        return ShardContext.derive(self.node.net_id, self.node.params, inp, power, seed, self.node.genesis.space_book)
 
     def _on_input(self, env: Signed) -> None:
         inp: Input = env.msg  # type: ignore[assignment]

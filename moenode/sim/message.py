@@ -456,7 +456,8 @@ class MessageSim:
             real = real * 3 // 10
         losses = tuple(int(v) for v in real)
         pk = self.keys[producer]
-        emb = (m.x + 0.01 * np.float32(losses[0] / 1e6)).astype("<f4").tobytes()
+        emb = m.x + 0.01 * np.float32(losses[0] / 1e6)  # unit rows, all producers in one space (spaces.off_space)
+        emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype("<f4").tobytes()
         return Payload(model_id=H("model", pk), dim=m.x.shape[1], embeddings=emb, views=H("views", pk + m.ctx.shard_id),
                        routing=m.x.astype("<f2").tobytes(), item_losses=losses, batch_loss=batch_loss(losses))
 

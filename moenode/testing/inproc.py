@@ -27,6 +27,7 @@ from moenode.core.round import (
     Work,
 )
 from moenode.core.selection import data_hash, voting_power
+from moenode.core.spaces import DEFAULT_SPACE
 
 WorkFn = Callable[[bytes, Work], tuple[Submission, int] | None]  # member -> (submission, ms it took) or None (silent)
 VerifyFn = Callable[[bytes, Verify], bool]  # verifier member, request -> ok
@@ -59,6 +60,7 @@ class InProcessShard:
     decode: bool = True  # run every delivery through open_signed (as the daemon does)
     epoch_seed: bytes = b""
     power: dict[bytes, int] = field(default_factory=dict)
+    space: str = DEFAULT_SPACE  # the space the Inputs name
     _early: dict[bytes, list[Signed]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -70,17 +72,18 @@ class InProcessShard:
     def make_input(self, submitter: Signer, items: list[str], nonce: bytes, now: int, fee: int = 100,
                    epoch: int = 0) -> Signed:
         dh = data_hash([s.encode("utf-8") for s in items])
-        sid = shard_id(epoch, dh, nonce, submitter.public_key)
+        sid = shard_id(epoch, dh, nonce, submitter.public_key, self.space)
         inp = Input(shard_id=sid, epoch=epoch, submitter=submitter.public_key, pay_id=H("pay", sid), pay_cert=b"",
                     fee=fee, data_hash=dh, nonce=nonce, modality="text",
-                    deadline_ms=now + self.genesis.params.round_abort_ms, items=tuple(items))
+                    deadline_ms=now + self.genesis.params.round_abort_ms, items=tuple(items), space=self.space)
         return seal(inp, submitter, self.genesis.network_id)
 
     def run(self, submitter: Signer, items: list[str], nonce: bytes, now: int = 0, fee: int = 100) -> RoundResult:
         net = self.genesis.network_id
         self._early = {}
         input_env = self.make_input(submitter, items, nonce, now, fee)
-        ctx = ShardContext.derive(net, self.genesis.params, input_env.msg, self.power, self.epoch_seed)  # type: ignore
+        ctx = ShardContext.derive(net, self.genesis.params, input_env.msg, self.power,  # type: ignore[arg-type]
+                                  self.epoch_seed, self.genesis.space_book)
         sub_round = SubmitterRound(ctx, input_env)
         rounds: dict[bytes, MemberRound] = {}
         heap: list[tuple[int, int, str, bytes, object]] = []
