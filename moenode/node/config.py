@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from moenode.client import RUN_FILE, TOKEN_FILE
+from moenode.core.spaces import SPACE_ID
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -47,6 +48,7 @@ class Config:
     # [submit]
     submit_fee: int = 10
     submit_attempts: int = 2
+    submit_space: str = ""  # the space a submit names when it names none ("": the network's default space)
     # [paths]
     genesis: str = "genesis.toml"
     ledger: str = "ledger.sqlite"
@@ -75,7 +77,7 @@ class Config:
 SECTIONS: dict[str, tuple[str, ...]] = {
     "node": ("listen", "bootstrap", "model", "price_bps", "control_port", "log_level", "serve_proxies",
              "advert_interval_s"),
-    "submit": ("submit_fee", "submit_attempts"),
+    "submit": ("submit_fee", "submit_attempts", "submit_space"),
     "paths": ("genesis", "ledger", "certs", "index", "log"),
 }
 RANGES: dict[str, tuple[int, int]] = {
@@ -111,6 +113,10 @@ def _check(key: str, value: Any) -> Any:
         if key == "listen" and not value:
             raise ConfigError(f"{where} needs at least one address")
         return tuple(value)
+    if key == "submit_space":
+        if not isinstance(value, str) or (value and not SPACE_ID.fullmatch(value)):
+            raise ConfigError(f"{where} must be a space id (a-z, 0-9, '-'; \"\" for the network's default)")
+        return value
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where} must be a non-empty string")
     if key == "log_level" and value.lower() not in LOG_LEVELS:

@@ -254,7 +254,7 @@ class Node:
         try:
             vecs = self.rounds.routing_vectors_of(r)  # type: ignore[union-attr]
             if vecs.shape[1] == self.index.dim:
-                await trio.to_thread.run_sync(self.index.add, cid, vecs, r.producer, r.item_losses, r.epoch)
+                await trio.to_thread.run_sync(self.index.add, cid, vecs, r.producer, r.item_losses, r.epoch, r.space)
         except ValueError as e:
             log.warning("certificate %s: routing vectors not indexable: %s", cid.hex()[:16], e)
         if r.winner == self.account:
@@ -280,7 +280,7 @@ class Node:
                     r = decode_certificate(data).report
                     vecs = np.frombuffer(r.routing, "<f2").reshape(len(r.item_losses), -1)
                     if vecs.shape[1] == self.index.dim:
-                        added += self.index.add(cid, vecs, r.producer, r.item_losses, r.epoch)
+                        added += self.index.add(cid, vecs, r.producer, r.item_losses, r.epoch, r.space)
         if added:
             log.info("winner index: %d entries restored from the certificate archive", added)
             self.index.trim(max(0, self.genesis.epoch(self.now_ms())))
@@ -362,6 +362,7 @@ class Node:
             "epoch": epoch,
             "model": self.compute.encoder.name if self.compute else self.config.model,
             "model_id": self.compute.model_id.hex() if self.compute else "",
+            "spaces": list(self.genesis.space_book.serves(me)),
             "stake": led.stake(me),
             "voting_power": power,
             "balance": led.balance(me),
