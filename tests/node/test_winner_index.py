@@ -46,8 +46,8 @@ def test_routing_is_per_space_and_the_space_persists(tmp_path):
     rng = np.random.default_rng(3)
     v = rng.normal(size=(4, 8)).astype(np.float32)
     idx = WinnerIndex(8, directory=tmp_path)
-    idx.add(b"c1", v, b"L" * 32, [100] * 4, 0, "main")
-    idx.add(b"c2", v, b"M" * 32, [50] * 4, 0, "mpnet")
+    idx.add(b"1" * 32, v, b"L" * 32, [100] * 4, 0, "main")
+    idx.add(b"2" * 32, v, b"M" * 32, [50] * 4, 0, "mpnet")
     assert {p for hits in idx.neighbours(v, 4, 0, "main") for p, _, _ in hits} == {b"L" * 32}
     assert {p for hits in idx.neighbours(v, 4, 0, "mpnet") for p, _, _ in hits} == {b"M" * 32}
     assert {p for hits in idx.neighbours(v, 4, 0) for p, _, _ in hits} == {b"L" * 32, b"M" * 32}
