@@ -33,7 +33,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from moenode import corpus  # noqa: E402
+from moenode.encoders import corpus  # noqa: E402
 from moenode.encoders import spaces, train, zoo  # noqa: E402
 from moenode.encoders.runtime import full_ids, normalise  # noqa: E402
 

@@ -114,6 +114,18 @@ def is_adversary(name: str) -> bool:
     return name in ADVERSARIES
 
 
+# spaces: the anchor each zoo model's vectors belong with --------------------------------------------------------
+# minilm-l6 anchors the default space (its specialists stay in it); minilm-l3 and mpnet-base are families of their
+# own (no linear map brings either into L6's space: bench/space.py). Adversaries declare the space they attack.
+SPACES = {"main": (L6, DIM), "l3": (L3, DIM), "mpnet": (MPNET, mpnet.DIM)}
+_FAMILY = {L3: "l3", "adv-bag-of-tokens": "l3", "adv-random-init": "l3", MPNET: "mpnet"}
+
+
+def space_of(name: str) -> str:
+    """The space a zoo model serves (a path or an unknown name: the default space)."""
+    return _FAMILY.get(name, "main")
+
+
 def model_bytes(name_or_path: str) -> tuple[str, bytes]:
     """(display name, ONNX bytes) of a zoo name or a file path."""
     recipes = _recipes()
