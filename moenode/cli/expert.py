@@ -129,11 +129,21 @@ def train(
     steps: int = typer.Option(300, "--steps", min=1, max=10_000),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Fit a domain adapter on the base model and write the composed specialist."""
+    """Fit a domain adapter on the base model and write the composed specialist.
+
+    The fit keeps the adapter in the base model's vector space (an alignment term), and the result is checked: on
+    the reference texts its same-text cosine to the base model must pass the space's admission rule (p5 >= 0.95,
+    median >= 0.98), or nothing is written.
+
+    Examples:
+
+      moenode expert train --base minilm-l6 --domain legal --out spec-legal.onnx
+
+      moenode expert train --domain mytexts --texts mine.jsonl --out spec-mine.onnx --adapter-out W.npy --json
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from moenode.encoders import corpus
-    from moenode.encoders import graphs, zoo
+    from moenode.encoders import corpus, graphs, scoring, zoo
     from moenode.encoders import train as trainer
 
     in_corpus = domain in corpus.domains()
@@ -161,9 +171,15 @@ def train(
             bar.update(tasks[stage], completed=done, total=total)
 
         try:
-            res = trainer.train_adapter(enc, items, domain, labelled, steps=steps, progress=progress)
+            res = trainer.train_adapter(enc, items, domain, labelled, steps=steps, progress=progress,
+                                        reference=scoring.reference_texts())
         except ValueError as e:
             _fail(str(e))
+    assert res.admission is not None
+    if not res.admission.admitted:  # a specialist that left its base model's space cannot share its batches' index
+        typer.echo(f"error: the adapter is {res.admission.describe(base)}; nothing written (more --steps of "
+                   f"the alignment term, or fewer, may keep it in)", err=True)
+        raise typer.Exit(1)
     _, base_bytes = zoo.model_bytes(base)
     data = graphs.compose_adapter(base_bytes, res.w)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +194,8 @@ def train(
     report = {"base": base, "domain": domain, "items": len(items), "out": str(out), "model_id": model_id_of(data).hex(),
               "steps": res.steps, "best_step": res.best_step, "heldout_loss_before": round(res.loss_before, 6),
               "heldout_loss_after": round(res.loss_after, 6), "audit_mrr_before": res.mrr_before,
-              "audit_mrr_after": res.mrr_after, "seconds": round(time.perf_counter() - t0, 1)}
+              "audit_mrr_after": res.mrr_after, "space": zoo.space_of(base), "admission": res.admission.as_dict(),
+              "seconds": round(time.perf_counter() - t0, 1)}
     if as_json:
         typer.echo(json.dumps(report))
         return
@@ -187,6 +204,7 @@ def train(
     typer.echo(f"held-out split-half loss: {res.loss_before:.4f} -> {res.loss_after:.4f}")
     if res.mrr_before is not None:
         typer.echo(f"labelled audit (same-source MRR): {res.mrr_before:.4f} -> {res.mrr_after:.4f}")
+    typer.echo(f"space {report['space']}: {res.admission.describe(base)}")
 
 
 @app.command()

@@ -11,6 +11,11 @@ A held-out fifth of the items stops training when their loss stops improving; th
 Reported: the split-half loss (the scorer's counting loss, in-domain negatives) on the held-out items with W = I and
 with the fitted W, and, when the texts carry labels (`source`), a same-source nearest-neighbour MRR before and after,
 because a lower split-half loss is not automatically better retrieval.
+
+Staying in the space. The fit pulls W toward the base model's own vectors with an alignment term (weight `ALIGN`),
+so the specialist's vectors of a text stay where the base model puts them and its batches share an index with the
+base model's (`moenode.core.spaces`). With reference texts given, the result is checked against the space's
+admission rule; a fit that fails it is redone with a heavier pull (`ALIGN_RETRY`), and the last verdict is reported.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ TAU = 0.05
 ROUNDS = 2  # training seeds: fresh patterns each round, so the adapter cannot learn one pattern
 HOLDOUT_EVERY = 5  # every 5th item is held out
 ALIGN = 3.0  # weight of the alignment term (mean 1 - cos to the base model over the training texts)
+ALIGN_RETRY = (10.0, 30.0)  # heavier weights tried in turn while the fit fails admission to the base model's space
 BETA = 0.5  # partial whitening the fit starts from (0: the identity)
 
 
@@ -51,6 +57,7 @@ class TrainResult:
     mrr_after: float | None = None
     history: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out objective)
     admission: spaces.Admission | None = None  # same-text cosine to the base model on the reference texts
+    align: float = ALIGN  # the alignment weight of the fit kept
 
 
 def view_plan(ids: list[list[int]], domain: str, mask_views: int = 8) -> tuple[list[list[int]], list[tuple[np.ndarray, np.ndarray]]]:
@@ -327,14 +334,20 @@ def train_adapter(encoder: Encoder, texts: Sequence[str], domain: str, labelled:
     full = encoder.pooled_ids([[CLS] + x + [SEP] for x in ids])
     tick(len(ids))
     eye = np.eye(encoder.dim, dtype=np.float32)
-    w, best_step, history = specialise(train, held, full[: len(train_ids)], full[len(train_ids):], steps=steps,
-                                       align=align, beta=beta,
-                                       on_step=(lambda s, _: progress("train", s, steps)) if progress else None)
-    res = TrainResult(w, history[-1][0], best_step, counting_loss(held, eye), counting_loss(held, w), history=history)
-    if reference:
-        ref = encoder.pooled_ids(full_ids(reference))
-        tick(len(reference))
-        res.admission = spaces.admission(normalise(ref), normalise(ref @ w))
+    ref = encoder.pooled_ids(full_ids(reference)) if reference else None
+    tick(len(reference))
+    admission = None
+    for weight in (align, *(a for a in ALIGN_RETRY if a > align)):  # stay in the space: a stronger pull if needed
+        w, best_step, history = specialise(train, held, full[: len(train_ids)], full[len(train_ids):], steps=steps,
+                                           align=weight, beta=beta,
+                                           on_step=(lambda s, _: progress("train", s, steps)) if progress else None)
+        if ref is None:
+            break
+        admission = spaces.admission(normalise(ref), normalise(ref @ w))
+        if admission.admitted:
+            break
+    res = TrainResult(w, history[-1][0], best_step, counting_loss(held, eye), counting_loss(held, w), history=history,
+                      admission=admission, align=weight)
     if labelled is not None:
         ltexts, labels = labelled
         pooled = encoder.pooled_ids(full_ids(ltexts))

@@ -69,6 +69,7 @@ def test_train_writes_a_loadable_specialist(tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout.strip().splitlines()[-1])
     assert rep["audit_mrr_before"] is not None and rep["heldout_loss_before"] >= 0
+    assert rep["space"] == "main" and rep["admission"]["admitted"] and rep["admission"]["p5"] >= 0.95
     enc = zoo.load(str(out))
     assert enc.model_id.hex() == rep["model_id"] and enc.dim == 384
     w = zoo.load_adapter(npy)
