@@ -54,7 +54,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from moenode.encoders.runtime import ModelError, dist_file
+from moenode.encoders.runtime import ModelError, dist_file, load_matrix
 
 NAME = "mpnet-base"
 DIM = 768
@@ -409,14 +409,7 @@ def head_path(name: str) -> Path:
 
 def load_head(name: str) -> np.ndarray:
     """The head's float32 [768, d] matrix, checked."""
-    path = head_path(name)
-    try:
-        w = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path}: not a readable .npy head ({e})") from None
-    if w.dtype != np.float32 or w.ndim != 2 or w.shape[0] != DIM or not np.isfinite(w).all():
-        raise ModelError(f"{path}: a head is a finite float32 ({DIM}, d) matrix, got {w.dtype} {w.shape}")
-    return w
+    return load_matrix(head_path(name), DIM, "a head")
 
 
 # --- the install-time cache -----------------------------------------------------------------------------------

