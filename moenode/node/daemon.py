@@ -161,6 +161,10 @@ class Node:
         self._stop = trio.Event()
         try:
             self.compute = await trio.to_thread.run_sync(Compute, cfg.model, p.router_model, p)
+            for sp in (self.genesis.space_book.space(s) for s in self.genesis.space_book.serves(self.account)):
+                if sp.dim and sp.dim != self.compute.encoder.dim:  # its candidates would never pass the space check
+                    log.warning("model %s has %d dimensions but this account serves space %s of %d: it cannot win "
+                                "rounds there", cfg.model, self.compute.encoder.dim, sp.id, sp.dim)
             self.index = await trio.to_thread.run_sync(
                 lambda: WinnerIndex.open(cfg.path("index"), self.compute.routing_dim, epochs=p.index_epochs,
                                          max_entries=p.index_max_entries))
