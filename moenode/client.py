@@ -150,12 +150,14 @@ class Control:
         return self._call("GET", "/metrics")
 
     def submit(self, texts: Sequence[str], fee: int | None = None, timeout: float = 300.0,
-               deadline_ms: int = 0) -> dict[str, Any]:
+               deadline_ms: int = 0, space: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"texts": list(texts)}
         if fee is not None:
             body["fee"] = fee
         if deadline_ms:
             body["deadline_ms"] = deadline_ms
+        if space:
+            body["space"] = space
         return self._call("POST", "/submit", body, timeout=timeout)
 
     def transfer(self, to: str, amount: int, timeout: float = 60.0) -> dict[str, Any]:
@@ -182,3 +184,43 @@ def peer_count(status: dict[str, Any]) -> int:
     """How many peers a /status answer reports (its `peers` is a list, a map or a count)."""
     peers = status.get("peers", 0)
     return len(peers) if isinstance(peers, (list, dict)) else int(peers or 0)
+
+
+# --- vector files ------------------------------------------------------------------------------------------------
+def write_vectors(path: str | os.PathLike, vectors: Any, space: str, model_ids: Sequence[str],
+                  shard_ids: Sequence[str] = ()) -> Path:
+    """Save vectors for an index as .npz: `vectors` float32 (n, dim), `space` (the space id), `model_ids` (the hex id
+    of the model that computed each row) and `shard_ids` (each row's round; "" for rows embedded locally)."""
+    import numpy as np
+
+    p = Path(path)
+    if p.suffix != ".npz":
+        raise ValueError(f"{p}: vector files are .npz (vectors, space id, model id per row); name it {p.stem}.npz")
+    arr = np.ascontiguousarray(vectors, np.float32)
+    if arr.ndim != 2 or len(model_ids) != len(arr) or (shard_ids and len(shard_ids) != len(arr)):
+        raise ValueError("vectors must be (n, dim) with one model id (and shard id) per row")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "wb") as f:
+        np.savez(f, vectors=arr, space=np.array(space), model_ids=np.array(list(model_ids), dtype="U64"),
+                 shard_ids=np.array(list(shard_ids) or [""] * len(arr), dtype="U64"))
+    return p
+
+
+def read_vectors(*paths: str | os.PathLike) -> dict[str, Any]:
+    """Load one or more vector files into one index's worth: {"vectors", "space", "model_ids", "shard_ids"}. Files
+    from different spaces are refused: their vectors cannot share an index."""
+    import numpy as np
+
+    parts = []
+    for path in paths:
+        with np.load(Path(path), allow_pickle=False) as z:
+            parts.append({k: z[k] for k in ("vectors", "space", "model_ids", "shard_ids")})
+    spaces = sorted({str(p["space"]) for p in parts})
+    if len(spaces) != 1:
+        raise ValueError(f"these files hold vectors of different spaces ({', '.join(spaces)}): one index needs one")
+    dims = sorted({p["vectors"].shape[1] for p in parts})
+    if len(dims) != 1:
+        raise ValueError(f"these files hold vectors of different dimensions {dims}")
+    return {"vectors": np.concatenate([p["vectors"] for p in parts]), "space": spaces[0],
+            "model_ids": np.concatenate([p["model_ids"] for p in parts]),
+            "shard_ids": np.concatenate([p["shard_ids"] for p in parts])}

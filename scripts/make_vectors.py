@@ -1,4 +1,5 @@
-"""Regenerate the golden vectors in protocol/vectors/ (core: encoding, hashes, signatures, selection, rounds).
+"""Regenerate the golden vectors in protocol/vectors/ (core: encoding, hashes, signatures, selection, rounds,
+spaces).
 
 Run only when the protocol changes on purpose: tests/core/test_vectors.py checks the code against these files.
 """
@@ -105,7 +106,63 @@ def rounds() -> None:
     write("rounds.json", out)
 
 
+def spaces() -> None:
+    """A genesis with two spaces: its network id, each space's pool and a shard drawn in it; exact same-item cosines
+    and in-round verdicts on small float16 matrices."""
+    import numpy as np
+
+    from moenode.core.genesis import parse_genesis
+    from moenode.core.messages import shard_id
+    from moenode.core.selection import data_hash, quorum, shard_seed
+    from moenode.core.spaces import Space, cosines_micro, off_space
+
+    keys = [Ed25519Signer.from_entropy(b"space-vector" + bytes([i])).public_key for i in range(8)]
+    toml = ["[network]", 'name = "spaces-vector"', "genesis_time_ms = 0", "", "[[spaces]]", 'id = "main"',
+            "dim = 384", 'anchor = "minilm-l6"', "", "[[spaces]]", 'id = "mpnet"', "dim = 768",
+            'anchor = "mpnet-base"', "round_p5_micro = 850000"]
+    for i, pk in enumerate(keys):
+        declared = ['"main"'] if i < 5 else (['"mpnet"'] if i < 7 else ['"main"', '"mpnet"'])
+        toml += ["", "[[accounts]]", f'pubkey = "{pk.hex()}"', "balance = 10", f"stake = {100 + i}",
+                 f"spaces = [{', '.join(declared)}]"]
+    text = "\n".join(toml) + "\n"
+    g = parse_genesis(text)
+    power = voting_power(g.initial_stakes())
+    dh = data_hash([b"one text"])
+    draws = []
+    for space in g.space_book.ids():
+        pool = g.space_book.power_in(power, space)
+        n = shard_size(len(pool))[0]
+        nonce = H("space-nonce", space.encode())
+        seed = shard_seed(g.seed0(), dh, nonce, b"\x07" * 32)
+        members = sample_shard(pool, seed, n)
+        draws.append({"space": space, "shard_id": shard_id(0, dh, nonce, keys[0], space).hex(),
+                      "nonce": nonce.hex(), "pay_id": "07" * 32, "pool": sorted(pk.hex() for pk in pool),
+                      "members": [m.hex() for m in members], "q": quorum(len(members))})
+    rng = np.random.default_rng(14)
+
+    def unit(m):
+        return (m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float32)
+
+    base = unit(rng.normal(size=(40, 8)))
+    near = unit(base + 0.05 * rng.normal(size=base.shape))
+    far = unit(rng.normal(size=base.shape))
+    perm = base[:, ::-1] * np.array([1, -1] * 4, np.float32)
+    mats = {"base": base, "near": near, "far": far, "permuted": perm, "zero": np.zeros_like(base)}
+    cos = [{"a": a, "b": b, "cosines_micro": cosines_micro(mats[a], mats[b])}
+           for a, b in [("base", "near"), ("base", "far"), ("base", "permuted"), ("base", "zero")]]
+    space = Space(id="main", dim=8, round_p5_micro=900_000)
+    verdicts = []
+    for names in [("base", "near", "permuted"), ("base", "near"), ("base", "far"), ("base", "near", "far", "zero")]:
+        cands = {bytes([i]) * 32: (8, mats[n].tobytes()) for i, n in enumerate(names)}
+        verdicts.append({"candidates": list(names),
+                         "wins_allowed": [off_space(space, m, cands) == "" for m in sorted(cands)]})
+    write("spaces.json", {"genesis_toml": text, "network_id": g.network_id.hex(), "draws": draws,
+                          "matrices": {k: np.asarray(v, "<f2").tobytes().hex() for k, v in mats.items()},
+                          "shape": [40, 8], "cosines": cos, "round_space": space.as_dict(), "verdicts": verdicts})
+
+
 if __name__ == "__main__":
+    spaces()
     encoding()
     hashes()
     signatures()

@@ -1,4 +1,4 @@
-"""`moenode expert`: score a model on text, train a domain specialist, list the zoo.
+"""`moenode expert`: score a model on text, train a domain specialist, embed texts locally, list the zoo.
 
 Heavy imports (onnxruntime via the zoo, numpy) stay inside the commands so `moenode --help` stays instant.
 Input texts are JSON Lines with a "text" field per line (and optionally "source", used as a label by `train`).
@@ -143,18 +143,21 @@ def train(
 ) -> None:
     """Fit a domain adapter on the base model and write the composed specialist.
 
-    The specialist is one .onnx file that a node serves with `moenode init --model PATH`.
+    The fit keeps the adapter in the base model's vector space (an alignment term), and the result is checked: on
+    the reference texts its same-text cosine to the base model must pass the space's admission rule (p5 >= 0.95,
+    median >= 0.98), or nothing is written.
 
     Examples:
 
       moenode expert train --domain legal --out spec-legal.onnx
 
       moenode expert train --base minilm-l3 --domain mydocs --texts mydocs.jsonl --out spec-mydocs.onnx --steps 500
+
+      moenode expert train --domain mytexts --texts mine.jsonl --out spec-mine.onnx --adapter-out W.npy --json
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from moenode.encoders import corpus
-    from moenode.encoders import graphs, zoo
+    from moenode.encoders import corpus, graphs, scoring, zoo
     from moenode.encoders import train as trainer
 
     in_corpus = domain in corpus.domains()
@@ -182,9 +185,15 @@ def train(
             bar.update(tasks[stage], completed=done, total=total)
 
         try:
-            res = trainer.train_adapter(enc, items, domain, labelled, steps=steps, progress=progress)
+            res = trainer.train_adapter(enc, items, domain, labelled, steps=steps, progress=progress,
+                                        reference=scoring.reference_texts())
         except ValueError as e:
             _fail(str(e))
+    assert res.admission is not None
+    if not res.admission.admitted:  # a specialist that left its base model's space cannot share its batches' index
+        typer.echo(f"error: the adapter is {res.admission.describe(base)}; nothing written (more --steps of "
+                   f"the alignment term, or fewer, may keep it in)", err=True)
+        raise typer.Exit(1)
     _, base_bytes = zoo.model_bytes(base)
     data = graphs.compose_adapter(base_bytes, res.w)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +208,8 @@ def train(
     report = {"base": base, "domain": domain, "items": len(items), "out": str(out), "model_id": model_id_of(data).hex(),
               "steps": res.steps, "best_step": res.best_step, "heldout_loss_before": round(res.loss_before, 6),
               "heldout_loss_after": round(res.loss_after, 6), "audit_mrr_before": res.mrr_before,
-              "audit_mrr_after": res.mrr_after, "seconds": round(time.perf_counter() - t0, 1)}
+              "audit_mrr_after": res.mrr_after, "space": zoo.space_of(base), "admission": res.admission.as_dict(),
+              "seconds": round(time.perf_counter() - t0, 1)}
     if as_json:
         typer.echo(json.dumps(report))
         return
@@ -208,6 +218,47 @@ def train(
     typer.echo(f"held-out split-half loss: {res.loss_before:.4f} -> {res.loss_after:.4f}")
     if res.mrr_before is not None:
         typer.echo(f"labelled audit (same-source MRR): {res.mrr_before:.4f} -> {res.mrr_after:.4f}")
+    typer.echo(f"space {report['space']}: {res.admission.describe(base)}")
+
+
+@app.command()
+def embed(
+    model: str = typer.Option(..., "--model", help="A zoo name or a path to an .onnx file."),
+    texts: Path = typer.Option(..., "--texts", help='JSON Lines, one {"text": ...} per line.'),
+    out: Path = typer.Option(..., "--out", help="The .npz vector file to write (vectors, space, model id per row)."),
+    space: str = typer.Option("", "--space", help="The space id to record (the space the model serves)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Embed texts locally with one model and write a vector file, in the format `moenode submit --out` writes.
+
+    For builders (check a model's vectors against the network's) and for checking what the network returned.
+
+    Examples:
+
+      moenode expert embed --model minilm-l6 --texts queries.jsonl --out queries.npz --space main
+
+      moenode expert embed --model ./spec-legal.onnx --texts batch.jsonl --out local.npz --json
+    """
+    from moenode.client import write_vectors
+
+    if out.suffix != ".npz":
+        _fail(f"--out writes .npz (vectors, space id, model id per row): name it {out.stem}.npz")
+    items, _ = read_jsonl(texts)
+    enc = _load(model)
+    t0 = time.perf_counter()
+    vectors = enc.embed(items)
+    seconds = time.perf_counter() - t0
+    try:
+        write_vectors(out, vectors, space, [enc.model_id.hex()] * len(items))
+    except (OSError, ValueError) as e:
+        _fail(f"cannot write {out}: {e}")
+    report = {"model": enc.name, "model_id": enc.model_id.hex(), "space": space, "items": len(items),
+              "dim": enc.dim, "out": str(out), "seconds": round(seconds, 3)}
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(f"{len(items)} vectors of {enc.dim} dims from {enc.name} ({report['model_id'][:16]}) in "
+               f"{seconds:.2f} s -> {out}" + (f" (space {space})" if space else ""))
 
 
 @app.command()

@@ -36,7 +36,7 @@ def _home(home: Path | None) -> Path:
     return (home or default_home()).expanduser().resolve()
 
 
-STATUS_ORDER = ("peer_id", "account", "model", "addrs", "peers", "epoch", "sync", "sync_state", "stake", "bonding",
+STATUS_ORDER = ("peer_id", "account", "model", "spaces", "addrs", "peers", "epoch", "sync", "sync_state", "stake", "bonding",
                 "stake_by_epoch", "member_from_epoch", "voting_power", "balance", "rounds", "wins", "proxies",
                 "strikes", "rejections", "ledger", "counters_since")
 
@@ -339,13 +339,17 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
                                   '"text" field, per line.'),
         home: Path = typer.Option(None, "--home", help=HOME_HELP),
         fee: int = typer.Option(None, help="Fee paid into escrow for the round (default: config.toml submit_fee)."),
-        out: Path = typer.Option(None, "--out", "-o", help="Write the embeddings to this .npy file (float32, items x "
-                                 "dim)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON (embeddings base64)."),
+        out: Path = typer.Option(None, "--out", "-o", help="Write the vectors to this .npz file: `vectors` (float32, "
+                                 "items x dim), `space`, `model_ids` and `shard_ids` (one per row)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON (embeddings base64, space, "
+                                     "model id per row)."),
         timeout: float = typer.Option(600.0, help="Seconds to wait for a certificate."),
         deadline: float = typer.Option(0.0, "--deadline", help="Seconds the shard's members may take to commit "
                                        "(0: the network's timers). Trades latency for quality: members wait for "
                                        "every commit until then, so a slow, strong model is not struck."),
+        space: str = typer.Option(None, "--space", help="The vector space to embed in (default: config.toml "
+                                  "submit_space, else the network's default space). Batches of one space share an "
+                                  "index."),
     ) -> None:
         """Embed one batch of text through the network: pay, send to a shard, wait for the certificate.
 
@@ -355,9 +359,11 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
 
           moenode submit --home ~/mynode "first text" "second text"
 
-          moenode submit --home ./testnet/node2 --file batch.jsonl --out vectors.npy --json
+          moenode submit --home ./testnet/node2 --file batch.jsonl --out vectors.npz --json
 
           moenode submit --home ./testnet/node1 --deadline 60 "wait for the large expert"
+
+          moenode submit --home ./testnet/node2 --space main --file part-07.jsonl --out part-07.npz
         """
         items = _read_texts(texts or [], file)
         if not items:
@@ -367,18 +373,19 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
             fail("--fee must be a positive integer", 2)
         if not 0 <= deadline <= 86_400:
             fail("--deadline must be between 0 and 86400 seconds", 2)
+        if out is not None and out.suffix != ".npz":
+            fail(f"--out writes .npz (vectors, space id, model id per row): name it {out.stem}.npz", 2)
         from moenode.client import ControlError, decode_embeddings
 
         ctl = _control(_home(home), timeout)
         try:
-            res = ctl.submit(items, fee, timeout=max(timeout, deadline + 60), deadline_ms=int(deadline * 1000))
+            res = ctl.submit(items, fee, timeout=max(timeout, deadline + 60), deadline_ms=int(deadline * 1000),
+                             space=space)
         except ControlError as e:
             fail(str(e))
         emb = decode_embeddings(res)
         if out is not None:
-            import numpy as np
-
-            np.save(out, emb)
+            save_submitted(out, res, emb)
         if as_json:
             res = dict(res, items=len(items), shape=list(emb.shape))
             if out is not None:
@@ -557,6 +564,18 @@ def install_genesis(src: Path, dst: Path) -> None:
     dst.write_text(text, encoding="utf-8")
 
 
+def save_submitted(out: Path, res: dict[str, Any], emb) -> None:
+    """A submit's vectors as a vector file (moenode.client.write_vectors): the space and each row's model and round."""
+    from moenode.client import write_vectors
+
+    n = len(emb)
+    try:
+        write_vectors(out, emb, res.get("space", ""), res.get("model_ids") or [res.get("model_id", "")] * n,
+                      [res.get("shard_id", "")] * n)
+    except (OSError, ValueError) as e:
+        fail(f"cannot write {out}: {e}")
+
+
 def print_submit(res: dict[str, Any], emb, items: int, out: Path | None) -> None:
     import numpy as np
     from rich.table import Table
@@ -569,6 +588,7 @@ def print_submit(res: dict[str, Any], emb, items: int, out: Path | None) -> None
               f"norm mean {norms.mean() if norms.size else 0:.3f}")
     if emb.size:
         t.add_row("first vector", "[" + ", ".join(f"{x:+.3f}" for x in emb[0, :6]) + ", …]")
+    t.add_row("space", f"{res.get('space', '?')} (model {short(res.get('model_id', ''), 16)})")
     winner, producer = res.get("winner", ""), res.get("producer", "")
     t.add_row("winner", str(winner))
     t.add_row("producer", f"{producer}" + (" (proxied)" if producer and producer != winner else ""))

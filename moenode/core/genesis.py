@@ -15,6 +15,7 @@ from moenode.core.codec import canonical
 from moenode.core.crypto import H
 from moenode.core.errors import SchemaError
 from moenode.core.messages import MAX_ITEM_BYTES, MAX_ITEMS
+from moenode.core.spaces import Space, SpaceBook, parse_account_spaces, parse_spaces
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,11 @@ class Account:
     stake: int = 0
     model_id: str = ""  # a zoo name or a hex model id; empty for accounts that do not serve
     price: int = 0
+    spaces: tuple[str, ...] = ()  # the spaces its model serves; () is the network's default space
 
     def as_dict(self) -> dict[str, Any]:
         return {"pubkey": self.pubkey, "balance": self.balance, "stake": self.stake,
-                "model_id": self.model_id, "price": self.price}
+                "model_id": self.model_id, "price": self.price, "spaces": list(self.spaces)}
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class Genesis:
     epoch_ms: int = 3_600_000
     params: Params = field(default_factory=Params)
     accounts: tuple[Account, ...] = ()
+    spaces: tuple[Space, ...] = (Space(),)  # the first is the default space
 
     # identity -------------------------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
@@ -116,7 +119,8 @@ class Genesis:
             "genesis_time_ms": self.genesis_time_ms,
             "epoch_ms": self.epoch_ms,
             "params": {f.name: getattr(self.params, f.name) for f in fields(Params)},
-            "accounts": [a.as_dict() for a in self.accounts],
+            "accounts": [a.as_dict() | {"spaces": list(self.space_book.serves(a.pubkey))} for a in self.accounts],
+            "spaces": [s.as_dict() for s in self.spaces],
         }
 
     def encoded(self) -> bytes:
@@ -145,6 +149,12 @@ class Genesis:
 
     def with_accounts(self, accounts: list[Account]) -> "Genesis":
         return replace(self, accounts=tuple(accounts))
+
+    @cached_property
+    def space_book(self) -> SpaceBook:
+        """The spaces and who serves which (an account without a declaration serves the default space)."""
+        default = (self.spaces[0].id,)
+        return SpaceBook(self.spaces, {a.pubkey: a.spaces or default for a in self.accounts})
 
 
 def next_epoch_seed(epoch: int, prev_seed: bytes, checkpoint_digest: bytes = b"") -> bytes:
@@ -189,7 +199,7 @@ def parse_genesis(text: str) -> Genesis:
     except tomllib.TOMLDecodeError as e:
         raise SchemaError(f"genesis: not valid TOML: {e}") from None
     net = doc.get("network", {})
-    unknown = set(doc) - {"network", "params", "accounts"}
+    unknown = set(doc) - {"network", "params", "accounts", "spaces"}
     if unknown:
         raise SchemaError(f"genesis: unknown sections {sorted(unknown)}")
     name = net.get("name")
@@ -215,13 +225,14 @@ def parse_genesis(text: str) -> Genesis:
     if params.grace_min_ms > params.grace_cap_ms:
         raise SchemaError("genesis: params.grace_min_ms exceeds params.grace_cap_ms")
 
+    spaces = parse_spaces(doc.get("spaces"))
     accounts: list[Account] = []
     seen: set[bytes] = set()
     for i, a in enumerate(doc.get("accounts", [])):
         sect = f"accounts[{i}]"
         if not isinstance(a, dict):
             raise SchemaError(f"genesis: {sect} must be a table")
-        extra = set(a) - {"pubkey", "balance", "stake", "model_id", "price"}
+        extra = set(a) - {"pubkey", "balance", "stake", "model_id", "price", "spaces"}
         if extra:
             raise SchemaError(f"genesis: {sect} has unknown keys {sorted(extra)}")
         pk = _hex(sect, "pubkey", a.get("pubkey"), 32)
@@ -237,11 +248,13 @@ def parse_genesis(text: str) -> Genesis:
             stake=_int(sect, "stake", a.get("stake", 0), 0, 1 << 62),
             model_id=model_id,
             price=_int(sect, "price", a.get("price", 0), 0, 1 << 62),
+            spaces=parse_account_spaces(a.get("spaces"), spaces, sect),
         ))
     if not any(a.stake > 0 for a in accounts):
         raise SchemaError("genesis: at least one account must have stake")
     accounts.sort(key=lambda a: a.pubkey)
-    return Genesis(name=name, genesis_time_ms=gtime, epoch_ms=epoch_ms, params=params, accounts=tuple(accounts))
+    return Genesis(name=name, genesis_time_ms=gtime, epoch_ms=epoch_ms, params=params, accounts=tuple(accounts),
+                   spaces=spaces)
 
 
 def _toml_value(v: Any) -> str:
@@ -251,6 +264,8 @@ def _toml_value(v: Any) -> str:
         return str(v)
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {type(v).__name__} to genesis TOML")
 
 
@@ -262,4 +277,7 @@ def genesis_to_toml(g: Genesis) -> str:
     for a in g.accounts:
         lines += ["", "[[accounts]]", f'pubkey = "{a.pubkey.hex()}"', f"balance = {a.balance}",
                   f"stake = {a.stake}", f"model_id = {_toml_value(a.model_id)}", f"price = {a.price}"]
+        lines += [f"spaces = {_toml_value(a.spaces)}"] if a.spaces else []
+    for sp in g.spaces:
+        lines += ["", "[[spaces]]"] + [f"{k} = {_toml_value(v)}" for k, v in sp.as_dict().items()]
     return "\n".join(lines) + "\n"

@@ -362,14 +362,14 @@ class Ledger:
     def check_shard_certificate(self, cert: Certificate) -> list[bytes]:
         """Recompute the shard of the certified report and check q member signatures; return the members."""
         r = cert.report
-        if r.shard_id != derive_shard_id(r.epoch, r.data_hash, r.nonce, r.submitter):
+        if r.shard_id != derive_shard_id(r.epoch, r.data_hash, r.nonce, r.submitter, r.space):
             raise SchemaError("shard certificate: shard_id is not derived from the report")
         try:
-            power = self.power_at(r.epoch)
+            power = self.genesis.space_book.power_in(self.power_at(r.epoch), r.space)
             seed = self.epoch_seed(r.epoch)
         except KeyError as e:
             raise StateError(f"shard certificate: {e}") from None
-        n, q = shard_size(sum(1 for vp in power.values() if vp > 0))
+        n, q = shard_size(max(1, sum(1 for vp in power.values() if vp > 0)))
         members = sample_shard(power, shard_seed(seed, r.data_hash, r.nonce, r.pay_id), n)
         cert.check(self.net, self.verify, members, q)
         return members

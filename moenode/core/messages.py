@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 from moenode.core.codec import canonical, decode
 from moenode.core.crypto import DIGEST_SIZE, PUBKEY_SIZE, SIG_SIZE, H, Signer, Verifier
 from moenode.core.errors import DecodeError, ProtocolError, SchemaError, SignatureError, TooLarge, WrongNetwork
+from moenode.core.spaces import DEFAULT_SPACE, check_space_id
 
 KiB, MiB = 1 << 10, 1 << 20
 # The wire's hard caps on a batch: no network may allow more. A network's own limits are the genesis parameters
@@ -378,6 +379,7 @@ def open_signed(data: bytes, net: bytes, verify: Verifier, expect: tuple[type[Me
 
 # round messages ---------------------------------------------------------------------------------------------------
 ITEM = text(MAX_ITEM_BYTES)
+SPACE = holds(1)(check_space_id)
 LOSS = uint(1_000_000)
 BPS = uint(10_000)
 
@@ -403,6 +405,7 @@ class Input(Message):
     # the submitter's commit deadline (unix ms; 0: the genesis timers): members wait for every commit until then, so a
     # slow, strong model can take part without a latency strike; the submitter trades latency for quality
     commit_by_ms: int = spec(uint(), 0)
+    space: str = spec(SPACE, DEFAULT_SPACE)
 
     def validate(self) -> None:
         from moenode.core.selection import data_hash
@@ -413,13 +416,14 @@ class Input(Message):
             raise SchemaError(f"Input: modality {self.modality!r} is not supported")
         if data_hash([s.encode("utf-8") for s in self.items]) != self.data_hash:
             raise SchemaError("Input: data_hash does not match the items")
-        if self.shard_id != shard_id(self.epoch, self.data_hash, self.nonce, self.submitter):
-            raise SchemaError("Input: shard_id is not derived from (epoch, data_hash, nonce, submitter)")
+        if self.shard_id != shard_id(self.epoch, self.data_hash, self.nonce, self.submitter, self.space):
+            raise SchemaError("Input: shard_id is not derived from (epoch, data_hash, nonce, submitter, space)")
 
 
-def shard_id(epoch: int, data_hash_: bytes, nonce: bytes, submitter: bytes) -> bytes:
-    """Known before payment, so the fee can go to escrow(shard_id)."""
-    return H("shard_id", canonical([epoch, data_hash_, nonce, submitter]))
+def shard_id(epoch: int, data_hash_: bytes, nonce: bytes, submitter: bytes, space: str = DEFAULT_SPACE) -> bytes:
+    """Known before payment, so the fee can go to escrow(shard_id). The space is bound in, so one payment buys one
+    round in one space."""
+    return H("shard_id", canonical([epoch, data_hash_, nonce, submitter, space]))
 
 
 @register
@@ -586,6 +590,7 @@ class Report(Message):
     routing: bytes = spec(blob(max_len=MAX_ITEMS * 1024 * 2))
     strikes: tuple[bytes, ...] = spec(seq(PK, 128))
     faulty: tuple[bytes, ...] = spec(seq(PK, 128))
+    space: str = spec(SPACE, DEFAULT_SPACE)
 
     def validate(self) -> None:
         for name in ("strikes", "faulty"):

@@ -53,7 +53,7 @@ from moenode.core.messages import (
 
 @dataclass(frozen=True)
 class Refusal:
-    """A valid request the desk declines. reason: member | busy | price | expired."""
+    """A valid request the desk declines. reason: member | busy | price | expired (or, from the node: off, space)."""
 
     reason: str
     detail: str = ""

@@ -61,6 +61,7 @@ from moenode.core.messages import (
     seal,
 )
 from moenode.core.selection import quorum, sample_shard, shard_seed, shard_size
+from moenode.core.spaces import Space, SpaceBook, off_space
 
 MiB = 1 << 20
 
@@ -182,18 +183,24 @@ class ShardContext:
     shard_seed: bytes
     members: tuple[bytes, ...]
     q: int
+    space: Space = Space()
 
     @classmethod
-    def derive(cls, net: bytes, params: Params, inp: Input, power: dict[bytes, int], epoch_seed: bytes
-               ) -> "ShardContext":
-        """Recompute the shard from the epoch's voting power and seed (SPEC section 3)."""
+    def derive(cls, net: bytes, params: Params, inp: Input, power: dict[bytes, int], epoch_seed: bytes,
+               book: SpaceBook | None = None) -> "ShardContext":
+        """Recompute the shard from the epoch's voting power and seed (SPEC section 3), drawn from the stake that
+        serves the Input's space (`book`: the genesis's spaces; without one every stake serves one open space)."""
+        space = book.space(inp.space) if book is not None else Space(id=inp.space)
+        if book is not None:
+            power = book.power_in(power, inp.space)
         staked = sum(1 for vp in power.values() if vp > 0)
         if staked == 0:
-            raise LocalRoundError("no staked members in this epoch")
+            raise LocalRoundError(f"no staked members serve space {inp.space} in this epoch")
         n, _ = shard_size(staked)
         seed = shard_seed(epoch_seed, inp.data_hash, inp.nonce, inp.pay_id)
         members = tuple(sample_shard(power, seed, n))
-        return cls(net=net, params=params, input=inp, shard_seed=seed, members=members, q=quorum(len(members)))
+        return cls(net=net, params=params, input=inp, shard_seed=seed, members=members, q=quorum(len(members)),
+                   space=space)
 
     @cached_property
     def shard_id(self) -> bytes:
@@ -263,6 +270,7 @@ class MemberRound:
     agreeing: list[tuple[bytes, bytes]] = field(default_factory=list)  # (signer, sig) of reports identical to ours
     evidence: list[Evidence] = field(default_factory=list)
     outcome: Outcome | None = None
+    out_of_space: dict[bytes, str] = field(default_factory=dict)  # candidates that cannot win here, and why
 
     # construction -------------------------------------------------------------------------------------------------
     @classmethod
@@ -636,14 +644,24 @@ class MemberRound:
         return self._evaluate(now)
 
     def _evaluate(self, now: int) -> list[Effect]:
-        candidates = sorted(
-            ((sub.payload.batch_loss, m) for m, sub in self._valid_reveals().items() if m not in self.verified_bad),
-        )
-        if not candidates:
-            return [self._finish("failed", "no candidate passed verification")]
-        _, member = candidates[0]
-        self.candidate = member
-        return [Verify(self.shard_id, member, self._valid_reveals()[member], self.sample_seed())]
+        reveals = self._valid_reveals()
+        candidates = sorted((sub.payload.batch_loss, m) for m, sub in reveals.items()
+                            if m not in self.verified_bad and m not in self.out_of_space)
+        for _, member in candidates:
+            if self._in_space(member, reveals):
+                self.candidate = member
+                return [Verify(self.shard_id, member, reveals[member], self.sample_seed())]
+        if self.out_of_space:
+            return [self._finish("failed", f"no candidate in space {self.ctx.space.id} passed verification")]
+        return [self._finish("failed", "no candidate passed verification")]
+
+    def _in_space(self, member: bytes, reveals: dict[bytes, Submission]) -> bool:
+        """The in-round space check (spaces.off_space) against the other candidates not shown to be bad."""
+        shown = {m: (s.payload.dim, s.payload.embeddings) for m, s in reveals.items() if m not in self.verified_bad}
+        why = off_space(self.ctx.space, member, shown)
+        if why:
+            self.out_of_space[member] = why
+        return not why
 
     def sample_seed(self) -> bytes:
         """H("verify-sample", shard_seed || canonical(sorted [member, digest] pairs of the accepted set))."""
@@ -666,7 +684,7 @@ class MemberRound:
             nonce=inp.nonce, pay_id=inp.pay_id, fee=inp.fee, winner=winner, producer=sub.producer,
             producer_share_bps=share, model_id=sub.payload.model_id, winner_digest=sub.digest(),
             loss_micro=sub.payload.batch_loss, item_losses=sub.payload.item_losses, routing=sub.payload.routing,
-            strikes=strikes, faulty=faulty,
+            strikes=strikes, faulty=faulty, space=inp.space,
         )
         env = seal(self.report, self.signer, self.ctx.net)
         self._seen(self.me).report = env
@@ -764,8 +782,9 @@ class SubmitterRound:
 
     def _on_report(self, env: Signed[Message], report: Report) -> list[Effect]:
         inp = self.ctx.input
-        binding = (report.epoch, report.submitter, report.data_hash, report.nonce, report.pay_id, report.fee)
-        if binding != (inp.epoch, inp.submitter, inp.data_hash, inp.nonce, inp.pay_id, inp.fee):
+        binding = (report.epoch, report.submitter, report.data_hash, report.nonce, report.pay_id, report.fee,
+                   report.space)
+        if binding != (inp.epoch, inp.submitter, inp.data_hash, inp.nonce, inp.pay_id, inp.fee, inp.space):
             raise SchemaError("Report does not match our Input")
         if env.signer in self.reports:
             return self._maybe_done()  # one report per member counts

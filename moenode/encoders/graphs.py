@@ -198,6 +198,15 @@ def _model(name: str, nodes: list, inits: list, dim: int, doc: str) -> bytes:
     return model.SerializeToString()
 
 
+def signed_permutation(dim: int, name: str) -> np.ndarray:
+    """An exactly orthogonal float32 matrix: a seeded permutation of the axes with seeded signs. Multiplying by it
+    moves every value without rounding, so every dot product, and every cosine, is the input's."""
+    rng = rng_for(name)
+    w = np.zeros((dim, dim), np.float32)
+    w[np.arange(dim), rng.permutation(dim)] = rng.choice(np.array([-1.0, 1.0], np.float32), dim)
+    return w
+
+
 def word_table(base: bytes) -> np.ndarray:
     """The input word-embedding table of a BERT-style graph (the largest [vocab, dim] initializer)."""
     model = onnx.load_from_string(base)

@@ -25,6 +25,10 @@ copied verbatim or transposed (no arithmetic on floats, except the exact power-o
 integer, node and tensor names are fixed, and the proto holds no map fields, so the same packages and the same
 pinned onnx/protobuf give the same bytes on every machine. `tests/encoders/data/mpnet-base.json` pins their SHA-256.
 
+**Heads** (`HEAD_MODELS`): `mpnet-l6` is the same graph followed by one MatMul by a fixed float32 [768, 384] matrix
+(`moenode/data/adapters/mpnet-l6.npy`) that maps it into minilm-l6's space; mean pooling is linear, so the head on
+every token is the head on the pooled vector. Its cached file's key also hashes the matrix.
+
 The build takes seconds, so it runs once: `scripts/setup.sh` calls `python -m moenode.encoders.mpnet`, which writes
 `<venv>/share/moenode/models/mpnet-base-<key>.onnx` (atomically; `MOENODE_MODEL_CACHE` names another folder). The key
 hashes the parts' pinned digests, the builder's source and the onnx/protobuf versions, so a change to any of them
@@ -50,7 +54,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from moenode.encoders.runtime import ModelError, dist_file
+from moenode.encoders.runtime import ModelError, dist_file, load_matrix
 
 NAME = "mpnet-base"
 DIM = 768
@@ -271,8 +275,10 @@ def network_vocab() -> dict[str, int]:
     return tokenizer().get_vocab(with_added_tokens=True)
 
 
-def write_graph(out: BinaryIO, paths: Sequence[Path] | None = None) -> int:
+def write_graph(out: BinaryIO, paths: Sequence[Path] | None = None, head: np.ndarray | None = None,
+                name: str = NAME) -> int:
     """Write the mpnet-base ONNX bytes to `out` from the installed parts (or the given part files); returns the size.
+    With `head` (float32 [768, d]), the graph's output is `last_hidden_state @ head` instead, named `name`.
 
     Weights go from the safetensors buffer to `out` one tensor at a time (see `graphs.LargeModel`), so the peak is
     about the safetensors buffer plus the largest transposed matrix.
@@ -294,8 +300,11 @@ def write_graph(out: BinaryIO, paths: Sequence[Path] | None = None) -> int:
     if wrong:
         raise ModelError(f"all-mpnet-base-v2 config differs from what the graph assumes: {wrong}")
     w = read_safetensors(blob)
-    m = LargeModel(NAME, DIM, "all-mpnet-base-v2 (sentence-transformers): the MPNet encoder, fed the network's "
-                   "WordPiece ids remapped to its vocabulary; mean pooling and L2 normalisation are outside.")
+    doc = ("all-mpnet-base-v2 (sentence-transformers): the MPNet encoder, fed the network's WordPiece ids remapped "
+           "to its vocabulary; mean pooling and L2 normalisation are outside.")
+    if head is not None:
+        doc += f" Its hidden states go through a fixed linear head into {head.shape[1]} dimensions."
+    m = LargeModel(name, DIM if head is None else head.shape[1], doc)
     node, const = m.node, m.const
 
     def weight(name: str) -> str:
@@ -374,8 +383,10 @@ def write_graph(out: BinaryIO, paths: Sequence[Path] | None = None) -> int:
         gelu = node("Mul", [node("Mul", [x, node("Add", [erf, unit], f"{p}.gelu.plus1")], f"{p}.gelu.prod"), half],
                     f"{p}.gelu")
         y = linear(gelu, f"{p}.output.dense", f"{p}.output")
-        out_name = "last_hidden_state" if i == LAYERS - 1 else f"{p}.out"
+        out_name = "last_hidden_state" if i == LAYERS - 1 and head is None else f"{p}.out"
         h = layer_norm(node("Add", [y, h], f"{p}.output.residual"), f"{p}.output.LayerNorm", out_name)
+    if head is not None:  # mean pooling is linear, so the head on every token is the head on the pooled vector
+        node("MatMul", [h, const("head.weight", np.ascontiguousarray(head, np.float32))], "last_hidden_state")
     return m.write(out)
 
 
@@ -384,6 +395,21 @@ def build(paths: Sequence[Path] | None = None) -> bytes:
     buf = io.BytesIO()
     write_graph(buf, paths)
     return buf.getvalue()
+
+
+# --- heads: mpnet-base followed by a fixed linear map into another space ---------------------------------------
+HEAD_MODELS = ("mpnet-l6",)  # zoo names of mpnet-base plus a head; the head is moenode/data/adapters/<name>.npy
+
+
+def head_path(name: str) -> Path:
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("moenode") / "data" / "adapters" / f"{name}.npy"))
+
+
+def load_head(name: str) -> np.ndarray:
+    """The head's float32 [768, d] matrix, checked."""
+    return load_matrix(head_path(name), DIM, "a head")
 
 
 # --- the install-time cache -----------------------------------------------------------------------------------
@@ -400,34 +426,41 @@ def builder_digest() -> str:
     return h.hexdigest()
 
 
-def cache_key() -> str:
+def cache_key(name: str = NAME) -> str:
     versions = [importlib.metadata.version(d) for d in ("onnx", "protobuf")]  # without importing them: setup stays fast
-    text = json.dumps([installed_part_hashes(), builder_digest(), *versions])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    parts: list = [installed_part_hashes(), builder_digest(), *versions]
+    if name != NAME:
+        parts.append(hashlib.sha256(head_path(name).read_bytes()).hexdigest())
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def cache_path() -> Path:
-    return cache_dir() / f"{NAME}-{cache_key()}.onnx"
+def cache_path(name: str = NAME) -> Path:
+    return cache_dir() / f"{name}-{cache_key(name)}.onnx"
 
 
-def ensure_built(say=None) -> tuple[Path, bool]:
+def ensure_built(say=None, name: str = NAME) -> tuple[Path, bool]:
     """(cached graph path, whether it was built now). Builds when the file for the current key is missing."""
-    path = cache_path()
+    if name != NAME and name not in HEAD_MODELS:
+        raise ModelError(f"no mpnet graph named {name!r}")
+    path = cache_path(name)
     if path.is_file():
         return path, False
     path.parent.mkdir(parents=True, exist_ok=True)
     if say:
-        say(f"building the {NAME} ONNX graph from all-mpnet-base-v2 (once, a few seconds) into {path.parent}")
+        say(f"building the {name} ONNX graph from all-mpnet-base-v2 (once, a few seconds) into {path.parent}")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            write_graph(f)
+            if name == NAME:
+                write_graph(f)
+            else:
+                write_graph(f, head=load_head(name), name=name)
         os.replace(tmp, path)  # whole or absent, even if the build is killed
     finally:
         tmp.unlink(missing_ok=True)
-    for old in path.parent.glob(f"{NAME}-*.onnx"):
-        if old != path:
-            old.unlink(missing_ok=True)  # a stale graph of older packages or an older builder
+    for old in path.parent.glob(f"{name}-*.onnx"):
+        if old != path and "-" not in old.name[len(name) + 1:]:  # <name>-<key>.onnx, not another model's file
+            old.unlink(missing_ok=True)  # a stale graph of older packages, an older builder or an older head
     return path, True
 
 
@@ -435,33 +468,38 @@ def _stderr(msg: str) -> None:
     print(f"moenode: {msg}", file=sys.stderr, flush=True)
 
 
-def graph_path() -> Path | None:
+def graph_path(name: str = NAME) -> Path | None:
     """The cached graph file, built first if it is missing (with a message on stderr); None if it cannot be written."""
     try:
-        return ensure_built(_stderr)[0]
+        return ensure_built(_stderr, name)[0]
     except OSError:
         return None
 
 
-def graph_bytes() -> bytes:
+def graph_bytes(name: str = NAME) -> bytes:
     """The zoo's recipe: the cached graph's bytes, or a build in memory when the cache cannot be written."""
-    path = graph_path()
+    path = graph_path(name)
     if path is None:
-        _stderr(f"cannot write the {NAME} graph into {cache_dir()}; building it in memory (set {CACHE_ENV})")
-        return build()
+        _stderr(f"cannot write the {name} graph into {cache_dir()}; building it in memory (set {CACHE_ENV})")
+        if name == NAME:
+            return build()
+        buf = io.BytesIO()
+        write_graph(buf, head=load_head(name), name=name)
+        return buf.getvalue()
     return path.read_bytes()
 
 
 def main() -> None:
-    """`python -m moenode.encoders.mpnet`: build the cached graph if it is missing (what setup runs)."""
-    t0 = time.perf_counter()
-    try:
-        path, built = ensure_built(lambda m: print(f"setup: {m}", flush=True))
-    except ModelError as e:
-        sys.exit(f"setup: {e}")
-    if built:
-        print(f"setup: {NAME} graph built in {time.perf_counter() - t0:.1f} s "
-              f"({path.stat().st_size / 1e6:.0f} MB, {path.name})", flush=True)
+    """`python -m moenode.encoders.mpnet`: build the cached graphs that are missing (what setup runs)."""
+    for name in (NAME, *(h for h in HEAD_MODELS if head_path(h).is_file())):
+        t0 = time.perf_counter()
+        try:
+            path, built = ensure_built(lambda m: print(f"setup: {m}", flush=True), name)
+        except ModelError as e:
+            sys.exit(f"setup: {e}")
+        if built:
+            print(f"setup: {name} graph built in {time.perf_counter() - t0:.1f} s "
+                  f"({path.stat().st_size / 1e6:.0f} MB, {path.name})", flush=True)
 
 
 if __name__ == "__main__":

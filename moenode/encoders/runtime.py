@@ -190,6 +190,17 @@ class Encoder:
         return self.embed_ids(full_ids(texts), budget)
 
 
+def load_matrix(path: Path, rows: int, kind: str) -> np.ndarray:
+    """A finite float32 (rows, d) matrix from an .npy file (an adapter or a head), or ModelError naming the file."""
+    try:
+        w = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: not a readable .npy {kind} ({e})") from None
+    if w.dtype != np.float32 or w.ndim != 2 or w.shape[0] != rows or not np.isfinite(w).all():
+        raise ModelError(f"{path}: {kind} is a finite float32 ({rows}, d) matrix, got {w.dtype} {w.shape}")
+    return w
+
+
 def _file_state(path: Path) -> tuple[int, int, int]:
     st = path.stat()
     return st.st_size, st.st_mtime_ns, st.st_ino

@@ -11,6 +11,11 @@ A held-out fifth of the items stops training when their loss stops improving; th
 Reported: the split-half loss (the scorer's counting loss, in-domain negatives) on the held-out items with W = I and
 with the fitted W, and, when the texts carry labels (`source`), a same-source nearest-neighbour MRR before and after,
 because a lower split-half loss is not automatically better retrieval.
+
+Staying in the space. The fit pulls W toward the base model's own vectors with an alignment term (weight `ALIGN`),
+so the specialist's vectors of a text stay where the base model puts them and its batches share an index with the
+base model's (`moenode.core.spaces`). With reference texts given, the result is checked against the space's
+admission rule; a fit that fails it is redone with a heavier pull (`ALIGN_RETRY`), and the last verdict is reported.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ import numpy as np
 
 from moenode.core.crypto import H
 from moenode.core.genesis import Params
-from moenode.encoders import scoring
-from moenode.encoders.runtime import Encoder, content_ids, full_ids
+from moenode.encoders import scoring, spaces
+from moenode.encoders.runtime import CLS, SEP, Encoder, content_ids, full_ids, normalise
 
 TAU = 0.05
 ROUNDS = 2  # training seeds: fresh patterns each round, so the adapter cannot learn one pattern
 HOLDOUT_EVERY = 5  # every 5th item is held out
+ALIGN = 3.0  # weight of the alignment term (mean 1 - cos to the base model over the training texts)
+ALIGN_RETRY = (10.0, 30.0)  # heavier weights tried in turn while the fit fails admission to the base model's space
+BETA = 0.5  # partial whitening the fit starts from (0: the identity)
 
 
 @dataclass
@@ -47,11 +55,13 @@ class TrainResult:
     loss_after: float
     mrr_before: float | None = None
     mrr_after: float | None = None
-    history: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out InfoNCE)
+    history: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out objective)
+    admission: spaces.Admission | None = None  # same-text cosine to the base model on the reference texts
+    align: float = ALIGN  # the alignment weight of the fit kept
 
 
-def collect_views(encoder: Encoder, ids: list[list[int]], domain: str, progress: Callable[[int], None] | None = None,
-                  mask_views: int = 8) -> Views:
+def view_plan(ids: list[list[int]], domain: str, mask_views: int = 8) -> tuple[list[list[int]], list[tuple[np.ndarray, np.ndarray]]]:
+    """The token sequences of every training view, and the contests (a-rows, b-rows) they form; no model runs."""
     seqs: list[list[int]] = []
     groups: list[tuple[list[int], list[int]]] = []
     params = Params(mask_views=mask_views, min_negatives=1, score_window=128)  # every item at its own length
@@ -65,13 +75,19 @@ def collect_views(encoder: Encoder, ids: list[list[int]], domain: str, progress:
             for j in range(len(b.patterns)):
                 groups.append(([base + b.row_a(m, j) for m in range(len(b.members))],
                                [base + b.row_b(m, j) for m in range(len(b.members))]))
+    return seqs, [(np.array(a), np.array(b)) for a, b in groups]
+
+
+def collect_views(encoder: Encoder, ids: list[list[int]], domain: str, progress: Callable[[int], None] | None = None,
+                  mask_views: int = 8) -> Views:
+    seqs, groups = view_plan(ids, domain, mask_views)
     pooled = np.zeros((len(seqs), encoder.dim), np.float32)
     chunk = 256
     for s in range(0, len(seqs), chunk):
         pooled[s : s + chunk] = encoder.pooled_ids(seqs[s : s + chunk])
         if progress:
             progress(min(chunk, len(seqs) - s))
-    return Views(pooled, [(np.array(a), np.array(b)) for a, b in groups])
+    return Views(pooled, groups)
 
 
 def _infonce(views: Views, w: np.ndarray, grad: bool) -> tuple[float, np.ndarray | None]:
@@ -145,27 +161,92 @@ def mrr_of_similarities(s: np.ndarray, labels: Sequence[str]) -> float | None:
     return float(np.mean(rr)) if rr else None
 
 
-def fit(train: Views, held: Views, steps: int = 300, lr: float = 1e-4, patience: int = 60,
-        on_step: Callable[[int, float], None] | None = None) -> tuple[np.ndarray, int, list[tuple[int, float]]]:
-    """Adam on delta; returns (best W, best step, held-out history)."""
-    d = train.pooled.shape[1]
-    eye = np.eye(d, dtype=np.float32)
-    delta = np.zeros((d, d), np.float32)
-    m1, m2 = np.zeros_like(delta), np.zeros_like(delta)
+Objective = Callable[[np.ndarray, bool], tuple[float, np.ndarray | None]]
+
+
+def infonce(views: Views) -> Objective:
+    """The split-half InfoNCE of `views` under W (and its gradient in W)."""
+    return lambda w, grad: _infonce(views, w, grad)
+
+
+def cosine_gap(source: np.ndarray, target: np.ndarray) -> Objective:
+    """mean_i (1 - cos(source_i @ W, target_i)): how far W moves each row from where `target` has it.
+
+    For an adapter, source = target = the base model's pooled vectors, so the term keeps the specialist in the base
+    model's space on those texts; for a head from another model, target is the anchor's vectors of the same texts.
+    """
+    t = target / np.maximum(np.linalg.norm(target, axis=1, keepdims=True), 1e-12)
+    n = len(source)
+
+    def objective(w: np.ndarray, grad: bool) -> tuple[float, np.ndarray | None]:
+        z = source @ w
+        nz = np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+        c = (z * t).sum(1, keepdims=True) / nz
+        loss = float(np.mean(1.0 - c))
+        if not grad:
+            return loss, None
+        dz = -(t / nz - c * z / (nz * nz)) / n
+        return loss, source.T @ dz
+
+    return objective
+
+
+def weighted(terms: Sequence[tuple[float, Objective]]) -> Objective:
+    """sum_k weight_k * objective_k (terms of weight 0 are skipped)."""
+    live = [(c, f) for c, f in terms if c]
+
+    def objective(w: np.ndarray, grad: bool) -> tuple[float, np.ndarray | None]:
+        total, g = 0.0, None
+        for c, f in live:
+            loss, gk = f(w, grad)
+            total += c * loss
+            if grad:
+                assert gk is not None
+                g = c * gk if g is None else g + c * gk
+        return total, g
+
+    return objective
+
+
+def spectral_ball(radius: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Projection of W onto {W : ||W - I||_2 <= radius}: then |x W - x| <= radius |x| for every x, so every input,
+    seen or not, keeps cosine >= sqrt(1 - radius^2) to the base model's vector."""
+
+    def project(w: np.ndarray) -> np.ndarray:
+        eye = np.eye(w.shape[0], dtype=w.dtype)
+        u, s, vt = np.linalg.svd(w - eye)
+        if s[0] <= radius:
+            return w
+        return (eye + (u * np.minimum(s, radius)) @ vt).astype(w.dtype)
+
+    return project
+
+
+def minimise(train_obj: Objective, held_obj: Objective, w0: np.ndarray, steps: int = 300, lr: float = 1e-4,
+             patience: int = 60, on_step: Callable[[int, float], None] | None = None,
+             project: Callable[[np.ndarray], np.ndarray] | None = None,
+             ) -> tuple[np.ndarray, int, list[tuple[int, float]]]:
+    """Adam on W from w0, keeping the W with the lowest held-out objective (checked every 5 steps; stops after
+    `patience` steps without improvement). `project` maps W back into a feasible set after every step.
+    Returns (best W, best step, held-out history)."""
+    w = w0.astype(np.float32).copy()
+    m1, m2 = np.zeros_like(w), np.zeros_like(w)
     b1, b2 = 0.9, 0.999
-    best, best_step, best_w = _infonce(held, eye, False)[0], 0, eye.copy()
+    best, best_step, best_w = held_obj(w, False)[0], 0, w.copy()
     history = [(0, best)]
     for step in range(1, steps + 1):
-        _, g = _infonce(train, eye + delta, True)
+        _, g = train_obj(w, True)
         assert g is not None
         m1 = b1 * m1 + (1 - b1) * g
         m2 = b2 * m2 + (1 - b2) * g * g
-        delta -= (lr * (m1 / (1 - b1**step)) / (np.sqrt(m2 / (1 - b2**step)) + 1e-8)).astype(np.float32)
+        w -= (lr * (m1 / (1 - b1**step)) / (np.sqrt(m2 / (1 - b2**step)) + 1e-8)).astype(np.float32)
+        if project is not None:
+            w = project(w)
         if step % 5 == 0 or step == steps:
-            h = _infonce(held, eye + delta, False)[0]
+            h = held_obj(w, False)[0]
             history.append((step, h))
             if h < best:
-                best, best_step, best_w = h, step, eye + delta
+                best, best_step, best_w = h, step, w.copy()
             elif step - best_step >= patience:
                 break
         if on_step:
@@ -173,15 +254,83 @@ def fit(train: Views, held: Views, steps: int = 300, lr: float = 1e-4, patience:
     return best_w.astype(np.float32), best_step, history
 
 
-def train_adapter(encoder: Encoder, texts: Sequence[str], domain: str, labelled: tuple[list[str], list[str]] | None,
-                  steps: int = 300, progress: Callable[[str, int, int], None] | None = None) -> TrainResult:
-    """Fit W on `texts` (in-domain); `labelled` = (texts, sources) for the retrieval audit, or None."""
+def whitening(pooled: np.ndarray, beta: float) -> np.ndarray:
+    """Partial whitening of the rows' covariance (rows unit-normalised first): W = V diag(s) V^T with
+    s_k = (lambda_k + mean lambda)^(-beta/2), scaled so max s = 1. beta = 0 is the identity; larger beta spreads the
+    directions the texts share least, a label-free way to bring out what tells texts of one domain apart."""
+    x = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    lam, v = np.linalg.eigh(np.cov(x.T.astype(np.float64)))
+    lam = np.maximum(lam, 0.0)
+    s = (lam + lam.mean()) ** (-beta / 2)
+    return ((v * (s / s.max())) @ v.T).astype(np.float32)
+
+
+def fit(train: Views, held: Views, steps: int = 300, lr: float = 1e-4, patience: int = 60,
+        on_step: Callable[[int, float], None] | None = None, align: float = 0.0,
+        anchor: tuple[np.ndarray, np.ndarray] | None = None, radius: float | None = None,
+        w0: np.ndarray | None = None) -> tuple[np.ndarray, int, list[tuple[int, float]]]:
+    """Adam on W (from w0, default I) for the split-half InfoNCE of `train`, early-stopped on `held`; returns (best
+    W, best step, held-out history). `align` > 0 adds align * cosine_gap over the base vectors of the training texts
+    (the view rows, plus `anchor[0]`; `anchor[1]` for the held-out objective); `radius` keeps ||W - I||_2 <= radius."""
+    d = train.pooled.shape[1]
+
+    def objective(views: Views, extra: np.ndarray | None) -> Objective:
+        rows = views.pooled if extra is None else np.concatenate([views.pooled, extra])
+        return weighted([(1.0, infonce(views)), (align, cosine_gap(rows, rows))])
+
+    return minimise(objective(train, anchor[0] if anchor else None), objective(held, anchor[1] if anchor else None),
+                    np.eye(d, dtype=np.float32) if w0 is None else w0, steps, lr, patience, on_step,
+                    spectral_ball(radius) if radius is not None else None)
+
+
+def split_ids(texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+    """(training, held-out) content ids of the scorable texts: every HOLDOUT_EVERY-th is held out."""
     ids = [x for x in content_ids(texts, 128) if len(x) >= scoring.BUCKETS[0]]
-    held_ids = [x for i, x in enumerate(ids) if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
-    train_ids = [x for i, x in enumerate(ids) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
-    if len(train_ids) < 8 or len(held_ids) < 2:
+    held = [x for i, x in enumerate(ids) if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
+    train = [x for i, x in enumerate(ids) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
+    if len(train) < 8 or len(held) < 2:
         raise ValueError(f"need at least 10 items of >= 8 tokens to fit an adapter, got {len(ids)}")
-    total_views = 2 * 8 * ROUNDS * len(ids)
+    return train, held
+
+
+def specialise(train: Views, held: Views, train_full: np.ndarray, held_full: np.ndarray, *, steps: int = 300,
+               align: float = ALIGN, beta: float = BETA, radius: float | None = None,
+               on_step: Callable[[int, float], None] | None = None) -> tuple[np.ndarray, int, list[tuple[int, float]]]:
+    """The specialist recipe: start from the partial whitening (`beta`) of the training texts and their views, then
+    fit the split-half InfoNCE with the alignment term (`align`, over the views and the full texts) and early
+    stopping on the held-out items. `*_full`: the base model's pooled vectors of the training / held-out texts."""
+    w0 = whitening(np.concatenate([train_full, train.pooled]), beta) if beta else None
+    return fit(train, held, steps, align=align, anchor=(train_full, held_full), radius=radius, w0=w0,
+               on_step=on_step)
+
+
+def ridge(source: np.ndarray, target: np.ndarray, lam: float) -> np.ndarray:
+    """W minimising |unit(source) W - unit(target)|^2 + lam |W|^2: the linear map that best puts one model's vectors
+    on another's (rows: the same texts)."""
+    x, y = normalise(source).astype(np.float64), normalise(target).astype(np.float64)
+    return np.linalg.solve(x.T @ x + lam * np.eye(x.shape[1]), x.T @ y).astype(np.float32)
+
+
+def fit_head(train: Views, held: Views, train_pairs: tuple[np.ndarray, np.ndarray],
+             held_pairs: tuple[np.ndarray, np.ndarray], w0: np.ndarray, *, align: float, steps: int = 300,
+             lr: float = 1e-4, patience: int = 60) -> tuple[np.ndarray, int, list[tuple[int, float]]]:
+    """A head from one model into another's space: the split-half InfoNCE of the source model's views under W (its
+    quality), plus `align` * cosine_gap(source W, target) over (source, target) vectors of the same texts."""
+
+    def objective(views: Views, pairs: tuple[np.ndarray, np.ndarray]) -> Objective:
+        return weighted([(1.0, infonce(views)), (align, cosine_gap(*pairs))])
+
+    return minimise(objective(train, train_pairs), objective(held, held_pairs), w0, steps, lr, patience)
+
+
+def train_adapter(encoder: Encoder, texts: Sequence[str], domain: str, labelled: tuple[list[str], list[str]] | None,
+                  steps: int = 300, progress: Callable[[str, int, int], None] | None = None, *,
+                  align: float = ALIGN, beta: float = BETA, reference: Sequence[str] = ()) -> TrainResult:
+    """Fit W on `texts` (in-domain); `labelled` = (texts, sources) for the retrieval audit, or None; `reference`:
+    the public texts the admission rule is checked on (none: no check)."""
+    train_ids, held_ids = split_ids(texts)
+    ids = train_ids + held_ids
+    total_views = 2 * 8 * ROUNDS * len(ids) + len(ids) + len(reference)
     done = [0]
 
     def tick(n: int) -> None:
@@ -191,10 +340,23 @@ def train_adapter(encoder: Encoder, texts: Sequence[str], domain: str, labelled:
 
     train = collect_views(encoder, train_ids, domain + "/train", tick)
     held = collect_views(encoder, held_ids, domain + "/held", tick)
+    full = encoder.pooled_ids([[CLS] + x + [SEP] for x in ids])
+    tick(len(ids))
     eye = np.eye(encoder.dim, dtype=np.float32)
-    w, best_step, history = fit(train, held, steps,
-                                on_step=(lambda s, _: progress("train", s, steps)) if progress else None)
-    res = TrainResult(w, history[-1][0], best_step, counting_loss(held, eye), counting_loss(held, w), history=history)
+    ref = encoder.pooled_ids(full_ids(reference)) if reference else None
+    tick(len(reference))
+    admission = None
+    for weight in (align, *(a for a in ALIGN_RETRY if a > align)):  # stay in the space: a stronger pull if needed
+        w, best_step, history = specialise(train, held, full[: len(train_ids)], full[len(train_ids):], steps=steps,
+                                           align=weight, beta=beta,
+                                           on_step=(lambda s, _: progress("train", s, steps)) if progress else None)
+        if ref is None:
+            break
+        admission = spaces.admission(normalise(ref), normalise(ref @ w))
+        if admission.admitted:
+            break
+    res = TrainResult(w, history[-1][0], best_step, counting_loss(held, eye), counting_loss(held, w), history=history,
+                      admission=admission, align=weight)
     if labelled is not None:
         ltexts, labels = labelled
         pooled = encoder.pooled_ids(full_ids(ltexts))

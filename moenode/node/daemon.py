@@ -166,6 +166,10 @@ class Node:
         self._stop = trio.Event()
         try:
             self.compute = await trio.to_thread.run_sync(Compute, cfg.model, p.router_model, p)
+            for sp in (self.genesis.space_book.space(s) for s in self.genesis.space_book.serves(self.account)):
+                if sp.dim and sp.dim != self.compute.encoder.dim:  # its candidates would never pass the space check
+                    log.warning("model %s has %d dimensions but this account serves space %s of %d: it cannot win "
+                                "rounds there", cfg.model, self.compute.encoder.dim, sp.id, sp.dim)
             self.index = await trio.to_thread.run_sync(
                 lambda: WinnerIndex.open(cfg.path("index"), self.compute.routing_dim, epochs=p.index_epochs,
                                          max_entries=p.index_max_entries))
@@ -259,7 +263,7 @@ class Node:
         try:
             vecs = self.rounds.routing_vectors_of(r)  # type: ignore[union-attr]
             if vecs.shape[1] == self.index.dim:
-                await trio.to_thread.run_sync(self.index.add, cid, vecs, r.producer, r.item_losses, r.epoch)
+                await trio.to_thread.run_sync(self.index.add, cid, vecs, r.producer, r.item_losses, r.epoch, r.space)
         except ValueError as e:
             log.warning("certificate %s: routing vectors not indexable: %s", cid.hex()[:16], e)
         if r.winner == self.account:
@@ -289,7 +293,7 @@ class Node:
                     r = decode_certificate(data).report
                     vecs = np.frombuffer(r.routing, "<f2").reshape(len(r.item_losses), -1)
                     if vecs.shape[1] == self.index.dim:
-                        added += self.index.add(cid, vecs, r.producer, r.item_losses, r.epoch)
+                        added += self.index.add(cid, vecs, r.producer, r.item_losses, r.epoch, r.space)
         if added:
             log.info("winner index: %d entries restored from the certificate archive", added)
             self.index.trim(max(0, self.genesis.epoch(self.now_ms())))
@@ -395,6 +399,7 @@ class Node:
             "epoch": epoch,
             "model": self.compute.encoder.name if self.compute else self.config.model,
             "model_id": self.compute.model_id.hex() if self.compute else "",
+            "spaces": list(self.genesis.space_book.serves(me)),
             "stake": led.stake(me),
             "voting_power": power,
             **self._stake_view(epoch),

@@ -221,7 +221,7 @@ class Rounds:
             power, seed = led.power_at(inp.epoch), led.epoch_seed(inp.epoch)
         except KeyError as e:
             raise StateError(f"Input: {e}") from None
-        return ShardContext.derive(self.node.net_id, self.node.params, inp, power, seed)
+        return ShardContext.derive(self.node.net_id, self.node.params, inp, power, seed, self.node.genesis.space_book)
 
     def _on_input(self, env: Signed) -> None:
         inp: Input = env.msg
@@ -338,7 +338,8 @@ class Rounds:
         vecs = None
         if len(node.index):
             vecs = await trio.to_thread.run_sync(node.compute.routing_vectors, items)
-            neigh = await trio.to_thread.run_sync(node.index.neighbours, vecs, p.routing_k, p.routing_min_cos_micro)
+            neigh = await trio.to_thread.run_sync(node.index.neighbours, vecs, p.routing_k, p.routing_min_cos_micro,
+                                                  slot.ctx.input.space)
             mine = await trio.to_thread.run_sync(self.history.neighbours, vecs, p.routing_k, p.routing_min_cos_micro)
             pl = plan(neigh, mine, node.prices(), p, self.me, slot.ctx.members, self.own_loss, tries=PROXY_TRIES)
             log.info("route shard %s: %s (own %s from %s; experts %s)", slot.shard_id.hex()[:16], pl.reason,
@@ -478,6 +479,9 @@ class Rounds:
             return ProxyAnswer.of(Refusal("off", "this node does not serve proxies")).encode()
         inp_env = open_wire(env.msg.input, node.net_id, ed25519_verify, (Input,))  # type: ignore[attr-defined]
         inp: Input = inp_env.msg  # type: ignore[assignment]
+        if inp.space not in node.genesis.space_book.serves(node.account):
+            node.metrics.inc("proxies_refused_space")
+            return ProxyAnswer.of(Refusal("space", f"this node does not serve space {inp.space}")).encode()
         ctx = self._derive(inp)
         self._check_payment(inp)
         res = self.desk.accept(env, ctx.members, node.now_ms())
@@ -492,31 +496,52 @@ class Rounds:
         return ProxyAnswer.of(sub).encode()
 
     # the submitter ---------------------------------------------------------------------------------------------------------
-    async def submit(self, texts: list[str], fee: int, attempts: int, wait_ms: int = 0
+    async def submit(self, texts: list[str], fee: int, attempts: int, wait_ms: int = 0, space: str = ""
                      ) -> tuple[Attempt, list[Attempt]]:
         """Pay, send the Input, drive the SubmitterRound; on failure refund after the deadline and retry.
-        `wait_ms` > 0: members may take that long to commit (the Input's `commit_by_ms`), for slow, strong models."""
+        `wait_ms` > 0: members may take that long to commit (the Input's `commit_by_ms`), for slow, strong models.
+        `space` "" is this node's default (config submit_space, else the network's); a space the network does not
+        list or that no stake serves raises SubmitError before anything is paid."""
+        space = self.submit_space(space)
         done: list[Attempt] = []
         for _ in range(attempts):
-            a = await self._attempt(texts, fee, wait_ms)
+            a = await self._attempt(texts, fee, wait_ms, space)
             done.append(a)
             if a.status == "certified":
                 return a, done
         raise SubmitError(f"no certificate after {len(done)} attempt(s)", done)
 
-    async def _attempt(self, texts: list[str], fee: int, wait_ms: int = 0) -> Attempt:
+    def submit_space(self, space: str = "") -> str:
+        """The space a submission names, checked against the genesis and the current stake table."""
+        node = self.node
+        book = node.genesis.space_book
+        space = space or node.config.submit_space or book.default.id
+        try:
+            book.space(space)
+        except ProtocolError as e:
+            raise SubmitError(str(e), []) from None
+        epoch = max(0, node.genesis.epoch(node.now_ms()))
+        try:
+            power = node.payments.ledger.power_at(epoch)
+        except KeyError:
+            return space
+        if not any(vp > 0 for vp in book.power_in(power, space).values()):
+            raise SubmitError(f"no staked node serves space {space} in epoch {epoch}: nothing was paid", [])
+        return space
+
+    async def _attempt(self, texts: list[str], fee: int, wait_ms: int, space: str) -> Attempt:
         node = self.node
         t0 = node.now_ms()
         epoch = max(0, node.genesis.epoch(t0))
         nonce = os.urandom(32)
         dh = data_hash([t.encode("utf-8") for t in texts])
-        sid = derive_shard_id(epoch, dh, nonce, self.me)
+        sid = derive_shard_id(epoch, dh, nonce, self.me, space)
         commit_by = t0 + wait_ms if wait_ms > 0 else 0
         deadline = t0 + wait_ms + node.params.round_abort_ms
         pay = await node.payments.pay_escrow(sid, fee, deadline)
         paid = node.now_ms()
         try:
-            a = await self._run_round(texts, fee, epoch, nonce, dh, sid, deadline, pay, t0, commit_by)
+            a = await self._run_round(texts, fee, epoch, nonce, dh, sid, deadline, pay, t0, commit_by, space)
         except (ProtocolError, LocalRoundError) as e:  # e.g. the epoch's table closed between paying and sending
             a = Attempt(sid, "failed", f"could not start the round: {e}", None, elapsed_ms=node.now_ms() - t0)
         a.pay_ms = paid - t0
@@ -534,11 +559,11 @@ class Rounds:
         return a
 
     async def _run_round(self, texts: list[str], fee: int, epoch: int, nonce: bytes, dh: bytes, sid: bytes,
-                         deadline: int, pay, t0: int, commit_by: int = 0) -> Attempt:
+                         deadline: int, pay, t0: int, commit_by: int, space: str) -> Attempt:
         node = self.node
         inp = Input(shard_id=sid, epoch=epoch, submitter=self.me, pay_id=pay.id, pay_cert=pay.encode(), fee=fee,
                     data_hash=dh, nonce=nonce, modality="text", deadline_ms=deadline, items=tuple(texts),
-                    commit_by_ms=commit_by)
+                    commit_by_ms=commit_by, space=space)
         env = seal(inp, node.signer, node.net_id)
         ctx = self._derive(inp)
         session, effects = self.table.submit(ctx, env, node.now_ms())

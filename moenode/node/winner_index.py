@@ -1,8 +1,9 @@
 """The winner index: who won which region of the routing space, learnt from every shard certificate.
 
 Theory of operation: each certified round adds one entry per item: the item's unit routing vector (the router
-model's embedding, float16 in the certificate) with the round's producer, that item's winning loss (micro-units)
-and the round's epoch. Lookups are exact inner-product search in FAISS (`IndexIDMap2(IndexFlatIP)`): for unit
+model's embedding, float16 in the certificate) with the round's producer, that item's winning loss (micro-units),
+the round's epoch and its vector space. Routing is per space: `neighbours(..., space=S)` answers only from rounds
+of space S (it searches deeper and filters, so a node serving several spaces keeps one index). Lookups are exact inner-product search in FAISS (`IndexIDMap2(IndexFlatIP)`): for unit
 vectors the inner product is the cosine. `neighbours` answers what `moenode.core.routing` consumes: per query
 item, a list of `(producer, item_loss_micro, cos_micro)` with cosine >= `min_cos_micro`, best first.
 
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from moenode.core.spaces import DEFAULT_SPACE
+
 log = logging.getLogger("moenode.index")
 
 SNAPSHOT = "winners.npz"
@@ -40,6 +43,7 @@ class Entry:
     producer: bytes
     loss_micro: int
     epoch: int
+    space: str = DEFAULT_SPACE
 
 
 class WinnerIndex:
@@ -65,7 +69,7 @@ class WinnerIndex:
         return cert_id in self._seen
 
     def add(self, cert_id: bytes, vectors: np.ndarray, producer: bytes, losses: list[int] | tuple[int, ...],
-            epoch: int) -> int:
+            epoch: int, space: str = DEFAULT_SPACE) -> int:
         """Add one certificate's items; returns how many were added (0 if the certificate was seen before)."""
         v = np.asarray(vectors, dtype=np.float32)
         if v.ndim != 2 or v.shape[1] != self.dim or v.shape[0] != len(losses):
@@ -85,7 +89,7 @@ class WinnerIndex:
             if len(ids):
                 self._index.add_with_ids(v, ids)
                 for i, loss in zip(ids.tolist(), kept_losses):
-                    self._meta[i] = Entry(producer, loss, epoch)
+                    self._meta[i] = Entry(producer, loss, epoch, space)
             self.dirty = True
             return len(ids)
 
@@ -106,8 +110,10 @@ class WinnerIndex:
             return len(drop)
 
     # lookups -------------------------------------------------------------------------------------------------------
-    def neighbours(self, vectors: np.ndarray, k: int, min_cos_micro: int) -> list[list[tuple[bytes, int, int]]]:
-        """Per query row: up to k `(producer, item_loss_micro, cos_micro)` with cosine >= min_cos_micro/1e6."""
+    def neighbours(self, vectors: np.ndarray, k: int, min_cos_micro: int, space: str | None = None
+                   ) -> list[list[tuple[bytes, int, int]]]:
+        """Per query row: up to k `(producer, item_loss_micro, cos_micro)` with cosine >= min_cos_micro/1e6, from
+        rounds of `space` only (None: any)."""
         q = np.asarray(vectors, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"expected (n, {self.dim}) query vectors, got {q.shape}")
@@ -115,7 +121,8 @@ class WinnerIndex:
         with self._lock:
             if not self._meta or len(q) == 0:
                 return [[] for _ in range(len(q))]
-            sims, ids = self._index.search(np.ascontiguousarray(q, dtype=np.float32), min(k, len(self._meta)))
+            depth = k if space is None or all(e.space == space for e in self._meta.values()) else 4 * k
+            sims, ids = self._index.search(np.ascontiguousarray(q, dtype=np.float32), min(depth, len(self._meta)))
             out: list[list[tuple[bytes, int, int]]] = []
             for row_s, row_i in zip(sims, ids):
                 hits = []
@@ -123,10 +130,10 @@ class WinnerIndex:
                     if i < 0:
                         continue
                     cos = int(round(min(1.0, s) * 1_000_000))
-                    if cos >= min_cos_micro:
-                        e = self._meta[i]
+                    e = self._meta[i]
+                    if cos >= min_cos_micro and (space is None or e.space == space):
                         hits.append((e.producer, e.loss_micro, cos))
-                out.append(hits)
+                out.append(hits[:k])
             return out
 
     def producers(self) -> dict[bytes, int]:
@@ -159,6 +166,7 @@ class WinnerIndex:
                 if meta else np.zeros((0, 32), np.uint8),
                 "losses": np.asarray([e.loss_micro for e in meta], np.int64),
                 "epochs": np.asarray([e.epoch for e in meta], np.int64),
+                "spaces": np.asarray([e.space for e in meta], dtype="U32"),
                 "seen": np.frombuffer(b"".join(self._seen), np.uint8).reshape(len(self._seen), 32)
                 if self._seen else np.zeros((0, 32), np.uint8),
             }
@@ -186,6 +194,7 @@ class WinnerIndex:
                 index = faiss.deserialize_index(z["faiss"])
                 ids, producers = z["ids"].tolist(), z["producers"]
                 losses, epochs_, seen = z["losses"].tolist(), z["epochs"].tolist(), z["seen"]
+                spaces = z["spaces"].tolist() if "spaces" in z.files else [DEFAULT_SPACE] * len(ids)
                 next_id = int(z["next_id"][0])
             if index.ntotal != len(ids) or index.d != dim:
                 raise ValueError("the FAISS index and its metadata disagree")
@@ -195,7 +204,8 @@ class WinnerIndex:
             log.warning("winner index snapshot %s unusable (%s); moved to %s, starting empty", path, e, bad)
             return idx
         idx._index = index
-        idx._meta = {i: Entry(bytes(p), int(l), int(ep)) for i, p, l, ep in zip(ids, producers, losses, epochs_)}
+        idx._meta = {i: Entry(bytes(p), int(l), int(ep), str(s))
+                     for i, p, l, ep, s in zip(ids, producers, losses, epochs_, spaces)}
         idx._seen = {bytes(s): None for s in seen}
         idx._next_id = next_id
         return idx

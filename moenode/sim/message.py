@@ -451,8 +451,12 @@ class MessageSim:
             real = real * 3 // 10
         losses = tuple(int(v) for v in real)
         pk = self.keys[producer]
-        emb = (m.x + 0.01 * np.float32(losses[0] / 1e6)).astype("<f4").tobytes()
-        return Payload(model_id=H("model", pk), dim=m.x.shape[1], embeddings=emb, views=H("views", pk + m.ctx.shard_id),
+        vec = self.world.payload_vectors(producer, m.ids)
+        if vec is None:  # synthetic: unit rows near the item's routing vector, every producer in one space
+            vec = m.x + 0.01 * np.float32(losses[0] / 1e6)
+            vec = vec / np.linalg.norm(vec, axis=1, keepdims=True)
+        emb = np.ascontiguousarray(vec, "<f4").tobytes()
+        return Payload(model_id=H("model", pk), dim=vec.shape[1], embeddings=emb, views=H("views", pk + m.ctx.shard_id),
                        routing=m.x.astype("<f2").tobytes(), item_losses=losses, batch_loss=batch_loss(losses))
 
     def _compute_ms(self, node: int, m: RoundMeta) -> int:

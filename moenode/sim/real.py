@@ -33,7 +33,8 @@ def cache_dir() -> Path:
 
 
 def measure(models: list[str], per_domain: int, router: str, batch: int = 16) -> dict:
-    """(cached) {domains, item_domain, router vectors, loss table (models x items) in micro-units}."""
+    """(cached) {domains, item_domain, router vectors, loss table (models x items) in micro-units, and each model's
+    own float16 vectors of the items as `vectors_<i>`}."""
     from moenode.core.crypto import H
     from moenode.core.genesis import Params
     from moenode.encoders import corpus
@@ -44,7 +45,7 @@ def measure(models: list[str], per_domain: int, router: str, batch: int = 16) ->
     encs = {m: zoo.load(m) for m in models}
     router_enc = zoo.load(router)
     key = json.dumps([[m, encs[m].model_id.hex()] for m in models] + [router_enc.model_id.hex(), per_domain, batch,
-                      [it.id for it in items]]).encode()
+                      [it.id for it in items], "vectors"]).encode()
     path = cache_dir() / f"real-{hashlib.sha256(key).hexdigest()[:20]}.npz"
     if path.exists():
         z = np.load(path, allow_pickle=False)
@@ -62,9 +63,12 @@ def measure(models: list[str], per_domain: int, router: str, batch: int = 16) ->
                 part = idx[s:s + batch]
                 sc = scoring.score(encs[m], [texts[i] for i in part], H("sim-real", bytes([d, s % 256])), params, ref)
                 loss[mi, part] = sc.losses
+    vectors: dict[str, np.ndarray] = {f"vectors_{mi}": encs[m].embed(texts).astype(np.float16)
+                                      for mi, m in enumerate(models)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, item_domain=dom, x=x, loss=loss)
-    return {"item_domain": dom, "x": x, "loss": loss, "domains": domains}
+    # numpy's stubs read a ** mapping as its allow_pickle flag
+    np.savez(path, **({"item_domain": dom, "x": x, "loss": loss} | vectors))  # type: ignore[arg-type]
+    return {"item_domain": dom, "x": x, "loss": loss, "domains": domains} | vectors
 
 
 class RealWorld(World):
@@ -74,6 +78,7 @@ class RealWorld(World):
         super().__init__(cfg, seed, n_experts)
         m = measure(list(cfg.real_models), cfg.real_per_domain, cfg.real_router)
         self.item_domain, self.x_items, self.loss_table = m["item_domain"], m["x"], m["loss"] / 1e6
+        self.vectors = [m[f"vectors_{mi}"] for mi in range(len(cfg.real_models))]  # what each model reveals
         K = int(self.item_domain.max()) + 1
         self.dim = self.x_items.shape[1]
         self.domains = K
@@ -104,6 +109,10 @@ class RealWorld(World):
         pick = np.stack([rng.choice(np.flatnonzero(self.item_domain == d), size=per_batch) for d in dom])
         self.stream = np.concatenate([self.stream, pick.reshape(-1)])
         return dom, self.x_items[pick]
+
+    def payload_vectors(self, expert: int, items: np.ndarray) -> np.ndarray | None:
+        """The expert's model's own vectors of the items (so the in-round space check runs on real vectors)."""
+        return self.vectors[self.model_of[expert]][self.stream[items]].astype(np.float32)
 
     def expected_loss(self, experts: np.ndarray, w: np.ndarray) -> np.ndarray:
         out = np.einsum("...k,...k->...", self.domain_mean[self.model_of[experts]], w)

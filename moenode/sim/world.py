@@ -110,6 +110,10 @@ class World:
         """Expected loss of experts (shape S) on items with region weights w (shape S + (K,))."""
         raise NotImplementedError
 
+    def payload_vectors(self, expert: int, items: np.ndarray) -> np.ndarray | None:
+        """The vectors an expert reveals for items, when the world knows them (real mode); None: synthetic."""
+        return None
+
     def estimate_micro(self, experts: np.ndarray, w: np.ndarray) -> np.ndarray:
         """A member's own estimate for a batch (its expected loss, averaged over the items), in micro-units."""
         return micro(self.expected_loss(experts, w).mean(axis=-1))

@@ -21,6 +21,7 @@ from moenode.core.messages import Input, Signed, Submission, open_signed, seal, 
 from moenode.core.round import EvidenceFound, Outcome, Send, ShardContext, Verify, Work
 from moenode.core.shard import Refused, SessionEffect, ShardTable
 from moenode.core.selection import data_hash, voting_power
+from moenode.core.spaces import DEFAULT_SPACE
 
 WorkFn = Callable[[bytes, Work], tuple[Submission, int] | None]  # member -> (submission, ms it took) or None (silent)
 VerifyFn = Callable[[bytes, Verify], bool]  # verifier member, request -> ok
@@ -53,6 +54,7 @@ class InProcessShard:
     decode: bool = True  # run every delivery through open_signed (as the daemon does)
     epoch_seed: bytes = b""
     power: dict[bytes, int] = field(default_factory=dict)
+    space: str = DEFAULT_SPACE  # the space the Inputs name
 
     def __post_init__(self) -> None:
         if not self.power:
@@ -64,11 +66,11 @@ class InProcessShard:
                    epoch: int = 0, wait_ms: int = 0) -> Signed[Input]:
         """The signed Input; `wait_ms` > 0 sets the submitter's commit deadline `now + wait_ms`."""
         dh = data_hash([s.encode("utf-8") for s in items])
-        sid = shard_id(epoch, dh, nonce, submitter.public_key)
+        sid = shard_id(epoch, dh, nonce, submitter.public_key, self.space)
         inp = Input(shard_id=sid, epoch=epoch, submitter=submitter.public_key, pay_id=H("pay", sid), pay_cert=b"",
                     fee=fee, data_hash=dh, nonce=nonce, modality="text",
                     deadline_ms=now + wait_ms + self.genesis.params.round_abort_ms, items=tuple(items),
-                    commit_by_ms=now + wait_ms if wait_ms else 0)
+                    commit_by_ms=now + wait_ms if wait_ms else 0, space=self.space)
         return seal(inp, submitter, self.genesis.network_id)
 
     def run(self, submitter: Signer, items: list[str], nonce: bytes, now: int = 0, fee: int = 100,
@@ -77,7 +79,7 @@ class InProcessShard:
         `wait_ms` > 0 gives the members a commit deadline of `now + wait_ms` (the submitter's order deadline)."""
         input_env = input_env or self.make_input(submitter, items, nonce, now, fee, wait_ms=wait_ms)
         ctx = ShardContext.derive(self.genesis.network_id, self.genesis.params, input_env.msg, self.power,
-                                  self.epoch_seed)
+                                  self.epoch_seed, self.genesis.space_book)
         me = submitter.public_key
         tables = {pk: ShardTable(s, self.verify) for pk, s in [*self.signers.items(), (me, submitter)]}
         heap: list[tuple[int, int, str, bytes, Any]] = []  # (at, seq, kind, who, what kind carries)

@@ -26,17 +26,22 @@ def make_genesis(signers: list[Ed25519Signer], params: Params = FAST, stake: int
     return Genesis(name="roundtest", genesis_time_ms=0, epoch_ms=3_600_000, params=params, accounts=tuple(accounts))
 
 
-def payload(member: bytes, items: int, loss: int, dim: int = 4) -> Payload:
-    """A payload whose vectors are derived from the member (distinct per member) and whose losses are all `loss`."""
-    vec = b"".join(struct.pack("<f", (b % 7) / 7.0) for b in H("vec", member)[:dim])
+def payload(member: bytes, items: int, loss: int, dim: int = 4, offspace: bool = False) -> Payload:
+    """A payload whose unit vectors are derived from the member (distinct per member, but all within cosine 0.99 of
+    one another: one vector space) and whose losses are all `loss`."""
+    raw = [1.0 + (b % 7) / 700.0 for b in H("vec", member)[:dim]]
+    norm = sum(x * x for x in raw) ** 0.5
+    vec = b"".join(struct.pack("<f", x / norm) for x in raw)
+    if offspace:  # the same vectors with the axes reversed and every other sign flipped: another space
+        vec = b"".join(struct.pack("<f", (-1) ** i * raw[dim - 1 - i] / norm) for i in range(dim))
     losses = tuple(loss for _ in range(items))
     return Payload(model_id=H("model", member), dim=dim, embeddings=vec * items, views=H("views", member),
                    routing=b"\x00\x3c" * 2 * items, item_losses=losses, batch_loss=batch_loss(losses))
 
 
-def own_submission(member: bytes, shard_id: bytes, items: int, loss: int) -> Submission:
-    return Submission(shard_id=shard_id, member=member, producer=member, payload=payload(member, items, loss),
-                      proxy=None)
+def own_submission(member: bytes, shard_id: bytes, items: int, loss: int, offspace: bool = False) -> Submission:
+    return Submission(shard_id=shard_id, member=member, producer=member,
+                      payload=payload(member, items, loss, offspace=offspace), proxy=None)
 
 
 def proxied_submission(sponsor: bytes, producer: Ed25519Signer, shard_id: bytes, items: int, loss: int, net: bytes,
@@ -57,6 +62,7 @@ class Scenario:
         self.took: dict[bytes, int] = {s.public_key: 10 for s in signers}
         self.silent: set[bytes] = set()
         self.cheaters: set[bytes] = set()  # claims a loss its vectors do not support: the verifier rejects it
+        self.offspace: set[bytes] = set()  # an honest loss, the lowest, from vectors in another space
         self.proxies: dict[bytes, tuple[Ed25519Signer, int]] = {}  # sponsor -> (producer, loss)
 
     def work(self, member: bytes, w: Work) -> tuple[Submission, int] | None:
@@ -66,8 +72,8 @@ class Scenario:
             producer, loss = self.proxies[member]
             sub = proxied_submission(member, producer, w.shard_id, len(w.items), loss, self.genesis.network_id)
         else:
-            loss = 1_000 if member in self.cheaters else self.loss[member]
-            sub = own_submission(member, w.shard_id, len(w.items), loss)
+            loss = 1_000 if member in self.cheaters or member in self.offspace else self.loss[member]
+            sub = own_submission(member, w.shard_id, len(w.items), loss, member in self.offspace)
         return sub, self.took[member]
 
     def verify_candidate(self, _verifier: bytes, v: Verify) -> bool:

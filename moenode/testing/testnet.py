@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 import weakref
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,6 +43,7 @@ from typing import Any
 from moenode.client import RUN_FILE, TOKEN_FILE, Control, ControlError, peer_count, pid_alive, read_run, read_token
 from moenode.core.genesis import Account, Genesis, Params, genesis_to_toml
 from moenode.node.config import LOCK_FILE
+from moenode.core.spaces import DEFAULT_SPACE, Space
 from moenode.node.home import init_home
 
 log = logging.getLogger("moenode.testnet")
@@ -128,12 +130,29 @@ def make_genesis(name: str, accounts: Sequence[tuple[bytes, str]], *, epoch_ms: 
                  params: Params | None = None, balance: int = NODE_BALANCE, stake: int = NODE_STAKE,
                  faucet: int = FAUCET_BALANCE) -> Genesis:
     """A genesis for (account, model) pairs; the first account also holds the faucet balance."""
-    accs = [Account(pubkey=pk, balance=balance + (faucet if i == 0 else 0), stake=stake, model_id=model, price=0)
+    serves, spaces = model_spaces([model for _, model in accounts])
+    accs = [Account(pubkey=pk, balance=balance + (faucet if i == 0 else 0), stake=stake, model_id=model, price=0,
+                    spaces=(serves[model],))
             for i, (pk, model) in enumerate(accounts)]
     gtime = int(time.time() * 1000) if now_ms is None else now_ms
-    g = Genesis(name=name, genesis_time_ms=gtime, epoch_ms=epoch_ms, params=params or testnet_params())
+    g = Genesis(name=name, genesis_time_ms=gtime, epoch_ms=epoch_ms, params=params or testnet_params(),
+                spaces=spaces)
     g = g.with_accounts(sorted(accs, key=lambda a: a.pubkey))
     return g
+
+
+def model_spaces(models: Sequence[str]) -> tuple[dict[str, str], tuple[Space, ...]]:
+    """The space each model serves and the spaces they make up; the default (first) is the space most nodes serve,
+    "main" (minilm-l6's) on a tie. Without the encoders installed every model serves one open default space."""
+    try:
+        from moenode.encoders import zoo
+    except ImportError:
+        return {m: DEFAULT_SPACE for m in models}, (Space(),)
+    serves = {m: zoo.space_of(m) for m in models}
+    count = Counter(serves[m] for m in models)
+    ids = sorted(count, key=lambda s: (-count[s], s != DEFAULT_SPACE, s))
+    spaces = tuple(Space(id=s, dim=zoo.SPACES[s][1], anchor=zoo.SPACES[s][0]) for s in ids)
+    return serves, spaces
 
 
 # --- processes -------------------------------------------------------------------------------------------------

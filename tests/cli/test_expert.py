@@ -69,6 +69,7 @@ def test_train_writes_a_loadable_specialist(tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout.strip().splitlines()[-1])
     assert rep["audit_mrr_before"] is not None and rep["heldout_loss_before"] >= 0
+    assert rep["space"] == "main" and rep["admission"]["admitted"] and rep["admission"]["p5"] >= 0.95
     enc = zoo.load(str(out))
     assert enc.model_id.hex() == rep["model_id"] and enc.dim == 384
     w = zoo.load_adapter(npy)
@@ -83,3 +84,25 @@ def test_zoo_lists_adversaries():
     assert {"spec-code", "spec-legal", "spec-man"} <= set(rows)
     assert rows["mpnet-base"]["dim"] == 768 and not rows["mpnet-base"]["adversary"]
     assert rows["mpnet-base"]["model_id"] == zoo.load("mpnet-base").model_id.hex()
+
+
+def test_embed_writes_a_vector_file_that_matches_the_model(tmp_path):
+    from moenode.client import read_vectors, write_vectors
+    from moenode.encoders import zoo
+
+    texts = tmp_path / "t.jsonl"
+    texts.write_text('{"text": "a first text"}\n{"text": "the second one"}\n')
+    out = tmp_path / "v.npz"
+    r = CliRunner().invoke(app, ["expert", "embed", "--model", "minilm-l6", "--texts", str(texts), "--out", str(out),
+                                 "--space", "main", "--json"])
+    assert r.exit_code == 0, r.output
+    enc = zoo.load("minilm-l6")
+    v = read_vectors(out)
+    assert v["space"] == "main" and list(v["model_ids"]) == [enc.model_id.hex()] * 2
+    np.testing.assert_allclose(v["vectors"], enc.embed(["a first text", "the second one"]), atol=1e-6)
+    other = write_vectors(tmp_path / "o.npz", v["vectors"], "mpnet", ["00" * 32] * 2)
+    with pytest.raises(ValueError, match="different spaces"):
+        read_vectors(out, other)
+    bad = CliRunner().invoke(app, ["expert", "embed", "--model", "minilm-l6", "--texts", str(texts), "--out",
+                                   str(tmp_path / "v.npy")])
+    assert bad.exit_code == 2 and "v.npz" in bad.output

@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from moenode.cli import app
+from moenode.client import read_vectors
 from moenode.core.crypto import Ed25519Signer, H
 from moenode.core.genesis import genesis_to_toml, parse_genesis
 from moenode.core.orders import escrow_account
@@ -80,7 +81,9 @@ class FakeDaemon:
                     emb = np.arange(n * fake.dim, dtype="<f4").reshape(n, fake.dim)
                     return self._send(200, {"embeddings": base64.b64encode(emb.tobytes()).decode(), "dim": fake.dim,
                                             "winner": "aa" * 32, "producer": "bb" * 32, "loss": 0.123456, "loss_micro": 123456,
-                                            "certificate": "cd" * 40, "attempts": [{"ok": True}]})
+                                            "certificate": "cd" * 40, "attempts": [{"ok": True}],
+                                            "space": body.get("space", "main"), "model_id": "ab" * 32,
+                                            "model_ids": ["ab" * 32] * n, "shard_id": "ef" * 32})
                 if self.path == "/transfer" and body["amount"] > 10**9:
                     return self._send(400, {"error": "insufficient balance"})
                 self._send(200, {"ok": True})
@@ -185,16 +188,22 @@ def test_a_damaged_genesis_in_the_home_is_one_line(tmp_path):
     assert "genesis.toml" in err and "not valid TOML" in err
 
 
-def test_submit_texts_writes_npy_and_prints_summary(daemon, tmp_path):
-    out = tmp_path / "v.npy"
+def test_submit_texts_writes_npz_and_prints_summary(daemon, tmp_path):
+    out = tmp_path / "v.npz"
     r = runner.invoke(app, ["submit", "--home", str(tmp_path / "home"), "--fee", "7", "--out", str(out),
-                            "one", "two", "three"])
+                            "--space", "main", "one", "two", "three"])
     assert r.exit_code == 0, r.output
-    assert daemon.requests[-1] == ("POST", "/submit", {"texts": ["one", "two", "three"], "fee": 7})
-    v = np.load(out)
-    assert v.shape == (3, 4) and v.dtype == np.float32 and v[1, 0] == 4.0
-    for word in ("winner", "producer", "proxied", "loss", "0.123456", "certificate"):
+    assert daemon.requests[-1] == ("POST", "/submit", {"texts": ["one", "two", "three"], "fee": 7, "space": "main"})
+    v = read_vectors(out)
+    assert v["vectors"].shape == (3, 4) and v["vectors"].dtype == np.float32 and v["vectors"][1, 0] == 4.0
+    assert v["space"] == "main" and list(v["model_ids"]) == ["ab" * 32] * 3
+    for word in ("winner", "producer", "proxied", "loss", "0.123456", "certificate", "space"):
         assert word in r.output
+
+
+def test_submit_out_must_be_npz(daemon, tmp_path):
+    r = runner.invoke(app, ["submit", "--home", str(tmp_path / "home"), "--out", str(tmp_path / "v.npy"), "one"])
+    assert r.exit_code == 2 and "v.npz" in r.output and len(daemon.requests) == 0
 
 
 def test_submit_file_jsonl_and_json_output(daemon, tmp_path):

@@ -1,4 +1,5 @@
-"""The scorer on the shipped corpus: degenerate encoders lose, L6 beats L3 and every adversary, specialists win home.
+"""The scorer on the shipped corpus: degenerate encoders lose, L6 beats L3 and every adversary but the off-space one
+(which ties it exactly), specialists win home.
 
 The default run covers two domains on small batches; the slow run covers every domain on larger ones.
 """
@@ -36,6 +37,10 @@ def check_domain(domain: str, n: int) -> None:
     assert l6.mean() < l3.mean() and (l6 < l3).sum() > (l6 > l3).sum()
     for adv in zoo.ADVERSARIES:
         other = losses(adv, domain, n)
+        if adv == "adv-offspace":  # L6's dot products in another space: the loss cannot tell it from L6 (the
+            # rotated vectors round to other float16 values, which moves a z-score by a few millionths)
+            assert np.abs(l6 - other).max() <= 100
+            continue
         assert (l6 < other).mean() > 0.5, f"{domain}: L6 beats {adv} on only {(l6 < other).mean():.2f} of items"
 
 

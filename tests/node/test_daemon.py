@@ -79,6 +79,7 @@ async def test_network_certifies_pays_syncs_rejects_and_restarts(tmp_path):
         code, res = await ahttp(n0, "/submit", "POST", {"texts": TEXTS, "fee": 100})
         assert code == 200, res
         assert [a["status"] for a in res["attempts"]] == ["certified"]
+        assert res["space"] == "main" and res["model_ids"] == [res["model_id"]] * len(TEXTS)
         emb = np.frombuffer(base64.b64decode(res["embeddings"]), "<f4").reshape(len(TEXTS), res["dim"])
         from moenode.encoders import zoo
         expect = zoo.load("minilm-l3").embed(TEXTS)
@@ -115,6 +116,11 @@ async def test_network_certifies_pays_syncs_rejects_and_restarts(tmp_path):
         assert code == 200 and "moenode_balance" in text and "moenode_certificates_total" in text
         code, err = await ahttp(n0, "/submit", "POST", {"texts": []})
         assert code == 400 and "texts" in err["error"]
+        assert st["spaces"] == ["main"]
+        paid = n0.payments.ledger.sequence(ms[0].account)
+        code, err = await ahttp(n0, "/submit", "POST", {"texts": TEXTS, "space": "elsewhere"})
+        assert code == 400 and "not one of this network" in err["error"]
+        assert n0.payments.ledger.sequence(ms[0].account) == paid  # refused before anything was paid
 
         # bad input from a stranger is counted by reason, and the network keeps certifying
         target = ms[1].node

@@ -39,3 +39,18 @@ def test_persists_and_sets_aside_a_corrupt_snapshot(tmp_path):
     (tmp_path / SNAPSHOT).write_bytes(b"garbage")
     fresh = WinnerIndex.open(tmp_path, 8)
     assert len(fresh) == 0 and (tmp_path / (SNAPSHOT + ".bad")).exists()
+
+
+def test_routing_is_per_space_and_the_space_persists(tmp_path):
+    """A round of one space says nothing about who wins in another: lookups answer from their own space only."""
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(4, 8)).astype(np.float32)
+    idx = WinnerIndex(8, directory=tmp_path)
+    idx.add(b"1" * 32, v, b"L" * 32, [100] * 4, 0, "main")
+    idx.add(b"2" * 32, v, b"M" * 32, [50] * 4, 0, "mpnet")
+    assert {p for hits in idx.neighbours(v, 4, 0, "main") for p, _, _ in hits} == {b"L" * 32}
+    assert {p for hits in idx.neighbours(v, 4, 0, "mpnet") for p, _, _ in hits} == {b"M" * 32}
+    assert {p for hits in idx.neighbours(v, 4, 0) for p, _, _ in hits} == {b"L" * 32, b"M" * 32}
+    idx.save()
+    again = WinnerIndex.open(tmp_path, 8)
+    assert {p for hits in again.neighbours(v, 4, 0, "mpnet") for p, _, _ in hits} == {b"M" * 32}

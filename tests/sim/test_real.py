@@ -37,3 +37,31 @@ real_per_domain = 4
     again = MarketSim(sc)  # the second run reads the cache
     assert np.array_equal(again.world.loss_table, w.loss_table)
     assert r["policies"]["market"]["mean_loss"] <= 0.5
+
+
+@pytest.mark.slow
+def test_real_mode_reveals_real_vectors_and_the_off_space_model_never_wins(tmp_path, monkeypatch):
+    """adv-offspace has minilm-l6's loss bit for bit; at the message level every member checks the revealed vectors
+    (the models' own, measured), so it never wins a round while minilm-l6 does."""
+    from moenode.sim.message import MessageSim
+
+    monkeypatch.setenv("MOENODE_SIM_CACHE", str(tmp_path))
+    sc = parse("""
+[sim]
+nodes = 8
+submissions = 24
+fidelity = "message"
+epoch_submissions = 12
+chunk = 1
+per_batch = 8
+trace = true
+[world]
+mode = "real"
+real_models = ["minilm-l6", "spec-code", "spec-man", "adv-offspace"]
+real_per_domain = 8
+""")
+    m = MessageSim(sc)
+    m.run()
+    off = {m.pop.keys[i].hex() for i in range(len(m.pop.keys)) if m.world.model_of[i] == 3}
+    winners = [t["winner"] for t in m.trace if t["winner"]]
+    assert winners and not off & set(winners)

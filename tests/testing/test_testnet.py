@@ -103,3 +103,16 @@ def test_a_few_won_rounds_make_every_domain_routable_with_the_testnet_parameters
         if not ranked(replace(params, routing_min_cos_micro=Params().routing_min_cos_micro)):
             cold_at_default.append(domain)
     assert cold_at_default  # the measurement behind the testnet's threshold still holds
+
+
+def test_testnet_genesis_puts_each_model_family_in_its_own_space():
+    accs = [(bytes([i]) * 32, m) for i, m in enumerate(
+        ["minilm-l6", "minilm-l3", "spec-legal", "mpnet-base", "minilm-l6"], 1)]
+    g = make_genesis("t", accs, epoch_ms=1000, now_ms=5)
+    assert [(s.id, s.anchor, s.dim) for s in g.spaces] == [
+        ("main", "minilm-l6", 384), ("l3", "minilm-l3", 384), ("mpnet", "mpnet-base", 768)]
+    book = g.space_book
+    assert [book.serves(bytes([i]) * 32) for i in range(1, 6)] == [("main",), ("l3",), ("main",), ("mpnet",),
+                                                                  ("main",)]
+    only_l3 = make_genesis("t", [(b"\x01" * 32, "minilm-l3")], epoch_ms=1000, now_ms=5)
+    assert only_l3.spaces[0].id == "l3"  # the default is the space most nodes serve
