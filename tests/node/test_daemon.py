@@ -115,7 +115,7 @@ async def test_network_certifies_pays_syncs_rejects_and_restarts(tmp_path):
         code, text = await ahttp(n0, "/metrics")
         assert code == 200 and "moenode_balance" in text and "moenode_certificates_total" in text
         code, err = await ahttp(n0, "/submit", "POST", {"texts": []})
-        assert code == 400 and "texts" in err["error"]
+        assert code == 400 and "1 to 256 items" in err["error"]
         assert st["spaces"] == ["main"]
         paid = n0.payments.ledger.sequence(ms[0].account)
         code, err = await ahttp(n0, "/submit", "POST", {"texts": TEXTS, "space": "elsewhere"})

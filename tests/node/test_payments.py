@@ -255,7 +255,7 @@ async def test_a_large_order_request_is_decoded_off_the_event_loop(tmp_path, mon
 
     from moenode.testing.nodekit import Cluster
 
-    from moenode.config import Config
+    from moenode.node.config import Config
     from moenode.node import Node
 
     genesis = make_genesis([(seed(0), 1_000, "minilm-l3"), (seed(1), 0, "minilm-l3")])

@@ -33,7 +33,10 @@ real_per_domain = 4
     assert m.book.supply() == m.book.initial
     wins = m.rec.wins.sum(axis=1)
     by_model = np.bincount(w.model_of, weights=wins, minlength=2)
-    assert by_model[0] > 3 * by_model[1]  # the real model wins most items; noise only where it got lucky
+    # the real model wins most items. Half of these nodes serve copies of one noise model, whose vectors agree with
+    # each other: where they are most of a shard the in-round space check passes them over the real model
+    # (protocol/spaces.md assumes honest candidates are the majority), so noise wins more than luck alone gives it
+    assert by_model[0] > by_model[1]
     again = MarketSim(sc)  # the second run reads the cache
     assert np.array_equal(again.world.loss_table, w.loss_table)
     assert r["policies"]["market"]["mean_loss"] <= 0.5
