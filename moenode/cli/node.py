@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 
 from moenode.cli.output import console, fail, fmt, out_json, short
+
+T = TypeVar("T")
 
 HOME_HELP = "Node home directory (key, config.toml, genesis, ledger, logs). Default: $MOENODE_HOME or ~/.moenode."
 
@@ -157,10 +160,17 @@ def resolve_account(to: str) -> str:
 
 
 def _control(home: Path, timeout: float = 10.0):
-    from moenode.client import Control, ControlError
+    from moenode.client import Control
+
+    return _ask(lambda: Control.for_home(home, timeout))
+
+
+def _ask(call: Callable[[], T]) -> T:
+    """A control API call; a ControlError (node not running, refused, timed out) ends the command in one line."""
+    from moenode.client import ControlError
 
     try:
-        return Control.for_home(home, timeout)
+        return call()
     except ControlError as e:
         fail(str(e))
 
@@ -435,14 +445,9 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
         """
         if amount < 1:
             fail("AMOUNT must be a positive integer", 2)
-        from moenode.client import ControlError
-
         account = resolve_account(to)
         ctl = _control(_home(home), 60)
-        try:
-            res = ctl.transfer(account, amount)
-        except ControlError as e:
-            fail(str(e))
+        res = _ask(lambda: ctl.transfer(account, amount))
         if as_json:
             return out_json(res)
         typer.echo(f"transferred {amount} to {account}" + (f"  ({fmt(res)})" if res else ""))
@@ -467,10 +472,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
         from moenode.client import ControlError
 
         ctl = _control(_home(home), 60)
-        try:
-            res = ctl.stake(amount, model)
-        except ControlError as e:
-            fail(str(e))
+        res = _ask(lambda: ctl.stake(amount, model))
         if as_json:
             return out_json(res)
         try:

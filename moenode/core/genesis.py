@@ -257,7 +257,8 @@ def parse_genesis(text: str) -> Genesis:
                    spaces=spaces)
 
 
-def _toml_value(v: Any) -> str:
+def toml_value(v: Any) -> str:
+    """A TOML literal of a bool, int, str or list/tuple of them (the genesis and config.toml writers share it)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):
@@ -265,19 +266,19 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to genesis TOML")
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} as a TOML value")
 
 
 def genesis_to_toml(g: Genesis) -> str:
     """The TOML text whose parse is `g` (round-trips through parse_genesis)."""
-    lines = ["[network]", f"name = {_toml_value(g.name)}", f"genesis_time_ms = {g.genesis_time_ms}",
+    lines = ["[network]", f"name = {toml_value(g.name)}", f"genesis_time_ms = {g.genesis_time_ms}",
              f"epoch_ms = {g.epoch_ms}", "", "[params]"]
-    lines += [f"{f.name} = {_toml_value(getattr(g.params, f.name))}" for f in fields(Params)]
+    lines += [f"{f.name} = {toml_value(getattr(g.params, f.name))}" for f in fields(Params)]
     for a in g.accounts:
         lines += ["", "[[accounts]]", f'pubkey = "{a.pubkey.hex()}"', f"balance = {a.balance}",
-                  f"stake = {a.stake}", f"model_id = {_toml_value(a.model_id)}", f"price = {a.price}"]
-        lines += [f"spaces = {_toml_value(a.spaces)}"] if a.spaces else []
+                  f"stake = {a.stake}", f"model_id = {toml_value(a.model_id)}", f"price = {a.price}"]
+        lines += [f"spaces = {toml_value(a.spaces)}"] if a.spaces else []
     for sp in g.spaces:
-        lines += ["", "[[spaces]]"] + [f"{k} = {_toml_value(v)}" for k, v in sp.as_dict().items()]
+        lines += ["", "[[spaces]]"] + [f"{k} = {toml_value(v)}" for k, v in sp.as_dict().items()]
     return "\n".join(lines) + "\n"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from moenode.client import RUN_FILE, TOKEN_FILE
+from moenode.core.genesis import toml_value
 from moenode.core.spaces import SPACE_ID
 
 LOCK_FILE = "node.lock"  # held by the running daemon (moenode.node.daemon.hold_home)
@@ -165,20 +166,10 @@ def load_config(home: str | os.PathLike) -> Config:
     return parse_config(text, h)
 
 
-def _toml(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, tuple):
-        return "[" + ", ".join(_toml(x) for x in v) + "]"
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def config_to_toml(cfg: Config) -> str:
     lines = ["# moenode node configuration; every key is optional (see moenode/node/config.py)"]
     for section, keys in SECTIONS.items():
-        lines += ["", f"[{section}]"] + [f"{k} = {_toml(getattr(cfg, k))}" for k in keys]
+        lines += ["", f"[{section}]"] + [f"{k} = {toml_value(getattr(cfg, k))}" for k in keys]
     return "\n".join(lines) + "\n"
 
 

@@ -363,20 +363,20 @@ class Node:
             self.spawn(self.epochs.tick)
             if time.monotonic() - self._last_peers_save > PEERS_SAVE_S:
                 self._last_peers_save = time.monotonic()
-                self._remember_peers()
+                await self._remember_peers()
             if self.index.dirty and time.monotonic() - self._last_save > INDEX_SAVE_S:
                 self._last_save = time.monotonic()
                 epoch = max(0, self.genesis.epoch(self.now_ms()))
                 await trio.to_thread.run_sync(self.index.trim, epoch)
                 await trio.to_thread.run_sync(self.index.save)
 
-    def _remember_peers(self) -> None:
+    async def _remember_peers(self) -> None:
         from moenode.node.peers import remember
 
         connected = set(self.net.connected())
         addrs = [a.addrs[0] for pk, a in self.adverts.items() if pk in connected and a.addrs]
-        try:
-            remember(self.home, addrs)
+        try:  # reads and maybe rewrites (fsync) a file: not on the event loop
+            await trio.to_thread.run_sync(remember, self.home, addrs)
         except OSError as e:  # a full disk must not stop the node; the file is only a hint for the next start
             log.warning("could not save peers.json: %s", e)
 
