@@ -203,8 +203,10 @@ class StatusProbe:
     def phase(self, name: str) -> None:
         self._send({"phase": name})
 
-    def report(self) -> dict[str, dict[str, dict]]:
-        self._send({"report": True})
+    def report(self, next_phase: str | None = None) -> dict[str, dict[str, dict]]:
+        """Every sample since the last report, by node and phase; `next_phase` names the phase of the samples after
+        it, set in the same command so that no sample starts under the old name."""
+        self._send({"report": True} | ({"phase": next_phase} if next_phase else {}))
         assert self.proc.stdout is not None
         return json.loads(self.proc.stdout.readline())
 
@@ -281,8 +283,7 @@ def measure(arena: Arena, attack: Attack, probe: StatusProbe, *, settle_s: float
             after_s: float = 2.0) -> dict[str, Any]:
     """Run one attack against the arena and report what it cost each node (see the module docstring)."""
     meters = {nd.name: Meter.start(nd) for nd in arena.nodes}
-    probe.report()  # forget what came before
-    probe.phase("during")
+    probe.report(next_phase="during")  # forget what came before
     t0 = time.monotonic()
     try:
         seen, error = attack.run(arena), None

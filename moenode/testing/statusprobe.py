@@ -7,12 +7,14 @@ stdin:
     {"homes": [...], "interval": 0.1, "timeout": 10}   first: the node homes to poll
     {"phase": "after"}                                   later samples count under this phase
     {"report": true}                                     print every sample so far as one JSON line; forget them
+    {"report": true, "phase": "during"}                  the same, and later samples count under the new phase
     {"quit": true}
 
 One thread per node sends GET /status every `interval` seconds, one request at a time, with the node's token, and
 records the time to the complete answer or why there was none (a frozen node shows as a timeout). It finds the URL
 and the token in the home (run.json, control.token) again after every failure, since a restarted node listens on
-a new port. Standard library only.
+a new port. A request still out when a report is taken is dropped when it ends: its phase is the old one (a node
+frozen by the last attack would otherwise charge its whole freeze to the phase before it). Standard library only.
 """
 
 import json
@@ -28,6 +30,7 @@ class Probe:
     def __init__(self, homes: list[str], interval: float, timeout: float):
         self.interval, self.timeout = interval, timeout
         self.phase = "during"
+        self.generation = 0  # bumped by every report: a sample started before it is dropped
         self.samples: dict[str, list[tuple[str, float | None, str]]] = {Path(h).name: [] for h in homes}
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -38,7 +41,7 @@ class Probe:
     def poll(self, home: Path) -> None:
         where: tuple[str, str] | None = None
         while not self.stop.is_set():
-            t0, phase = time.monotonic(), self.phase
+            t0, phase, generation = time.monotonic(), self.phase, self.generation
             latency, error = None, ""
             try:
                 where = where or locate(home)
@@ -49,12 +52,14 @@ class Probe:
             except Exception as e:  # noqa: BLE001 - every failure is a sample: down, refused, timed out
                 error, where = type(e).__name__, None
             with self.lock:
-                self.samples[home.name].append((phase, latency, error))
+                if generation == self.generation:
+                    self.samples[home.name].append((phase, latency, error))
             self.stop.wait(max(0.0, self.interval - (time.monotonic() - t0)))
 
     def report(self) -> dict:
         with self.lock:
             taken = {name: list(s) for name, s in self.samples.items()}
+            self.generation += 1
             for s in self.samples.values():
                 s.clear()
         return {name: summarize(s) for name, s in taken.items()}
