@@ -19,7 +19,7 @@ demo: setup            ## the main job: a local testnet embedding real text end 
 	$(VENV)/bin/moenode testnet demo --nodes 5 --submissions 20 --json demo.json
 
 test: setup            ## the whole suite, slow end-to-end tests included
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=25
 
 test-fast: setup       ## skip the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
