@@ -461,6 +461,9 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
     ) -> None:
         """Stake balance to become a shard member. Stake placed in epoch E counts from epoch E+2.
 
+        The order also declares the spaces the node's model serves (a specialist of minilm-l6 serves `main`), so
+        from E+2 the node is drawn into shards of those spaces only.
+
         Examples:
 
           moenode stake 1000 --model spec-legal --home ~/newnode
@@ -480,6 +483,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists eve
         except ControlError:
             epoch = None
         typer.echo(f"staked {amount}" + (f" for model {model}" if model else "") + (f"  ({fmt(res)})" if res else ""))
+        if res.get("spaces"):
+            typer.echo(f"serves space {', '.join(res['spaces'])} from the same epoch")
         if isinstance(epoch, int):
             typer.echo(f"placed in epoch {epoch}: counts from epoch {epoch + 2} (watch `moenode status`)")
 

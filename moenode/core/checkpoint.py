@@ -15,6 +15,9 @@ table of epoch E+2 as `next_table(table(E+1), items)`. Without one, table(E+2) =
 2. The slashed total goes to the unslashed stakers pro rata to stake (floors, then +1 by largest remainder, ties by
    public key). If every staker is slashed, no one is (the stake has nowhere to go and supply is conserved).
 3. Unstakes pay out `min(amount, stake left)` to the balance, in item order. 4. Stakes are added.
+
+A `serve` item (from a Stake order that declares spaces) moves no stake: the ledger that applies the checkpoint
+records the declaration, which holds from the same table on (`Ledger.space_book_at`, protocol/spaces.md 3.2).
 """
 
 from dataclasses import dataclass
@@ -55,7 +58,7 @@ ZERO = bytes(DIGEST_SIZE)
 MAX_CP_ITEMS = 4096
 EQUIVOCATION_KINDS = ("equivocation", "commit_after_optout", "double_proxy")
 MISMATCH_KINDS = ("reveal_mismatch", "faulty")
-ITEM_KINDS = ("stake", "unstake", "strike") + EQUIVOCATION_KINDS + MISMATCH_KINDS
+ITEM_KINDS = ("stake", "unstake", "strike", "serve") + EQUIVOCATION_KINDS + MISMATCH_KINDS
 EVIDENCE_KINDS = EQUIVOCATION_KINDS + ("reveal_mismatch",)  # items tagged by when a node accepted them
 
 
@@ -67,7 +70,7 @@ class Item:
     kind: str
     account: bytes
     source: bytes  # the order id, the certified report's id, or the evidence key
-    value: int  # amount for stake/unstake, 1 otherwise
+    value: int  # amount for stake/unstake; for serve, the spaces declared as a bit mask of the genesis list; else 1
 
     @property
     def key(self) -> tuple[str, bytes, bytes]:

@@ -21,6 +21,11 @@ voting); the checkpoint that includes it moves it into the table. An Unstake mov
 pays `min(amount, stake left after slashing)` to the balance. Supply = balances + bonding + table + escrows and
 never changes; every node asserts it after every step.
 
+Spaces. A Stake order may declare the spaces its account's model serves; its `serve` item, checkpointed with the
+stake, replaces the account's declaration in `serving` from the table that checkpoint fixes on (`serving_at[e]`,
+one mapping per fixed epoch, shared until a declaration changes it). `space_book_at(e)` is the genesis book with
+those declarations over it: what shards of epoch e are drawn from.
+
 Certified orders of an epoch whose stake table is not yet known wait in `pending` and are retried when a checkpoint
 (or `skip_checkpoint`) fixes it; the ones that then apply are listed in `released` for the owner to log (an order
 is logged when it is applied, never while it waits). What may wait is bounded: its epoch is at most two ahead of
@@ -74,6 +79,7 @@ from moenode.core.orders import (
     verify_pay_cert,
 )
 from moenode.core.selection import sample_shard, shard_seed, shard_size, voting_power
+from moenode.core.spaces import SpaceBook
 
 PENDING_AHEAD = 2  # a certified order waits for its table only if its epoch is at most this far ahead of ours
 PENDING_THRESHOLD = 3_334  # the voting power of the newest known table its votes must carry to wait: over a third
@@ -219,6 +225,9 @@ class Ledger:
         self.items: dict[tuple[str, bytes, bytes], Item] = {}  # stake-changing items not yet checkpointed
         self.checkpointed: set[tuple[str, bytes, bytes]] = set()
         self.unstaking: dict[bytes, int] = {}  # uncheckpointed Unstake amounts, per account
+        self.serving: dict[bytes, tuple[str, ...]] = {}  # spaces declared by checkpointed Stake orders
+        self.serving_at: dict[int, dict[bytes, tuple[str, ...]]] = {0: self.serving, 1: self.serving}
+        self._books: dict[int, SpaceBook] = {}
         self.pending = Pending()  # certified orders waiting for their epoch's stake table
         self.released: list[CertifiedOrder] = []  # applied out of `pending` since the owner last took them
         self.supply = genesis.supply()
@@ -249,6 +258,15 @@ class Ledger:
             raise KeyError(f"the stake table of epoch {epoch} is not fixed yet (known through {self.known_through})")
         return self.tables[epoch]  # one entry per epoch 0..known_through (a carried-over table is a copy)
 
+    def space_book_at(self, epoch: int) -> SpaceBook:
+        """Who serves which space in `epoch`: the genesis declarations, overridden by the ones that checkpoints made
+        (a Stake's `spaces`) up to the one that fixed this epoch's table. KeyError if it is not fixed yet."""
+        if epoch > self.known_through:
+            raise KeyError(f"the spaces of epoch {epoch} are not fixed yet (known through {self.known_through})")
+        if epoch not in self._books:
+            self._books[epoch] = self.genesis.space_book.declaring(self.serving_at[epoch])
+        return self._books[epoch]
+
     def power_at(self, epoch: int) -> dict[bytes, int]:
         if epoch not in self._powers:
             self._powers[epoch] = voting_power(self.stakes_at(epoch))
@@ -278,6 +296,7 @@ class Ledger:
             "applied": [len(self.applied), self.applied_sum.to_bytes(32, "big")],
             "items": sorted(i.to_wire() for i in self.items.values()),
             "cp": [self.known_through, self.last_cp],
+            "serving": sorted([pk, list(ids)] for pk, ids in self.serving.items()),
         }
         return H("ledger-state", canonical(state))
 
@@ -328,6 +347,9 @@ class Ledger:
                 raise StateError("PayEscrow: this shard is already paid", reason="escrow_exists")
             if o.deadline_ms <= now_ms and not renewal:
                 raise StateError("PayEscrow: the deadline has passed", reason="deadline")
+        elif isinstance(o, Stake):
+            for space_id in o.spaces:
+                self.genesis.space_book.space(space_id)  # a space the genesis lists, or a SchemaError
         elif isinstance(o, Unstake) and not renewal:
             free = self.stake(o.account) - self.unstaking.get(o.account, 0)
             if o.amount > free:
@@ -365,7 +387,7 @@ class Ledger:
         if r.shard_id != derive_shard_id(r.epoch, r.data_hash, r.nonce, r.submitter, r.space):
             raise SchemaError("shard certificate: shard_id is not derived from the report")
         try:
-            power = self.genesis.space_book.power_in(self.power_at(r.epoch), r.space)
+            power = self.space_book_at(r.epoch).power_in(self.power_at(r.epoch), r.space)
             seed = self.epoch_seed(r.epoch)
         except KeyError as e:
             raise StateError(f"shard certificate: {e}") from None
@@ -456,6 +478,8 @@ class Ledger:
             self._move(self.balances, o.account, -o.amount)
             self._move(self.bonding, o.account, o.amount)
             self._add_item(Item(o.epoch, "stake", o.account, oid, o.amount))
+            if o.spaces:
+                self._add_item(Item(o.epoch, "serve", o.account, oid, self.genesis.space_book.mask(o.spaces)))
         elif isinstance(o, Unstake):
             if self._add_item(Item(o.epoch, "unstake", o.account, oid, o.amount)):
                 self._move(self.unstaking, o.account, o.amount)
@@ -511,6 +535,10 @@ class Ledger:
 
     def apply_checkpoint(self, cp: Checkpoint) -> None:
         table, payouts = next_table(self.table, cp.items, self.params)
+        declared = {it.account: it.value for it in cp.items if it.kind == "serve"}  # the last in item order holds
+        if declared:  # a new mapping, so the epochs fixed before keep theirs
+            book = self.genesis.space_book
+            self.serving = {**self.serving, **{pk: ids for pk, mask in declared.items() if (ids := book.unmask(mask))}}
         for it in cp.items:
             self.checkpointed.add(it.key)
             mine = self.items.pop(it.key, None)
@@ -548,6 +576,7 @@ class Ledger:
     def _fix_next(self, table: dict[bytes, int]) -> None:
         self.known_through += 1
         self.tables[self.known_through] = table
+        self.serving_at[self.known_through] = self.serving
         for cert in self.pending.due(self.known_through):
             try:
                 if self.accept_certificate(cert) == "applied":

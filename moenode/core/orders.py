@@ -42,6 +42,7 @@ from moenode.core.messages import (
     KiB,
     PK,
     SIG,
+    SPACE,
     Certificate,
     Message,
     Signed,
@@ -62,6 +63,7 @@ from moenode.core.messages import (
     values_of,
 )
 from moenode.core.selection import CERT_THRESHOLD
+from moenode.core.spaces import MAX_SPACES
 
 MAX_AMOUNT = (1 << 62) - 1
 AMOUNT = uint(MAX_AMOUNT)
@@ -250,15 +252,23 @@ class Refund(Order):
 @register
 @dataclass(frozen=True)
 class Stake(Order):
-    """Bond `amount` of balance; it joins the stake table two epochs after the order's epoch (by checkpoint)."""
+    """Bond `amount` of balance; it joins the stake table two epochs after the order's epoch (by checkpoint).
+
+    `spaces`, when not empty, declares the spaces the account's model serves from then on (protocol/spaces.md 3.2):
+    the same checkpoint that adds the stake to the table makes the declaration, so shards of a space are drawn from
+    its stake from the same epoch. Empty keeps what the account serves (its genesis declaration, the default space,
+    or an earlier Stake's)."""
 
     TYPE: ClassVar[str] = "Stake"
     MAX_BYTES: ClassVar[int] = 1 * KiB
     amount: int = spec(AMOUNT)
+    spaces: tuple[str, ...] = spec(seq(SPACE, MAX_SPACES), ())
 
     def validate(self) -> None:
         if self.amount < 1:
             raise SchemaError("Stake: amount must be positive")
+        if list(self.spaces) != sorted(set(self.spaces)):
+            raise SchemaError("Stake: spaces must be unique and sorted")
 
 
 @register

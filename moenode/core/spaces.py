@@ -155,6 +155,18 @@ class SpaceBook:
     def serves(self, account: bytes) -> tuple[str, ...]:
         return self.declared.get(account, (self.default.id,))
 
+    def declaring(self, declared: Mapping[bytes, tuple[str, ...]]) -> SpaceBook:
+        """This book with later declarations (made by Stake orders, fixed by checkpoints) over the genesis ones."""
+        return self if not declared else SpaceBook(self.spaces, {**self.declared, **declared})
+
+    def mask(self, space_ids: Sequence[str]) -> int:
+        """The spaces as a bit mask of the genesis list (bit i: the i-th space), as a `serve` item carries them."""
+        return sum(1 << self.ids().index(self.space(s).id) for s in dict.fromkeys(space_ids))
+
+    def unmask(self, mask: int) -> tuple[str, ...]:
+        """The spaces of a mask, sorted; bits beyond the genesis list are ignored."""
+        return tuple(sorted(s.id for i, s in enumerate(self.spaces) if mask >> i & 1))
+
     def power_in(self, power: Mapping[bytes, int], space_id: str) -> dict[bytes, int]:
         """The voting power of the accounts that serve `space_id`: the pool its shards are drawn from."""
         self.space(space_id)

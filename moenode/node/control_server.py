@@ -17,7 +17,8 @@ Contract (what `moenode submit/status/transfer/stake` and the testnet rely on):
                          "status", "reason", "refunded", "elapsed_ms", "pay_ms"}, ...]}
                     402 {"error"} payment could not be certified; 502 {"error", "attempts"} no certificate
     POST /transfer  {"to": hex account, "amount": int}  200 {"order_id": hex, "balance": int}
-    POST /stake     {"amount": int, "model"?: str}      200 {"order_id": hex, "balance": int, "bonding": int}
+    POST /stake     {"amount": int, "model"?: str}      200 {"order_id": hex, "balance": int, "bonding": int,
+                                                             "spaces": [the spaces the Stake declared: the model's]}
 
 Every error is {"error": message} with a 4xx/5xx status. Bodies are capped at 8 MiB.
 
@@ -395,11 +396,12 @@ async def _stake(node: Node, obj: dict) -> dict:
     if amount > bal:
         raise HTTPError(400, f"amount {amount} exceeds the balance {bal}")
     try:
-        cert = await node.payments.stake(amount)
+        spaces = node.model_spaces()
+        cert = await node.payments.stake(amount, spaces)
     except PaymentError as e:
         raise HTTPError(402, str(e)) from None
     led = node.payments.ledger
     return {"order_id": cert.id.hex(), "balance": led.balance(node.account),
-            "bonding": led.bonding.get(node.account, 0)}
+            "bonding": led.bonding.get(node.account, 0), "spaces": list(spaces)}
 
 

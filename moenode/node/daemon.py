@@ -166,7 +166,7 @@ class Node:
         self._stop = trio.Event()
         try:
             self.compute = await trio.to_thread.run_sync(Compute, cfg.model, p.router_model, p)
-            for sp in (self.genesis.space_book.space(s) for s in self.genesis.space_book.serves(self.account)):
+            for sp in (self.genesis.space_book.space(s) for s in self.served_spaces()):
                 if sp.dim and sp.dim != self.compute.encoder.dim:  # its candidates would never pass the space check
                     log.warning("model %s has %d dimensions but this account serves space %s of %d: it cannot win "
                                 "rounds there", cfg.model, self.compute.encoder.dim, sp.id, sp.dim)
@@ -399,7 +399,7 @@ class Node:
             "epoch": epoch,
             "model": self.compute.encoder.name if self.compute else self.config.model,
             "model_id": self.compute.model_id.hex() if self.compute else "",
-            "spaces": list(self.genesis.space_book.serves(me)),
+            "spaces": list(self.served_spaces(epoch)),
             "stake": led.stake(me),
             "voting_power": power,
             **self._stake_view(epoch),
@@ -430,6 +430,21 @@ class Node:
             # rounds, wins, proxies, submissions, certificates and rejections count from this start
             "counters_since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
         }
+
+    def served_spaces(self, epoch: int | None = None) -> tuple[str, ...]:
+        """The spaces this node's account serves in `epoch` (default: the newest fixed one), by the ledger: its
+        genesis declaration, or the one its last checkpointed Stake made (protocol/spaces.md 3.2)."""
+        led = self.payments.ledger
+        e = led.known_through if epoch is None else min(max(0, epoch), led.known_through)
+        return led.space_book_at(e).serves(self.account)
+
+    def model_spaces(self) -> tuple[str, ...]:
+        """The spaces of this network that the node's model belongs to (its zoo family; a model file: the default
+        space), which a Stake declares; () if the genesis lists none of them."""
+        from moenode.encoders import zoo
+
+        space = zoo.space_of(self.config.model)
+        return (space,) if space in self.genesis.space_book.ids() else ()
 
     def _stake_view(self, epoch: int) -> dict[str, Any]:
         """Where this node's stake is on its way: `bonding` (placed, not yet in a stake table), the stake of every

@@ -88,7 +88,10 @@ class Epochs:
         """An event per strike or fault the checkpoint carries and per stake it slashes (`stakes`: the table
         before it)."""
         for it in cp.items:
-            if it.kind not in ("stake", "unstake"):
+            if it.kind == "serve":
+                event(log, "serve", account=it.account, spaces=list(self.node.payments.ledger.genesis.space_book
+                                                                     .unmask(it.value)), checkpoint=cp.epoch)
+            elif it.kind not in ("stake", "unstake"):
                 event(log, "strike", account=it.account, kind=it.kind, epoch=it.epoch, checkpoint=cp.epoch)
         for acct, bps in slash_bps(cp.items, self.node.params).items():
             amount = stakes.get(acct, 0) * min(bps, 10_000) // 10_000

@@ -569,11 +569,13 @@ class Payments:
         event(log, "transfer", amount=amount, to=to, order=done.id, balance=self.ledger.balance(self.me))
         return done
 
-    async def stake(self, amount: int) -> CertifiedOrder:
+    async def stake(self, amount: int, spaces: tuple[str, ...] = ()) -> CertifiedOrder:
+        """Bond `amount`; `spaces` (sorted ids of this network's spaces) declares what the model serves from the
+        table the stake joins, () keeps the account's declaration."""
         done = await self._own_order(lambda seq, epoch: Stake(account=self.me, sequence=seq, epoch=epoch,
-                                                              amount=amount))
+                                                              amount=amount, spaces=spaces))
         event(log, "stake", amount=amount, account=self.me, epoch=done.msg.epoch, order=done.id,
-              bonding=self.ledger.bonding.get(self.me, 0))
+              bonding=self.ledger.bonding.get(self.me, 0), spaces=list(spaces))
         return done
 
     # views -----------------------------------------------------------------------------------------------------------

@@ -218,10 +218,10 @@ class Rounds:
         if inp.epoch not in (cur - 1, cur):
             raise StateError(f"Input: epoch {inp.epoch} is not current ({cur})")
         try:
-            power, seed = led.power_at(inp.epoch), led.epoch_seed(inp.epoch)
+            power, seed, book = led.power_at(inp.epoch), led.epoch_seed(inp.epoch), led.space_book_at(inp.epoch)
         except KeyError as e:
             raise StateError(f"Input: {e}") from None
-        return ShardContext.derive(self.node.net_id, self.node.params, inp, power, seed, self.node.genesis.space_book)
+        return ShardContext.derive(self.node.net_id, self.node.params, inp, power, seed, book)
 
     def _on_input(self, env: Signed) -> None:
         inp: Input = env.msg
@@ -479,7 +479,7 @@ class Rounds:
             return ProxyAnswer.of(Refusal("off", "this node does not serve proxies")).encode()
         inp_env = open_wire(env.msg.input, node.net_id, ed25519_verify, (Input,))  # type: ignore[attr-defined]
         inp: Input = inp_env.msg  # type: ignore[assignment]
-        if inp.space not in node.genesis.space_book.serves(node.account):
+        if inp.space not in node.served_spaces(inp.epoch):
             node.metrics.inc("proxies_refused_space")
             return ProxyAnswer.of(Refusal("space", f"this node does not serve space {inp.space}")).encode()
         ctx = self._derive(inp)
@@ -522,7 +522,7 @@ class Rounds:
             raise SubmitError(str(e), []) from None
         epoch = max(0, node.genesis.epoch(node.now_ms()))
         try:
-            power = node.payments.ledger.power_at(epoch)
+            power, book = node.payments.ledger.power_at(epoch), node.payments.ledger.space_book_at(epoch)
         except KeyError:
             return space
         if not any(vp > 0 for vp in book.power_in(power, space).values()):

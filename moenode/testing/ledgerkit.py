@@ -11,6 +11,7 @@ from moenode.core.authority import Authority, LedgerStore, MemoryStore
 from moenode.core.crypto import CheapSigner, Ed25519Signer, H, cheap_verify, ed25519_verify
 from moenode.core.errors import ProtocolError
 from moenode.core.genesis import Account, Genesis, Params
+from moenode.core.spaces import Space
 from moenode.core.ledger import Ledger
 from moenode.core.messages import Certificate, Report, Signed, body_of, seal
 from moenode.core.codec import canonical
@@ -33,7 +34,8 @@ class Net:
 
     def __init__(self, n: int = 5, users: int = 3, *, cheap: bool = False, name: str = "ledgertest",
                  stake: int = 10_000, balance: int = 1_000_000, params: Params | None = None,
-                 stakes: list[int] | None = None, stores: Callable[[int, bytes], LedgerStore] | None = None):
+                 stakes: list[int] | None = None, stores: Callable[[int, bytes], LedgerStore] | None = None,
+                 spaces: tuple[Space, ...] = (Space(),)):
         """`stores(i, network_id)` gives authority i's store (default: a MemoryStore each)."""
         self.verify = cheap_verify if cheap else ed25519_verify
         self.auth_keys = signers(n, b"auth", cheap)
@@ -43,7 +45,7 @@ class Net:
         accounts += [Account(u.public_key, balance=balance) for u in self.user_keys]
         accounts.sort(key=lambda a: a.pubkey)
         self.genesis = Genesis(name=name, genesis_time_ms=0, epoch_ms=EPOCH_MS, params=params or Params(),
-                               accounts=tuple(accounts))
+                               accounts=tuple(accounts), spaces=spaces)
         self.net = self.genesis.network_id
         stores = stores or (lambda i, net: MemoryStore())
         self.authorities = [Authority(Ledger(self.genesis, self.verify), k, stores(i, self.net))

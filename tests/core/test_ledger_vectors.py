@@ -73,6 +73,7 @@ def orders() -> list:
         Stake(me, 2, 3, 50_000),
         Unstake(me, 3, 3, 20_000),
         Settle(escrow_account(SHARD), 0, 3, Certificate(report, rep_sigs)),
+        Stake(me, 4, 3, 10_000, ("l3", "main")),  # declares the spaces its model serves (spaces.md 3.2)
     ]
     out = []
     for order in cases:
@@ -159,6 +160,7 @@ def slashing() -> list:
         [Item(0, "equivocation", B, b"\0" * 32, 1), Item(0, "unstake", B, b"\2" * 32, 20_000),
          Item(0, "stake", C, b"\3" * 32, 5)],
         [Item(0, "faulty", C, b"\0" * 32, 1), Item(0, "reveal_mismatch", C, b"\1" * 32, 1)],
+        [Item(0, "serve", C, b"\3" * 32, 0b101), Item(0, "stake", C, b"\3" * 32, 5)],  # a serve item moves no stake
     ]
     out = []
     for items in item_sets:

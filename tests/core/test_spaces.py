@@ -15,6 +15,9 @@ from moenode.core.messages import Input, shard_id
 from moenode.core.round import LocalRoundError, ShardContext
 from moenode.core.selection import data_hash, quorum, sample_shard, shard_seed, shard_size, voting_power
 from moenode.core.spaces import Space, cosines_micro, off_space
+from moenode.core.checkpoint import CheckpointCert
+from moenode.core.orders import Stake
+from moenode.testing.ledgerkit import EPOCH_MS, T0, Net
 from moenode.testing.roundkit import Scenario, make_signers
 
 from tests.core.test_round import run
@@ -146,3 +149,50 @@ def test_a_candidate_of_the_wrong_dimension_cannot_win():
     cands = {b"a" * 32: (4, v.tobytes()), b"b" * 32: (2, np.eye(2, 4, dtype=np.float32)[:, :2].tobytes())}
     assert off_space(space, b"a" * 32, cands) == ""
     assert "2 dimensions" in off_space(space, b"b" * 32, cands)
+
+
+def _checkpoint(net: Net, epoch: int) -> None:
+    cp = net.ledger.propose_checkpoint(epoch)
+    now = (epoch + 1) * EPOCH_MS + 1
+    data = CheckpointCert(cp, tuple(sorted((a.me, a.sign_checkpoint(cp, now)) for a in net.authorities))).encode()
+    for a in net.authorities:
+        assert a.accept_checkpoint(data) == "applied"
+
+
+def test_a_stake_declares_the_spaces_its_model_serves_from_the_table_it_joins():
+    net = Net(n=4, spaces=(Space("main"), Space("other")))
+    joiner = net.user_keys[0]
+    me = joiner.public_key
+    net.run(Stake(me, 0, 0, 5_000, ("other",)), joiner)
+    led = net.ledger
+    assert [i.kind for i in led.propose_checkpoint(0).items] == ["serve", "stake"]
+    _checkpoint(net, 0)  # fixes the table of epoch 2: the stake and the declaration join it together
+    assert led.space_book_at(1).serves(me) == ("main",)  # before: an account the genesis does not list
+    assert led.space_book_at(2).serves(me) == ("other",)
+    assert set(led.space_book_at(2).power_in(led.power_at(2), "other")) == {me}
+    assert me not in led.space_book_at(2).power_in(led.power_at(2), "main")
+    assert len(net.digests()) == 1
+    before = led.state_digest()
+    net.run(Stake(me, 1, 1, 1_000, ("main", "other")), joiner, now=EPOCH_MS + 1)
+    _checkpoint(net, 1)
+    assert led.space_book_at(3).serves(me) == ("main", "other") and led.space_book_at(2).serves(me) == ("other",)
+    net.run(Stake(me, 2, 2, 1_000), joiner, now=2 * EPOCH_MS + 1)  # no spaces: the declaration stands
+    _checkpoint(net, 2)
+    assert led.space_book_at(4).serves(me) == ("main", "other")
+    assert led.state_digest() != before and len(net.digests()) == 1
+    with pytest.raises(KeyError):
+        led.space_book_at(5)
+
+
+def test_a_stake_that_names_an_unknown_space_or_an_unsorted_list_is_refused():
+    net = Net(n=4, spaces=(Space("main"), Space("other")))
+    joiner = net.user_keys[0]
+    me = joiner.public_key
+    with pytest.raises(SchemaError, match="not one of this network"):
+        net.ledger.check_order(net.seal(Stake(me, 0, 0, 5_000, ("nowhere",)), joiner), T0)
+    with pytest.raises(SchemaError, match="unique and sorted"):
+        net.seal(Stake(me, 0, 0, 5_000, ("other", "main")), joiner)
+    body = Stake(me, 0, 0, 5_000, ("other",)).to_body()
+    assert Stake.from_body(body).spaces == ("other",)
+    with pytest.raises(SchemaError, match="a space id"):
+        Stake.from_body({**body, "spaces": ["Not A Space"]})

@@ -56,10 +56,11 @@ def test_late_joiner_catches_up_stakes_and_wins_in_its_specialty(testnet):
     cli("transfer", "--home", str(faucet.home), str(home), str(STAKE * 2))
     wait_for(lambda: cli("status", "--home", str(home))["balance"] == STAKE * 2, 60, "the transfer to arrive")
     staked_in = cli("status", "--home", str(home))["epoch"]
-    cli("stake", str(STAKE), "--model", JOINER_MODEL, "--home", str(home))
+    staked = cli("stake", str(STAKE), "--model", JOINER_MODEL, "--home", str(home))
+    assert staked["spaces"] == ["main"]  # the Stake declares the space of its model (a specialist of L6)
     st = wait_for(lambda: (s := cli("status", "--home", str(home)))["voting_power"] > 0 and s,
                   6 * 20 + 60, "the joiner's stake to take effect")
-    assert st["epoch"] >= staked_in + 2 and st["stake"] == STAKE
+    assert st["epoch"] >= staked_in + 2 and st["stake"] == STAKE and st["spaces"] == ["main"]
 
     # submissions in its specialty, through the genesis nodes: it wins (as a member or as a proxy expert)
     domain = SPECIALTY[JOINER_MODEL]
