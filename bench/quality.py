@@ -10,7 +10,9 @@ domain in one index):
   delivered_mrr / alone_mrr  global MRR of the first same-label neighbour, ONE index across all the batches the
                              submitter received (`moenode.testing.quality.one_index_mrr`; batches delivered in another
                              space, i.e. another dimension, are never neighbours)
-  ratio_to_best              delivered over the best single model alone            goal >= 1.0 mixed, >= 0.98 per domain
+  ratio_to_best_in_space     delivered over the best single model alone of the space the batches named (the
+                             models of another space cannot serve them)           goal >= 1.0 mixed, >= 0.98 per domain
+  ratio_to_best              delivered over the best single model alone, any space (the large expert included)
   agreement                  per round, among the honest candidates (the shard's members, recomputed from a node's
                              ledger, plus the expert when the winner proxied): the share of (winner, other) pairs
                              whose within-batch label quality agrees with the choice          goal >= 0.75
@@ -137,10 +139,11 @@ def print_ratios(r: dict) -> None:
         return
     models = sorted(q["mixed"]["alone_mrr"])
     print(f"{'corpus':12s} {'delivered':>9s} " + " ".join(f"{m:>11s}" for m in models)
-          + f" {'vs best':>8s} {'agreement':>9s} {'proxied':>7s}")
+          + f" {'vs space':>8s} {'vs any':>7s} {'agreement':>9s} {'proxied':>7s}")
     for name, row in [("mixed", q["mixed"]), *sorted(q["domains"].items())]:
         print(f"{name:12s} {f(row['delivered_mrr']):>9s} " + " ".join(f"{f(row['alone_mrr'][m]):>11s}" for m in models)
-              + f" {f(row['ratio_to_best']):>7s}x {f(row.get('agreement')):>9s} {row['proxied_rounds']:>7d}")
+              + f" {f(row.get('ratio_to_best_in_space')):>7s}x {f(row['ratio_to_best']):>6s}x"
+              + f" {f(row.get('agreement')):>9s} {row['proxied_rounds']:>7d}")
 
 
 if __name__ == "__main__":

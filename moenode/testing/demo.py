@@ -285,6 +285,21 @@ def run_workload(tn: Testnet, cfg: DemoConfig, ui: Any = None, on_done: Any = No
     return summary
 
 
+def best_in_space(group: Sequence[Submitted], alone: dict[str, float | None], got: float | None) -> dict[str, Any]:
+    """The target's comparison: delivered against the best single model of the space the submitter chose (the
+    models of another space cannot serve it). Empty when the rounds named more than one space."""
+    from moenode.encoders import zoo
+
+    spaces = {s.result.get("space", "main") for s in group}
+    if len(spaces) != 1:
+        return {}
+    space = spaces.pop()
+    mine = {m: v for m, v in alone.items() if v is not None and zoo.space_of(m) == space}
+    best = max(mine, key=lambda m: mine[m], default=None)
+    return {"space": space, "best_in_space": best,
+            "ratio_to_best_in_space": got / mine[best] if got is not None and best is not None and mine[best] else None}
+
+
 def delivered_quality(subs: Sequence[Submitted], models: Sequence[str], *, label_of: dict[str, str] | None = None,
                       candidates: dict[int, list[str]] | None = None, model_of: dict[str, str] | None = None,
                       ui: Any = None) -> dict[str, Any]:
@@ -328,6 +343,7 @@ def delivered_quality(subs: Sequence[Submitted], models: Sequence[str], *, label
             "best_single": next((m for m, v in alone.items() if v == best), None),
             "ratio_to_best": got / best if got is not None and best else None,
             "ratio_to_each": {m: got / v if got is not None and v else None for m, v in alone.items()},
+            **best_in_space(group, alone, got),
             "proxied_rounds": sum(1 for s in group if (s.served or 0) > 0
                                   or s.result.get("producer") != s.result.get("winner")),
             "proxied_wins": sum(1 for s in group if s.result.get("producer") != s.result.get("winner")),
