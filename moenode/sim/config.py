@@ -38,6 +38,7 @@ class SimConfig:
     proxy_wait_ms: int = 1_000  # how long a member waits for its expert before working itself
     verify_ms: int = 20
     trace: bool = False  # keep per-submission outcomes (fidelity tests)
+    space_mix: dict = field(default_factory=dict)  # space id -> weight in the workload; {}: the share of nodes
 
 
 @dataclass
