@@ -421,7 +421,7 @@ class MarketSim:
         clients, space = self.pop.clients, sh.pool.space.id
         learned: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         earned: dict[bytes, int] = {}
-        any_equiv, any_struck, any_faulty = vt.equiv.any(axis=1), vd.struck.any(axis=1), vd.faulty.any(axis=1)
+        any_equiv, any_struck, any_faulty = (np.any(a, axis=1).tolist() for a in (vt.equiv, vd.struck, vd.faulty))
         for g, i in enumerate(sh.rows.tolist()):
             k, members, esc = self.done + i, sh.M[g], escrow_id(sh.sids[g])
             if not book.pay(clients[k % len(clients)], esc, s.fee):
