@@ -2,7 +2,8 @@
 daemon's derivation), routing and proxies stay inside it, and in the real mode the in-round space check keeps a
 good encoder in the wrong space (adv-offspace) from winning."""
 
-import numpy as np
+from dataclasses import replace
+
 import pytest
 
 import moenode.core.round as core_round
@@ -12,7 +13,7 @@ from moenode.sim.config import override, parse
 from moenode.sim.market import MarketSim
 from moenode.sim.message import MessageSim
 from moenode.sim.population import item_text, nonce_of, round_ids
-from moenode.testing.simkit import FAST_PARAMS, small
+from moenode.testing.simkit import small
 
 TWO_SPACES = 'spaces = ["main", "b"]'
 
@@ -133,14 +134,6 @@ mode = "real"
 real_models = ["minilm-l6", "spec-code", "spec-man", "minilm-l3", "adv-offspace"]
 real_per_domain = 8
 """
-SEQUENTIAL = """
-[net]
-latency_ms = 40
-latency_spread = 0.0
-jitter = 0.0
-bandwidth_mbps = 1e9
-interval_ms = 20000
-""" + FAST_PARAMS  # one round at a time on uniform links, as `small` runs them: where both levels must agree
 
 
 @pytest.fixture(scope="module")
@@ -148,11 +141,15 @@ def sim_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("simcache")
 
 
-def real_run(level, monkeypatch, sim_cache, submissions=120, extra="", **kw):
+def real_run(level, monkeypatch, sim_cache, submissions=120, sequential=False, **kw):
+    """A real-mode run; `sequential`: one round at a time on uniform links, as `small` runs them (where both levels
+    must agree)."""
     monkeypatch.setenv("MOENODE_SIM_CACHE", str(sim_cache))
     msg = level is MessageSim
     sc = parse(REAL.format(submissions=submissions, fidelity="message" if msg else "market",
-                           chunk=1 if msg or extra else 30) + extra)
+                           chunk=1 if msg or sequential else 30))
+    if sequential:
+        sc = replace(sc, net=small().net, params=small().params)
     m = level(sc)
     for name, value in kw.items():
         setattr(m.world, name, value)
@@ -194,8 +191,8 @@ def test_real_mode_without_the_space_check_the_off_space_cheat_wins(monkeypatch,
 def test_real_mode_levels_agree_with_the_space_check(monkeypatch, sim_cache):
     """The market level's evaluation walk with the space check is the core's: same rounds, same winners, same
     refunds (split shards) as the message level, where every member runs the core's check."""
-    msg = real_run(MessageSim, monkeypatch, sim_cache, submissions=40, extra=SEQUENTIAL)
-    mk = real_run(MarketSim, monkeypatch, sim_cache, submissions=40, extra=SEQUENTIAL)
+    msg = real_run(MessageSim, monkeypatch, sim_cache, submissions=40, sequential=True)
+    mk = real_run(MarketSim, monkeypatch, sim_cache, submissions=40, sequential=True)
     assert [key(t) for t in sorted(msg.trace, key=lambda t: t["k"])] == [key(t) for t in mk.trace]
     assert any(t["winner"] is None for t in mk.trace)  # a split shard: two sides that disagree, refunded
     assert msg.book.balances == mk.book.balances
