@@ -124,12 +124,11 @@ def workload(book: SpaceBook, serves: list[str], mix: dict) -> dict[str, float]:
     """The weight of each space in the submissions: `mix` ({} : the number of nodes that serve each)."""
     if not mix:
         return {s: float(serves.count(s)) for s in book.ids() if s in serves} or {book.default.id: 1.0}
-    for s in mix:
-        book.space(s)  # an unknown space is a scenario error
-    out = {str(s): float(v) for s, v in mix.items() if v > 0}
-    if not out:
-        raise ValueError("scenario: sim.space_mix gives no space a positive weight")
-    return out
+    unknown = set(mix) - set(book.ids())
+    if unknown:
+        raise ValueError(f"scenario: sim.space_mix names spaces this network does not have: {sorted(unknown)} "
+                         f"(it has {', '.join(book.ids())})")
+    return {str(s): float(v) for s, v in mix.items() if v > 0}
 
 
 def item_text(item_id: int) -> str:

@@ -196,3 +196,14 @@ def test_real_mode_levels_agree_with_the_space_check(monkeypatch, sim_cache):
     assert [key(t) for t in sorted(msg.trace, key=lambda t: t["k"])] == [key(t) for t in mk.trace]
     assert any(t["winner"] is None for t in mk.trace)  # a split shard: two sides that disagree, refunded
     assert msg.book.balances == mk.book.balances
+
+
+@pytest.mark.parametrize("bad, why", [
+    ('[sim]\nspace_mix = {b = 1}', "does not list: ['b']"),
+    ('[sim]\nspace_mix = {main = -1}', "weights >= 0"),
+    ('[sim]\nspace_mix = {main = 0}', "no space a positive weight"),
+    ('[world]\nspaces = ["Main"]', "space ids"),
+])
+def test_a_bad_space_setting_is_a_clear_scenario_error(bad, why):
+    with pytest.raises(ValueError, match=why.replace("[", r"\[").replace("]", r"\]")):
+        parse(bad)
