@@ -640,7 +640,8 @@ class MessageSim:
         cb = np.where(use, expert_batch_loss(self.world, ce, ids, w) / 1e6, rand)
         rec.add_policy("cbtm", cb, use, np.where(use, kind[np.maximum(ce, 0)], kind[m.members[rand_pos]]) == "specialist")
         if s.trace:
-            self.trace.append({"k": m.k, "space": space, "shard_id": sid.hex(), "members": [self.keys[i].hex() for i in m.members],
+            self.trace.append({"k": m.k, "space": space, "shard_id": sid.hex(),
+                               "members": [self.keys[i].hex() for i in m.members],
                                "winner": cert.report.winner.hex() if ok else None,
                                "producer": cert.report.producer.hex() if ok else None,
                                "loss": cert.report.loss_micro if ok else None,

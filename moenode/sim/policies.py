@@ -109,7 +109,8 @@ class Baselines:
 
     def refresh(self) -> None:
         """Draw the shortlists again (skills moved)."""
-        self.shortlist = {s: self.world.top_experts(self.shortlist_size, alive=mask) for s, mask in self.serving.items()}
+        size = self.shortlist_size
+        self.shortlist = {s: self.world.top_experts(size, alive=mask) for s, mask in self.serving.items()}
 
     def fit(self, round_: int) -> None:
         for s, c in self.cbtm.items():

@@ -4,11 +4,13 @@ Both fidelity levels build their nodes here, so the same seed gives the same key
 same spaces and the same shards. Each node declares, in the genesis, the vector space its model serves (the world
 says which: `World.spaces`), so `Genesis.space_book` is the daemon's own account of who serves what. Submission k
 names a space drawn from a hash of (seed, k) with the weights of `[sim] space_mix` (by default the share of nodes
-that serve each space), the same at both levels and independent of the item stream. Signatures use `CheapSigner` / `cheap_verify` (a keyed hash, not secure) because the simulator measures
-protocol and market dynamics, not cryptography; `tests/sim/test_message.py` runs the same rounds with real Ed25519.
+that serve each space), the same at both levels and independent of the item stream. Signatures use `CheapSigner` /
+`cheap_verify` (a keyed hash, not secure) because the simulator measures protocol and market dynamics, not
+cryptography; `tests/sim/test_message.py` runs the same rounds with real Ed25519.
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -84,12 +86,15 @@ class Population:
     def book(self) -> SpaceBook:
         return self.genesis.space_book
 
+    @cached_property
+    def _space_cum(self) -> tuple[list[str], np.ndarray]:
+        return list(self.space_weights), np.cumsum(list(self.space_weights.values()))
+
     def space_of(self, k: int) -> str:
         """The space submission k names."""
-        ids = list(self.space_weights)
+        ids, cum = self._space_cum
         if len(ids) == 1:
             return ids[0]
-        cum = np.cumsum(list(self.space_weights.values()))
         u = int.from_bytes(H("sim-space", self.scenario.sim.seed.to_bytes(8, "big") + k.to_bytes(8, "big"))[:8],
                            "big") / 2.0**64
         return ids[min(int(np.searchsorted(cum, u * cum[-1], side="right")), len(ids) - 1)]
