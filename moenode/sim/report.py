@@ -233,6 +233,11 @@ def space_rows(spaces: dict) -> list[list[str]]:
              counts(v["cheat_wins"])] for space, v in spaces.items()]
 
 
+def _spaces_worth_a_table(spaces: dict) -> bool:
+    """More than one space, or cheats in one: a variant's spaces say something the base table does not."""
+    return len(spaces) > 1 or any(v["cheat_wins"] for v in spaces.values())
+
+
 SPACE_HEAD = ["space", "rounds", "certified", "refunded", "refused (no stake)", "wins per producer",
               "cheats' wins (must be 0 while honest models are most of a shard)"]
 
@@ -270,6 +275,9 @@ def write_report(res: dict, out: Path) -> Path:
     var_classes = "".join(f"<h3>Node classes: {html.escape(v['label'])}</h3>" + _table(class_rows(v["classes"]),
                                                                                           CLASS_HEAD)
                           for v in res.get("variants", []) if set(v.get("classes", {})) - {"honest"})
+    var_classes += "".join(f"<h3>Vector spaces: {html.escape(v['label'])}</h3>" + _table(space_rows(v["spaces"]),
+                                                                                         SPACE_HEAD)
+                           for v in res.get("variants", []) if _spaces_worth_a_table(v.get("spaces", {})))
     imgs = "".join(
         f"<figure><img src='data:image/png;base64,{base64.b64encode((out / n).read_bytes()).decode()}'>"
         f"<figcaption>{html.escape(c)}</figcaption></figure>" for n, c in made)

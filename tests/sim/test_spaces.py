@@ -27,8 +27,11 @@ def serves(sim) -> dict[str, str]:
     return {k.hex(): sim.pop.serves[i] for i, k in enumerate(sim.pop.keys)}
 
 
-def test_both_levels_draw_every_shard_inside_its_space_and_agree():
-    sc = small(nodes=30, submissions=40, extra=TWO_SPACES)
+@pytest.mark.parametrize("faults", [{}, {
+    "adversary.equivocate": 0.05, "adversary.fake": 0.05, "adversary.withhold": 0.05, "adversary.collapsed": 0.05,
+    "world.slow": 0.1, "world.slow_factor": 200}])
+def test_both_levels_draw_every_shard_inside_its_space_and_agree(faults):
+    sc = override(small(nodes=30, submissions=40, extra=TWO_SPACES), faults)
     msg, mk = MessageSim(sc), MarketSim(sc)
     msg.run()
     mk.run()
@@ -44,6 +47,9 @@ def test_both_levels_draw_every_shard_inside_its_space_and_agree():
     spaces = mk.rec.summary(0.0, mk.world.kind)["spaces"]
     assert sum(v["rounds"] for v in spaces.values()) == 40
     assert spaces == msg.rec.summary(0.0, msg.world.kind)["spaces"]
+    if faults:  # byzantine nodes are cheats, listed in the spaces they serve
+        assert set().union(*(v["cheat_wins"] for v in spaces.values())) == {"equivocate", "fake", "withhold",
+                                                                             "collapsed"}
 
 
 def test_a_message_level_shard_is_the_daemons_derivation():
