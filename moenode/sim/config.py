@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 from moenode.core.genesis import BOUNDS, Params
+from moenode.core.spaces import SPACE_ID
 from moenode.sim.world import WorldConfig
 
 
@@ -38,6 +39,7 @@ class SimConfig:
     proxy_wait_ms: int = 1_000  # how long a member waits for its expert before working itself
     verify_ms: int = 20
     trace: bool = False  # keep per-submission outcomes (fidelity tests)
+    space_mix: dict = field(default_factory=dict)  # space id -> weight in the workload; {}: the share of nodes
 
 
 @dataclass
@@ -86,12 +88,30 @@ def _fill(cls: Any, raw: dict[str, Any], where: str) -> Any:
     return cls(**raw)
 
 
+def check_spaces(sc: Scenario) -> Scenario:
+    """The synthetic world's space ids and the workload's mix (the real mode's spaces come from the zoo, and a mix
+    naming one the zoo does not know is refused when the run starts)."""
+    ids = sc.world.spaces
+    if not ids or not all(isinstance(v, str) and SPACE_ID.fullmatch(v) for v in ids):
+        raise ValueError(f"scenario: world.spaces must list space ids (a-z, 0-9 and '-'), got {ids!r:.80}")
+    mix = sc.sim.space_mix
+    if not isinstance(mix, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+                                            for v in mix.values()):
+        raise ValueError("scenario: sim.space_mix must map space ids to weights >= 0, e.g. {main = 3, b = 1}")
+    if mix and not any(v > 0 for v in mix.values()):
+        raise ValueError("scenario: sim.space_mix gives no space a positive weight")
+    unknown = set(mix) - set(ids)
+    if sc.world.mode == "synthetic" and unknown:
+        raise ValueError(f"scenario: sim.space_mix names spaces world.spaces does not list: {sorted(unknown)}")
+    return sc
+
+
 def parse(text: str) -> Scenario:
     doc = tomllib.loads(text)
     extra = set(doc) - {"sim", "world", "params", "net", "adversary", "variants", "description"}
     if extra:
         raise ValueError(f"scenario: unknown sections {sorted(extra)}")
-    return Scenario(
+    return check_spaces(Scenario(
         sim=_fill(SimConfig, doc.get("sim", {}), "sim"),
         world=_fill(WorldConfig, doc.get("world", {}), "world"),
         params=_fill(Params, doc.get("params", {}), "params"),
@@ -99,7 +119,7 @@ def parse(text: str) -> Scenario:
         adversary=_fill(AdversaryConfig, doc.get("adversary", {}), "adversary"),
         variants=list(doc.get("variants", [])),
         description=str(doc.get("description", "")),
-    )
+    ))
 
 
 def override(sc: Scenario, changes: dict[str, Any]) -> Scenario:
@@ -118,4 +138,4 @@ def override(sc: Scenario, changes: dict[str, Any]) -> Scenario:
         assert is_dataclass(cur)
         merged = {f.name: getattr(cur, f.name) for f in fields(cur)} | vals
         out = replace(out, **{section: _fill(type(cur), merged, section)})
-    return out
+    return check_spaces(out)

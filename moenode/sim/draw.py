@@ -9,13 +9,21 @@ lies at or before the answer, so its power joins the target; the first k beyond 
 `bisect(C, target)` is the answer (never a removed position: the target includes every removed entry up to it).
 The draws hash exactly the bytes of `draw_index`, so the result is bit-for-bit `sample_shard`
 (tests/sim/test_draw.py checks it against the original on random stake tables).
+
+A round's shard is drawn from the stake that serves its space: `SpaceShards` takes each space's pool from the
+daemon's own rule (`SpaceBook.power_in`, as `ShardContext.derive` does) and sizes the shard by that pool
+(`shard_size`); a space no staked node serves has no pool, and a submission to it is refused before it pays.
 """
 
 import hashlib
 from bisect import bisect_right, insort
+from dataclasses import dataclass
 from itertools import accumulate
 
 import numpy as np
+
+from moenode.core.selection import shard_size
+from moenode.core.spaces import Space, SpaceBook
 
 DRAW_PREFIX = b"moenode/draw\x00"  # H("draw", .) inlined: the same bytes, without two calls per draw
 
@@ -53,6 +61,34 @@ class ShardSampler:
     def sample(self, shard_seed: bytes, n: int) -> list[bytes]:
         """Exactly `sample_shard(power, shard_seed, n)`."""
         return sorted(self.keys[j] for j in self.indices(shard_seed, n))
+
+
+@dataclass(frozen=True)
+class SpacePool:
+    """One space's shard draw in one epoch: its sampler, shard size and quorum, and each pool entry's node."""
+
+    space: Space
+    sampler: ShardSampler
+    n: int
+    q: int
+    node: np.ndarray  # pool position -> node index
+
+
+class SpaceShards:
+    """Per space, the pool its shards are drawn from in one epoch (built from that epoch's voting power)."""
+
+    def __init__(self, book: SpaceBook, power: dict[bytes, int], index_of: dict[bytes, int]):
+        self.pools: dict[str, SpacePool] = {}
+        for space in book.spaces:
+            sampler = ShardSampler(book.power_in(power, space.id))
+            if sampler.keys:
+                n, q = shard_size(len(sampler.keys))
+                node = np.array([index_of[k] for k in sampler.keys], dtype=np.int64)
+                self.pools[space.id] = SpacePool(space, sampler, n, q, node)
+
+    def get(self, space: str) -> SpacePool | None:
+        """The space's pool, or None when no staked node serves it."""
+        return self.pools.get(space)
 
 
 class Uniforms:

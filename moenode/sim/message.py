@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 One heap of timed events drives the whole network on a virtual clock (integer ms). Event kinds:
 
-    submit      a client seals an `Input`, pays the fee into escrow, and starts a `SubmitterRound`
+    submit      a client seals an `Input` naming the submission's space, pays the fee into escrow, and starts a
+                `SubmitterRound`; its shard is drawn from the stake that serves the space (`SpaceShards`: the
+                daemon's `SpaceBook.power_in`), and a space no staked node serves is refused before paying
     deliver     an envelope reaches a node or a client; its bytes go through `open_signed` (unless the scenario
                 turns decoding off), then to the expert's `ProxyDesk` or to the receiver's `ShardTable`
                 (`moenode.core.shard`: its session, or the early buffer while the shard's Input has not arrived,
@@ -24,7 +26,10 @@ bandwidth for the bytes; packet loss costs a retransmission timeout, since direc
 or an offline receiver drops the message), `Work` becomes routing plus a synthetic
 payload (`moenode.sim.world` losses; the routing decision is `moenode.core.routing.plan` on the shared winner index,
 with the member's own estimate taken from the world, where the daemon learns it from its own history),
-`Verify` checks the claimed losses against the world's, `EvidenceFound` and `Outcome` are recorded. Byzantine
+`Verify` checks the claimed losses against the world's, `EvidenceFound` and `Outcome` are recorded. Routing, the
+winner index, proxies and the other policies stay inside the round's space: one index per space, and an expert
+refuses a request for a space it does not serve, as the daemon does. The in-round space check is the core's: in the
+real mode the payloads carry each model's own vectors. Byzantine
 nodes are the honest state machine with a twist in the driver: equivocators send a second, different Commit;
 withholders never send their Reveal; fake-score nodes claim 30 % of their real loss; collapsed encoders score 1.0.
 
@@ -74,13 +79,13 @@ from moenode.core.round import (
 )
 from moenode.core.routing import plan
 from moenode.core.shard import Refused, SessionEffect, ShardSession, ShardTable
-from moenode.core.selection import quorum, shard_size, voting_power
+from moenode.core.selection import quorum, voting_power
 from moenode.sim.book import Book, escrow_id
 from moenode.sim.config import Scenario
-from moenode.sim.draw import ShardSampler, Uniforms
+from moenode.sim.draw import SpaceShards, Uniforms
 from moenode.sim.index import WinnerIndex
 from moenode.sim.metrics import Recorder
-from moenode.sim.policies import BIG, Cbtm, batch_of, expert_batch_loss, oracle_expert
+from moenode.sim.policies import BIG, Baselines, batch_of, expert_batch_loss
 from moenode.sim.population import Population, chunks, item_text, nonce_of, round_ids
 from moenode.sim.world import micro, routing_vectors
 
@@ -186,12 +191,14 @@ class MessageSim:
         self.idx = {k: i for i, k in enumerate(self.keys)}
         self.network = Network(sc, len(self.keys), self.rng)
         self.book = Book(self.p, {c: s.client_balance for c in self.pop.clients}, {k: s.stake for k in self.pop.keys})
-        self.index = WinnerIndex(self.world.dim, s.index_cap)
+        self.serving = {space: self.pop.serving(space) for space in self.pop.book.ids()}
+        self.index = {space: WinnerIndex(self.world.dim, s.index_cap) for space in self.serving}  # routing per space
         self.classes = [self.pop.node_class(i) for i in range(s.nodes)]
         self.rec = Recorder(s.nodes, self.world.domains, self.classes)
+        self.rec.expect_spaces(self.pop.cheats_by_space())
         self.prices = {k: int(self.world.price_bps[i]) for i, k in enumerate(self.pop.keys)}
-        self.cbtm = Cbtm(s.cbtm_clusters, self.p.routing_min_hits, s.seed)
-        self.oracle_short = self.world.top_experts(s.oracle_shortlist)
+        self.baselines = Baselines(self.world, self.serving, self.index, s.cbtm_clusters, self.p.routing_min_hits,
+                                   s.seed, s.oracle_shortlist)
         self.heap: list = []
         self.seq = itertools.count()
         self.shards: dict[int, ShardTable] = {}  # node or client index -> its shard sessions, made on first use
@@ -239,10 +246,14 @@ class MessageSim:
         return t.sessions.get(sid) if t is not None else None
 
     def _tables_for_epoch(self) -> None:
-        power = voting_power(self.tables[self.epoch])
-        self.power = power
-        self.sampler = ShardSampler(power)
-        self.n, self.q = shard_size(sum(1 for v in power.values() if v > 0))
+        self.power = voting_power(self.tables[self.epoch])
+        self.draws = SpaceShards(self.pop.book, self.power, self.pop.index_of)
+
+    @property
+    def n(self) -> int:
+        """The shard size of the default space in this epoch."""
+        pool = self.draws.get(self.pop.book.default.id)
+        return pool.n if pool is not None else 0
 
     # the run ------------------------------------------------------------------------------------------------------
     def run(self, progress: Callable[[int, int], None] | None = None) -> dict:
@@ -296,13 +307,18 @@ class MessageSim:
         ids = np.arange(k * b, (k + 1) * b)
         items = [item_text(int(t)) for t in ids]
         client = self.pop.clients[k % len(self.pop.clients)]
-        sid, dh, pay_id, seed = round_ids(self.epoch, self.epoch_seed, items, nonce_of(k), client)
+        space = self.pop.space_of(k)
+        pool = self.draws.get(space)
+        if pool is None:  # the submitter learns before paying that no staked node serves the space
+            self.rec.space_unserved(space)
+            return
+        sid, dh, pay_id, seed = round_ids(self.epoch, self.epoch_seed, items, nonce_of(k), client, space)
         inp = Input(shard_id=sid, epoch=self.epoch, submitter=client, pay_id=pay_id, pay_cert=b"", fee=s.fee,
                     data_hash=dh, nonce=nonce_of(k), modality="text", deadline_ms=self.now + p.round_abort_ms,
-                    items=tuple(items))
+                    items=tuple(items), space=space)
         env = seal(inp, self.pop.signers[client], self.net_id)
-        members = tuple(self.sampler.sample(seed, self.n))  # == sample_shard (tests/sim/test_draw.py)
-        ctx = ShardContext(self.net_id, p, inp, seed, members, quorum(len(members)))
+        members = tuple(pool.sampler.sample(seed, pool.n))  # == sample_shard (tests/sim/test_draw.py)
+        ctx = ShardContext(self.net_id, p, inp, seed, members, quorum(len(members)), space=pool.space)
         m = RoundMeta(k, client, env, ctx, None, domain, ids, x, self.world.region(x), self.now,
                       np.array([self.idx[pk] for pk in members]))
         self.meta[sid] = m
@@ -467,7 +483,7 @@ class MessageSim:
         me = self.keys[who]
         if self.sc.sim.proxy and self.pop.behaviour[who] != "collapsed":
             own = int(self.world.estimate_micro(np.full(len(m.ids), who), m.w))
-            prod, loss, cos = self.index.search(m.x, self.p.routing_k)
+            prod, loss, cos = self.index[m.ctx.space.id].search(m.x, self.p.routing_k)
             neighbours = WinnerIndex.lists(prod, loss, cos, self.keys)
             # the member's own estimate comes from the world model (as its running average would), so no history
             pl = plan(neighbours, [[] for _ in neighbours], self.prices, self.p, me, m.ctx.members,
@@ -496,8 +512,10 @@ class MessageSim:
         sponsor = self.idx[env.signer]
         req: ProxyRequest = env.msg
         back = int(self.network.median(expert, sponsor))
-        if self.now + self._compute_ms(expert, m) + back >= req.deadline_ms:
-            got: object = Refusal("expired", "cannot answer before the sponsor's deadline")  # it knows its speed
+        if self.pop.serves[expert] != m.ctx.space.id:  # as the daemon's expert: only the spaces it serves
+            got: object = Refusal("space", f"this node does not serve space {m.ctx.space.id}")
+        elif self.now + self._compute_ms(expert, m) + back >= req.deadline_ms:
+            got = Refusal("expired", "cannot answer before the sponsor's deadline")  # it knows its speed
         else:
             got = desk.accept(env, m.ctx.members, self.now)
         if isinstance(got, Accepted):
@@ -604,7 +622,7 @@ class MessageSim:
         if ok:
             rec.wins[producer, m.domain] += 1
             vec = routing_vectors(np.frombuffer(cert.report.routing, dtype="<f2").reshape(len(m.ids), -1))
-            self.index.add(vec, np.full(len(m.ids), producer), np.array(cert.report.item_losses))
+            self.index[m.ctx.space.id].add(vec, np.full(len(m.ids), producer), np.array(cert.report.item_losses))
             end = m.certified_at if m.certified_at is not None else self.now
             rec.latency.append(np.array([end - m.start], dtype=np.float64))
         rec.certified.append(np.array([ok]))
@@ -612,15 +630,18 @@ class MessageSim:
                        np.array([kind[producer] == "specialist"]))
         rec.add_policy("random", np.array([rand]), np.array([False]), np.array([kind[m.members[rand_pos]] == "specialist"]))
         ids, w = m.ids[None, :], m.w[None]
-        best = oracle_expert(self.world, self.oracle_short, w, self.network.online[:s.nodes])
+        space = m.ctx.space.id
+        self.rec.space_round(space, ok, self.world.label(producer), self.pop.cheat(producer))
+        best = self.baselines.oracle(space, w, self.network.online[:s.nodes])
         rec.add_policy("oracle", expert_batch_loss(self.world, best, ids, w) / 1e6, np.array([True]),
                        kind[best] == "specialist")
-        ce = self.cbtm.route(m.x[None], self.network.online[:s.nodes])
+        ce = self.baselines.route(space, m.x[None], self.network.online[:s.nodes])
         use = ce >= 0
         cb = np.where(use, expert_batch_loss(self.world, ce, ids, w) / 1e6, rand)
         rec.add_policy("cbtm", cb, use, np.where(use, kind[np.maximum(ce, 0)], kind[m.members[rand_pos]]) == "specialist")
         if s.trace:
-            self.trace.append({"k": m.k, "shard_id": sid.hex(), "members": [self.keys[i].hex() for i in m.members],
+            self.trace.append({"k": m.k, "space": space, "shard_id": sid.hex(),
+                               "members": [self.keys[i].hex() for i in m.members],
                                "winner": cert.report.winner.hex() if ok else None,
                                "producer": cert.report.producer.hex() if ok else None,
                                "loss": cert.report.loss_micro if ok else None,
@@ -637,7 +658,7 @@ class MessageSim:
         self.tables[e + 1] = dict(self.book.stakes)
         self.rec.specialization.append((done, self.world.specialization()))
         self.rec.supply.append((done, self.book.supply()))
-        self.cbtm.fit(self.index, e)
+        self.baselines.fit(e)
         for desk in self.desks.values():
             desk.prune(self.now)
         self.epoch = e

@@ -1,7 +1,9 @@
 """What a run measures, and the summary that goes into results.json.
 
 The recorder takes per-submission outcomes from either fidelity level: the loss each routing policy achieved on the
-same batch, who won (and whether by proxy), rewards, strikes and round latency. `summary()` turns them into the
+same batch, who won (and whether by proxy), rewards, strikes and round latency, and per vector space the rounds,
+their certificates, the wins per producer and the wins of cheats (byzantine nodes and adversary models, listed with
+0 when they never won). `summary()` turns them into the
 results dictionary; `routing_curve()` gives the RouteLLM-style curve (share of the random->oracle gap recovered
 against the share of items proxied) and its area, `apgr`.
 """
@@ -22,6 +24,30 @@ def gini(x: np.ndarray) -> float:
 
 
 @dataclass
+class SpaceTally:
+    """One space's rounds: how many paid, how many were certified, who produced the winning vectors."""
+
+    rounds: int = 0  # submissions that named the space and paid
+    certified: int = 0
+    unserved: int = 0  # refused before paying: no staked node serves the space
+    wins: dict[str, int] = field(default_factory=dict)  # producer label -> certified wins
+    cheat_wins: dict[str, int] = field(default_factory=dict)  # cheat label -> certified wins (0 listed)
+
+    def add(self, ok: bool, label: str = "", cheat: str = "") -> None:
+        self.rounds += 1
+        if ok:
+            self.certified += 1
+            self.wins[label] = self.wins.get(label, 0) + 1
+            if cheat:
+                self.cheat_wins[cheat] = self.cheat_wins.get(cheat, 0) + 1
+
+    def as_dict(self) -> dict:
+        return {"rounds": self.rounds, "certified": self.certified, "refunded": self.rounds - self.certified,
+                "unserved": self.unserved, "wins": dict(sorted(self.wins.items())),
+                "cheat_wins": dict(sorted(self.cheat_wins.items())), "cheat_wins_total": sum(self.cheat_wins.values())}
+
+
+@dataclass
 class Recorder:
     nodes: int
     domains: int
@@ -35,6 +61,18 @@ class Recorder:
     curve_proxied_loss: list[np.ndarray] = field(default_factory=list)
     specialization: list[tuple[int, float]] = field(default_factory=list)
     supply: list[tuple[int, int]] = field(default_factory=list)
+    spaces: dict[str, SpaceTally] = field(default_factory=dict)
+
+    def expect_spaces(self, cheats_by_space: dict[str, set[str]]) -> None:
+        """The spaces of the network, each with the cheats that serve it (so a cheat that never wins shows 0)."""
+        for space, cheats in cheats_by_space.items():
+            self.spaces.setdefault(space, SpaceTally()).cheat_wins.update({c: 0 for c in sorted(cheats)})
+
+    def space_round(self, space: str, ok: bool, label: str = "", cheat: str = "") -> None:
+        self.spaces.setdefault(space, SpaceTally()).add(ok, label, cheat)
+
+    def space_unserved(self, space: str) -> None:
+        self.spaces.setdefault(space, SpaceTally()).unserved += 1
 
     def __post_init__(self) -> None:
         self.wins = np.zeros((self.nodes, self.domains), dtype=np.int64)
@@ -125,4 +163,5 @@ class Recorder:
                            "earned_per_node": float(self.earned[mask].mean())}
         out["classes"] = by_class
         out["specialization"] = [[e, s] for e, s in self.specialization]
+        out["spaces"] = {space: t.as_dict() for space, t in self.spaces.items()}
         return out

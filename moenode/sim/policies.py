@@ -7,6 +7,10 @@
   each cluster routed to the producer with the lowest mean winning loss in it (>= routing_min_hits wins); a cold
   cluster falls back to the shard.
 The `market` policy is the protocol itself and is scored by the level that runs it.
+
+Every policy works inside the batch's vector space, as the protocol does: `Baselines` keeps cbtm's clusters per
+space (fitted on that space's winner index) and the oracle's shortlist per space, and neither picks an expert that
+does not serve the space.
 """
 
 import numpy as np
@@ -47,7 +51,7 @@ class Cbtm:
     def __init__(self, clusters: int, min_hits: int, seed: int):
         self.clusters, self.min_hits, self.seed = clusters, min_hits, seed
         self.centres: np.ndarray | None = None
-        self.expert: np.ndarray | None = None
+        self.expert = np.zeros(0, dtype=np.int64)  # per cluster, the producer it routes to (-1: cold)
 
     def fit(self, index: WinnerIndex, round_: int) -> None:
         size = len(index)
@@ -90,3 +94,30 @@ def oracle_expert(world: World, shortlist: np.ndarray, w: np.ndarray, online: np
 def expert_batch_loss(world: World, experts: np.ndarray, ids: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Realised batch loss (micro) of one expert per batch."""
     return batch_of(micro(world.realised_loss(np.maximum(experts, 0)[:, None], ids, w)))
+
+
+class Baselines:
+    """The oracle and cbtm of every space: cbtm fitted on the space's winner index, the oracle's shortlist drawn from
+    the experts that serve the space."""
+
+    def __init__(self, world: World, serving: dict[str, np.ndarray], indexes: dict[str, WinnerIndex],
+                 clusters: int, min_hits: int, seed: int, shortlist: int):
+        self.world, self.serving, self.indexes, self.shortlist_size = world, serving, indexes, shortlist
+        self.cbtm = {s: Cbtm(clusters, min_hits, seed) for s in serving}
+        self.shortlist: dict[str, np.ndarray] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Draw the shortlists again (skills moved)."""
+        size = self.shortlist_size
+        self.shortlist = {s: self.world.top_experts(size, alive=mask) for s, mask in self.serving.items()}
+
+    def fit(self, round_: int) -> None:
+        for s, c in self.cbtm.items():
+            c.fit(self.indexes[s], round_)
+
+    def oracle(self, space: str, w: np.ndarray, online: np.ndarray) -> np.ndarray:
+        return oracle_expert(self.world, self.shortlist[space], w, online & self.serving[space])
+
+    def route(self, space: str, x: np.ndarray, online: np.ndarray) -> np.ndarray:
+        return self.cbtm[space].route(x, online & self.serving[space])

@@ -7,7 +7,9 @@ For small runs the synthetic world (`moenode.sim.world`) can be replaced by meas
 and scores every listed model on every item with the real split-half scorer (`moenode.encoders.scoring.score`,
 batches of one domain, the network's reference corpus for negatives, a fixed seed). Both tables go to an `.npz`
 cache keyed by the models' ids, the items and the parameters, so a second run costs nothing. Node i serves model
-`real_models[i % len(real_models)]`.
+`real_models[i % len(real_models)]` and the space the zoo puts that model in (`zoo.space_of`: minilm-l6, its
+specialists and adv-offspace, which claims it, serve `main`; minilm-l3 serves `l3`); the space of the first listed
+model is the network's default. The revealed vectors are each model's own, so the in-round space check runs on them.
 
 From then on it answers the same questions as the synthetic world: an item's realised loss for a node is the
 measured loss of that node's model on that item; a node's expected loss in a region is its model's mean loss per
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moenode.core.spaces import Space
 from moenode.sim.world import World, WorldConfig
 
 COST_MS = {"minilm-l6": 36, "minilm-l3": 15, "spec-code": 38, "spec-legal": 38, "spec-man": 38}
@@ -74,6 +77,8 @@ def measure(models: list[str], per_domain: int, router: str, batch: int = 16) ->
 class RealWorld(World):
     """`World`'s interface over measured losses (see the module docstring)."""
 
+    reveals_vectors = True
+
     def __init__(self, cfg: WorldConfig, seed: int, n_experts: int) -> None:
         super().__init__(cfg, seed, n_experts)
         m = measure(list(cfg.real_models), cfg.real_per_domain, cfg.real_router)
@@ -113,6 +118,22 @@ class RealWorld(World):
     def payload_vectors(self, expert: int, items: np.ndarray) -> np.ndarray | None:
         """The expert's model's own vectors of the items (so the in-round space check runs on real vectors)."""
         return self.vectors[self.model_of[expert]][self.stream[items]].astype(np.float32)
+
+    def spaces(self) -> tuple[tuple[Space, ...], list[str]]:
+        from moenode.encoders import zoo
+
+        names = list(self.cfg.real_models)
+        ids = list(dict.fromkeys(zoo.space_of(m) for m in names))  # the first listed model's space is the default
+        spaces = tuple(Space(id=s, dim=zoo.SPACES[s][1], anchor=zoo.SPACES[s][0]) for s in ids)
+        return spaces, [zoo.space_of(names[mi]) for mi in self.model_of]
+
+    def label(self, expert: int) -> str:
+        return str(self.cfg.real_models[self.model_of[expert]])
+
+    def adversary(self, expert: int) -> bool:
+        from moenode.encoders import zoo
+
+        return zoo.is_adversary(self.label(expert))
 
     def expected_loss(self, experts: np.ndarray, w: np.ndarray) -> np.ndarray:
         out = np.einsum("...k,...k->...", self.domain_mean[self.model_of[experts]], w)

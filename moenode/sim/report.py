@@ -4,15 +4,17 @@ The page is meant to be read at a glance, so every figure says what it is: each 
 value that cannot be computed is "n/a" with the reason (never a raw NaN), a routing ratio above 1 is explained
 (the oracle is the best expert by *expected* loss, the market picks among realised losses), every run with node
 classes beyond honest ones (the variants of a byzantine sweep too) gets its own per-class table with earnings
-relative to honest nodes and what the protocol does to that class, and a plot with nothing to show is not drawn.
+relative to honest nodes and what the protocol does to that class, a table per vector space gives its rounds,
+wins per producer and cheats' wins, and a plot with nothing to show is not drawn. Each plot is one function of the
+results (`PLOTS`) that returns its figure, or None when it has nothing to show.
 """
 
 import base64
 import html
 import json
-from pathlib import Path
-
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,110 +32,148 @@ def _plt():
     return plt
 
 
-def plots(res: dict, out: Path) -> list[tuple[str, str]]:
-    """Write the PNGs; return (file name, caption) pairs."""
-    plt = _plt()
-    s = res["series"]
-    made: list[tuple[str, str]] = []
+Figure = tuple[Any, str, str]  # (a matplotlib figure, its file name, its caption)
 
-    def save(fig, name: str, caption: str) -> None:
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=90)
-        plt.close(fig)
-        made.append((name, caption))
 
-    if any(len(s["loss"][p]["x"]) > 1 for p in POLICIES):
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for p in POLICIES:
-            ax.plot(s["loss"][p]["x"], s["loss"][p]["y"], label=p, color=COLOURS[p])
-        ax.set_xlabel("submissions"), ax.set_ylabel("mean winning loss"), ax.legend()
-        ax.set_title("Winning loss over time per routing policy")
-        save(fig, "loss_over_time.png", "Mean winning loss over time, per policy (same item stream).")
+def _loss_over_time(res: dict, plt: Any) -> Figure | None:
+    loss = res["series"]["loss"]
+    if not any(len(loss[p]["x"]) > 1 for p in POLICIES):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for p in POLICIES:
+        ax.plot(loss[p]["x"], loss[p]["y"], label=p, color=COLOURS[p])
+    ax.set_xlabel("submissions"), ax.set_ylabel("mean winning loss"), ax.legend()
+    ax.set_title("Winning loss over time per routing policy")
+    return fig, "loss_over_time.png", "Mean winning loss over time, per policy (same item stream)."
 
-    wins = np.array(s["heat"]["wins"], dtype=float)
-    if wins.size and wins.sum() > 0:
-        fig, ax = plt.subplots(figsize=(7, max(3, 0.18 * len(wins) + 1)))
-        im = ax.imshow(wins, aspect="auto", cmap="viridis")
-        ax.set_yticks(range(len(s["heat"]["experts"])), s["heat"]["experts"], fontsize=6)
-        ax.set_xticks(range(wins.shape[1]), [f"d{k}" for k in range(wins.shape[1])])
-        ax.set_xlabel("domain (d0 the most popular)"), ax.set_title("Wins per expert x domain (top experts, market)")
-        fig.colorbar(im, ax=ax)
-        save(fig, "win_heatmap.png", "Expert x domain win counts under the market policy (producers, top 40).")
 
-    earned = np.sort(np.array(s["earned"], dtype=float))
-    if earned.sum() > 0:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        cum = np.concatenate([[0], np.cumsum(earned)]) / earned.sum()
-        ax.plot(np.linspace(0, 1, len(cum)), cum, label=f"Lorenz (Gini {res['reward_gini']:.3f})")
-        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-        ax.set_xlabel("share of nodes"), ax.set_ylabel("share of rewards"), ax.legend()
-        ax.set_title("Reward distribution")
-        save(fig, "rewards.png", "Reward distribution over nodes (Lorenz curve and Gini).")
+def _win_heatmap(res: dict, plt: Any) -> Figure | None:
+    heat = res["series"]["heat"]
+    wins = np.array(heat["wins"], dtype=float)
+    if not wins.size or wins.sum() <= 0:
+        return None
+    fig, ax = plt.subplots(figsize=(7, max(3, 0.18 * len(wins) + 1)))
+    im = ax.imshow(wins, aspect="auto", cmap="viridis")
+    ax.set_yticks(range(len(heat["experts"])), heat["experts"], fontsize=6)
+    ax.set_xticks(range(wins.shape[1]), [f"d{k}" for k in range(wins.shape[1])])
+    ax.set_xlabel("domain (d0 the most popular)"), ax.set_title("Wins per expert x domain (top experts, market)")
+    fig.colorbar(im, ax=ax)
+    return fig, "win_heatmap.png", "Expert x domain win counts under the market policy (producers, top 40)."
 
-    if any(b for p in ("market", "cbtm") for _, b in s["proxy"][p]):
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for p in ("market", "cbtm"):
-            pts = s["proxy"][p]
-            ax.plot([a for a, _ in pts], [b for _, b in pts], label=p, color=COLOURS[p])
-        ax.set_ylim(-0.02, 1.02), ax.set_xlabel("submissions"), ax.set_ylabel("served outside the drawn shard")
-        ax.legend(), ax.set_title("Proxy rate over time")
-        save(fig, "proxy_rate.png", "Share of submissions served by an expert outside the drawn shard.")
 
+def _rewards(res: dict, plt: Any) -> Figure | None:
+    earned = np.sort(np.array(res["series"]["earned"], dtype=float))
+    if earned.sum() <= 0:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    cum = np.concatenate([[0], np.cumsum(earned)]) / earned.sum()
+    ax.plot(np.linspace(0, 1, len(cum)), cum, label=f"Lorenz (Gini {res['reward_gini']:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("share of nodes"), ax.set_ylabel("share of rewards"), ax.legend()
+    ax.set_title("Reward distribution")
+    return fig, "rewards.png", "Reward distribution over nodes (Lorenz curve and Gini)."
+
+
+def _proxy_rate(res: dict, plt: Any) -> Figure | None:
+    proxy = res["series"]["proxy"]
+    if not any(b for p in ("market", "cbtm") for _, b in proxy[p]):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for p in ("market", "cbtm"):
+        ax.plot([a for a, _ in proxy[p]], [b for _, b in proxy[p]], label=p, color=COLOURS[p])
+    ax.set_ylim(-0.02, 1.02), ax.set_xlabel("submissions"), ax.set_ylabel("served outside the drawn shard")
+    ax.legend(), ax.set_title("Proxy rate over time")
+    return fig, "proxy_rate.png", "Share of submissions served by an expert outside the drawn shard."
+
+
+def _strikes(res: dict, plt: Any) -> Figure | None:
     cls = res["classes"]
     names = sorted(cls)
-    if any(cls[c]["strikes_per_node"] or cls[c]["faulty_per_node"] for c in names):
-        fig, ax = plt.subplots(figsize=(7, 4))
-        xs = np.arange(len(names))
-        ax.bar(xs - 0.2, [cls[c]["strikes_per_node"] for c in names], 0.4, label="strikes per node")
-        ax.bar(xs + 0.2, [cls[c]["faulty_per_node"] for c in names], 0.4, label="faulty marks per node")
-        ax.set_xticks(xs, [f"{c}\n({cls[c]['nodes']})" for c in names])
-        ax.legend(), ax.set_title("Strikes and faulty marks per node class")
-        save(fig, "strikes.png", "Latency strikes and faulty marks per node class (count of nodes in brackets).")
+    if not any(cls[c]["strikes_per_node"] or cls[c]["faulty_per_node"] for c in names):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = np.arange(len(names))
+    ax.bar(xs - 0.2, [cls[c]["strikes_per_node"] for c in names], 0.4, label="strikes per node")
+    ax.bar(xs + 0.2, [cls[c]["faulty_per_node"] for c in names], 0.4, label="faulty marks per node")
+    ax.set_xticks(xs, [f"{c}\n({cls[c]['nodes']})" for c in names])
+    ax.legend(), ax.set_title("Strikes and faulty marks per node class")
+    return fig, "strikes.png", "Latency strikes and faulty marks per node class (count of nodes in brackets)."
 
-    lat = np.array(s["latency"], dtype=float)
-    if len(lat) > 1 and np.ptp(lat) > 0:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(np.sort(lat), np.linspace(0, 1, len(lat)))
-        ax.set_xlabel("round latency (ms, virtual)"), ax.set_ylabel("CDF"), ax.set_title("Round latency CDF")
-        save(fig, "latency_cdf.png", "Round latency CDF (virtual time, submission to certificate).")
 
+def _latency_cdf(res: dict, plt: Any) -> Figure | None:
+    lat = np.array(res["series"]["latency"], dtype=float)
+    if len(lat) <= 1 or np.ptp(lat) <= 0:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(np.sort(lat), np.linspace(0, 1, len(lat)))
+    ax.set_xlabel("round latency (ms, virtual)"), ax.set_ylabel("CDF"), ax.set_title("Round latency CDF")
+    return fig, "latency_cdf.png", "Round latency CDF (virtual time, submission to certificate)."
+
+
+def _routing_curve(res: dict, plt: Any) -> Figure | None:
     rc = res.get("routing_curve") or {}
-    if rc.get("proxied_share"):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(rc["proxied_share"], rc["pgr"], label=f"market (APGR {res['apgr']:.3f})")
-        ax.legend()
-        ax.axhline(1.0, color="k", ls=":", lw=0.8)
-        ax.set_xlabel("share of submissions proxied"), ax.set_ylabel("gap recovered (random -> oracle)")
-        ax.set_title("Routing curve")
-        save(fig, "routing_curve.png", "RouteLLM-style routing curve: share of the random->oracle gap recovered "
-                                       "against the share of submissions proxied, highest routing score first.")
+    if not rc.get("proxied_share"):
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(rc["proxied_share"], rc["pgr"], label=f"market (APGR {res['apgr']:.3f})")
+    ax.legend()
+    ax.axhline(1.0, color="k", ls=":", lw=0.8)
+    ax.set_xlabel("share of submissions proxied"), ax.set_ylabel("gap recovered (random -> oracle)")
+    ax.set_title("Routing curve")
+    return fig, "routing_curve.png", ("RouteLLM-style routing curve: share of the random->oracle gap recovered "
+                                      "against the share of submissions proxied, highest routing score first.")
 
+
+def _specialization(res: dict, plt: Any) -> Figure | None:
     spec = res.get("specialization") or []
-    if len(spec) > 1:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([e for e, _ in spec], [v for _, v in spec])
-        ax.set_xlabel("epoch"), ax.set_ylabel("mean capacity share in top domain"), ax.set_title("Specialization")
-        save(fig, "specialization.png", "Specialization of experts over epochs (1/K = generalist, 1 = specialist).")
+    if len(spec) <= 1:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([e for e, _ in spec], [v for _, v in spec])
+    ax.set_xlabel("epoch"), ax.set_ylabel("mean capacity share in top domain"), ax.set_title("Specialization")
+    return fig, "specialization.png", "Specialization of experts over epochs (1/K = generalist, 1 = specialist)."
 
-    if res.get("variants"):
-        rows = [("base", res)] + [(v["label"], v) for v in res["variants"]]
-        fig, axes = plt.subplots(1, 3, figsize=(11, 4))
-        labels = [r[0] for r in rows]
-        xs = np.arange(len(rows))
-        for p in ("market", "random", "oracle"):
-            axes[0].plot(xs, [r[1]["policies"][p]["mean_loss"] for r in rows], "o-", label=p, color=COLOURS[p])
-        axes[0].set_title("mean loss"), axes[0].legend()
-        axes[1].plot(xs, [r[1]["certified_rate"] for r in rows], "o-")
-        axes[1].set_title("certified rate")
-        def honest_share(res_: dict) -> float:
-            tot = sum(c["nodes"] * c["earned_per_node"] for c in res_["classes"].values())
-            h = res_["classes"].get("honest", {})
-            return h.get("nodes", 0) * h.get("earned_per_node", 0.0) / tot if tot else float("nan")
 
-        axes[2].plot(xs, [honest_share(r[1]) for r in rows], "o-"), axes[2].set_title("honest share of rewards")
-        for a in axes:
-            a.set_xticks(xs, labels, rotation=30, fontsize=7)
-        save(fig, "variants.png", "Variants of this scenario on the same seed and item stream.")
+def honest_share(res: dict) -> float:
+    """The honest nodes' share of everything earned in a run."""
+    tot = sum(c["nodes"] * c["earned_per_node"] for c in res["classes"].values())
+    h = res["classes"].get("honest", {})
+    return h.get("nodes", 0) * h.get("earned_per_node", 0.0) / tot if tot else float("nan")
+
+
+def _variants(res: dict, plt: Any) -> Figure | None:
+    if not res.get("variants"):
+        return None
+    rows = [("base", res)] + [(v["label"], v) for v in res["variants"]]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 4))
+    xs = np.arange(len(rows))
+    for p in ("market", "random", "oracle"):
+        axes[0].plot(xs, [r[1]["policies"][p]["mean_loss"] for r in rows], "o-", label=p, color=COLOURS[p])
+    axes[0].set_title("mean loss"), axes[0].legend()
+    axes[1].plot(xs, [r[1]["certified_rate"] for r in rows], "o-")
+    axes[1].set_title("certified rate")
+    axes[2].plot(xs, [honest_share(r[1]) for r in rows], "o-"), axes[2].set_title("honest share of rewards")
+    for a in axes:
+        a.set_xticks(xs, [r[0] for r in rows], rotation=30, fontsize=7)
+    return fig, "variants.png", "Variants of this scenario on the same seed and item stream."
+
+
+PLOTS = (_loss_over_time, _win_heatmap, _rewards, _proxy_rate, _strikes, _latency_cdf, _routing_curve,
+         _specialization, _variants)
+
+
+def plots(res: dict, out: Path) -> list[tuple[str, str]]:
+    """Write the PNGs (a plot with nothing to show is left out); return (file name, caption) pairs."""
+    plt = _plt()
+    made: list[tuple[str, str]] = []
+    for draw in PLOTS:
+        got = draw(res, plt)
+        if got is not None:
+            fig, name, caption = got
+            fig.tight_layout()
+            fig.savefig(out / name, dpi=90)
+            plt.close(fig)
+            made.append((name, caption))
     return made
 
 
@@ -184,6 +224,23 @@ def class_rows(classes: dict) -> list[list[str]]:
     return rows
 
 
+def space_rows(spaces: dict) -> list[list[str]]:
+    """One row per vector space: its rounds, certificates, wins per producer and cheats' wins."""
+    def counts(d: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
+
+    return [[space, v["rounds"], v["certified"], v["refunded"], v["unserved"], counts(v["wins"]),
+             counts(v["cheat_wins"])] for space, v in spaces.items()]
+
+
+def _spaces_worth_a_table(spaces: dict) -> bool:
+    """More than one space, or cheats in one: a variant's spaces say something the base table does not."""
+    return len(spaces) > 1 or any(v["cheat_wins"] for v in spaces.values())
+
+
+SPACE_HEAD = ["space", "rounds", "certified", "refunded", "refused (no stake)", "wins per producer",
+              "cheats' wins (must be 0 while honest models are most of a shard)"]
+
 CLASS_HEAD = ["class", "nodes", "strikes/node", "faulty/node", "slashed/node", "earned/node", "earned vs honest",
               "what the protocol does to it"]
 
@@ -218,6 +275,9 @@ def write_report(res: dict, out: Path) -> Path:
     var_classes = "".join(f"<h3>Node classes: {html.escape(v['label'])}</h3>" + _table(class_rows(v["classes"]),
                                                                                           CLASS_HEAD)
                           for v in res.get("variants", []) if set(v.get("classes", {})) - {"honest"})
+    var_classes += "".join(f"<h3>Vector spaces: {html.escape(v['label'])}</h3>" + _table(space_rows(v["spaces"]),
+                                                                                         SPACE_HEAD)
+                           for v in res.get("variants", []) if _spaces_worth_a_table(v.get("spaces", {})))
     imgs = "".join(
         f"<figure><img src='data:image/png;base64,{base64.b64encode((out / n).read_bytes()).decode()}'>"
         f"<figcaption>{html.escape(c)}</figcaption></figure>" for n, c in made)
@@ -229,6 +289,9 @@ img{{max-width:520px}}figcaption{{font-size:12px;max-width:520px}}</style></head
 <p>Signatures in this run: {'Ed25519' if res['config']['net']['ed25519'] else 'CheapSigner (a keyed-hash stand-in; the real signer runs in the consistency test)'}.</p>
 <h2>Summary</h2>{_table([[r[0], str(r[1]), r[2] if len(r) > 2 else ''] for r in head], ['', 'value', 'meaning'])}
 <h2>Policies (after warm-up)</h2>{_table(pol, ['policy', 'mean loss', 'specialist win rate', 'proxy rate'])}
+<h2>Vector spaces</h2><p>Each submission names a space; its shard is drawn from the stake that serves it, and
+routing, proxies and the other policies stay inside it. Wins are counted per producer (the model in the real mode,
+the expert's kind in the synthetic world).</p>{_table(space_rows(res.get("spaces", {})), SPACE_HEAD)}
 <h2>Node classes</h2>{_table(cls, CLASS_HEAD)}
 {('<h2>Variants</h2>' + _table(var, ['label', 'changes', 'market loss', 'routing_ratio', 'certified', 'honest earned/node', 'supply ok'])) if var else ''}
 {var_classes}

@@ -16,6 +16,8 @@ Theory of operation
   domain with the highest reward per competitor, keeping capacity fixed; specialization can emerge from generalists.
 - **Compute time** is `ms_per_item * items` per expert (slow nodes have a large factor), and each expert asks a price
   (its producer share in bps).
+- **Spaces.** Expert e serves the vector space `spaces[e % len(spaces)]` of `[world] spaces` (one open space, `main`,
+  by default); a world of measured models (`moenode.sim.real`) takes each model's space from the zoo instead.
 
 All arithmetic is numpy and vectorised over batches of (expert, item) pairs; nothing here knows about the protocol.
 """
@@ -23,6 +25,8 @@ All arithmetic is numpy and vectorised over batches of (expert, item) pairs; not
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from moenode.core.spaces import DEFAULT_SPACE, Space
 
 U64 = np.uint64
 
@@ -67,6 +71,7 @@ class WorldConfig:
     slow_factor: int = 200
     price_bps_low: int = 1_000
     price_bps_high: int = 5_000
+    spaces: list = field(default_factory=lambda: [DEFAULT_SPACE])  # synthetic: expert e serves spaces[e % len]
     # real-encoder mode (moenode.sim.real): measured zoo models on the packaged corpus instead of the synthetic world
     mode: str = "synthetic"  # synthetic | real
     real_models: list = field(default_factory=lambda: ["minilm-l6", "minilm-l3", "spec-code", "spec-legal",
@@ -91,6 +96,7 @@ class World:
     price_bps: np.ndarray
     collapsed: np.ndarray  # bool: a collapsed encoder (scores 1.0)
     investing: np.ndarray  # bool: an operator that moves its capacity toward rewarded domains
+    reveals_vectors = False  # whether `payload_vectors` knows the experts' vectors (then the space check can bite)
 
     def __init__(self, cfg: WorldConfig, seed: int, n_experts: int) -> None:
         self.cfg, self.seed, self.n_experts = cfg, seed, n_experts
@@ -113,6 +119,19 @@ class World:
     def payload_vectors(self, expert: int, items: np.ndarray) -> np.ndarray | None:
         """The vectors an expert reveals for items, when the world knows them (real mode); None: synthetic."""
         return None
+
+    def spaces(self) -> tuple[tuple[Space, ...], list[str]]:
+        """The network's spaces (the first is the default) and, per expert, the one its model serves."""
+        ids = [str(s) for s in self.cfg.spaces] or [DEFAULT_SPACE]
+        return tuple(Space(id=s) for s in dict.fromkeys(ids)), [ids[e % len(ids)] for e in range(self.n_experts)]
+
+    def label(self, expert: int) -> str:
+        """What a win is counted under in the per-space results: the expert's kind (its model in real mode)."""
+        return str(self.kind[expert])
+
+    def adversary(self, expert: int) -> bool:
+        """Whether the expert's model is a reference cheat (real mode: the zoo's adv-* models)."""
+        return False
 
     def estimate_micro(self, experts: np.ndarray, w: np.ndarray) -> np.ndarray:
         """A member's own estimate for a batch (its expected loss, averaged over the items), in micro-units."""
