@@ -144,7 +144,7 @@ class LargeModel:
             arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
             if arr.nbytes != size:
                 raise AssertionError(f"initializer array of {arr.nbytes} bytes where {size} were declared")
-            written += out.write(memoryview(arr).cast("B"))
+            written += out.write(arr.data.cast("B"))
         return written
 
 

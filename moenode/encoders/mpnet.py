@@ -50,11 +50,14 @@ import time
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from moenode.encoders.runtime import ModelError, dist_file, load_matrix
+
+if TYPE_CHECKING:
+    from moenode.encoders.graphs import LargeModel
 
 NAME = "mpnet-base"
 DIM = 768
@@ -106,7 +109,7 @@ class PartsReader(io.RawIOBase):
 
     def __init__(self, paths: Sequence[Path]):
         super().__init__()
-        self._files: list[BinaryIO] = []
+        self._files: list[io.BufferedReader] = []
         for p in paths:
             if Path(p).stat().st_size:  # an empty part adds nothing
                 self._files.append(open(p, "rb"))  # noqa: SIM115 - closed in close()
@@ -183,7 +186,8 @@ def read_member(zf: zipfile.ZipFile, name: str) -> bytearray:
     return buf
 
 
-_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "I64": np.dtype("<i8"), "I32": np.dtype("<i4")}
+_DTYPES: dict[str, np.dtype] = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "I64": np.dtype("<i8"),
+                                "I32": np.dtype("<i4")}
 
 
 def read_safetensors(data: bytes | bytearray | memoryview) -> dict[str, np.ndarray]:
@@ -283,11 +287,26 @@ def write_graph(out: BinaryIO, paths: Sequence[Path] | None = None, head: np.nda
     Weights go from the safetensors buffer to `out` one tensor at a time (see `graphs.LargeModel`), so the peak is
     about the safetensors buffer plus the largest transposed matrix.
     """
-    from onnx import TensorProto
-
     from moenode.encoders.graphs import LargeModel
 
-    paths = part_paths() if paths is None else list(paths)
+    mp_vocab, w = _checked_weights(part_paths() if paths is None else list(paths))
+    doc = ("all-mpnet-base-v2 (sentence-transformers): the MPNet encoder, fed the network's WordPiece ids remapped "
+           "to its vocabulary; mean pooling and L2 normalisation are outside.")
+    if head is not None:
+        doc += f" Its hidden states go through a fixed linear head into {head.shape[1]} dimensions."
+    g = _MpnetGraph(LargeModel(name, DIM if head is None else head.shape[1], doc), w)
+    h = g.embeddings(remap_table(network_vocab(), mp_vocab))
+    attn_add = g.attention_add()
+    for i in range(LAYERS):
+        h = g.attention(i, h, attn_add)
+        h = g.feed_forward(i, h, "last_hidden_state" if i == LAYERS - 1 and head is None else f"encoder.layer.{i}.out")
+    if head is not None:  # mean pooling is linear, so the head on every token is the head on the pooled vector
+        g.node("MatMul", [h, g.const("head.weight", np.ascontiguousarray(head, np.float32))], "last_hidden_state")
+    return g.model.write(out)
+
+
+def _checked_weights(paths: Sequence[Path]) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+    """(MPNet's vocabulary, its weights by name) from the verified parts, once the config is what the graph assumes."""
     verify_parts(paths)
     with open_archive(paths) as zf:
         mp_vocab = _mpnet_vocab(zf)
@@ -299,95 +318,110 @@ def write_graph(out: BinaryIO, paths: Sequence[Path] | None = None, head: np.nda
     wrong = {k: config.get(k) for k, v in expect.items() if config.get(k) != v}
     if wrong:
         raise ModelError(f"all-mpnet-base-v2 config differs from what the graph assumes: {wrong}")
-    w = read_safetensors(blob)
-    doc = ("all-mpnet-base-v2 (sentence-transformers): the MPNet encoder, fed the network's WordPiece ids remapped "
-           "to its vocabulary; mean pooling and L2 normalisation are outside.")
-    if head is not None:
-        doc += f" Its hidden states go through a fixed linear head into {head.shape[1]} dimensions."
-    m = LargeModel(name, DIM if head is None else head.shape[1], doc)
-    node, const = m.node, m.const
+    return mp_vocab, read_safetensors(blob)
 
-    def weight(name: str) -> str:
-        return const(name, w[name])
 
-    def transposed(name: str) -> str:
+def _i64(*v: int) -> np.ndarray:
+    return np.array(v, np.int64)
+
+
+class _MpnetGraph:
+    """The mpnet-base graph under construction, step by step: embeddings, the attention term every layer shares,
+    then per layer attention and feed-forward. Initializers and nodes are appended in call order, and that order is
+    part of the pinned bytes, so the shared constants are made first, here."""
+
+    def __init__(self, model: LargeModel, w: dict[str, np.ndarray]):
+        self.model, self.w = model, w
+        self.node, self.const = model.node, model.const
+        const = self.const
+        self.axis0, self.axis1 = const("axis0", _i64(0)), const("axis1", _i64(1))
+        self.zero, self.one = const("zero", np.array(0, np.int64)), const("one", np.array(1, np.int64))
+        self.heads_shape = const("heads_shape", _i64(0, 0, HEADS, HEAD_DIM))
+        self.merged_shape = const("merged_shape", _i64(0, 0, DIM))
+        self.qkv_split = const("qkv_split", _i64(DIM, DIM, DIM))
+        self.sqrt2 = const("sqrt2", np.array(np.sqrt(2.0), np.float32))
+        self.half, self.unit = const("half", np.array(0.5, np.float32)), const("unit", np.array(1.0, np.float32))
+
+    def weight(self, name: str) -> str:
+        return self.const(name, self.w[name])
+
+    def transposed(self, name: str) -> str:
         """torch's [out, in] Linear weight as the [in, out] MatMul operand (copied when written)."""
-        return const(name + ".T", make=lambda: w[name].T, shape=w[name].shape[::-1])
+        w = self.w
+        return self.const(name + ".T", make=lambda: w[name].T, shape=w[name].shape[::-1])
 
-    def linear(x: str, prefix: str, out: str) -> str:
-        mm = node("MatMul", [x, transposed(prefix + ".weight")], out + ".matmul")
-        return node("Add", [mm, weight(prefix + ".bias")], out)
+    def linear(self, x: str, prefix: str, out: str) -> str:
+        mm = self.node("MatMul", [x, self.transposed(prefix + ".weight")], out + ".matmul")
+        return self.node("Add", [mm, self.weight(prefix + ".bias")], out)
 
-    def layer_norm(x: str, prefix: str, out: str) -> str:
-        return node("LayerNormalization", [x, weight(prefix + ".weight"), weight(prefix + ".bias")], out,
-                    axis=-1, epsilon=LN_EPS)
+    def layer_norm(self, x: str, prefix: str, out: str) -> str:
+        return self.node("LayerNormalization", [x, self.weight(prefix + ".weight"), self.weight(prefix + ".bias")],
+                         out, axis=-1, epsilon=LN_EPS)
 
-    def i64(*v: int) -> np.ndarray:
-        return np.array(v, np.int64)
+    def embeddings(self, remap: np.ndarray) -> str:
+        """word (network id -> MPNet id) + position (padding_idx + running count of real tokens), LayerNorm"""
+        node, const, weight = self.node, self.const, self.weight
+        ids = node("Gather", [const("vocab.remap", remap), "input_ids"], "mpnet_ids", axis=0)
+        words = node("Gather", [weight("embeddings.word_embeddings.weight"), ids], "embeddings.words", axis=0)
+        count = node("Mul", [node("CumSum", ["attention_mask", self.axis1], "embeddings.count"), "attention_mask"],
+                     "embeddings.count_real")
+        pos = node("Add", [count, const("padding_idx", _i64(PADDING_IDX))], "embeddings.position_ids")
+        pos_e = node("Gather", [weight("embeddings.position_embeddings.weight"), pos], "embeddings.positions", axis=0)
+        return self.layer_norm(node("Add", [words, pos_e], "embeddings.sum"), "embeddings.LayerNorm", "embeddings.out")
 
-    # shared constants
-    axis0, axis1 = const("axis0", i64(0)), const("axis1", i64(1))
-    zero, one = const("zero", np.array(0, np.int64)), const("one", np.array(1, np.int64))
-    heads_shape = const("heads_shape", i64(0, 0, HEADS, HEAD_DIM))
-    merged_shape = const("merged_shape", i64(0, 0, DIM))
-    qkv_split = const("qkv_split", i64(DIM, DIM, DIM))
-    sqrt2 = const("sqrt2", np.array(np.sqrt(2.0), np.float32))
-    half, unit = const("half", np.array(0.5, np.float32)), const("unit", np.array(1.0, np.float32))
+    def attention_add(self) -> str:
+        """The additive attention term every layer shares: relative-position bias [1, H, s, s] + key mask
+        [b, 1, 1, s]."""
+        from onnx import TensorProto
 
-    # embeddings: word (network id -> MPNet id) + position (padding_idx + running count of real tokens), LayerNorm
-    ids = node("Gather", [const("vocab.remap", remap_table(network_vocab(), mp_vocab)), "input_ids"], "mpnet_ids",
-               axis=0)
-    words = node("Gather", [weight("embeddings.word_embeddings.weight"), ids], "embeddings.words", axis=0)
-    count = node("Mul", [node("CumSum", ["attention_mask", axis1], "embeddings.count"), "attention_mask"],
-                 "embeddings.count_real")
-    pos = node("Add", [count, const("padding_idx", i64(PADDING_IDX))], "embeddings.position_ids")
-    pos_e = node("Gather", [weight("embeddings.position_embeddings.weight"), pos], "embeddings.positions", axis=0)
-    h = layer_norm(node("Add", [words, pos_e], "embeddings.sum"), "embeddings.LayerNorm", "embeddings.out")
+        node, const, axis0, axis1 = self.node, self.const, self.axis0, self.axis1
+        seq = node("Squeeze", [node("Shape", ["input_ids"], "seq_len", start=1, end=2), axis0], "seq_len_scalar")
+        r = node("Range", [self.zero, seq, self.one], "positions")
+        rel = node("Sub", [node("Unsqueeze", [r, axis0], "key_pos"), node("Unsqueeze", [r, axis1], "query_pos")],
+                   "relative_position")  # [s, s]: key - query
+        rel_i = node("Add", [rel, const("relative_offset", _i64(MAX_POSITIONS - 1))], "relative_index")
+        span = np.arange(-(MAX_POSITIONS - 1), MAX_POSITIONS)  # every key - query within 512 tokens
+        bucket = node("Gather", [const("encoder.relative_position_bucket", relative_buckets(span)), rel_i],
+                      "relative_bucket", axis=0)
+        bias = node("Gather", [self.weight("encoder.relative_attention_bias.weight"), bucket], "relative_bias", axis=0)
+        bias = node("Unsqueeze", [node("Transpose", [bias], "relative_bias.heads", perm=[2, 0, 1]), axis0],
+                    "relative_bias.4d")
+        off = node("Sub", [self.unit, node("Cast", ["attention_mask"], "mask_float", to=TensorProto.FLOAT)], "mask_off")
+        mask_add = node("Mul", [off, const("mask_min", np.array(np.finfo(np.float32).min, np.float32))], "mask_add")
+        mask_add = node("Unsqueeze", [mask_add, const("axes12", _i64(1, 2))], "mask_add.4d")
+        return node("Add", [bias, mask_add], "attention_add")
 
-    # the additive attention term every layer shares: relative-position bias [1, H, s, s] + key mask [b, 1, 1, s]
-    seq = node("Squeeze", [node("Shape", ["input_ids"], "seq_len", start=1, end=2), axis0], "seq_len_scalar")
-    r = node("Range", [zero, seq, one], "positions")
-    rel = node("Sub", [node("Unsqueeze", [r, axis0], "key_pos"), node("Unsqueeze", [r, axis1], "query_pos")],
-               "relative_position")  # [s, s]: key - query
-    rel_i = node("Add", [rel, const("relative_offset", i64(MAX_POSITIONS - 1))], "relative_index")
-    span = np.arange(-(MAX_POSITIONS - 1), MAX_POSITIONS)  # every key - query within 512 tokens
-    bucket = node("Gather", [const("encoder.relative_position_bucket", relative_buckets(span)), rel_i],
-                  "relative_bucket", axis=0)
-    bias = node("Gather", [weight("encoder.relative_attention_bias.weight"), bucket], "relative_bias", axis=0)
-    bias = node("Unsqueeze", [node("Transpose", [bias], "relative_bias.heads", perm=[2, 0, 1]), axis0],
-                "relative_bias.4d")
-    off = node("Sub", [unit, node("Cast", ["attention_mask"], "mask_float", to=TensorProto.FLOAT)], "mask_off")
-    mask_add = node("Mul", [off, const("mask_min", np.array(np.finfo(np.float32).min, np.float32))], "mask_add")
-    mask_add = node("Unsqueeze", [mask_add, const("axes12", i64(1, 2))], "mask_add.4d")
-    attn_add = node("Add", [bias, mask_add], "attention_add")
-
-    scale = np.float32(1 / np.sqrt(HEAD_DIM))  # 1/8: folding it into q's weight and bias is exact
-    for i in range(LAYERS):
+    def attention(self, i: int, h: str, attn_add: str) -> str:
+        """Layer i's self-attention with its residual and LayerNorm. q, k and v come from one fused MatMul; the
+        1/sqrt(head_dim) scale (1/8) is folded into q's weight and bias, which is exact."""
+        node, const, w = self.node, self.const, self.w
         p = f"encoder.layer.{i}"
         a = f"{p}.attention.attn"
-        qkv_w = const(f"{a}.qkv.weight.T", shape=(DIM, 3 * DIM), make=lambda a=a: np.concatenate(
+        scale = np.float32(1 / np.sqrt(HEAD_DIM))
+        qkv_w = const(f"{a}.qkv.weight.T", shape=(DIM, 3 * DIM), make=lambda: np.concatenate(
             [w[f"{a}.q.weight"].T * scale, w[f"{a}.k.weight"].T, w[f"{a}.v.weight"].T], axis=1))
         qkv_b = const(f"{a}.qkv.bias", np.concatenate([w[f"{a}.q.bias"] * scale, w[f"{a}.k.bias"], w[f"{a}.v.bias"]]))
         qkv = node("Add", [node("MatMul", [h, qkv_w], f"{a}.qkv.matmul"), qkv_b], f"{a}.qkv")
-        node("Split", [qkv, qkv_split], [f"{a}.q", f"{a}.k", f"{a}.v"], axis=-1)
-        q, k, v = (node("Transpose", [node("Reshape", [f"{a}.{t}", heads_shape], f"{a}.{t}.heads")], f"{a}.{t}.t",
+        node("Split", [qkv, self.qkv_split], [f"{a}.q", f"{a}.k", f"{a}.v"], axis=-1)
+        q, k, v = (node("Transpose", [node("Reshape", [f"{a}.{t}", self.heads_shape], f"{a}.{t}.heads")], f"{a}.{t}.t",
                         perm=perm) for t, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])))
         scores = node("Add", [node("MatMul", [q, k], f"{a}.scores.raw"), attn_add], f"{a}.scores")
         probs = node("Softmax", [scores], f"{a}.probs", axis=-1)
         ctx = node("Transpose", [node("MatMul", [probs, v], f"{a}.context.heads")], f"{a}.context.t", perm=[0, 2, 1, 3])
-        o = linear(node("Reshape", [ctx, merged_shape], f"{a}.context"), f"{a}.o", f"{a}.o")
-        h = layer_norm(node("Add", [o, h], f"{p}.attention.residual"), f"{p}.attention.LayerNorm", f"{p}.attention.out")
-        # feed-forward, exact GELU: x * (1 + erf(x / sqrt 2)) * 0.5
-        x = linear(h, f"{p}.intermediate.dense", f"{p}.intermediate")
-        erf = node("Erf", [node("Div", [x, sqrt2], f"{p}.gelu.scaled")], f"{p}.gelu.erf")
-        gelu = node("Mul", [node("Mul", [x, node("Add", [erf, unit], f"{p}.gelu.plus1")], f"{p}.gelu.prod"), half],
-                    f"{p}.gelu")
-        y = linear(gelu, f"{p}.output.dense", f"{p}.output")
-        out_name = "last_hidden_state" if i == LAYERS - 1 and head is None else f"{p}.out"
-        h = layer_norm(node("Add", [y, h], f"{p}.output.residual"), f"{p}.output.LayerNorm", out_name)
-    if head is not None:  # mean pooling is linear, so the head on every token is the head on the pooled vector
-        node("MatMul", [h, const("head.weight", np.ascontiguousarray(head, np.float32))], "last_hidden_state")
-    return m.write(out)
+        o = self.linear(node("Reshape", [ctx, self.merged_shape], f"{a}.context"), f"{a}.o", f"{a}.o")
+        return self.layer_norm(node("Add", [o, h], f"{p}.attention.residual"), f"{p}.attention.LayerNorm",
+                               f"{p}.attention.out")
+
+    def feed_forward(self, i: int, h: str, out_name: str) -> str:
+        """Layer i's feed-forward, exact GELU: x * (1 + erf(x / sqrt 2)) * 0.5, with its residual and LayerNorm."""
+        node = self.node
+        p = f"encoder.layer.{i}"
+        x = self.linear(h, f"{p}.intermediate.dense", f"{p}.intermediate")
+        erf = node("Erf", [node("Div", [x, self.sqrt2], f"{p}.gelu.scaled")], f"{p}.gelu.erf")
+        gelu = node("Mul", [node("Mul", [x, node("Add", [erf, self.unit], f"{p}.gelu.plus1")], f"{p}.gelu.prod"),
+                            self.half], f"{p}.gelu")
+        y = self.linear(gelu, f"{p}.output.dense", f"{p}.output")
+        return self.layer_norm(node("Add", [y, h], f"{p}.output.residual"), f"{p}.output.LayerNorm", out_name)
 
 
 def build(paths: Sequence[Path] | None = None) -> bytes:

@@ -22,7 +22,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -179,6 +179,18 @@ class Encoder:
             start = stop
         return out
 
+    def pooled_in_chunks(self, seqs: Sequence[Sequence[int]], chunk: int,
+                         done: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """`pooled_ids` of many rows, `chunk` rows a call, so that a long run can report progress: `done(start,
+        stop)` after rows [start, stop)."""
+        out = np.zeros((len(seqs), self.dim), np.float32)
+        for start in range(0, len(seqs), chunk):
+            stop = min(start + chunk, len(seqs))
+            out[start:stop] = self.pooled_ids(seqs[start:stop])
+            if done is not None:
+                done(start, stop)
+        return out
+
     def embed_ids(self, seqs: Sequence[Sequence[int]], budget: int | None = None) -> np.ndarray:
         """Unit sentence vectors of token-id sequences that already carry [CLS]/[SEP]."""
         if not seqs:
@@ -228,5 +240,5 @@ def dist_file(dist: str, suffix: str) -> Path:
         raise ModelError(f"the model package {dist!r} is not installed (see requirements-models.txt)") from None
     for f in d.files or ():
         if str(f).endswith(suffix):
-            return Path(d.locate_file(f))
+            return Path(str(d.locate_file(f)))  # typeshed's SimplePath; a pathlib.Path at run time
     raise ModelError(f"{dist}: no file ending in {suffix!r}")

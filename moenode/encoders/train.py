@@ -81,13 +81,12 @@ def view_plan(ids: list[list[int]], domain: str, mask_views: int = 8) -> tuple[l
 def collect_views(encoder: Encoder, ids: list[list[int]], domain: str, progress: Callable[[int], None] | None = None,
                   mask_views: int = 8) -> Views:
     seqs, groups = view_plan(ids, domain, mask_views)
-    pooled = np.zeros((len(seqs), encoder.dim), np.float32)
-    chunk = 256
-    for s in range(0, len(seqs), chunk):
-        pooled[s : s + chunk] = encoder.pooled_ids(seqs[s : s + chunk])
+
+    def done(start: int, stop: int) -> None:
         if progress:
-            progress(min(chunk, len(seqs) - s))
-    return Views(pooled, groups)
+            progress(stop - start)
+
+    return Views(encoder.pooled_in_chunks(seqs, 256, done), groups)
 
 
 def _infonce(views: Views, w: np.ndarray, grad: bool) -> tuple[float, np.ndarray | None]:
@@ -105,13 +104,13 @@ def _infonce(views: Views, w: np.ndarray, grad: bool) -> tuple[float, np.ndarray
         n = len(a)
         total += float(-np.log(np.maximum(p[np.arange(n), np.arange(n)], 1e-30)).sum())
         count += n
-        if grad:
+        if de is not None:
             ds = p
             ds[np.arange(n), np.arange(n)] -= 1.0
             ds /= TAU
             np.add.at(de, a, ds @ eb)
             np.add.at(de, b, ds.T @ ea)
-    if not grad or count == 0:
+    if de is None or count == 0:
         return total / max(count, 1), None
     de /= count
     dz = (de - e * (e * de).sum(1, keepdims=True)) / norm  # through the L2 normalisation
@@ -230,7 +229,8 @@ def minimise(train_obj: Objective, held_obj: Objective, w0: np.ndarray, steps: i
     `patience` steps without improvement). `project` maps W back into a feasible set after every step.
     Returns (best W, best step, held-out history)."""
     w = w0.astype(np.float32).copy()
-    m1, m2 = np.zeros_like(w), np.zeros_like(w)
+    m1: np.ndarray = np.zeros_like(w)  # Adam's moments
+    m2: np.ndarray = np.zeros_like(w)
     b1, b2 = 0.9, 0.999
     best, best_step, best_w = held_obj(w, False)[0], 0, w.copy()
     history = [(0, best)]

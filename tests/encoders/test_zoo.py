@@ -50,6 +50,17 @@ def test_batching_does_not_change_vectors():
     assert np.min(np.sum(alone * together, axis=1)) > 0.99999
 
 
+def test_pooling_in_chunks_gives_the_rows_of_one_call_and_reports_each_chunk():
+    enc = zoo.load("minilm-l6")
+    seqs = content_ids(S + ["short", "a much longer sentence " * 20])
+    done: list[tuple[int, int]] = []
+    chunked = enc.pooled_in_chunks(seqs, 2, lambda start, stop: done.append((start, stop)))
+    assert done == [(0, 2), (2, 4), (4, 5)]
+    assert chunked.dtype == np.float32 and chunked.shape == (5, 384)
+    assert np.allclose(chunked, enc.pooled_ids(seqs), atol=1e-5)
+    assert enc.pooled_in_chunks([], 2).shape == (0, 384)
+
+
 def test_adversaries_behave_as_named():
     zero = zoo.load("adv-zero").embed(S)
     assert not zero.any()
