@@ -444,7 +444,7 @@ class Direct:
             if not nxt:
                 return
             if nxt == cursor:
-                err = SchemaError(f"page from {short(peer)}: cursor did not advance")
-                self.counters.reject(err.reason, peer, str(err), where=f"rpc/{name} page")
-                raise err
+                stuck = SchemaError(f"page from {short(peer)}: cursor did not advance")
+                self.counters.reject(stuck.reason, peer, str(stuck), where=f"rpc/{name} page")
+                raise stuck
             cursor = nxt

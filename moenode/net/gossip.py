@@ -30,6 +30,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import trio
 from libp2p.abc import IHost
@@ -51,8 +52,9 @@ from moenode.net.limits import Counters, RateLimiter, short
 log = logging.getLogger("moenode.net")
 
 QUEUE_SIZE = 1024
-# Process-wide: py-libp2p reads these module globals when it creates a peer queue or a subscription.
-_pubsub_mod.RpcQueue = functools.partial(RpcQueue, max_size=QUEUE_SIZE)  # type: ignore[misc]
+# Process-wide: py-libp2p reads these module globals when it creates a peer queue or a subscription (the queue's
+# class is replaced by a partial that sets its size).
+_pubsub_mod.RpcQueue = functools.partial(RpcQueue, max_size=QUEUE_SIZE)  # type: ignore[misc,assignment]
 _pubsub_mod.SUBSCRIPTION_CHANNEL_SIZE = QUEUE_SIZE
 
 TOPICS = ("adverts", "certs", "orders", "checkpoints")
@@ -112,7 +114,10 @@ class _CountingPubsub(ContainedTasks, Pubsub):
         but not the formatting. Our validators are synchronous and cheap, so each copy simply runs them again."""
         for topic_validator in self.get_msg_validators(msg):
             check = topic_validator.validator
-            ok = await check(msg_forwarder, msg) if topic_validator.is_async else check(msg_forwarder, msg)
+            if topic_validator.is_async:  # py-libp2p types every validator as returning bool | Awaitable[bool]
+                ok = await cast(Awaitable[bool], check(msg_forwarder, msg))
+            else:
+                ok = cast(bool, check(msg_forwarder, msg))
             if not ok:
                 raise ValidationError("refused by a topic validator")
 

@@ -167,6 +167,11 @@ def _account(pid: ID | None) -> bytes | None:
 _INBOUND_SCOPE: ContextVar[trio.CancelScope | None] = ContextVar("moenode_inbound_scope", default=None)
 
 
+def _wrap_method(owner: object, name: str, wrap: Callable[[Any], Any]) -> None:
+    """Replace `owner.name` (a py-libp2p method, checked to exist) by `wrap` around it, on this instance only."""
+    setattr(owner, name, wrap(getattr(owner, name)))
+
+
 class Guard:
     """Installs the hooks above on one libp2p host, and keeps their counts and state."""
 
@@ -195,8 +200,8 @@ class Guard:
         mux.handlers = _GuardedHandlers(self, mux.handlers)
         self.host.set_stream_handler(ID_PUSH, self._identify_push)
         network.set_stream_handler(self._guard_negotiation(negotiate))
-        network._handle_inbound_connection = self._admit(network._handle_inbound_connection)
-        network.upgrade_inbound_raw_conn = self._note_inbound(network.upgrade_inbound_raw_conn)
+        _wrap_method(network, "_handle_inbound_connection", self._admit)
+        _wrap_method(network, "upgrade_inbound_raw_conn", self._note_inbound)
         network.register_notifee(_Notifee(self))
 
     # streams ----------------------------------------------------------------------------------------------------

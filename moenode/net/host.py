@@ -31,10 +31,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import multiaddr
 import trio
 from libp2p.abc import IHost
+from libp2p.network.swarm import Swarm
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.tools.anyio_service import background_trio_service
 
@@ -113,7 +115,7 @@ class NetHost:
         peer = account_id_of(info.peer_id)
         # libp2p refuses to redial a peer for 60 s after all its addresses failed; an explicit connect (and the
         # bootstrap loop, which keeps its own backoff) should try now.
-        self.host.get_network().unblock_peer(info.peer_id)
+        cast(Swarm, self.host.get_network()).unblock_peer(info.peer_id)  # the interface lacks it; our hosts' has it
         try:
             with trio.fail_after(timeout):
                 await self.host.connect(info)
