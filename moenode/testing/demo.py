@@ -180,33 +180,17 @@ def proxy_delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, in
 
 def summarize(tn: Testnet, cfg: DemoConfig, subs: Sequence[Submitted], single_ms: Sequence[float],
               supply_before: Any, supply_after: Any, proxies: dict[str, int] | None = None) -> dict[str, Any]:
-    from moenode.core.selection import shard_size
-
-    model_of = {nd.account: nd.model for nd in tn.nodes}
     ok = [s for s in subs if s.ok]
     lat = [s.latency_ms for s in ok]
-    winners: dict[str, dict[str, int]] = {}
-    proxied_wins = retried = 0
+    wins = _Wins.count(ok, {nd.account: nd.model for nd in tn.nodes})
     proxies = proxies or {}
-    by_producer: dict[str, int] = {}
-    for s in ok:
-        w, p = s.result.get("winner", ""), s.result.get("producer", "") or s.result.get("winner", "")
-        proxied_wins += bool(p and w and p != w)
-        retried += max(0, len(s.result.get("attempts") or [1]) - 1)
-        label = model_of.get(p, short_hex(p))
-        winners.setdefault(s.domain, {})
-        winners[s.domain][label] = winners[s.domain].get(label, 0) + 1
-        by_producer[label] = by_producer.get(label, 0) + 1
     attributable = all(s.served is not None for s in subs)
     proxied_rounds = sum(1 for s in ok if (s.served or 0) > 0 or s.result.get("producer") != s.result.get("winner")) \
         if attributable else None
     wall = (max(s.end for s in subs) - min(s.start for s in subs)) if subs else 0.0
-    staked = len(tn.nodes)
-    n_shard = shard_size(staked)[0]
-    cores = min(usable_cores(), staked)
+    n_shard, cores, ceiling = _compute_ceiling(len(tn.nodes), single_ms)
     single_p50 = percentile(single_ms, 50)
     single_mean = sum(single_ms) / len(single_ms) if single_ms else 0.0
-    ceiling = cores / (n_shard * single_mean / 1000) if single_mean else 0.0
     throughput = len(ok) / wall if wall else 0.0
     p50, p99 = percentile(lat, 50), percentile(lat, 99)
     return {
@@ -218,7 +202,7 @@ def summarize(tn: Testnet, cfg: DemoConfig, subs: Sequence[Submitted], single_ms
         "certified": len(ok),
         "failed": len(subs) - len(ok),
         "errors": [{"index": s.index, "node": s.node, "error": s.error} for s in subs if not s.ok],
-        "retried": retried,
+        "retried": wins.retried,
         "latency_ms": {"p50": p50, "p99": p99, "mean": sum(lat) / len(lat) if lat else 0.0},
         "embed_ms_single": {"p50": single_p50, "p99": percentile(single_ms, 99), "mean": single_mean,
                             "model": cfg.baseline_model},
@@ -231,23 +215,60 @@ def summarize(tn: Testnet, cfg: DemoConfig, subs: Sequence[Submitted], single_ms
         "shard_size": n_shard,
         "wall_s": wall,
         # a proxied round: a member had an expert produce its submission (served proxy requests over the run)
-        "proxied": max(proxies.get("served", 0), proxied_wins),
+        "proxied": max(proxies.get("served", 0), wins.proxied_wins),
         "proxied_rounds": proxied_rounds,  # certified rounds in which an expert served a member (None: unknown)
         "proxied_share": proxied_rounds / len(subs) if proxied_rounds is not None and subs else None,
         "deadline_ms": cfg.deadline_ms,
-        "wins_by_producer": by_producer,
+        "wins_by_producer": wins.by_producer,
         "proxy_requests": proxies.get("sent", 0),
         "proxy_fallbacks": proxies.get("fallbacks", 0),
-        "proxied_wins": proxied_wins,
-        "winners_by_domain": winners,
+        "proxied_wins": wins.proxied_wins,
+        "winners_by_domain": wins.by_domain,
         "supply_before": supply_before,
         "supply_after": supply_after,
-        "rounds": [{"index": s.index, "domain": s.domain, "node": s.node, "ok": s.ok,
-                    "latency_ms": round(s.latency_ms, 1), "winner": s.result.get("winner"),
-                    "producer": s.result.get("producer"), "loss": s.result.get("loss"),
-                    "served": s.served, "dim": s.result.get("dim"),
-                    "attempts": len(s.result.get("attempts") or []), "error": s.error} for s in subs],
+        "rounds": [_round_row(s) for s in subs],
     }
+
+
+@dataclass
+class _Wins:
+    """Who produced the certified rounds' winning submissions (by model where known), per domain and in all."""
+
+    by_domain: dict[str, dict[str, int]] = field(default_factory=dict)
+    by_producer: dict[str, int] = field(default_factory=dict)
+    proxied_wins: int = 0  # won by a submission an expert produced for a member
+    retried: int = 0  # attempts beyond the first
+
+    @classmethod
+    def count(cls, ok: Sequence[Submitted], model_of: dict[str, str]) -> _Wins:
+        wins = cls()
+        for s in ok:
+            w, p = s.result.get("winner", ""), s.result.get("producer", "") or s.result.get("winner", "")
+            wins.proxied_wins += bool(p and w and p != w)
+            wins.retried += max(0, len(s.result.get("attempts") or [1]) - 1)
+            label = model_of.get(p, short_hex(p))
+            domain = wins.by_domain.setdefault(s.domain, {})
+            domain[label] = domain.get(label, 0) + 1
+            wins.by_producer[label] = wins.by_producer.get(label, 0) + 1
+        return wins
+
+
+def _compute_ceiling(staked: int, single_ms: Sequence[float]) -> tuple[int, int, float]:
+    """(shard size, cores, rounds/s the machine could certify): `cores / (shard size x mean embed_ms_single)`."""
+    from moenode.core.selection import shard_size
+
+    n_shard = shard_size(staked)[0]
+    cores = min(usable_cores(), staked)
+    single_mean = sum(single_ms) / len(single_ms) if single_ms else 0.0
+    ceiling = cores / (n_shard * single_mean / 1000) if single_mean else 0.0
+    return n_shard, cores, ceiling
+
+
+def _round_row(s: Submitted) -> dict[str, Any]:
+    return {"index": s.index, "domain": s.domain, "node": s.node, "ok": s.ok, "latency_ms": round(s.latency_ms, 1),
+            "winner": s.result.get("winner"), "producer": s.result.get("producer"), "loss": s.result.get("loss"),
+            "served": s.served, "dim": s.result.get("dim"), "attempts": len(s.result.get("attempts") or []),
+            "error": s.error}
 
 
 def short_hex(h: str) -> str:
@@ -311,7 +332,6 @@ def delivered_quality(subs: Sequence[Submitted], models: Sequence[str], *, label
     agreement of the winner with label quality (`quality.batch_agreement` over within-batch MRR)."""
     from moenode.client import decode_embeddings
     from moenode.encoders import corpus
-    from moenode.testing.quality import batch_agreement, one_index_mrr, solo_vectors
 
     ui = ui or NullUI()
     ok = [s for s in subs if s.ok]
@@ -319,8 +339,19 @@ def delivered_quality(subs: Sequence[Submitted], models: Sequence[str], *, label
         label_of = {}
         for d in sorted({s.domain for s in ok}):
             label_of.update((it.text, it.source) for it in corpus.load(d))
-    delivered = {s.index: decode_embeddings(s.result) for s in ok}
-    labels = {s.index: [f"{s.domain}/{label_of.get(t, '?')}" for t in s.texts] for s in ok}
+    q = _Quality(models, {s.index: decode_embeddings(s.result) for s in ok},
+                 {s.index: [f"{s.domain}/{label_of.get(t, '?')}" for t in s.texts] for s in ok},
+                 _solo_vectors(ok, models, ui), candidates, model_of)
+    out: dict[str, Any] = {"mixed": q.score(ok) if ok else None, "domains": {}}
+    for d in sorted({s.domain for s in ok}):
+        out["domains"][d] = q.score([s for s in ok if s.domain == d])
+    return out
+
+
+def _solo_vectors(ok: Sequence[Submitted], models: Sequence[str], ui: Any) -> dict[str, dict[int, Any]]:
+    """model -> round index -> the vectors that model alone gives the round's texts."""
+    from moenode.testing.quality import solo_vectors
+
     solo: dict[str, dict[int, Any]] = {m: {} for m in models}
     for m in models:
         if not ok:
@@ -332,11 +363,27 @@ def delivered_quality(subs: Sequence[Submitted], models: Sequence[str], *, label
             solo[m][s.index] = vecs[at:at + len(s.texts)]
             at += len(s.texts)
         ui.advance(m)
+    return solo
 
-    def score(group: Sequence[Submitted]) -> dict[str, Any]:
-        lab = [x for s in group for x in labels[s.index]]
-        got = one_index_mrr([delivered[s.index] for s in group], lab)
-        alone = {m: one_index_mrr([solo[m][s.index] for s in group], lab) for m in models}
+
+@dataclass
+class _Quality:
+    """What the rounds delivered, their labels and each model's own vectors (all by round index), and the optional
+    candidates and producers' models for the agreement figure."""
+
+    models: Sequence[str]
+    delivered: dict[int, Any]
+    labels: dict[int, list[str]]
+    solo: dict[str, dict[int, Any]]
+    candidates: dict[int, list[str]] | None
+    model_of: dict[str, str] | None
+
+    def score(self, group: Sequence[Submitted]) -> dict[str, Any]:
+        from moenode.testing.quality import one_index_mrr
+
+        lab = [x for s in group for x in self.labels[s.index]]
+        got = one_index_mrr([self.delivered[s.index] for s in group], lab)
+        alone = {m: one_index_mrr([self.solo[m][s.index] for s in group], lab) for m in self.models}
         best = max((v for v in alone.values() if v is not None), default=None)
         row: dict[str, Any] = {
             "rounds": len(group), "delivered_mrr": got, "alone_mrr": alone,
@@ -348,22 +395,23 @@ def delivered_quality(subs: Sequence[Submitted], models: Sequence[str], *, label
                                   or s.result.get("producer") != s.result.get("winner")),
             "proxied_wins": sum(1 for s in group if s.result.get("producer") != s.result.get("winner")),
         }
-        if candidates is not None and model_of is not None:
-            agree = pairs = 0
-            for s in group:
-                cands = [m for m in candidates.get(s.index, []) if m in solo]
-                mrrs = {m: one_index_mrr([solo[m][s.index]], labels[s.index]) for m in set(cands)}
-                within = {m: v for m, v in mrrs.items() if v is not None}
-                a, n = batch_agreement(within, model_of.get(s.result.get("producer", ""), "?"))
-                agree, pairs = agree + a, pairs + n
-            row["agreement"] = agree / pairs if pairs else None
-            row["agreement_pairs"] = pairs
+        if self.candidates is not None and self.model_of is not None:
+            row["agreement"], row["agreement_pairs"] = self.agreement(group, self.candidates, self.model_of)
         return row
 
-    out: dict[str, Any] = {"mixed": score(ok) if ok else None, "domains": {}}
-    for d in sorted({s.domain for s in ok}):
-        out["domains"][d] = score([s for s in ok if s.domain == d])
-    return out
+    def agreement(self, group: Sequence[Submitted], candidates: dict[int, list[str]],
+                  model_of: dict[str, str]) -> tuple[float | None, int]:
+        """(share of candidate pairs the winner's choice agrees with on within-batch MRR, how many pairs)"""
+        from moenode.testing.quality import batch_agreement, one_index_mrr
+
+        agree = pairs = 0
+        for s in group:
+            cands = [m for m in candidates.get(s.index, []) if m in self.solo]
+            mrrs = {m: one_index_mrr([self.solo[m][s.index]], self.labels[s.index]) for m in set(cands)}
+            within = {m: v for m, v in mrrs.items() if v is not None}
+            a, n = batch_agreement(within, model_of.get(s.result.get("producer", ""), "?"))
+            agree, pairs = agree + a, pairs + n
+        return (agree / pairs if pairs else None), pairs
 
 
 def measure_single_iter(batches: Sequence[list[str]], model: str, params: Params | None = None):

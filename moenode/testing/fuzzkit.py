@@ -10,6 +10,8 @@ n, seed)` checks that only ProtocolError escapes and that nothing non-canonical 
 bench/fuzz.py).
 """
 
+from __future__ import annotations
+
 import random
 import struct
 import time
@@ -17,7 +19,12 @@ import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from moenode.core.checkpoint import Checkpoint, CheckpointCert
+    from moenode.core.messages import Certificate, Input, Message, Report, Reveal, Signed, Submission
+    from moenode.core.orders import BatchVote, CertifiedOrder, OrderRequest, Settle
 
 SHAPES = ("flat", "arrays", "maps", "keyed")
 
@@ -105,47 +112,24 @@ def values_in(obj: Any) -> int:
 def largest_messages() -> dict[str, tuple[Callable[[bytes], Any], bytes]]:
     """Each peer-facing type at the limits of its schema (lists full, blobs where the size cap allows), with the
     decoder a receiver runs on it: what a value budget must admit."""
-    from moenode.core.checkpoint import Checkpoint, CheckpointCert, Item
+    from moenode.core.checkpoint import Checkpoint, CheckpointCert
     from moenode.core.crypto import H, ed25519_verify
-    from moenode.core.messages import (MAX_ITEMS, Certificate, CommitVotes, Evidence, Input, Payload, ProxyRequest,
-                                       ProxySubmission, Report, Reveal, Submission, batch_loss, open_signed, seal,
-                                       shard_id)
-    from moenode.core.orders import (MAX_ATTACH, MAX_PROOF_DEPTH, MAX_VOTES, CertifiedOrder, OrderRequest, Settle,
-                                     escrow_account)
-    from moenode.core.selection import data_hash
+    from moenode.core.messages import (Certificate, CommitVotes, Evidence, Input, ProxyRequest, Report, Reveal,
+                                       open_signed, seal)
+    from moenode.core.orders import CertifiedOrder, OrderRequest, Settle
 
     net, s = NET, SIGNER
     pks = sorted(H("pk", i.to_bytes(2, "big")) for i in range(260))
     sid = H("sid", b"largest")
-    losses = tuple(999_999 - i for i in range(MAX_ITEMS))
-    report = Report(sid, 7, s.public_key, H("d", b""), H("n", b""), H("p", b""), 10, pks[0], pks[1], 9_000,
-                    H("m", b""), H("w", b""), batch_loss(losses), losses, b"\x00" * (MAX_ITEMS * 1024 * 2),
-                    tuple(pks[2:130]), tuple(pks[130:258]))
-    cert = Certificate(report, tuple((pk, bytes(64)) for pk in pks[:128]))
-    settle = seal(Settle(escrow_account(sid), 0, 7, cert), s, net)
-    vote = lambda pk: (pk, bytes(64), 1023, tuple(H("sib", bytes([d])) for d in range(MAX_PROOF_DEPTH)))  # noqa: E731
-    certified = CertifiedOrder(settle, tuple(vote(H("voter", i.to_bytes(2, "big"))) for i in range(MAX_VOTES)))
-    certified = CertifiedOrder(settle, tuple(sorted(certified.votes)))
-    items = tuple(sorted(Item(3, "unstake", H("a", i.to_bytes(2, "big")), H("s", i.to_bytes(2, "big")), 10 ** 12)
-                         for i in range(4096)))
-    checkpoint = Checkpoint(3, H("prev", b""), items)
-    cp_cert = CheckpointCert(checkpoint, tuple((H("v", i.to_bytes(2, "big")), bytes(64)) for i in range(1024)))
-    cp_cert = CheckpointCert(checkpoint, tuple(sorted(cp_cert.votes)))
-    texts = tuple(f"{i:03d}" + "x" * (16 * 1024 - 3) for i in range(MAX_ITEMS))
-    dh, nonce = data_hash([t.encode() for t in texts]), H("nonce", b"")
-    inp = seal(Input(shard_id(7, dh, nonce, s.public_key), 7, s.public_key, H("p", b""), b"\x00" * 48 * 1024, 10, dh,
-                     nonce, "text", 10 ** 13, texts), s, net)
-    producer = PRODUCER
-    pay = Payload(H("m", b""), 1, b"\x00" * 4 * MAX_ITEMS, b"v" * 1024, b"\x00\x3c" * MAX_ITEMS, losses,
-                  batch_loss(losses))
-    ps = seal(ProxySubmission(sid, producer.public_key, s.public_key, pay.digest(), 9_000), producer, net)
-    reveal = seal(Reveal(sid, Submission(sid, s.public_key, producer.public_key, pay, ps.as_wire())), s, net)
+    report, cert, settle = _largest_settlement(sid, pks)
+    checkpoint, cp_cert = _largest_checkpoint()
+    inp, reveal = _largest_input(), _largest_reveal(sid, report.item_losses)
     env = seal(report, s, net)
     other = seal(Report(**{**report.__dict__, "loss_micro": 1}), s, net)  # the same report, another loss: equivocation
     evidence = seal(Evidence("equivocation", s.public_key, sid, env.as_wire(), other.as_wire()), s, net)
     votes = seal(CommitVotes(sid, tuple((pk, H("d", pk)) for pk in pks[:115])), s, net)  # as many as 8 KiB holds
     proxy_req = seal(ProxyRequest(inp.msg.shard_id, s.public_key, 9_000, 10 ** 13, inp.as_wire()), s, net)
-    request = OrderRequest(settle.encode(), tuple(bytes([i]) * 1024 for i in range(MAX_ATTACH)))
+    certified, request = _largest_certified(settle), _largest_order_request(settle)
 
     def opened(*types):
         return lambda d: open_signed(d, net, ed25519_verify, types)
@@ -164,6 +148,73 @@ def largest_messages() -> dict[str, tuple[Callable[[bytes], Any], bytes]]:
         "Checkpoint": (Checkpoint.decode, checkpoint.encode()),
         "CheckpointCert": (CheckpointCert.decode, cp_cert.encode()),
     }
+
+
+def _largest_settlement(sid: bytes, pks: list[bytes]) -> tuple[Report, Certificate, Signed[Settle]]:
+    """A report with every list full, its certificate with 128 signatures, and the Settle order that carries it."""
+    from moenode.core.crypto import H
+    from moenode.core.messages import MAX_ITEMS, Certificate, Report, batch_loss, seal
+    from moenode.core.orders import Settle, escrow_account
+
+    s, losses = SIGNER, tuple(999_999 - i for i in range(MAX_ITEMS))
+    report = Report(sid, 7, s.public_key, H("d", b""), H("n", b""), H("p", b""), 10, pks[0], pks[1], 9_000,
+                    H("m", b""), H("w", b""), batch_loss(losses), losses, b"\x00" * (MAX_ITEMS * 1024 * 2),
+                    tuple(pks[2:130]), tuple(pks[130:258]))
+    cert = Certificate(report, tuple((pk, bytes(64)) for pk in pks[:128]))
+    return report, cert, seal(Settle(escrow_account(sid), 0, 7, cert), s, NET)
+
+
+def _largest_certified(settle: Signed[Settle]) -> CertifiedOrder:
+    """The Settle order with the most votes, each with the deepest batch proof."""
+    from moenode.core.crypto import H
+    from moenode.core.orders import MAX_PROOF_DEPTH, MAX_VOTES, CertifiedOrder
+
+    proof = tuple(H("sib", bytes([d])) for d in range(MAX_PROOF_DEPTH))
+    votes = ((H("voter", i.to_bytes(2, "big")), bytes(64), 1023, proof) for i in range(MAX_VOTES))
+    return CertifiedOrder(settle, tuple(sorted(votes)))
+
+
+def _largest_order_request(settle: Signed[Settle]) -> OrderRequest:
+    from moenode.core.orders import MAX_ATTACH, OrderRequest
+
+    return OrderRequest(settle.encode(), tuple(bytes([i]) * 1024 for i in range(MAX_ATTACH)))
+
+
+def _largest_checkpoint() -> tuple[Checkpoint, CheckpointCert]:
+    """A checkpoint of 4096 items and its certificate with 1024 votes."""
+    from moenode.core.checkpoint import Checkpoint, CheckpointCert, Item
+    from moenode.core.crypto import H
+
+    items = tuple(sorted(Item(3, "unstake", H("a", i.to_bytes(2, "big")), H("s", i.to_bytes(2, "big")), 10 ** 12)
+                         for i in range(4096)))
+    checkpoint = Checkpoint(3, H("prev", b""), items)
+    votes = tuple(sorted((H("v", i.to_bytes(2, "big")), bytes(64)) for i in range(1024)))
+    return checkpoint, CheckpointCert(checkpoint, votes)
+
+
+def _largest_input() -> Signed[Input]:
+    """An input of the most texts, each of the longest."""
+    from moenode.core.crypto import H
+    from moenode.core.messages import MAX_ITEMS, Input, seal, shard_id
+    from moenode.core.selection import data_hash
+
+    s = SIGNER
+    texts = tuple(f"{i:03d}" + "x" * (16 * 1024 - 3) for i in range(MAX_ITEMS))
+    dh, nonce = data_hash([t.encode() for t in texts]), H("nonce", b"")
+    return seal(Input(shard_id(7, dh, nonce, s.public_key), 7, s.public_key, H("p", b""), b"\x00" * 48 * 1024, 10,
+                      dh, nonce, "text", 10 ** 13, texts), s, NET)
+
+
+def _largest_reveal(sid: bytes, losses: tuple[int, ...]) -> Signed[Reveal]:
+    """A reveal of a proxied submission whose payload is as large as the items allow."""
+    from moenode.core.crypto import H
+    from moenode.core.messages import MAX_ITEMS, Payload, ProxySubmission, Reveal, Submission, batch_loss, seal
+
+    s, producer = SIGNER, PRODUCER
+    pay = Payload(H("m", b""), 1, b"\x00" * 4 * MAX_ITEMS, b"v" * 1024, b"\x00\x3c" * MAX_ITEMS, losses,
+                  batch_loss(losses))
+    ps = seal(ProxySubmission(sid, producer.public_key, s.public_key, pay.digest(), 9_000), producer, NET)
+    return seal(Reveal(sid, Submission(sid, s.public_key, producer.public_key, pay, ps.as_wire())), s, NET)
 
 
 def _signer(tag: bytes):
@@ -196,94 +247,148 @@ class Target:
 
 def targets() -> list[Target]:
     """Every decoder of untrusted bytes, each with valid inputs to mutate."""
-    from moenode.core.checkpoint import Checkpoint, CheckpointCert, Item
-    from moenode.core.codec import canonical, decode
-    from moenode.core.crypto import H, ed25519_verify
-    from moenode.core.messages import (REGISTRY, Advert, Certificate, Commit, CommitVotes, Evidence, Input, OptOut,
-                                       Payload, ProxyRequest, ProxySubmission, Report, Reveal, Submission, batch_loss,
-                                       open_signed, seal, shard_id)
-    from moenode.core.orders import (ORDER_TYPES, BatchVote, CertifiedOrder, OrderAnswer, OrderRequest, PayEscrow,
-                                     Refund, Settle, Stake, Transfer, Unstake, batch_proofs, certify, escrow_account,
-                                     open_order, vote_digest)
-    from moenode.core.proxy import ProxyAnswer, Refusal
-    from moenode.core.selection import data_hash
-    from moenode.node.sync import Sync
+    from moenode.core.messages import seal
 
-    net, s, p = NET, SIGNER, PRODUCER
-    me, other = s.public_key, p.public_key
-    sid = H("sid", b"fuzz")
-    texts = ("a first text", "and a second one")
-    dh, nonce = data_hash([t.encode() for t in texts]), H("nonce", b"fuzz")
-    inp = Input(shard_id(3, dh, nonce, me), 3, me, H("pay", b""), b"\x01" * 40, 10, dh, nonce, "text", 10 ** 12, texts)
-    pay = Payload(H("model", b""), 2, b"\x00\x00\x80\x3f" * 4, b"views", b"\x00\x3c" * 4, (250_000, 150_000),
-                  batch_loss((250_000, 150_000)))
-    own = Submission(sid, me, me, pay, None)
-    ps = seal(ProxySubmission(sid, other, me, pay.digest(), 4_000), p, net)
-    proxied = Submission(sid, me, other, pay, ps.as_wire())
-    report = Report(sid, 3, me, dh, nonce, H("pay", b""), 10, me, other, 4_000, H("model", b""), own.digest(),
-                    200_000, (250_000, 150_000), b"\x00\x3c" * 4, (other,), ())
-    cert = Certificate(report, tuple(sorted((k.public_key, k.sign(H("r", b""))) for k in (s, p))))
-    commit = seal(Commit(sid, own.digest()), s, net)
-    commit2 = seal(Commit(sid, proxied.digest()), s, net)
-    messages = {
-        Input: [inp], OptOut: [OptOut(sid, "not paid")], Commit: [Commit(sid, own.digest())],
-        CommitVotes: [CommitVotes(sid, tuple(sorted([(me, own.digest()), (other, proxied.digest())])))],
-        Payload: [pay], Submission: [own, proxied], Reveal: [Reveal(sid, own), Reveal(sid, proxied)],
-        ProxySubmission: [ps.msg], Report: [report], Certificate: [cert],
-        ProxyRequest: [ProxyRequest(inp.shard_id, me, 4_000, 10 ** 12, seal(inp, s, net).as_wire())],
-        Advert: [Advert(H("model", b""), "minilm-l6", 5_000, ("/ip4/127.0.0.1/tcp/4001",), 1_700_000_000_000)],
-        Evidence: [Evidence("equivocation", me, sid, commit.as_wire(), commit2.as_wire())],
-        Transfer: [Transfer(me, 4, 3, other, 1_234)], PayEscrow: [PayEscrow(me, 5, 3, sid, 10, 10 ** 12)],
-        Settle: [Settle(escrow_account(sid), 0, 3, cert)],
-        Refund: [Refund(escrow_account(sid), 0, 3, sid, H("pay", b""), 10)],
-        Stake: [Stake(me, 6, 3, 500)], Unstake: [Unstake(me, 7, 3, 100)],
-        Checkpoint: [Checkpoint(3, H("prev", b""), tuple(sorted(
-            [Item(2, "stake", me, H("o", b"1"), 500), Item(3, "strike", other, H("r", b"1"), 1)])))],
-    }
-    assert set(messages) == set(REGISTRY.values()), "a registered type has no fuzz seed"
-    sealed = {cls: [seal(m, s, net).encode() for m in msgs] for cls, msgs in messages.items()}
+    seeds = _Seeds.make()
+    sealed = {cls: [seal(m, SIGNER, NET).encode() for m in msgs] for cls, msgs in seeds.by_type.items()}
+    certified, votes, batch = _certified_orders(seeds)
+    return [*_signed_targets(sealed), *_unsigned_targets(seeds, certified, votes, batch),
+            *_plain_targets(seeds, sealed, certified)]
 
-    def opened(*types):
-        return lambda d: open_signed(d, net, ed25519_verify, types)
 
-    def encoded(x):
-        return x.encode()
+def _encoded(x: Any) -> bytes:
+    return x.encode()
 
-    out = [Target(f"open_signed[{cls.TYPE}]", opened(cls), encoded, sealed[cls]) for cls in messages]
+
+@dataclass
+class _Seeds:
+    """Valid messages of every registered type (one or two each), and the few that later seeds are built from."""
+
+    by_type: dict[type[Message], list[Message]]
+    cert: Certificate
+    proxied: Submission
+    checkpoint: Checkpoint
+
+    @classmethod
+    def make(cls) -> _Seeds:
+        from moenode.core.checkpoint import Checkpoint, Item
+        from moenode.core.crypto import H
+        from moenode.core.messages import (REGISTRY, Advert, Certificate, Commit, CommitVotes, Evidence, Input,
+                                           OptOut, Payload, ProxyRequest, ProxySubmission, Report, Reveal,
+                                           Submission, batch_loss, seal, shard_id)
+        from moenode.core.orders import PayEscrow, Refund, Settle, Stake, Transfer, Unstake, escrow_account
+        from moenode.core.selection import data_hash
+
+        net, s, p = NET, SIGNER, PRODUCER
+        me, other = s.public_key, p.public_key
+        sid = H("sid", b"fuzz")
+        texts = ("a first text", "and a second one")
+        dh, nonce = data_hash([t.encode() for t in texts]), H("nonce", b"fuzz")
+        inp = Input(shard_id(3, dh, nonce, me), 3, me, H("pay", b""), b"\x01" * 40, 10, dh, nonce, "text", 10 ** 12,
+                    texts)
+        pay = Payload(H("model", b""), 2, b"\x00\x00\x80\x3f" * 4, b"views", b"\x00\x3c" * 4, (250_000, 150_000),
+                      batch_loss((250_000, 150_000)))
+        own = Submission(sid, me, me, pay, None)
+        ps = seal(ProxySubmission(sid, other, me, pay.digest(), 4_000), p, net)
+        proxied = Submission(sid, me, other, pay, ps.as_wire())
+        report = Report(sid, 3, me, dh, nonce, H("pay", b""), 10, me, other, 4_000, H("model", b""), own.digest(),
+                        200_000, (250_000, 150_000), b"\x00\x3c" * 4, (other,), ())
+        cert = Certificate(report, tuple(sorted((k.public_key, k.sign(H("r", b""))) for k in (s, p))))
+        commit = seal(Commit(sid, own.digest()), s, net)
+        commit2 = seal(Commit(sid, proxied.digest()), s, net)
+        checkpoint = Checkpoint(3, H("prev", b""), tuple(sorted(
+            [Item(2, "stake", me, H("o", b"1"), 500), Item(3, "strike", other, H("r", b"1"), 1)])))
+        by_type: dict[type[Message], list[Message]] = {
+            Input: [inp], OptOut: [OptOut(sid, "not paid")], Commit: [Commit(sid, own.digest())],
+            CommitVotes: [CommitVotes(sid, tuple(sorted([(me, own.digest()), (other, proxied.digest())])))],
+            Payload: [pay], Submission: [own, proxied], Reveal: [Reveal(sid, own), Reveal(sid, proxied)],
+            ProxySubmission: [ps.msg], Report: [report], Certificate: [cert],
+            ProxyRequest: [ProxyRequest(inp.shard_id, me, 4_000, 10 ** 12, seal(inp, s, net).as_wire())],
+            Advert: [Advert(H("model", b""), "minilm-l6", 5_000, ("/ip4/127.0.0.1/tcp/4001",), 1_700_000_000_000)],
+            Evidence: [Evidence("equivocation", me, sid, commit.as_wire(), commit2.as_wire())],
+            Transfer: [Transfer(me, 4, 3, other, 1_234)], PayEscrow: [PayEscrow(me, 5, 3, sid, 10, 10 ** 12)],
+            Settle: [Settle(escrow_account(sid), 0, 3, cert)],
+            Refund: [Refund(escrow_account(sid), 0, 3, sid, H("pay", b""), 10)],
+            Stake: [Stake(me, 6, 3, 500)], Unstake: [Unstake(me, 7, 3, 100)],
+            Checkpoint: [checkpoint],
+        }
+        assert set(by_type) == set(REGISTRY.values()), "a registered type has no fuzz seed"
+        return cls(by_type, cert, proxied, checkpoint)
+
+
+def _signed_targets(sealed: dict[type[Message], list[bytes]]) -> list[Target]:
+    """open_signed for each type, for the shard protocol's types and for any type; open_order for the orders."""
+    from moenode.core.crypto import ed25519_verify
+    from moenode.core.messages import Commit, CommitVotes, Input, OptOut, Report, Reveal, open_signed
+    from moenode.core.orders import ORDER_TYPES, open_order
+
+    def opened(*types: type[Message]) -> Callable[[bytes], Any]:
+        return lambda d: open_signed(d, NET, ed25519_verify, types)
+
+    out = [Target(f"open_signed[{cls.TYPE}]", opened(cls), _encoded, sealed[cls]) for cls in sealed]
     round_types = (Input, OptOut, Commit, CommitVotes, Reveal, Report)
-    out.append(Target("open_signed[shard protocol]", opened(*round_types), encoded,
+    out.append(Target("open_signed[shard protocol]", opened(*round_types), _encoded,
                       [d for c in round_types for d in sealed[c]]))
-    out.append(Target("open_signed[any type]", opened(), encoded, [d for ds in sealed.values() for d in ds]))
-    out.append(Target("open_order", lambda d: open_order(d, net, ed25519_verify), encoded,
+    out.append(Target("open_signed[any type]", opened(), _encoded, [d for ds in sealed.values() for d in ds]))
+    out.append(Target("open_order", lambda d: open_order(d, NET, ed25519_verify), _encoded,
                       [d for c in ORDER_TYPES for d in sealed[c]]))
+    return out
 
-    orders = [seal(m, s, net) for c in (Transfer, Stake, Settle) for m in messages[c]]
+
+def _certified_orders(seeds: _Seeds) -> tuple[list[CertifiedOrder], dict[bytes, bytes], dict[bytes, BatchVote]]:
+    """Three of the seed orders certified by SIGNER and PRODUCER, one with batch votes; and the votes."""
+    from moenode.core.crypto import H
+    from moenode.core.messages import narrow, seal
+    from moenode.core.orders import BatchVote, Order, Settle, Stake, Transfer, batch_proofs, certify, vote_digest
+
+    s, p = SIGNER, PRODUCER
+    orders = [narrow(seal(m, s, NET), Order) for c in (Transfer, Stake, Settle) for m in seeds.by_type[c]]
     votes = {k.public_key: k.sign(vote_digest(orders[0].id, 3)) for k in (s, p)}
     root, proofs = batch_proofs([vote_digest(o.id, 3) for o in orders])
     batch = {k.public_key: BatchVote(k.sign(H("order-batch-vote", root)), *proofs[1]) for k in (s, p)}
-    certified = [certify(orders[0], votes), certify(orders[1], batch), certify(orders[2], votes)]
-    cp = messages[Checkpoint][0]
-    cp_cert = CheckpointCert(cp, tuple(sorted((k.public_key, k.sign(cp.digest_for(net))) for k in (s, p))))
-    unsigned = {
-        Certificate: [cert], OrderAnswer: [OrderAnswer.of(votes[me]), OrderAnswer.of(batch[me]),
-                                          OrderAnswer(None, None, "sequence_gap", me, "behind")],
-        OrderRequest: [OrderRequest(orders[0].encode(), (certified[1].encode(),))],
-        Checkpoint: [cp], Evidence: messages[Evidence],
-        ProxyAnswer: [ProxyAnswer.of(proxied), ProxyAnswer.of(Refusal("busy", "another sponsor"))],
+    return [certify(orders[0], votes), certify(orders[1], batch), certify(orders[2], votes)], votes, batch
+
+
+def _unsigned_targets(seeds: _Seeds, certified: list[CertifiedOrder], votes: dict[bytes, bytes],
+                      batch: dict[bytes, BatchVote]) -> list[Target]:
+    """The decoders of values sent unsigned: certificates, RPC requests and answers, checkpoints."""
+    from moenode.core.checkpoint import Checkpoint, CheckpointCert
+    from moenode.core.crypto import ed25519_verify
+    from moenode.core.messages import Certificate, Evidence
+    from moenode.core.orders import CertifiedOrder, OrderAnswer, OrderRequest
+    from moenode.core.proxy import ProxyAnswer, Refusal
+
+    me, cp = SIGNER.public_key, seeds.checkpoint
+    cp_cert = CheckpointCert(cp, tuple(sorted((k.public_key, k.sign(cp.digest_for(NET))) for k in (SIGNER, PRODUCER))))
+    unsigned: dict[type[Message], list[Message]] = {
+        Certificate: [seeds.cert], OrderAnswer: [OrderAnswer.of(votes[me]), OrderAnswer.of(batch[me]),
+                                                OrderAnswer(None, None, "sequence_gap", me, "behind")],
+        OrderRequest: [OrderRequest(certified[0].order.encode(), (certified[1].encode(),))],
+        Checkpoint: [cp], Evidence: seeds.by_type[Evidence],
+        ProxyAnswer: [ProxyAnswer.of(seeds.proxied), ProxyAnswer.of(Refusal("busy", "another sponsor"))],
     }
-    out += [Target(f"{cls.TYPE}.decode", cls.decode, encoded, [m.encode() for m in msgs])
-            for cls, msgs in unsigned.items()]
-    out.append(Target("CertifiedOrder.decode", lambda d: CertifiedOrder.decode(d, net, ed25519_verify), encoded,
+    out = [Target(f"{cls.TYPE}.decode", cls.decode, _encoded, [m.encode() for m in msgs])
+           for cls, msgs in unsigned.items()]
+    out.append(Target("CertifiedOrder.decode", lambda d: CertifiedOrder.decode(d, NET, ed25519_verify), _encoded,
                       [c.encode() for c in certified]))
-    out.append(Target("CheckpointCert.decode", CheckpointCert.decode, encoded, [cp_cert.encode()]))
-    entries = [canonical(["order", certified[0].encode()]), canonical(["cert", cert.encode()])]
-    out.append(Target("sync entry", Sync._entry, lambda e: canonical(list(e)), entries))
+    out.append(Target("CheckpointCert.decode", CheckpointCert.decode, _encoded, [cp_cert.encode()]))
+    return out
+
+
+def _plain_targets(seeds: _Seeds, sealed: dict[type[Message], list[bytes]],
+                   certified: list[CertifiedOrder]) -> list[Target]:
+    """Decoders of plain msgpack: a sync entry, and the codec itself (frame headers, page requests and answers)."""
+    from moenode.core.codec import canonical, decode
+    from moenode.core.crypto import H
+    from moenode.node.sync import Sync
+
+    entries = [canonical(["order", certified[0].encode()]), canonical(["cert", seeds.cert.encode()])]
     plain = [canonical({"hash": H("transfer", b"x"), "len": 1 << 20}),  # a frame header
              canonical({"cursor": b"", "limit": 64, "query": b"order"}),  # a page request
              canonical({"items": entries, "next": b"\x00" * 8}), canonical([1, -1, 2 ** 64 - 1, -(2 ** 63), None,
                                                                           True, "é", b"", {"": {}}])]
-    out.append(Target("codec.decode", decode, canonical, plain + [d for ds in sealed.values() for d in ds][:8]))
-    return out
+    return [Target("sync entry", Sync._entry, lambda e: canonical(list(e)), entries),
+            Target("codec.decode", decode, canonical, plain + [d for ds in sealed.values() for d in ds][:8])]
 
 
 _INTERESTING = bytes([0x00, 0x01, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xC5,

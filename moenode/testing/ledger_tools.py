@@ -28,7 +28,9 @@ log = logging.getLogger("moenode.testnet")
 def ledger_view(status: dict[str, Any] | None, home: Path | None = None) -> tuple[Any, Any]:
     """(supply, ledger digest hex) of a node: from its /status if it reports them, else from its store on disk."""
     if status:
-        ledger = status.get("ledger") if isinstance(status.get("ledger"), dict) else {}
+        ledger = status.get("ledger")
+        if not isinstance(ledger, dict):
+            ledger = {}
         supply = status.get("supply", ledger.get("supply"))
         digest = status.get("ledger_digest", ledger.get("digest"))
         if supply is not None and digest is not None:

@@ -74,7 +74,7 @@ def testnet_params(**overrides: Any) -> Params:
     Commit timeouts stay generous: every node shares the same few cores, so one member's embedding can wait behind
     the others'.
     """
-    short = dict(
+    short: dict[str, Any] = dict(
         commit_timeout_ms=30_000,
         commit_ms_per_mib=1_000,
         grace_min_ms=200,
