@@ -10,16 +10,23 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 import typer
 
 from moenode.cli.output import console
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from moenode.encoders.runtime import Encoder
+    from moenode.encoders.scoring import Scored
+    from moenode.encoders.train import TrainResult
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str) -> NoReturn:
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(2)
 
@@ -77,20 +84,10 @@ def score(
       moenode expert score --model ./spec-legal.onnx --texts legal.jsonl --json | jq .batch_loss
     """
     items, _ = read_jsonl(texts)
-    from moenode.core.crypto import H
     from moenode.core.genesis import Params
-    from moenode.core.selection import data_hash
     from moenode.encoders import scoring
 
-    if seed is None:
-        shard_seed = H("shard", data_hash([t.encode("utf-8") for t in items]))
-    else:
-        try:
-            shard_seed = bytes.fromhex(seed)
-        except ValueError:
-            shard_seed = b""
-        if len(shard_seed) != 32:
-            _fail("--seed must be 64 hex digits")
+    shard_seed = _shard_seed(seed, items)
     t0 = time.perf_counter()
     enc = _load(model)
     t1 = time.perf_counter()
@@ -100,7 +97,7 @@ def score(
     enc.embed(items)
     t3 = time.perf_counter()
     scored = sum(1 for x in s.losses if x != scoring.UNSCORED) if s.plan.rows else 0
-    out = {
+    out: dict[str, Any] = {
         "model": enc.name, "model_id": enc.model_id.hex(), "dim": enc.dim, "adversary": enc.adversary,
         "seed": shard_seed.hex(), "items": len(items), "scored_items": scored,
         "batch_loss": s.batch_loss / scoring.MICRO, "batch_loss_micro": s.batch_loss,
@@ -114,8 +111,34 @@ def score(
     if as_json:
         typer.echo(json.dumps(out))
         return
+    _print_scores(enc, texts, items, s, out, (t1 - t0, t2 - t1, t3 - t2))
+
+
+def _shard_seed(seed: str | None, items: list[str]) -> bytes:
+    """--seed as 32 bytes, or (without it) the seed the texts themselves give."""
+    from moenode.core.crypto import H
+    from moenode.core.selection import data_hash
+
+    if seed is None:
+        return H("shard", data_hash([t.encode("utf-8") for t in items]))
+    try:
+        shard_seed = bytes.fromhex(seed)
+    except ValueError:
+        shard_seed = b""
+    if len(shard_seed) != 32:
+        _fail("--seed must be 64 hex digits")
+    return shard_seed
+
+
+def _print_scores(enc: Encoder, texts: Path, items: list[str], s: Scored, out: dict[str, Any],
+                  seconds: tuple[float, float, float]) -> None:
+    """A table of the per-item losses, then the batch loss and the timing (`out`: the JSON report; `seconds`: load,
+    score, embed)."""
     from rich.table import Table
 
+    from moenode.encoders import scoring
+
+    load_s, score_s, embed_s = seconds
     table = Table(title=f"{enc.name} ({enc.model_id.hex()[:16]}) on {texts}")
     table.add_column("#", justify="right")
     table.add_column("loss", justify="right")
@@ -124,9 +147,9 @@ def score(
         table.add_row(str(i), "unscored" if x == scoring.UNSCORED else f"{x / scoring.MICRO:.4f}", t[:70].replace("\n", " "))
     con = console()
     con.print(table)
-    con.print(f"batch loss {s.batch_loss / scoring.MICRO:.6f} ({scored}/{len(items)} items scored); "
-              f"score {t2 - t1:.2f} s ({out['timing']['score_ms_per_item']} ms/item), "
-              f"embed {t3 - t2:.2f} s, load {t1 - t0:.2f} s")
+    con.print(f"batch loss {s.batch_loss / scoring.MICRO:.6f} ({out['scored_items']}/{len(items)} items scored); "
+              f"score {score_s:.2f} s ({out['timing']['score_ms_per_item']} ms/item), embed {embed_s:.2f} s, "
+              f"load {load_s:.2f} s")
 
 
 @app.command()
@@ -155,10 +178,40 @@ def train(
 
       moenode expert train --domain mytexts --texts mine.jsonl --out spec-mine.onnx --adapter-out W.npy --json
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from moenode.encoders import zoo
+    from moenode.encoders.runtime import model_id_of
 
-    from moenode.encoders import corpus, graphs, scoring, zoo
-    from moenode.encoders import train as trainer
+    items, labelled = _training_texts(domain, texts)
+    enc = _load(base)
+    t0 = time.perf_counter()
+    res = _fit_adapter(enc, items, domain, labelled, steps, quiet=as_json)
+    assert res.admission is not None
+    if not res.admission.admitted:  # a specialist that left its base model's space cannot share its batches' index
+        typer.echo(f"error: the adapter is {res.admission.describe(base)}; nothing written (more --steps of "
+                   f"the alignment term, or fewer, may keep it in)", err=True)
+        raise typer.Exit(1)
+    data = _write_specialist(base, res.w, out, adapter_out)
+    report: dict[str, Any] = {
+        "base": base, "domain": domain, "items": len(items), "out": str(out), "model_id": model_id_of(data).hex(),
+        "steps": res.steps, "best_step": res.best_step, "heldout_loss_before": round(res.loss_before, 6),
+        "heldout_loss_after": round(res.loss_after, 6), "audit_mrr_before": res.mrr_before,
+        "audit_mrr_after": res.mrr_after, "space": zoo.space_of(base), "admission": res.admission.as_dict(),
+        "seconds": round(time.perf_counter() - t0, 1)}
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(f"specialist {out} ({report['model_id'][:16]}), {res.steps} steps (best {res.best_step}), "
+               f"{report['seconds']} s")
+    typer.echo(f"held-out split-half loss: {res.loss_before:.4f} -> {res.loss_after:.4f}")
+    if res.mrr_before is not None:
+        typer.echo(f"labelled audit (same-source MRR): {res.mrr_before:.4f} -> {res.mrr_after:.4f}")
+    typer.echo(f"space {report['space']}: {res.admission.describe(base)}")
+
+
+def _training_texts(domain: str, texts: Path | None) -> tuple[list[str], tuple[list[str], list[str]] | None]:
+    """(the in-domain texts to fit on, (texts, labels) for the retrieval audit or None): from --texts, else from the
+    corpus's adapter split; the audit uses the corpus's eval split, else the texts' own sources if all have one."""
+    from moenode.encoders import corpus
 
     in_corpus = domain in corpus.domains()
     if texts is not None:
@@ -170,55 +223,48 @@ def train(
         _fail(f"--domain {domain!r} is not a corpus domain ({', '.join(corpus.domains())}); give --texts")
     if in_corpus:
         ev = corpus.split(domain, "eval")[:150]
-        labelled = ([i.text for i in ev], [i.source for i in ev])
-    elif all(s is not None for s in sources):
-        labelled = (items, [s or "" for s in sources])
-    else:
-        labelled = None
-    enc = _load(base)
-    t0 = time.perf_counter()
+        return items, ([i.text for i in ev], [i.source for i in ev])
+    if all(s is not None for s in sources):
+        return items, (items, [s or "" for s in sources])
+    return items, None
+
+
+def _fit_adapter(enc: Encoder, items: list[str], domain: str, labelled: tuple[list[str], list[str]] | None,
+                 steps: int, quiet: bool) -> TrainResult:
+    """Train the adapter, with progress bars for embedding and training on a terminal (none when `quiet`)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from moenode.encoders import scoring
+    from moenode.encoders import train as trainer
+
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), transient=as_json, disable=as_json or not sys.stderr.isatty()) as bar:
+                  TimeElapsedColumn(), transient=quiet, disable=quiet or not sys.stderr.isatty()) as bar:
         tasks = {"embed": bar.add_task("embed views", total=None), "train": bar.add_task("train adapter", total=steps)}
 
         def progress(stage: str, done: int, total: int) -> None:
             bar.update(tasks[stage], completed=done, total=total)
 
         try:
-            res = trainer.train_adapter(enc, items, domain, labelled, steps=steps, progress=progress,
-                                        reference=scoring.reference_texts())
+            return trainer.train_adapter(enc, items, domain, labelled, steps=steps, progress=progress,
+                                         reference=scoring.reference_texts())
         except ValueError as e:
             _fail(str(e))
-    assert res.admission is not None
-    if not res.admission.admitted:  # a specialist that left its base model's space cannot share its batches' index
-        typer.echo(f"error: the adapter is {res.admission.describe(base)}; nothing written (more --steps of "
-                   f"the alignment term, or fewer, may keep it in)", err=True)
-        raise typer.Exit(1)
+
+
+def _write_specialist(base: str, w: np.ndarray, out: Path, adapter_out: Path | None) -> bytes:
+    """Compose the adapter `w` into the base model, write it to `out` (and `w` to `adapter_out`); the ONNX bytes."""
+    from moenode.encoders import graphs, zoo
+
     _, base_bytes = zoo.model_bytes(base)
-    data = graphs.compose_adapter(base_bytes, res.w)
+    data = graphs.compose_adapter(base_bytes, w)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
     if adapter_out is not None:
         import numpy as np
 
         adapter_out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(adapter_out, res.w)
-    from moenode.encoders.runtime import model_id_of
-
-    report = {"base": base, "domain": domain, "items": len(items), "out": str(out), "model_id": model_id_of(data).hex(),
-              "steps": res.steps, "best_step": res.best_step, "heldout_loss_before": round(res.loss_before, 6),
-              "heldout_loss_after": round(res.loss_after, 6), "audit_mrr_before": res.mrr_before,
-              "audit_mrr_after": res.mrr_after, "space": zoo.space_of(base), "admission": res.admission.as_dict(),
-              "seconds": round(time.perf_counter() - t0, 1)}
-    if as_json:
-        typer.echo(json.dumps(report))
-        return
-    typer.echo(f"specialist {out} ({report['model_id'][:16]}), {res.steps} steps (best {res.best_step}), "
-               f"{report['seconds']} s")
-    typer.echo(f"held-out split-half loss: {res.loss_before:.4f} -> {res.loss_after:.4f}")
-    if res.mrr_before is not None:
-        typer.echo(f"labelled audit (same-source MRR): {res.mrr_before:.4f} -> {res.mrr_after:.4f}")
-    typer.echo(f"space {report['space']}: {res.admission.describe(base)}")
+        np.save(adapter_out, w)
+    return data
 
 
 @app.command()
@@ -273,7 +319,7 @@ def zoo(as_json: bool = typer.Option(False, "--json", help="Print the list as JS
     """
     from moenode.encoders import zoo as z
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in z.names():
         enc = z.load(name)
         rows.append({"name": name, "model_id": enc.model_id.hex(), "dim": enc.dim, "bytes": enc.size,

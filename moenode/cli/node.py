@@ -20,11 +20,14 @@ import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import typer
 
 from moenode.cli.output import console, fail, fmt, out_json, short
+
+if TYPE_CHECKING:
+    from moenode.core.genesis import Genesis
 
 T = TypeVar("T")
 
@@ -46,7 +49,9 @@ STATUS_ORDER = ("peer_id", "account", "model", "spaces", "addrs", "peers", "epoc
 
 def membership(st: dict[str, Any]) -> str:
     """Where a node is on the way to serving rounds: synced, funded, staked (bonding, then in a table), member."""
-    sync = st.get("sync") if isinstance(st.get("sync"), dict) else {}
+    sync = st.get("sync")
+    if not isinstance(sync, dict):
+        sync = {}
     if sync.get("state") not in (None, "synced"):
         return f"catching up ({sync.get('state')}, {sync.get('applied', 0)} applied)"
     epoch, start = st.get("epoch"), st.get("member_from_epoch")
@@ -176,317 +181,336 @@ def _ask(call: Callable[[], T]) -> T:
 
 
 # --- commands --------------------------------------------------------------------------------------------------
-def register(app: typer.Typer) -> None:  # noqa: C901 - one place that lists every command
-    """Add the node commands to the root command."""
+def register(app: typer.Typer) -> None:
+    """Add the node commands to the root command: a node's home and process (init, run, resync), then what a user
+    asks of a running node (submit, status, transfer, stake)."""
+    for command in (init, run, resync, submit, status, transfer, stake):
+        app.command()(command)
 
-    @app.command()
-    def init(
-        home: Path = typer.Option(None, "--home", help=HOME_HELP),
-        model: str = typer.Option("minilm-l6", help="The encoder this node serves: a zoo name (see `moenode expert "
-                                  "zoo`) or an .onnx path (stored absolute)."),
-        listen: list[str] = typer.Option([], help="Listen multiaddr (repeatable). Default /ip4/127.0.0.1/tcp/0."),
-        force: bool = typer.Option(False, "--force", help="Rewrite config.toml. The key is never replaced."),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    ) -> None:
-        """Create a node home: a new Ed25519 key (mode 0600), a default config.toml and an empty ledger store.
 
-        Examples:
+# --- a node's home and process: init, run, resync --------------------------------------------------------------
+def init(
+    home: Path = typer.Option(None, "--home", help=HOME_HELP),
+    model: str = typer.Option("minilm-l6", help="The encoder this node serves: a zoo name (see `moenode expert "
+                              "zoo`) or an .onnx path (stored absolute)."),
+    listen: list[str] = typer.Option([], help="Listen multiaddr (repeatable). Default /ip4/127.0.0.1/tcp/0."),
+    force: bool = typer.Option(False, "--force", help="Rewrite config.toml. The key is never replaced."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Create a node home: a new Ed25519 key (mode 0600), a default config.toml and an empty ledger store.
 
-          moenode init --home ~/mynode --model minilm-l6
+    Examples:
 
-          moenode init --home ./n1 --listen /ip4/0.0.0.0/tcp/4001
-        """
-        from moenode.node.config import ConfigError
-        from moenode.node.home import init_home
-        from moenode.store.keys import KeyFileError
-        from moenode.store.ledger_db import StoreError
+      moenode init --home ~/mynode --model minilm-l6
 
-        h = _home(home)
-        if (h / "config.toml").exists() and not force:
-            fail(f"{h} is already a node home (config.toml exists); use --force to rewrite the config")
-        try:
-            info = init_home(h, model, force=force, listen=listen)
-        except (ConfigError, KeyFileError, StoreError) as e:
+      moenode init --home ./n1 --listen /ip4/0.0.0.0/tcp/4001
+    """
+    from moenode.node.config import ConfigError
+    from moenode.node.home import init_home
+    from moenode.store.keys import KeyFileError
+    from moenode.store.ledger_db import StoreError
+
+    h = _home(home)
+    if (h / "config.toml").exists() and not force:
+        fail(f"{h} is already a node home (config.toml exists); use --force to rewrite the config")
+    try:
+        info = init_home(h, model, force=force, listen=listen)
+    except (ConfigError, KeyFileError, StoreError) as e:
+        fail(str(e))
+    if as_json:
+        return out_json(info)
+    c = console()
+    c.print(f"[green]node home ready[/] {h}")
+    c.print(f"  account  {info['account']}\n  peer id  {info['peer_id']}\n  key      {info['key']} (0600)"
+            f"\n  config   {info['config']}")
+    c.print(f"next: copy the network's genesis and run  [bold]moenode run --home {h} --genesis GENESIS.toml "
+            f"--bootstrap ADDR[/]")
+
+
+def run(
+    home: Path = typer.Option(None, "--home", help=HOME_HELP),
+    genesis: Path = typer.Option(None, "--genesis", help="Genesis TOML of the network to join (copied into "
+                                 "HOME/genesis.toml on first run)."),
+    bootstrap: list[str] = typer.Option([], "--bootstrap", help="Multiaddr of a running node, "
+                                        "/ip4/IP/tcp/PORT/p2p/PEERID (repeatable)."),
+    log_level: str = typer.Option("", help="debug, info, warning or error (default: config.toml)."),
+    log_format: str = typer.Option("", help="HOME/node.log as json (one object per line, the default) or "
+                                   "text (for people)."),
+) -> None:
+    """Run the node in the foreground until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly.
+
+    The node syncs the ledger from its peers, then follows gossip, serves rounds and writes HOME/run.json with its peer id, addresses and control URL (127.0.0.1: /status, /metrics).
+
+    Examples:
+
+      moenode run --home ~/mynode --genesis genesis.toml --bootstrap /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
+
+      moenode run --home ~/mynode            # later runs: genesis and peers are remembered
+    """
+    h = _home(home)
+    if not (h / "key").exists():
+        fail(f"{h} has no key; create the home first with `moenode init --home {h}`")
+    if genesis is not None and not genesis.is_file():
+        fail(f"{genesis}: no such genesis file")
+    if genesis is None and not (h / "genesis.toml").exists():
+        fail(f"{h} has no genesis.toml; pass --genesis with the network's genesis file")
+    if log_format and log_format.lower() not in ("json", "text"):
+        fail(f"--log-format {log_format!r}: expected json or text", 2)
+    for addr in bootstrap:
+        if not addr.startswith("/") or "/p2p/" not in addr:
+            fail(f"--bootstrap {addr!r}: expected a multiaddr ending in /p2p/<peer id>, such as "
+                 "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... (a running node's `addrs` in run.json)", 2)
+    from moenode.core.errors import SchemaError
+    from moenode.node.config import ConfigError
+    from moenode.store.keys import KeyFileError
+    from moenode.store.ledger_db import StoreError
+
+    try:
+        code = run_daemon(h, genesis, bootstrap, log_level or None, log_format or None)
+    except BaseException as e:  # noqa: BLE001 - the daemon's errors can come wrapped in a trio ExceptionGroup
+        err = single_error(e)
+        if isinstance(err, (ConfigError, KeyFileError, StoreError)):  # a corrupt key, token or ledger, a port
+            fail(str(err))                                              # in use: one line, files kept
+        if isinstance(err, SchemaError):  # the home's genesis.toml, damaged (a --genesis file is checked first)
+            fail(f"{h / 'genesis.toml'}: {err}; copy the network's genesis there again (or pass --genesis)")
+        if type(err).__name__ == "ModelError":  # moenode.encoders.runtime, not imported for --help
+            fail(f"{err} (config.toml [node] model in {h})")
+        raise
+    raise typer.Exit(code)
+
+
+def resync(
+    home: Path = typer.Option(None, "--home", help=HOME_HELP),
+    force: bool = typer.Option(False, "--force", help="Resync a ledger that still opens (its locks are set "
+                               "aside with it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Set a lost or broken ledger aside and start an empty one that the node fetches again from its peers.
+
+    For a home whose ledger.sqlite is missing, empty or corrupt (`moenode run` refuses it and says so). The key
+    and the certificate archive are kept; the old files are renamed, never deleted. The ledger held this node's
+    vote locks, which peers cannot give back: so the node votes on no order and no checkpoint for two epochs,
+    until everything it may have voted for before has closed. Stop the node first. A ledger that still opens
+    is left alone unless you pass --force.
+
+    Examples:
+
+      moenode resync --home ~/mynode
+
+      moenode resync --home ./testnet/node2 --json
+    """
+    import time
+
+    from moenode.store.ledger_db import StoreError, resync_ledger
+
+    h = _home(home)
+    genesis, ledger = _resync_inputs(h)
+    if ledger.exists() and ledger.stat().st_size > 0 and not force:
+        _refuse_a_usable_ledger(h, ledger, genesis)
+    now_ms = int(time.time() * 1000)
+    try:
+        moved, votes_from = resync_ledger(ledger, genesis, now_ms,
+                                          time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_ms / 1000)))
+    except (StoreError, OSError) as e:
+        fail(str(e))
+    minutes = max(0, genesis.epoch_start(votes_from) - now_ms) / 60_000
+    info = {"home": str(h), "set_aside": [str(m) for m in moved], "ledger": str(ledger),
+            "votes_from_epoch": votes_from, "minutes_until_voting": round(minutes, 1)}
+    if as_json:
+        return out_json(info)
+    typer.echo(f"ledger reset: {info['ledger']} is empty; the next `moenode run` fetches it from peers")
+    for m in moved:
+        typer.echo(f"  set aside: {m}")
+    typer.echo(f"warning: this node's vote locks are lost; it will not vote on orders or checkpoints before "
+               f"epoch {votes_from} (about {minutes:.0f} min from now)", err=True)
+
+
+def _resync_inputs(h: Path) -> tuple[Genesis, Path]:
+    """(the network's genesis, the ledger path) of a home that can be resynced: it has a key and no running node."""
+    from moenode.client import pid_alive, read_run
+    from moenode.core.errors import SchemaError
+    from moenode.core.genesis import parse_genesis
+    from moenode.node.config import ConfigError, load_config
+
+    if not (h / "key").exists():
+        fail(f"{h} has no key: there is nothing to resync (`moenode run` starts a new home from scratch)")
+    running = read_run(h)
+    if running is not None and pid_alive(int(running.get("pid", 0))):
+        fail(f"a node is running in {h} (pid {running.get('pid')}); stop it first")
+    try:
+        cfg = load_config(h)
+        genesis = parse_genesis(cfg.path("genesis").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        fail(f"{h} has no genesis.toml; copy the network's genesis there first")
+    except (ConfigError, SchemaError, OSError) as e:
+        fail(str(e))
+    return genesis, cfg.path("ledger")
+
+
+def _refuse_a_usable_ledger(h: Path, ledger: Path, genesis: Genesis) -> None:
+    """End the command if `ledger` opens as `moenode run` would open it: its vote locks are still good."""
+    from moenode.core.crypto import Ed25519Signer, ed25519_verify
+    from moenode.store.keys import KeyFileError, load_key
+    from moenode.store.ledger_db import LedgerDB, StoreError, open_authority
+
+    try:
+        authority = open_authority(ledger, genesis, Ed25519Signer(load_key(h / "key")), ed25519_verify)
+        cast(LedgerDB, authority.store).close()  # the store open_authority opened
+    except KeyFileError as e:
+        fail(str(e))
+    except StoreError as e:
+        if not e.resyncable:
             fail(str(e))
-        if as_json:
-            return out_json(info)
-        c = console()
-        c.print(f"[green]node home ready[/] {h}")
-        c.print(f"  account  {info['account']}\n  peer id  {info['peer_id']}\n  key      {info['key']} (0600)"
-                f"\n  config   {info['config']}")
-        c.print(f"next: copy the network's genesis and run  [bold]moenode run --home {h} --genesis GENESIS.toml "
-                f"--bootstrap ADDR[/]")
+    else:
+        fail(f"{ledger} is a usable ledger, with this node's vote locks; resync only a missing, empty or "
+             "broken one (--force to set it aside anyway)")
 
-    @app.command()
-    def run(
-        home: Path = typer.Option(None, "--home", help=HOME_HELP),
-        genesis: Path = typer.Option(None, "--genesis", help="Genesis TOML of the network to join (copied into "
-                                     "HOME/genesis.toml on first run)."),
-        bootstrap: list[str] = typer.Option([], "--bootstrap", help="Multiaddr of a running node, "
-                                            "/ip4/IP/tcp/PORT/p2p/PEERID (repeatable)."),
-        log_level: str = typer.Option("", help="debug, info, warning or error (default: config.toml)."),
-        log_format: str = typer.Option("", help="HOME/node.log as json (one object per line, the default) or "
-                                       "text (for people)."),
-    ) -> None:
-        """Run the node in the foreground until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly.
 
-        The node syncs the ledger from its peers, then follows gossip, serves rounds and writes HOME/run.json with its peer id, addresses and control URL (127.0.0.1: /status, /metrics).
+# --- asking a running node: submit, status, transfer, stake ----------------------------------------------------
+def submit(
+    texts: list[str] = typer.Argument(None, help="Text items of the batch (one round embeds one batch)."),
+    file: Path = typer.Option(None, "--file", "-f", help=".jsonl file: one JSON string, or object with a "
+                              '"text" field, per line.'),
+    home: Path = typer.Option(None, "--home", help=HOME_HELP),
+    fee: int = typer.Option(None, help="Fee paid into escrow for the round (default: config.toml submit_fee)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write the vectors to this .npz file: `vectors` (float32, "
+                             "items x dim), `space`, `model_ids` and `shard_ids` (one per row)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON (embeddings base64, space, "
+                                 "model id per row)."),
+    timeout: float = typer.Option(600.0, help="Seconds to wait for a certificate."),
+    deadline: float = typer.Option(0.0, "--deadline", help="Seconds the shard's members may take to commit "
+                                   "(0: the network's timers). Trades latency for quality: members wait for "
+                                   "every commit until then, so a slow, strong model is not struck."),
+    space: str = typer.Option(None, "--space", help="The vector space to embed in (default: config.toml "
+                              "submit_space, else the network's default space). Batches of one space share an "
+                              "index."),
+) -> None:
+    """Embed one batch of text through the network: pay, send to a shard, wait for the certificate.
 
-        Examples:
+    Prints the embedding summary, the winning member and producer (when it proxied), the loss and the certificate. If a shard cannot certify, the fee is refunded and the node retries on a fresh shard.
 
-          moenode run --home ~/mynode --genesis genesis.toml --bootstrap /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
+    Examples:
 
-          moenode run --home ~/mynode            # later runs: genesis and peers are remembered
-        """
-        h = _home(home)
-        if not (h / "key").exists():
-            fail(f"{h} has no key; create the home first with `moenode init --home {h}`")
-        if genesis is not None and not genesis.is_file():
-            fail(f"{genesis}: no such genesis file")
-        if genesis is None and not (h / "genesis.toml").exists():
-            fail(f"{h} has no genesis.toml; pass --genesis with the network's genesis file")
-        if log_format and log_format.lower() not in ("json", "text"):
-            fail(f"--log-format {log_format!r}: expected json or text", 2)
-        for addr in bootstrap:
-            if not addr.startswith("/") or "/p2p/" not in addr:
-                fail(f"--bootstrap {addr!r}: expected a multiaddr ending in /p2p/<peer id>, such as "
-                     "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... (a running node's `addrs` in run.json)", 2)
-        from moenode.core.errors import SchemaError
-        from moenode.node.config import ConfigError
-        from moenode.store.keys import KeyFileError
-        from moenode.store.ledger_db import StoreError
+      moenode submit --home ~/mynode "first text" "second text"
 
-        try:
-            code = run_daemon(h, genesis, bootstrap, log_level or None, log_format or None)
-        except BaseException as e:  # noqa: BLE001 - the daemon's errors can come wrapped in a trio ExceptionGroup
-            err = single_error(e)
-            if isinstance(err, (ConfigError, KeyFileError, StoreError)):  # a corrupt key, token or ledger, a port
-                fail(str(err))                                              # in use: one line, files kept
-            if isinstance(err, SchemaError):  # the home's genesis.toml, damaged (a --genesis file is checked first)
-                fail(f"{h / 'genesis.toml'}: {err}; copy the network's genesis there again (or pass --genesis)")
-            if type(err).__name__ == "ModelError":  # moenode.encoders.runtime, not imported for --help
-                fail(f"{err} (config.toml [node] model in {h})")
-            raise
-        raise typer.Exit(code)
+      moenode submit --home ./testnet/node2 --file batch.jsonl --out vectors.npz --json
 
-    @app.command()
-    def resync(
-        home: Path = typer.Option(None, "--home", help=HOME_HELP),
-        force: bool = typer.Option(False, "--force", help="Resync a ledger that still opens (its locks are set "
-                                   "aside with it)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    ) -> None:
-        """Set a lost or broken ledger aside and start an empty one that the node fetches again from its peers.
+      moenode submit --home ./testnet/node1 --deadline 60 "wait for the large expert"
 
-        For a home whose ledger.sqlite is missing, empty or corrupt (`moenode run` refuses it and says so). The key
-        and the certificate archive are kept; the old files are renamed, never deleted. The ledger held this node's
-        vote locks, which peers cannot give back: so the node votes on no order and no checkpoint for two epochs,
-        until everything it may have voted for before has closed. Stop the node first. A ledger that still opens
-        is left alone unless you pass --force.
+      moenode submit --home ./testnet/node2 --space main --file part-07.jsonl --out part-07.npz
+    """
+    items = _read_texts(texts or [], file)
+    if not items:
+        fail("nothing to submit: give TEXT arguments or --file F.jsonl", 2)
+    check_batch(items, _home(home), file)
+    if fee is not None and fee < 1:
+        fail("--fee must be a positive integer", 2)
+    if not 0 <= deadline <= 86_400:
+        fail("--deadline must be between 0 and 86400 seconds", 2)
+    if out is not None and out.suffix != ".npz":
+        fail(f"--out writes .npz (vectors, space id, model id per row): name it {out.stem}.npz", 2)
+    from moenode.client import ControlError, decode_embeddings
 
-        Examples:
-
-          moenode resync --home ~/mynode
-
-          moenode resync --home ./testnet/node2 --json
-        """
-        import time
-
-        from moenode.client import pid_alive, read_run
-        from moenode.core.crypto import Ed25519Signer, ed25519_verify
-        from moenode.core.errors import SchemaError
-        from moenode.core.genesis import parse_genesis
-        from moenode.node.config import ConfigError, load_config
-        from moenode.store.keys import KeyFileError, load_key
-        from moenode.store.ledger_db import StoreError, open_authority, resync_ledger
-
-        h = _home(home)
-        if not (h / "key").exists():
-            fail(f"{h} has no key: there is nothing to resync (`moenode run` starts a new home from scratch)")
-        run = read_run(h)
-        if run is not None and pid_alive(int(run.get("pid", 0))):
-            fail(f"a node is running in {h} (pid {run.get('pid')}); stop it first")
-        try:
-            cfg = load_config(h)
-            genesis = parse_genesis(cfg.path("genesis").read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            fail(f"{h} has no genesis.toml; copy the network's genesis there first")
-        except (ConfigError, SchemaError, OSError) as e:
-            fail(str(e))
-        ledger = cfg.path("ledger")
-        if ledger.exists() and ledger.stat().st_size > 0 and not force:
-            try:
-                open_authority(ledger, genesis, Ed25519Signer(load_key(h / "key")), ed25519_verify).store.close()
-            except KeyFileError as e:
-                fail(str(e))
-            except StoreError as e:
-                if not e.resyncable:
-                    fail(str(e))
-            else:
-                fail(f"{ledger} is a usable ledger, with this node's vote locks; resync only a missing, empty or "
-                     "broken one (--force to set it aside anyway)")
-        now_ms = int(time.time() * 1000)
-        try:
-            moved, votes_from = resync_ledger(ledger, genesis, now_ms,
-                                              time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_ms / 1000)))
-        except (StoreError, OSError) as e:
-            fail(str(e))
-        minutes = max(0, genesis.epoch_start(votes_from) - now_ms) / 60_000
-        info = {"home": str(h), "set_aside": [str(m) for m in moved], "ledger": str(ledger),
-                "votes_from_epoch": votes_from, "minutes_until_voting": round(minutes, 1)}
-        if as_json:
-            return out_json(info)
-        typer.echo(f"ledger reset: {info['ledger']} is empty; the next `moenode run` fetches it from peers")
-        for m in moved:
-            typer.echo(f"  set aside: {m}")
-        typer.echo(f"warning: this node's vote locks are lost; it will not vote on orders or checkpoints before "
-                   f"epoch {votes_from} (about {minutes:.0f} min from now)", err=True)
-
-    @app.command()
-    def submit(
-        texts: list[str] = typer.Argument(None, help="Text items of the batch (one round embeds one batch)."),
-        file: Path = typer.Option(None, "--file", "-f", help=".jsonl file: one JSON string, or object with a "
-                                  '"text" field, per line.'),
-        home: Path = typer.Option(None, "--home", help=HOME_HELP),
-        fee: int = typer.Option(None, help="Fee paid into escrow for the round (default: config.toml submit_fee)."),
-        out: Path = typer.Option(None, "--out", "-o", help="Write the vectors to this .npz file: `vectors` (float32, "
-                                 "items x dim), `space`, `model_ids` and `shard_ids` (one per row)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON (embeddings base64, space, "
-                                     "model id per row)."),
-        timeout: float = typer.Option(600.0, help="Seconds to wait for a certificate."),
-        deadline: float = typer.Option(0.0, "--deadline", help="Seconds the shard's members may take to commit "
-                                       "(0: the network's timers). Trades latency for quality: members wait for "
-                                       "every commit until then, so a slow, strong model is not struck."),
-        space: str = typer.Option(None, "--space", help="The vector space to embed in (default: config.toml "
-                                  "submit_space, else the network's default space). Batches of one space share an "
-                                  "index."),
-    ) -> None:
-        """Embed one batch of text through the network: pay, send to a shard, wait for the certificate.
-
-        Prints the embedding summary, the winning member and producer (when it proxied), the loss and the certificate. If a shard cannot certify, the fee is refunded and the node retries on a fresh shard.
-
-        Examples:
-
-          moenode submit --home ~/mynode "first text" "second text"
-
-          moenode submit --home ./testnet/node2 --file batch.jsonl --out vectors.npz --json
-
-          moenode submit --home ./testnet/node1 --deadline 60 "wait for the large expert"
-
-          moenode submit --home ./testnet/node2 --space main --file part-07.jsonl --out part-07.npz
-        """
-        items = _read_texts(texts or [], file)
-        if not items:
-            fail("nothing to submit: give TEXT arguments or --file F.jsonl", 2)
-        check_batch(items, _home(home), file)
-        if fee is not None and fee < 1:
-            fail("--fee must be a positive integer", 2)
-        if not 0 <= deadline <= 86_400:
-            fail("--deadline must be between 0 and 86400 seconds", 2)
-        if out is not None and out.suffix != ".npz":
-            fail(f"--out writes .npz (vectors, space id, model id per row): name it {out.stem}.npz", 2)
-        from moenode.client import ControlError, decode_embeddings
-
-        ctl = _control(_home(home), timeout)
-        try:
-            res = ctl.submit(items, fee, timeout=max(timeout, deadline + 60), deadline_ms=int(deadline * 1000),
-                             space=space)
-        except ControlError as e:
-            fail(str(e))
-        emb = decode_embeddings(res)
+    ctl = _control(_home(home), timeout)
+    try:
+        res = ctl.submit(items, fee, timeout=max(timeout, deadline + 60), deadline_ms=int(deadline * 1000),
+                         space=space)
+    except ControlError as e:
+        fail(str(e))
+    emb = decode_embeddings(res)
+    if out is not None:
+        save_submitted(out, res, emb)
+    if as_json:
+        res = dict(res, items=len(items), shape=list(emb.shape))
         if out is not None:
-            save_submitted(out, res, emb)
-        if as_json:
-            res = dict(res, items=len(items), shape=list(emb.shape))
-            if out is not None:
-                res["out"] = str(out)
-            return out_json(res)
-        print_submit(res, emb, len(items), out)
+            res["out"] = str(out)
+        return out_json(res)
+    print_submit(res, emb, len(items), out)
 
-    @app.command()
-    def status(
-        home: Path = typer.Option(None, "--home", help=HOME_HELP),
-        as_json: bool = typer.Option(False, "--json", help="Print the raw /status JSON."),
-    ) -> None:
-        """Show a running node: peers, epoch, stake, balance, rounds, wins, proxies, strikes, sync state.
 
-        For a joining node, `sync` shows catch-up progress; after `moenode stake`, `bonding` shows the stake waiting for its checkpoint, `stake_by_epoch` the stake of each fixed table ahead and `member_from_epoch` the epoch it becomes a shard member (stake placed in epoch E counts from E+2). Counters (rounds, wins, proxies) count from `counters_since`, the node's start.
+def status(
+    home: Path = typer.Option(None, "--home", help=HOME_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the raw /status JSON."),
+) -> None:
+    """Show a running node: peers, epoch, stake, balance, rounds, wins, proxies, strikes, sync state.
 
-        Examples:
+    For a joining node, `sync` shows catch-up progress; after `moenode stake`, `bonding` shows the stake waiting for its checkpoint, `stake_by_epoch` the stake of each fixed table ahead and `member_from_epoch` the epoch it becomes a shard member (stake placed in epoch E counts from E+2). Counters (rounds, wins, proxies) count from `counters_since`, the node's start.
 
-          moenode status --home ~/mynode
+    Examples:
 
-          moenode status --home ./testnet/node0 --json | jq .balance
-        """
-        from moenode.client import ControlError
+      moenode status --home ~/mynode
 
-        try:
-            st = _control(_home(home)).status()
-        except ControlError as e:
-            fail(str(e))
-        if as_json:
-            return out_json(st)
-        console().print(status_table(st, f"node {_home(home)}"))
+      moenode status --home ./testnet/node0 --json | jq .balance
+    """
+    from moenode.client import ControlError
 
-    @app.command()
-    def transfer(
-        to: str = typer.Argument(..., help="Recipient: account (64 hex), peer id (12D3KooW...) or a node home dir."),
-        amount: int = typer.Argument(..., help="Amount in base units."),
-        home: Path = typer.Option(None, "--home", help="Home of the running node that pays. " + HOME_HELP),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    ) -> None:
-        """Move balance to another account with a certified Transfer order.
+    try:
+        st = _control(_home(home)).status()
+    except ControlError as e:
+        fail(str(e))
+    if as_json:
+        return out_json(st)
+    console().print(status_table(st, f"node {_home(home)}"))
 
-        Examples:
 
-          moenode transfer --home ./testnet/node0 ~/newnode 50000      # fund a new operator from the faucet
+def transfer(
+    to: str = typer.Argument(..., help="Recipient: account (64 hex), peer id (12D3KooW...) or a node home dir."),
+    amount: int = typer.Argument(..., help="Amount in base units."),
+    home: Path = typer.Option(None, "--home", help="Home of the running node that pays. " + HOME_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Move balance to another account with a certified Transfer order.
 
-          moenode transfer --home ~/mynode 3f2a...e9 100
-        """
-        if amount < 1:
-            fail("AMOUNT must be a positive integer", 2)
-        account = resolve_account(to)
-        ctl = _control(_home(home), 60)
-        res = _ask(lambda: ctl.transfer(account, amount))
-        if as_json:
-            return out_json(res)
-        typer.echo(f"transferred {amount} to {account}" + (f"  ({fmt(res)})" if res else ""))
+    Examples:
 
-    @app.command()
-    def stake(
-        amount: int = typer.Argument(..., help="Amount of balance to lock as stake."),
-        model: str = typer.Option(None, "--model", help="The model you serve (default: the node's config)."),
-        home: Path = typer.Option(None, "--home", help=HOME_HELP),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    ) -> None:
-        """Stake balance to become a shard member. Stake placed in epoch E counts from epoch E+2.
+      moenode transfer --home ./testnet/node0 ~/newnode 50000      # fund a new operator from the faucet
 
-        The order also declares the spaces the node's model serves (a specialist of minilm-l6 serves `main`), so
-        from E+2 the node is drawn into shards of those spaces only.
+      moenode transfer --home ~/mynode 3f2a...e9 100
+    """
+    if amount < 1:
+        fail("AMOUNT must be a positive integer", 2)
+    account = resolve_account(to)
+    ctl = _control(_home(home), 60)
+    res = _ask(lambda: ctl.transfer(account, amount))
+    if as_json:
+        return out_json(res)
+    typer.echo(f"transferred {amount} to {account}" + (f"  ({fmt(res)})" if res else ""))
 
-        Examples:
 
-          moenode stake 1000 --model spec-legal --home ~/newnode
+def stake(
+    amount: int = typer.Argument(..., help="Amount of balance to lock as stake."),
+    model: str = typer.Option(None, "--model", help="The model you serve (default: the node's config)."),
+    home: Path = typer.Option(None, "--home", help=HOME_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Stake balance to become a shard member. Stake placed in epoch E counts from epoch E+2.
 
-          moenode status --home ~/newnode        # shows the epoch membership starts
-        """
-        if amount < 1:
-            fail("AMOUNT must be a positive integer", 2)
-        from moenode.client import ControlError
+    The order also declares the spaces the node's model serves (a specialist of minilm-l6 serves `main`), so
+    from E+2 the node is drawn into shards of those spaces only.
 
-        ctl = _control(_home(home), 60)
-        res = _ask(lambda: ctl.stake(amount, model))
-        if as_json:
-            return out_json(res)
-        try:
-            epoch = ctl.status().get("epoch")
-        except ControlError:
-            epoch = None
-        typer.echo(f"staked {amount}" + (f" for model {model}" if model else "") + (f"  ({fmt(res)})" if res else ""))
-        if res.get("spaces"):
-            typer.echo(f"serves space {', '.join(res['spaces'])} from the same epoch")
-        if isinstance(epoch, int):
-            typer.echo(f"placed in epoch {epoch}: counts from epoch {epoch + 2} (watch `moenode status`)")
+    Examples:
+
+      moenode stake 1000 --model spec-legal --home ~/newnode
+
+      moenode status --home ~/newnode        # shows the epoch membership starts
+    """
+    if amount < 1:
+        fail("AMOUNT must be a positive integer", 2)
+    from moenode.client import ControlError
+
+    ctl = _control(_home(home), 60)
+    res = _ask(lambda: ctl.stake(amount, model))
+    if as_json:
+        return out_json(res)
+    try:
+        epoch = ctl.status().get("epoch")
+    except ControlError:
+        epoch = None
+    typer.echo(f"staked {amount}" + (f" for model {model}" if model else "") + (f"  ({fmt(res)})" if res else ""))
+    if res.get("spaces"):
+        typer.echo(f"serves space {', '.join(res['spaces'])} from the same epoch")
+    if isinstance(epoch, int):
+        typer.echo(f"placed in epoch {epoch}: counts from epoch {epoch + 2} (watch `moenode status`)")
 
 
 

@@ -55,7 +55,7 @@ def run(
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from moenode.sim.config import parse
     from moenode.sim.report import write_report
@@ -75,7 +75,7 @@ def run(
             TimeElapsedColumn(), TimeRemainingColumn())
     live = sys.stderr.isatty()
     with Progress(*cols, disable=quiet or not live) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
         tenths: dict[str, int] = {}
 
         def progress(label: str, done: int, total: int) -> None:

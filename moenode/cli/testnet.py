@@ -213,12 +213,12 @@ def _print_nodes(tn, sts) -> None:
 
 def _demo_ui():
     """Progress callbacks for run_demo: a rich bar per phase."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     class UI:
         def __init__(self) -> None:
             self.p: Progress | None = None
-            self.task = None
+            self.task: TaskID | None = None
 
         def phase(self, name: str, total: int) -> None:
             self.close()
@@ -228,7 +228,7 @@ def _demo_ui():
             self.task = self.p.add_task(name, total=total, info="")
 
         def advance(self, info: str = "") -> None:
-            if self.p is not None:
+            if self.p is not None and self.task is not None:
                 self.p.update(self.task, advance=1, info=info)
 
         def close(self) -> None:
