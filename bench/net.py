@@ -17,7 +17,9 @@ import argparse
 import contextlib
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 from libp2p.custom_types import TProtocol
@@ -62,34 +64,43 @@ async def raw_sink(stream) -> None:
         pass
 
 
+@dataclass
+class _Pair:
+    """The two hosts' envelope handlers: b echoes small envelopes back to a (setting `pong`) and counts the large
+    ones of the bulk run (setting `bulk_done` at `n_bulk`)."""
+
+    n_bulk: int
+    b: Any = None
+    pong: trio.Event = field(default_factory=trio.Event)
+    bulk_done: trio.Event = field(default_factory=trio.Event)
+    received: int = 0
+
+    async def on_a(self, peer: bytes, data: bytes) -> None:
+        self.pong.set()
+
+    async def on_b(self, peer: bytes, data: bytes) -> None:
+        if len(data) > 1024:
+            self.received += 1
+            if self.received == self.n_bulk:
+                self.bulk_done.set()
+            return
+        await self.b.send(peer, data)
+
+
+async def _echo(peer: bytes, data: bytes) -> bytes:
+    return data
+
+
 async def pair_bench(n_rtt: int, n_bulk: int) -> dict:
     out: dict = {}
-    pong = trio.Event()
-    done = {"n": 0}
-    holder: dict = {}
-
-    async def on_a(peer: bytes, data: bytes) -> None:
-        nonlocal pong
-        pong.set()
-
-    async def on_b(peer: bytes, data: bytes) -> None:
-        if len(data) > 1024:
-            done["n"] += 1
-            if done["n"] == n_bulk:
-                holder["bulk_done"].set()
-            return
-        await holder["b"].send(peer, data)
-
+    pair = _Pair(n_bulk)
     limits = {k: Rate(1e9, 1e9) for k in ("envelope", "request", "gossip")}  # measure the path, not the limits
-    async with open_host(cfg("bench-a", limits=limits), on_a) as a, open_host(cfg("bench-b", limits=limits), on_b) as b:
-        holder["b"] = b
+    async with open_host(cfg("bench-a", limits=limits), pair.on_a) as a, \
+            open_host(cfg("bench-b", limits=limits), pair.on_b) as b:
+        pair.b = b
         b.host.set_stream_handler(RAW, raw_echo)
         b.host.set_stream_handler(RAW_SINK, raw_sink)
-
-        async def echo(peer: bytes, data: bytes) -> bytes:
-            return data
-
-        b.set_request_handler("echo", echo)
+        b.set_request_handler("echo", _echo)
         await trio.sleep(0.5)  # let both hosts finish starting their services
         t0 = time.perf_counter()
         await a.connect(b.addrs()[0])
@@ -98,56 +109,61 @@ async def pair_bench(n_rtt: int, n_bulk: int) -> dict:
         payload = b"e" * 200
         # warm up both paths (first stream open, identify)
         await a.send(b.account_id, payload)
-        await pong.wait()
+        await pair.pong.wait()
         raw = await a.host.new_stream(b.peer_id, [RAW])
         await raw.write(encode_varint_prefixed(payload))
         await read_varint_prefixed_bytes(raw)
 
-        rtts: list[float] = []
-        raw_rtts: list[float] = []
-        req_rtts: list[float] = []
-        blocks = 4  # interleave the three paths so that load from other processes hits them alike
-        for _ in range(blocks):
-            for _ in range(n_rtt // blocks):
-                pong = trio.Event()
-                t = time.perf_counter()
-                await a.send(b.account_id, payload)
-                await pong.wait()
-                rtts.append(time.perf_counter() - t)
-            for _ in range(n_rtt // blocks):
-                t = time.perf_counter()
-                await raw.write(encode_varint_prefixed(payload))
-                await read_varint_prefixed_bytes(raw)
-                raw_rtts.append(time.perf_counter() - t)
-            for _ in range(n_rtt // blocks):
-                t = time.perf_counter()
-                await a.request(b.account_id, "echo", payload)
-                req_rtts.append(time.perf_counter() - t)
-        out["envelope_rtt"] = ms(rtts)
-        out["raw_stream_rtt"] = ms(raw_rtts)
-        out["request_rtt"] = ms(req_rtts)
-
-        blob = H("bulk", b"x") * (8 * MiB // 32)
-        holder["bulk_done"] = trio.Event()
-        t = time.perf_counter()
-        for _ in range(n_bulk):
-            await a.send(b.account_id, blob)
-        await holder["bulk_done"].wait()
-        ours = time.perf_counter() - t
-        sink = await a.host.new_stream(b.peer_id, [RAW_SINK])
-        t = time.perf_counter()
-        for _ in range(n_bulk):
-            for off in range(0, len(blob), MiB):
-                await sink.write(encode_varint_prefixed(blob[off : off + MiB]))
-        await sink.write(encode_varint_prefixed(b"end"))
-        await read_varint_prefixed_bytes(sink)
-        rawt = time.perf_counter() - t
-        total = n_bulk * len(blob) / MiB
-        out["chunked_MiB_s"] = total / ours
-        out["raw_MiB_s"] = total / rawt
+        out.update(await _round_trips(a, b, raw, pair, n_rtt, payload))
+        out.update(await _bulk(a, b, pair, n_bulk))
         await raw.close()
-        await sink.close()
     return out
+
+
+async def _round_trips(a, b, raw, pair: _Pair, n_rtt: int, payload: bytes) -> dict:
+    """Round trips of an envelope (echoed as another), of a raw stream and of a request, interleaved in blocks."""
+    rtts: list[float] = []
+    raw_rtts: list[float] = []
+    req_rtts: list[float] = []
+    blocks = 4  # interleave the three paths so that load from other processes hits them alike
+    for _ in range(blocks):
+        for _ in range(n_rtt // blocks):
+            pair.pong = trio.Event()
+            t = time.perf_counter()
+            await a.send(b.account_id, payload)
+            await pair.pong.wait()
+            rtts.append(time.perf_counter() - t)
+        for _ in range(n_rtt // blocks):
+            t = time.perf_counter()
+            await raw.write(encode_varint_prefixed(payload))
+            await read_varint_prefixed_bytes(raw)
+            raw_rtts.append(time.perf_counter() - t)
+        for _ in range(n_rtt // blocks):
+            t = time.perf_counter()
+            await a.request(b.account_id, "echo", payload)
+            req_rtts.append(time.perf_counter() - t)
+    return {"envelope_rtt": ms(rtts), "raw_stream_rtt": ms(raw_rtts), "request_rtt": ms(req_rtts)}
+
+
+async def _bulk(a, b, pair: _Pair, n_bulk: int) -> dict:
+    """MiB/s of `n_bulk` 8 MiB envelopes (chunked frames), and of the same bytes written raw in 1 MiB frames."""
+    blob = H("bulk", b"x") * (8 * MiB // 32)
+    t = time.perf_counter()
+    for _ in range(n_bulk):
+        await a.send(b.account_id, blob)
+    await pair.bulk_done.wait()
+    ours = time.perf_counter() - t
+    sink = await a.host.new_stream(b.peer_id, [RAW_SINK])
+    t = time.perf_counter()
+    for _ in range(n_bulk):
+        for off in range(0, len(blob), MiB):
+            await sink.write(encode_varint_prefixed(blob[off : off + MiB]))
+    await sink.write(encode_varint_prefixed(b"end"))
+    await read_varint_prefixed_bytes(sink)
+    rawt = time.perf_counter() - t
+    await sink.close()
+    total = n_bulk * len(blob) / MiB
+    return {"chunked_MiB_s": total / ours, "raw_MiB_s": total / rawt}
 
 
 async def gossip_bench(n_hosts: int, n_msgs: int) -> dict:

@@ -33,8 +33,7 @@ DEFAULT_JSON = "bench/results/round.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from moenode.testing.demo import DemoConfig, run_workload, usable_cores
-    from moenode.testing.testnet import Testnet
+    from moenode.testing.demo import usable_cores
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=5)
@@ -49,19 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
     root = args.dir or Path(tempfile.mkdtemp(prefix="moenode-bench-"))
     conc = args.concurrency or usable_cores()
-    phases = {}
     t0 = time.monotonic()
-    with Testnet.create(root, args.nodes, epoch_ms=args.epoch_ms) as tn:
-        tn.start()
-        for name, c, seed in (("latency", 1, 0), ("throughput", conc, 1)):
-            cfg = DemoConfig(nodes=args.nodes, submissions=args.submissions, batch=args.batch, concurrency=c,
-                             seed=seed)
-            phases[name] = run_workload(tn, cfg)
-            s = phases[name]
-            print(f"[{name}] concurrency {c}: certified {s['certified']}/{s['submissions']}, "
-                  f"latency p50 {s['latency_ms']['p50']:.0f} ms p99 {s['latency_ms']['p99']:.0f} ms, "
-                  f"single p50 {s['embed_ms_single']['p50']:.0f} ms, throughput {s['throughput_per_s']:.3f}/s "
-                  f"(ceiling {s['compute_ceiling_per_s']:.3f}/s), proxied {s['proxied']}", flush=True)
+    phases = run_phases(root, args, conc)
     lat, thr = phases["latency"], phases["throughput"]
     result = {
         "bench": "round",
@@ -82,18 +70,42 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": time.monotonic() - t0,
         "dir": str(root),
     }
-    print()
-    print(f"latency_ratio_p50   {result['latency_ratio_p50']:.2f}   (goal <= 2.0)")
-    print(f"latency_ratio_p99   {result['latency_ratio_p99']:.2f}   (goal <= 4.0)")
-    print(f"throughput ratio    {result['throughput_ratio']:.2f}   ({result['throughput_per_s']:.3f}/s of "
-          f"{result['compute_ceiling_per_s']:.3f}/s; goal >= 0.7)")
-    print(f"certified {result['certified']}, failed {result['failed']}, proxied {result['proxied']}")
+    print_result(result)
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
         print(f"results written to {out}")
     return 0 if result["failed"] == 0 else 1
+
+
+def run_phases(root: Path, args: argparse.Namespace, conc: int) -> dict[str, dict]:
+    """On one testnet: the latency phase (one submission in flight), then the throughput phase (`conc`)."""
+    from moenode.testing.demo import DemoConfig, run_workload
+    from moenode.testing.testnet import Testnet
+
+    phases = {}
+    with Testnet.create(root, args.nodes, epoch_ms=args.epoch_ms) as tn:
+        tn.start()
+        for name, c, seed in (("latency", 1, 0), ("throughput", conc, 1)):
+            cfg = DemoConfig(nodes=args.nodes, submissions=args.submissions, batch=args.batch, concurrency=c,
+                             seed=seed)
+            phases[name] = run_workload(tn, cfg)
+            s = phases[name]
+            print(f"[{name}] concurrency {c}: certified {s['certified']}/{s['submissions']}, "
+                  f"latency p50 {s['latency_ms']['p50']:.0f} ms p99 {s['latency_ms']['p99']:.0f} ms, "
+                  f"single p50 {s['embed_ms_single']['p50']:.0f} ms, throughput {s['throughput_per_s']:.3f}/s "
+                  f"(ceiling {s['compute_ceiling_per_s']:.3f}/s), proxied {s['proxied']}", flush=True)
+    return phases
+
+
+def print_result(result: dict) -> None:
+    print()
+    print(f"latency_ratio_p50   {result['latency_ratio_p50']:.2f}   (goal <= 2.0)")
+    print(f"latency_ratio_p99   {result['latency_ratio_p99']:.2f}   (goal <= 4.0)")
+    print(f"throughput ratio    {result['throughput_ratio']:.2f}   ({result['throughput_per_s']:.3f}/s of "
+          f"{result['compute_ceiling_per_s']:.3f}/s; goal >= 0.7)")
+    print(f"certified {result['certified']}, failed {result['failed']}, proxied {result['proxied']}")
 
 
 if __name__ == "__main__":

@@ -108,12 +108,12 @@ def _save(path: Path, arr: np.ndarray) -> None:
 
 
 def _pooled(enc, seqs: list[list[int]], label: str) -> tuple[np.ndarray, float]:
-    out = np.zeros((len(seqs), enc.dim), np.float32)
-    t0, chunk = time.process_time(), 8192
-    for s in range(0, len(seqs), chunk):
-        out[s : s + chunk] = enc.pooled_ids(seqs[s : s + chunk])
-        print(f"  {label}: {min(s + chunk, len(seqs))}/{len(seqs)} rows, {time.process_time() - t0:.0f} s CPU",
-              file=sys.stderr, flush=True)
+    t0 = time.process_time()
+
+    def done(start: int, stop: int) -> None:
+        print(f"  {label}: {stop}/{len(seqs)} rows, {time.process_time() - t0:.0f} s CPU", file=sys.stderr, flush=True)
+
+    out = enc.pooled_in_chunks(seqs, 8192, done)
     return out, time.process_time() - t0
 
 

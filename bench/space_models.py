@@ -84,12 +84,12 @@ def pooled(model: str, tag: str, seqs: list[list[int]], compute: bool = False) -
     if not compute:
         raise SystemExit(f"no cached {model} {tag} vectors: run `bench/space_models.py embed` first")
     enc = zoo.load(model)
-    out = np.zeros((len(seqs), enc.dim), np.float32)
-    t0, chunk = time.process_time(), 1024
-    for s in range(0, len(seqs), chunk):
-        out[s: s + chunk] = enc.pooled_ids(seqs[s: s + chunk])
-        print(f"  {model} {tag}: {min(s + chunk, len(seqs))}/{len(seqs)}, {time.process_time() - t0:.0f} s CPU",
-              file=sys.stderr, flush=True)
+    t0 = time.process_time()
+
+    def done(start: int, stop: int) -> None:
+        print(f"  {model} {tag}: {stop}/{len(seqs)}, {time.process_time() - t0:.0f} s CPU", file=sys.stderr, flush=True)
+
+    out = enc.pooled_in_chunks(seqs, 1024, done)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, out)
