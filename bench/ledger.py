@@ -54,6 +54,7 @@ from moenode.core.ledger_client import Certified, Failed, OrderSubmitter, SendOr
 from moenode.core.orders import BatchVote, CertifiedOrder, Transfer  # noqa: E402
 from moenode.core.selection import CERT_THRESHOLD  # noqa: E402
 from moenode.store.ledger_db import LedgerDB  # noqa: E402
+from moenode.testing.demo import usable_cores  # noqa: E402
 from moenode.testing.ledgerkit import T0, Net  # noqa: E402
 
 AUTHORITIES = 5
@@ -72,10 +73,6 @@ def sig_costs(reps: int) -> tuple[float, float]:
     for _ in range(reps):
         s.sign(d)
     return verify_us, (time.perf_counter() - t) / reps * 1e6
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # one party per thread ---------------------------------------------------------------------------------------------
