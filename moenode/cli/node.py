@@ -513,7 +513,6 @@ def stake(
         typer.echo(f"placed in epoch {epoch}: counts from epoch {epoch + 2} (watch `moenode status`)")
 
 
-
 def single_error(e: BaseException) -> BaseException:
     """The one exception inside (nested) exception groups of one leaf, else `e` itself."""
     while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
