@@ -451,25 +451,25 @@ class Testnet:
 
         Besides the processes recorded in testnet.json, every daemon that holds the lock of a home under the
         testnet's directory is stopped too, whatever started it (a node restarted by hand, or by a script)."""
-        live = [nd for nd in self.nodes if nd.pid is not None and nd.alive()
+        live = [(nd, nd.pid) for nd in self.nodes if nd.pid is not None and nd.alive()
                 and (nd.proc is not None or _is_our_node(nd.pid, nd.home))]
-        known = {nd.pid for nd in live}
+        known = {pid for _, pid in live}
         others = {pid: home for pid, home in daemons_under(self.root).items() if pid not in known}
-        for pid in [nd.pid for nd in live] + list(others):
+        for pid in [pid for _, pid in live] + list(others):
             try:
-                os.kill(pid, signal.SIGTERM)  # type: ignore[arg-type]
+                os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout
-        while (any(nd.alive() for nd in live) or any(_running(p) for p in others)) and time.monotonic() < deadline:
+        while (any(nd.alive() for nd, _ in live) or any(_running(p) for p in others)) and time.monotonic() < deadline:
             time.sleep(0.1)
         result = {}
-        for nd in live:
+        for nd, pid in live:
             if nd.alive():
-                _reap_group(nd.pid, force=True)  # type: ignore[arg-type]
+                _reap_group(pid, force=True)
                 result[nd.name] = "killed"
             else:
-                _reap_group(nd.pid)  # type: ignore[arg-type]  # leftovers of its group, if any
+                _reap_group(pid)  # leftovers of its group, if any
                 result[nd.name] = "stopped"
             if nd.proc is not None:
                 nd.proc.wait(timeout=10)
