@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moenode.core.spaces import Space
 from moenode.encoders import graphs, mpnet
 from moenode.encoders.runtime import Encoder, ModelError, dist_file, load_matrix
 
@@ -145,6 +146,12 @@ _FAMILY = {L3: "l3", "adv-bag-of-tokens": "l3", "adv-random-init": "l3", MPNET: 
 def space_of(name: str) -> str:
     """The space a zoo model serves (a path or an unknown name: the default space)."""
     return _FAMILY.get(name, "main")
+
+
+def space(space_id: str) -> Space:
+    """The genesis entry of one of the zoo's spaces: its anchor model and dimension, the default bounds."""
+    anchor, dim = SPACES[space_id]
+    return Space(id=space_id, dim=dim, anchor=anchor)
 
 
 def model_bytes(name_or_path: str) -> tuple[str, bytes]:

@@ -124,7 +124,7 @@ class RealWorld(World):
 
         names = list(self.cfg.real_models)
         ids = list(dict.fromkeys(zoo.space_of(m) for m in names))  # the first listed model's space is the default
-        spaces = tuple(Space(id=s, dim=zoo.SPACES[s][1], anchor=zoo.SPACES[s][0]) for s in ids)
+        spaces = tuple(zoo.space(s) for s in ids)
         return spaces, [zoo.space_of(names[mi]) for mi in self.model_of]
 
     def label(self, expert: int) -> str:

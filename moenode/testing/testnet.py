@@ -151,7 +151,7 @@ def model_spaces(models: Sequence[str]) -> tuple[dict[str, str], tuple[Space, ..
     serves = {m: zoo.space_of(m) for m in models}
     count = Counter(serves[m] for m in models)
     ids = sorted(count, key=lambda s: (-count[s], s != DEFAULT_SPACE, s))
-    spaces = tuple(Space(id=s, dim=zoo.SPACES[s][1], anchor=zoo.SPACES[s][0]) for s in ids)
+    spaces = tuple(zoo.space(s) for s in ids)
     return serves, spaces
 
 
