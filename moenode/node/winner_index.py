@@ -30,12 +30,19 @@ from pathlib import Path
 
 import numpy as np
 
+from moenode.core.messages import Payload, Report
 from moenode.core.spaces import DEFAULT_SPACE
 
 log = logging.getLogger("moenode.index")
 
 SNAPSHOT = "winners.npz"
 MAX_SEEN = 100_000
+
+
+def routing_vectors(of: Report | Payload) -> np.ndarray:
+    """The routing vectors a report or payload carries (float16 on the wire), one row per item, as float32."""
+    n = len(of.item_losses)
+    return np.frombuffer(of.routing, "<f2").reshape(n, -1).astype(np.float32)
 
 
 @dataclass(frozen=True)
