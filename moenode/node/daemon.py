@@ -235,7 +235,7 @@ class Node:
 
     # housekeeping ---------------------------------------------------------------------------------------------------------
     async def _housekeeping(self, rounds: Rounds, index: WinnerIndex) -> None:
-        last_save = last_peers_save = self.clock.timer()
+        last_save = last_peers_save = float("-inf")  # the first tick saves both
         while True:
             await trio.sleep(HOUSEKEEPING_S)
             rounds.prune()

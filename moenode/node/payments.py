@@ -513,7 +513,7 @@ class Payments:
         """Finish what the outbox holds open: collect the votes of orders that have none yet (renewed if their
         epoch has passed), publish and apply recorded certificates. An order that fails is tried again later,
         with a growing pause, for as long as it takes; nothing is asked while too little power is reachable."""
-        now = trio.current_time()
+        now = self.ctx.clock.timer()
         for oid, out in list(self.outgoing.items()):
             at, pause = self._retry_at.get(oid, (0.0, RESEND_S))
             if now < at or out.lock.locked():

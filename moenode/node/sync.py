@@ -272,12 +272,12 @@ class Sync:
     async def _paced(self) -> None:
         from moenode.net.limits import Rate, TokenBucket
 
-        now = trio.current_time()
+        now = self.ctx.clock.timer()
         if self._pace is None:
             self._pace = TokenBucket(Rate(PAGES_PER_S, PAGES_BANKED), now)
         while not self._pace.take(now):
             await trio.sleep((1.0 - self._pace.tokens) / self._pace.rate)
-            now = trio.current_time()
+            now = self.ctx.clock.timer()
 
     @staticmethod
     def _entry(raw: bytes) -> tuple[str, bytes]:

@@ -27,6 +27,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ class WinnerIndex:
         self.dim, self.epochs, self.max_entries = dim, epochs, max_entries
         self.directory = Path(directory) if directory is not None else None
         self._lock = threading.Lock()
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))  # faiss's stubs type ids as IDSelector
         self._meta: dict[int, Entry] = {}
         self._seen: dict[bytes, None] = {}  # insertion-ordered set of certificate ids
         self._next_id = 0
@@ -164,7 +165,7 @@ class WinnerIndex:
         with self._lock:
             ids = np.asarray(sorted(self._meta), dtype=np.int64)
             meta = [self._meta[i] for i in ids.tolist()]
-            arrays = {
+            arrays: dict[str, Any] = {
                 "dim": np.asarray([self.dim], np.int64),
                 "next_id": np.asarray([self._next_id], np.int64),
                 "faiss": faiss.serialize_index(self._index),
