@@ -194,7 +194,7 @@ class Node:
                     nursery.start_soon(self.adverts.run, compute)
                     nursery.start_soon(self._housekeeping, rounds, index)
                     nursery.start_soon(self.sync.run)
-                    self._write_run_json()
+                    await trio.to_thread.run_sync(self._write_run_json)  # an fsync: off the event loop
                     log.info("node %s up: %s, control %s", self.account.hex()[:16], net.addrs(), self.control_url)
                     task_status.started(self)
                     await self._stop.wait()

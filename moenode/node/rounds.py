@@ -42,7 +42,7 @@ import os
 from functools import partial
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import trio
@@ -68,6 +68,7 @@ from moenode.core.round import EvidenceFound, Outcome, Send, ShardContext, Statu
 from moenode.core.routing import plan
 from moenode.core.shard import ROUND_TYPES, Refused, SessionEffect, ShardSession, ShardTable
 from moenode.core.selection import data_hash
+from moenode.node.compute import Compute
 from moenode.node.config import Config
 from moenode.node.context import Context, NetLink
 from moenode.node.decoding import decode_off_loop
@@ -141,7 +142,8 @@ class Rounds:
     index (routing); the node's config (price, whether it serves proxies, its default space); the experts'
     prices; and where outcomes go: `on_certificate(cert, origin, pay_cert)`, `on_evidence(evidence)`."""
 
-    def __init__(self, ctx: Context, link: NetLink, *, payments: Payments, compute: Any, index: Any, config: Config,
+    def __init__(self, ctx: Context, link: NetLink, *, payments: Payments, compute: Compute, index: WinnerIndex,
+                 config: Config,
                  prices: Callable[[], dict[bytes, int]],
                  on_certificate: Callable[[Certificate, bytes | None, bytes], Awaitable[object]],
                  on_evidence: Callable[[Evidence], None]):

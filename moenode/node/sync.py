@@ -152,7 +152,7 @@ class Sync:
             raise SchemaError("sync: the cursor is 8 bytes")
         after = int.from_bytes(cursor, "big") if cursor else 0
         limit = min(limit, PAGE_LIMIT)
-        rows = self._rows(query, after, limit)
+        rows = await trio.to_thread.run_sync(self._rows, query, after, limit)  # up to PAGE_BYTES read from disk
         items: list[bytes] = []
         size, last = 0, after
         for seq, kind, data in rows:
