@@ -6,6 +6,7 @@ certificate the ledger applied; now they run on a worker thread, and a vote stil
 on disk, and the log on disk keeps the order in which the ledger applied its entries.
 """
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -35,34 +36,42 @@ def writes(monkeypatch):
     return seen
 
 
+@contextlib.contextmanager
 def _node(tmp_path, **genesis_changes):
+    """A node of a fresh home (not running): its real stores, closed at the end; and the seeds of its authority
+    and of two users."""
     authorities, users = [seed(0, "auth")], [seed(i, "user") for i in range(2)]
     genesis = make_genesis([(authorities[0], 1_000, "minilm-l3")] + [(u, 0, "minilm-l3") for u in users])
     genesis = dataclasses.replace(genesis, **genesis_changes)
     m = Cluster(tmp_path, genesis, None).add(authorities[0])
-    return Node(m.home, config=Config(home=m.home, model=m.model), genesis=genesis), authorities, users
-
-
-async def test_a_checkpoint_vote_leaves_only_with_its_lock_on_disk_written_off_the_event_loop(tmp_path, writes):
-    epoch_ms = 600_000  # epoch 1 now: the authorities of epoch 1 sign checkpoint 0
-    node, _, _ = _node(tmp_path, genesis_time_ms=int(time.time() * 1000) - epoch_ms - 60_000, epoch_ms=epoch_ms)
+    node = Node(m.home, config=Config(home=m.home, model=m.model), genesis=genesis)
     try:
-        cp = node.payments.ledger.propose_checkpoint(0)
-        sig = await node.epochs.serve_checkpoint(b"\x01" * 32, cp.encode())
-        assert len(sig) == 64
-        assert writes == [("put_locks", False)]  # written and fsynced on a worker thread
-        other = LedgerDB(node.config.path("ledger"), node.net_id)  # what a kill -9 now would leave
-        assert checkpoint_lock_key(0) in other.locks()
-        other.close()
+        yield node, authorities, users
     finally:
         node.archive.close()
         node.payments.close()
 
 
+def _on_disk(node) -> LedgerDB:
+    """The node's ledger store as a second connection reads it: what a kill -9 now would leave."""
+    return LedgerDB(node.config.path("ledger"), node.net_id)
+
+
+async def test_a_checkpoint_vote_leaves_only_with_its_lock_on_disk_written_off_the_event_loop(tmp_path, writes):
+    epoch_ms = 600_000  # epoch 1 now: the authorities of epoch 1 sign checkpoint 0
+    with _node(tmp_path, genesis_time_ms=int(time.time() * 1000) - epoch_ms - 60_000, epoch_ms=epoch_ms) as (node, _, _):
+        cp = node.payments.ledger.propose_checkpoint(0)
+        sig = await node.epochs.serve_checkpoint(b"\x01" * 32, cp.encode())
+        assert len(sig) == 64
+        assert writes == [("put_locks", False)]  # written and fsynced on a worker thread
+        other = _on_disk(node)
+        assert checkpoint_lock_key(0) in other.locks()
+        other.close()
+
+
 async def test_applied_certificates_reach_the_log_off_the_event_loop_in_their_order(tmp_path, writes):
-    node, authorities, users = _node(tmp_path)
-    certs = certified_transfers(node.genesis, authorities, users, 6, batch=2)
-    try:
+    with _node(tmp_path) as (node, authorities, users):
+        certs = certified_transfers(node.genesis, authorities, users, 6, batch=2)
         for _, data in certs:
             assert node.payments.accept(data) == "applied"
         async with trio.open_nursery() as n:
@@ -72,41 +81,35 @@ async def test_applied_certificates_reach_the_log_off_the_event_loop_in_their_or
                     await trio.sleep(0.01)
             n.cancel_scope.cancel()
         assert writes == [("append", False)] * len(certs)
-        other = LedgerDB(node.config.path("ledger"), node.net_id)
+        other = _on_disk(node)
         assert [ident for _, ident, _ in other.entries()] == [oid for oid, _ in certs]
         other.close()
-    finally:
-        node.archive.close()
-        node.payments.close()
 
 
 async def test_what_is_queued_at_close_is_written(tmp_path, writes):
     """A node that stops (or a test that never ran the writer) loses none of the writes its ledger decided."""
-    node, authorities, users = _node(tmp_path)
-    certs = certified_transfers(node.genesis, authorities, users, 3)
-    for _, data in certs:
-        node.payments.accept(data)
-    node.archive.close()
-    node.payments.close()
-    other = LedgerDB(node.config.path("ledger"), node.net_id)
+    with _node(tmp_path) as (node, authorities, users):
+        certs = certified_transfers(node.genesis, authorities, users, 3)
+        for _, data in certs:
+            node.payments.accept(data)
+    other = _on_disk(node)
     assert [ident for _, ident, _ in other.entries()] == [oid for oid, _ in certs]
     other.close()
 
 
 async def test_a_failed_write_is_kept_and_tried_again_first(tmp_path, monkeypatch):
-    node, authorities, users = _node(tmp_path)
-    store = node.payments.store
-    certs = certified_transfers(node.genesis, authorities, users, 3)
-    try:
-        append, fail = LedgerDB.append, [True]
+    append, fail = LedgerDB.append, [True]
 
-        def flaky(self, *args):
-            if fail[0]:
-                fail[0] = False
-                raise OSError("disk full")
-            return append(self, *args)
+    def flaky(self, *args):
+        if fail[0]:
+            fail[0] = False
+            raise OSError("disk full")
+        return append(self, *args)
 
-        monkeypatch.setattr(LedgerDB, "append", flaky)
+    monkeypatch.setattr(LedgerDB, "append", flaky)
+    with _node(tmp_path) as (node, authorities, users):
+        store = node.payments.store
+        certs = certified_transfers(node.genesis, authorities, users, 3)
         for _, data in certs[:2]:
             node.payments.accept(data)
         with pytest.raises(OSError):
@@ -116,6 +119,3 @@ async def test_a_failed_write_is_kept_and_tried_again_first(tmp_path, monkeypatc
         await store.flush()
         assert store.pending == 0
         assert [ident for _, ident, _ in store.entries()] == [oid for oid, _ in certs]
-    finally:
-        node.archive.close()
-        node.payments.close()
