@@ -92,10 +92,10 @@ def import_cycles(graph: grimp.ImportGraph) -> list[list[str]]:
     return groups
 
 
-def test_no_module_imports_itself_through_others():
+def test_no_import_cycles_even_through_type_hints():
     """Imports made only for type hints count too: a cycle through a TYPE_CHECKING import is still a back-reference
     (the daemon's parts once named the `Node` that wires them). From the repository root, the same check is
-    `python -m pytest -q tests/test_layers.py -k cycle`."""
+    `python -m pytest -q tests/test_layers.py -k "cycle or daemon"`."""
     graph = grimp.build_graph("moenode", exclude_type_checking_imports=False, cache_dir=None)
     found = []
     for group in import_cycles(graph):
