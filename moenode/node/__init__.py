@@ -2,7 +2,7 @@
 
 Modules: `daemon` (the composition root: the Node and `run_node`; no other module here imports it), `context` (the
 frozen context every part shares: signer, genesis, clock, counters, reject, spawn), `rounds` (shard rounds over the
-network, the expert's proxy RPC and the submitter gateway), `payments` (ledger, authority and the order-certifying
+network and the expert's proxy RPC), `submitter` (our own submissions: pay, send, refund, retry), `payments` (ledger, authority and the order-certifying
 client), `writer` (the authority's store writes, on worker threads), `certificates` (the door every shard
 certificate goes through), `epochs` (checkpoints and evidence), `sync` (catch-up for late joiners), `adverts`
 (experts' adverts), `compute` (encoders on worker threads), `decoding` (large peer inputs decoded on worker

@@ -3,7 +3,9 @@
 Theory of operation: `on_certificate(cert, origin, pay_cert)` verifies a certificate against the shard recomputed
 from our ledger (`Ledger.check_shard_certificate`), archives it (`moenode.store.archive`, on a worker thread),
 adds its routing vectors to the winner index, gossips it on `certs` once if it is ours, and, if we won and hold the
-round's payment certificate, settles it (`Payments.settle`), once per certificate whichever path saw it first. The
+round's payment certificate, settles it (`Payments.settle`), once per certificate whichever path saw it first.
+A path that meets a certificate another path is still archiving waits for that write, so nothing that follows
+(the sync walk saving its cursor past it) gets ahead of the archive. The
 round driver hands its outcomes here (an explicit call: `Rounds` is given `on_certificate`), as do the `certs`
 topic and the sync walk.
 
@@ -37,6 +39,7 @@ class Certificates:
         self.index: WinnerIndex | None = None
         self.done: set[bytes] = set()  # certificates verified and archived
         self.settling: set[bytes] = set()
+        self._archiving: dict[bytes, trio.Event] = {}  # certificates whose archive write is under way
 
     async def on_certificate(self, cert: Certificate, origin: bytes | None, pay_cert: bytes = b"",
                              publish: bool | None = None) -> bool:
@@ -51,6 +54,8 @@ class Certificates:
                 return False
             self.done.add(cid)
             await self._learn(cert, publish if publish is not None else origin is None)
+        elif cid in self._archiving:  # another path is archiving it: a sync cursor may pass it once it is on disk
+            await self._archiving[cid].wait()
         r = cert.report
         if r.winner == ctx.account and pay_cert and cid not in self.settling:
             self.settling.add(cid)  # once per certificate, whichever path saw it first
@@ -68,7 +73,12 @@ class Certificates:
     async def _learn(self, cert: Certificate, publish: bool) -> None:
         ctx, me = self.ctx, self.ctx.account
         cid, data, r = cert.id, cert.encode(), cert.report
-        await trio.to_thread.run_sync(self.archive.append, cid, data)
+        written = self._archiving[cid] = trio.Event()
+        try:
+            await trio.to_thread.run_sync(self.archive.append, cid, data)
+        finally:
+            del self._archiving[cid]
+            written.set()
         ctx.metrics.inc("certificates")
         index = self.index
         try:

@@ -65,7 +65,7 @@ from moenode.node.context import Metrics
 if TYPE_CHECKING:
     from moenode.node.config import Config
     from moenode.node.payments import Payments
-    from moenode.node.rounds import Rounds
+    from moenode.node.submitter import Submitter
 
 log = logging.getLogger("moenode.control")
 
@@ -78,22 +78,22 @@ MAX_CONNECTIONS = 64  # control connections open at once
 @dataclass(frozen=True)
 class Operations:
     """All the control API sees of the node: its token and counters, /status and the counters /metrics exports, and
-    the parts that carry out a submission (`rounds`), a transfer or a stake (`payments`), with the node's config
-    (the default fee and attempts of a submission, the model a stake names). A server without `rounds` and
-    `payments` serves /status and /metrics only."""
+    the parts that carry out a submission (`submitter`), a transfer or a stake (`payments`), with the node's config
+    (the default fee and attempts of a submission, the model a stake names). A server without them serves /status
+    and /metrics only."""
 
     control_token: str
     metrics: Metrics
     status: Callable[[], dict[str, Any]]
     counters: Callable[[], dict[str, int]]
     config: Config | None = None
-    rounds: Rounds | None = None
+    submitter: Submitter | None = None
     payments: Payments | None = None
 
-    def doing(self) -> tuple[Config, Rounds, Payments]:
-        if self.config is None or self.rounds is None or self.payments is None:
+    def doing(self) -> tuple[Config, Submitter, Payments]:
+        if self.config is None or self.submitter is None or self.payments is None:
             raise HTTPError(503, "this server serves /status and /metrics only")
-        return self.config, self.rounds, self.payments
+        return self.config, self.submitter, self.payments
 
 
 class HTTPError(Exception):
@@ -327,13 +327,13 @@ async def _status(ops: Operations) -> dict:
 
 async def _submit(ops: Operations, obj: dict) -> dict:
     from moenode.node.payments import PaymentError
-    from moenode.node.rounds import SubmitError
+    from moenode.node.submitter import SubmitError
 
     from moenode.core.round import batch_problem
 
-    config, rounds, _ = ops.doing()
+    config, submitter, _ = ops.doing()
     texts = obj.get("texts")
-    p = rounds.ctx.params
+    p = submitter.ctx.params
     if not isinstance(texts, list):
         raise HTTPError(400, "'texts' must be a list of strings")
     for i, t in enumerate(texts):
@@ -353,11 +353,11 @@ async def _submit(ops: Operations, obj: dict) -> dict:
     if extra:
         raise HTTPError(400, f"unknown fields {sorted(extra)}")
     try:
-        space = rounds.submit_space(space)
+        space = submitter.submit_space(space)
     except SubmitError as e:
         raise HTTPError(400, str(e)) from None
     try:
-        final, attempts = await rounds.submit(texts, fee, config.submit_attempts, wait_ms, space)
+        final, attempts = await submitter.submit(texts, fee, config.submit_attempts, wait_ms, space)
     except PaymentError as e:
         raise HTTPError(402, f"payment failed: {e}") from None
     except SubmitError as e:

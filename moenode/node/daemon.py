@@ -8,7 +8,8 @@ resync`): the ledger holds the vote locks, and a node that started afresh could 
 context and only the collaborators it uses: `Payments` (ledger, authority, order desk, outbox), `Certificates`
 (the door every shard certificate goes through), `Epochs` (checkpoints, evidence), `Sync` (catch-up) and
 `Adverts`; no part holds the node. `Node.run()` then, in order: loads the encoder and the router model on a worker
-thread, opens the winner index snapshot, builds `Rounds` (the round driver) around them, starts the libp2p host
+thread, opens the winner index snapshot, builds `Rounds` (the round driver) around them and `Submitter` (our own
+submissions) on it, starts the libp2p host
 (`moenode.net`) with the round driver as its envelope handler, registers the RPCs (`order` and `checkpoint` for
 the authority, `proxy` for the expert, `sync` for late joiners) and the gossip topics (`certs`, `orders`, `adverts`,
 `checkpoints`), starts the control API on 127.0.0.1 (every request carries HOME/control.token:
@@ -53,6 +54,7 @@ from moenode.node.epochs import Epochs
 from moenode.node.payments import ORDERS_TOPIC_CAP, Payments
 from moenode.node.rounds import PROXY_RESPONSE_CAP, Rounds
 from moenode.node.stages import STAGES
+from moenode.node.submitter import Submitter
 from moenode.node.sync import PAGE_LIMIT, Sync
 from moenode.node.winner_index import WinnerIndex
 from moenode.store.archive import Archive
@@ -116,6 +118,7 @@ class Node:
         self.control_url = ""
         self.compute: Any = None
         self.rounds: Rounds | None = None
+        self.submitter: Submitter | None = None
         self._stop: trio.Event | None = None
 
     # the parts' shared pieces, as the node's own attributes ---------------------------------------------------------
@@ -177,6 +180,8 @@ class Node:
                 self.ctx, self.link, payments=self.payments, compute=compute, index=index, config=cfg,
                 prices=self.adverts.prices, on_certificate=self.certificates.on_certificate,
                 on_evidence=self.epochs.file_evidence)
+            self.submitter = Submitter(self.ctx, rounds, self.payments, cfg.submit_space,
+                                       self.certificates.on_certificate)
             caps = dict(DEFAULT_TOPIC_CAPS, orders=ORDERS_TOPIC_CAP, checkpoints=CheckpointCert.MAX_BYTES + 1024)
             netcfg = NetConfig(seed=self.seed, net_id=self.net_id, listen=cfg.listen, bootstrap=cfg.bootstrap,
                                gossip=GossipConfig(topic_caps=caps))
@@ -185,7 +190,7 @@ class Node:
                 self._register(net, rounds)
                 await self._subscribe(net)
                 ops = control_server.Operations(self.control_token, self.metrics, self.status, self.counters,
-                                                cfg, rounds, self.payments)
+                                                cfg, self.submitter, self.payments)
                 async with trio.open_nursery() as nursery:
                     self.tasks.nursery = nursery
                     nursery.start_soon(self.payments.run)

@@ -38,36 +38,30 @@ Protocol errors are counted by reason and logged with the peer id by the node; t
 from __future__ import annotations
 
 import logging
-import os
 from functools import partial
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import trio
 
 from moenode.core.crypto import ed25519_verify
-from moenode.core.errors import LocalRoundError, ProtocolError, StateError
+from moenode.core.errors import ProtocolError, StateError
 from moenode.core.messages import (
     Certificate,
     Evidence,
     Input,
     Payload,
     ProxyRequest,
-    Report,
     Signed,
     Submission,
     open_signed,
     open_wire,
-    seal,
-    shard_id as derive_shard_id,
 )
 from moenode.core.proxy import ProxyAnswer, ProxyDesk, Refusal, open_answer, proxy_request
-from moenode.core.round import EvidenceFound, Outcome, Send, ShardContext, Status, Verify, Work
+from moenode.core.round import EvidenceFound, Outcome, Send, ShardContext, Verify, Work
 from moenode.core.routing import plan
 from moenode.core.shard import ROUND_TYPES, Refused, SessionEffect, ShardSession, ShardTable
-from moenode.core.selection import data_hash
 from moenode.node.compute import Compute
 from moenode.node.config import Config
 from moenode.node.context import Context, NetLink
@@ -110,30 +104,6 @@ class Slot:
     @property
     def shard_id(self) -> bytes:
         return self.session.shard_id
-
-
-@dataclass
-class Attempt:
-    """One try at a round of ours: how its submitter's round ended ("incomplete": certified, but the winning
-    reveal never reached us), and what it cost."""
-
-    shard_id: bytes
-    status: Status | Literal["incomplete"]
-    reason: str = ""
-    outcome: Outcome | None = None
-    refunded: bool = False
-    elapsed_ms: int = 0
-    pay_ms: int = 0
-
-    def summary(self) -> dict:
-        return {"shard_id": self.shard_id.hex(), "status": self.status, "reason": self.reason,
-                "refunded": self.refunded, "elapsed_ms": self.elapsed_ms, "pay_ms": self.pay_ms}
-
-
-class SubmitError(RuntimeError):
-    def __init__(self, message: str, attempts: list[Attempt]):
-        super().__init__(message)
-        self.attempts = attempts
 
 
 class Rounds:
@@ -508,90 +478,18 @@ class Rounds:
               price_bps=env.msg.price_bps, fee=inp.fee)  # type: ignore[attr-defined]
         return ProxyAnswer.of(sub).encode()
 
-    # the submitter ---------------------------------------------------------------------------------------------------------
-    async def submit(self, texts: list[str], fee: int, attempts: int, wait_ms: int = 0, space: str = ""
-                     ) -> tuple[Attempt, list[Attempt]]:
-        """Pay, send the Input, drive the SubmitterRound; on failure refund after the deadline and retry.
-        `wait_ms` > 0: members may take that long to commit (the Input's `commit_by_ms`), for slow, strong models.
-        `space` "" is this node's default (config submit_space, else the network's); a space the network does not
-        list or that no stake serves raises SubmitError before anything is paid."""
-        space = self.submit_space(space)
-        done: list[Attempt] = []
-        for _ in range(attempts):
-            a = await self._attempt(texts, fee, wait_ms, space)
-            done.append(a)
-            if a.status == "certified":
-                return a, done
-        raise SubmitError(f"no certificate after {len(done)} attempt(s)", done)
-
-    def submit_space(self, space: str = "") -> str:
-        """The space a submission names, checked against the genesis and the current stake table."""
-        book = self.ctx.genesis.space_book
-        space = space or self.config.submit_space or book.default.id
-        try:
-            book.space(space)
-        except ProtocolError as e:
-            raise SubmitError(str(e), []) from None
-        epoch = self.ctx.epoch()
-        try:
-            power = self.payments.ledger.power_at(epoch)
-        except KeyError:
-            return space
-        if not any(vp > 0 for vp in book.power_in(power, space).values()):
-            raise SubmitError(f"no staked node serves space {space} in epoch {epoch}: nothing was paid", [])
-        return space
-
-    async def _attempt(self, texts: list[str], fee: int, wait_ms: int, space: str) -> Attempt:
-        t0 = self.ctx.now_ms()
-        epoch = max(0, self.ctx.genesis.epoch(t0))
-        nonce = os.urandom(32)
-        dh = data_hash([t.encode("utf-8") for t in texts])
-        sid = derive_shard_id(epoch, dh, nonce, self.me, space)
-        commit_by = t0 + wait_ms if wait_ms > 0 else 0
-        deadline = t0 + wait_ms + self.ctx.params.round_abort_ms
-        pay = await self.payments.pay_escrow(sid, fee, deadline)
-        paid = self.ctx.now_ms()
-        try:
-            a = await self._run_round(texts, fee, epoch, nonce, dh, sid, deadline, pay, t0, commit_by, space)
-        except (ProtocolError, LocalRoundError) as e:  # e.g. the epoch's table closed between paying and sending
-            a = Attempt(sid, "failed", f"could not start the round: {e}", None, elapsed_ms=self.ctx.now_ms() - t0)
-        a.pay_ms = paid - t0
-        if a.status == "certified":
-            return a
-        wait = (deadline - self.ctx.now_ms()) / 1000
-        if wait > 0:
-            await trio.sleep(wait + 0.05)
-        if a.outcome is None or a.outcome.certificate is None:
-            try:
-                a.refunded = await self.payments.refund(pay) is not None
-            except Exception as e:
-                a.reason += f"; refund failed: {e}"
-                log.warning("refund of shard %s failed: %s", sid.hex()[:16], e)
-        return a
-
-    async def _run_round(self, texts: list[str], fee: int, epoch: int, nonce: bytes, dh: bytes, sid: bytes,
-                         deadline: int, pay, t0: int, commit_by: int, space: str) -> Attempt:
-        inp = Input(shard_id=sid, epoch=epoch, submitter=self.me, pay_id=pay.id, pay_cert=pay.encode(), fee=fee,
-                    data_hash=dh, nonce=nonce, modality="text", deadline_ms=deadline, items=tuple(texts),
-                    commit_by_ms=commit_by, space=space)
-        env = seal(inp, self.ctx.signer, self.ctx.net_id)
-        ctx = self._derive(inp)
+    # our own rounds (the submitter, `moenode.node.submitter`) ------------------------------------------------------------
+    async def run_submission(self, env: Signed) -> Outcome | None:
+        """Open our submitter's session for `env` (an Input we sealed), send the Input to the shard, and wait until
+        the round ends: its outcome, or None if the session was pruned first."""
+        ctx = self._derive(env.msg)
         session, effects = self.table.submit(ctx, env, self.ctx.now_ms())
         slot = self._slot(session)
         self.ctx.metrics.inc("submissions")
         with STAGES.measure("codec_signatures"):
             self._effects(slot, effects)
         await slot.sub_done.wait()
-        out = session.submitter.outcome if session.submitter is not None else None
-        if out is None:
-            return Attempt(sid, "failed", "the round was abandoned", None, elapsed_ms=self.ctx.now_ms() - t0)
-        a = Attempt(sid, out.status, out.reason, out, elapsed_ms=self.ctx.now_ms() - t0)
-        if out.status == "certified" and out.winner_reveal is not None:
-            assert out.certificate is not None
-            self.ctx.spawn(self.on_certificate, out.certificate, None, b"")
-        elif out.status == "certified":
-            a.status, a.reason = "incomplete", out.reason or "the winning reveal never arrived"
-        return a
+        return session.submitter.outcome if session.submitter is not None else None
 
     # housekeeping -----------------------------------------------------------------------------------------------------------
     def prune(self) -> None:

@@ -130,7 +130,7 @@ async def test_network_certifies_pays_syncs_rejects_and_restarts(tmp_path):
         results = []
 
         async def submit(texts):  # two batches at once from one node: its payments take turns
-            results.append(await ms[2].node.rounds.submit(texts, 50, 1))
+            results.append(await ms[2].node.submitter.submit(texts, 50, 1))
 
         async with trio.open_nursery() as n:
             n.start_soon(submit, TEXTS[:4])

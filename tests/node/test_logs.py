@@ -45,7 +45,7 @@ async def test_a_stake_a_transfer_a_win_and_its_payment_are_logged_with_their_am
         n0 = ms[0].node
         await n0.payments.stake(500)
         await n0.payments.transfer(ms[1].account, 70)
-        attempt, _ = await n0.rounds.submit(TEXTS, 100, 1)
+        attempt, _ = await n0.submitter.submit(TEXTS, 100, 1)
         assert attempt.status == "certified", attempt
 
         def events() -> dict[str, list[logging.LogRecord]]:
