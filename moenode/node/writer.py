@@ -17,7 +17,7 @@ it was decided, so the log on disk is always a prefix of what the ledger applied
 the head of the queue and raises; they are tried again before anything newer.
 
 Reads pass through, except `entries()` (the whole log, read to rebuild it when a late checkpoint replaces a
-carry-over), which first writes what is queued, and `cursors()`, which shows the cursors still queued. Every use of
+carry-over) and `log_size()`, which first write what is queued, and `cursors()`, which shows the cursors still queued. Every use of
 the log connection holds one thread lock, so a read on the trio thread never meets a write in progress on it.
 """
 
@@ -86,6 +86,11 @@ class StoreWriter:
                  ) -> list[tuple[int, str, bytes, bytes]]:
         with self._lock:
             return self.db.log_page(after, limit, kinds)
+
+    def log_size(self) -> int:
+        self._write_now()  # the log as the ledger has it (for tools and tests)
+        with self._lock:
+            return self.db.log_size()
 
     def votes_from_epoch(self) -> int:
         with self._lock:
