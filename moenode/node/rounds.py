@@ -12,8 +12,9 @@ submitter round, or both), the messages that outran their Input, and the replay 
 * **Effects.** `Send` goes to a per-peer outbox (one sender task per peer keeps each peer's messages in order
   without blocking the handler); a Send to ourselves is delivered through a local queue. `Work` and `Verify` run on
   worker threads and feed their result back (`on_work_done`, `on_verified`). `Outcome` is handed to the
-  certificates' door (`on_certificate`, given by the daemon: verify, settle, index, gossip). `EvidenceFound` goes to the ledger; `Refused` (a message that
-  waited for its Input) is counted against its sender.
+  certificates' door (`on_certificate`, given by the daemon: verify, settle, index, gossip), and our submitter's
+  to `run_submission`'s caller (`moenode.node.submitter`). `EvidenceFound` goes to `on_evidence`; `Refused` (a
+  message that waited for its Input) is counted against its sender.
 * **Timers.** One task per session sleeps until its `deadline`, or until an effect changed the state, then calls
   `handle_timer`.
 * **Work.** Embed the batch with the router model, look up the winner index and our own history (the per-item
@@ -108,13 +109,12 @@ class Slot:
 
 class Rounds:
     """Collaborators: the context; the net link (envelopes, the `proxy` RPC); payments (the ledger a shard is derived
-    from and a payment checked against; paying and refunding our rounds); the encoders (`compute`) and the winner
-    index (routing); the node's config (price, whether it serves proxies, its default space); the experts'
-    prices; and where outcomes go: `on_certificate(cert, origin, pay_cert)`, `on_evidence(evidence)`."""
+    from and a payment is checked against); the encoders (`compute`) and the winner index (routing); the node's
+    config (its proxy price, whether it serves proxies); the experts' prices; and where outcomes go:
+    `on_certificate(cert, origin, pay_cert)`, `on_evidence(evidence)`."""
 
     def __init__(self, ctx: Context, link: NetLink, *, payments: Payments, compute: Compute, index: WinnerIndex,
-                 config: Config,
-                 prices: Callable[[], dict[bytes, int]],
+                 config: Config, prices: Callable[[], dict[bytes, int]],
                  on_certificate: Callable[[Certificate, bytes | None, bytes], Awaitable[object]],
                  on_evidence: Callable[[Evidence], None]):
         self.ctx, self.link, self.payments, self.compute, self.index = ctx, link, payments, compute, index
