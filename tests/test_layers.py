@@ -6,6 +6,7 @@ of ours; the control client imports nothing of ours; only net imports libp2p, on
 and nothing imports the command line. docs/architecture.md explains them.
 """
 
+import json
 import subprocess
 import sys
 import tomllib
@@ -91,17 +92,53 @@ def import_cycles(graph: grimp.ImportGraph) -> list[list[str]]:
     return groups
 
 
-def test_no_module_imports_itself_through_others():
-    # Imports made only for type hints are left out: the daemon's parts (node/rounds.py, payments.py, epochs.py,
-    # sync.py, control_server.py) still name `Node` in their type hints, a back-reference to the daemon that wires
-    # them. Once they take explicit collaborators instead, drop exclude_type_checking_imports here.
-    graph = grimp.build_graph("moenode", exclude_type_checking_imports=True, cache_dir=None)
+def test_no_import_cycles_even_through_type_hints():
+    """Imports made only for type hints count too: a cycle through a TYPE_CHECKING import is still a back-reference
+    (the daemon's parts once named the `Node` that wires them). From the repository root, the same check is
+    `python -m pytest -q tests/test_layers.py -k "cycle or daemon"`."""
+    graph = grimp.build_graph("moenode", exclude_type_checking_imports=False, cache_dir=None)
     found = []
     for group in import_cycles(graph):
         first = group[0]
         cycle = graph.find_shortest_chain(first, group[1]) + graph.find_shortest_chain(group[1], first)[1:]
         found.append(f"{', '.join(group)}: e.g. {' -> '.join(cycle)}")
     assert not found, "import cycles:\n" + "\n".join(found)
+
+
+DAEMON = "moenode.node.daemon"
+
+
+def back_references(graph: grimp.ImportGraph) -> list[str]:
+    """The daemon's modules that import the daemon (`moenode.node.daemon`, the composition root), type hints
+    included. Only the package itself may name it (`moenode.node` loads `Node` and `run_node` on first use)."""
+    importers = graph.find_modules_that_directly_import(DAEMON) if DAEMON in graph.modules else set()
+    return sorted(m for m in importers if m.startswith("moenode.node.") and m != DAEMON)
+
+
+def test_no_part_of_the_daemon_imports_the_daemon():
+    graph = grimp.build_graph("moenode", exclude_type_checking_imports=False, cache_dir=None)
+    found = back_references(graph)
+    assert not found, f"these import {DAEMON} (pass them the context and their collaborators instead): {found}"
+
+
+def test_the_back_reference_check_finds_a_type_hint_import(tmp_path):
+    """The check can fail: a part that names `Node` only under TYPE_CHECKING is found."""
+    pkg = tmp_path / "moenode" / "node"
+    pkg.mkdir(parents=True)
+    (tmp_path / "moenode" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "daemon.py").write_text("from moenode.node import rounds\n\nclass Node: ...\n")
+    (pkg / "rounds.py").write_text("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
+                                   "    from moenode.node.daemon import Node\n")
+    (pkg / "payments.py").write_text("import json\n")
+    code = ("import grimp, json, sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import test_layers as t; "
+            "g = grimp.build_graph('moenode', exclude_type_checking_imports=False, cache_dir=None); "
+            "print(json.dumps([t.back_references(g), t.import_cycles(g)]))")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(ROOT / "tests")], capture_output=True,
+                       text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    refs, cycles = json.loads(r.stdout)
+    assert refs == ["moenode.node.rounds"] and cycles == [["moenode.node.daemon", "moenode.node.rounds"]]
 
 
 def test_the_cycle_check_finds_every_cycle():

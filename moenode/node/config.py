@@ -173,6 +173,11 @@ def config_to_toml(cfg: Config) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _values(given: dict[str, Any]) -> dict[str, Any]:
+    """Config field values as given by a caller: lists become the tuples the frozen Config holds."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+
+
 def write_default_config(home: str | os.PathLike, **overrides: Any) -> Config:
     """Write HOME/config.toml (atomically; never over an existing one) and return what it loads as."""
     h = Path(home)
@@ -181,7 +186,7 @@ def write_default_config(home: str | os.PathLike, **overrides: Any) -> Config:
     bad = set(overrides) - known
     if bad:
         raise ConfigError(f"unknown config keys {sorted(bad)}")
-    cfg = replace(Config(home=h), **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+    cfg = replace(Config(home=h), **_values(overrides))
     p = h / "config.toml"
     if p.exists():
         raise ConfigError(f"{p} already exists")
@@ -191,7 +196,7 @@ def write_default_config(home: str | os.PathLike, **overrides: Any) -> Config:
 
 def update_config(home: str | os.PathLike, **changes: Any) -> Config:
     """Rewrite HOME/config.toml with `changes` applied (atomically), keeping every other value; returns it."""
-    cfg = replace(load_config(home), **{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
+    cfg = replace(load_config(home), **_values(changes))
     atomic_write(Path(home) / "config.toml", config_to_toml(cfg).encode("utf-8"))
     return cfg
 

@@ -52,16 +52,21 @@ import hmac
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import h11
 import trio
 
+from moenode.node.context import Metrics
+
 if TYPE_CHECKING:
-    from moenode.node.daemon import Node
+    from moenode.node.config import Config
+    from moenode.node.payments import Payments
+    from moenode.node.submitter import Submitter
 
 log = logging.getLogger("moenode.control")
 
@@ -69,6 +74,27 @@ MAX_BODY = 8 << 20
 READ_CHUNK = 65536
 IDLE_TIMEOUT = 60.0
 MAX_CONNECTIONS = 64  # control connections open at once
+
+
+@dataclass(frozen=True)
+class Operations:
+    """All the control API sees of the node: its token and counters, /status and the counters /metrics exports, and
+    the parts that carry out a submission (`submitter`), a transfer or a stake (`payments`), with the node's config
+    (the default fee and attempts of a submission, the model a stake names). A server without them serves /status
+    and /metrics only."""
+
+    control_token: str
+    metrics: Metrics
+    status: Callable[[], dict[str, Any]]
+    counters: Callable[[], dict[str, int]]
+    config: Config | None = None
+    submitter: Submitter | None = None
+    payments: Payments | None = None
+
+    def doing(self) -> tuple[Config, Submitter, Payments]:
+        if self.config is None or self.submitter is None or self.payments is None:
+            raise HTTPError(503, "this server serves /status and /metrics only")
+        return self.config, self.submitter, self.payments
 
 
 class HTTPError(Exception):
@@ -138,7 +164,7 @@ class Slots:
             self.waiting.pop(id(scope), None)
 
 
-async def serve(node: Node, port: int = 0, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(ops: Operations, port: int = 0, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     try:
         listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
     except OSError as e:  # taken since moenode.node.ports checked it: still one line, not a traceback
@@ -150,27 +176,27 @@ async def serve(node: Node, port: int = 0, *, task_status: Any = trio.TASK_STATU
     url = f"http://127.0.0.1:{bound}"
     from moenode.node.metrics import make_registry
 
-    registry = make_registry(node)
-    guard = Guard(node.control_token, bound)
+    registry = make_registry(ops)
+    guard = Guard(ops.control_token, bound)
     task_status.started(url)
-    await trio.serve_listeners(partial(_connection, node, registry, guard, Slots(MAX_CONNECTIONS)), listeners)
+    await trio.serve_listeners(partial(_connection, ops, registry, guard, Slots(MAX_CONNECTIONS)), listeners)
 
 
-async def _connection(node: Node, registry: Any, guard: Guard, slots: Slots, stream: trio.SocketStream) -> None:
+async def _connection(ops: Operations, registry: Any, guard: Guard, slots: Slots, stream: trio.SocketStream) -> None:
     taken = slots.take()
     if taken is not None:
-        node.metrics.inc(f"control_{'evicted' if taken == 'evicted' else 'refused_busy'}")
+        ops.metrics.inc(f"control_{'evicted' if taken == 'evicted' else 'refused_busy'}")
     if taken == "busy":
         with trio.move_on_after(1):
             await stream.aclose()
         return
     try:
-        await _serve_connection(node, registry, guard, slots, stream)
+        await _serve_connection(ops, registry, guard, slots, stream)
     finally:
         slots.give_back()
 
 
-async def _serve_connection(node: Node, registry: Any, guard: Guard, slots: Slots, stream: trio.SocketStream
+async def _serve_connection(ops: Operations, registry: Any, guard: Guard, slots: Slots, stream: trio.SocketStream
                             ) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
     try:
@@ -186,10 +212,10 @@ async def _serve_connection(node: Node, registry: Any, guard: Guard, slots: Slot
                 return
             if refused is not None:  # answered unread, then the connection closes
                 reason, err = refused
-                _count_refusal(node, reason, req, err)
+                _count_refusal(ops, reason, req, err)
                 await _respond(conn, stream, *_json(err.status, {"error": str(err)}), close=True)
                 return
-            await _respond(conn, stream, *await _route(node, registry, req, body))
+            await _respond(conn, stream, *await _route(ops, registry, req, body))
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
             conn.start_next_cycle()
@@ -212,10 +238,10 @@ async def _respond(conn: h11.Connection, stream: trio.SocketStream, status: int,
     await stream.send_all(conn.send(h11.EndOfMessage()))
 
 
-def _count_refusal(node: Node, reason: str, req: h11.Request, err: HTTPError) -> None:
+def _count_refusal(ops: Operations, reason: str, req: h11.Request, err: HTTPError) -> None:
     name = f"control_refused_{reason}"
-    node.metrics.inc(name)
-    n = node.metrics.get(name)
+    ops.metrics.inc(name)
+    n = ops.metrics.get(name)
     if n <= 3 or not n & (n - 1):  # a flood logs its first few, then only the 2^k-th
         log.warning("control API refused %s %s (%s): %s (#%d)", req.method.decode(errors="replace"),
                     req.target.decode(errors="replace")[:64], reason, err, n)
@@ -254,13 +280,13 @@ def _json(status: int, obj: Any) -> tuple[int, str, bytes]:
     return status, "application/json", json.dumps(obj).encode()
 
 
-async def _route(node: Node, registry: Any, req: h11.Request, body: bytes) -> tuple[int, str, bytes]:
+async def _route(ops: Operations, registry: Any, req: h11.Request, body: bytes) -> tuple[int, str, bytes]:
     method, path = req.method.decode(), req.target.decode().split("?", 1)[0]
     routes = {
-        ("GET", "/status"): lambda: _status(node),
-        ("POST", "/submit"): lambda: _submit(node, _body(body)),
-        ("POST", "/transfer"): lambda: _transfer(node, _body(body)),
-        ("POST", "/stake"): lambda: _stake(node, _body(body)),
+        ("GET", "/status"): lambda: _status(ops),
+        ("POST", "/submit"): lambda: _submit(ops, _body(body)),
+        ("POST", "/transfer"): lambda: _transfer(ops, _body(body)),
+        ("POST", "/stake"): lambda: _stake(ops, _body(body)),
     }
     try:
         if (method, path) == ("GET", "/metrics"):
@@ -296,18 +322,19 @@ def _int(obj: dict, key: str, default: int | None = None, low: int = 1) -> int:
     return v
 
 
-async def _status(node: Node) -> dict:
-    return node.status()
+async def _status(ops: Operations) -> dict:
+    return ops.status()
 
 
-async def _submit(node: Node, obj: dict) -> dict:
+async def _submit(ops: Operations, obj: dict) -> dict:
     from moenode.node.payments import PaymentError
-    from moenode.node.rounds import SubmitError
+    from moenode.node.submitter import SubmitError
 
     from moenode.core.round import batch_problem
 
+    config, submitter, _ = ops.doing()
     texts = obj.get("texts")
-    p = node.params
+    p = submitter.ctx.params
     if not isinstance(texts, list):
         raise HTTPError(400, "'texts' must be a list of strings")
     for i, t in enumerate(texts):
@@ -316,7 +343,7 @@ async def _submit(node: Node, obj: dict) -> dict:
     problem = batch_problem(texts, p)
     if problem:
         raise HTTPError(400, problem)
-    fee = _int(obj, "fee", node.config.submit_fee, low=max(1, p.min_fee))
+    fee = _int(obj, "fee", config.submit_fee, low=max(1, p.min_fee))
     wait_ms = _int(obj, "deadline_ms", 0, low=0)
     if wait_ms > p.round_abort_ms:
         raise HTTPError(400, f"'deadline_ms' must be at most the network's round_abort_ms ({p.round_abort_ms})")
@@ -326,13 +353,12 @@ async def _submit(node: Node, obj: dict) -> dict:
     extra = set(obj) - {"texts", "fee", "deadline_ms", "space"}
     if extra:
         raise HTTPError(400, f"unknown fields {sorted(extra)}")
-    assert node.rounds is not None
     try:
-        space = node.rounds.submit_space(space)
+        space = submitter.submit_space(space)
     except SubmitError as e:
         raise HTTPError(400, str(e)) from None
     try:
-        final, attempts = await node.rounds.submit(texts, fee, node.config.submit_attempts, wait_ms, space)
+        final, attempts = await submitter.submit(texts, fee, config.submit_attempts, wait_ms, space)
     except PaymentError as e:
         raise HTTPError(402, f"payment failed: {e}") from None
     except SubmitError as e:
@@ -369,39 +395,42 @@ def _account(v: Any) -> bytes:
     return b
 
 
-async def _transfer(node: Node, obj: dict) -> dict:
+async def _transfer(ops: Operations, obj: dict) -> dict:
     from moenode.node.payments import PaymentError
 
     to, amount = _account(obj.get("to")), _int(obj, "amount")
-    if to == node.account:
+    _, _, payments = ops.doing()
+    me = payments.me
+    if to == me:
         raise HTTPError(400, "cannot transfer to yourself")
-    bal = node.payments.ledger.balance(node.account)
+    bal = payments.ledger.balance(me)
     if amount > bal:
         raise HTTPError(400, f"amount {amount} exceeds the balance {bal}")
     try:
-        cert = await node.payments.transfer(to, amount)
+        cert = await payments.transfer(to, amount)
     except PaymentError as e:
         raise HTTPError(402, str(e)) from None
-    return {"order_id": cert.id.hex(), "balance": node.payments.ledger.balance(node.account)}
+    return {"order_id": cert.id.hex(), "balance": payments.ledger.balance(me)}
 
 
-async def _stake(node: Node, obj: dict) -> dict:
-    from moenode.node.payments import PaymentError
+async def _stake(ops: Operations, obj: dict) -> dict:
+    from moenode.node.payments import PaymentError, model_spaces
 
     amount = _int(obj, "amount")
+    config, _, payments = ops.doing()
     model = obj.get("model")
-    if model is not None and model != node.config.model:
-        raise HTTPError(400, f"this node serves {node.config.model!r}; change config.toml to serve {model!r}")
-    bal = node.payments.ledger.balance(node.account)
+    if model is not None and model != config.model:
+        raise HTTPError(400, f"this node serves {config.model!r}; change config.toml to serve {model!r}")
+    led, me = payments.ledger, payments.me
+    bal = led.balance(me)
     if amount > bal:
         raise HTTPError(400, f"amount {amount} exceeds the balance {bal}")
     try:
-        spaces = node.model_spaces()
-        cert = await node.payments.stake(amount, spaces)
+        spaces = model_spaces(payments.ctx.genesis, config.model)
+        cert = await payments.stake(amount, spaces)
     except PaymentError as e:
         raise HTTPError(402, str(e)) from None
-    led = node.payments.ledger
-    return {"order_id": cert.id.hex(), "balance": led.balance(node.account),
-            "bonding": led.bonding.get(node.account, 0), "spaces": list(spaces)}
+    return {"order_id": cert.id.hex(), "balance": led.balance(me), "bonding": led.bonding.get(me, 0),
+            "spaces": list(spaces)}
 
 

@@ -1,6 +1,6 @@
 """What /metrics exports: every series named by Prometheus conventions, with a HELP text, present from the start.
 
-The node counts events by name (`Node.metrics`, e.g. `rounds_certified`, `proxies_sent`) and so does its net
+The node counts events by name (`Context.metrics`, e.g. `rounds_certified`, `proxies_sent`) and so does its net
 layer (`received.gossip.certs`, `rejected.oversized`). This module is the one catalogue that maps those names to
 exported series: `moenode_<what>_total` for counters (a status, a topic or a reason becomes a label), plain
 `moenode_<what>` for gauges, units in the name. Every series of the catalogue is exported from the first scrape,

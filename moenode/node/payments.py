@@ -37,13 +37,14 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import trio
 
 from moenode.core.authority import Authority
 from moenode.core.crypto import ed25519_verify
 from moenode.core.errors import ConflictingCertificates, ProtocolError
+from moenode.core.genesis import Genesis
 from moenode.core.ledger import Ledger
 from moenode.core.ledger_client import (
     Certified,
@@ -73,13 +74,12 @@ from moenode.core.orders import (
     escrow_account,
     open_order,
 )
+from moenode.node.context import Context, NetLink
 from moenode.node.decoding import decode_off_loop
 from moenode.node.logs import event
+from moenode.node.writer import StoreWriter
 from moenode.store.ledger_db import open_authority
 from moenode.store.outbox import Outbox
-
-if TYPE_CHECKING:
-    from moenode.node.daemon import Node
 
 log = logging.getLogger("moenode.node")
 
@@ -120,8 +120,9 @@ class OrderDesk:
     answers as soon as it can and a busy one writes and signs once per batch instead of once per order.
     """
 
-    def __init__(self, authority: Authority, now_ms: Callable[[], int], count: Callable[[str, int], None]):
-        self.authority, self.now_ms, self.count = authority, now_ms, count
+    def __init__(self, authority: Authority, now_ms: Callable[[], int], count: Callable[[str, int], None],
+                 write_locks: Callable[[list[tuple[bytes, bytes, bytes, bytes]]], None]):
+        self.authority, self.now_ms, self.count, self.write_locks = authority, now_ms, count, write_locks
         self.running = False
         self._alone = trio.Lock()  # without the desk task, one ballot at a time all the same
         self._queue: list[tuple[bytes, int | None, list]] = []  # (order, vote epoch, [done event, answer once set])
@@ -173,7 +174,7 @@ class OrderDesk:
         try:
             if ballot.rows:
                 with trio.CancelScope(shield=True):  # once started, the write's outcome must be known
-                    await trio.to_thread.run_sync(auth.store.put_locks, ballot.rows)
+                    await trio.to_thread.run_sync(self.write_locks, ballot.rows)
         except Exception as e:  # writing the locks failed: no vote exists, and every waiter hears of it
             auth.release(ballot)
             log.error("order votes failed (%d orders): %r", len(orders), e)
@@ -206,28 +207,34 @@ class Outgoing:
 
 
 class Payments:
-    def __init__(self, node: Node):
-        self.node = node
+    """The ledger, the authority over it (its writes through a `StoreWriter`), the order desk and our outbox.
+
+    Collaborators: the context, the ledger store's path (HOME/ledger.sqlite: the authority's store and the
+    outbox), and the net link (votes are asked for over the `order` RPC, certificates gossiped on `orders`)."""
+
+    def __init__(self, ctx: Context, ledger_path: Path, link: NetLink):
+        self.ctx, self.link = ctx, link
         # StoreError (corrupt, foreign network, log that does not replay) propagates: the node refuses to start
-        self.authority: Authority = open_authority(node.config.path("ledger"), node.genesis, node.signer,
-                                                   ed25519_verify)
+        self.authority: Authority = open_authority(ledger_path, ctx.genesis, ctx.signer, ed25519_verify)
+        self.store = StoreWriter(self.authority.store)  # type: ignore[arg-type]  # open_authority's LedgerDB
+        self.authority.store = self.store
         self.ledger: Ledger = self.authority.ledger
-        self.desk = OrderDesk(self.authority, node.now_ms, node.metrics.inc)
+        self.desk = OrderDesk(self.authority, ctx.now_ms, ctx.metrics.inc, self.store.write_locks)
         self._own = trio.Lock()  # one order of ours in flight at a time: each consumes our next sequence number
         self.own_recent: deque[CertifiedOrder] = deque(maxlen=3)  # our last certified orders, to attach
         self.credits_recent: deque[CertifiedOrder] = deque(maxlen=MAX_ATTACH)  # certified orders that credited us
         try:
-            self.outbox = Outbox(node.config.path("ledger"))
+            self.outbox = Outbox(ledger_path)
             self.outgoing: dict[bytes, Outgoing] = {}  # the outbox's open entries, by order id
             self._load_outbox()
         except BaseException:
-            self.authority.store.close()  # type: ignore[attr-defined]
+            self.store.close()
             raise
         self._retry_at: dict[bytes, tuple[float, float]] = {}  # order id -> (next try, backoff), for `resend`
 
     def _load_outbox(self) -> None:
         """Our last certificates (to attach) and the orders a previous run left open (to finish: `resend`)."""
-        net, verify = self.node.net_id, self.authority.verify
+        net, verify = self.ctx.net_id, self.authority.verify
         for data in self.outbox.recent(self.me, self.own_recent.maxlen or 3):
             with contextlib.suppress(ProtocolError):
                 self.own_recent.append(CertifiedOrder.decode(data, net, verify))
@@ -243,16 +250,21 @@ class Payments:
             log.info("outbox: %d order(s) of ours to finish from the last run", len(self.outgoing))
 
     def close(self) -> None:
-        self.outbox.close_db()
-        self.authority.store.close()  # type: ignore[attr-defined]
+        """Close the outbox, write what the authority still has queued, close the ledger store."""
+        try:
+            self.outbox.close_db()
+        finally:
+            self.store.close()
 
     @property
     def me(self) -> bytes:
-        return self.node.signer.public_key
+        return self.ctx.account
 
     async def run(self) -> None:
-        """The authority's desk, and the outbox: what a previous run or a failed call left open is finished."""
+        """The authority's desk, its store's writes, and the outbox: what a previous run or a failed call left
+        open is finished."""
         async with trio.open_nursery() as n:
+            n.start_soon(self.store.run)
             n.start_soon(self.desk.run)
             while True:
                 await trio.sleep(RESEND_S)
@@ -261,17 +273,17 @@ class Payments:
     # the authority's RPC -------------------------------------------------------------------------------------------
     async def serve_order(self, peer: bytes, req: bytes) -> bytes:
         q = await decode_off_loop(OrderRequest.decode, req)  # malformed raises: the net layer counts and refuses it
-        self.node.metrics.inc("orders_served")
+        self.ctx.metrics.inc("orders_served")
         answer = await self.vote(q.order, q.attach, q.vote_epoch)
         if isinstance(answer, ProtocolError):  # a refusal is an answer: the client may retry with what we lack
-            self.node.reject(peer, answer, "order")
+            self.ctx.reject(peer, answer, "order")
         return OrderAnswer.of(answer).encode()
 
     async def vote(self, order: bytes, attach: tuple[bytes, ...], vote_epoch: int | None = None
                    ) -> bytes | BatchVote | ProtocolError:
         """Our vote as an authority for a request (in `vote_epoch` for a renewal), through the desk, or why not."""
         try:
-            self.authority.take_attachments(attach, self.node.now_ms())
+            self.authority.take_attachments(attach, self.ctx.now_ms())
         except ProtocolError as e:
             return e
         return await self.desk.vote(order, vote_epoch)
@@ -283,7 +295,7 @@ class Payments:
             status = self.authority.accept_certificate(data)
         except ConflictingCertificates as e:
             log.error("CONFLICTING CERTIFIED ORDERS (a third of the voting power equivocated): %s", e)
-            self.node.metrics.inc("conflicting_certificates")
+            self.ctx.metrics.inc("conflicting_certificates")
             return "conflict"
         if status == "applied":
             self._remember(data)
@@ -291,7 +303,7 @@ class Payments:
 
     def _remember(self, data: bytes) -> None:
         """Keep our own orders and the ones that credited us: authorities that lack them get them attached."""
-        cert = CertifiedOrder.decode(data, self.node.net_id, self.authority.verify)  # verified: cached
+        cert = CertifiedOrder.decode(data, self.ctx.net_id, self.authority.verify)  # verified: cached
         o, me = cert.msg, self.me
         if o.account == me:
             self.own_recent.append(cert)
@@ -302,11 +314,11 @@ class Payments:
 
     async def on_gossip(self, origin: bytes, data: bytes) -> None:
         status = self.accept(data)
-        self.node.metrics.inc(f"orders_{status}")
+        self.ctx.metrics.inc(f"orders_{status}")
 
     async def publish(self, cert: CertifiedOrder) -> bool:
         """Gossip a certificate of ours; True if peers subscribed to `orders` were there to take it."""
-        gossip = self.node.net.gossip if self.node.net is not None else None
+        gossip = self.link.host.gossip if self.link.host is not None else None
         if gossip is None or not gossip.topic_peers("orders"):
             return False
         try:
@@ -349,10 +361,10 @@ class Payments:
         cert = await self._deliver(out)
         if cert is not None and out.late:
             out.late = False
-            self.node.metrics.inc("orders_finished_late")
+            self.ctx.metrics.inc("orders_finished_late")
             log.info("finished our %s at sequence %d, which had lacked a quorum", cert.msg.TYPE, cert.msg.sequence)
             if isinstance(cert.msg, PayEscrow) and cert.msg.account == self.me:
-                self.node.spawn(self._refund_when_due, cert)
+                self.ctx.spawn(self._refund_when_due, cert)
         return cert
 
     async def _deliver(self, out: Outgoing) -> CertifiedOrder | None:
@@ -377,6 +389,7 @@ class Payments:
         elif step == "apply":
             self.accept(out.cert.encode())  # type: ignore[union-attr]
         elif step == "close" and (out.published or out.cert is None):  # else: published again later
+            await self.store.flush()  # its certificate is in the ledger's log before the outbox lets it go
             await self._write(self.outbox.close, oid, self.me)
             self.outgoing.pop(oid, None)
         elif step == "drop":
@@ -397,8 +410,7 @@ class Payments:
                        and sequence in (None, out.order.sequence)), key=lambda out: out.order.sequence)
 
     def _reachable(self) -> set[bytes]:
-        net = self.node.net
-        return {self.me, *(net.connected() if net is not None else ())}
+        return {self.me, *self.link.connected()}
 
     async def _collect(self, env: Signed, attach: tuple[bytes, ...]) -> CertifiedOrder:
         """Collect votes from the authorities until they carry the threshold (in a later epoch, a renewal, if the
@@ -413,7 +425,7 @@ class Payments:
         why = unreachable(power, self._reachable())
         if why:
             raise Unreachable(f"{what}: {why}; not sent, it is kept and sent again until it certifies")
-        given = [CertifiedOrder.decode(d, self.node.net_id, self.authority.verify) for d in attach]
+        given = [CertifiedOrder.decode(d, self.ctx.net_id, self.authority.verify) for d in attach]
         first = given + (list(self.own_recent) if order.account == self.me else [])
         pool = CertPool()
         for c in first + list(self.credits_recent):
@@ -423,7 +435,7 @@ class Payments:
         if isinstance(outcome, Failed):
             raise PaymentError(f"{what}: {outcome.reason}; it is kept and sent again until it certifies")
         if vote_epoch is not None:
-            self.node.metrics.inc("orders_renewed")
+            self.ctx.metrics.inc("orders_renewed")
             log.info("our %s of epoch %d certified in epoch %d (renewed)", what, order.epoch, vote_epoch)
         return outcome.cert
 
@@ -462,12 +474,12 @@ class Payments:
             if e.authority == self.me:
                 return OrderAnswer.of(await self.vote(e.order, e.attachments, e.vote_epoch))
             req = OrderRequest(e.order, e.attachments, e.vote_epoch).encode()
-            return OrderAnswer.decode(await self.node.net.request(e.authority, "order", req, timeout=VOTE_TIMEOUT))
+            return OrderAnswer.decode(await self.link.host.request(e.authority, "order", req, timeout=VOTE_TIMEOUT))
         except (NetError, ProtocolError) as err:  # unreachable now, or an answer that is not one
             return repr(err)[:200]
 
     def _epoch(self) -> int:
-        return max(0, self.node.genesis.epoch(self.node.now_ms()))
+        return self.ctx.epoch()
 
     async def _own_order(self, make: Callable[[int, int], Order]) -> CertifiedOrder:
         """Certify an order of our own account; `make(sequence, epoch)` builds it once our turn has come.
@@ -482,11 +494,11 @@ class Payments:
                 raise PaymentError(str(e)) from None
             why = unreachable(power, self._reachable())
             if why:
-                self.node.metrics.inc("orders_unreachable")
+                self.ctx.metrics.inc("orders_unreachable")
                 raise Unreachable(f"{why}; nothing was signed")
             await self._finish_own()
             order = make(self.ledger.sequence(self.me), epoch)
-            cert = await self.certify(seal(order, self.node.signer, self.node.net_id))
+            cert = await self.certify(seal(order, self.ctx.signer, self.ctx.net_id))
             assert cert is not None  # a fresh sequence of ours: never moot
             return cert
 
@@ -502,7 +514,7 @@ class Payments:
         """Finish what the outbox holds open: collect the votes of orders that have none yet (renewed if their
         epoch has passed), publish and apply recorded certificates. An order that fails is tried again later,
         with a growing pause, for as long as it takes; nothing is asked while too little power is reachable."""
-        now = trio.current_time()
+        now = self.ctx.clock.timer()
         for oid, out in list(self.outgoing.items()):
             at, pause = self._retry_at.get(oid, (0.0, RESEND_S))
             if now < at or out.lock.locked():
@@ -528,7 +540,7 @@ class Payments:
                 self._retry_at.pop(oid, None)
 
     async def _refund_when_due(self, pay: CertifiedOrder) -> None:
-        wait = (pay.msg.deadline_ms - self.node.now_ms()) / 1000  # type: ignore[attr-defined]
+        wait = (pay.msg.deadline_ms - self.ctx.now_ms()) / 1000  # type: ignore[attr-defined]
         await trio.sleep(max(0.0, wait) + 0.05)
         try:
             await self.refund(pay)
@@ -547,7 +559,7 @@ class Payments:
         if self.ledger.sequence(esc) > 0:
             return None  # already settled (or refunded)
         order = Settle(account=esc, sequence=0, epoch=self._epoch(), certificate=cert)
-        done = await self.certify(seal(order, self.node.signer, self.node.net_id), [pay_cert] if pay_cert else [])
+        done = await self.certify(seal(order, self.ctx.signer, self.ctx.net_id), [pay_cert] if pay_cert else [])
         r = cert.report
         event(log, "paid", shard=r.shard_id, amount=r.fee, producer=r.producer, producer_share_bps=r.producer_share_bps)
         return done
@@ -559,7 +571,7 @@ class Payments:
             return None
         order = Refund(account=esc, sequence=0, epoch=self._epoch(), shard_id=p.shard_id, pay_id=pay.id,
                        amount=p.fee)
-        done = await self.certify(seal(order, self.node.signer, self.node.net_id), [pay.encode()])
+        done = await self.certify(seal(order, self.ctx.signer, self.ctx.net_id), [pay.encode()])
         event(log, "refund", shard=p.shard_id, amount=p.fee, to=p.account)
         return done
 
@@ -579,8 +591,24 @@ class Payments:
         return done
 
     # views -----------------------------------------------------------------------------------------------------------
+    def served_spaces(self, epoch: int | None = None) -> tuple[str, ...]:
+        """The spaces this node's account serves in `epoch` (default: the newest fixed one), by the ledger: its
+        genesis declaration, or the one its last checkpointed Stake made (protocol/spaces.md 3.2)."""
+        led = self.ledger
+        e = led.known_through if epoch is None else min(max(0, epoch), led.known_through)
+        return led.space_book_at(e).serves(self.me)
+
     def strikes(self, account: bytes) -> int:
         return sum(it.value for it in self.ledger.items.values() if it.kind == "strike" and it.account == account)
+
+
+def model_spaces(genesis: Genesis, model: str) -> tuple[str, ...]:
+    """The spaces of this network that `model` belongs to (its zoo family; a model file: the default space), which
+    a Stake declares; () if the genesis lists none of them."""
+    from moenode.encoders import zoo
+
+    space = zoo.space_of(model)
+    return (space,) if space in genesis.space_book.ids() else ()
 
 
 ORDERS_TOPIC_CAP = CertifiedOrder.MAX_BYTES + 4 * KiB

@@ -11,9 +11,10 @@ submitter round, or both), the messages that outran their Input, and the replay 
   The table's one question to the ledger is whether a message's signer holds stake (only stakers are kept early).
 * **Effects.** `Send` goes to a per-peer outbox (one sender task per peer keeps each peer's messages in order
   without blocking the handler); a Send to ourselves is delivered through a local queue. `Work` and `Verify` run on
-  worker threads and feed their result back (`on_work_done`, `on_verified`). `Outcome` is handed to the node
-  (certificates: verify, settle, index, gossip). `EvidenceFound` goes to the ledger; `Refused` (a message that
-  waited for its Input) is counted against its sender.
+  worker threads and feed their result back (`on_work_done`, `on_verified`). `Outcome` is handed to the
+  certificates' door (`on_certificate`, given by the daemon: verify, settle, index, gossip), and our submitter's
+  to `run_submission`'s caller (`moenode.node.submitter`). `EvidenceFound` goes to `on_evidence`; `Refused` (a
+  message that waited for its Input) is counted against its sender.
 * **Timers.** One task per session sleeps until its `deadline`, or until an effect changed the state, then calls
   `handle_timer`.
 * **Work.** Embed the batch with the router model, look up the winner index and our own history (the per-item
@@ -38,41 +39,38 @@ Protocol errors are counted by reason and logged with the peer id by the node; t
 from __future__ import annotations
 
 import logging
-import os
 from functools import partial
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import trio
 
 from moenode.core.crypto import ed25519_verify
-from moenode.core.errors import LocalRoundError, ProtocolError, StateError
+from moenode.core.errors import ProtocolError, StateError
 from moenode.core.messages import (
+    Certificate,
+    Evidence,
     Input,
     Payload,
     ProxyRequest,
-    Report,
     Signed,
     Submission,
     open_signed,
     open_wire,
-    seal,
-    shard_id as derive_shard_id,
 )
 from moenode.core.proxy import ProxyAnswer, ProxyDesk, Refusal, open_answer, proxy_request
-from moenode.core.round import EvidenceFound, Outcome, Send, ShardContext, Status, Verify, Work
+from moenode.core.round import EvidenceFound, Outcome, Send, ShardContext, Verify, Work
 from moenode.core.routing import plan
 from moenode.core.shard import ROUND_TYPES, Refused, SessionEffect, ShardSession, ShardTable
-from moenode.core.selection import data_hash
+from moenode.node.compute import Compute
+from moenode.node.config import Config
+from moenode.node.context import Context, NetLink
 from moenode.node.decoding import decode_off_loop
-from moenode.node.stages import STAGES
-from moenode.node.winner_index import WinnerIndex
 from moenode.node.logs import event
-
-if TYPE_CHECKING:
-    from moenode.node.daemon import Node
+from moenode.node.payments import Payments
+from moenode.node.stages import STAGES
+from moenode.node.winner_index import WinnerIndex, routing_vectors
 
 log = logging.getLogger("moenode.node")
 
@@ -109,38 +107,23 @@ class Slot:
         return self.session.shard_id
 
 
-@dataclass
-class Attempt:
-    """One try at a round of ours: how its submitter's round ended ("incomplete": certified, but the winning
-    reveal never reached us), and what it cost."""
-
-    shard_id: bytes
-    status: Status | Literal["incomplete"]
-    reason: str = ""
-    outcome: Outcome | None = None
-    refunded: bool = False
-    elapsed_ms: int = 0
-    pay_ms: int = 0
-
-    def summary(self) -> dict:
-        return {"shard_id": self.shard_id.hex(), "status": self.status, "reason": self.reason,
-                "refunded": self.refunded, "elapsed_ms": self.elapsed_ms, "pay_ms": self.pay_ms}
-
-
-class SubmitError(RuntimeError):
-    def __init__(self, message: str, attempts: list[Attempt]):
-        super().__init__(message)
-        self.attempts = attempts
-
-
 class Rounds:
-    def __init__(self, node: Node):
-        self.node = node
-        self.table = ShardTable(node.signer, ed25519_verify, staked=self._staked)
+    """Collaborators: the context; the net link (envelopes, the `proxy` RPC); payments (the ledger a shard is derived
+    from and a payment is checked against); the encoders (`compute`) and the winner index (routing); the node's
+    config (its proxy price, whether it serves proxies); the experts' prices; and where outcomes go:
+    `on_certificate(cert, origin, pay_cert)`, `on_evidence(evidence)`."""
+
+    def __init__(self, ctx: Context, link: NetLink, *, payments: Payments, compute: Compute, index: WinnerIndex,
+                 config: Config, prices: Callable[[], dict[bytes, int]],
+                 on_certificate: Callable[[Certificate, bytes | None, bytes], Awaitable[object]],
+                 on_evidence: Callable[[Evidence], None]):
+        self.ctx, self.link, self.payments, self.compute, self.index = ctx, link, payments, compute, index
+        self.config, self.prices, self.on_certificate, self.on_evidence = config, prices, on_certificate, on_evidence
+        self.table = ShardTable(ctx.signer, ed25519_verify, staked=self._staked)
         self.slots: dict[bytes, Slot] = {}
         self._outboxes: dict[bytes, trio.MemorySendChannel] = {}
         self._local_send, self._local_recv = trio.open_memory_channel[Signed](OUTBOX)
-        self.desk = ProxyDesk(node.signer, node.net_id, ed25519_verify, node.params, node.config.price_bps)
+        self.desk = ProxyDesk(ctx.signer, ctx.net_id, ed25519_verify, ctx.params, config.price_bps)
         self.own_loss: int | None = None  # running average of our own batch loss: the estimate outside known regions
         self._history: WinnerIndex | None = None
         self.latencies: list[int] = []  # ms from Input to our member outcome, last 100 rounds
@@ -150,21 +133,21 @@ class Rounds:
         """Our own per-item losses near each routing vector, from every payload we computed (won or lost): the
         routing rule's estimate of what we would score on a batch in that region (in memory; it refills as we work)."""
         if self._history is None:
-            p = self.node.params
-            self._history = WinnerIndex(self.node.compute.routing_dim, epochs=p.index_epochs,
+            p = self.ctx.params
+            self._history = WinnerIndex(self.compute.routing_dim, epochs=p.index_epochs,
                                         max_entries=OWN_HISTORY_MAX)
         return self._history
 
     @property
     def me(self) -> bytes:
-        return self.node.signer.public_key
+        return self.ctx.account
 
     # ingress ---------------------------------------------------------------------------------------------------------
     async def on_envelope(self, peer: bytes, data: bytes) -> None:
         try:
-            env = await decode_off_loop(open_signed, data, self.node.net_id, ed25519_verify, ROUND_TYPES)
+            env = await decode_off_loop(open_signed, data, self.ctx.net_id, ed25519_verify, ROUND_TYPES)
         except ProtocolError as e:
-            self.node.reject(peer, e, "envelope")
+            self.ctx.reject(peer, e, "envelope")
             return
         self.dispatch(peer, env)
 
@@ -176,14 +159,14 @@ class Rounds:
                     self._on_input(env)
                 else:
                     sid: bytes = env.msg.shard_id
-                    out = self.table.receive(peer, env, self.node.now_ms())
+                    out = self.table.receive(peer, env, self.ctx.now_ms())
                     slot = self.slots.get(sid)
                     if slot is not None:
                         self._effects(slot, out)
         except ProtocolError as e:
-            self.node.reject(peer, e, env.msg.TYPE)
+            self.ctx.reject(peer, e, env.msg.TYPE)
         if self.table.dropped != dropped:
-            self.node.metrics.inc("early_dropped", self.table.dropped - dropped)
+            self.ctx.metrics.inc("early_dropped", self.table.dropped - dropped)
 
     async def run_local_queue(self) -> None:
         async for env in self._local_recv:
@@ -192,8 +175,8 @@ class Rounds:
     def _check_payment(self, inp: Input) -> None:
         """Raise a ProtocolError unless the Input's payment certificate holds; a good one's escrow enters our ledger,
         so that our Settle vote can check it later."""
-        self.node.payments.ledger.payment_check()(inp)
-        self.node.payments.accept(inp.pay_cert)
+        self.payments.ledger.payment_check()(inp)
+        self.payments.accept(inp.pay_cert)
 
     def _payment_problem(self, inp: Input) -> str:
         """`_check_payment` as the member session's input: what is wrong with the payment, or ""."""
@@ -205,30 +188,30 @@ class Rounds:
 
     def _staked(self, signer: bytes) -> bool:
         """Whether `signer` holds stake in the current or the previous epoch (only stakers can be members)."""
-        led = self.node.payments.ledger
-        epoch = max(0, self.node.genesis.epoch(self.node.now_ms()))
+        led = self.payments.ledger
+        epoch = self.ctx.epoch()
         try:
             return any(led.power_at(e).get(signer, 0) > 0 for e in {max(0, epoch - 1), epoch})
         except KeyError:
             return True  # our table is behind: give the benefit of the doubt, the buffer's bounds still hold
 
     def _derive(self, inp: Input) -> ShardContext:
-        led = self.node.payments.ledger
-        cur = self.node.genesis.epoch(self.node.now_ms())
+        led = self.payments.ledger
+        cur = self.ctx.genesis.epoch(self.ctx.now_ms())
         if inp.epoch not in (cur - 1, cur):
             raise StateError(f"Input: epoch {inp.epoch} is not current ({cur})")
         try:
             power, seed, book = led.power_at(inp.epoch), led.epoch_seed(inp.epoch), led.space_book_at(inp.epoch)
         except KeyError as e:
             raise StateError(f"Input: {e}") from None
-        return ShardContext.derive(self.node.net_id, self.node.params, inp, power, seed, book)
+        return ShardContext.derive(self.ctx.net_id, self.ctx.params, inp, power, seed, book)
 
     def _on_input(self, env: Signed) -> None:
         inp: Input = env.msg
         ctx = self.table.check_input(env) or self._derive(inp)
         problem = self._payment_problem(inp) if self.me in ctx.member_set else ""  # else open_member refuses it
-        session, out = self.table.open_member(ctx, env, self.node.now_ms(), problem)
-        self.node.metrics.inc("rounds_opened")
+        session, out = self.table.open_member(ctx, env, self.ctx.now_ms(), problem)
+        self.ctx.metrics.inc("rounds_opened")
         self._effects(self._slot(session), out)
 
     def _slot(self, session: ShardSession) -> Slot:
@@ -236,7 +219,7 @@ class Rounds:
         slot = self.slots.get(session.shard_id)
         if slot is None:
             slot = self.slots[session.shard_id] = Slot(session)
-            self.node.spawn(self._timer, slot)
+            self.ctx.spawn(self._timer, slot)
         return slot
 
     # effects -----------------------------------------------------------------------------------------------------------
@@ -245,18 +228,18 @@ class Rounds:
             if isinstance(e, Send):
                 self._send(e.to, e.env)
             elif isinstance(e, Work):
-                self.node.spawn(self._work, slot, e)
+                self.ctx.spawn(self._work, slot, e)
             elif isinstance(e, Verify):
-                self.node.spawn(self._verify, slot, e)
+                self.ctx.spawn(self._verify, slot, e)
             elif isinstance(e, EvidenceFound):
-                self.node.on_evidence(e.evidence)
+                self.on_evidence(e.evidence)
             elif isinstance(e, Outcome):
                 if e.role == "member":
                     self._member_outcome(slot, e)
                 else:
                     slot.sub_done.set()
             elif isinstance(e, Refused):
-                self.node.reject(e.peer, e.error, e.what)
+                self.ctx.reject(e.peer, e.error, e.what)
         slot.changed.set()
 
     def _send(self, to: bytes, env: Signed) -> None:
@@ -264,42 +247,42 @@ class Rounds:
             try:
                 self._local_send.send_nowait(env)
             except trio.WouldBlock:
-                self.node.metrics.inc("outbox_dropped")
+                self.ctx.metrics.inc("outbox_dropped")
             return
         box = self._outboxes.get(to)
         if box is None:
             box, recv = trio.open_memory_channel[bytes](OUTBOX)
             self._outboxes[to] = box
-            self.node.spawn(self._sender, to, recv)
+            self.ctx.spawn(self._sender, to, recv)
         try:
             box.send_nowait(env.encode())
         except trio.WouldBlock:
-            self.node.metrics.inc("outbox_dropped")
+            self.ctx.metrics.inc("outbox_dropped")
 
     async def _sender(self, peer: bytes, recv: trio.MemoryReceiveChannel) -> None:
         async for data in recv:
             for delay in SEND_RETRIES:
                 try:
-                    await self.node.net.send(peer, data)
-                    self.node.metrics.inc("envelopes_sent")
+                    await self.link.host.send(peer, data)
+                    self.ctx.metrics.inc("envelopes_sent")
                     break
                 except Exception as e:  # NetError or a transport failure (a connection being replaced, say)
                     if delay is None:  # the round tolerates a lost message; we tried
-                        self.node.metrics.inc("send_failed")
+                        self.ctx.metrics.inc("send_failed")
                         log.info("send to %s failed: %r", peer.hex()[:16], e, extra={"peer": peer.hex()})
                         break
-                    self.node.metrics.inc("send_retried")
+                    self.ctx.metrics.inc("send_retried")
                     await trio.sleep(delay)
 
     def _member_outcome(self, slot: Slot, out: Outcome) -> None:
-        self.node.metrics.inc(f"rounds_{out.status}")
+        self.ctx.metrics.inc(f"rounds_{out.status}")
         assert slot.session.member is not None
-        took = self.node.now_ms() - slot.session.member.started
+        took = self.ctx.now_ms() - slot.session.member.started
         self.latencies = (self.latencies + [took])[-100:]
         log.info("round %s: %s %s (%d ms, route %s)", slot.shard_id.hex()[:16], out.status, out.reason, took,
                  slot.route or "-")
         if out.certificate is not None:
-            self.node.spawn(self.node.on_certificate, out.certificate, None, slot.input_env.msg.pay_cert)
+            self.ctx.spawn(self.on_certificate, out.certificate, None, slot.input_env.msg.pay_cert)
 
     # timers ------------------------------------------------------------------------------------------------------------
     async def _timer(self, slot: Slot) -> None:
@@ -310,13 +293,13 @@ class Rounds:
             if due is None:
                 await slot.changed.wait()
                 continue
-            delay = (due - self.node.now_ms()) / 1000
+            delay = (due - self.ctx.now_ms()) / 1000
             if delay > 0:
                 with trio.move_on_after(delay):
                     await slot.changed.wait()
                 continue
             with STAGES.measure("codec_signatures"):
-                self._effects(slot, session.handle_timer(self.node.now_ms()))
+                self._effects(slot, session.handle_timer(self.ctx.now_ms()))
             if session.deadline == due:
                 await trio.sleep(0.05)  # the round did not move its deadline: do not spin
 
@@ -325,23 +308,23 @@ class Rounds:
         try:
             sub = await self._produce(slot, w)
         except Exception:
-            self.node.metrics.inc("work_failed")
+            self.ctx.metrics.inc("work_failed")
             log.exception("work for shard %s failed", slot.shard_id.hex()[:16])
             return
         if sub is not None:
             with STAGES.measure("codec_signatures"):
-                self._effects(slot, slot.session.work_done(sub, self.node.now_ms()))
+                self._effects(slot, slot.session.work_done(sub, self.ctx.now_ms()))
 
     async def _produce(self, slot: Slot, w: Work) -> Submission:
-        node, items = self.node, list(w.items)
-        p = node.params
+        items = list(w.items)
+        p = self.ctx.params
         vecs = None
-        if len(node.index):
-            vecs = await trio.to_thread.run_sync(node.compute.routing_vectors, items)
-            neigh = await trio.to_thread.run_sync(node.index.neighbours, vecs, p.routing_k, p.routing_min_cos_micro,
+        if len(self.index):
+            vecs = await trio.to_thread.run_sync(self.compute.routing_vectors, items)
+            neigh = await trio.to_thread.run_sync(self.index.neighbours, vecs, p.routing_k, p.routing_min_cos_micro,
                                                   slot.ctx.input.space)
             mine = await trio.to_thread.run_sync(self.history.neighbours, vecs, p.routing_k, p.routing_min_cos_micro)
-            pl = plan(neigh, mine, node.prices(), p, self.me, slot.ctx.members, self.own_loss, tries=PROXY_TRIES)
+            pl = plan(neigh, mine, self.prices(), p, self.me, slot.ctx.members, self.own_loss, tries=PROXY_TRIES)
             log.info("route shard %s: %s (own %s from %s; experts %s)", slot.shard_id.hex()[:16], pl.reason,
                      pl.own_estimate_micro, pl.own_source,
                      [(c.producer.hex()[:12], c.loss_micro) for c in pl.experts] or "-",
@@ -352,7 +335,7 @@ class Rounds:
 
     async def _own(self, slot: Slot, w: Work, routing: np.ndarray | None) -> Submission:
         """Our own payload; `routing`: the router's vectors if we computed them to route (the payload reuses them)."""
-        work = partial(self.node.compute.payload, list(w.items), w.shard_seed, routing)
+        work = partial(self.compute.payload, list(w.items), w.shard_seed, routing)
         own = await trio.to_thread.run_sync(work, abandon_on_cancel=True)  # type: ignore[call-arg]  # mypy 1.19: Unpack[Ts]
         self._learn(own.batch_loss)
         await self._remember(w.shard_id, own)
@@ -367,12 +350,13 @@ class Rounds:
         after the shard's vote is struck, so once ours is ready we wait for the expert only until the vote is near
         (the round knows when it is due once a quorum has committed; until then the commit deadline bounds it).
         The expert's answer wins whenever it comes in time; a slow or silent expert never makes us late."""
-        node, own, got = self.node, [], []
+        own: list[Submission] = []
+        got: list[Submission] = []
         expert_done = trio.Event()
 
         def vote_due() -> int:
             m = slot.session.member
-            return m.vote_due() if m is not None else slot.ctx.commit_deadline(node.now_ms())
+            return m.vote_due() if m is not None else slot.ctx.commit_deadline(self.ctx.now_ms())
 
         async def hedge(nursery: trio.Nursery) -> None:
             try:
@@ -380,7 +364,7 @@ class Rounds:
             except Exception:  # the expert may still answer
                 log.exception("own work for shard %s failed while proxying", slot.shard_id.hex()[:16])
                 return
-            while not expert_done.is_set() and node.now_ms() < vote_due() - HEDGE_MARGIN_MS:
+            while not expert_done.is_set() and self.ctx.now_ms() < vote_due() - HEDGE_MARGIN_MS:
                 with trio.move_on_after(HEDGE_POLL_S):
                     await expert_done.wait()
             nursery.cancel_scope.cancel()  # the vote is near: commit our own rather than wait on the expert
@@ -396,20 +380,20 @@ class Rounds:
                     nursery.cancel_scope.cancel()  # our own computation is not needed
                     break
             else:
-                node.metrics.inc("proxy_fallbacks")
+                self.ctx.metrics.inc("proxy_fallbacks")
                 expert_done.set()
         if got:
             return got[0]
         if not own:
             raise RuntimeError("neither the experts nor our own work produced a submission")
         if not expert_done.is_set():
-            node.metrics.inc("proxy_hedged")  # the expert had not answered when the vote came near
+            self.ctx.metrics.inc("proxy_hedged")  # the expert had not answered when the vote came near
         return own[0]
 
     async def _remember(self, shard_id: bytes, payload: Payload) -> None:
         """Our per-item losses of a payload we computed, into our own history (bounded: the oldest go first)."""
-        epoch = max(0, self.node.genesis.epoch(self.node.now_ms()))
-        vecs = self.routing_vectors_of(payload)
+        epoch = self.ctx.epoch()
+        vecs = routing_vectors(payload)
 
         def add() -> None:
             self.history.add(shard_id, vecs, self.me, payload.item_losses, epoch)
@@ -421,32 +405,32 @@ class Rounds:
         self.own_loss = loss if self.own_loss is None else (3 * self.own_loss + loss) // 4
 
     async def _proxy(self, slot: Slot, producer: bytes, price_bps: int) -> Submission | None:
-        now = self.node.now_ms()
+        now = self.ctx.now_ms()
         m = slot.session.member
         budget = slot.ctx.commit_deadline(m.started if m else now) - now - PROXY_MIN_MS
         if budget < PROXY_MIN_MS:
             return None
-        req = proxy_request(self.node.signer, self.node.net_id, slot.input_env, price_bps, now + budget)
-        self.node.metrics.inc("proxies_sent")
+        req = proxy_request(self.ctx.signer, self.ctx.net_id, slot.input_env, price_bps, now + budget)
+        self.ctx.metrics.inc("proxies_sent")
         try:
-            raw = await self.node.net.request(producer, "proxy", req.encode(), timeout=budget / 1000)
+            raw = await self.link.host.request(producer, "proxy", req.encode(), timeout=budget / 1000)
         except Exception as e:  # unreachable, timed out, refused by its RPC layer
             log.info("proxy to %s failed: %r", producer.hex()[:16], e)
             return None
         try:
-            sub = await decode_off_loop(open_answer, raw, req.msg, producer, self.node.net_id, ed25519_verify)
+            sub = await decode_off_loop(open_answer, raw, req.msg, producer, self.ctx.net_id, ed25519_verify)
         except ProtocolError as e:
-            self.node.reject(producer, e, "proxy answer")
+            self.ctx.reject(producer, e, "proxy answer")
             return None
         if isinstance(sub, Refusal):
             log.info("expert %s refused shard %s: %s", producer.hex()[:16], slot.shard_id.hex()[:16], sub.detail)
-            self.node.metrics.inc("proxies_refused")
+            self.ctx.metrics.inc("proxies_refused")
             return None
-        ok, why = await trio.to_thread.run_sync(self.node.compute.verify, list(slot.ctx.input.items),
+        ok, why = await trio.to_thread.run_sync(self.compute.verify, list(slot.ctx.input.items),
                                                 slot.ctx.shard_seed, sub.payload, None)
         if not ok:
-            self.node.metrics.inc("proxies_bad")
-            self.node.reject(producer, ProtocolError(f"ProxyAnswer: the payload does not verify: {why}",
+            self.ctx.metrics.inc("proxies_bad")
+            self.ctx.reject(producer, ProtocolError(f"ProxyAnswer: the payload does not verify: {why}",
                                                      reason="bad_payload"), "proxy answer")
             return None
         event(log, "proxy", role="member", shard=slot.shard_id, producer=producer, price_bps=price_bps,
@@ -457,144 +441,64 @@ class Rounds:
         try:
             if v.member == self.me and v.submission == slot.checked:
                 ok, why = True, "our own submission"  # we computed it, or re-executed the expert's: not again
-                self.node.metrics.inc("verify_own_skipped")
+                self.ctx.metrics.inc("verify_own_skipped")
             else:
-                ok, why = await trio.to_thread.run_sync(self.node.compute.verify, list(slot.ctx.input.items),
+                ok, why = await trio.to_thread.run_sync(self.compute.verify, list(slot.ctx.input.items),
                                                         slot.ctx.shard_seed, v.submission.payload, v.sample_seed)
         except Exception as e:
             log.exception("verification crashed")
             ok, why = False, f"verification failed locally: {e!r:.100}"
         if not ok:
-            self.node.metrics.inc("verify_failed")
+            self.ctx.metrics.inc("verify_failed")
             log.warning("candidate %s of shard %s failed verification: %s", v.member.hex()[:16],
                         slot.shard_id.hex()[:16], why)
         with STAGES.measure("codec_signatures"):
-            self._effects(slot, slot.session.verified(v.member, ok, self.node.now_ms(), why))
+            self._effects(slot, slot.session.verified(v.member, ok, self.ctx.now_ms(), why))
 
     # the expert ----------------------------------------------------------------------------------------------------------
     async def serve_proxy(self, peer: bytes, req: bytes) -> bytes:
-        node = self.node
-        env = await decode_off_loop(open_signed, req, node.net_id, ed25519_verify, (ProxyRequest,))
-        if not node.config.serve_proxies:
+        env = await decode_off_loop(open_signed, req, self.ctx.net_id, ed25519_verify, (ProxyRequest,))
+        if not self.config.serve_proxies:
             return ProxyAnswer.of(Refusal("off", "this node does not serve proxies")).encode()
-        inp_env = open_wire(env.msg.input, node.net_id, ed25519_verify, (Input,))  # type: ignore[attr-defined]
+        inp_env = open_wire(env.msg.input, self.ctx.net_id, ed25519_verify, (Input,))  # type: ignore[attr-defined]
         inp: Input = inp_env.msg  # type: ignore[assignment]
-        if inp.space not in node.served_spaces(inp.epoch):
-            node.metrics.inc("proxies_refused_space")
+        if inp.space not in self.payments.served_spaces(inp.epoch):
+            self.ctx.metrics.inc("proxies_refused_space")
             return ProxyAnswer.of(Refusal("space", f"this node does not serve space {inp.space}")).encode()
         ctx = self._derive(inp)
         self._check_payment(inp)
-        res = self.desk.accept(env, ctx.members, node.now_ms())
+        res = self.desk.accept(env, ctx.members, self.ctx.now_ms())
         if isinstance(res, Refusal):
             return ProxyAnswer.of(res).encode()
-        payload = await trio.to_thread.run_sync(node.compute.payload, list(inp.items), ctx.shard_seed)
+        payload = await trio.to_thread.run_sync(self.compute.payload, list(inp.items), ctx.shard_seed)
         await self._remember(inp.shard_id, payload)
         sub = self.desk.sign(inp.shard_id, env.signer, payload)
-        node.metrics.inc("proxies_served")
+        self.ctx.metrics.inc("proxies_served")
         event(log, "proxy", role="expert", shard=inp.shard_id, member=env.signer,
               price_bps=env.msg.price_bps, fee=inp.fee)  # type: ignore[attr-defined]
         return ProxyAnswer.of(sub).encode()
 
-    # the submitter ---------------------------------------------------------------------------------------------------------
-    async def submit(self, texts: list[str], fee: int, attempts: int, wait_ms: int = 0, space: str = ""
-                     ) -> tuple[Attempt, list[Attempt]]:
-        """Pay, send the Input, drive the SubmitterRound; on failure refund after the deadline and retry.
-        `wait_ms` > 0: members may take that long to commit (the Input's `commit_by_ms`), for slow, strong models.
-        `space` "" is this node's default (config submit_space, else the network's); a space the network does not
-        list or that no stake serves raises SubmitError before anything is paid."""
-        space = self.submit_space(space)
-        done: list[Attempt] = []
-        for _ in range(attempts):
-            a = await self._attempt(texts, fee, wait_ms, space)
-            done.append(a)
-            if a.status == "certified":
-                return a, done
-        raise SubmitError(f"no certificate after {len(done)} attempt(s)", done)
-
-    def submit_space(self, space: str = "") -> str:
-        """The space a submission names, checked against the genesis and the current stake table."""
-        node = self.node
-        book = node.genesis.space_book
-        space = space or node.config.submit_space or book.default.id
-        try:
-            book.space(space)
-        except ProtocolError as e:
-            raise SubmitError(str(e), []) from None
-        epoch = max(0, node.genesis.epoch(node.now_ms()))
-        try:
-            power, book = node.payments.ledger.power_at(epoch), node.payments.ledger.space_book_at(epoch)
-        except KeyError:
-            return space
-        if not any(vp > 0 for vp in book.power_in(power, space).values()):
-            raise SubmitError(f"no staked node serves space {space} in epoch {epoch}: nothing was paid", [])
-        return space
-
-    async def _attempt(self, texts: list[str], fee: int, wait_ms: int, space: str) -> Attempt:
-        node = self.node
-        t0 = node.now_ms()
-        epoch = max(0, node.genesis.epoch(t0))
-        nonce = os.urandom(32)
-        dh = data_hash([t.encode("utf-8") for t in texts])
-        sid = derive_shard_id(epoch, dh, nonce, self.me, space)
-        commit_by = t0 + wait_ms if wait_ms > 0 else 0
-        deadline = t0 + wait_ms + node.params.round_abort_ms
-        pay = await node.payments.pay_escrow(sid, fee, deadline)
-        paid = node.now_ms()
-        try:
-            a = await self._run_round(texts, fee, epoch, nonce, dh, sid, deadline, pay, t0, commit_by, space)
-        except (ProtocolError, LocalRoundError) as e:  # e.g. the epoch's table closed between paying and sending
-            a = Attempt(sid, "failed", f"could not start the round: {e}", None, elapsed_ms=node.now_ms() - t0)
-        a.pay_ms = paid - t0
-        if a.status == "certified":
-            return a
-        wait = (deadline - node.now_ms()) / 1000
-        if wait > 0:
-            await trio.sleep(wait + 0.05)
-        if a.outcome is None or a.outcome.certificate is None:
-            try:
-                a.refunded = await node.payments.refund(pay) is not None
-            except Exception as e:
-                a.reason += f"; refund failed: {e}"
-                log.warning("refund of shard %s failed: %s", sid.hex()[:16], e)
-        return a
-
-    async def _run_round(self, texts: list[str], fee: int, epoch: int, nonce: bytes, dh: bytes, sid: bytes,
-                         deadline: int, pay, t0: int, commit_by: int, space: str) -> Attempt:
-        node = self.node
-        inp = Input(shard_id=sid, epoch=epoch, submitter=self.me, pay_id=pay.id, pay_cert=pay.encode(), fee=fee,
-                    data_hash=dh, nonce=nonce, modality="text", deadline_ms=deadline, items=tuple(texts),
-                    commit_by_ms=commit_by, space=space)
-        env = seal(inp, node.signer, node.net_id)
-        ctx = self._derive(inp)
-        session, effects = self.table.submit(ctx, env, node.now_ms())
+    # our own rounds (the submitter, `moenode.node.submitter`) ------------------------------------------------------------
+    async def run_submission(self, env: Signed) -> Outcome | None:
+        """Open our submitter's session for `env` (an Input we sealed), send the Input to the shard, and wait until
+        the round ends: its outcome, or None if the session was pruned first."""
+        ctx = self._derive(env.msg)
+        session, effects = self.table.submit(ctx, env, self.ctx.now_ms())
         slot = self._slot(session)
-        node.metrics.inc("submissions")
+        self.ctx.metrics.inc("submissions")
         with STAGES.measure("codec_signatures"):
             self._effects(slot, effects)
         await slot.sub_done.wait()
-        out = session.submitter.outcome if session.submitter is not None else None
-        if out is None:
-            return Attempt(sid, "failed", "the round was abandoned", None, elapsed_ms=node.now_ms() - t0)
-        a = Attempt(sid, out.status, out.reason, out, elapsed_ms=node.now_ms() - t0)
-        if out.status == "certified" and out.winner_reveal is not None:
-            assert out.certificate is not None
-            node.spawn(node.on_certificate, out.certificate, None, b"")
-        elif out.status == "certified":
-            a.status, a.reason = "incomplete", out.reason or "the winning reveal never arrived"
-        return a
+        return session.submitter.outcome if session.submitter is not None else None
 
     # housekeeping -----------------------------------------------------------------------------------------------------------
     def prune(self) -> None:
-        for sid in self.table.prune(self.node.now_ms()):
+        for sid in self.table.prune(self.ctx.now_ms()):
             slot = self.slots.pop(sid, None)
             if slot is not None:
                 slot.changed.set()
                 slot.sub_done.set()
-        self.desk.prune(self.node.now_ms())
+        self.desk.prune(self.ctx.now_ms())
 
     def counts(self) -> dict[str, int]:
         return self.table.counts()
-
-    def routing_vectors_of(self, report: Report | Payload) -> np.ndarray:
-        n = len(report.item_losses)
-        return np.frombuffer(report.routing, "<f2").reshape(n, -1).astype(np.float32)

@@ -6,7 +6,7 @@ The paged RPC `sync` serves either by cursor: query `ledger` or `certs`, the cur
 bytes, each item is `canonical([kind, data])`, a page holds at most `PAGE_LIMIT` items and `PAGE_BYTES` of data,
 its next-cursor is the position of its last item, and an empty page (with an empty next-cursor) ends the walk.
 Nothing is taken on trust: the fetching node runs every entry through the same checks as gossip
-(`Payments.accept`, `Authority.accept_checkpoint`, `Node.on_certificate`), so a lying peer can only withhold
+(`Payments.accept`, `Epochs.accept`, `Certificates.on_certificate`), so a lying peer can only withhold
 history, never forge it. Skipped checkpoints are local decisions (a timeout) and are not served. A peer's log is in
 the order its node applied it, so a checkpoint comes before the orders of the epoch it fixes. Entries refused for
 a state that a later entry may change (a checkpoint whose predecessor is not here yet) are retried once after the
@@ -46,9 +46,13 @@ from moenode.core.codec import canonical, decode
 from moenode.core.errors import FutureCertificate, ProtocolError, SchemaError, StateError
 from moenode.core.messages import Evidence, decode_certificate
 
+from moenode.node.certificates import Certificates
+from moenode.node.context import Context, NetLink
+from moenode.node.epochs import Epochs
+from moenode.node.payments import Payments
+
 if TYPE_CHECKING:
     from moenode.net.limits import TokenBucket
-    from moenode.node.daemon import Node
 
 log = logging.getLogger("moenode.node")
 
@@ -99,29 +103,45 @@ class Retries:
 
 
 class Sync:
-    def __init__(self, node: Node):
-        self.node = node
+    """Catch-up and anti-entropy. Collaborators: the context, the net link, and the parts that apply what it fetches
+    (and keep the histories it serves): payments (orders; the ledger store), epochs (checkpoints, evidence) and
+    certificates (shard certificates; the archive)."""
+
+    def __init__(self, ctx: Context, link: NetLink, payments: Payments, epochs: Epochs, certificates: Certificates):
+        self.ctx, self.link = ctx, link
+        self.payments, self.epochs, self.certificates = payments, epochs, certificates
         self.state: dict[str, Any] = {"state": "idle", "peer": None, "fetched": 0, "applied": 0, "rejected": 0,
                                       "duplicates": 0, "pages": 0, "backoffs": 0}
         self.source: bytes | None = None  # the peer the last walk completed from
         self.rng = random.Random()  # the backoff's jitter
         self._pace: TokenBucket | None = None
 
+    @property
+    def busy(self) -> bool:
+        """The catch-up walk has not finished (the history being fetched may hold what the node waits for)."""
+        return self.state["state"] in ("idle", "syncing")
+
     # cursors (per peer and history, saved in the store the history's entries go to) -------------------------------
     def _store(self, query: bytes) -> Any:
-        return self.node.archive if query == b"certs" else self.node.payments.authority.store
+        return self.certificates.archive if query == b"certs" else self.payments.store
 
     def cursor(self, peer: bytes, query: bytes) -> bytes:
         return self._store(query).cursors().get(peer, b"")
 
-    def _save(self, peer: bytes, query: bytes, cursor: bytes) -> None:
-        if cursor:
-            self._store(query).save_cursor(peer, cursor)
+    async def _save(self, peer: bytes, query: bytes, cursor: bytes) -> None:
+        """Save a cursor after the rows it covers: the ledger store's writer queues it behind them; the archive's
+        rows were written before `apply` returned, and its cursor is written on a worker thread too."""
+        if not cursor:
+            return
+        if query == b"certs":
+            await trio.to_thread.run_sync(self.certificates.archive.save_cursor, peer, cursor)
+        else:
+            self.payments.store.save_cursor(peer, cursor)
 
     # serving ---------------------------------------------------------------------------------------------------------
     def _rows(self, query: bytes, after: int, limit: int) -> list[tuple[int, str, bytes]]:
         if query == b"certs":
-            return [(seq, "cert", data) for seq, _ident, data in self.node.archive.page(after, limit)]
+            return [(seq, "cert", data) for seq, _ident, data in self.certificates.archive.page(after, limit)]
         if query == b"ledger":
             rows = self._store(query).log_page(after, limit, LEDGER_KINDS)
             return [(seq, kind, data) for seq, kind, _ident, data in rows]
@@ -132,7 +152,7 @@ class Sync:
             raise SchemaError("sync: the cursor is 8 bytes")
         after = int.from_bytes(cursor, "big") if cursor else 0
         limit = min(limit, PAGE_LIMIT)
-        rows = self._rows(query, after, limit)
+        rows = await trio.to_thread.run_sync(self._rows, query, after, limit)  # up to PAGE_BYTES read from disk
         items: list[bytes] = []
         size, last = 0, after
         for seq, kind, data in rows:
@@ -148,11 +168,10 @@ class Sync:
     # fetching --------------------------------------------------------------------------------------------------------
     async def run(self) -> None:
         """The catch-up walk, then an incremental pull every `PULL_EVERY_S` for as long as the node runs."""
-        node = self.node
         with trio.move_on_after(WAIT_FOR_PEERS):
-            while not node.net.connected():
+            while not self.link.connected():
                 await trio.sleep(0.1)
-        if not node.net.connected():
+        if not self.link.connected():
             self.state.update(state="synced", note="no peers: nothing to fetch")
         else:
             await self._walk_any(self.sources(catch_up=True))
@@ -168,7 +187,7 @@ class Sync:
         peers, then any. Afterwards: the connected staked peers (any connected peer if none is staked) in turn,
         starting after the one that served last, so every pull asks another peer.
         """
-        net, ledger = self.node.net, self.node.payments.ledger
+        net, ledger = self.link.host, self.payments.ledger
         peers = sorted(net.connected())
         staked = [p for p in peers if ledger.stake(p) > 0]
         if catch_up:
@@ -200,7 +219,7 @@ class Sync:
         for kind, data in retry.entries:
             await self.apply(peer, kind, data, final=True)
         for query, cursor in ends.items():  # the retried entries are settled: the cursors may pass them now
-            self._save(peer, query, cursor)
+            await self._save(peer, query, cursor)
         self.source = peer
         if not quiet:
             self.state.update(state="synced")
@@ -229,21 +248,21 @@ class Sync:
             if nxt == cursor:
                 raise SchemaError(f"sync: the page cursor of {peer.hex()[:16]} did not advance")
             cursor = nxt
-            self._save(peer, query, pinned or cursor)
+            await self._save(peer, query, pinned or cursor)
 
     async def _page(self, peer: bytes, query: bytes, cursor: bytes) -> tuple[list[bytes], bytes]:
         """One page, paced; a transient failure is retried after a backoff, up to TRIES times."""
         for attempt in range(1, TRIES + 1):
             await self._paced()
             try:
-                async with aclosing(self.node.net.iter_pages(peer, "sync", query, cursor=cursor,
+                async with aclosing(self.link.host.iter_pages(peer, "sync", query, cursor=cursor,
                                                              limit=PAGE_LIMIT)) as pages:
                     async for page in pages:
                         self.state["pages"] += 1
                         return page
                 raise SchemaError("sync: the peer answered no page")
             except Exception as e:
-                if attempt == TRIES or not transient(e) or peer not in self.node.net.connected():
+                if attempt == TRIES or not transient(e) or peer not in self.link.connected():
                     raise
                 self.state["backoffs"] += 1
                 log.info("sync page from %s: %s; asking again (attempt %d)", peer.hex()[:16], e, attempt + 1)
@@ -253,12 +272,12 @@ class Sync:
     async def _paced(self) -> None:
         from moenode.net.limits import Rate, TokenBucket
 
-        now = trio.current_time()
+        now = self.ctx.clock.timer()
         if self._pace is None:
             self._pace = TokenBucket(Rate(PAGES_PER_S, PAGES_BANKED), now)
         while not self._pace.take(now):
             await trio.sleep((1.0 - self._pace.tokens) / self._pace.rate)
-            now = trio.current_time()
+            now = self.ctx.clock.timer()
 
     @staticmethod
     def _entry(raw: bytes) -> tuple[str, bytes]:
@@ -269,22 +288,20 @@ class Sync:
 
     async def apply(self, peer: bytes, kind: str, data: bytes, final: bool) -> bool:
         """Apply one fetched entry; False if it should be retried later (a prerequisite may still come)."""
-        node = self.node
         try:
             if kind == "order":
-                new = node.payments.accept(data) != "duplicate"
+                new = self.payments.accept(data) != "duplicate"
             elif kind == "checkpoint":
-                new = node.epochs.accept(data) != "duplicate"
+                new = self.epochs.accept(data) != "duplicate"
             elif kind == "evidence":
-                ev = Evidence.decode(data)
-                new = node.payments.authority.add_evidence(ev, node.now_ms())
+                new = self.epochs.authority.add_evidence(Evidence.decode(data), self.ctx.now_ms())
             else:
-                new = await node.on_certificate(decode_certificate(data), peer, b"", publish=False)
+                new = await self.certificates.on_certificate(decode_certificate(data), peer, b"", publish=False)
         except ProtocolError as e:
             if not final and isinstance(e, StateError) and not isinstance(e, FutureCertificate):
                 return False
             self.state["rejected"] += 1
-            node.reject(peer, e, f"sync/{kind}")
+            self.ctx.reject(peer, e, f"sync/{kind}")
             return True
         finally:
             await trio.lowlevel.checkpoint()  # a page is hundreds of entries: let the node's other tasks run

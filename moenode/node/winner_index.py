@@ -27,15 +27,23 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from moenode.core.messages import Payload, Report
 from moenode.core.spaces import DEFAULT_SPACE
 
 log = logging.getLogger("moenode.index")
 
 SNAPSHOT = "winners.npz"
 MAX_SEEN = 100_000
+
+
+def routing_vectors(of: Report | Payload) -> np.ndarray:
+    """The routing vectors a report or payload carries (float16 on the wire), one row per item, as float32."""
+    n = len(of.item_losses)
+    return np.frombuffer(of.routing, "<f2").reshape(n, -1).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,7 @@ class WinnerIndex:
         self.dim, self.epochs, self.max_entries = dim, epochs, max_entries
         self.directory = Path(directory) if directory is not None else None
         self._lock = threading.Lock()
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))  # faiss's stubs type ids as IDSelector
         self._meta: dict[int, Entry] = {}
         self._seen: dict[bytes, None] = {}  # insertion-ordered set of certificate ids
         self._next_id = 0
@@ -157,7 +165,7 @@ class WinnerIndex:
         with self._lock:
             ids = np.asarray(sorted(self._meta), dtype=np.int64)
             meta = [self._meta[i] for i in ids.tolist()]
-            arrays = {
+            arrays: dict[str, Any] = {
                 "dim": np.asarray([self.dim], np.int64),
                 "next_id": np.asarray([self._next_id], np.int64),
                 "faiss": faiss.serialize_index(self._index),

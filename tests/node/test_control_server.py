@@ -19,7 +19,7 @@ from moenode.client import Control, ControlError
 from moenode.core.crypto import H
 from moenode.core.orders import escrow_account
 from moenode.node import control_server
-from moenode.node.daemon import Metrics
+from moenode.node.context import Metrics
 from moenode.store.keys import load_or_create_token
 
 
@@ -30,6 +30,9 @@ class NodeBoundary:
         self.control_token, _ = load_or_create_token(home / "control.token")
         self.metrics = Metrics()
         self.reached = 0
+
+    def operations(self) -> control_server.Operations:
+        return control_server.Operations(self.control_token, self.metrics, self.status, self.counters)
 
     def status(self) -> dict:
         self.reached += 1
@@ -54,7 +57,7 @@ def home():
 @pytest.fixture
 async def server(home, nursery):
     node = NodeBoundary(home)
-    url = await nursery.start(control_server.serve, node, 0)
+    url = await nursery.start(control_server.serve, node.operations(), 0)
     port = int(url.rsplit(":", 1)[1])
     (home / "run.json").write_text(json.dumps({"control_url": url, "pid": os.getpid()}))  # the daemon's keys
     return node, port
@@ -241,7 +244,7 @@ async def test_a_control_port_taken_at_the_last_moment_is_one_config_error(home)
     try:
         with pytest.raises(ConfigError, match=f"control port {holder.getsockname()[1]}"):
             async with trio.open_nursery() as n:
-                await n.start(control_server.serve, NodeBoundary(home), holder.getsockname()[1])
+                await n.start(control_server.serve, NodeBoundary(home).operations(), holder.getsockname()[1])
     except BaseExceptionGroup as eg:  # trio wraps what a nursery raises
         assert isinstance(eg.exceptions[0], ConfigError)
     finally:

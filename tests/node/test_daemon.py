@@ -130,7 +130,7 @@ async def test_network_certifies_pays_syncs_rejects_and_restarts(tmp_path):
         results = []
 
         async def submit(texts):  # two batches at once from one node: its payments take turns
-            results.append(await ms[2].node.rounds.submit(texts, 50, 1))
+            results.append(await ms[2].node.submitter.submit(texts, 50, 1))
 
         async with trio.open_nursery() as n:
             n.start_soon(submit, TEXTS[:4])
@@ -168,6 +168,7 @@ def test_a_home_that_lost_its_ledger_is_refused_until_resynced(tmp_path):
     abstains from voting for two epochs."""
     from moenode.node import Node
     from moenode.store.ledger_db import StoreError, resync_ledger
+    from moenode.node.context import wall_ms
 
     s = seed(0)
     genesis = make_genesis([(s, 1_000, "minilm-l3")])
@@ -185,9 +186,9 @@ def test_a_home_that_lost_its_ledger_is_refused_until_resynced(tmp_path):
     with pytest.raises(StoreError, match="certs.sqlite exists"):
         Node(m.home, config=config, genesis=genesis)
     (m.home / "key.away").rename(m.home / "key")
-    resync_ledger(ledger, genesis, Node.now_ms(), "test")
+    resync_ledger(ledger, genesis, wall_ms(), "test")
     node = Node(m.home, config=config, genesis=genesis)
-    assert node.payments.authority.votes_from_epoch == genesis.epoch(Node.now_ms()) + 2
+    assert node.payments.authority.votes_from_epoch == genesis.epoch(wall_ms()) + 2
     node.archive.close()
     node.payments.close()
 

@@ -85,7 +85,7 @@ async def test_transfer_stake_and_checkpoint(tmp_path):
         sid = H("shard", b"equivocated")
         a, b = (seal(Commit(sid, H("d", bytes([i]))), cheat, g.network_id) for i in (1, 2))
         ev = Evidence("equivocation", cheat.public_key, sid, a.as_wire(), b.as_wire())
-        n0.on_evidence(ev)
+        n0.epochs.file_evidence(ev)
         await wait_for(lambda: all(any(i.kind == "equivocation" for i in x.payments.ledger.items.values())
                                    for x in c.nodes), 10)
         proof = next(i for i in n0.payments.ledger.items.values() if i.kind == "equivocation")
@@ -122,5 +122,5 @@ def test_the_checkpoints_topic_decodes_a_full_checkpoint_certificate():
     from moenode.node.epochs import Epochs
 
     _, data = largest_messages()["CheckpointCert"]
-    cc = Epochs(SimpleNamespace(net_id=H("network", b"fuzz"))).decode(data)
+    cc = Epochs(SimpleNamespace(net_id=H("network", b"fuzz")), None, None, None).decode(data)
     assert isinstance(cc, CheckpointCert) and len(cc.checkpoint.items) == 4096

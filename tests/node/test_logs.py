@@ -45,7 +45,7 @@ async def test_a_stake_a_transfer_a_win_and_its_payment_are_logged_with_their_am
         n0 = ms[0].node
         await n0.payments.stake(500)
         await n0.payments.transfer(ms[1].account, 70)
-        attempt, _ = await n0.rounds.submit(TEXTS, 100, 1)
+        attempt, _ = await n0.submitter.submit(TEXTS, 100, 1)
         assert attempt.status == "certified", attempt
 
         def events() -> dict[str, list[logging.LogRecord]]:
@@ -78,7 +78,7 @@ def test_a_checkpoint_logs_each_strike_and_each_slash_with_its_amount(caplog):
                           Item(4, "equivocation", b, b"\x03" * 32, 1), Item(4, "stake", c, b"\x04" * 32, 100)]))
     cp = Checkpoint(epoch=4, prev=b"\x00" * 32, items=items)
     caplog.set_level(logging.INFO, logger="moenode")
-    Epochs(SimpleNamespace(params=Params()))._log_stake_changes(cp, {a: 10_000, b: 2_000, c: 50})
+    Epochs(SimpleNamespace(params=Params()), None, None, None)._log_stake_changes(cp, {a: 10_000, b: 2_000, c: 50})
     ev = [(r.event, r.account, getattr(r, "amount", None), getattr(r, "kind", None)) for r in caplog.records
           if getattr(r, "event", None)]
     assert ev.count(("strike", a.hex(), None, "strike")) == 2 and ("strike", b.hex(), None, "equivocation") in ev

@@ -207,8 +207,8 @@ async def test_orders_that_arrive_together_share_one_lock_write_and_one_signatur
 
         # the first lock write holds until another request is queued behind it, as it would on a busy node: on a
         # loaded machine the requests might otherwise be served one by one, and no batch would form
-        store, desk = auth.payments.authority.store, auth.payments.desk
-        put, first = store.put_locks, [True]
+        desk = auth.payments.desk
+        put, first = desk.write_locks, [True]
 
         def held_first_write(rows):
             deadline = time.monotonic() + 20
@@ -217,9 +217,9 @@ async def test_orders_that_arrive_together_share_one_lock_write_and_one_signatur
             first[0] = False
             put(rows)
 
-        store.put_locks = held_first_write
+        desk.write_locks = held_first_write
         envs, votes = await ask_all(users[:16])
-        store.put_locks = put
+        desk.write_locks = put
         batched = [v for v in votes if isinstance(v, BatchVote)]
         assert auth.metrics.get("order_batches") >= 1 and len({v.sig for v in batched}) < len(batched)
         for env, v in zip(envs, votes):  # each vote is for its own order
@@ -238,11 +238,11 @@ async def test_orders_that_arrive_together_share_one_lock_write_and_one_signatur
         def broken(rows):
             raise OSError("disk full")
 
-        store.put_locks, put = broken, store.put_locks
+        desk.write_locks, put = broken, desk.write_locks
         _, failed = await ask_all(users[16:])
         assert all(isinstance(f, RemoteError) and "internal" in str(f) for f in failed)
         assert all(auth.payments.authority.locked(u.public_key, 0) is None for u in users[16:])
-        store.put_locks = put
+        desk.write_locks = put
         envs, votes = await ask_all(users[16:])
         assert all(v is not None and not isinstance(v, Exception) for v in votes)
 

@@ -17,7 +17,7 @@ import trio
 from moenode.core.crypto import H, ed25519_verify
 from moenode.core.orders import escrow_account
 from moenode.core.spaces import Space
-from moenode.node.rounds import SubmitError
+from moenode.node.submitter import SubmitError
 from moenode.testing.nodekit import PARAMS, TEXTS, cluster, make_genesis, seed, wait_for
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ async def test_expert_proxy_wins_and_failed_rounds_are_refunded(tmp_path):
     # the noise members commit within a second; a long grace lets the proxied member's expert finish first
     params = dataclasses.replace(PARAMS, round_abort_ms=15_000, min_fee=2, grace_min_ms=8_000, grace_cap_ms=8_000)
     async with expert_market(tmp_path, "proxy", params) as (_, ms, expert):
-        final, attempts = await ms[0].node.rounds.submit(TEXTS, 100, 1)
+        final, attempts = await ms[0].node.submitter.submit(TEXTS, 100, 1)
         report = final.outcome.certificate.report
         assert report.producer == expert.account and report.winner in [m.account for m in ms[:3]]
         assert report.producer_share_bps == expert.config.price_bps
@@ -63,7 +63,7 @@ async def test_expert_proxy_wins_and_failed_rounds_are_refunded(tmp_path):
         # every member opts out (the fee is below the network minimum): refund after the deadline, then retry
         spent = led.balance(ms[1].account)
         with pytest.raises(SubmitError) as err:
-            await ms[1].node.rounds.submit(TEXTS[:2], 1, 2)
+            await ms[1].node.submitter.submit(TEXTS[:2], 1, 2)
         tries = err.value.attempts
         assert [a.status for a in tries] == ["failed", "failed"] and all(a.refunded for a in tries)
         assert len({a.shard_id for a in tries}) == 2
@@ -89,7 +89,7 @@ async def test_a_slow_expert_does_not_get_its_sponsor_struck(tmp_path):
 
         expert.net.set_request_handler("proxy", slow_proxy, max_request=ProxyRequest.MAX_BYTES,
                                        max_response=PROXY_RESPONSE_CAP)
-        final, _ = await ms[0].node.rounds.submit(TEXTS, 100, 1)
+        final, _ = await ms[0].node.submitter.submit(TEXTS, 100, 1)
         report = final.outcome.certificate.report
         hedged = sum(m.node.metrics.get("proxy_hedged") for m in ms[:3])
         assert hedged == 1 and report.strikes == () and report.producer != expert.account
@@ -108,7 +108,7 @@ async def test_a_submitters_deadline_lets_the_slow_expert_win_without_strikes(tm
 
         expert.net.set_request_handler("proxy", slow_proxy, max_request=ProxyRequest.MAX_BYTES,
                                        max_response=PROXY_RESPONSE_CAP)
-        final, _ = await ms[0].node.rounds.submit(TEXTS, 100, 1, wait_ms=PARAMS.commit_timeout_ms)
+        final, _ = await ms[0].node.submitter.submit(TEXTS, 100, 1, wait_ms=PARAMS.commit_timeout_ms)
         report = final.outcome.certificate.report
         assert report.producer == expert.account and report.strikes == ()
         assert sum(m.node.metrics.get("proxy_hedged") for m in ms[:3]) == 0
@@ -145,7 +145,7 @@ async def test_a_lying_expert_is_counted_against_it_and_its_sponsors_do_their_ow
 
         expert.net.set_request_handler("proxy", lying_proxy, max_request=ProxyRequest.MAX_BYTES,
                                        max_response=PROXY_RESPONSE_CAP)
-        final, _ = await ms[0].node.rounds.submit(TEXTS, 100, 1)
+        final, _ = await ms[0].node.submitter.submit(TEXTS, 100, 1)
         report = final.outcome.certificate.report
         assert report.producer != expert.account and report.strikes == ()
         sponsors = [m.node for m in ms[:3]]

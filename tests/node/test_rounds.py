@@ -48,7 +48,7 @@ async def test_a_member_routes_once_and_does_not_re_execute_its_own_winning_payl
             m.node.compute.verify = counting_verify
         monkeypatch.setattr(router, "embed", counting_embed)
         before = STAGES.snapshot()
-        final, _ = await ms[0].node.rounds.submit(TEXTS, 100, 1)
+        final, _ = await ms[0].node.submitter.submit(TEXTS, 100, 1)
         report = final.outcome.certificate.report
         with trio.fail_after(30):  # every member has reported, so every verification has run
             while sum(m.node.metrics.get("rounds_certified") for m in ms) < 3:

@@ -15,6 +15,7 @@ from moenode.core.round import Outcome, ShardContext
 from moenode.core.shard import ShardTable
 from moenode.node import Node
 from moenode.node.config import Config
+from moenode.node.context import Clock
 from moenode.node.rounds import Rounds
 from moenode.store.keys import create_key
 from moenode.store.ledger_db import init_ledger
@@ -99,18 +100,17 @@ def test_the_daemons_driver_and_the_in_process_driver_certify_the_same_report(tm
                     home.mkdir()
                     init_ledger(home / "ledger.sqlite")
                     create_key(home / "key", H("key", b"auth" + i.to_bytes(4, "big")))
-                    node = Node(home, config=Config(home=home), genesis=net.genesis)
+                    node = Node(home, config=Config(home=home), genesis=net.genesis,
+                                clock=Clock.following_trio(T0, start))
                     assert node.signer.public_key == k.public_key
-                    node.now_ms = lambda: T0 + int((trio.current_time() - start) * 1000)
-                    node._nursery = nursery
-                    node.compute = Compute(k.public_key)
-                    node.index = []
+                    node.tasks.nursery = nursery
                     node.net = Wire(k.public_key, nodes, client.public_key, to_client, rejected)
 
                     async def on_certificate(cert, origin, pay_cert=b"", publish=None, me=k.public_key):
                         certified[me] = cert.report
-                    node.on_certificate = on_certificate
-                    node.rounds = Rounds(node)
+                    node.rounds = Rounds(node.ctx, node.link, payments=node.payments, compute=Compute(k.public_key),
+                                         index=[], config=node.config, prices=dict, on_certificate=on_certificate,
+                                         on_evidence=node.epochs.file_evidence)
                     nodes[k.public_key] = node
                 ctx = ShardContext.derive(net.net, FAST, input_env.msg, shard.power, shard.epoch_seed)
                 submitter = ShardTable(client, shard.verify)
