@@ -207,10 +207,15 @@ def parse_genesis(text: str) -> Genesis:
         raise SchemaError("genesis: network.name must be a string of 1..64 characters")
     gtime = _int("network", "genesis_time_ms", net.get("genesis_time_ms"), 0, 1 << 53)
     epoch_ms = _int("network", "epoch_ms", net.get("epoch_ms", 3_600_000), 1_000, 30 * 86_400_000)
+    params = _parse_params(doc.get("params", {}))
+    spaces = parse_spaces(doc.get("spaces"))
+    accounts = _parse_accounts(doc.get("accounts", []), spaces)
+    return Genesis(name=name, genesis_time_ms=gtime, epoch_ms=epoch_ms, params=params, accounts=accounts,
+                   spaces=spaces)
 
-    raw = doc.get("params", {})
-    known = {f.name for f in fields(Params)}
-    extra = set(raw) - known
+
+def _parse_params(raw: dict[str, Any]) -> Params:
+    extra = set(raw) - {f.name for f in fields(Params)}
     if extra:
         raise SchemaError(f"genesis: unknown params {sorted(extra)}")
     values: dict[str, Any] = {}
@@ -224,11 +229,14 @@ def parse_genesis(text: str) -> Genesis:
     params = Params(**values)
     if params.grace_min_ms > params.grace_cap_ms:
         raise SchemaError("genesis: params.grace_min_ms exceeds params.grace_cap_ms")
+    return params
 
-    spaces = parse_spaces(doc.get("spaces"))
+
+def _parse_accounts(raw: list[Any], spaces: tuple[Space, ...]) -> tuple[Account, ...]:
+    """The `[[accounts]]` tables, sorted by public key; at least one must stake."""
     accounts: list[Account] = []
     seen: set[bytes] = set()
-    for i, a in enumerate(doc.get("accounts", [])):
+    for i, a in enumerate(raw):
         sect = f"accounts[{i}]"
         if not isinstance(a, dict):
             raise SchemaError(f"genesis: {sect} must be a table")
@@ -252,9 +260,7 @@ def parse_genesis(text: str) -> Genesis:
         ))
     if not any(a.stake > 0 for a in accounts):
         raise SchemaError("genesis: at least one account must have stake")
-    accounts.sort(key=lambda a: a.pubkey)
-    return Genesis(name=name, genesis_time_ms=gtime, epoch_ms=epoch_ms, params=params, accounts=tuple(accounts),
-                   spaces=spaces)
+    return tuple(sorted(accounts, key=lambda a: a.pubkey))
 
 
 def toml_value(v: Any) -> str:

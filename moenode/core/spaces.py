@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from moenode.core.crypto import H
 from moenode.core.errors import SchemaError
 
 MICRO = 1_000_000
@@ -229,18 +231,44 @@ def payload_vectors(embeddings: bytes, dim: int) -> np.ndarray:
     return np.frombuffer(embeddings, "<f4").reshape(-1, dim)
 
 
+class PairVerdicts:
+    """`agrees` verdicts on pairs of revealed payloads, kept by the payloads' digests. Every member of a shard checks
+    the same pairs (and a driver that runs many members, the simulator, checks each pair once per member), and the
+    check is symmetric; keys are digests, so what is kept is small whatever the batch size."""
+
+    def __init__(self, size: int = 1 << 14):
+        self.size = size
+        self._seen: OrderedDict[tuple[bytes, bytes, int], bool] = OrderedDict()
+
+    def __call__(self, a: tuple[int, bytes], b: tuple[int, bytes], bound_micro: int) -> bool:
+        ka, kb = _payload_key(a), _payload_key(b)
+        key = (min(ka, kb), max(ka, kb), bound_micro)
+        verdict = self._seen.get(key)
+        if verdict is None:
+            verdict = agrees(payload_vectors(a[1], a[0]), payload_vectors(b[1], b[0]), bound_micro)
+            self._seen[key] = verdict
+            if len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+        return verdict
+
+
+def _payload_key(p: tuple[int, bytes]) -> bytes:
+    return H("space-check", p[0].to_bytes(4, "big") + p[1])
+
+
+payloads_agree = PairVerdicts()
+
+
 def off_space(space: Space, member: bytes, candidates: Mapping[bytes, tuple[int, bytes]]) -> str:
     """Why `member`'s candidate cannot win in `space` ("" when it can). `candidates` maps each revealed candidate
     (the member's included) to its payload's (dim, embeddings)."""
     dim, emb = candidates[member]
     if space.dim and dim != space.dim:
         return f"its vectors have {dim} dimensions, the space {space.id} has {space.dim}"
-    mine = payload_vectors(emb, dim)
     others = [m for m, (d, _) in sorted(candidates.items()) if m != member and (not space.dim or d == space.dim)]
     if not others:
         return ""
-    agree = sum(1 for m in others if agrees(mine, payload_vectors(candidates[m][1], candidates[m][0]),
-                                            space.round_p5_micro))
+    agree = sum(1 for m in others if payloads_agree((dim, emb), candidates[m], space.round_p5_micro))
     if agree >= 1 and 2 * agree >= len(others):
         return ""
     return f"its vectors agree with {agree} of the {len(others)} other candidates of space {space.id}"

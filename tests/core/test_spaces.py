@@ -196,3 +196,20 @@ def test_a_stake_that_names_an_unknown_space_or_an_unsorted_list_is_refused():
     assert Stake.from_body(body).spaces == ("other",)
     with pytest.raises(SchemaError, match="a space id"):
         Stake.from_body({**body, "spaces": ["Not A Space"]})
+
+
+def test_pair_verdicts_equal_the_check_and_stay_bounded():
+    from moenode.core.spaces import PairVerdicts, agrees, payload_vectors
+
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((6, 8)).astype(np.float32)
+    unit = lambda v: (v / np.linalg.norm(v, axis=1, keepdims=True)).astype("<f4")  # noqa: E731
+    near, far = unit(base + 0.05 * rng.standard_normal(base.shape)), unit(rng.standard_normal(base.shape))
+    payloads = [(8, unit(base).tobytes()), (8, near.tobytes()), (8, far.tobytes()), (4, unit(base[:, :4]).tobytes())]
+    verdicts = PairVerdicts(size=3)
+    for a in payloads:
+        for b in payloads:
+            want = agrees(payload_vectors(a[1], a[0]), payload_vectors(b[1], b[0]), 900_000)
+            assert verdicts(a, b, 900_000) == want == verdicts(b, a, 900_000)
+            assert len(verdicts._seen) <= 3
+    assert verdicts(payloads[0], payloads[1], 900_000) and not verdicts(payloads[0], payloads[2], 900_000)
