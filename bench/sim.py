@@ -65,48 +65,58 @@ interval_ms = 100
             "events_per_cpu_s": r["events"] / cpu, "certified": m.book.settled}
 
 
-def message_runs(rounds: int, repeat: int) -> dict:
-    """The 200-node message level, decoded and not, each the best of `repeat` runs by CPU time (a shared machine only
-    ever slows a run down); and which core modules this interpreter runs compiled."""
+def message_runs(rounds: int) -> dict:
+    """The 200-node message level, decoded and not; and which core modules this interpreter runs compiled."""
     import moenode.core
 
-    def best(decode: bool) -> dict:
-        return min((message_level(200, rounds, decode) for _ in range(repeat)), key=lambda r: r["cpu_s"])
-
-    res = {"decoded": best(True), "not_decoded": best(False)}
+    res: dict = {"decoded": message_level(200, rounds, True), "not_decoded": message_level(200, rounds, False)}
     res["compiled_modules"] = sorted(m for m, mod in sys.modules.items() if m.startswith("moenode.core.")
                                      and not str(getattr(mod, "__file__", "")).endswith(".py"))
     res["core"] = moenode.core.__path__[0]
     return res
 
 
-def in_child(rounds: int, repeat: int, overlay: Path | None) -> dict:
+def in_child(rounds: int, overlay: Path | None) -> dict:
     """`message_runs` in a fresh interpreter on this checkout's sources, with the compiled overlay ahead of them if
     given (-P: the current directory does not come first)."""
     path = [str(overlay)] if overlay else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path + [str(ROOT), str(ROOT / "bench")])}
-    out = subprocess.run([sys.executable, "-P", str(Path(__file__).resolve()), "--child", str(rounds), str(repeat)],
+    out = subprocess.run([sys.executable, "-P", str(Path(__file__).resolve()), "--child", str(rounds)],
                          env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}")
     return json.loads(out.stdout.splitlines()[-1])
 
 
-def pure_and_compiled(rounds: int, repeat: int, overlay: Path) -> dict:
-    """The message level on the pure core and on the compiled one; the compiled side is absent (with the reason)
-    when there is no usable build."""
-    res = {"pure": in_child(rounds, repeat, None), "compiled": None, "compiled_problem": ""}
+def compiled_problem(overlay: Path) -> str:
+    """Why the compiled side cannot run ("" when it can)."""
     if not (overlay / "manifest.json").exists():
-        res["compiled_problem"] = (f"no compiled core in {overlay}: build it with `python scripts/build_mypyc.py` "
-                                   "(or `make mypyc`)")
-        return res
+        return f"no compiled core in {overlay}: build it with `python scripts/build_mypyc.py` (or `make mypyc`)"
     try:
-        res["compiled"] = c = in_child(rounds, repeat, overlay)
+        in_child(1, overlay)
     except RuntimeError as e:
-        res["compiled_problem"] = f"the compiled core in {overlay} did not load: {e}"
+        return f"the compiled core in {overlay} did not load: {e}"
+    return ""
+
+
+def pure_and_compiled(rounds: int, repeat: int, overlay: Path) -> dict:
+    """The message level on the pure core and on the compiled one, in turns (so both see the same load on a shared
+    machine), each side's best of `repeat` by CPU time (other work only ever slows a run down). The compiled side is
+    None, with the reason, when there is no usable build."""
+    problem = compiled_problem(overlay)
+    sides = {"pure": None} if problem else {"pure": None, "compiled": overlay}
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    for _ in range(repeat):
+        for side, path in sides.items():
+            runs[side].append(in_child(rounds, path))
+    res: dict = {"compiled": None, "compiled_problem": problem}
+    for side, got in runs.items():
+        res[side] = {kind: min((r[kind] for r in got), key=lambda r: r["cpu_s"]) for kind in ("decoded", "not_decoded")}
+        res[side]["compiled_modules"] = got[0]["compiled_modules"]
+    if problem:
         return res
     for kind in ("decoded", "not_decoded"):
-        p, q = res["pure"][kind], c[kind]
+        p, q = res["pure"][kind], res["compiled"][kind]
         if (p["events"], p["certified"]) != (q["events"], q["certified"]):
             raise SystemExit(f"the compiled core diverged from the pure one ({kind}): events {p['events']} vs "
                              f"{q['events']}, certified {p['certified']} vs {q['certified']}")
@@ -210,11 +220,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     ap.add_argument("--message-only", action="store_true", help="only the 200-node message level, pure and compiled")
     ap.add_argument("--compiled", type=Path, default=COMPILED, help=f"the mypyc overlay (default {COMPILED})")
-    ap.add_argument("--repeat", type=int, help="message-level runs per side, the best kept (default 3, quick 1)")
-    ap.add_argument("--child", nargs=2, type=int, metavar=("ROUNDS", "REPEAT"), help=argparse.SUPPRESS)
+    ap.add_argument("--repeat", type=int,
+                    help="message-level runs per side, in turns, the best kept (default 3, quick 1)")
+    ap.add_argument("--child", type=int, metavar="ROUNDS", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.child:
-        print(json.dumps(message_runs(*a.child)))
+    if a.child is not None:
+        print(json.dumps(message_runs(a.child)))
         return
     import faiss
 

@@ -37,7 +37,8 @@ sc = override(small(nodes=24, submissions=12), {"net.latency_spread": 0.4, "net.
 m = MessageSim(sc)
 r = m.run()
 print(json.dumps({"round_module": moenode.core.round.__file__, "events": r["events"], "deliveries": r["deliveries"],
-                  "trace": m.trace, "settled": m.book.settled, "slashed": m.book.slashed_total, "rejections": m.rejections,
+                  "trace": m.trace, "settled": m.book.settled, "slashed": m.book.slashed_total,
+                  "rejections": m.rejections,
                   "balances": {k.hex(): v for k, v in sorted(m.book.balances.items())},
                   "stakes": {k.hex(): v for k, v in sorted(m.book.stakes.items())}}, default=repr))
 """
