@@ -112,6 +112,8 @@ def pure_and_compiled(rounds: int, repeat: int, overlay: Path) -> dict:
     res: dict = {"compiled": None, "compiled_problem": problem}
     for side, got in runs.items():
         res[side] = {kind: min((r[kind] for r in got), key=lambda r: r["cpu_s"]) for kind in ("decoded", "not_decoded")}
+        for kind in ("decoded", "not_decoded"):  # the spread, for the record
+            res[side][kind]["all_events_per_cpu_s"] = [r[kind]["events_per_cpu_s"] for r in got]
         res[side]["compiled_modules"] = got[0]["compiled_modules"]
     if problem:
         return res
