@@ -21,9 +21,12 @@ shared machine vary; CPU time is reported too.
 import argparse
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -65,27 +68,46 @@ interval_ms = 100
             "events_per_cpu_s": r["events"] / cpu, "certified": m.book.settled}
 
 
-def message_runs(rounds: int) -> dict:
+KINDS = ("decoded", "not_decoded")
+VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+
+
+def message_runs(rounds: int, kinds: Sequence[str] = KINDS) -> dict:
     """The 200-node message level, decoded and not; and which core modules this interpreter runs compiled."""
     import moenode.core
 
-    res: dict = {"decoded": message_level(200, rounds, True), "not_decoded": message_level(200, rounds, False)}
+    res: dict = {kind: message_level(200, rounds, kind == "decoded") for kind in kinds}
     res["compiled_modules"] = sorted(m for m, mod in sys.modules.items() if m.startswith("moenode.core.")
                                      and not str(getattr(mod, "__file__", "")).endswith(".py"))
     res["core"] = moenode.core.__path__[0]
     return res
 
 
-def in_child(rounds: int, overlay: Path | None) -> dict:
+def in_child(rounds: int, overlay: Path | None, kinds: Sequence[str] = KINDS, wrap: Sequence[str] = ()
+             ) -> tuple[dict, str]:
     """`message_runs` in a fresh interpreter on this checkout's sources, with the compiled overlay ahead of them if
-    given (-P: the current directory does not come first)."""
+    given (-P: the current directory does not come first), under `wrap` if given; its result and its stderr."""
     path = [str(overlay)] if overlay else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path + [str(ROOT), str(ROOT / "bench")])}
-    out = subprocess.run([sys.executable, "-P", str(Path(__file__).resolve()), "--child", str(rounds)],
-                         env=env, capture_output=True, text=True)
+    out = subprocess.run([*wrap, sys.executable, "-P", str(Path(__file__).resolve()), "--child", str(rounds),
+                          ",".join(kinds)], env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}")
-    return json.loads(out.stdout.splitlines()[-1])
+    return json.loads(out.stdout.splitlines()[-1]), out.stderr
+
+
+def instructions_per_event(overlay: Path | None, kind: str) -> float:
+    """Machine instructions per event, counted by valgrind (independent of other load): the difference between runs
+    of 2 and 10 rounds, so the imports and the setup cancel out."""
+    counts = []
+    for rounds in (2, 10):
+        res, err = in_child(rounds, overlay, (kind,), VALGRIND)
+        refs = re.search(r"I\s+refs:\s+([\d,]+)", err)
+        if refs is None:
+            raise RuntimeError(f"no instruction count in valgrind's output: {err[-200:]}")
+        counts.append((int(refs.group(1).replace(",", "")), res[kind]["events"]))
+    (i2, e2), (i10, e10) = counts
+    return (i10 - i2) / (e10 - e2)
 
 
 def compiled_problem(overlay: Path) -> str:
@@ -93,7 +115,7 @@ def compiled_problem(overlay: Path) -> str:
     if not (overlay / "manifest.json").exists():
         return f"no compiled core in {overlay}: build it with `python scripts/build_mypyc.py` (or `make mypyc`)"
     try:
-        in_child(1, overlay)
+        in_child(1, overlay, ("not_decoded",))
     except RuntimeError as e:
         return f"the compiled core in {overlay} did not load: {e}"
     return ""
@@ -108,16 +130,16 @@ def pure_and_compiled(rounds: int, repeat: int, overlay: Path) -> dict:
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     for _ in range(repeat):
         for side, path in sides.items():
-            runs[side].append(in_child(rounds, path))
+            runs[side].append(in_child(rounds, path)[0])
     res: dict = {"compiled": None, "compiled_problem": problem}
     for side, got in runs.items():
-        res[side] = {kind: min((r[kind] for r in got), key=lambda r: r["cpu_s"]) for kind in ("decoded", "not_decoded")}
-        for kind in ("decoded", "not_decoded"):  # the spread, for the record
+        res[side] = {kind: min((r[kind] for r in got), key=lambda r: r["cpu_s"]) for kind in KINDS}
+        for kind in KINDS:  # the spread, for the record
             res[side][kind]["all_events_per_cpu_s"] = [r[kind]["events_per_cpu_s"] for r in got]
         res[side]["compiled_modules"] = got[0]["compiled_modules"]
     if problem:
         return res
-    for kind in ("decoded", "not_decoded"):
+    for kind in KINDS:
         p, q = res["pure"][kind], res["compiled"][kind]
         if (p["events"], p["certified"]) != (q["events"], q["certified"]):
             raise SystemExit(f"the compiled core diverged from the pure one ({kind}): events {p['events']} vs "
@@ -214,6 +236,22 @@ def print_message_level(res: dict) -> None:
     print(f"  compiled: {', '.join(c['compiled_modules'])}")
 
 
+def instructions(overlay: Path | None) -> dict:
+    """Instructions per event on the pure core and, with an overlay, the compiled one; printed with the ratio."""
+    if shutil.which("valgrind") is None:
+        print("instructions: valgrind is not installed")
+        return {}
+    sides = {"pure": None} if overlay is None else {"pure": None, "compiled": overlay}
+    res: dict = {side: {kind: instructions_per_event(path, kind) for kind in KINDS} for side, path in sides.items()}
+    for kind in KINDS:
+        line = f"instructions per event, {kind.replace('_', ' ')}: pure {res['pure'][kind]:,.0f}"
+        if overlay is not None:
+            res[f"ratio_{kind}"] = res["pure"][kind] / res["compiled"][kind]
+            line += f", compiled {res['compiled'][kind]:,.0f}, ratio pure/compiled {res[f'ratio_{kind}']:.2f}"
+        print(line)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print the JSON result as the last line")
@@ -224,10 +262,12 @@ def main() -> None:
     ap.add_argument("--compiled", type=Path, default=COMPILED, help=f"the mypyc overlay (default {COMPILED})")
     ap.add_argument("--repeat", type=int,
                     help="message-level runs per side, in turns, the best kept (default 3, quick 1)")
-    ap.add_argument("--child", type=int, metavar="ROUNDS", help=argparse.SUPPRESS)
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count machine instructions per event with valgrind, both cores (a few minutes)")
+    ap.add_argument("--child", nargs=2, metavar=("ROUNDS", "KINDS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child is not None:
-        print(json.dumps(message_runs(a.child)))
+        print(json.dumps(message_runs(int(a.child[0]), a.child[1].split(","))))
         return
     import faiss
 
@@ -238,6 +278,8 @@ def main() -> None:
     both = res["message_both"] = pure_and_compiled(rounds, a.repeat or (1 if quick else 3), a.compiled)
     res["message"], res["message_no_decode"] = both["pure"]["decoded"], both["pure"]["not_decoded"]
     print_message_level(res)
+    if a.instructions:
+        res["instructions"] = instructions(a.compiled if both["compiled"] else None)
     if not a.message_only:
         more(res, quick, a.submissions)
     write_result(res, a.out, a.json)
