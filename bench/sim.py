@@ -15,7 +15,12 @@ import path); the ratio is of events per CPU second, and both runs must reach th
 Without the build it says how to make one and runs the pure side only.
 
 Prints ratios, writes all figures as JSON (`--out`; `--json` prints them as the last line too). Wall times on a
-shared machine vary; CPU time is reported too.
+shared machine vary; CPU time is reported too, and `--instructions` counts machine instructions per event with
+valgrind, which other load does not change.
+
+    python bench/sim.py --quick                          # a smoke run of everything
+    python bench/sim.py --message-only --instructions    # pure against compiled, by CPU time and by instructions
+    python bench/sim.py --out /tmp/sim.json --json       # the full run, its JSON also as the last line
 """
 
 import argparse
@@ -253,7 +258,8 @@ def instructions(overlay: Path | None) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n")[-1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print the JSON result as the last line")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "sim.json", help="where the JSON goes")
     ap.add_argument("--submissions", type=int, default=1_000_000, help="market-level submissions on 10k nodes")

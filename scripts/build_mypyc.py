@@ -102,7 +102,7 @@ def build(out: Path = DEFAULT_OUT, modules: tuple[str, ...] = MODULES, jobs: int
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n")[1],
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"the overlay directory (default {DEFAULT_OUT})")
     ap.add_argument("--jobs", type=int, default=2, help="C compiler processes (default 2)")
