@@ -9,10 +9,11 @@ sources on the import path (`-P` keeps Python from putting the current directory
     python bench/sim.py --quick                        # runs the message level both ways and prints the ratio
 
 Layout of the overlay: `moenode/core/<module>.*.so` for each compiled module, one shared `moenode_core__mypyc.*.so`
-beside `moenode/`, `manifest.json` (a hash of each compiled source), and generated `moenode/__init__.py` and
+beside `moenode/`, `manifest.json` (a hash of each core module), and generated `moenode/__init__.py` and
 `moenode/core/__init__.py` that extend the packages' paths to the sources that come later on sys.path
 (`pkgutil.extend_path`) and run the sources' own `__init__` code. The rest of the package is imported from the
-sources. A build older than its sources refuses to load (ImportError naming the changed module).
+sources. A build older than any core module (compiled or not: the compiled ones were typed against the others)
+refuses to load, with an ImportError naming the changed module.
 
 Which modules, and why the others are not compiled:
 - compiled: codec, crypto, selection, routing, spaces, round, shard (the round machines, the shard session and what
@@ -61,14 +62,17 @@ _source = _Path(__path__[1])
 
 STALE_CHECK = '''_manifest = _Path(__file__).parent.parent.parent / "manifest.json"
 for _name, _digest in _json.loads(_manifest.read_text())["sources"].items():
-    if _sha256((_source / f"{{_name}}.py").read_bytes()).hexdigest() != _digest:
+    _file = _source / f"{{_name}}.py"
+    if not _file.exists() or _sha256(_file.read_bytes()).hexdigest() != _digest:
         raise ImportError(f"the compiled build in {out} is older than moenode/core/{{_name}}.py; "
                           "rebuild it: python scripts/build_mypyc.py")
 '''
 
 
-def source_digests(root: Path = ROOT, modules: tuple[str, ...] = MODULES) -> dict[str, str]:
-    return {m: hashlib.sha256((root / "moenode" / "core" / f"{m}.py").read_bytes()).hexdigest() for m in modules}
+def source_digests(root: Path = ROOT) -> dict[str, str]:
+    """A hash of every core module: the compiled ones, and the others whose types mypyc compiled them against."""
+    core = sorted((root / "moenode" / "core").glob("*.py"))
+    return {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in core}
 
 
 def build(out: Path = DEFAULT_OUT, modules: tuple[str, ...] = MODULES, jobs: int = 2) -> float:
@@ -79,6 +83,7 @@ def build(out: Path = DEFAULT_OUT, modules: tuple[str, ...] = MODULES, jobs: int
     start = time.monotonic()
     out = out.resolve()
     os.chdir(ROOT)  # mypyc names modules by their paths from here
+    sources = source_digests(ROOT)  # before compiling: a source edited meanwhile makes the build stale
     with tempfile.TemporaryDirectory(prefix="mypyc-") as tmp:
         lib = Path(tmp) / "lib"
         extensions = mypycify([f"moenode/core/{m}.py" for m in modules], opt_level="3", group_name=GROUP,
@@ -91,7 +96,7 @@ def build(out: Path = DEFAULT_OUT, modules: tuple[str, ...] = MODULES, jobs: int
         (lib / "moenode" / "__init__.py").write_text(OVERLAY_INIT.format(package="moenode", out=out, check=""))
         (lib / "moenode" / "core" / "__init__.py").write_text(
             OVERLAY_INIT.format(package="moenode.core", out=out, check=STALE_CHECK.format(out=out)))
-        manifest = {"modules": [f"moenode.core.{m}" for m in modules], "sources": source_digests(ROOT, modules),
+        manifest = {"modules": [f"moenode.core.{m}" for m in modules], "sources": sources,
                     "python": sys.version.split()[0], "mypy": version("mypy")}
         (lib / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         if out.exists():

@@ -69,8 +69,9 @@ def build_problem(overlay: Path) -> str:
     sources = json.loads(manifest.read_text())["sources"]
     from hashlib import sha256
 
+    core = ROOT / "moenode" / "core"
     changed = [m for m, digest in sources.items()
-               if sha256((ROOT / "moenode" / "core" / f"{m}.py").read_bytes()).hexdigest() != digest]
+               if not (core / f"{m}.py").exists() or sha256((core / f"{m}.py").read_bytes()).hexdigest() != digest]
     return f"the compiled core in {overlay} is older than {', '.join(changed)}: rebuild it" if changed else ""
 
 
