@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export OPENBLAS_NUM_THREADS := 1
 export OMP_NUM_THREADS := 1
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench mypyc clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,9 @@ test-fast: setup       ## skip the slow end-to-end tests
 
 bench: setup
 	for b in bench/[!_]*.py; do $(PY) $$b --json || exit 1; done
+
+mypyc: setup           ## optional: the core's hot modules compiled with mypyc into build/mypyc (bench/sim.py runs both)
+	$(PY) scripts/build_mypyc.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

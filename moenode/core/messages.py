@@ -40,10 +40,13 @@ def _fail(where: str, what: str) -> SchemaError:
     return SchemaError(f"{where}: {what}")
 
 
+_BUDGETS: dict[Check, int] = {}  # each check's value budget (a compiled function takes no attribute)
+
+
 def holds(values: int) -> Callable[[Check], Check]:
     """Declare that a check's valid input holds at most `values` msgpack values (1 for a scalar)."""
     def mark(check: Check) -> Check:
-        setattr(check, "values", values)  # noqa: B010 (an attribute of a function: typed code sets it so)
+        _BUDGETS[check] = values
         return check
     return mark
 
@@ -51,8 +54,8 @@ def holds(values: int) -> Callable[[Check], Check]:
 def values_of(check: Check) -> int:
     """How many msgpack values a check's valid input holds at most (see `holds`)."""
     try:
-        return int(getattr(check, "values"))  # noqa: B009
-    except AttributeError:
+        return _BUDGETS[check]
+    except KeyError:
         raise TypeError(f"field check {check!r} does not declare its value budget (use @holds)") from None
 
 

@@ -201,6 +201,7 @@ def plan(
 
     `neighbours[i]`: item i's winner-index neighbours; `own_neighbours[i]`: item i's neighbours in the member's own
     history (entries produced by `me`). Shard members and `me` never serve; see `rank` for the rest."""
+    own: int | None  # declared: mypyc infers None from the `is None` branch below
     own, source = own_estimate(own_neighbours, me, params, own_average_micro)
     if own is None:
         own = region_norm(neighbours, params)
