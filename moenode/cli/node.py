@@ -387,7 +387,7 @@ def submit(
 ) -> None:
     """Embed one batch of text through the network: pay, send to a shard, wait for the certificate.
 
-    Prints the embedding summary, the winning member and producer (when it proxied), the loss and the certificate. If a shard cannot certify, the fee is refunded and the node retries on a fresh shard.
+    Prints the embedding summary, the winning member and producer (when it proxied), the loss and the certificate. If a shard cannot certify, the node retries at once on a fresh shard (paying again if the balance allows) and the failed shard's fee is refunded after its deadline.
 
     Examples:
 

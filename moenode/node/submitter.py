@@ -5,8 +5,13 @@ serves: else nothing is paid), then makes up to `attempts` attempts. An attempt 
 gets the escrow certified (`Payments.pay_escrow`, a PayEscrow of the fee until the round's deadline), seals the
 `Input` and hands it to the round driver (`Rounds.run_submission`), which runs our submitter's session and returns
 how it ended. A certified round with the winning reveal is done: its certificate goes through the certificates'
-door (`on_certificate`) and the embeddings back to the caller. Any other ending waits for the escrow's deadline and
-refunds it (`Payments.refund`), unless the round was certified after all (then the winner settles it).
+door (`on_certificate`) and the embeddings back to the caller. Any other ending refunds the escrow after its
+deadline (`Payments.refund`), unless the round was certified after all (then the winner settles it).
+
+A refund can only come after the escrow's deadline (a Settle may still be on its way until then), which is a whole
+`round_abort_ms` away. So a failed attempt with another one to come, and a balance that covers a second fee, does
+not wait for it: the next attempt pays and starts at once, and the refund runs in the background (the attempt says
+so). The last attempt, or one whose next fee the balance cannot cover, waits for its refund as before.
 """
 
 from __future__ import annotations
@@ -73,8 +78,8 @@ class Submitter:
         list or that no stake serves raises SubmitError before anything is paid."""
         space = self.submit_space(space)
         done: list[Attempt] = []
-        for _ in range(attempts):
-            a = await self._attempt(texts, fee, wait_ms, space)
+        for i in range(attempts):
+            a = await self._attempt(texts, fee, wait_ms, space, retry_at_once=i + 1 < attempts)
             done.append(a)
             if a.status == "certified":
                 return a, done
@@ -97,7 +102,8 @@ class Submitter:
             raise SubmitError(f"no staked node serves space {space} in epoch {epoch}: nothing was paid", [])
         return space
 
-    async def _attempt(self, texts: list[str], fee: int, wait_ms: int, space: str) -> Attempt:
+    async def _attempt(self, texts: list[str], fee: int, wait_ms: int, space: str, retry_at_once: bool = False
+                       ) -> Attempt:
         t0 = self.ctx.now_ms()
         epoch = max(0, self.ctx.genesis.epoch(t0))
         nonce = os.urandom(32)
@@ -116,6 +122,10 @@ class Submitter:
             a = Attempt(sid, "failed", f"could not start the round: {e}", None, elapsed_ms=self.ctx.now_ms() - t0)
         a.pay_ms = paid - t0
         if a.status == "certified":
+            return a
+        if retry_at_once and self.payments.ledger.balance(self.ctx.account) >= fee:
+            a.reason += "; retried at once, the fee comes back after the escrow's deadline"
+            self.ctx.spawn(self._refund_unless_certified, a, pay, deadline)
             return a
         await self._refund_unless_certified(a, pay, deadline)
         return a
