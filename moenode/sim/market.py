@@ -248,6 +248,7 @@ class MarketSim:
         for esc in list(self.book.escrows):
             self.book.refund(esc)
         self.book.check()
+        self.rec.quality = self.world.delivered_quality()
         wall = time.perf_counter() - t0
         return {"wall_s": wall, "events": self.events}
 
@@ -446,6 +447,7 @@ class MarketSim:
             if any_faulty[g]:
                 self.faulty_marks.update(keys[m] for m in members[vd.faulty[g]])
             rec.wins[producer, sh.dom[g]] += 1
+            self.world.deliver(space, producer, sh.ids[g])
             self.domain_reward[sh.dom[g]] += s.fee
             loss = rt.ex_real[g] if producer != winner else sh.real[g, vd.win[g]]
             learned.append((routing_vectors(sh.x[g]), np.full(len(loss), producer), loss))

@@ -62,6 +62,7 @@ class Recorder:
     specialization: list[tuple[int, float]] = field(default_factory=list)
     supply: list[tuple[int, int]] = field(default_factory=list)
     spaces: dict[str, SpaceTally] = field(default_factory=dict)
+    quality: dict[str, dict] = field(default_factory=dict)  # real mode: delivered quality per space (run end)
 
     def expect_spaces(self, cheats_by_space: dict[str, set[str]]) -> None:
         """The spaces of the network, each with the cheats that serve it (so a cheat that never wins shows 0)."""
@@ -164,4 +165,6 @@ class Recorder:
         out["classes"] = by_class
         out["specialization"] = [[e, s] for e, s in self.specialization]
         out["spaces"] = {space: t.as_dict() for space, t in self.spaces.items()}
+        for space, quality in self.quality.items():  # real mode: what the submitters received, against each model
+            out["spaces"].setdefault(space, SpaceTally().as_dict())["quality"] = quality
         return out

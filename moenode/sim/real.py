@@ -35,6 +35,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MOENODE_SIM_CACHE", Path.home() / ".cache" / "moenode" / "sim"))
 
 
+def measured_items(per_domain: int) -> list:
+    """The corpus items the real mode measures: the first `per_domain` of every domain's eval split."""
+    from moenode.encoders import corpus
+
+    return [it for d in corpus.domains() for it in corpus.split(d, "eval")[:per_domain]]
+
+
+def item_labels(per_domain: int) -> list[str]:
+    """Each measured item's label for retrieval quality: its domain and source (items of one source are relevant
+    to each other, as in the labelled audit)."""
+    return [f"{it.domain}/{it.source}" for it in measured_items(per_domain)]
+
+
 def measure(models: list[str], per_domain: int, router: str, batch: int = 16) -> dict:
     """(cached) {domains, item_domain, router vectors, loss table (models x items) in micro-units, and each model's
     own float16 vectors of the items as `vectors_<i>`}."""
@@ -44,7 +57,7 @@ def measure(models: list[str], per_domain: int, router: str, batch: int = 16) ->
     from moenode.encoders import scoring, zoo
 
     domains = corpus.domains()
-    items = [it for d in domains for it in corpus.split(d, "eval")[:per_domain]]
+    items = measured_items(per_domain)
     encs = {m: zoo.load(m) for m in models}
     router_enc = zoo.load(router)
     key = json.dumps([[m, encs[m].model_id.hex()] for m in models] + [router_enc.model_id.hex(), per_domain, batch,
@@ -83,6 +96,7 @@ class RealWorld(World):
         super().__init__(cfg, seed, n_experts)
         m = measure(list(cfg.real_models), cfg.real_per_domain, cfg.real_router)
         self.item_domain, self.x_items, self.loss_table = m["item_domain"], m["x"], m["loss"] / 1e6
+        self.domain_names = [str(d) for d in m["domains"]]
         self.vectors = [m[f"vectors_{mi}"] for mi in range(len(cfg.real_models))]  # what each model reveals
         K = int(self.item_domain.max()) + 1
         self.dim = self.x_items.shape[1]
@@ -108,6 +122,8 @@ class RealWorld(World):
         self.collapsed = np.zeros(n_experts, dtype=bool)
         self.investing = np.zeros(n_experts, dtype=bool)
         self.stream = np.zeros(0, dtype=np.int64)  # item id -> measured item
+        self.labels = item_labels(cfg.real_per_domain)  # measured item -> its source in the corpus
+        self.delivered: dict[str, dict[int, int]] = {}  # space -> measured item -> model that delivered it last
 
     def draw_items(self, rng: np.random.Generator, n: int, per_batch: int) -> tuple[np.ndarray, np.ndarray]:
         dom = rng.choice(self.domains, size=n, p=self.popularity)
@@ -118,6 +134,38 @@ class RealWorld(World):
     def payload_vectors(self, expert: int, items: np.ndarray) -> np.ndarray | None:
         """The expert's model's own vectors of the items (so the in-round space check runs on real vectors)."""
         return self.vectors[self.model_of[expert]][self.stream[items]].astype(np.float32)
+
+    def deliver(self, space: str, producer: int, items: np.ndarray) -> None:
+        got = self.delivered.setdefault(space, {})
+        for item in self.stream[items].tolist():
+            got[item] = int(self.model_of[producer])
+
+    def delivered_quality(self) -> dict[str, dict]:
+        """The comparison `bench/quality.py` makes on a testnet, over the measured items: one index per space of
+        every item a submitter received (the vectors of the model that won its last round), its global MRR of the
+        first same-source neighbour, against each model of the space alone on the same items, overall and per
+        domain."""
+        from moenode.encoders import zoo
+        from moenode.encoders.train import mrr
+
+        names = list(self.cfg.real_models)
+        out: dict[str, dict] = {}
+        for space, got in sorted(self.delivered.items()):
+            items = np.array(sorted(got), dtype=np.int64)
+            models = [mi for mi, m in enumerate(names) if zoo.space_of(m) == space and not zoo.is_adversary(m)]
+            groups = {"mixed": items} | {self.domain_names[k]: items[self.item_domain[items] == k]
+                                         for k in sorted(set(self.item_domain[items].tolist()))}
+            rows = {}
+            for name, idx in groups.items():
+                labels = [self.labels[i] for i in idx.tolist()]
+                delivered = np.stack([self.vectors[got[i]][i] for i in idx.tolist()]).astype(np.float32)
+                alone = {names[mi]: mrr(self.vectors[mi][idx].astype(np.float32), labels) for mi in models}
+                best = max((v for v in alone.values() if v is not None), default=None)
+                value = mrr(delivered, labels)
+                rows[name] = {"items": len(idx), "delivered_mrr": value, "alone_mrr": alone,
+                              "ratio_to_best_in_space": value / best if value is not None and best else None}
+            out[space] = rows
+        return out
 
     def spaces(self) -> tuple[tuple[Space, ...], list[str]]:
         from moenode.encoders import zoo

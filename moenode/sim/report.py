@@ -233,6 +233,22 @@ def space_rows(spaces: dict) -> list[list[str]]:
              counts(v["cheat_wins"])] for space, v in spaces.items()]
 
 
+def quality_rows(spaces: dict) -> list[list[str]]:
+    """Real mode: per space and corpus group, what the submitters received against the best model of the space."""
+    rows = []
+    for space, v in spaces.items():
+        for group, q in v.get("quality", {}).items():
+            alone = {m: x for m, x in q["alone_mrr"].items() if x is not None}
+            best = max(alone, key=lambda m: alone[m], default=None)
+            rows.append([space, group, q["items"], _f(q["delivered_mrr"], 3, "no repeated label"),
+                         f"{best} {_f(alone[best], 3)}" if best else "n/a (no model of the space)",
+                         _f(q["ratio_to_best_in_space"], 3, "n/a")])
+    return rows
+
+
+QUALITY_HEAD = ["space", "items", "n", "delivered MRR", "best model alone", "delivered / best"]
+
+
 def _spaces_worth_a_table(spaces: dict) -> bool:
     """More than one space, or cheats in one: a variant's spaces say something the base table does not."""
     return len(spaces) > 1 or any(v["cheat_wins"] for v in spaces.values())
@@ -292,6 +308,10 @@ img{{max-width:520px}}figcaption{{font-size:12px;max-width:520px}}</style></head
 <h2>Vector spaces</h2><p>Each submission names a space; its shard is drawn from the stake that serves it, and
 routing, proxies and the other policies stay inside it. Wins are counted per producer (the model in the real mode,
 the expert's kind in the synthetic world).</p>{_table(space_rows(res.get("spaces", {})), SPACE_HEAD)}
+{('<h2>Delivered quality (real mode)</h2><p>One index per space of every measured item a submitter received (the '
+  'vectors of the model that won its last round): global MRR of the first same-source neighbour, against each '
+  'model of the space alone on the same items, as bench/quality.py measures it on a testnet.</p>'
+  + _table(quality_rows(res.get("spaces", {})), QUALITY_HEAD)) if quality_rows(res.get("spaces", {})) else ''}
 <h2>Node classes</h2>{_table(cls, CLASS_HEAD)}
 {('<h2>Variants</h2>' + _table(var, ['label', 'changes', 'market loss', 'routing_ratio', 'certified', 'honest earned/node', 'supply ok'])) if var else ''}
 {var_classes}

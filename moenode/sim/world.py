@@ -120,6 +120,13 @@ class World:
         """The vectors an expert reveals for items, when the world knows them (real mode); None: synthetic."""
         return None
 
+    def deliver(self, space: str, producer: int, items: np.ndarray) -> None:
+        """A certified round gave the submitter `producer`'s vectors of `items` (kept in real mode, for quality)."""
+
+    def delivered_quality(self) -> dict[str, dict]:
+        """Per space, what the submitters received against each model alone (real mode); {} when unknown."""
+        return {}
+
     def spaces(self) -> tuple[tuple[Space, ...], list[str]]:
         """The network's spaces (the first is the default) and, per expert, the one its model serves."""
         ids = [str(s) for s in self.cfg.spaces] or [DEFAULT_SPACE]

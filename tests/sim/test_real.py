@@ -74,3 +74,40 @@ real_per_domain = 8
     off = {m.pop.keys[i].hex() for i in range(len(m.pop.keys)) if m.world.model_of[i] == 3}
     winners = [t["winner"] for t in m.trace if t["winner"]]
     assert winners and not off & set(winners)
+
+
+@pytest.mark.slow
+def test_real_mode_reports_delivered_quality_against_each_model_alone(tmp_path, monkeypatch):
+    """The comparison bench/quality.py makes on a testnet, at the simulator's scale: one index per space of what the
+    submitters received. With one honest model in the space every round delivers its vectors, so the delivered
+    index is that model alone, item for item; with two, the delivered MRR is reported against both."""
+    monkeypatch.setenv("MOENODE_SIM_CACHE", str(tmp_path))
+
+    def run(models: str) -> tuple[MarketSim, dict]:
+        sc = parse(f"""
+[sim]
+nodes = 6
+submissions = 120
+epoch_submissions = 60
+chunk = 30
+[world]
+mode = "real"
+real_models = {models}
+real_per_domain = 4
+""")
+        m = MarketSim(sc)
+        m.run()
+        return m, m.rec.summary(0.0, m.world.kind)["spaces"]["main"]["quality"]
+
+    m, alone = run('["minilm-l6"]')
+    assert set(m.world.delivered["main"]) == set(m.world.stream.tolist())  # every measured item drawn, delivered
+    assert set(m.world.delivered["main"].values()) == {0}
+    assert set(alone) == {"mixed", *m.world.domain_names} and alone["mixed"]["items"] == len(set(m.world.stream.tolist()))
+    assert alone["mixed"]["delivered_mrr"] == alone["mixed"]["alone_mrr"]["minilm-l6"]
+    assert alone["mixed"]["ratio_to_best_in_space"] == 1.0
+    m, two = run('["minilm-l6", "spec-code"]')
+    two = two["mixed"]
+    assert set(m.world.delivered["main"].values()) == {0, 1}  # both models won rounds
+    assert set(two["alone_mrr"]) == {"minilm-l6", "spec-code"} and two["delivered_mrr"] is not None
+    best = max(two["alone_mrr"].values())
+    assert two["ratio_to_best_in_space"] == pytest.approx(two["delivered_mrr"] / best)
