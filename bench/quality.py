@@ -22,6 +22,8 @@ Usage:
 
   python bench/quality.py                                      # 5 nodes, 3 batches of 16 per audit domain
   python bench/quality.py --batches 5 --json bench/results/quality.json
+  python bench/quality.py --spaces main,mpnet                  # the same batches in each space: the market
+                                                               # against the large expert's own space
   python bench/quality.py --models minilm-l6,spec-code,spec-legal,spec-man,minilm-l3 --deadline 0
 """
 
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_MS / 1000,
                     help="commit deadline in seconds (0: the network's timers)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--spaces", default="main",
+                    help="comma-separated spaces to submit every batch in, one run each (e.g. main,mpnet)")
     ap.add_argument("--epoch-ms", type=int, default=60_000)
     ap.add_argument("--dir", type=Path, default=None, help="testnet directory (default: a temporary one)")
     ap.add_argument("--json", nargs="?", const=DEFAULT_JSON, default=DEFAULT_JSON, metavar="PATH",
@@ -69,39 +73,55 @@ def main(argv: list[str] | None = None) -> int:
     models = [m for m in args.models.split(",") if m] or None
     batches = workload(args.batches * len(domains), args.batch, args.seed, domains, audit=True)
     label_of = {it.text: it.source for d in domains for it in corpus.audit(d)}
+    spaces = [x for x in args.spaces.split(",") if x]
     root = args.dir or Path(tempfile.mkdtemp(prefix="moenode-quality-"))
     cpu0 = time.process_time()
     tn = Testnet.create(root, args.nodes, models=models, epoch_ms=args.epoch_ms)
+    runs: dict[str, tuple[list, dict]] = {}
     try:
         tn.start()
         print(f"testnet up: {', '.join(f'{nd.name}={nd.model}' for nd in tn.nodes)}", flush=True)
         cfg = DemoConfig(nodes=args.nodes, deadline_ms=int(args.deadline * 1000))
-        subs = submit_all(tn, batches, concurrency=1, timeout=cfg.submit_timeout_s, deadline_ms=cfg.deadline_ms,
-                          on_done=lambda s: print(f"  {s.index:3d} {s.domain:9s} {'ok' if s.ok else 'FAILED':6s} "
-                                                  f"{s.latency_ms / 1000:5.1f}s served={s.served}", flush=True))
         model_of = {nd.account: nd.model for nd in tn.nodes}
-        candidates = round_candidates(subs, tn.nodes[0].home, model_of, shard_members)
+        for space in spaces:
+            print(f"space {space}:", flush=True)
+            subs = submit_all(tn, batches, concurrency=1, timeout=cfg.submit_timeout_s, deadline_ms=cfg.deadline_ms,
+                              space=space, on_done=lambda s: print(
+                                  f"  {s.index:3d} {s.domain:9s} {'ok' if s.ok else 'FAILED':6s} "
+                                  f"{s.latency_ms / 1000:5.1f}s served={s.served}", flush=True))
+            runs[space] = subs, round_candidates(subs, tn.nodes[0].home, model_of, shard_members)
     finally:
         tn.stop()
     market = sorted({nd.model for nd in tn.nodes})
-    q = delivered_quality(subs, market, label_of=label_of, candidates=candidates, model_of=model_of)
+    by_space = {space: space_result(subs, delivered_quality(subs, market, label_of=label_of, candidates=cands,
+                                                                model_of=model_of), cands, model_of)
+                for space, (subs, cands) in runs.items()}
     result = {
         "bench": "quality", "nodes": args.nodes, "models": [nd.model for nd in tn.nodes], "domains": domains,
         "batches_per_domain": args.batches, "batch": args.batch, "deadline_ms": int(args.deadline * 1000),
+        **by_space[spaces[0]], "spaces": by_space, "bench_cpu_s": time.process_time() - cpu0,
+    }
+    for space, r in by_space.items():
+        print(f"\nspace {space}:")
+        print_ratios(r)
+    write_result(result, args.json, args.print_json)
+    return 0
+
+
+def space_result(subs, q: dict, candidates: dict[int, list[str]], model_of: dict[str, str]) -> dict:
+    """One space's rounds: what was certified, who won, and the delivered quality (`delivered_quality`)."""
+    return {
         "rounds": len(subs), "certified": sum(s.ok for s in subs),
         "proxied_rounds": q["mixed"]["proxied_rounds"] if q["mixed"] else 0,
         "proxied_wins": q["mixed"]["proxied_wins"] if q["mixed"] else 0,
         "wins_by_producer": count(model_of.get(s.result.get("producer", ""), "?") for s in subs if s.ok),
-        "quality": q, "bench_cpu_s": time.process_time() - cpu0,
+        "quality": q,
         "per_round": [{"index": s.index, "domain": s.domain, "ok": s.ok, "served": s.served,
-                       "winner": model_of.get(s.result.get("winner", ""), "?"),
+                       "space": s.result.get("space"), "winner": model_of.get(s.result.get("winner", ""), "?"),
                        "producer": model_of.get(s.result.get("producer", ""), "?"), "dim": s.result.get("dim"),
                        "loss_micro": s.result.get("loss_micro"), "candidates": candidates.get(s.index),
                        "latency_ms": round(s.latency_ms), "error": s.error} for s in subs],
     }
-    print_ratios(result)
-    write_result(result, args.json, args.print_json)
-    return 0
 
 
 def round_candidates(subs, home: Path, model_of: dict[str, str], members_of) -> dict[int, list[str]]:

@@ -124,8 +124,10 @@ class Submitted:
 
 def submit_all(tn: Testnet, batches: Sequence[tuple[str, list[str]]], *, concurrency: int = 1,
                fee: int | None = None, timeout: float = 600.0, ui: Any = None,
-               on_done: Any = None, gateways: Sequence[str] | None = None, deadline_ms: int = 0) -> list[Submitted]:
-    """Send each batch through a live node (nodes in turn), `concurrency` at a time. Never raises for a round."""
+               on_done: Any = None, gateways: Sequence[str] | None = None, deadline_ms: int = 0,
+               space: str = "") -> list[Submitted]:
+    """Send each batch through a live node (nodes in turn), `concurrency` at a time, naming `space` ("" for each
+    node's default). Never raises for a round."""
     from concurrent.futures import ThreadPoolExecutor
 
     ui = ui or NullUI()
@@ -137,7 +139,7 @@ def submit_all(tn: Testnet, batches: Sequence[tuple[str, list[str]]], *, concurr
         before = proxy_counters(tn) if concurrency == 1 else None
         t0 = time.monotonic()
         try:
-            res = nd.control(timeout).submit(texts, fee, timeout=timeout, deadline_ms=deadline_ms)
+            res = nd.control(timeout).submit(texts, fee, timeout=timeout, deadline_ms=deadline_ms, space=space)
             ok = bool(res.get("certificate"))
             sub = Submitted(i, domain, nd.name, t0, time.monotonic(), ok, res, "" if ok else "no certificate")
         except ControlError as e:

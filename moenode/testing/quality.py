@@ -21,6 +21,8 @@ round's epoch, section 3 of the spec), so a benchmark knows who the candidates w
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,10 +49,18 @@ def one_index_mrr(batches: Sequence[np.ndarray], labels: Sequence[str]) -> float
 
 
 def solo_vectors(model: str, texts: Sequence[str]) -> np.ndarray:
-    """The model's own embeddings of `texts`, as a node serving it alone would deliver them."""
+    """The model's own embeddings of `texts`, as a node serving it alone would deliver them. The last few answers
+    are kept: a run that submits the same batches in several spaces compares each with the same models alone."""
+    return _solo_vectors(model, tuple(texts))
+
+
+@functools.lru_cache(maxsize=8)
+def _solo_vectors(model: str, texts: tuple[str, ...]) -> np.ndarray:
     from moenode.encoders import zoo
 
-    return np.asarray(zoo.load(model).embed(list(texts)), dtype=np.float32)
+    vecs = np.asarray(zoo.load(model).embed(list(texts)), dtype=np.float32)
+    vecs.setflags(write=False)
+    return vecs
 
 
 def batch_agreement(quality: dict[str, float], winner: str) -> tuple[int, int]:

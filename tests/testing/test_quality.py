@@ -39,3 +39,14 @@ def test_a_real_model_alone_retrieves_same_source_items():
     got = one_index_mrr([vecs[:16], vecs[16:]], [it.source for it in items])
     shuffled = one_index_mrr([vecs], [it.source for it in reversed(items)])
     assert got is not None and shuffled is not None and got > shuffled
+
+
+def test_solo_vectors_are_kept_read_only_and_follow_the_texts():
+    """A bench that submits the same batches in two spaces compares both with one embedding per model; a caller
+    cannot change what the other one gets."""
+    texts = ["the first text of a batch", "a second, different text"]
+    a = solo_vectors("minilm-l3", texts)
+    assert solo_vectors("minilm-l3", list(texts)) is a
+    assert not a.flags.writeable
+    b = solo_vectors("minilm-l3", texts[::-1])
+    assert (b[0] == a[1]).all() and (b[1] == a[0]).all()
