@@ -129,9 +129,9 @@ def round_candidates(subs, home: Path, model_of: dict[str, str], members_of) -> 
     from moenode.core.messages import decode_certificate
 
     ok = [s for s in subs if s.ok]
-    reports = [decode_certificate(bytes.fromhex(s.result["certificate"])).report for s in ok]
+    certificates = [decode_certificate(bytes.fromhex(s.result["certificate"])) for s in ok]
     out = {}
-    for s, members in zip(ok, members_of(home, reports)):
+    for s, members in zip(ok, members_of(home, certificates)):
         models = [model_of.get(m.hex(), "?") for m in members]
         producer = model_of.get(s.result.get("producer", ""), "?")
         if s.result.get("producer") != s.result.get("winner"):

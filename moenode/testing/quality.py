@@ -15,8 +15,8 @@ payload's `embeddings` hold), through the same function. `batch_agreement` is th
 score against labels: among the honest candidates of one round (the shard's members, or the experts they proxied
 to), the share of (winner, other) pairs where the winner's within-batch label quality is at least the other's.
 
-`shard_members` recomputes a certified round's shard from a node's ledger (stake table and epoch seed of the
-round's epoch, section 3 of the spec), so a benchmark knows who the candidates were without trusting anyone.
+`shard_members` recomputes a certified round's shard from a node's ledger (the stake that serves the round's space
+and the seed of its epoch, section 3 of the spec), so a benchmark knows who the candidates were without trusting anyone.
 """
 
 from __future__ import annotations
@@ -72,13 +72,13 @@ def batch_agreement(quality: dict[str, float], winner: str) -> tuple[int, int]:
     return sum(1 for q in others if quality[winner] >= q), len(others)
 
 
-def shard_members(home: Path, reports: Sequence) -> list[list[bytes]]:
-    """The members of each certified round's shard, recomputed from a snapshot of HOME's ledger."""
+def shard_members(home: Path, certificates: Sequence) -> list[list[bytes]]:
+    """The members of each certified round's shard, recomputed from a snapshot of HOME's ledger the way the ledger
+    checks a certificate (the stake that serves the round's space, the epoch's seed; q signatures checked)."""
     import tempfile
 
     from moenode.core.crypto import ed25519_verify
     from moenode.core.genesis import parse_genesis
-    from moenode.core.selection import sample_shard, shard_seed, shard_size
     from moenode.node.config import load_config
     from moenode.store.ledger_db import LedgerDB, rebuild
     from moenode.testing.ledger_tools import snapshot_ledger
@@ -93,10 +93,4 @@ def shard_members(home: Path, reports: Sequence) -> list[list[bytes]]:
             led = rebuild(g, db, ed25519_verify)
         finally:
             db.close()
-        out = []
-        for r in reports:
-            power = led.power_at(r.epoch)
-            seed = shard_seed(led.epoch_seed(r.epoch), r.data_hash, r.nonce, r.pay_id)
-            n = shard_size(sum(1 for v in power.values() if v > 0))[0]
-            out.append(sorted(sample_shard(power, seed, n)))
-        return out
+        return [sorted(led.check_shard_certificate(c)) for c in certificates]
