@@ -8,10 +8,14 @@ Labelled sets: the corpus eval split of each of 5 domains (the tuning set) and t
 Stage `embed` fills a cache (MOENODE_SPACE_CACHE, default /tmp/moenode-space-models) with the pooled vectors of
 L6, L3 and mpnet-base on every corpus and audit text, and of the split-half training views of every domain's adapter
 split; every other model here (adapters, heads, cheats) is a map of those vectors, exactly as its graph computes it.
-Stage `run` reproduces every table and writes bench/results/space_models.json.
+Stage `run` reproduces every table and writes bench/results/space_models.json. Stage `ship` fits the shipped
+specialists (`moenode/data/adapters/spec-*.npy`) with the recipe of `moenode expert train` (`train.specialise` with
+its defaults, the general alignment term over every domain's adapter split) on each home domain's adapter split,
+checks their admission, and writes them.
 
     .venv/bin/python bench/space_models.py embed
     .venv/bin/python bench/space_models.py run [--json]
+    .venv/bin/python bench/space_models.py ship
 """
 
 from __future__ import annotations
@@ -161,9 +165,10 @@ def alignment_rows(kind: str) -> np.ndarray:
 # 2. specialists that stay in L6's space -------------------------------------------------------------------------------
 SPECIALISTS = dict(sorted(zoo.SPECIALIST_DOMAINS.items()))  # name -> home domain of the corpus
 AUDIT_HOME = {"code_py": "py_tests", "manpages": "man57", "legal": None}  # the audit has no legal text
-# name -> (objective, partial whitening beta, alignment weight, spectral radius)
-VARIANTS: dict[str, tuple[str, float, float, float | None]] = {
-    "score": ("score", 0.0, 0.0, None),  # the shipped adapters' recipe: split-half InfoNCE alone
+RECIPE = f"whiten{train.BETA:g}+score+align{train.ALIGN:g}+general{train.GENERAL:g}"  # what expert train fits
+# name -> (objective, partial whitening beta, in-domain alignment weight, spectral radius, general alignment weight)
+VARIANTS: dict[str, tuple[str, float, float, float | None, float]] = {v: (*t, 0.0) for v, t in {
+    "score": ("score", 0.0, 0.0, None),  # split-half InfoNCE alone: a specialist's "own vectors"
     "score+align1": ("score", 0.0, 1.0, None),
     "score+align3": ("score", 0.0, 3.0, None),
     "score+align10": ("score", 0.0, 10.0, None),
@@ -179,13 +184,18 @@ VARIANTS: dict[str, tuple[str, float, float, float | None]] = {
     "whiten0.5+score": ("score", 0.5, 0.0, None),
     "whiten0.5+score+align3": ("score", 0.5, 3.0, None),
     "whiten0.5+score+align10": ("score", 0.5, 10.0, None),
+    "whiten0.5+score+align30": ("score", 0.5, 30.0, None),
+}.items()} | {  # the alignment term also over general text of every domain (the adapter splits)
+    "whiten0.25+score+align3+general30": ("score", 0.25, 3.0, None, 30.0),
+    "whiten0.5+score+align3+general30": ("score", 0.5, 3.0, None, 30.0),
+    RECIPE: ("score", train.BETA, train.ALIGN, None, train.GENERAL),
 }
 
 
 def adapter_rows(domain: str) -> tuple[np.ndarray, np.ndarray]:
     """Universe rows of a domain's adapter split: (training items, held-out items), as `train.split_ids` cuts them."""
     ad = universe().rows("corpus", domain, "adapter")
-    k = np.arange(len(ad)) % train.HOLDOUT_EVERY == train.HOLDOUT_EVERY - 1
+    k = train.held_out(len(ad))
     return ad[~k], ad[k]
 
 
@@ -219,14 +229,16 @@ def fit_specialist(domain: str, variant: str) -> np.ndarray:
     path = CACHE / "adapters" / f"{domain}-{variant}.npy"
     if path.exists():
         return np.load(path)
-    objective, beta, align, radius = VARIANTS[variant]
+    objective, beta, align, radius, general = VARIANTS[variant]
     base = full(L6)
     tr_rows, he_rows = adapter_rows(domain)
     tr, he = views(L6, domain, "train"), views(L6, domain, "held")
     if objective == "whiten":
         w = train.whitening(np.concatenate([base[tr_rows], tr.pooled]), beta)
     elif objective == "score":
-        w = train.specialise(tr, he, base[tr_rows], base[he_rows], align=align, beta=beta, radius=radius)[0]
+        public = base[universe().rows("corpus", None, "adapter")] if general else None  # = train.general_texts()
+        w = train.specialise(tr, he, base[tr_rows], base[he_rows], align=align, beta=beta, radius=radius,
+                             general=general, public=public)[0]
     else:
         rows = universe().rows("corpus", domain, "adapter")
         srcs = sorted(set(universe().source[rows]))
@@ -280,17 +292,33 @@ def print_specialists(res: dict) -> None:
                   f"  other {other:+.3f}  loss {r['heldout_loss']:.4f}")
 
 
+def ship() -> None:
+    """Fit each shipped specialist with `RECIPE` and write it, after checking admission on the reference split."""
+    base = unit(full(L6)[alignment_rows("reference")])
+    for name, domain in SPECIALISTS.items():
+        w = fit_specialist(domain, RECIPE)
+        ok = spaces.admission(base, unit(full(L6)[alignment_rows("reference")] @ w))
+        if not ok.admitted:
+            raise SystemExit(f"{name}: {ok.describe(L6)}; not written")
+        np.save(zoo.adapter_dir() / f"{name}.npy", w.astype(np.float32))
+        print(f"{name} ({RECIPE} on {domain}): {ok.describe(L6)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("embed", help="fill the embedding cache")
     e.add_argument("--models", nargs="*", default=list(BASES))
+    sub.add_parser("ship", help="fit the shipped specialists with expert train's recipe and write them")
     r = sub.add_parser("run", help="every table, from the cache")
     r.add_argument("--json", action="store_true", help="print the JSON result as the last line")
     r.add_argument("--out", default=str(ROOT / "bench" / "results" / "space_models.json"))
     a = ap.parse_args()
     if a.cmd == "embed":
         embed(a.models)
+        return
+    if a.cmd == "ship":
+        ship()
         return
     write_result(run(), a.out, a.json)
 
