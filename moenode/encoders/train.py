@@ -21,7 +21,7 @@ every domain (weight `GENERAL`, the corpus's adapter split), so that the texts o
 has no reason to move, stay where the base model puts them. The partial whitening the fit starts from is kept mild
 (`BETA`) for the same reason: it moves every text, in-domain or not. Measured on held-out text (the corpus eval split
 and the audit set, `bench/space_models.py`): with these weights every pair of the shipped specialists keeps
-same-text cosine p5 >= 0.98 and median >= 0.99, and each still beats the base model on its home domain. With
+same-text cosine p5 >= 0.98 and median >= 0.987, and each still beats the base model on its home domain. With
 reference texts given, the result is checked against the space's admission rule; a fit that fails it is redone with
 both pulls scaled up (`PULL_RETRY`), and the last verdict is reported.
 
