@@ -106,17 +106,23 @@ def full(model: str, compute: bool = False) -> np.ndarray:
     return pooled(model, "full", full_ids(universe().texts), compute)
 
 
+SEEDS = (1, 2)  # training seeds besides the one `moenode expert train` uses (0), for the spread across seeds
+
+
 @lru_cache(maxsize=None)
-def view_split(domain: str) -> dict[str, tuple[list[list[int]], list[tuple[np.ndarray, np.ndarray]]]]:
-    """The training views of a domain's adapter split, as `moenode expert train` draws them: train and held parts."""
+def view_split(domain: str, seed: int = 0) -> dict[str, tuple[list[list[int]], list[tuple[np.ndarray, np.ndarray]]]]:
+    """The training views of a domain's adapter split, as `moenode expert train` draws them: train and held parts
+    (seed 0; another seed draws other patterns from the same texts)."""
     texts = [it.text for it in corpus.split(domain, "adapter")]
     train_ids, held_ids = train.split_ids(texts)
-    return {"train": train.view_plan(train_ids, domain + "/train"), "held": train.view_plan(held_ids, domain + "/held")}
+    tail = f"/seed{seed}" if seed else ""
+    return {w: train.view_plan(ids, f"{domain}/{w}{tail}") for w, ids in (("train", train_ids), ("held", held_ids))}
 
 
-def views(model: str, domain: str, which: str, compute: bool = False) -> train.Views:
-    seqs, groups = view_split(domain)[which]
-    return train.Views(pooled(model, f"views-{domain}-{which}", seqs, compute), groups)
+def views(model: str, domain: str, which: str, compute: bool = False, seed: int = 0) -> train.Views:
+    seqs, groups = view_split(domain, seed)[which]
+    tag = f"views-{domain}-{which}" + (f"-seed{seed}" if seed else "")
+    return train.Views(pooled(model, tag, seqs, compute), groups)
 
 
 def embed(models: list[str]) -> None:
@@ -128,6 +134,10 @@ def embed(models: list[str]) -> None:
         for d in corpus.domains():
             for which in ("train", "held"):
                 views(m, d, which, compute=True)
+    for d in SPECIALISTS.values():
+        for seed in SEEDS:
+            for which in ("train", "held"):
+                views(L6, d, which, compute=True, seed=seed)
 
 
 # shared measures -----------------------------------------------------------------------------------------------------
@@ -224,15 +234,16 @@ def source_views(rows: np.ndarray, group: int = 32) -> train.Views:
     return train.Views(base[rows], groups)
 
 
-def fit_specialist(domain: str, variant: str) -> np.ndarray:
-    """The adapter of one variant on a domain's adapter split (cached: fitting is deterministic on the cache)."""
-    path = CACHE / "adapters" / f"{domain}-{variant}.npy"
+def fit_specialist(domain: str, variant: str, seed: int = 0) -> np.ndarray:
+    """The adapter of one variant on a domain's adapter split, under a training seed (cached: fitting is
+    deterministic on the cache)."""
+    path = CACHE / "adapters" / (f"{domain}-{variant}.npy" if not seed else f"{domain}-{variant}-seed{seed}.npy")
     if path.exists():
         return np.load(path)
     objective, beta, align, radius, general = VARIANTS[variant]
     base = full(L6)
     tr_rows, he_rows = adapter_rows(domain)
-    tr, he = views(L6, domain, "train"), views(L6, domain, "held")
+    tr, he = views(L6, domain, "train", seed=seed), views(L6, domain, "held", seed=seed)
     if objective == "whiten":
         w = train.whitening(np.concatenate([base[tr_rows], tr.pooled]), beta)
     elif objective == "score":
@@ -292,6 +303,42 @@ def print_specialists(res: dict) -> None:
                   f"  other {other:+.3f}  loss {r['heldout_loss']:.4f}")
 
 
+# 3. the spread across training seeds ------------------------------------------------------------------------------
+def seed_spread() -> dict:
+    """`RECIPE` under every training seed: per specialist its home MRR gain over L6 and its kept share of the
+    unconstrained fit ("score") of the same seed; per seed the worst same-text pair of the space (L6 and the three
+    specialists) over every labelled text."""
+    base = full(L6)
+    rows = np.concatenate([r for _, _, r in labelled()])
+    l6_mrr = mrrs(unit(base))
+    out: dict = {}
+    for seed in (0, *SEEDS):
+        vec = {"minilm-l6": unit(base)}
+        row: dict = {}
+        for name, domain in SPECIALISTS.items():
+            home = [f"corpus/{domain}"] + ([f"audit/{AUDIT_HOME[domain]}"] if AUDIT_HOME[domain] else [])
+            vec[name] = unit(base @ fit_specialist(domain, RECIPE, seed))
+            own = mrrs(unit(base @ fit_specialist(domain, "score", seed)))
+            got = mrrs(vec[name])
+            row[name] = {h: {"gain": got[h] - l6_mrr[h], "kept": got[h] / own[h]} for h in home}
+        names = sorted(vec)
+        pairs = {f"{a}|{b}": same_text(vec[a][rows], vec[b][rows]) for i, a in enumerate(names) for b in names[i + 1:]}
+        row["worst_pair"] = {"p5": min(p["p5"] for p in pairs.values()),
+                             "median": min(p["median"] for p in pairs.values())}
+        out[f"seed{seed}"] = row
+    return out
+
+
+def print_seed_spread(res: dict) -> None:
+    print(f"\n{RECIPE} across training seeds: home MRR gain over L6 (kept share of the unconstrained fit), "
+          f"worst same-text pair of the space (p5/median)")
+    for seed, row in res.items():
+        cells = [f"{name} " + " ".join(f"{v['gain']:+.4f} ({v['kept']:.3f})" for v in row[name].values())
+                 for name in SPECIALISTS]
+        print(f"  {seed}: " + "  ".join(cells) + f"  worst pair {row['worst_pair']['p5']:.4f}/"
+              f"{row['worst_pair']['median']:.4f}")
+
+
 def ship() -> None:
     """Fit each shipped specialist with `RECIPE` and write it, after checking admission on the reference split."""
     base = unit(full(L6)[alignment_rows("reference")])
@@ -325,8 +372,9 @@ def main() -> None:
 
 def run() -> dict:
     t0 = time.perf_counter()
-    result = {"specialists": specialists()}
+    result = {"specialists": specialists(), "seeds": seed_spread()}
     print_specialists(result["specialists"])
+    print_seed_spread(result["seeds"])
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
 
