@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from moenode.encoders import corpus, train, zoo
-from moenode.encoders.runtime import normalise
+from moenode.encoders.runtime import full_ids, normalise
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +18,6 @@ def legal():
 
 
 def cosines(l6, w: np.ndarray, texts: list[str]) -> np.ndarray:
-    from moenode.encoders.runtime import full_ids
-
     pooled = l6.pooled_ids(full_ids(texts))
     return (normalise(pooled) * normalise(pooled @ w)).sum(1)
 
