@@ -8,10 +8,14 @@ Labelled sets: the corpus eval split of each of 5 domains (the tuning set) and t
 Stage `embed` fills a cache (MOENODE_SPACE_CACHE, default /tmp/moenode-space-models) with the pooled vectors of
 L6, L3 and mpnet-base on every corpus and audit text, and of the split-half training views of every domain's adapter
 split; every other model here (adapters, heads, cheats) is a map of those vectors, exactly as its graph computes it.
-Stage `run` reproduces every table and writes bench/results/space_models.json.
+Stage `run` reproduces every table and writes bench/results/space_models.json. Stage `ship` fits the shipped
+specialists (`moenode/data/adapters/spec-*.npy`) with the recipe of `moenode expert train` (`train.specialise` with
+its defaults, the general alignment term over every domain's adapter split) on each home domain's adapter split,
+checks their admission, and writes them.
 
     .venv/bin/python bench/space_models.py embed
     .venv/bin/python bench/space_models.py run [--json]
+    .venv/bin/python bench/space_models.py ship
 """
 
 from __future__ import annotations
@@ -102,17 +106,23 @@ def full(model: str, compute: bool = False) -> np.ndarray:
     return pooled(model, "full", full_ids(universe().texts), compute)
 
 
+SEEDS = (1, 2)  # training seeds besides the one `moenode expert train` uses (0), for the spread across seeds
+
+
 @lru_cache(maxsize=None)
-def view_split(domain: str) -> dict[str, tuple[list[list[int]], list[tuple[np.ndarray, np.ndarray]]]]:
-    """The training views of a domain's adapter split, as `moenode expert train` draws them: train and held parts."""
+def view_split(domain: str, seed: int = 0) -> dict[str, tuple[list[list[int]], list[tuple[np.ndarray, np.ndarray]]]]:
+    """The training views of a domain's adapter split, as `moenode expert train` draws them: train and held parts
+    (seed 0; another seed draws other patterns from the same texts)."""
     texts = [it.text for it in corpus.split(domain, "adapter")]
     train_ids, held_ids = train.split_ids(texts)
-    return {"train": train.view_plan(train_ids, domain + "/train"), "held": train.view_plan(held_ids, domain + "/held")}
+    tail = f"/seed{seed}" if seed else ""
+    return {w: train.view_plan(ids, f"{domain}/{w}{tail}") for w, ids in (("train", train_ids), ("held", held_ids))}
 
 
-def views(model: str, domain: str, which: str, compute: bool = False) -> train.Views:
-    seqs, groups = view_split(domain)[which]
-    return train.Views(pooled(model, f"views-{domain}-{which}", seqs, compute), groups)
+def views(model: str, domain: str, which: str, compute: bool = False, seed: int = 0) -> train.Views:
+    seqs, groups = view_split(domain, seed)[which]
+    tag = f"views-{domain}-{which}" + (f"-seed{seed}" if seed else "")
+    return train.Views(pooled(model, tag, seqs, compute), groups)
 
 
 def embed(models: list[str]) -> None:
@@ -124,6 +134,10 @@ def embed(models: list[str]) -> None:
         for d in corpus.domains():
             for which in ("train", "held"):
                 views(m, d, which, compute=True)
+    for d in SPECIALISTS.values():
+        for seed in SEEDS:
+            for which in ("train", "held"):
+                views(L6, d, which, compute=True, seed=seed)
 
 
 # shared measures -----------------------------------------------------------------------------------------------------
@@ -161,9 +175,10 @@ def alignment_rows(kind: str) -> np.ndarray:
 # 2. specialists that stay in L6's space -------------------------------------------------------------------------------
 SPECIALISTS = dict(sorted(zoo.SPECIALIST_DOMAINS.items()))  # name -> home domain of the corpus
 AUDIT_HOME = {"code_py": "py_tests", "manpages": "man57", "legal": None}  # the audit has no legal text
-# name -> (objective, partial whitening beta, alignment weight, spectral radius)
-VARIANTS: dict[str, tuple[str, float, float, float | None]] = {
-    "score": ("score", 0.0, 0.0, None),  # the shipped adapters' recipe: split-half InfoNCE alone
+RECIPE = f"whiten{train.BETA:g}+score+align{train.ALIGN:g}+general{train.GENERAL:g}"  # what expert train fits
+# name -> (objective, partial whitening beta, in-domain alignment weight, spectral radius, general alignment weight)
+VARIANTS: dict[str, tuple[str, float, float, float | None, float]] = {v: (*t, 0.0) for v, t in {
+    "score": ("score", 0.0, 0.0, None),  # split-half InfoNCE alone: a specialist's "own vectors"
     "score+align1": ("score", 0.0, 1.0, None),
     "score+align3": ("score", 0.0, 3.0, None),
     "score+align10": ("score", 0.0, 10.0, None),
@@ -179,13 +194,18 @@ VARIANTS: dict[str, tuple[str, float, float, float | None]] = {
     "whiten0.5+score": ("score", 0.5, 0.0, None),
     "whiten0.5+score+align3": ("score", 0.5, 3.0, None),
     "whiten0.5+score+align10": ("score", 0.5, 10.0, None),
+    "whiten0.5+score+align30": ("score", 0.5, 30.0, None),
+}.items()} | {  # the alignment term also over general text of every domain (the adapter splits)
+    "whiten0.25+score+align3+general30": ("score", 0.25, 3.0, None, 30.0),
+    "whiten0.5+score+align3+general30": ("score", 0.5, 3.0, None, 30.0),
+    RECIPE: ("score", train.BETA, train.ALIGN, None, train.GENERAL),
 }
 
 
 def adapter_rows(domain: str) -> tuple[np.ndarray, np.ndarray]:
     """Universe rows of a domain's adapter split: (training items, held-out items), as `train.split_ids` cuts them."""
     ad = universe().rows("corpus", domain, "adapter")
-    k = np.arange(len(ad)) % train.HOLDOUT_EVERY == train.HOLDOUT_EVERY - 1
+    k = train.held_out(len(ad))
     return ad[~k], ad[k]
 
 
@@ -214,19 +234,22 @@ def source_views(rows: np.ndarray, group: int = 32) -> train.Views:
     return train.Views(base[rows], groups)
 
 
-def fit_specialist(domain: str, variant: str) -> np.ndarray:
-    """The adapter of one variant on a domain's adapter split (cached: fitting is deterministic on the cache)."""
-    path = CACHE / "adapters" / f"{domain}-{variant}.npy"
+def fit_specialist(domain: str, variant: str, seed: int = 0) -> np.ndarray:
+    """The adapter of one variant on a domain's adapter split, under a training seed (cached: fitting is
+    deterministic on the cache)."""
+    path = CACHE / "adapters" / (f"{domain}-{variant}.npy" if not seed else f"{domain}-{variant}-seed{seed}.npy")
     if path.exists():
         return np.load(path)
-    objective, beta, align, radius = VARIANTS[variant]
+    objective, beta, align, radius, general = VARIANTS[variant]
     base = full(L6)
     tr_rows, he_rows = adapter_rows(domain)
-    tr, he = views(L6, domain, "train"), views(L6, domain, "held")
+    tr, he = views(L6, domain, "train", seed=seed), views(L6, domain, "held", seed=seed)
     if objective == "whiten":
         w = train.whitening(np.concatenate([base[tr_rows], tr.pooled]), beta)
     elif objective == "score":
-        w = train.specialise(tr, he, base[tr_rows], base[he_rows], align=align, beta=beta, radius=radius)[0]
+        public = base[universe().rows("corpus", None, "adapter")] if general else None  # = train.general_texts()
+        w = train.specialise(tr, he, base[tr_rows], base[he_rows], align=align, beta=beta, radius=radius,
+                             general=general, public=public)[0]
     else:
         rows = universe().rows("corpus", domain, "adapter")
         srcs = sorted(set(universe().source[rows]))
@@ -280,11 +303,60 @@ def print_specialists(res: dict) -> None:
                   f"  other {other:+.3f}  loss {r['heldout_loss']:.4f}")
 
 
+# 3. the spread across training seeds ------------------------------------------------------------------------------
+def seed_spread() -> dict:
+    """`RECIPE` under every training seed: per specialist its home MRR gain over L6 and its kept share of the
+    unconstrained fit ("score") of the same seed; per seed the worst same-text pair of the space (L6 and the three
+    specialists) over every labelled text."""
+    base = full(L6)
+    rows = np.concatenate([r for _, _, r in labelled()])
+    l6_mrr = mrrs(unit(base))
+    out: dict = {}
+    for seed in (0, *SEEDS):
+        vec = {"minilm-l6": unit(base)}
+        row: dict = {}
+        for name, domain in SPECIALISTS.items():
+            home = [f"corpus/{domain}"] + ([f"audit/{AUDIT_HOME[domain]}"] if AUDIT_HOME[domain] else [])
+            vec[name] = unit(base @ fit_specialist(domain, RECIPE, seed))
+            own = mrrs(unit(base @ fit_specialist(domain, "score", seed)))
+            got = mrrs(vec[name])
+            row[name] = {h: {"gain": got[h] - l6_mrr[h], "kept": got[h] / own[h]} for h in home}
+        names = sorted(vec)
+        pairs = {f"{a}|{b}": same_text(vec[a][rows], vec[b][rows]) for i, a in enumerate(names) for b in names[i + 1:]}
+        row["worst_pair"] = {"p5": min(p["p5"] for p in pairs.values()),
+                             "median": min(p["median"] for p in pairs.values())}
+        out[f"seed{seed}"] = row
+    return out
+
+
+def print_seed_spread(res: dict) -> None:
+    print(f"\n{RECIPE} across training seeds: home MRR gain over L6 (kept share of the unconstrained fit), "
+          f"worst same-text pair of the space (p5/median)")
+    for seed, row in res.items():
+        cells = [f"{name} " + " ".join(f"{v['gain']:+.4f} ({v['kept']:.3f})" for v in row[name].values())
+                 for name in SPECIALISTS]
+        print(f"  {seed}: " + "  ".join(cells) + f"  worst pair {row['worst_pair']['p5']:.4f}/"
+              f"{row['worst_pair']['median']:.4f}")
+
+
+def ship() -> None:
+    """Fit each shipped specialist with `RECIPE` and write it, after checking admission on the reference split."""
+    base = unit(full(L6)[alignment_rows("reference")])
+    for name, domain in SPECIALISTS.items():
+        w = fit_specialist(domain, RECIPE)
+        ok = spaces.admission(base, unit(full(L6)[alignment_rows("reference")] @ w))
+        if not ok.admitted:
+            raise SystemExit(f"{name}: {ok.describe(L6)}; not written")
+        np.save(zoo.adapter_dir() / f"{name}.npy", w.astype(np.float32))
+        print(f"{name} ({RECIPE} on {domain}): {ok.describe(L6)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("embed", help="fill the embedding cache")
     e.add_argument("--models", nargs="*", default=list(BASES))
+    sub.add_parser("ship", help="fit the shipped specialists with expert train's recipe and write them")
     r = sub.add_parser("run", help="every table, from the cache")
     r.add_argument("--json", action="store_true", help="print the JSON result as the last line")
     r.add_argument("--out", default=str(ROOT / "bench" / "results" / "space_models.json"))
@@ -292,13 +364,17 @@ def main() -> None:
     if a.cmd == "embed":
         embed(a.models)
         return
+    if a.cmd == "ship":
+        ship()
+        return
     write_result(run(), a.out, a.json)
 
 
 def run() -> dict:
     t0 = time.perf_counter()
-    result = {"specialists": specialists()}
+    result = {"specialists": specialists(), "seeds": seed_spread()}
     print_specialists(result["specialists"])
+    print_seed_spread(result["seeds"])
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
 

@@ -166,9 +166,10 @@ def train(
 ) -> None:
     """Fit a domain adapter on the base model and write the composed specialist.
 
-    The fit keeps the adapter in the base model's vector space (an alignment term), and the result is checked: on
-    the reference texts its same-text cosine to the base model must pass the space's admission rule (p5 >= 0.95,
-    median >= 0.98), or nothing is written.
+    The fit keeps the adapter in the base model's vector space (alignment terms over the in-domain texts and over
+    general text of every domain, the corpus's adapter split, so that it also stays close to the other specialists
+    of the space), and the result is checked: on the reference texts its same-text cosine to the base model must
+    pass the space's admission rule (p5 >= 0.95, median >= 0.98), or nothing is written.
 
     Examples:
 
@@ -196,6 +197,7 @@ def train(
         "steps": res.steps, "best_step": res.best_step, "heldout_loss_before": round(res.loss_before, 6),
         "heldout_loss_after": round(res.loss_after, 6), "audit_mrr_before": res.mrr_before,
         "audit_mrr_after": res.mrr_after, "space": zoo.space_of(base), "admission": res.admission.as_dict(),
+        "alignment": {"in_domain": res.align, "general": res.general},
         "seconds": round(time.perf_counter() - t0, 1)}
     if as_json:
         typer.echo(json.dumps(report))
@@ -246,7 +248,7 @@ def _fit_adapter(enc: Encoder, items: list[str], domain: str, labelled: tuple[li
 
         try:
             return trainer.train_adapter(enc, items, domain, labelled, steps=steps, progress=progress,
-                                         reference=scoring.reference_texts())
+                                         reference=scoring.reference_texts(), public=trainer.general_texts())
         except ValueError as e:
             _fail(str(e))
 

@@ -70,6 +70,7 @@ def test_train_writes_a_loadable_specialist(tmp_path):
     rep = json.loads(r.stdout.strip().splitlines()[-1])
     assert rep["audit_mrr_before"] is not None and rep["heldout_loss_before"] >= 0
     assert rep["space"] == "main" and rep["admission"]["admitted"] and rep["admission"]["p5"] >= 0.95
+    assert rep["alignment"]["general"] > 0  # the fit also held general text of every domain in place
     enc = zoo.load(str(out))
     assert enc.model_id.hex() == rep["model_id"] and enc.dim == 384
     w = zoo.load_adapter(npy)
