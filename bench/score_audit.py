@@ -698,7 +698,7 @@ VARIANTS = {v.name: v for v in [
     Variant("protocol-m16", "protocol", 16, tuple(sv.LOSSES), top_up=-1),
     # the paying plan of protocol/scoring.md: a 32-token window, in-batch negatives, demotion of lonely buckets
     Variant("paying", "protocol", 2, ("z", "count"), top_up=0, window=32),
-    Variant("paying-j2", "protocol", 2, ("z",), top_up=0, window=32, j0=2),
+    *(Variant(f"paying-j{j}", "protocol", 2, ("z",), top_up=0, window=32, j0=j) for j in (2, 4, 6)),
     *(Variant(f"paying-both{s}", "protocol", 2, ("z",), top_up=0, window=32, j0=j, both=True)
       for s, j in (("", 0), ("-j2", 2), ("-j4", 4), ("-j6", 6))),
     Variant("batch", "batch", 8, tuple(sv.LOSSES)),
