@@ -606,6 +606,15 @@ def save_submitted(out: Path, res: dict[str, Any], emb) -> None:
         fail(f"cannot write {out}: {e}")
 
 
+def shard_line(shard: dict[str, Any], space: str) -> str:
+    """How many members the round's shard had and how many signed; a shard of one is said plainly."""
+    n = shard.get("members")
+    line = f"{n} member{'' if n == 1 else 's'}, {shard.get('signatures')} signed the certificate"
+    if n == 1:
+        line += f" (only one node serves space {space}: no other node checked this work)"
+    return line
+
+
 def print_submit(res: dict[str, Any], emb, items: int, out: Path | None) -> None:
     import numpy as np
     from rich.table import Table
@@ -628,6 +637,9 @@ def print_submit(res: dict[str, Any], emb, items: int, out: Path | None) -> None
         t.add_row("elapsed", f"{res['elapsed_ms']} ms")
     cert = res.get("certificate", "")
     t.add_row("certificate", f"{short(cert, 48)} ({len(cert) // 2} bytes)")
+    shard = res.get("shard") or {}
+    if shard:
+        t.add_row("shard", shard_line(shard, str(res.get("space", "?"))))
     attempts = res.get("attempts") or []
     t.add_row("attempts", f"{len(attempts)}" + (f" ({fmt(attempts)})" if len(attempts) > 1 else ""))
     if out is not None:

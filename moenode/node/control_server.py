@@ -13,7 +13,8 @@ Contract (what `moenode submit/status/transfer/stake` and the testnet rely on):
                      0..round_abort_ms, 0 = the genesis timers), "space"?: str}
                     200 {"embeddings": base64 of items x dim little-endian float32, "dim", "items", "winner": hex,
                          "producer": hex, "model_id": hex, "space": str, "model_ids": [hex per row], "loss": float, "loss_micro": int, "shard_id": hex,
-                         "certificate": hex (canonical Certificate), "elapsed_ms", "attempts": [{"shard_id",
+                         "certificate": hex (canonical Certificate), "shard": {"members", "signatures"},
+                         "elapsed_ms", "attempts": [{"shard_id",
                          "status", "reason", "refunded", "elapsed_ms", "pay_ms"}, ...]}
                     402 {"error"} payment could not be certified; 502 {"error", "attempts"} no certificate
     POST /transfer  {"to": hex account, "amount": int}  200 {"order_id": hex, "balance": int}
@@ -332,7 +333,7 @@ async def _submit(ops: Operations, obj: dict) -> dict:
 
     from moenode.core.round import batch_problem
 
-    config, submitter, _ = ops.doing()
+    config, submitter, payments = ops.doing()
     texts = obj.get("texts")
     p = submitter.ctx.params
     if not isinstance(texts, list):
@@ -367,12 +368,15 @@ async def _submit(ops: Operations, obj: dict) -> dict:
     assert out is not None and out.certificate is not None and out.winner_reveal is not None
     report = out.certificate.report
     payload = out.winner_reveal.msg.submission.payload  # type: ignore[attr-defined]
+    # the shard as the ledger sees it: a space that one node serves gives a shard of one, whose work nobody else checked
+    members = payments.ledger.check_shard_certificate(out.certificate)
     return {
         "embeddings": base64.b64encode(payload.embeddings).decode(), "dim": payload.dim,
         "items": len(payload.item_losses), "winner": report.winner.hex(), "producer": report.producer.hex(),
         "model_id": report.model_id.hex(), "space": report.space,
         "model_ids": [report.model_id.hex()] * len(payload.item_losses), "loss": report.loss_micro / 1e6, "loss_micro": report.loss_micro,
         "shard_id": report.shard_id.hex(), "certificate": out.certificate.encode().hex(),
+        "shard": {"members": len(members), "signatures": len(out.certificate.signatures)},
         "elapsed_ms": sum(a.elapsed_ms for a in attempts), "attempts": [a.summary() for a in attempts],
     }
 

@@ -83,7 +83,9 @@ class FakeDaemon:
                                             "winner": "aa" * 32, "producer": "bb" * 32, "loss": 0.123456, "loss_micro": 123456,
                                             "certificate": "cd" * 40, "attempts": [{"ok": True}],
                                             "space": body.get("space", "main"), "model_id": "ab" * 32,
-                                            "model_ids": ["ab" * 32] * n, "shard_id": "ef" * 32})
+                                            "model_ids": ["ab" * 32] * n, "shard_id": "ef" * 32,
+                                            "shard": {"members": 1, "signatures": 1} if body.get("space") == "solo"
+                                            else {"members": 3, "signatures": 2}})
                 if self.path == "/transfer" and body["amount"] > 10**9:
                     return self._send(400, {"error": "insufficient balance"})
                 self._send(200, {"ok": True})
@@ -199,6 +201,16 @@ def test_submit_texts_writes_npz_and_prints_summary(daemon, tmp_path):
     assert v["space"] == "main" and list(v["model_ids"]) == ["ab" * 32] * 3
     for word in ("winner", "producer", "proxied", "loss", "0.123456", "certificate", "space"):
         assert word in r.output
+
+
+def test_submit_says_how_many_members_checked_the_work(daemon, tmp_path):
+    home = str(tmp_path / "home")
+    r = runner.invoke(app, ["submit", "--home", home, "--space", "main", "one"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "3 members, 2 signed the certificate" in r.output and "no other node" not in r.output
+    r = runner.invoke(app, ["submit", "--home", home, "--space", "solo", "one"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "1 member, 1 signed" in r.output and "only one node serves space solo: no other node checked this work" in r.output
 
 
 def test_submit_out_must_be_npz(daemon, tmp_path):

@@ -87,6 +87,7 @@ async def test_network_certifies_pays_syncs_rejects_and_restarts(tmp_path):
         cert = decode_certificate(bytes.fromhex(res["certificate"]))
         members = n0.payments.ledger.check_shard_certificate(cert)  # q member signatures on one report
         assert res["winner"] == cert.report.winner.hex() and cert.report.winner in members
+        assert res["shard"] == {"members": len(members), "signatures": len(cert.signatures)}
         sid = cert.report.shard_id
 
         # every node: indexed the routing vectors, applied the Settle, holds the same ledger
