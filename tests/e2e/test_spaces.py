@@ -6,7 +6,7 @@ import pytest
 
 from moenode.client import decode_embeddings, read_vectors, write_vectors
 from moenode.encoders import corpus, zoo
-from moenode.testing.testnet import Testnet, testnet_params
+from moenode.testing.testnet import Testnet
 
 MODELS = ["minilm-l6", "spec-code", "spec-man", "adv-offspace", "minilm-l6"]
 
@@ -19,6 +19,8 @@ def test_batches_of_one_space_make_one_index_and_the_off_space_model_never_wins(
     # both are passed over and the round fails (protocol/spaces.md). Its submitter learns that only at the round's
     # deadline, then pays a fresh shard. Rounds here take 1-5 s, so a 45 s deadline (the testnet's is 90 s, every
     # phase's timeout end to end) is still far beyond a round on a loaded machine, and halves that wait
+    from moenode.testing.testnet import testnet_params  # here: a module-level name test* would be collected
+
     params = testnet_params(round_abort_ms=45_000)
     with Testnet.create(tmp_path / "tn", len(MODELS), models=MODELS, epoch_ms=60_000, params=params) as tn:
         tn.start(timeout=300)
