@@ -251,9 +251,13 @@ class Authority:
 
         With `now_ms`, stake tables the clock has made due are fixed first (see `catch_up`).
         """
+        return self.accept_decoded(CertifiedOrder.decode(data, self.ledger.net, self.verify), data, now_ms)
+
+    def accept_decoded(self, cert: CertifiedOrder, data: bytes, now_ms: int | None = None) -> str:
+        """`accept_certificate` of a certificate its caller has decoded (with this authority's `verify`) from
+        `data`, for a caller that needs the decoded order too: it is not decoded twice."""
         if now_ms is not None:
             self.catch_up(now_ms)
-        cert = CertifiedOrder.decode(data, self.ledger.net, self.verify)
         status = self.ledger.accept_certificate(cert, self.verify)
         if status == "applied":
             self.store.append("order", cert.id, data)

@@ -291,19 +291,19 @@ class Payments:
     # applying ------------------------------------------------------------------------------------------------------
     def accept(self, data: bytes) -> str:
         """Check and apply a certified order (bytes). Raises ProtocolError; a conflict is logged loudly."""
+        cert = CertifiedOrder.decode(data, self.authority.ledger.net, self.authority.verify)
         try:
-            status = self.authority.accept_certificate(data)
+            status = self.authority.accept_decoded(cert, data)
         except ConflictingCertificates as e:
             log.error("CONFLICTING CERTIFIED ORDERS (a third of the voting power equivocated): %s", e)
             self.ctx.metrics.inc("conflicting_certificates")
             return "conflict"
         if status == "applied":
-            self._remember(data)
+            self._remember(cert)
         return status
 
-    def _remember(self, data: bytes) -> None:
+    def _remember(self, cert: CertifiedOrder) -> None:
         """Keep our own orders and the ones that credited us: authorities that lack them get them attached."""
-        cert = CertifiedOrder.decode(data, self.ctx.net_id, self.authority.verify)  # verified: cached
         o, me = cert.msg, self.me
         if o.account == me:
             self.own_recent.append(cert)

@@ -49,7 +49,9 @@ async def test_a_walk_paces_itself_and_backs_off_when_the_server_refuses(tmp_pat
     request and then one every 4 s (so the second page is refused however slow the machine is), the walk now backs
     off, asks again, and completes; its cursor is saved page by page."""
     genesis, (s,), c, servers, users = _network(tmp_path, 1)
-    n = 1_000
+    # a full page, then a part one: every request after the first waits out the server's 4 s in backoffs, so each
+    # page more costs about 5 s and shows nothing new
+    n = PAGE_LIMIT + 44
     write_log(s.home / "ledger.sqlite", genesis, certified_transfers(genesis, servers, users, n))
     tight = default_limits() | {"request": Rate(0.25, 1.0)}
     async with synced_node(s, genesis, limits=tight) as server, synced_node(c, genesis) as client:
