@@ -34,6 +34,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -114,7 +115,7 @@ def space_result(subs, q: dict, candidates: dict[int, list[str]], model_of: dict
         "rounds": len(subs), "certified": sum(s.ok for s in subs),
         "proxied_rounds": q["mixed"]["proxied_rounds"] if q["mixed"] else 0,
         "proxied_wins": q["mixed"]["proxied_wins"] if q["mixed"] else 0,
-        "wins_by_producer": count(model_of.get(s.result.get("producer", ""), "?") for s in subs if s.ok),
+        "wins_by_producer": dict(Counter(model_of.get(s.result.get("producer", ""), "?") for s in subs if s.ok)),
         "quality": q,
         "per_round": [{"index": s.index, "domain": s.domain, "ok": s.ok, "served": s.served,
                        "space": s.result.get("space"), "winner": model_of.get(s.result.get("winner", ""), "?"),
@@ -137,13 +138,6 @@ def round_candidates(subs, home: Path, model_of: dict[str, str], members_of) -> 
         if s.result.get("producer") != s.result.get("winner"):
             models.append(producer)
         out[s.index] = models
-    return out
-
-
-def count(xs) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for x in xs:
-        out[x] = out.get(x, 0) + 1
     return out
 
 

@@ -383,7 +383,12 @@ class Ledger:
 
     def check_shard_certificate(self, cert: Certificate) -> list[bytes]:
         """Recompute the shard of the certified report and check q member signatures; return the members."""
-        r = cert.report
+        members, q = self.shard_of(cert.report)
+        cert.check(self.net, self.verify, members, q)
+        return members
+
+    def shard_of(self, r: Report) -> tuple[list[bytes], int]:
+        """(members, quorum) of the report's shard, recomputed from the stake that served its space in its epoch."""
         if r.shard_id != derive_shard_id(r.epoch, r.data_hash, r.nonce, r.submitter, r.space):
             raise SchemaError("shard certificate: shard_id is not derived from the report")
         try:
@@ -392,9 +397,7 @@ class Ledger:
         except KeyError as e:
             raise StateError(f"shard certificate: {e}") from None
         n, q = shard_size(max(1, sum(1 for vp in power.values() if vp > 0)))
-        members = sample_shard(power, shard_seed(seed, r.data_hash, r.nonce, r.pay_id), n)
-        cert.check(self.net, self.verify, members, q)
-        return members
+        return sample_shard(power, shard_seed(seed, r.data_hash, r.nonce, r.pay_id), n), q
 
     # applying certificates ----------------------------------------------------------------------------------------
     def accept_certificate(self, cert: CertifiedOrder, verify: Verifier | None = None) -> str:
